@@ -1,0 +1,63 @@
+"""The catalogue of built-in fault sites.
+
+Every site is one line at the kernel function it is named after; firing it makes that
+function fail the way the kernel's does.  ``errnos`` lists what the site may produce
+(the first is the default); a site whose failure is not an errno (a bool or NULL return)
+lists the errno its callers end up reporting, for documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+
+__all__ = ["Site", "BUILTIN_SITES", "site"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    name: str
+    kernel: str            # file:function
+    meaning: str           # what firing means
+    returns: str           # what the kernel function returns when it fires
+    errnos: tuple[int, ...]
+    user: bool = False
+
+
+def _s(name: str, kernel: str, meaning: str, returns: str, *errnos: int) -> Site:
+    return Site(name, kernel, meaning, returns, tuple(errnos))
+
+
+BUILTIN_SITES: dict[str, Site] = {s.name: s for s in (
+    _s("folio_isolate_lru", "mm/vmscan.c:folio_isolate_lru",
+       "isolation fails: the folio is temporarily off the LRU (a racing isolation)",
+       "false", errno.EBUSY),
+    _s("folio_isolate_hugetlb", "mm/hugetlb.c:folio_isolate_hugetlb",
+       "hugetlb isolation fails (folio not migratable at the moment)",
+       "false", errno.EBUSY),
+    _s("alloc_migration_target", "mm/migrate.c:alloc_migration_target",
+       "OOM while allocating the migration target; migrate_pages aborts",
+       "NULL (migrate_pages returns -ENOMEM)", errno.ENOMEM),
+    _s("migrate_folio", "mm/migrate.c:__migrate_folio",
+       "a transient extra reference (a concurrent GUP, an LRU batch) makes the refcount check fail",
+       "-EAGAIN (retried, then counted as failed)", errno.EAGAIN),
+    _s("lru_add_drain_all", "mm/swap.c:lru_add_drain_all",
+       "the drain leaves per-cpu batch references in place",
+       "void (batches not drained)", errno.EAGAIN),
+    _s("alloc_pages", "mm/page_alloc.c:__alloc_pages",
+       "page allocation fails (fail_page_alloc)",
+       "NULL", errno.ENOMEM),
+    _s("try_grab_folio", "mm/gup.c:try_grab_folio",
+       "the pin or reference cannot be taken",
+       "-ENOMEM (or -EREMOTEIO for P2PDMA pages)", errno.ENOMEM, errno.EREMOTEIO),
+    _s("memfd_alloc_folio", "mm/memfd.c:memfd_alloc_folio",
+       "shmem/hugetlb folio allocation fails or races with another allocator",
+       "ERR_PTR(-ENOMEM/-ENOSPC/-EEXIST)", errno.ENOMEM, errno.ENOSPC, errno.EEXIST),
+    _s("kmalloc", "mm/slub.c:__kmalloc",
+       "slab allocation fails (failslab); driver code hits it through fake_mm.kmalloc",
+       "NULL", errno.ENOMEM),
+)}
+
+
+def site(name: str) -> Site:
+    return BUILTIN_SITES[name]

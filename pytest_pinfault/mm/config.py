@@ -1,0 +1,224 @@
+"""Machine configuration: the frozen, validated description a :class:`FakeMM` is built from.
+
+``MMConfig`` plays the role of the kernel command line and the firmware memory map of a
+small x86-64 virtual machine: how much RAM there is, how much of it is ZONE_MOVABLE
+(``movablecore=``), which CMA areas exist (``cma=``), the hugetlb pools (``hugepages=``),
+the THP mode, RLIMIT_MEMLOCK, the seed and the historical quirks to emulate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any, Union
+
+__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError"]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+Size = Union[int, str]
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+    "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+    "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+    "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+#: Historical kernel behaviours that ``MMConfig(quirks=...)`` can switch on.  Each maps
+#: to the upstream change whose *absence* it emulates (see docs/kernel-map.md).
+QUIRKS: Mapping[str, str] = {
+    "pcp_thp_shared_list": (
+        "one per-cpu THP list shared by every migratetype (5d0a661d808f, v6.0..v6.9): a "
+        "non-movable THP-order request can be served a CMA pageblock; fixed by bf14ed81f571 "
+        "'mm/page_alloc: Separate THP PCP into movable and non-movable categories' (v6.10)"
+    ),
+    "gup_keep_pins_on_isolation_failure": (
+        "pre-v5.13 GUP: when LRU isolation or migration of an unpinnable folio fails, keep "
+        "the pins and return success (pin-anyway of 9a4e9f3b2d73, removed by 'mm/gup: "
+        "return an error on migration failure' and 'mm/gup: check for isolation errors')"
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """A bad :class:`MMConfig` value; the message names field, expectation and value."""
+
+
+def parse_size(value: Size, field: str = "size") -> int:
+    """Parse ``4096``, ``"512MiB"``, ``"4G"`` or ``"1TiB"`` into a byte count.
+
+    Raises :class:`ConfigError` naming *field* when the value is not a non-negative size.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{field}: expected a size in bytes or a string like '512MiB', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{field}: expected a size >= 0, got {value!r}")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m and m.group(2).lower() in _UNITS:
+            return int(m.group(1)) * _UNITS[m.group(2).lower()]
+    raise ConfigError(f"{field}: expected a size in bytes or a string like '512MiB', got {value!r}")
+
+
+def _fmt(nbytes: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift}{unit}"
+    return str(nbytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CMASpec:
+    """One CMA area as the ``cma=size[@start[-end]]`` boot parameter describes it.
+
+    ``start``/``end`` bound where the area is placed (top-down, like memblock); with no
+    bounds the area goes at the top of memory below 4 GiB, as ``dma_contiguous_reserve``
+    does on x86-64.
+    """
+
+    name: str
+    size: int
+    start: int | None = None
+    end: int | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec: Size, field: str) -> "CMASpec":
+        if isinstance(spec, str) and "@" in spec:
+            size_s, _, where = spec.partition("@")
+            start_s, dash, end_s = where.partition("-")
+            size = parse_size(size_s, field)
+            start = parse_size(start_s, field) if start_s else None
+            end = parse_size(end_s, field) if dash else None
+            return cls(name, size, start, end)
+        return cls(name, parse_size(spec, field))
+
+
+@dataclasses.dataclass(frozen=True)
+class MMConfig:
+    """The fake machine.  Frozen and validated at construction.
+
+    ram
+        Total RAM (bytes or ``"4GiB"``).  As on a QEMU ``pc`` machine, RAM of 3.5 GiB or
+        more is split: 3 GiB below the 4 GiB PCI hole, the rest from 4 GiB up.
+    movablecore
+        Size of ZONE_MOVABLE, carved from the top of the highest zone (``movablecore=``).
+    cma
+        CMA areas: a size (one area named ``"reserved"``, like ``cma=``), a string
+        ``"128MiB@256MiB-1GiB"`` with placement bounds, or a mapping ``name -> spec``.
+    hugetlb
+        Boot-time hugetlb pools: page size -> number of pages (``{"2MiB": 512}``).
+    default_hugepagesz
+        The default huge page size (``MFD_HUGETLB`` without a size flag).
+    thp
+        ``"always" | "madvise" | "never"`` (``/sys/kernel/mm/transparent_hugepage/enabled``).
+    memlock
+        RLIMIT_MEMLOCK of the first task, in bytes.
+    nr_cpus
+        CPUs, each with its own per-cpu page lists and LRU batches.
+    boot_reserved
+        ``"auto"`` reserves the kernel image and the memmap (64 bytes per page, at the top
+        of RAM, as memblock does top-down), which makes the top memory block unofflinable,
+        as on real machines; ``"none"`` reserves nothing.
+    offline_retry_budget
+        How many passes ``offline_pages`` makes before the modelled signal arrives and it
+        returns ``-EINTR`` (the real kernel loops until a signal).
+    gup_retry_limit
+        Bound on the ``-EAGAIN`` re-pin loops (unbounded in the kernel); exceeding it is
+        recorded as a livelock.
+    seed
+        Seed of every random choice the model makes.
+    quirks
+        Names from :data:`QUIRKS`.
+    """
+
+    ram: Size = "4GiB"
+    movablecore: Size = 0
+    cma: Any = 0
+    hugetlb: Mapping[Size, int] = dataclasses.field(default_factory=dict)
+    default_hugepagesz: Size = "2MiB"
+    thp: str = "always"
+    memlock: Size = "8MiB"
+    nr_cpus: int = 2
+    boot_reserved: str = "auto"
+    offline_retry_budget: int = 100
+    gup_retry_limit: int = 64
+    seed: int = 0
+    quirks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        ram = parse_size(self.ram, "ram")
+        if ram < 64 << 20 or ram % (128 << 20):
+            raise ConfigError(f"ram: expected a multiple of 128MiB, at least 128MiB, got {self.ram!r}")
+        set_(self, "ram", ram)
+        movable = parse_size(self.movablecore, "movablecore")
+        if movable % (128 << 20) or movable >= ram:
+            raise ConfigError(
+                f"movablecore: expected a multiple of 128MiB smaller than ram ({_fmt(ram)}), "
+                f"got {self.movablecore!r}")
+        set_(self, "movablecore", movable)
+        set_(self, "cma", self._parse_cma(self.cma))
+        set_(self, "hugetlb", self._parse_hugetlb(self.hugetlb))
+        hps = parse_size(self.default_hugepagesz, "default_hugepagesz")
+        if hps not in (2 << 20, 1 << 30):
+            raise ConfigError(f"default_hugepagesz: expected '2MiB' or '1GiB', got {self.default_hugepagesz!r}")
+        set_(self, "default_hugepagesz", hps)
+        if self.thp not in ("always", "madvise", "never"):
+            raise ConfigError(f"thp: expected 'always', 'madvise' or 'never', got {self.thp!r}")
+        set_(self, "memlock", parse_size(self.memlock, "memlock"))
+        for name, lo in (("nr_cpus", 1), ("offline_retry_budget", 1), ("gup_retry_limit", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{name}: expected an integer >= {lo}, got {v!r}")
+        if self.boot_reserved not in ("auto", "none"):
+            raise ConfigError(f"boot_reserved: expected 'auto' or 'none', got {self.boot_reserved!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed: expected an integer, got {self.seed!r}")
+        quirks = (self.quirks,) if isinstance(self.quirks, str) else tuple(self.quirks)
+        for q in quirks:
+            if q not in QUIRKS:
+                raise ConfigError(f"quirks: expected names from {sorted(QUIRKS)}, got {q!r}")
+        set_(self, "quirks", quirks)
+
+    @staticmethod
+    def _parse_cma(cma: Any) -> tuple[CMASpec, ...]:
+        if cma in (0, None, "", "0"):
+            return ()
+        if isinstance(cma, tuple) and all(isinstance(c, CMASpec) for c in cma):
+            return cma
+        if isinstance(cma, Mapping):
+            specs = tuple(CMASpec.parse(str(n), s, f"cma[{n!r}]") for n, s in cma.items())
+        else:
+            specs = (CMASpec.parse("reserved", cma, "cma"),)
+        for s in specs:
+            if s.size % (2 << 20) or s.size == 0:
+                raise ConfigError(f"cma[{s.name!r}]: expected a non-zero multiple of 2MiB (a pageblock), got {_fmt(s.size)}")
+        return specs
+
+    @staticmethod
+    def _parse_hugetlb(pools: Mapping[Size, int]) -> Mapping[int, int]:
+        if not isinstance(pools, Mapping):
+            raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}}, got {pools!r}")
+        out: dict[int, int] = {}
+        for size, count in pools.items():
+            nbytes = parse_size(size, "hugetlb")
+            if nbytes not in (2 << 20, 1 << 30):
+                raise ConfigError(f"hugetlb: expected page sizes '2MiB' or '1GiB', got {size!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError(f"hugetlb[{size!r}]: expected a count >= 0, got {count!r}")
+            out[nbytes] = count
+        return out
+
+    def replace(self, **changes: Any) -> "MMConfig":
+        """A copy with *changes* applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def has_quirk(self, name: str) -> bool:
+        return name in self.quirks

@@ -1,0 +1,183 @@
+"""hugetlb pools (hstates).
+
+Kernel: mm/hugetlb.c (struct hstate, alloc_pool_huge_folio, dequeue_hugetlb_folio_node_exact,
+alloc_hugetlb_folio_nodemask, alloc_migrate_hugetlb_folio, free_huge_folio,
+move_hugetlb_state, dissolve_free_hugetlb_folio), v6.12.
+
+A pool has ``nr_huge_pages`` folios, ``free_huge_pages`` of them on its free list and
+``resv_huge_pages`` promised to mappings.  Boot-time pools are allocated like
+``hugepages=``: 2 MiB pages from the buddy allocator with ``htlb_alloc_mask``
+(GFP_HIGHUSER_MOVABLE, so they may land in ZONE_MOVABLE or CMA), 1 GiB pages as
+gigantic contiguous ranges.  Migration of an in-use hugetlb folio takes a free pool folio
+that is long-term pinnable when the task is under PF_MEMALLOC_PIN, or allocates a
+*temporary* folio outside the pool, exactly as ``alloc_hugetlb_folio_nodemask`` does;
+``move_hugetlb_state`` then hands the temporary status to the source, which leaves the
+pool when freed, so the pool counters are unchanged by migration.
+
+.. note:: One node; surplus pages and overcommit are not modelled (``nr_overcommit_huge_pages``
+   is 0).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import gfp as _g
+from .folio import (KIND_HUGETLB, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio)
+from .mmzone import MAX_PAGE_ORDER
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fakemm import FakeMM
+
+_HTLB_ALLOC_MASK = int(_g.GFP_HIGHUSER_MOVABLE)
+
+
+class HState:
+    """``struct hstate``: one huge page size and its pool."""
+
+    def __init__(self, mm: "FakeMM", order: int) -> None:
+        self._mm = mm
+        self.order = order
+        self.nr_huge_pages = 0
+        self.free_huge_pages = 0
+        self.resv_huge_pages = 0
+        self.surplus_huge_pages = 0
+        self.free_list: list[Folio] = []
+
+    @property
+    def size(self) -> int:
+        return 4096 << self.order
+
+    @property
+    def name(self) -> str:
+        return f"hugepages-{self.size >> 10}kB"
+
+    def huge_page_shift(self) -> int:
+        return 12 + self.order
+
+    def huge_page_order(self) -> int:
+        return self.order
+
+    def pages_per_huge_page(self) -> int:
+        return 1 << self.order
+
+    @property
+    def available(self) -> int:
+        """Free pages not promised to a reservation."""
+        return self.free_huge_pages - self.resv_huge_pages
+
+    def __repr__(self) -> str:
+        return (f"<hstate {self.name} nr={self.nr_huge_pages} free={self.free_huge_pages} "
+                f"resv={self.resv_huge_pages}>")
+
+
+class HugetlbMixin:
+    """hugetlb half of :class:`~pytest_pinfault.FakeMM`."""
+
+    def hstate(self, size: int | str | None = None) -> HState:
+        """The pool for huge page *size* (bytes or ``"2MiB"``/``"1GiB"``; default size
+        when omitted).  Raises ValueError for a size without a pool."""
+        from .config import parse_size
+        nbytes = self.config.default_hugepagesz if size is None else parse_size(size, "hstate")
+        h = self._hstates.get(nbytes)
+        if h is None:
+            raise ValueError(f"hstate: expected a huge page size of 2MiB or 1GiB, got {size!r}")
+        return h
+
+    def _alloc_fresh_hugetlb_folio(self, h: HState, gfp: int) -> Folio | None:
+        if h.order <= MAX_PAGE_ORDER:
+            folio = self._alloc_folio(gfp | _g._COMP, h.order, KIND_HUGETLB)
+        else:
+            folio = self._alloc_gigantic(gfp, h.order)
+        if folio is not None:
+            folio.kind = KIND_HUGETLB
+            folio.hstate = h
+        return folio
+
+    def alloc_pool_huge_folio(self, h: HState) -> bool:
+        """Grow the pool by one folio (``nr_hugepages`` write / boot ``hugepages=``).
+
+        Kernel: mm/hugetlb.c:alloc_pool_huge_folio (v6.12).
+        """
+        folio = self._alloc_fresh_hugetlb_folio(h, _HTLB_ALLOC_MASK | _g._NOWARN)
+        if folio is None:
+            return False
+        folio._refcount = 0
+        h.nr_huge_pages += 1
+        h.free_huge_pages += 1
+        h.free_list.append(folio)
+        return True
+
+    def dequeue_hugetlb_folio(self, h: HState, gfp: int) -> Folio | None:
+        """Take a free pool folio; under PF_MEMALLOC_PIN only a long-term pinnable one.
+
+        Kernel: mm/hugetlb.c:dequeue_hugetlb_folio_node_exact (v6.12).
+        """
+        pin = bool(self.current.flags & 0x10000000)
+        for i, folio in enumerate(h.free_list):
+            if pin and not self.folio_is_longterm_pinnable(folio):
+                continue
+            del h.free_list[i]
+            h.free_huge_pages -= 1
+            folio._refcount = 1
+            return folio
+        return None
+
+    def alloc_hugetlb_folio_nodemask(self, h: HState, nid: int, nmask: Any, gfp: int) -> Folio | None:
+        """A hugetlb folio for migration: a free, unreserved pool folio, else a fresh
+        temporary one from the buddy allocator.  Kernel: mm/hugetlb.c:
+        alloc_hugetlb_folio_nodemask (v6.12)."""
+        if h.available > 0:
+            folio = self.dequeue_hugetlb_folio(h, gfp)
+            if folio is not None:
+                return folio
+        folio = self._alloc_fresh_hugetlb_folio(h, self.current_gfp_context(_HTLB_ALLOC_MASK | (gfp & _g._NOWARN)))
+        if folio is None:
+            return None
+        folio.flags |= PG_hugetlb_temporary
+        h.nr_huge_pages += 1
+        h.surplus_huge_pages += 1
+        return folio
+
+    def _move_hugetlb_state(self, src: Folio, dst: Folio) -> None:
+        """Kernel: mm/hugetlb.c:move_hugetlb_state: the temporary status moves to *src*."""
+        if dst.flags & PG_hugetlb_temporary:
+            dst.flags &= ~PG_hugetlb_temporary
+            src.flags |= PG_hugetlb_temporary
+
+    def free_huge_folio(self, folio: Folio) -> None:
+        """Last reference dropped: back to the pool, or to the buddy allocator when
+        temporary.  Kernel: mm/hugetlb.c:free_huge_folio (v6.12)."""
+        h = folio.hstate
+        folio.mapping = None
+        folio.flags &= ~PG_hugetlb_migratable
+        folio.zero()
+        if folio.flags & PG_hugetlb_temporary:
+            h.nr_huge_pages -= 1
+            h.surplus_huge_pages -= 1
+            self._free_folio_to_buddy(folio)
+            return
+        h.free_list.append(folio)
+        h.free_huge_pages += 1
+
+    def dissolve_free_hugetlb_folios(self, start_pfn: int, end_pfn: int) -> int:
+        """Return free pool folios in ``[start_pfn, end_pfn)`` to the buddy allocator,
+        keeping reservations satisfiable; -EBUSY when that is impossible.
+
+        Kernel: mm/hugetlb.c:dissolve_free_hugetlb_folios (v6.12).
+        """
+        import errno
+        for h in self._hstates.values():
+            for folio in list(h.free_list):
+                if not start_pfn <= folio.pfn < end_pfn:
+                    continue
+                if h.free_huge_pages - h.resv_huge_pages <= 0:
+                    return -errno.EBUSY
+                h.free_list.remove(folio)
+                h.free_huge_pages -= 1
+                h.nr_huge_pages -= 1
+                self._free_folio_to_buddy(folio)
+        return 0
+
+    def folio_test_hugetlb(self, folio: Folio) -> bool:
+        return folio.kind == KIND_HUGETLB

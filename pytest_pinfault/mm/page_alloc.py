@@ -1,0 +1,515 @@
+"""The page allocator: zonelists, watermarks, migratetype fallback, CMA, per-cpu lists.
+
+Kernel: mm/page_alloc.c (v6.12): __alloc_pages, get_page_from_freelist, rmqueue,
+rmqueue_pcplist, rmqueue_bulk, __rmqueue, __rmqueue_fallback, steal_suitable_fallback,
+free_unref_page, free_pcppages_bulk, __free_one_page, drain_all_pages; include/linux/
+sched/mm.h: memalloc_pin_save/restore, current_gfp_context.
+
+The kernel's rules the model keeps:
+
+* ``current_gfp_context()``: under PF_MEMALLOC_PIN ``__GFP_MOVABLE`` is cleared, so the
+  allocation is not MIGRATE_MOVABLE, may not use ZONE_MOVABLE and, lacking ALLOC_CMA, no
+  CMA pageblock either.
+* The zonelist runs from ``gfp_zone(gfp)`` down to ZONE_DMA; a zone is used only if its
+  free pages (not counting free CMA pages unless ALLOC_CMA) stay above the min watermark.
+* ``__rmqueue``: movable requests use CMA first when more than half of the zone's free
+  pages are CMA; otherwise their own free list, then CMA, then the fallback types.
+  Unmovable/reclaimable requests fall back to other types and claim the pageblock when
+  at least half of it is free (``steal_suitable_fallback``).
+* Orders 0..3 and the THP order go through per-cpu lists with the zone's batch/high;
+  CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
+  not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
+
+.. note:: No reclaim, compaction or kswapd: an allocation that finds no free block in
+   its zonelist returns ``None`` (OOM).  ``lowmem_reserve`` and ``ALLOC_HIGHATOMIC`` are
+   not modelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import gfp as _g
+from .folio import KIND_BALLOON, KIND_KERNEL, Folio, Page
+from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVABLE,
+                  MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_MOVABLE,
+                  ZONE_NORMAL)
+from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER,
+                     pageblock_nr_pages, pageblock_order)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mmzone import Zone
+
+PF_MEMALLOC_PIN = 0x10000000
+
+# fallbacks[] of mm/page_alloc.c (v6.12)
+FALLBACKS = {
+    MIGRATE_UNMOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE),
+    MIGRATE_MOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE),
+    MIGRATE_RECLAIMABLE: (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),
+}
+
+NR_LOWORDER_PCP_LISTS = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER + 1)
+NR_PCP_LISTS = NR_LOWORDER_PCP_LISTS + 2
+
+_STEER = ("cma", "movable", "normal")
+
+
+def account_freepages(zone: "Zone", nr: int, mt: int) -> None:
+    """NR_FREE_PAGES/NR_FREE_CMA_PAGES += nr; isolated pages are not counted as free.
+
+    Kernel: mm/page_alloc.c:account_freepages (v6.12).
+    """
+    if mt == MIGRATE_ISOLATE:
+        return
+    zone.nr_free += nr
+    if mt == MIGRATE_CMA:
+        zone.nr_free_cma += nr
+
+
+class PageAllocMixin:
+    """Allocator half of :class:`~pytest_pinfault.FakeMM` (see module docstring)."""
+
+    # ------------------------------------------------------------------ gfp context
+    def memalloc_pin_save(self) -> int:
+        """Set PF_MEMALLOC_PIN on the current task; return the previous state.
+
+        Kernel: include/linux/sched/mm.h:memalloc_pin_save (v5.13+).
+        """
+        task = self.current
+        old = task.flags & PF_MEMALLOC_PIN
+        task.flags |= PF_MEMALLOC_PIN
+        return old
+
+    def memalloc_pin_restore(self, flags: int) -> None:
+        """Restore PF_MEMALLOC_PIN to what :meth:`memalloc_pin_save` returned.
+
+        Kernel: include/linux/sched/mm.h:memalloc_pin_restore (v5.13+).
+        """
+        task = self.current
+        task.flags = (task.flags & ~PF_MEMALLOC_PIN) | (flags & PF_MEMALLOC_PIN)
+
+    def current_gfp_context(self, gfp: int) -> int:
+        """Apply the task's scoped constraints: PF_MEMALLOC_PIN clears __GFP_MOVABLE.
+
+        Kernel: include/linux/sched/mm.h:current_gfp_context (v6.12).
+        """
+        gfp = int(gfp)
+        if self.current.flags & PF_MEMALLOC_PIN:
+            gfp &= ~_g._MOVABLE
+        return gfp
+
+    # ------------------------------------------------------------------ steering
+    @contextlib.contextmanager
+    def steer(self, where: str) -> Iterator[None]:
+        """Bias *movable* allocations toward ``"cma"``, ``"movable"`` (ZONE_MOVABLE) or
+        ``"normal"`` (neither ZONE_MOVABLE nor CMA) inside the ``with`` block.
+
+        Steering changes where memory comes from, never the contract: allocations under
+        PF_MEMALLOC_PIN or without __GFP_MOVABLE are not affected, and when the preferred
+        placement is full the allocator falls back to its normal choice.
+        """
+        if where not in _STEER:
+            raise ValueError(f"steer: expected one of {_STEER}, got {where!r}")
+        old = self._steer
+        self._steer = where
+        try:
+            yield
+        finally:
+            self._steer = old
+
+    # ------------------------------------------------------------------ public API
+    def alloc_pages(self, gfp: int, order: int) -> Page | None:
+        """Allocate ``2**order`` contiguous pages; return the first page or ``None``.
+
+        The block is a kernel allocation (not on the LRU, refcount 1), released with
+        :meth:`__free_pages` / :meth:`put_page`.  Hits the ``alloc_pages`` fault site.
+        Kernel: mm/page_alloc.c:alloc_pages (v6.12; ``alloc_pages_noprof``).
+        """
+        folio = self._alloc_folio(gfp, order, KIND_KERNEL)
+        return None if folio is None else Page(folio, folio.pfn)
+
+    def folio_alloc(self, gfp: int, order: int) -> Folio | None:
+        """Allocate a folio of *order* (``__GFP_COMP`` implied); ``None`` on failure.
+
+        Kernel: mm/page_alloc.c:folio_alloc / __folio_alloc (v6.12).
+        """
+        return self._alloc_folio(int(gfp) | _g._COMP, order, KIND_KERNEL)
+
+    def free_pages_block(self, page: Page | Folio, order: int) -> None:
+        """Drop the allocation reference of a block from :meth:`alloc_pages`.
+
+        Kernel: mm/page_alloc.c:__free_pages (v6.12).
+        """
+        folio = page.folio
+        if folio.order != order:
+            self._warn("free_pages_order_mismatch",
+                       f"__free_pages order {order} on a folio of order {folio.order}", folio=folio)
+        self.folio_put(folio)
+
+    # ------------------------------------------------------------------ core
+    def _alloc_folio(self, gfp: int, order: int, kind: str) -> Folio | None:
+        gfp = int(gfp)
+        if self.current.flags & PF_MEMALLOC_PIN:
+            gfp &= ~_g._MOVABLE
+        fi = self.faults
+        if fi.active and not gfp & _g._NOFAIL and fi.hit("alloc_pages", gfp=gfp, order=order) is not None:
+            self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
+            return None
+        pfn, zone = self._get_page_from_freelist(gfp, order)
+        if pfn < 0:
+            self.stats.oom += 1
+            if self.trace.on:
+                self._trace("alloc_fail", gfp=gfp, order=order, reason="oom")
+            return None
+        folio = Folio(self, pfn, order, zone, kind)
+        self._sections_for(pfn)[pfn] = folio
+        self._nr_allocated += folio.nr_pages
+        if self.trace.on:
+            self._trace("alloc", folio=folio, gfp=gfp, order=order)
+        return folio
+
+    def _zonelist(self, gfp: int) -> list["Zone"]:
+        high = _g.gfp_zone(gfp)
+        return self._zonelists[high]
+
+    def _get_page_from_freelist(self, gfp: int, order: int) -> tuple[int, Any]:
+        mt = MIGRATE_MOVABLE if gfp & _g._MOVABLE else (
+            MIGRATE_RECLAIMABLE if gfp & _g._RECLAIMABLE else MIGRATE_UNMOVABLE)
+        alloc_cma = mt == MIGRATE_MOVABLE
+        steer = self._steer
+        if steer is not None and alloc_cma:
+            pfn, zone = self._steered(gfp, order, steer)
+            if pfn >= 0:
+                return pfn, zone
+        high = _g.gfp_zone(gfp)
+        for zone in self._zonelists[high]:
+            if not self._watermark_ok(zone, order, alloc_cma, gfp):
+                continue
+            pfn = self._rmqueue(zone, order, mt, alloc_cma)
+            if pfn >= 0:
+                return pfn, zone
+        return -1, None
+
+    def _steered(self, gfp: int, order: int, steer: str) -> tuple[int, Any]:
+        if steer == "movable":
+            zone = self.zones.get("Movable")
+            if zone is not None and self._watermark_ok(zone, order, True, gfp):
+                pfn = self._rmqueue_direct(zone, order, MIGRATE_MOVABLE, True, False)
+                if pfn >= 0:
+                    return pfn, zone
+            return -1, None
+        for zone in self._zonelists[ZONE_NORMAL]:
+            if steer == "cma":
+                pfn = self._buddy_take(zone, MIGRATE_CMA, order)
+            else:
+                if not self._watermark_ok(zone, order, False, gfp):
+                    continue
+                pfn = self._rmqueue_direct(zone, order, MIGRATE_MOVABLE, False, False)
+            if pfn >= 0:
+                return pfn, zone
+        return -1, None
+
+    @staticmethod
+    def _watermark_ok(zone: "Zone", order: int, alloc_cma: bool, gfp: int) -> bool:
+        free = zone.nr_free - (1 << order) + 1
+        if not alloc_cma:
+            free -= zone.nr_free_cma
+        mark = zone.wmark_min
+        if gfp & _g._HIGH:
+            mark -= mark // 2
+        return free > mark
+
+    def _pindex(self, order: int, mt: int) -> int:
+        if order == HPAGE_PMD_ORDER:
+            if self._pcp_thp_shared:
+                return NR_LOWORDER_PCP_LISTS
+            return NR_LOWORDER_PCP_LISTS + (0 if mt == MIGRATE_MOVABLE else 1)
+        return MIGRATE_PCPTYPES * order + mt
+
+    def _rmqueue(self, zone: "Zone", order: int, mt: int, alloc_cma: bool) -> int:
+        if (order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER) or self._pcp_disabled:
+            return self._rmqueue_direct(zone, order, mt, alloc_cma, True)
+        pcp = zone.pcp[self.current.cpu]
+        lst = pcp.lists[self._pindex(order, mt)]
+        if not lst:
+            n = max(pcp.batch >> order, 1)
+            for _ in range(n):
+                pfn = self._rmqueue_direct(zone, order, mt, alloc_cma, True)
+                if pfn < 0:
+                    break
+                lst.insert(0, pfn)
+                pcp.count += 1 << order
+            if not lst:
+                return -1
+        pcp.count -= 1 << order
+        return lst.pop()
+
+    def _rmqueue_direct(self, zone: "Zone", order: int, mt: int, alloc_cma: bool,
+                        fallback: bool) -> int:
+        """``__rmqueue``: the buddy lists of one zone."""
+        if alloc_cma and zone.nr_free_cma > zone.nr_free // 2:
+            pfn = self._buddy_take(zone, MIGRATE_CMA, order)
+            if pfn >= 0:
+                return pfn
+        pfn = self._buddy_take(zone, mt, order)
+        if pfn >= 0:
+            return pfn
+        if alloc_cma:
+            pfn = self._buddy_take(zone, MIGRATE_CMA, order)
+            if pfn >= 0:
+                return pfn
+        if not fallback:
+            return -1
+        for fmt in FALLBACKS[mt]:
+            pfn = self._buddy_take(zone, fmt, order)
+            if pfn >= 0:
+                self._steal_suitable_fallback(zone, pfn, order, mt, fmt)
+                return pfn
+        return -1
+
+    def _steal_suitable_fallback(self, zone: "Zone", pfn: int, order: int, mt: int, fmt: int) -> None:
+        if not (order >= pageblock_order // 2 or mt in (MIGRATE_UNMOVABLE, MIGRATE_RECLAIMABLE)):
+            return
+        if order >= pageblock_order:
+            for pb in range(pfn >> pageblock_order, (pfn + (1 << order)) >> pageblock_order):
+                self._set_pageblock_migratetype(zone, pb, mt)
+            return
+        pb_start = pfn & ~(pageblock_nr_pages - 1)
+        free = zone.free[fmt].count_range(pb_start, pb_start + pageblock_nr_pages) + (1 << order)
+        if free >= pageblock_nr_pages // 2:
+            self._set_pageblock_migratetype(zone, pfn >> pageblock_order, mt)
+            self.stats.pageblock_claimed += 1
+
+    # ------------------------------------------------------------------ buddy lists
+    def _buddy_take(self, zone: "Zone", mt: int, order: int) -> int:
+        fl = zone.free[mt]
+        if fl.nr_free < (1 << order):
+            return -1
+        pfn = fl.take(order)
+        if pfn >= 0 and mt != MIGRATE_ISOLATE:
+            zone.nr_free -= 1 << order
+            if mt == MIGRATE_CMA:
+                zone.nr_free_cma -= 1 << order
+        return pfn
+
+    def _buddy_put(self, zone: "Zone", pfn: int, n: int) -> None:
+        """Return ``[pfn, pfn+n)`` to the free list of each pageblock's migratetype."""
+        if n <= pageblock_nr_pages:
+            self._buddy_put_mt(zone, pfn, n, self.get_pageblock_migratetype(pfn))
+            return
+        for a, b, mt in self._mt_runs(pfn, pfn + n):
+            self._buddy_put_mt(zone, a, b - a, mt)
+
+    def _mt_runs(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """Split ``[lo, hi)`` into runs of one pageblock migratetype.  Cost follows the
+        CMA areas and changed pageblocks, not the range's size."""
+        cuts = {lo, hi}
+        for s, e in self._cma_ranges:
+            for c in (s, e):
+                if lo < c < hi:
+                    cuts.add(c)
+        pb_lo, pb_hi = lo >> pageblock_order, (hi - 1) >> pageblock_order
+        for pb in self._pb_mt:
+            if pb_lo <= pb <= pb_hi:
+                for c in (pb << pageblock_order, (pb + 1) << pageblock_order):
+                    if lo < c < hi:
+                        cuts.add(c)
+        points = sorted(cuts)
+        runs: list[tuple[int, int, int]] = []
+        for a, b in zip(points, points[1:]):
+            mt = self.get_pageblock_migratetype(a)
+            if runs and runs[-1][2] == mt and runs[-1][1] == a:
+                runs[-1] = (runs[-1][0], b, mt)
+            else:
+                runs.append((a, b, mt))
+        return runs
+
+    @staticmethod
+    def _buddy_put_mt(zone: "Zone", pfn: int, n: int, mt: int) -> None:
+        zone.free[mt].put(pfn, n)
+        account_freepages(zone, n, mt)
+
+    def _free_block(self, zone: "Zone", pfn: int, order: int) -> None:
+        """free_unref_page / __free_pages_ok: per-cpu list or buddy."""
+        if order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER:
+            self._buddy_put(zone, pfn, 1 << order)
+            return
+        mt = self.get_pageblock_migratetype(pfn)
+        if mt >= MIGRATE_PCPTYPES:
+            if mt == MIGRATE_ISOLATE:
+                self._buddy_put(zone, pfn, 1 << order)
+                return
+            mt = MIGRATE_MOVABLE
+        if self._pcp_disabled:
+            self._buddy_put(zone, pfn, 1 << order)
+            return
+        pcp = zone.pcp[self.current.cpu]
+        pcp.lists[self._pindex(order, mt)].append(pfn)
+        pcp.count += 1 << order
+        if pcp.count >= pcp.high:
+            self._free_pcppages_bulk(zone, pcp, pcp.batch)
+
+    def _free_pcppages_bulk(self, zone: "Zone", pcp: Any, count: int) -> None:
+        """Move about *count* pages from the per-cpu lists back to the buddy lists."""
+        lists = pcp.lists
+        while count > 0 and pcp.count:
+            for i, lst in enumerate(lists):
+                if not lst:
+                    continue
+                order = HPAGE_PMD_ORDER if i >= NR_LOWORDER_PCP_LISTS else i // MIGRATE_PCPTYPES
+                pfn = lst.pop(0)
+                self._buddy_put(zone, pfn, 1 << order)
+                pcp.count -= 1 << order
+                count -= 1 << order
+                if count <= 0:
+                    break
+
+    def drain_all_pages(self, zone: "Zone | None" = None) -> None:
+        """Return every per-cpu free page of *zone* (or all zones) to the buddy lists.
+
+        Kernel: mm/page_alloc.c:drain_all_pages (v6.12).
+        """
+        for z in ([zone] if zone is not None else self._zone_list):
+            for pcp in z.pcp:
+                if pcp.count:
+                    self._free_pcppages_bulk(z, pcp, pcp.count)
+
+    # ------------------------------------------------------------------ pageblocks
+    def get_pageblock_migratetype(self, pfn: int) -> int:
+        """Migratetype of the pageblock holding *pfn* (MIGRATE_* constant).
+
+        Kernel: include/linux/mmzone.h:get_pageblock_migratetype (v6.12).
+        """
+        mt = self._pb_mt.get(pfn >> pageblock_order)
+        if mt is None:
+            return MIGRATE_CMA if self._pfn_in_cma(pfn) else MIGRATE_MOVABLE
+        return mt
+
+    def _base_migratetype(self, pfn: int) -> int:
+        """The boot-time migratetype: CMA inside a CMA area, MOVABLE elsewhere."""
+        return MIGRATE_CMA if self._pfn_in_cma(pfn) else MIGRATE_MOVABLE
+
+    def _pfn_in_cma(self, pfn: int) -> bool:
+        for s, e in self._cma_ranges:
+            if s <= pfn < e:
+                return True
+        return False
+
+    def _set_pageblock_migratetype(self, zone: "Zone", pb: int, mt: int) -> int:
+        """Change a pageblock's migratetype and move its free pages (move_freepages_block)."""
+        start = pb << pageblock_order
+        old = self.get_pageblock_migratetype(start)
+        if old == mt:
+            return old
+        runs = zone.free[old].remove_range(start, start + pageblock_nr_pages)
+        account_freepages(zone, -sum(b - a for a, b in runs), old)
+        if mt == self._base_migratetype(start):
+            self._pb_mt.pop(pb, None)
+        else:
+            self._pb_mt[pb] = mt
+        for a, b in runs:
+            self._buddy_put_mt(zone, a, b - a, mt)
+        if mt == MIGRATE_ISOLATE:
+            zone.nr_isolate_pageblock += 1
+        elif old == MIGRATE_ISOLATE:
+            zone.nr_isolate_pageblock -= 1
+        return old
+
+    # ------------------------------------------------------------------ pressure
+    def fill_zone(self, zone: str, leave: int = 0) -> "Balloon":
+        """Take free memory of *zone* until only *leave* pages stay free (pressure knob).
+
+        Returns a :class:`Balloon` holding the taken memory as unmovable kernel folios
+        (never migrated); ``release()`` gives it back.  The per-cpu lists are drained
+        first, so ``zone.free_pages == leave`` afterwards (when that much was free).
+        """
+        z = self._zone_by_name(zone, "fill_zone")
+        self.drain_all_pages(z)
+        balloon = Balloon(self)
+        for mt in _FILL_ORDER:
+            for s, e in list(z.free[mt].extents()):
+                n = min(e - s, z.nr_free - leave)
+                if n <= 0:
+                    return balloon
+                balloon._add(self._take_exact(z, mt, e - n, n))
+        return balloon
+
+    def fragment_zone(self, zone: str, max_free_order: int = 0) -> "Balloon":
+        """Take every other ``2**max_free_order``-page block of *zone*'s free memory.
+
+        Afterwards about half the free pages remain, but no free block is larger than
+        *max_free_order*: an allocation of a higher order (a THP or hugetlb migration
+        target, say) fails naturally.  Returns a :class:`Balloon` like :meth:`fill_zone`.
+        """
+        z = self._zone_by_name(zone, "fragment_zone")
+        if not 0 <= max_free_order < MAX_PAGE_ORDER:
+            raise ValueError(f"fragment_zone: expected 0 <= max_free_order < {MAX_PAGE_ORDER}, got {max_free_order!r}")
+        self.drain_all_pages(z)
+        keep = 1 << max_free_order
+        balloon = Balloon(self)
+        for mt in _FILL_ORDER:
+            for s, e in list(z.free[mt].extents()):
+                p = ((s + keep - 1) & ~(keep - 1)) + keep   # keep the first aligned block
+                while p < e:
+                    n = min(keep, e - p)
+                    balloon._add(self._take_exact(z, mt, p, n))
+                    p += 2 * keep
+        return balloon
+
+    def _zone_by_name(self, zone: str, what: str) -> "Zone":
+        z = self.zones.get(zone)
+        if z is None:
+            raise ValueError(f"{what}: expected a zone name from {sorted(self.zones)}, got {zone!r}")
+        return z
+
+    def _take_exact(self, zone: "Zone", mt: int, pfn: int, n: int) -> list[Folio]:
+        """Remove ``[pfn, pfn+n)`` from a free list and wrap it in balloon folios."""
+        out = []
+        runs = zone.free[mt].remove_range(pfn, pfn + n)
+        for a, b in runs:
+            account_freepages(zone, a - b, mt)
+            p = a
+            while p < b:
+                order = MAX_PAGE_ORDER
+                while order and ((p & ((1 << order) - 1)) or p + (1 << order) > b):
+                    order -= 1
+                f = Folio(self, p, order, zone, KIND_BALLOON)
+                self._sections_for(p)[p] = f
+                self._nr_allocated += f.nr_pages
+                out.append(f)
+                p += 1 << order
+        return out
+
+
+# ``__free_pages`` would be name-mangled inside the class body.
+setattr(PageAllocMixin, "__free_pages", PageAllocMixin.free_pages_block)
+
+_FILL_ORDER = (MIGRATE_UNMOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE, MIGRATE_HIGHATOMIC, MIGRATE_CMA)
+
+
+class Balloon:
+    """Memory taken by :meth:`PageAllocMixin.fill_zone`; ``release()`` frees it."""
+
+    def __init__(self, mm: Any) -> None:
+        self._mm = mm
+        self.folios: list[Folio] = []
+
+    def _add(self, folios: list[Folio]) -> None:
+        self.folios.extend(folios)
+
+    @property
+    def nr_pages(self) -> int:
+        return sum(f.nr_pages for f in self.folios)
+
+    def release(self) -> None:
+        folios, self.folios = self.folios, []
+        for f in folios:
+            self._mm.folio_put(f)
+
+    def __enter__(self) -> "Balloon":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

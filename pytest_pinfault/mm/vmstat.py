@@ -1,0 +1,44 @@
+"""vmstat-style counters (/proc/vmstat names).
+
+Kernel: include/linux/vm_event_item.h, include/linux/mmzone.h (node_stat_item), v6.12.
+"""
+
+from __future__ import annotations
+
+__all__ = ["VMStat"]
+
+_COUNTERS = (
+    "nr_foll_pin_acquired", "nr_foll_pin_released",
+    "pgmigrate_success", "pgmigrate_fail",
+    "nr_isolated_anon", "nr_isolated_file",
+    "cma_alloc_success", "cma_alloc_fail",
+    "oom", "offline_fail", "pageblock_claimed",
+    "lru_add_drain_all", "migrate_pages_calls",
+    "gup_longterm_retries", "livelocks",
+)
+
+
+class VMStat:
+    """Counters by their /proc/vmstat names; ``as_dict()`` snapshots them, ``diff(old)``
+    gives what changed since a snapshot."""
+
+    __slots__ = _COUNTERS
+
+    def __init__(self) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _COUNTERS}
+
+    def __getitem__(self, name: str) -> int:
+        if name not in _COUNTERS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def diff(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.as_dict()
+        return {k: now[k] - before.get(k, 0) for k in now if now[k] != before.get(k, 0)}
+
+    def __repr__(self) -> str:
+        return "VMStat(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v) + ")"
