@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import errno
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import gfp as _g
 from .folio import KIND_ANON, KIND_CONTIG, KIND_HUGETLB, PG_lru, Folio, Page
@@ -29,17 +29,18 @@ from .gfp import MIGRATE_CMA, MIGRATE_ISOLATE, MIGRATE_MOVABLE
 from .migrate import MIGRATE_SYNC, MR_CONTIG_RANGE, MigrationTargetControl
 from .mmzone import pageblock_nr_pages
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
 ALLOC_CONTIG_TRIES = 5
 COMPACT_CLUSTER_MAX = 32
-
+# __alloc_contig_verify_gfp_mask (v6.12+): reclaim modifiers and a few action modifiers
+_CONTIG_GFP_ALLOWED = int(_g.gfp_t.IO | _g.gfp_t.FS | _g.gfp_t.DIRECT_RECLAIM | _g.gfp_t.KSWAPD_RECLAIM
+                          | _g.gfp_t.COMP | _g.gfp_t.RETRY_MAYFAIL | _g.gfp_t.NOWARN | _g.gfp_t.ZERO)
+_CONTIG_GFP_KEEP = int(_g.gfp_t.IO | _g.gfp_t.FS | _g.gfp_t.DIRECT_RECLAIM | _g.gfp_t.KSWAPD_RECLAIM
+                       | _g.gfp_t.RETRY_MAYFAIL | _g.gfp_t.NOWARN)
 
 
 class CMA:
-    """``struct cma``: one area.  ``used`` holds the allocated bitmap runs as sorted
-    ``[start, end)`` page offsets (order_per_bit 0)."""
+    """``struct cma``: one area (``name``, ``base_pfn``, ``count``).  The bitmap is kept
+    as sorted ``[start, end)`` runs of allocated page offsets (order_per_bit 0)."""
 
     def __init__(self, name: str, base_pfn: int, count: int) -> None:
         self.name = name
