@@ -20,6 +20,21 @@ from .migrate import (MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, MR_COMPAC
 from .mmzone import MAX_PAGE_ORDER, Zone, pageblock_nr_pages, pageblock_order
 from .sched import PF_MEMALLOC_PIN, Task
 from .bug import KernelWarning
+from .gup import Livelock
+from .memfd import *  # noqa: F401,F403  (MFD_*, F_SEAL_*, FALLOC_FL_*)
+from .memfd import AddressSpace, MemFile
+from .memfd import __all__ as _memfd_all
+from .mm_types import *  # noqa: F401,F403  (FOLL, PROT_*, MAP_*, VM_*)
+from .mm_types import __all__ as _mm_types_all
+from .mm_types import FOLL, MMStruct, VMA
+from .mmu_notifier import MMUIntervalNotifier, MMUNotifierRange
+from .slab import ZERO_SIZE_PTR, KmallocObject
+
+FOLL_WRITE, FOLL_GET, FOLL_DUMP, FOLL_FORCE = FOLL.WRITE, FOLL.GET, FOLL.DUMP, FOLL.FORCE
+FOLL_NOWAIT, FOLL_NOFAULT, FOLL_HWPOISON, FOLL_ANON = FOLL.NOWAIT, FOLL.NOFAULT, FOLL.HWPOISON, FOLL.ANON
+FOLL_LONGTERM, FOLL_SPLIT_PMD, FOLL_PCI_P2PDMA = FOLL.LONGTERM, FOLL.SPLIT_PMD, FOLL.PCI_P2PDMA
+FOLL_INTERRUPTIBLE, FOLL_HONOR_NUMA_FAULT = FOLL.INTERRUPTIBLE, FOLL.HONOR_NUMA_FAULT
+FOLL_PIN, FOLL_TOUCH, FOLL_REMOTE = FOLL.PIN, FOLL.TOUCH, FOLL.REMOTE
 
 # the kernel's __GFP_* spellings (created dynamically in gfp.py)
 globals().update({k: v for k, v in vars(_gfp).items() if k.startswith("__GFP_")})
@@ -34,4 +49,9 @@ __all__ = [
     "MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC", "MR_COMPACTION", "MR_CONTIG_RANGE",
     "MR_LONGTERM_PIN", "MR_MEMORY_HOTPLUG", "MR_SYSCALL", "NR_MAX_MIGRATE_PAGES_RETRY",
     "NUMA_NO_NODE", "MigrationTargetControl",
-] + list(_gfp.__all__)
+    "Livelock", "AddressSpace", "MemFile", "MMStruct", "VMA", "MMUIntervalNotifier",
+    "MMUNotifierRange", "ZERO_SIZE_PTR", "KmallocObject",
+    "FOLL_WRITE", "FOLL_GET", "FOLL_DUMP", "FOLL_FORCE", "FOLL_NOWAIT", "FOLL_NOFAULT",
+    "FOLL_HWPOISON", "FOLL_ANON", "FOLL_LONGTERM", "FOLL_SPLIT_PMD", "FOLL_PCI_P2PDMA",
+    "FOLL_INTERRUPTIBLE", "FOLL_HONOR_NUMA_FAULT", "FOLL_PIN", "FOLL_TOUCH", "FOLL_REMOTE",
+] + list(_gfp.__all__) + list(_memfd_all) + list(_mm_types_all)

@@ -34,6 +34,9 @@ COMPACT_CLUSTER_MAX = 32
 # __alloc_contig_verify_gfp_mask (v6.12+): reclaim modifiers and a few action modifiers
 _CONTIG_GFP_ALLOWED = int(_g.gfp_t.IO | _g.gfp_t.FS | _g.gfp_t.DIRECT_RECLAIM | _g.gfp_t.KSWAPD_RECLAIM
                           | _g.gfp_t.COMP | _g.gfp_t.RETRY_MAYFAIL | _g.gfp_t.NOWARN | _g.gfp_t.ZERO)
+# placement hints __alloc_contig_verify_gfp_mask drops before checking (zone bits too)
+_CONTIG_GFP_IGNORED = int(_g.gfp_t.DMA | _g.gfp_t.DMA32 | _g.gfp_t.HIGHMEM | _g.gfp_t.MOVABLE
+                          | _g.gfp_t.RECLAIMABLE | _g.gfp_t.WRITE | _g.gfp_t.HARDWALL | _g.gfp_t.THISNODE)
 _CONTIG_GFP_KEEP = int(_g.gfp_t.IO | _g.gfp_t.FS | _g.gfp_t.DIRECT_RECLAIM | _g.gfp_t.KSWAPD_RECLAIM
                        | _g.gfp_t.RETRY_MAYFAIL | _g.gfp_t.NOWARN)
 
@@ -173,7 +176,7 @@ class CmaMixin:
 
         Kernel: mm/page_alloc.c:alloc_contig_range (v6.12 argument form).
         """
-        gfp = self.current_gfp_context(gfp) & ~(_g._DMA | _g._DMA32 | _g._HIGHMEM | _g._MOVABLE)
+        gfp = self.current_gfp_context(gfp) & ~_CONTIG_GFP_IGNORED
         if gfp & ~_CONTIG_GFP_ALLOWED:
             return -errno.EINVAL
         zone = self._pfn_zone(start)

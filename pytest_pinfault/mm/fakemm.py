@@ -21,7 +21,12 @@ from .gfp import MIGRATE_CMA, ZONE_MOVABLE
 from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
+from .gup import GupMixin
+from .memfd import MemfdMixin
 from .migrate import MigrateMixin
+from .mm_types import AddressSpaceMixin
+from .mmu_notifier import MMUNotifierMixin
+from .slab import SlabMixin
 from .mmzone import MAX_PAGE_ORDER, PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
@@ -52,7 +57,8 @@ class Out:
 
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
-             CmaMixin, MemoryHotplugMixin):
+             CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
+             MMUNotifierMixin, SlabMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
@@ -83,9 +89,14 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._lru_add: list[list[Folio]] = [[] for _ in range(config.nr_cpus)]
         self._lru_nr = [0, 0, 0, 0]
         self._next_pid = 1
+        self.livelocks: list[Any] = []
+        self._gup_last_unpinnable: Folio | None = None
+        self._pin_anyway_next = False
+        self._notifier_seq = 0
+        self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
-        self.current = self.create_task("init")
         self._build(config)
+        self.current = self.create_task("init", self.create_mm())
 
     # ------------------------------------------------------------------ construction
     def _build(self, cfg: MMConfig) -> None:
@@ -169,7 +180,10 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
     # ------------------------------------------------------------------ tasks
     def create_task(self, comm: str = "task", mm: Any = None) -> Task:
-        """A new task on the next cpu (round robin)."""
+        """A new task on the next cpu (round robin) with address space *mm* (a new one
+        when omitted, like fork+exec)."""
+        if mm is None and self.tasks:
+            mm = self.create_mm()
         pid = self._next_pid
         self._next_pid += 1
         task = Task(pid, comm, (pid - 1) % self.config.nr_cpus, mm)

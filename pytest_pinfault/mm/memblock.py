@@ -72,7 +72,9 @@ def compute_layout(cfg: MMConfig) -> Layout:
 
     zones: dict[int, tuple[int, int]] = {0: (0, min(PFN_16M, end_pfn))}
     if low > PFN_16M:
-        zones[1] = (PFN_16M, min(low, PFN_4G))
+        # A zone spans up to the node's end clamped to the zone's limits, holes included
+        # (zone_spanned_pages_in_node): DMA32 reaches 4 GiB when RAM continues above it.
+        zones[1] = (PFN_16M, min(end_pfn, PFN_4G))
     zones[2] = (PFN_4G, max(PFN_4G, end_pfn))
     movable = cfg.movablecore >> PAGE_SHIFT
     if movable:

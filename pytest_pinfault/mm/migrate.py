@@ -161,7 +161,11 @@ class MigrateMixin:
                        put_new: FreeFolio | None, private: Any, mode: int, reason: int,
                        passes: int, counts: list[int], last: bool = True) -> int:
         """Up to *passes* passes over *pending*; leaves unmigrated folios in *pending*
-        (moved to *failed* after the last pass when *last*)."""
+        (moved to *failed* after the last pass when *last*).  In the batched
+        MIGRATE_ASYNC phase of a synchronous migration (not *last*) a permanent failure
+        (-EBUSY: writeback) is neither counted nor final: migrate_pages_sync retries it
+        in the requested mode, which waits for writeback."""
+        deferred: list[Folio] = []
         for _ in range(passes):
             if not pending:
                 break
@@ -178,13 +182,17 @@ class MigrateMixin:
                     failed.append(folio)
                     failed.extend(pending[i + 1:])
                     failed.extend(retry)
+                    failed.extend(deferred)
                     pending[:] = []
                     return -errno.ENOMEM
+                elif not last:
+                    deferred.append(folio)
                 else:
                     counts[1] += 1
                     self.stats.pgmigrate_fail += folio.nr_pages
                     failed.append(folio)
             pending[:] = retry
+        pending.extend(deferred)
         if last and pending:
             for folio in pending:
                 counts[1] += 1

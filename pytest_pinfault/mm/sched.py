@@ -16,7 +16,7 @@ class Task:
     """A task: ``pid``, ``comm``, the cpu it runs on (whose per-cpu lists and LRU batch
     it uses), its ``flags`` (PF_MEMALLOC_PIN) and its address space ``mm``."""
 
-    __slots__ = ("pid", "comm", "cpu", "flags", "mm", "signal_pending")
+    __slots__ = ("pid", "comm", "cpu", "flags", "mm", "signal_pending", "cap_ipc_lock")
 
     def __init__(self, pid: int, comm: str, cpu: int, mm: Any = None) -> None:
         self.pid = pid
@@ -25,6 +25,7 @@ class Task:
         self.flags = 0
         self.mm = mm
         self.signal_pending = False
+        self.cap_ipc_lock = False
 
     def __repr__(self) -> str:
         return f"<task {self.comm}[{self.pid}] cpu{self.cpu}>"

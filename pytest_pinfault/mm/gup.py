@@ -1,0 +1,673 @@
+"""get_user_pages / pin_user_pages, long-term pinning and memfd_pin_folios.
+
+Kernel: mm/gup.c (v6.17): try_grab_folio, gup_put_folio, is_valid_gup_args,
+__get_user_pages, __get_user_pages_locked, __gup_longterm_locked,
+collect_longterm_unpinnable_folios, migrate_longterm_unpinnable_folios,
+check_and_migrate_movable_pages/_folios, the get_/pin_user_pages* entry points,
+gup_fast_fallback, unpin_user_page(s)[_dirty_lock], unpin_user_folio, unpin_folio(s),
+folio_add_pins, memfd_pin_folios.
+
+Reference arithmetic (§1.6 of the contract): FOLL_GET adds one reference per page;
+FOLL_PIN adds GUP_PIN_COUNTING_BIAS (1024) per page to a small folio, and one reference
+plus one ``_pincount`` per page to a large folio; the zero folio is never pinned.
+``memfd_pin_folios`` takes exactly one pin per folio.
+
+Long-term pins run under PF_MEMALLOC_PIN and loop: pin, check that every folio is
+long-term pinnable, and if not isolate and migrate those folios, drop every pin and
+pin again (``-EAGAIN``).  The kernel loop is unbounded; the model stops after
+``MMConfig.gup_retry_limit`` rounds, records a livelock (``fake_mm.livelocks``), drops
+every pin and returns ``-ENOMEM``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from typing import Any, Sequence
+
+from . import gfp as _g
+from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
+                    PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_lru, Folio, Page)
+from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_PFNMAP, VM_READ, VM_SHARED,
+                       VM_WRITE, MMStruct)
+from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
+
+__all__ = ["Livelock"]
+
+_WRITE = int(FOLL.WRITE)
+_GET = int(FOLL.GET)
+_FORCE = int(FOLL.FORCE)
+_NOWAIT = int(FOLL.NOWAIT)
+_NOFAULT = int(FOLL.NOFAULT)
+_ANON = int(FOLL.ANON)
+_LONGTERM = int(FOLL.LONGTERM)
+_PCI_P2PDMA = int(FOLL.PCI_P2PDMA)
+_TOUCH = int(FOLL.TOUCH)
+_REMOTE = int(FOLL.REMOTE)
+_PIN = int(FOLL.PIN)
+_UNLOCKABLE = int(FOLL.UNLOCKABLE)
+_FAST_ONLY = int(FOLL.FAST_ONLY)
+
+_LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
+
+
+@dataclasses.dataclass(frozen=True)
+class Livelock:
+    """A retry loop that exceeded its bound (contract rule 5)."""
+
+    loop: str
+    iterations: int
+    folio: Any
+    caller: str
+
+    def __str__(self) -> str:
+        return (f"livelock in {self.loop}: {self.iterations} iterations, kept failing on "
+                f"{self.folio!r} (called from {self.caller})")
+
+
+class GupMixin:
+    """GUP half of :class:`~pytest_pinfault.FakeMM`."""
+
+    # ------------------------------------------------------------------ grab / put
+    def try_grab_folio(self, folio: Folio, refs: int, flags: int) -> int:
+        """Take *refs* references (FOLL_GET) or pins (FOLL_PIN) on *folio*: 0, or
+        -ENOMEM when the refcount is 0 (WARN).  Hits the ``try_grab_folio`` fault site.
+        Kernel: mm/gup.c:try_grab_folio (v6.10+, int-returning)."""
+        fi = self.faults
+        if fi.active:
+            rc = fi.hit("try_grab_folio", folio=folio, refs=refs, flags=flags)
+            if rc is not None:
+                return rc
+        if folio._refcount <= 0:
+            self._warn("try_grab_folio", "WARN_ON_ONCE(folio_ref_count(folio) <= 0)", folio=folio)
+            return -errno.ENOMEM
+        flags = int(flags)
+        if flags & _GET:
+            folio._refcount += refs
+        elif flags & _PIN:
+            if folio.kind == KIND_ZERO:
+                return 0
+            if folio.order:
+                folio._refcount += refs
+                folio._pincount += refs
+            else:
+                folio._refcount += refs * GUP_PIN_COUNTING_BIAS
+            self.stats.nr_foll_pin_acquired += refs
+        return 0
+
+    def gup_put_folio(self, folio: Folio, refs: int, flags: int) -> None:
+        """Release what try_grab_folio took.  Kernel: mm/gup.c:gup_put_folio."""
+        if int(flags) & _PIN:
+            if folio.kind == KIND_ZERO:
+                return
+            self.stats.nr_foll_pin_released += refs
+            if folio.order:
+                if folio._pincount < refs:
+                    self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
+                               folio=folio)
+                    return
+                folio._pincount -= refs
+                self._folio_put_refs(folio, refs)
+            else:
+                if folio._refcount < refs * GUP_PIN_COUNTING_BIAS:
+                    self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
+                               folio=folio)
+                    return
+                self._folio_put_refs(folio, refs * GUP_PIN_COUNTING_BIAS)
+        else:
+            self._folio_put_refs(folio, refs)
+
+    def _folio_put_refs(self, folio: Folio, refs: int) -> None:
+        if folio.kind == KIND_ZERO:
+            return
+        if folio._refcount < refs:
+            self._warn("folio_put_refs", "refcount underflow", folio=folio)
+            return
+        folio._refcount -= refs
+        if folio._refcount == 0:
+            self._free_folio(folio)
+
+    def put_page(self, page: Page | Folio) -> None:
+        """Drop a FOLL_GET reference.  Kernel: include/linux/mm.h:put_page."""
+        self.folio_put(page.folio)
+
+    # ------------------------------------------------------------------ release APIs
+    def unpin_user_page(self, page: Page) -> None:
+        """Release one pin.  Kernel: mm/gup.c:unpin_user_page."""
+        self.gup_put_folio(page.folio, 1, _PIN)
+
+    def unpin_user_pages(self, pages: Sequence[Page | None], npages: int) -> None:
+        """Release one pin per entry of ``pages[:npages]``, grouping consecutive pages of
+        a folio; NULL (None) entries are skipped (v6.13); an errno-valued *npages* is a
+        WARN and a no-op.  Kernel: mm/gup.c:unpin_user_pages."""
+        self.unpin_user_pages_dirty_lock(pages, npages, False)
+
+    def unpin_user_pages_dirty_lock(self, pages: Sequence[Page | None], npages: int,
+                                    make_dirty: bool) -> None:
+        """As :meth:`unpin_user_pages`, marking each folio dirty first if *make_dirty*.
+        Kernel: mm/gup.c:unpin_user_pages_dirty_lock (v6.13)."""
+        if npages < 0:
+            self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
+            return
+        i = 0
+        while i < npages:
+            page = pages[i]
+            if page is None:
+                i += 1
+                continue
+            folio = page.folio
+            n = 1
+            while i + n < npages and pages[i + n] is not None and pages[i + n].folio is folio:
+                n += 1
+            if make_dirty and folio.kind != KIND_ZERO:
+                folio.flags |= PG_dirty
+            self.gup_put_folio(folio, n, _PIN)
+            i += n
+
+    def unpin_user_folio(self, folio: Folio, npages: int) -> None:
+        """Release *npages* pins of *folio*.  Kernel: mm/gup.c:unpin_user_folio."""
+        self.gup_put_folio(folio, npages, _PIN)
+
+    def unpin_folio(self, folio: Folio) -> None:
+        """Release one pin (memfd_pin_folios' unit).  Kernel: mm/gup.c:unpin_folio."""
+        self.gup_put_folio(folio, 1, _PIN)
+
+    def unpin_folios(self, folios: Sequence[Folio | None], nfolios: int) -> None:
+        """Release one pin per entry of ``folios[:nfolios]``; consecutive identical
+        entries are grouped, None skipped, errno-valued *nfolios* warns.
+        Kernel: mm/gup.c:unpin_folios (v6.11)."""
+        if nfolios < 0:
+            self._warn("unpin_folios", f"WARN_ON(IS_ERR_VALUE(nfolios)): nfolios={nfolios}")
+            return
+        i = 0
+        while i < nfolios:
+            folio = folios[i]
+            if folio is None:
+                i += 1
+                continue
+            n = 1
+            while i + n < nfolios and folios[i + n] is folio:
+                n += 1
+            self.gup_put_folio(folio, n, _PIN)
+            i += n
+
+    def folio_add_pins(self, folio: Folio, pins: int) -> int:
+        """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno."""
+        if not self.folio_maybe_dma_pinned(folio) and folio.kind != KIND_ZERO:
+            self._warn("folio_add_pins", "folio_add_pins on a folio that is not pinned", folio=folio)
+        return self.try_grab_folio(folio, pins, _PIN)
+
+    # ------------------------------------------------------------------ validation
+    def _is_valid_gup_args(self, pages: Any, locked: Any, gup_flags: int, to_set: int) -> tuple[bool, int]:
+        """Kernel: mm/gup.c:is_valid_gup_args (v6.3+): each failure is a WARN."""
+        if gup_flags & INTERNAL_GUP_FLAGS:
+            self._warn("is_valid_gup_args", "internal FOLL_ flags passed by the caller")
+            return False, gup_flags
+        gup_flags |= to_set
+        if locked is not None:
+            if getattr(locked, "value", 1) != 1:
+                self._warn("is_valid_gup_args", "*locked must be 1")
+                return False, gup_flags
+            gup_flags |= _UNLOCKABLE
+        if gup_flags & (_GET | _PIN) == (_GET | _PIN):
+            self._warn("is_valid_gup_args", "FOLL_GET and FOLL_PIN are mutually exclusive")
+            return False, gup_flags
+        if gup_flags & _LONGTERM and not gup_flags & _PIN:
+            self._warn("is_valid_gup_args", "FOLL_LONGTERM without FOLL_PIN")
+            return False, gup_flags
+        if gup_flags & (_GET | _PIN) and pages is None:
+            self._warn("is_valid_gup_args", "FOLL_GET/FOLL_PIN with pages == NULL")
+            return False, gup_flags
+        if gup_flags & _LONGTERM and gup_flags & _PCI_P2PDMA:
+            self._warn("is_valid_gup_args", "FOLL_LONGTERM with FOLL_PCI_P2PDMA")
+            return False, gup_flags
+        return True, gup_flags
+
+    # ------------------------------------------------------------------ entry points
+    def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+        """Take FOLL_GET references on the pages of ``current->mm`` at *start*: count,
+        -errno, or -EINVAL for invalid flags.  Kernel: mm/gup.c:get_user_pages (v6.5+)."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH)
+        if not ok:
+            return -errno.EINVAL
+        return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
+
+    def get_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
+                              pages: list | None, locked: Any = None) -> int:
+        """As get_user_pages on another *mm*.  Kernel: mm/gup.c:get_user_pages_remote."""
+        ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _TOUCH | _REMOTE)
+        if not ok:
+            return -errno.EINVAL
+        return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
+
+    def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+        """Kernel: mm/gup.c:get_user_pages_unlocked (note the argument order)."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH | _UNLOCKABLE)
+        if not ok:
+            return -errno.EINVAL
+        return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
+
+    def pin_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+        """Pin (FOLL_PIN) the pages of ``current->mm`` at *start*; with FOLL_LONGTERM,
+        migrate them out of ZONE_MOVABLE/CMA first.  Count, -errno, or **0** for invalid
+        flags.  Release with unpin_user_pages.  Kernel: mm/gup.c:pin_user_pages (v6.5+)."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
+        if not ok:
+            return 0
+        return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
+
+    def pin_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
+                              pages: list | None, locked: Any = None) -> int:
+        """As pin_user_pages on another *mm* (0 for invalid flags).
+        Kernel: mm/gup.c:pin_user_pages_remote."""
+        ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _PIN | _TOUCH | _REMOTE)
+        if not ok:
+            return 0
+        return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
+
+    def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+        """Kernel: mm/gup.c:pin_user_pages_unlocked (0 for invalid flags)."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN | _TOUCH | _UNLOCKABLE)
+        if not ok:
+            return 0
+        return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
+
+    def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+        """Lockless walk first, slow path for the rest (-EINVAL for invalid flags).
+        Kernel: mm/gup.c:get_user_pages_fast."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _GET)
+        if not ok:
+            return -errno.EINVAL
+        return self._gup_fast_fallback(start, nr_pages, flags, pages)
+
+    def pin_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+        """Fast-path pin; folios that are not long-term pinnable leave the rest to the
+        slow path, which migrates (-EINVAL for invalid flags).
+        Kernel: mm/gup.c:pin_user_pages_fast."""
+        ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
+        if not ok:
+            return -errno.EINVAL
+        return self._gup_fast_fallback(start, nr_pages, flags, pages)
+
+    # ------------------------------------------------------------------ fast path
+    def _gup_fast_fallback(self, start: int, nr_pages: int, flags: int, pages: list | None) -> int:
+        if flags & ~int(FOLL.WRITE | FOLL.LONGTERM | FOLL.FORCE | FOLL.PIN | FOLL.GET
+                        | FOLL.FAST_ONLY | FOLL.NOFAULT | FOLL.PCI_P2PDMA | FOLL.HONOR_NUMA_FAULT):
+            return -errno.EINVAL
+        if nr_pages <= 0:
+            return 0
+        start &= ~(PAGE_SIZE - 1)
+        end = start + (nr_pages << PAGE_SHIFT)
+        if end > (1 << 47):
+            return -errno.EFAULT
+        mm = self.current.mm
+        if flags & _PIN:
+            mm.has_pinned = True
+        seq = mm.write_protect_seq
+        nr = 0
+        while nr < nr_pages:
+            addr = start + (nr << PAGE_SHIFT)
+            vma = mm.find_vma(addr)
+            ent = mm.lookup(addr)
+            if vma is None or ent is None or vma.flags & (VM_IO | VM_PFNMAP):
+                break
+            folio, idx = ent
+            if folio.kind == KIND_ZERO and flags & _PIN and flags & _WRITE:
+                break
+            if flags & _WRITE and not self._pte_writable(mm, vma, addr, folio):
+                break
+            if flags & _LONGTERM and not self.folio_is_longterm_pinnable(folio):
+                break
+            if self.try_grab_folio(folio, 1, flags) < 0:
+                break
+            _set(pages, nr, Page(folio, folio.pfn + idx))
+            nr += 1
+        if flags & _PIN and mm.write_protect_seq != seq:
+            self.unpin_user_pages(pages, nr)
+            nr = 0
+        if nr == nr_pages or flags & _FAST_ONLY:
+            return nr
+        sub = pages[nr:] if pages is not None else None
+        if sub is not None:
+            del pages[nr:]
+        ret = self.__gup_longterm_locked(mm, start + (nr << PAGE_SHIFT), nr_pages - nr, sub,
+                                         None, flags | _TOUCH | _UNLOCKABLE)
+        if pages is not None and sub is not None:
+            pages[nr:nr] = sub[:max(ret, 0)]
+        if ret < 0:
+            return nr if nr else ret
+        return ret + nr
+
+    # ------------------------------------------------------------------ slow path
+    def __get_user_pages(self, mm: MMStruct, start: int, nr_pages: int, flags: int,
+                         pages: list | None) -> int:
+        """Kernel: mm/gup.c:__get_user_pages (v6.12): VMA checks, faults, grabs."""
+        if nr_pages == 0:
+            return 0
+        start &= ~(PAGE_SIZE - 1)
+        i = 0
+        vma = None
+        faulted = -1
+        while i < nr_pages:
+            addr = start + (i << PAGE_SHIFT)
+            if vma is None or not vma.start <= addr < vma.end:
+                vma = mm.find_vma(addr)
+                rc = self._check_vma_flags(vma, flags)
+                if rc:
+                    return i if i else rc
+            if self.current.signal_pending:
+                return i if i else -errno.EINTR
+            ent = self._follow_page(mm, vma, addr, flags)
+            if ent is None:
+                if flags & _NOFAULT or faulted == addr:
+                    return i if i else -errno.EFAULT
+                rc = self._faultin_page(mm, vma, addr, flags)
+                if rc:
+                    return i if i else rc
+                faulted = addr
+                continue
+            folio, idx = ent
+            if folio.order and vma.is_hugetlb() or (folio.order and (addr >> PAGE_SHIFT) - idx in mm.huge):
+                # huge leaf: grab one ref per page of the folio the request covers
+                n = min(folio.nr_pages - idx, nr_pages - i)
+            else:
+                n = 1
+            if pages is not None or flags & (_GET | _PIN):
+                rc = self.try_grab_folio(folio, n, flags)
+                if rc:
+                    return i if i else rc
+            if pages is not None:
+                for j in range(n):
+                    _set(pages, i + j, Page(folio, folio.pfn + idx + j))
+            if flags & _WRITE and folio.kind != KIND_ZERO:
+                folio.flags |= PG_dirty
+            i += n
+        return i
+
+    def _check_vma_flags(self, vma: Any, flags: int) -> int:
+        """Kernel: mm/gup.c:check_vma_flags (v6.12)."""
+        if vma is None:
+            return -errno.EFAULT
+        vm = vma.flags
+        if vm & (VM_IO | VM_PFNMAP):
+            return -errno.EFAULT
+        if flags & _ANON and vma.file is not None and not vma.anon:
+            return -errno.EFAULT
+        if flags & _WRITE:
+            if not vm & VM_WRITE:
+                if not flags & _FORCE or vm & VM_SHARED:
+                    return -errno.EFAULT
+        elif not vm & VM_READ and not flags & _FORCE:
+            return -errno.EFAULT
+        return 0
+
+    def _follow_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> tuple[Folio, int] | None:
+        ent = mm.lookup(addr)
+        if ent is None:
+            return None
+        folio = ent[0]
+        if flags & _WRITE and not self._pte_writable(mm, vma, addr, folio) and not vma.is_hugetlb():
+            return None
+        if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
+                and not vma.is_shared():
+            return None                    # -EMLINK internally: unshare fault first
+        if flags & _PIN and folio.kind == KIND_ZERO and flags & _LONGTERM:
+            return ent
+        return ent
+
+    def _faultin_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> int:
+        ent = mm.lookup(addr)
+        unshare = bool(flags & _PIN) and ent is not None and not flags & _WRITE
+        write = bool(flags & _WRITE)
+        rc = self.handle_mm_fault(mm, vma, addr, write, unshare=unshare)
+        if rc:
+            return rc
+        return 0
+
+    def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+                                locked: Any, flags: int) -> int:
+        """Kernel: mm/gup.c:__get_user_pages_locked: FOLL_PIN sets MMF_HAS_PINNED; a
+        final 0 becomes -EFAULT unless FOLL_NOWAIT."""
+        if flags & _PIN:
+            mm.has_pinned = True
+        ret = self.__get_user_pages(mm, start, nr_pages, flags, pages)
+        if ret == 0 and nr_pages and not flags & _NOWAIT:
+            return -errno.EFAULT
+        return ret
+
+    def __gup_longterm_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+                              locked: Any, flags: int) -> int:
+        """Kernel: mm/gup.c:__gup_longterm_locked (v6.12+ contract, bounded here)."""
+        if not flags & _LONGTERM:
+            return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
+        saved = self.memalloc_pin_save()
+        try:
+            rounds = 0
+            while True:
+                nr = self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
+                if nr <= 0:
+                    rc = nr
+                    break
+                rc = self.check_and_migrate_movable_pages(nr, pages)
+                if rc != -errno.EAGAIN:
+                    break
+                rounds += 1
+                self.stats.gup_longterm_retries += 1
+                if rounds >= self.config.gup_retry_limit:
+                    self._livelock("__gup_longterm_locked", rounds, pages, nr)
+                    rc = -errno.ENOMEM
+                    break
+        finally:
+            self.memalloc_pin_restore(saved)
+        return rc if rc else nr
+
+    def _livelock(self, loop: str, rounds: int, entries: Any, nr: int) -> None:
+        from .bug import external_caller
+        stuck = None
+        for e in (entries or [])[:nr]:
+            if e is not None and not self.folio_is_longterm_pinnable(e.folio):
+                stuck = e.folio
+                break
+        if stuck is None:
+            stuck = self._gup_last_unpinnable
+        ll = Livelock(loop, rounds, stuck, external_caller(3))
+        self.livelocks.append(ll)
+        self.stats.livelocks += 1
+        self._trace("livelock", loop=loop, iterations=rounds, folio=stuck, message=str(ll))
+
+    # ------------------------------------------------------------------ check & migrate
+    def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
+        """0 (all pinnable, pins kept), -EAGAIN (migrated; every pin dropped; re-pin), or
+        -ENOMEM/-EBUSY (failed; every pin dropped).  Kernel: mm/gup.c (v6.12+)."""
+        return self._check_and_migrate(pages, nr_pages, has_folios=False)
+
+    def check_and_migrate_movable_folios(self, nr_folios: int, folios: list) -> int:
+        """The folio-array form used by memfd_pin_folios.  Kernel: mm/gup.c (v6.11+)."""
+        return self._check_and_migrate(folios, nr_folios, has_folios=True)
+
+    def _entry_folio(self, e: Any) -> Folio:
+        return e.folio
+
+    def _check_and_migrate(self, entries: list, nr: int, has_folios: bool) -> int:
+        movable: list[Folio] = []
+        collected, isolation_failed = self._collect_longterm_unpinnable(entries, nr, movable)
+        if not collected:
+            return 0
+        if self.config.has_quirk("gup_keep_pins_on_isolation_failure"):
+            if self._pin_anyway_next:
+                self._pin_anyway_next = False
+                self.putback_movable_pages(movable)
+                return 0
+            return self._pin_anyway(entries, nr, movable, isolation_failed)
+        return self._migrate_longterm_unpinnable(entries, nr, movable)
+
+    def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> tuple[int, int]:
+        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic)."""
+        collected = 0
+        failed = 0
+        drained = 0
+        prev = None
+        for i in range(nr):
+            e = entries[i]
+            if e is None:
+                continue
+            folio = e.folio
+            if folio is prev:
+                continue
+            prev = folio
+            if self.folio_is_longterm_pinnable(folio):
+                continue
+            collected += 1
+            self._gup_last_unpinnable = folio
+            if folio in movable:
+                continue
+            if folio.kind == KIND_HUGETLB:
+                if not self.folio_isolate_hugetlb(folio, movable):
+                    failed += 1
+                continue
+            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+                if drained == 0:
+                    self.lru_add_drain()
+                    drained = 1
+                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+                    self.lru_add_drain_all()
+                    drained = 2
+            if not self.folio_isolate_lru(folio):
+                failed += 1
+                continue
+            movable.append(folio)
+            self.node_stat_mod_isolated(folio, folio.nr_pages)
+        return collected, failed
+
+    def _migrate_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+        """Kernel: mm/gup.c:migrate_longterm_unpinnable_folios (v6.12+): unpin every
+        entry, migrate the isolated folios; any migrate_pages failure becomes -ENOMEM."""
+        for i in range(nr):
+            e = entries[i]
+            if e is not None:
+                self.gup_put_folio(e.folio, 1, _PIN)
+                entries[i] = None
+        if movable:
+            mtc = MigrationTargetControl(gfp_mask=_LONGTERM_GFP, reason=MR_LONGTERM_PIN)
+            if self.migrate_pages(movable, self.alloc_migration_target, None, mtc, MIGRATE_SYNC,
+                                  MR_LONGTERM_PIN):
+                self.putback_movable_pages(movable)
+                return -errno.ENOMEM
+        self.putback_movable_pages(movable)
+        return -errno.EAGAIN
+
+    def _pin_anyway(self, entries: list, nr: int, movable: list[Folio], isolation_failed: int) -> int:
+        """Quirk gup_keep_pins_on_isolation_failure (v5.1..v5.12): folios that could not be
+        isolated stay pinned where they are; if migration fails, pin anyway."""
+        if not movable:
+            return 0                      # isolation failed: keep the pins, report success
+        for i in range(nr):
+            e = entries[i]
+            if e is not None:
+                self.gup_put_folio(e.folio, 1, _PIN)
+                entries[i] = None
+        mtc = MigrationTargetControl(gfp_mask=_LONGTERM_GFP, reason=MR_LONGTERM_PIN)
+        if self.migrate_pages(movable, self.alloc_migration_target, None, mtc, MIGRATE_SYNC,
+                              MR_LONGTERM_PIN):
+            self._pin_anyway_next = True      # re-pin without migrating: "pin anyway"
+        self.putback_movable_pages(movable)
+        return -errno.EAGAIN
+
+    # ------------------------------------------------------------------ memfd
+    def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list,
+                         max_folios: int, offset: Any) -> int:
+        """Pin the folios backing bytes ``[start, end]`` (inclusive) of a shmem or
+        hugetlbfs memfd, allocating holes, one pin per folio, migrated out of
+        ZONE_MOVABLE/CMA.  Returns the number of folios stored in *folios* (<=
+        *max_folios*) and sets ``offset.value`` to ``start``'s offset in the first, or
+        -errno with nothing pinned (-EINVAL: bad range, max_folios 0, not shmem/hugetlbfs,
+        ``end >= i_size``).  Release with unpin_folios.  Kernel: mm/gup.c:memfd_pin_folios
+        (v6.11+, with the Sept 2024 fixes)."""
+        if start < 0 or start > end or not max_folios:
+            return -errno.EINVAL
+        if memfd is None:
+            return -errno.EINVAL
+        if not (memfd.shmem_file() or memfd.is_file_hugepages()):
+            return -errno.EINVAL
+        if end >= memfd.i_size:
+            return -errno.EINVAL
+        h = memfd.hstate
+        pgshift = h.huge_page_shift() if h is not None else PAGE_SHIFT
+        saved = self.memalloc_pin_save()
+        rounds = 0
+        try:
+            while True:
+                nr_folios = 0
+                start_idx = start >> pgshift
+                end_idx = end >> pgshift
+                if h is not None:
+                    start_idx <<= h.order
+                    end_idx <<= h.order
+                cursor = _Cursor(start_idx)
+                while cursor.value <= end_idx and nr_folios < max_folios:
+                    batch: list[Folio] = []
+                    nr_found = self.filemap_get_folios_contig(memfd.mapping, cursor, end_idx, batch)
+                    err = 0
+                    for folio in batch:
+                        if nr_folios and folios[nr_folios - 1] is folio:
+                            continue
+                        if nr_folios >= max_folios:
+                            break
+                        if self.try_grab_folio(folio, 1, _PIN):
+                            err = -errno.EINVAL
+                            break
+                        if nr_folios == 0:
+                            offset.value = start - ((folio.index << PAGE_SHIFT))
+                            if h is None:
+                                offset.value = start & (PAGE_SIZE - 1)
+                        _set(folios, nr_folios, folio)
+                        nr_folios += 1
+                    for folio in batch:
+                        self.folio_put(folio)
+                    if err:
+                        self.unpin_folios(folios, nr_folios)
+                        return err
+                    if nr_found == 0:
+                        folio = self.memfd_alloc_folio(memfd, cursor.value)
+                        if isinstance(folio, int):
+                            if folio == -errno.EEXIST:
+                                continue
+                            self.unpin_folios(folios, nr_folios)
+                            return folio
+                        self.folio_put(folio)
+                ret = self.check_and_migrate_movable_folios(nr_folios, folios)
+                if ret != -errno.EAGAIN:
+                    break
+                rounds += 1
+                self.stats.gup_longterm_retries += 1
+                if rounds >= self.config.gup_retry_limit:
+                    self._livelock("memfd_pin_folios", rounds, None, 0)
+                    ret = -errno.ENOMEM
+                    break
+        finally:
+            self.memalloc_pin_restore(saved)
+        return ret if ret else nr_folios
+
+
+class _Cursor:
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def _set(arr: list | None, i: int, value: Any) -> None:
+    """Write ``arr[i]`` like a C array: overwrite a pre-sized list, grow a shorter one."""
+    if arr is None:
+        return
+    if i < len(arr):
+        arr[i] = value
+    else:
+        while len(arr) < i:
+            arr.append(None)
+        arr.append(value)
+
+
+# the kernel's double-underscore names, reachable from outside the class
+for _n in ("__get_user_pages", "__get_user_pages_locked", "__gup_longterm_locked"):
+    setattr(GupMixin, _n, getattr(GupMixin, "_GupMixin" + _n))

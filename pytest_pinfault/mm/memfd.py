@@ -1,0 +1,450 @@
+"""memfd files on shmem and hugetlbfs, their page cache, and seals.
+
+Kernel: mm/memfd.c (memfd_create, memfd_add_seals, memfd_get_seals, memfd_alloc_folio,
+memfd_wait_for_pins), mm/shmem.c (shmem_get_folio, shmem_fallocate, shmem_setattr,
+shmem_file_write_iter, shmem_zero_setup), fs/hugetlbfs/inode.c (hugetlbfs_fallocate,
+hugetlbfs_setattr, no write_iter), mm/filemap.c (filemap_get_folio,
+filemap_get_folios_contig), mm/hugetlb.c (hugetlb_reserve_pages,
+hugetlb_add_to_page_cache), v6.12–v6.17.
+
+Page-cache indices are in base pages for both shmem and hugetlbfs (since v6.7); a
+hugetlb folio occupies the index range of its pages and is found by any of them.
+shmem folios are allocated with the mapping's GFP_HIGHUSER_MOVABLE (so they can land in
+ZONE_MOVABLE or CMA) and go through the LRU batch like any new page-cache folio.
+
+.. note:: shmem folios are always order 0 (``shmem_enabled=never``); no swap, no
+   quota; the hugetlb reservation map is per file and counts pages, not regions.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+from . import gfp as _g
+from .folio import KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_dirty, PG_uptodate, Folio
+from .mm_types import PROT_WRITE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fakemm import FakeMM
+    from .hugetlb import HState
+
+__all__ = ["MemFile", "AddressSpace", "MFD_CLOEXEC", "MFD_ALLOW_SEALING", "MFD_HUGETLB",
+           "MFD_NOEXEC_SEAL", "MFD_EXEC", "MFD_HUGE_2MB", "MFD_HUGE_1GB", "F_SEAL_SEAL",
+           "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_FUTURE_WRITE", "F_SEAL_EXEC",
+           "FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE"]
+
+MFD_CLOEXEC = 0x0001
+MFD_ALLOW_SEALING = 0x0002
+MFD_HUGETLB = 0x0004
+MFD_NOEXEC_SEAL = 0x0008
+MFD_EXEC = 0x0010
+MFD_HUGE_SHIFT = 26
+MFD_HUGE_MASK = 0x3F
+MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT
+MFD_HUGE_1GB = 30 << MFD_HUGE_SHIFT
+MFD_NAME_MAX_LEN = 249
+
+F_SEAL_SEAL = 0x0001
+F_SEAL_SHRINK = 0x0002
+F_SEAL_GROW = 0x0004
+F_SEAL_WRITE = 0x0008
+F_SEAL_FUTURE_WRITE = 0x0010
+F_SEAL_EXEC = 0x0020
+F_ALL_SEALS = 0x003F
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+_MAPPING_GFP = int(_g.GFP_HIGHUSER_MOVABLE)
+
+
+class AddressSpace:
+    """``struct address_space``: the page cache of one file (index -> folio)."""
+
+    __slots__ = ("host", "pages", "order", "nrpages")
+
+    def __init__(self, host: "MemFile", order: int) -> None:
+        self.host = host
+        self.pages: dict[int, Folio] = {}       # head index -> folio
+        self.order = order
+        self.nrpages = 0
+
+    def lookup(self, index: int) -> Folio | None:
+        return self.pages.get(index & ~((1 << self.order) - 1))
+
+    def replace_folio(self, index: int, old: Folio, new: Folio) -> None:
+        """Migration moved *old* to *new* (folio_migrate_mapping's xarray update)."""
+        if self.pages.get(index) is old:
+            self.pages[index] = new
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+
+class MemFile:
+    """An open memfd (``struct file`` + inode): ``ftruncate``, ``fallocate``, ``pread``,
+    ``pwrite``, ``add_seals``/``get_seals``, and its page cache ``mapping``."""
+
+    def __init__(self, kmm: "FakeMM", name: str, flags: int, hstate: "HState | None",
+                 sealable: bool) -> None:
+        self._k = kmm
+        self.name = name
+        self.flags = flags
+        self.hstate = hstate
+        self.mapping = AddressSpace(self, hstate.order if hstate else 0)
+        self.i_size = 0
+        self.seals = 0 if sealable else F_SEAL_SEAL
+        self._mappers = 0
+        self._writable_maps = 0
+        self._resv: set[int] = set()           # reserved hugetlb indices (head, base pages)
+        self.closed = False
+
+    @property
+    def is_hugetlb(self) -> bool:
+        return self.hstate is not None
+
+    def shmem_file(self) -> bool:
+        return self.hstate is None
+
+    def is_file_hugepages(self) -> bool:
+        return self.hstate is not None
+
+    @property
+    def _unit(self) -> int:
+        return PAGE_SIZE if self.hstate is None else self.hstate.size
+
+    # ------------------------------------------------------------------ seals
+    def get_seals(self) -> int:
+        """F_GET_SEALS.  Kernel: mm/memfd.c:memfd_get_seals."""
+        return self.seals
+
+    def add_seals(self, seals: int) -> int:
+        """F_ADD_SEALS: 0, -EINVAL (unknown bits), -EPERM (F_SEAL_SEAL set, or not
+        sealable), -EBUSY (F_SEAL_WRITE with writable shared mappings or pinned pages).
+        Kernel: mm/memfd.c:memfd_add_seals (v6.12)."""
+        if seals & ~F_ALL_SEALS:
+            return -errno.EINVAL
+        if self.seals & F_SEAL_SEAL:
+            return -errno.EPERM
+        if seals & F_SEAL_WRITE and not self.seals & F_SEAL_WRITE:
+            if self._writable_maps:
+                return -errno.EBUSY
+            if self._has_extra_refs():
+                return -errno.EBUSY
+        self.seals |= seals
+        return 0
+
+    def _has_extra_refs(self) -> bool:
+        """memfd_wait_for_pins: a page-cache folio with references beyond the cache's
+        and its mappings' (the kernel waits ~150 ms, then gives -EBUSY)."""
+        for folio in self.mapping.pages.values():
+            expected = folio.nr_pages + folio._mapcount + (1 if folio.lru_batch >= 0 else 0)
+            if folio._refcount != expected:
+                return True
+        return False
+
+    def _writable_mapping_allowed(self) -> bool:
+        return not self.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)
+
+    def _mmap_check(self, prot: int, mtype: int) -> int:
+        from .mm_types import MAP_SHARED
+        if mtype == MAP_SHARED and prot & PROT_WRITE and not self._writable_mapping_allowed():
+            return -errno.EPERM
+        return 0
+
+    # ------------------------------------------------------------------ size
+    def ftruncate(self, length: int) -> int:
+        """Set the size: 0, -EINVAL (negative; unaligned on hugetlbfs), -EPERM (sealed
+        against shrinking/growing).  Shrinking drops the page cache beyond the new size
+        and unmaps it.  Kernel: mm/shmem.c:shmem_setattr, fs/hugetlbfs/inode.c."""
+        if length < 0:
+            return -errno.EINVAL
+        if self.hstate is not None and length % self.hstate.size:
+            return -errno.EINVAL
+        if length < self.i_size and self.seals & F_SEAL_SHRINK:
+            return -errno.EPERM
+        if length > self.i_size and self.seals & F_SEAL_GROW:
+            return -errno.EPERM
+        if length < self.i_size:
+            self._truncate_from(-(-length // PAGE_SIZE))
+        self.i_size = length
+        return 0
+
+    def _truncate_from(self, index: int, end: int | None = None) -> None:
+        k = self._k
+        for head, folio in sorted(self.mapping.pages.items()):
+            if head + folio.nr_pages <= index or (end is not None and head >= end):
+                continue
+            k._unmap_mapping_folio(self, folio)
+            del self.mapping.pages[head]
+            self.mapping.nrpages -= folio.nr_pages
+            folio.mapping = None
+            folio._refcount -= folio.nr_pages - 1
+            if self.hstate is not None:
+                self._resv.discard(head)
+            k.folio_put(folio)
+
+    def fallocate(self, mode: int, offset: int, length: int) -> int:
+        """Allocate (mode 0 / FALLOC_FL_KEEP_SIZE) or punch a hole
+        (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE): 0, -EINVAL, -EOPNOTSUPP, -EPERM
+        (seals), -ENOSPC/-ENOMEM (no memory / no free huge page).
+        Kernel: mm/shmem.c:shmem_fallocate, fs/hugetlbfs/inode.c:hugetlbfs_fallocate."""
+        if offset < 0 or length <= 0:
+            return -errno.EINVAL
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            return -errno.EOPNOTSUPP
+        unit = self._unit
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            if not mode & FALLOC_FL_KEEP_SIZE:
+                return -errno.EOPNOTSUPP
+            if self.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+                return -errno.EPERM
+            first = -(-offset // unit) * unit
+            last = ((offset + length) // unit) * unit
+            if first < last:
+                self._truncate_from(first >> PAGE_SHIFT, last >> PAGE_SHIFT)
+            return 0
+        end = offset + length
+        if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE and self.seals & F_SEAL_GROW:
+            return -errno.EPERM
+        start_idx = (offset // unit) * (unit >> PAGE_SHIFT)
+        end_idx = -(-end // unit) * (unit >> PAGE_SHIFT)
+        step = unit >> PAGE_SHIFT
+        for idx in range(start_idx, end_idx, step):
+            if self.mapping.lookup(idx) is not None:
+                continue
+            folio = self._alloc_cache_folio(idx)
+            if isinstance(folio, int):
+                return -errno.ENOSPC if self.hstate is not None or folio == -errno.ENOSPC else folio
+            self._k.folio_put(folio)
+        if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE:
+            self.i_size = end
+        return 0
+
+    # ------------------------------------------------------------------ data
+    def pwrite(self, data: bytes, offset: int) -> int:
+        """Write at *offset*: bytes written, or -EINVAL (hugetlbfs has no write(2)),
+        -EPERM (F_SEAL_WRITE/F_SEAL_FUTURE_WRITE, or growing with F_SEAL_GROW), -ENOSPC.
+        Kernel: mm/shmem.c:shmem_file_write_iter (v6.12)."""
+        if self.hstate is not None:
+            return -errno.EINVAL
+        if offset < 0:
+            return -errno.EINVAL
+        if self.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            return -errno.EPERM
+        end = offset + len(data)
+        if end > self.i_size and self.seals & F_SEAL_GROW:
+            return -errno.EPERM
+        pos = 0
+        while pos < len(data):
+            idx = (offset + pos) >> PAGE_SHIFT
+            off = (offset + pos) & (PAGE_SIZE - 1)
+            take = min(len(data) - pos, PAGE_SIZE - off)
+            folio = self.mapping.lookup(idx)
+            if folio is None:
+                folio = self._alloc_cache_folio(idx)
+                if isinstance(folio, int):
+                    return pos if pos else folio
+                self._k.folio_put(folio)
+            folio.write(((idx - folio.index) << PAGE_SHIFT) + off, data[pos:pos + take])
+            pos += take
+            if offset + pos > self.i_size:
+                self.i_size = offset + pos
+        return pos
+
+    def pread(self, n: int, offset: int) -> bytes | int:
+        """Read up to *n* bytes at *offset* (short at EOF; holes read as zeros)."""
+        if offset < 0 or n < 0:
+            return -errno.EINVAL
+        n = max(0, min(n, self.i_size - offset))
+        out = bytearray()
+        pos = offset
+        while len(out) < n:
+            idx = pos >> PAGE_SHIFT
+            off = pos & (PAGE_SIZE - 1)
+            take = min(n - len(out), PAGE_SIZE - off)
+            folio = self.mapping.lookup(idx)
+            out += folio.read(((idx - folio.index) << PAGE_SHIFT) + off, take) if folio else bytes(take)
+            pos += take
+        return bytes(out)
+
+    # ------------------------------------------------------------------ page cache
+    def _alloc_cache_folio(self, index: int, reserved: bool = False) -> Folio | int:
+        """Allocate and insert the folio for *index* (a reference is returned to the
+        caller): shmem_alloc_and_add_folio / hugetlb pool allocation."""
+        k = self._k
+        if self.hstate is not None:
+            return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1), reserved)
+        folio = k._alloc_folio(k.current_gfp_context(_MAPPING_GFP), 0, KIND_SHMEM)
+        if folio is None:
+            return -errno.ENOMEM
+        self._add_to_page_cache(folio, index)
+        folio.flags |= PG_uptodate
+        k.folio_add_lru(folio)
+        return folio
+
+    def _add_to_page_cache(self, folio: Folio, index: int) -> None:
+        folio.mapping = self.mapping
+        folio.index = index
+        folio._refcount += folio.nr_pages        # the page cache's references
+        self.mapping.pages[index] = folio
+        self.mapping.nrpages += folio.nr_pages
+
+    def _get_folio_for_fault(self, index: int, reserved: bool = False) -> Folio | int:
+        """Fault path lookup/allocation: a referenced folio or -EFAULT (SIGBUS beyond
+        EOF or no huge page) / -ENOMEM."""
+        if index << PAGE_SHIFT >= self.i_size:
+            return -errno.EFAULT
+        folio = self.mapping.lookup(index)
+        if folio is not None:
+            folio._refcount += 1
+            return folio
+        folio = self._alloc_cache_folio(index, reserved)
+        if isinstance(folio, int):
+            return -errno.EFAULT if self.hstate is not None else folio
+        return folio
+
+    def _hugetlb_reserve(self, start_idx: int, end_idx: int) -> int:
+        """hugetlb_reserve_pages for a shared mapping of [start_idx, end_idx)."""
+        h = self.hstate
+        step = 1 << h.order
+        need = [i for i in range(start_idx, end_idx, step)
+                if i not in self._resv and self.mapping.lookup(i) is None]
+        if len(need) > h.available:
+            return -errno.ENOMEM
+        self._resv.update(need)
+        h.resv_huge_pages += len(need)
+        return 0
+
+    def close(self) -> None:
+        """Last close of the file with no mappings left: the page cache goes away
+        (pinned folios stay allocated for their pinners)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._mappers == 0:
+            self._release()
+
+    def _release(self) -> None:
+        self._truncate_from(0)
+        if self.hstate is not None and self._resv:
+            self.hstate.resv_huge_pages -= len(self._resv)
+            self._resv.clear()
+
+    def __repr__(self) -> str:
+        kind = f"hugetlbfs {self.hstate.size >> 20}MiB" if self.hstate else "shmem"
+        return f"<memfd:{self.name} {kind} size={self.i_size} seals={self.seals:#x} pages={self.mapping.nrpages}>"
+
+
+class MemfdMixin:
+    """memfd half of :class:`~pytest_pinfault.FakeMM`."""
+
+    def memfd_create(self, name: str, flags: int) -> MemFile | int:
+        """A new memfd: a :class:`MemFile`, or -EINVAL (unknown flags, hugetlb size flag
+        without MFD_HUGETLB, name too long, MFD_EXEC with MFD_NOEXEC_SEAL).
+        Without MFD_ALLOW_SEALING the file carries F_SEAL_SEAL.
+        Kernel: mm/memfd.c:memfd_create (v6.12)."""
+        known = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC
+        if flags & MFD_HUGETLB:
+            if flags & ~(known | (MFD_HUGE_MASK << MFD_HUGE_SHIFT)):
+                return -errno.EINVAL
+        elif flags & ~known:
+            return -errno.EINVAL
+        if flags & MFD_EXEC and flags & MFD_NOEXEC_SEAL:
+            return -errno.EINVAL
+        if not isinstance(name, str) or len(name) > MFD_NAME_MAX_LEN:
+            return -errno.EINVAL
+        hstate = None
+        if flags & MFD_HUGETLB:
+            shift = (flags >> MFD_HUGE_SHIFT) & MFD_HUGE_MASK
+            size = (1 << shift) if shift else self.config.default_hugepagesz
+            hstate = self._hstates.get(size)
+            if hstate is None:
+                return -errno.EINVAL
+        sealable = bool(flags & (MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL))
+        f = MemFile(self, name, flags, hstate, sealable)
+        if flags & MFD_NOEXEC_SEAL:
+            f.seals |= F_SEAL_EXEC
+        return f
+
+    def _shmem_zero_setup(self, length: int, hstate: Any) -> MemFile | int:
+        f = MemFile(self, "dev/zero" if hstate is None else "anon_hugepage", 0, hstate, False)
+        f.i_size = length
+        f.closed = True
+        return f
+
+    def filemap_get_folio(self, mapping: AddressSpace, index: int) -> Folio | int:
+        """The folio at *index* with a new reference, or -ENOENT.
+        Kernel: mm/filemap.c:filemap_get_folio (v6.12; ERR_PTR(-ENOENT))."""
+        folio = mapping.lookup(index)
+        if folio is None:
+            return -errno.ENOENT
+        folio._refcount += 1
+        return folio
+
+    def filemap_get_folios_contig(self, mapping: AddressSpace, start: Any, end: int,
+                                  batch: list[Folio]) -> int:
+        """Append to *batch* (with a reference each) the folios of the contiguous run of
+        present entries starting at ``start.value`` up to *end* (inclusive), stopping at
+        the first hole; advance ``start.value`` past them; return how many were added.
+        Kernel: mm/filemap.c:filemap_get_folios_contig (v6.12)."""
+        idx = start.value
+        n = 0
+        while idx <= end and len(batch) < 31:
+            folio = mapping.lookup(idx)
+            if folio is None:
+                break
+            folio._refcount += 1
+            batch.append(folio)
+            n += 1
+            idx = folio.index + folio.nr_pages
+        start.value = idx
+        return n
+
+    def memfd_alloc_folio(self, memfd: MemFile, idx: int) -> Folio | int:
+        """Allocate and add the folio for base-page index *idx* of *memfd*; return it
+        with a reference, or -ENOMEM/-ENOSPC, -EEXIST (raced: already present).  Hits the
+        ``memfd_alloc_folio`` fault site.  shmem: shmem_read_folio; hugetlb (v6.17):
+        reserve, allocate a pool folio (long-term pinnable under PF_MEMALLOC_PIN), add it.
+        Kernel: mm/memfd.c:memfd_alloc_folio (v6.17)."""
+        fi = self.faults
+        if fi.active:
+            rc = fi.hit("memfd_alloc_folio", file=memfd, index=idx)
+            if rc is not None:
+                return rc
+        if memfd.mapping.lookup(idx) is not None:
+            return -errno.EEXIST
+        if memfd.hstate is None:
+            if (idx << PAGE_SHIFT) >= max(memfd.i_size, 1) and memfd.i_size:
+                return -errno.EINVAL
+        return memfd._alloc_cache_folio(idx)
+
+    def _hugetlb_cache_folio(self, memfd: MemFile, head: int, reserved: bool) -> Folio | int:
+        h = memfd.hstate
+        had_resv = head in memfd._resv
+        if not had_resv:
+            if h.available <= 0:
+                return -errno.ENOMEM
+            h.resv_huge_pages += 1
+        folio = self.dequeue_hugetlb_folio(h, self.current_gfp_context(_MAPPING_GFP))
+        if folio is None:
+            if not had_resv:
+                h.resv_huge_pages -= 1
+            return -errno.ENOMEM
+        h.resv_huge_pages -= 1
+        memfd._resv.discard(head)
+        folio.flags |= 0x200 | PG_uptodate       # PG_hugetlb_migratable (in use)
+        memfd._add_to_page_cache(folio, head)
+        return folio
+
+    def _unmap_mapping_folio(self, memfd: MemFile, folio: Folio) -> None:
+        """unmap_mapping_range for one folio: drop every page-table mapping of it."""
+        for mm, key in list(folio.rmap or ()):
+            kind, vpn = key
+            self._mmu_notify(mm, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else folio.nr_pages)) << PAGE_SHIFT, "unmap")
+            if kind == "pte":
+                mm.pte.pop(vpn, None)
+            else:
+                mm.huge.pop(vpn, None)
+            self._unmap_folio(mm, key, folio)

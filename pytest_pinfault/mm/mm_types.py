@@ -1,0 +1,671 @@
+"""Address spaces: ``mm_struct``, VMAs, page tables and page faults.
+
+Kernel: include/linux/mm_types.h (FOLL_* since v6.2, mm_struct, vm_area_struct),
+mm/mmap.c (do_mmap, mmap_region), mm/memory.c (handle_mm_fault, do_anonymous_page,
+do_wp_page, finish_fault), mm/mlock.c, mm/mprotect.c, mm/util.c (__account_locked_vm),
+kernel/fork.c (dup_mmap, copy_present_page), v6.12.
+
+Page tables map a virtual page either through a PTE (one base page of a folio; one
+folio reference and one mapcount each) or through a huge leaf (a PMD-mapped THP or a
+hugetlb folio: one reference and one mapcount for the whole folio).  Every mapping is
+recorded in ``folio.rmap`` as ``(mm, key)`` so that migration can move it to the new
+folio and tell the registered mmu interval notifiers.
+
+.. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP is always PMD-mapped and never
+   split; mlock'ed folios do not go through the mlock batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from bisect import bisect_right, insort
+from typing import TYPE_CHECKING, Any
+
+from . import gfp as _g
+from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
+                    PG_anon_exclusive, PG_mlocked, Folio)
+from .mmzone import HPAGE_PMD_ORDER
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fakemm import FakeMM
+    from .memfd import MemFile
+
+__all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+           "MAP_SHARED", "MAP_PRIVATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
+           "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
+           "VM_MAYREAD", "VM_MAYWRITE", "VM_LOCKED", "VM_IO", "VM_PFNMAP", "VM_HUGETLB",
+           "VM_LOCKONFAULT", "VM_HUGEPAGE"]
+
+
+class FOLL(enum.IntFlag):
+    """``FOLL_*`` flags (anonymous enum in include/linux/mm_types.h since v6.2; the
+    internal ones from mm/internal.h)."""
+
+    WRITE = 1 << 0
+    GET = 1 << 1
+    DUMP = 1 << 2
+    FORCE = 1 << 3
+    NOWAIT = 1 << 4
+    NOFAULT = 1 << 5
+    HWPOISON = 1 << 6
+    ANON = 1 << 7
+    LONGTERM = 1 << 8
+    SPLIT_PMD = 1 << 9
+    PCI_P2PDMA = 1 << 10
+    INTERRUPTIBLE = 1 << 11
+    HONOR_NUMA_FAULT = 1 << 12
+    # internal (mm/internal.h)
+    TOUCH = 1 << 16
+    TRIED = 1 << 17
+    REMOTE = 1 << 18
+    PIN = 1 << 19
+    FAST_ONLY = 1 << 20
+    UNLOCKABLE = 1 << 21
+    MADV_POPULATE = 1 << 22
+
+
+INTERNAL_GUP_FLAGS = int(FOLL.TOUCH | FOLL.TRIED | FOLL.REMOTE | FOLL.PIN | FOLL.FAST_ONLY
+                         | FOLL.UNLOCKABLE | FOLL.MADV_POPULATE)
+
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
+MAP_FIXED, MAP_ANONYMOUS, MAP_POPULATE, MAP_HUGETLB = 0x10, 0x20, 0x8000, 0x40000
+MLOCK_ONFAULT = 0x01
+
+VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
+VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE = 0x10, 0x20, 0x40, 0x80
+VM_IO, VM_PFNMAP = 0x4000, 0x400
+VM_LOCKED = 0x2000
+VM_HUGETLB = 0x400000
+VM_LOCKONFAULT = 0x100000000
+VM_HUGEPAGE = 0x20000000
+
+MMAP_BASE = 0x7F0000000000
+TASK_SIZE = 0x7FFFFFFFF000
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+
+
+class VMA:
+    """``vm_area_struct``: ``[start, end)``, ``flags`` (VM_*), the backing ``file`` and
+    ``pgoff``; anonymous VMAs have ``file is None``; MAP_SHARED|MAP_ANONYMOUS VMAs get an
+    internal shmem file like ``shmem_zero_setup``."""
+
+    __slots__ = ("mm", "start", "end", "flags", "file", "pgoff", "anon")
+
+    def __init__(self, mm: "MMStruct", start: int, end: int, flags: int, file: Any, pgoff: int) -> None:
+        self.mm = mm
+        self.start = start
+        self.end = end
+        self.flags = flags
+        self.file = file
+        self.pgoff = pgoff
+        self.anon = file is None
+
+    def is_hugetlb(self) -> bool:
+        return bool(self.flags & VM_HUGETLB)
+
+    def is_shared(self) -> bool:
+        return bool(self.flags & VM_SHARED)
+
+    def file_index(self, addr: int) -> int:
+        """Page-cache index (base pages) of *addr*."""
+        return self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
+
+    def __repr__(self) -> str:
+        kind = "anon" if self.file is None else getattr(self.file, "name", "file")
+        return f"<vma {self.start:#x}-{self.end:#x} flags={self.flags:#x} {kind}>"
+
+
+class MMStruct:
+    """``mm_struct`` of one process.  Methods with a system call's name behave like the
+    call and return ``-errno`` on failure."""
+
+    def __init__(self, kmm: "FakeMM", rlimit_memlock: int) -> None:
+        self._k = kmm
+        self.vmas: list[VMA] = []
+        self._starts: list[int] = []
+        self.pte: dict[int, tuple[Folio, int]] = {}      # vpn -> (folio, page index in folio)
+        self.huge: dict[int, Folio] = {}                 # aligned vpn -> huge-leaf-mapped folio
+        self.locked_vm = 0
+        self.pinned_vm = 0
+        self.rlimit_memlock = rlimit_memlock
+        self.has_pinned = False                          # MMF_HAS_PINNED
+        self.write_protect_seq = 0
+        self.notifiers: list[Any] = []
+        self._mmap_top = MMAP_BASE
+        self.users = 1
+
+    # ------------------------------------------------------------------ VMAs
+    def find_vma(self, addr: int) -> VMA | None:
+        """The VMA containing *addr* (vma_lookup semantics), or None."""
+        i = bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            vma = self.vmas[i]
+            if addr < vma.end:
+                return vma
+        return None
+
+    def _insert_vma(self, vma: VMA) -> None:
+        i = bisect_right(self._starts, vma.start)
+        self._starts.insert(i, vma.start)
+        self.vmas.insert(i, vma)
+
+    def _remove_vma(self, vma: VMA) -> None:
+        i = self.vmas.index(vma)
+        del self.vmas[i], self._starts[i]
+
+    def _overlapping(self, start: int, end: int) -> list[VMA]:
+        return [v for v in self.vmas if v.start < end and start < v.end]
+
+    def _split(self, addr: int) -> None:
+        vma = self.find_vma(addr)
+        if vma is None or vma.start == addr:
+            return
+        tail = VMA(self, addr, vma.end, vma.flags, vma.file, vma.file_index(addr) if vma.file else 0)
+        tail.anon = vma.anon
+        vma.end = addr
+        self._insert_vma(tail)
+
+    def _get_unmapped_area(self, length: int, align: int) -> int:
+        top = self._mmap_top
+        for v in sorted(self.vmas, key=lambda v: -v.start):
+            if v.start >= top:
+                continue
+            cand = (top - length) & ~(align - 1)
+            if cand >= v.end:
+                break
+            top = v.start
+        cand = (top - length) & ~(align - 1)
+        self._mmap_top = min(self._mmap_top, cand)
+        return cand
+
+    # ------------------------------------------------------------------ mmap family
+    def mmap(self, length: int, prot: int, flags: int, file: "MemFile | None" = None,
+             offset: int = 0, addr: int = 0) -> int:
+        """Map *length* bytes; the start address or -errno (EINVAL for bad
+        flags/length/offset/alignment, EACCES/EPERM for a sealed or read-only memfd,
+        ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings of 2 MiB or
+        more are 2 MiB aligned when THP is enabled.  Kernel: mm/mmap.c:do_mmap (v6.12).
+        """
+        k = self._k
+        mtype = flags & MAP_SHARED_VALIDATE
+        if length <= 0 or offset % PAGE_SIZE or mtype not in (MAP_SHARED, MAP_PRIVATE):
+            return -errno.EINVAL
+        if flags & MAP_ANONYMOUS:
+            file = None
+        hstate = getattr(file, "hstate", None) if file is not None else None
+        if flags & MAP_HUGETLB and file is None:
+            hstate = k.hstate()
+        align = PAGE_SIZE
+        if hstate is not None:
+            align = hstate.size
+            if offset % align or (flags & MAP_FIXED and addr % align):
+                return -errno.EINVAL
+        length = (length + align - 1) & ~(align - 1)
+        if file is None and hstate is None and k.config.thp != "never" and length >= (2 << 20):
+            align = 2 << 20
+        if file is not None:
+            rc = file._mmap_check(prot, mtype)
+            if rc:
+                return rc
+        if flags & MAP_FIXED:
+            if addr % PAGE_SIZE or addr + length > TASK_SIZE:
+                return -errno.EINVAL
+            self.munmap(addr, length)
+        else:
+            addr = self._get_unmapped_area(length, align)
+        vmflags = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+        vmflags |= (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
+            | (VM_EXEC if prot & PROT_EXEC else 0)
+        if mtype == MAP_SHARED:
+            vmflags |= VM_SHARED | VM_MAYSHARE
+            if file is not None and not file._writable_mapping_allowed():
+                vmflags &= ~VM_MAYWRITE
+        if hstate is not None:
+            vmflags |= VM_HUGETLB
+        if file is None and (mtype == MAP_SHARED or hstate is not None):
+            file = k._shmem_zero_setup(length, hstate)
+            if isinstance(file, int):
+                return file
+            offset = 0
+        if file is not None and hstate is not None and mtype == MAP_SHARED:
+            rc = file._hugetlb_reserve(offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT)
+            if rc:
+                return rc
+        vma = VMA(self, addr, addr + length, vmflags, file, offset >> PAGE_SHIFT)
+        self._insert_vma(vma)
+        if file is not None:
+            file._mappers += 1
+            if mtype == MAP_SHARED and vmflags & VM_WRITE:
+                file._writable_maps += 1
+        if flags & MAP_POPULATE:
+            k._populate(self, addr, addr + length, write=bool(prot & PROT_WRITE) and mtype == MAP_SHARED)
+        return addr
+
+    def munmap(self, addr: int, length: int) -> int:
+        """Unmap ``[addr, addr+length)``: 0 or -EINVAL.  Drops the page-table references;
+        pinned folios stay allocated for their pinners.  Kernel: mm/mmap.c:do_vmi_munmap."""
+        if addr % PAGE_SIZE or length <= 0 or addr + length > TASK_SIZE:
+            return -errno.EINVAL
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        for v in self._overlapping(addr, end):
+            if v.is_hugetlb():
+                hs = v.file.hstate.size
+                if addr % hs:
+                    return -errno.EINVAL
+        self._split(addr)
+        self._split(end)
+        self._k._mmu_notify(self, addr, end, "unmap")
+        for v in self._overlapping(addr, end):
+            self._zap_range(v.start, v.end)
+            if v.flags & VM_LOCKED:
+                self.locked_vm -= (v.end - v.start) >> PAGE_SHIFT
+            if v.file is not None:
+                v.file._mappers -= 1
+                if v.is_shared() and v.flags & VM_WRITE:
+                    v.file._writable_maps -= 1
+            self._remove_vma(v)
+        return 0
+
+    def _zap_range(self, start: int, end: int) -> None:
+        k = self._k
+        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            ent = self.pte.pop(vpn, None)
+            if ent is not None:
+                k._unmap_folio(self, ("pte", vpn), ent[0])
+            folio = self.huge.pop(vpn, None)
+            if folio is not None:
+                k._unmap_folio(self, ("huge", vpn), folio)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        """Change protections: 0, -EINVAL, -ENOMEM (a hole), -EACCES (write on a shared
+        mapping that may not become writable).  Kernel: mm/mprotect.c (v6.12)."""
+        if addr % PAGE_SIZE:
+            return -errno.EINVAL
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        covered = sum(min(v.end, end) - max(v.start, addr) for v in self._overlapping(addr, end))
+        if covered != end - addr:
+            return -errno.ENOMEM
+        for v in self._overlapping(addr, end):
+            if prot & PROT_WRITE and v.is_shared() and not v.flags & VM_MAYWRITE:
+                return -errno.EACCES
+        self._split(addr)
+        self._split(end)
+        for v in self._overlapping(addr, end):
+            was_w = v.flags & VM_WRITE
+            v.flags &= ~(VM_READ | VM_WRITE | VM_EXEC)
+            v.flags |= (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
+                | (VM_EXEC if prot & PROT_EXEC else 0)
+            if v.file is not None and v.is_shared():
+                v.file._writable_maps += (1 if v.flags & VM_WRITE else 0) - (1 if was_w else 0)
+        self._k._mmu_notify(self, addr, end, "protection")
+        return 0
+
+    def mlock(self, addr: int, length: int) -> int:
+        """mlock(2): lock and populate; 0, -ENOMEM (limit or hole)."""
+        return self.mlock2(addr, length, 0)
+
+    def mlock2(self, addr: int, length: int, flags: int) -> int:
+        """mlock2(2) with MLOCK_ONFAULT: lock without populating.  RLIMIT_MEMLOCK is
+        checked against ``locked_vm`` (-ENOMEM).  Kernel: mm/mlock.c:do_mlock (v6.12)."""
+        if flags & ~MLOCK_ONFAULT:
+            return -errno.EINVAL
+        start = addr & ~(PAGE_SIZE - 1)
+        end = (addr + length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        vmas = self._overlapping(start, end)
+        if sum(min(v.end, end) - max(v.start, start) for v in vmas) != end - start:
+            return -errno.ENOMEM
+        new = sum((min(v.end, end) - max(v.start, start)) >> PAGE_SHIFT for v in vmas if not v.flags & VM_LOCKED)
+        if self.locked_vm + new > self.rlimit_memlock >> PAGE_SHIFT and not self._k.current_capable_ipc_lock():
+            return -errno.ENOMEM
+        self._split(start)
+        self._split(end)
+        for v in self._overlapping(start, end):
+            if not v.flags & VM_LOCKED:
+                self.locked_vm += (v.end - v.start) >> PAGE_SHIFT
+            v.flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
+        if not flags & MLOCK_ONFAULT:
+            self._k._populate(self, start, end, write=False)
+        return 0
+
+    # ------------------------------------------------------------------ user access
+    def read(self, addr: int, n: int) -> bytes | int:
+        """Read user memory, faulting pages in; the bytes or -EFAULT."""
+        out = bytearray()
+        while n > 0:
+            r = self._k._user_page(self, addr, write=False)
+            if isinstance(r, int):
+                return r
+            folio, idx = r
+            off = addr & (PAGE_SIZE - 1)
+            take = min(n, PAGE_SIZE - off)
+            out += folio.read((idx << PAGE_SHIFT) + off, take)
+            addr += take
+            n -= take
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes) -> int:
+        """Write user memory, faulting pages in (COW as needed); bytes written or -EFAULT."""
+        pos = 0
+        n = len(data)
+        while pos < n:
+            r = self._k._user_page(self, addr + pos, write=True)
+            if isinstance(r, int):
+                return r
+            folio, idx = r
+            off = (addr + pos) & (PAGE_SIZE - 1)
+            take = min(n - pos, PAGE_SIZE - off)
+            folio.write((idx << PAGE_SHIFT) + off, data[pos:pos + take])
+            pos += take
+        return n
+
+    # ------------------------------------------------------------------ lookups
+    def lookup(self, addr: int) -> tuple[Folio, int] | None:
+        """(folio, page index) mapped at *addr*, or None (follow_page without faulting)."""
+        vpn = addr >> PAGE_SHIFT
+        ent = self.pte.get(vpn)
+        if ent is not None:
+            return ent
+        for order in (HPAGE_PMD_ORDER, 18):
+            head = vpn & ~((1 << order) - 1)
+            f = self.huge.get(head)
+            if f is not None and f.order == order:
+                return f, vpn - head
+        return None
+
+    def replace_folio(self, key: tuple[str, int], old: Folio, new: Folio) -> None:
+        """Migration moved *old* to *new*: repoint the page-table entry *key*."""
+        kind, vpn = key
+        if kind == "pte":
+            _, idx = self.pte[vpn]
+            self.pte[vpn] = (new, idx)
+        else:
+            self.huge[vpn] = new
+        self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
+                            "migrate")
+
+    def __repr__(self) -> str:
+        return f"<mm {len(self.vmas)} vmas, {len(self.pte)} ptes, locked_vm={self.locked_vm} pinned_vm={self.pinned_vm}>"
+
+
+class AddressSpaceMixin:
+    """Address-space half of :class:`~pytest_pinfault.FakeMM`: tasks' mms, faults, fork."""
+
+    def create_mm(self) -> MMStruct:
+        """A new, empty address space with the configured RLIMIT_MEMLOCK."""
+        return MMStruct(self, self.config.memlock)
+
+    def run_as(self, task: Any) -> Any:
+        """Context manager: make *task* ``current`` inside the block."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def _cm() -> Any:
+            old = self.current
+            self.current = task
+            try:
+                yield task
+            finally:
+                self.current = old
+        return _cm()
+
+    def current_capable_ipc_lock(self) -> bool:
+        return bool(getattr(self.current, "cap_ipc_lock", False))
+
+    def account_locked_vm(self, mm: MMStruct | None, pages: int, inc: bool) -> int:
+        """Charge (*inc*) or uncharge *pages* to ``mm.locked_vm``: 0, or -ENOMEM when
+        the charge would exceed RLIMIT_MEMLOCK without CAP_IPC_LOCK.  Uncharging more
+        than is charged records a warning (and underflows, as the kernel does).
+
+        Kernel: mm/util.c:account_locked_vm / __account_locked_vm (v6.12).
+        """
+        if pages == 0 or mm is None:
+            return 0
+        if inc:
+            if (mm.locked_vm + pages > mm.rlimit_memlock >> PAGE_SHIFT
+                    and not self.current_capable_ipc_lock()):
+                return -errno.ENOMEM
+            mm.locked_vm += pages
+        else:
+            if pages > mm.locked_vm:
+                self._warn("account_locked_vm", f"WARN_ON_ONCE(pages > locked_vm): uncharging {pages} of {mm.locked_vm}")
+            mm.locked_vm -= pages
+        return 0
+
+    # ------------------------------------------------------------------ mapping helpers
+    def _map_pte(self, mm: MMStruct, vpn: int, folio: Folio, idx: int) -> None:
+        mm.pte[vpn] = (folio, idx)
+        if folio.kind == KIND_ZERO:
+            return
+        folio._refcount += 1
+        folio._mapcount += 1
+        if folio.rmap is None:
+            folio.rmap = []
+        folio.rmap.append((mm, ("pte", vpn)))
+
+    def _map_huge(self, mm: MMStruct, vpn: int, folio: Folio) -> None:
+        mm.huge[vpn] = folio
+        folio._refcount += 1
+        folio._mapcount += 1
+        if folio.rmap is None:
+            folio.rmap = []
+        folio.rmap.append((mm, ("huge", vpn)))
+
+    def _unmap_folio(self, mm: MMStruct, key: tuple[str, int], folio: Folio) -> None:
+        if folio.kind == KIND_ZERO:
+            return
+        try:
+            folio.rmap.remove((mm, key))
+        except (AttributeError, ValueError):
+            self._warn("rmap", "unmapping a folio that has no such mapping", folio=folio)
+            return
+        folio._mapcount -= 1
+        self.folio_put(folio)
+
+    def _user_page(self, mm: MMStruct, addr: int, write: bool) -> tuple[Folio, int] | int:
+        """What user-space access at *addr* sees, after faulting: (folio, idx) or -EFAULT."""
+        vma = mm.find_vma(addr)
+        if vma is None or not vma.flags & (VM_WRITE if write else VM_READ):
+            return -errno.EFAULT
+        ent = mm.lookup(addr)
+        if ent is not None and (not write or self._pte_writable(mm, vma, addr, ent[0])):
+            return ent
+        rc = self.handle_mm_fault(mm, vma, addr, write, unshare=False)
+        if rc:
+            return -errno.EFAULT
+        return mm.lookup(addr)  # type: ignore[return-value]
+
+    def _pte_writable(self, mm: MMStruct, vma: VMA, addr: int, folio: Folio) -> bool:
+        if folio.kind == KIND_ZERO:
+            return False
+        if vma.is_shared():
+            return bool(vma.flags & VM_WRITE)
+        # private: writable only if the folio is this mm's exclusive anon page
+        return folio.kind == KIND_ANON and bool(folio.flags & PG_anon_exclusive) and bool(vma.flags & VM_WRITE)
+
+    def _populate(self, mm: MMStruct, start: int, end: int, write: bool) -> None:
+        addr = start
+        while addr < end:
+            vma = mm.find_vma(addr)
+            if vma is None:
+                break
+            if mm.lookup(addr) is None or write:
+                self.handle_mm_fault(mm, vma, addr, write and bool(vma.flags & VM_WRITE), unshare=False)
+            addr += PAGE_SIZE
+
+    # ------------------------------------------------------------------ faults
+    def handle_mm_fault(self, mm: MMStruct, vma: VMA, addr: int, write: bool, unshare: bool) -> int:
+        """Resolve a fault at *addr*: 0, or -ENOMEM (OOM) / -EFAULT (SIGBUS: beyond the
+        file, no hugetlb page).  *unshare* is FAULT_FLAG_UNSHARE (GUP pinning a shared
+        anonymous page read-only).  Kernel: mm/memory.c:handle_mm_fault (v6.12)."""
+        if vma.is_hugetlb():
+            return self._hugetlb_fault(mm, vma, addr)
+        if vma.file is not None and (vma.is_shared() or not (write or unshare)):
+            return self._file_fault(mm, vma, addr)
+        ent = mm.lookup(addr)
+        if ent is None:
+            if vma.file is not None:
+                rc = self._file_fault(mm, vma, addr)          # map the page-cache page, then COW
+                if rc:
+                    return rc
+                ent = mm.lookup(addr)
+            elif not write:
+                if vma.flags & VM_LOCKED or unshare:
+                    return self._do_anonymous_page(mm, vma, addr)
+                self._map_pte(mm, addr >> PAGE_SHIFT, self.zero_folio, 0)
+                return 0
+            else:
+                return self._do_anonymous_page(mm, vma, addr)
+        return self._do_wp_page(mm, vma, addr, ent)
+
+    def _new_anon_folio(self, vma: VMA, order: int) -> Folio | None:
+        folio = self._alloc_folio(int(_g.GFP_HIGHUSER_MOVABLE) | (_g._COMP if order else 0), order, KIND_ANON)
+        if folio is not None:
+            folio.flags |= PG_anon_exclusive
+            if vma.flags & VM_LOCKED:
+                folio.flags |= PG_mlocked
+        return folio
+
+    def _thp_allowed(self, vma: VMA, addr: int, mm: MMStruct) -> bool:
+        thp = self.config.thp
+        if thp == "never" or (thp == "madvise" and not vma.flags & VM_HUGEPAGE):
+            return False
+        head = addr & ~((2 << 20) - 1)
+        if head < vma.start or head + (2 << 20) > vma.end:
+            return False
+        base = head >> PAGE_SHIFT
+        return not any((base + i) in mm.pte for i in range(HPAGE_PMD_NR))
+
+    def _do_anonymous_page(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+        if vma.file is None and self._thp_allowed(vma, addr, mm):
+            folio = self._new_anon_folio(vma, HPAGE_PMD_ORDER)
+            if folio is not None:
+                head = (addr & ~((2 << 20) - 1)) >> PAGE_SHIFT
+                self._map_huge(mm, head, folio)
+                self.folio_put(folio)          # the mapping now holds it
+                self.folio_add_lru(folio)
+                return 0
+        folio = self._new_anon_folio(vma, 0)
+        if folio is None:
+            return -errno.ENOMEM
+        vpn = addr >> PAGE_SHIFT
+        old = mm.pte.pop(vpn, None)
+        if old is not None:
+            self._forget_rmap(mm, ("pte", vpn), old[0])
+        self._map_pte(mm, vpn, folio, 0)
+        self.folio_put(folio)
+        self.folio_add_lru(folio)
+        return 0
+
+    def _forget_rmap(self, mm: MMStruct, key: tuple[str, int], folio: Folio) -> None:
+        if folio.kind != KIND_ZERO:
+            self._unmap_folio(mm, key, folio)
+
+    def _do_wp_page(self, mm: MMStruct, vma: VMA, addr: int, ent: tuple[Folio, int]) -> int:
+        """Write (or unshare) fault on a present read-only PTE: reuse an exclusive anon
+        page, otherwise copy (COW).  Kernel: mm/memory.c:do_wp_page (v6.12)."""
+        folio, idx = ent
+        if folio.kind == KIND_ANON and folio._mapcount == 1 and folio._refcount == 1 + (1 if folio.lru_batch >= 0 else 0):
+            folio.flags |= PG_anon_exclusive
+            return 0
+        if folio.order and folio.kind == KIND_ANON:
+            # COW of a PMD-mapped THP: the kernel splits the PMD; the model copies the
+            # touched base page into a new small folio.
+            pass
+        new = self._new_anon_folio(vma, 0)
+        if new is None:
+            return -errno.ENOMEM
+        if folio.kind != KIND_ZERO:
+            new.write(0, folio.read(idx << PAGE_SHIFT, PAGE_SIZE))
+            new.flags &= ~0x4  # not dirty just because it was copied
+        vpn = addr >> PAGE_SHIFT
+        if vpn in mm.pte:
+            mm.pte.pop(vpn)
+            self._forget_rmap(mm, ("pte", vpn), folio)
+        else:
+            self._split_huge_pmd(mm, vma, addr)
+            ent2 = mm.pte.pop(vpn, None)
+            if ent2 is not None:
+                self._forget_rmap(mm, ("pte", vpn), ent2[0])
+        self._map_pte(mm, vpn, new, 0)
+        self.folio_put(new)
+        self.folio_add_lru(new)
+        self._mmu_notify(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "cow")
+        return 0
+
+    def _split_huge_pmd(self, mm: MMStruct, vma: VMA, addr: int) -> None:
+        """Replace a PMD mapping of a THP by 512 PTEs of the same folio."""
+        head = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
+        folio = mm.huge.pop(head, None)
+        if folio is None:
+            return
+        for i in range(HPAGE_PMD_NR):
+            self._map_pte(mm, head + i, folio, i)
+        self._unmap_folio(mm, ("huge", head), folio)
+
+    def _file_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+        file = vma.file
+        index = vma.file_index(addr)
+        folio = file._get_folio_for_fault(index)
+        if isinstance(folio, int):
+            return folio
+        vpn = addr >> PAGE_SHIFT
+        if vpn not in mm.pte:
+            self._map_pte(mm, vpn, folio, index - folio.index)
+        self.folio_put(folio)
+        return 0
+
+    def _hugetlb_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+        file = vma.file
+        h = file.hstate
+        head_addr = addr & ~(h.size - 1)
+        head = head_addr >> PAGE_SHIFT
+        if head in mm.huge:
+            return 0
+        index = vma.file_index(head_addr)
+        folio = file._get_folio_for_fault(index, reserved=vma.is_shared())
+        if isinstance(folio, int):
+            return folio
+        if not vma.is_shared():
+            self.folio_put(folio)
+            return -errno.EFAULT            # private hugetlb COW is not modelled
+        self._map_huge(mm, head, folio)
+        self.folio_put(folio)
+        return 0
+
+    # ------------------------------------------------------------------ fork
+    def fork(self, mm: MMStruct) -> MMStruct:
+        """Duplicate *mm* (dup_mmap): private anonymous pages are shared copy-on-write,
+        except pages that may be DMA-pinned in an mm with MMF_HAS_PINNED, which are copied
+        at once (copy_present_page).  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
+        child = self.create_mm()
+        mm.write_protect_seq += 2
+        for v in mm.vmas:
+            nv = VMA(child, v.start, v.end, v.flags, v.file, v.pgoff)
+            nv.anon = v.anon
+            if v.flags & VM_LOCKED:
+                nv.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+            child._insert_vma(nv)
+            if v.file is not None:
+                v.file._mappers += 1
+                if v.is_shared() and v.flags & VM_WRITE:
+                    v.file._writable_maps += 1
+        for vpn, (folio, idx) in list(mm.pte.items()):
+            vma = mm.find_vma(vpn << PAGE_SHIFT)
+            if folio.kind == KIND_ANON and not vma.is_shared():
+                if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
+                    new = self._new_anon_folio(vma, 0)
+                    if new is not None:
+                        new.write(0, folio.read(idx << PAGE_SHIFT, PAGE_SIZE))
+                        self._map_pte(child, vpn, new, 0)
+                        self.folio_put(new)
+                        self.folio_add_lru(new)
+                        continue
+                folio.flags &= ~PG_anon_exclusive
+            self._map_pte(child, vpn, folio, idx)
+        for vpn, folio in list(mm.huge.items()):
+            if folio.kind == KIND_ANON:
+                folio.flags &= ~PG_anon_exclusive
+            self._map_huge(child, vpn, folio)
+        return child

@@ -1,0 +1,98 @@
+"""A small slab for driver code: kmalloc / kvmalloc_array / kfree.
+
+Kernel: mm/slub.c (__kmalloc), mm/util.c (kvmalloc_node), include/linux/slab.h
+(ZERO_SIZE_PTR, kmalloc_array overflow check), v6.12.  Every allocation hits the
+``kmalloc`` fault site (failslab), so driver error paths for allocation failure are
+reachable.  Objects are Python ``bytearray``s wrapped in :class:`KmallocObject`; the
+model tracks what is live so leaks are visible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ZERO_SIZE_PTR", "KmallocObject", "KMALLOC_MAX_SIZE"]
+
+KMALLOC_MAX_SIZE = 4 << 20  # order MAX_PAGE_ORDER pages
+
+
+class _ZeroSizePtr:
+    """ZERO_SIZE_PTR: what kmalloc(0) returns; kfree accepts it."""
+
+    def __repr__(self) -> str:
+        return "ZERO_SIZE_PTR"
+
+    def __bool__(self) -> bool:
+        return True
+
+
+ZERO_SIZE_PTR = _ZeroSizePtr()
+
+
+class KmallocObject:
+    """One slab object: ``size`` bytes in ``data``; ``items`` is a Python list a driver
+    may use as the array the allocation stands for (``kvmalloc_array``)."""
+
+    __slots__ = ("size", "data", "items", "caller", "freed")
+
+    def __init__(self, size: int, caller: str, n: int = 0) -> None:
+        self.size = size
+        self.data = bytearray(size) if size <= 4096 else None
+        self.items: list[Any] = [None] * n
+        self.caller = caller
+        self.freed = False
+
+    def __repr__(self) -> str:
+        return f"<kmalloc {self.size}B from {self.caller}>"
+
+
+class SlabMixin:
+    """Slab half of :class:`~pytest_pinfault.FakeMM`."""
+
+    def kmalloc(self, size: int, gfp: int) -> Any:
+        """An object of *size* bytes, ZERO_SIZE_PTR for 0, or None (failure, the
+        ``kmalloc`` fault site, or size > KMALLOC_MAX_SIZE)."""
+        return self._kmalloc(size, gfp, 0)
+
+    def kzalloc(self, size: int, gfp: int) -> Any:
+        return self._kmalloc(size, gfp, 0)
+
+    def kvmalloc_array(self, n: int, size: int, gfp: int) -> Any:
+        """An array of *n* elements of *size* bytes (``.items`` has *n* slots), or None
+        on multiplication overflow or failure.  Kernel: include/linux/slab.h."""
+        if n < 0 or size < 0 or (size and n > (1 << 64) // size):
+            return None
+        return self._kmalloc(n * size, gfp, n, limit=False)
+
+    kmalloc_array = kvmalloc_array
+
+    def _kmalloc(self, size: int, gfp: int, n: int, limit: bool = True) -> Any:
+        from .bug import external_caller
+        if size == 0:
+            return ZERO_SIZE_PTR
+        if limit and size > KMALLOC_MAX_SIZE:
+            return None
+        fi = self.faults
+        if fi.active and not int(gfp) & 0x8000 and fi.hit("kmalloc", size=size, gfp=int(gfp)) is not None:
+            return None
+        obj = KmallocObject(size, external_caller(3), n)
+        self._slab_live[id(obj)] = obj
+        return obj
+
+    def kfree(self, obj: Any) -> None:
+        """Free a kmalloc object; None and ZERO_SIZE_PTR are no-ops; a double free is a
+        recorded warning."""
+        if obj is None or obj is ZERO_SIZE_PTR:
+            return
+        if not isinstance(obj, KmallocObject) or obj.freed:
+            self._warn("kfree", f"kfree of {'a freed' if getattr(obj, 'freed', False) else 'a non-kmalloc'} object {obj!r}")
+            return
+        obj.freed = True
+        self._slab_live.pop(id(obj), None)
+
+    kvfree = kfree
+
+    @property
+    def slab_live(self) -> list[KmallocObject]:
+        """Objects allocated and not yet freed."""
+        return list(self._slab_live.values())
