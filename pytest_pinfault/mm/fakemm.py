@@ -95,8 +95,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._notifier_seq = 0
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
+        self.current = self.create_task("init")
         self._build(config)
-        self.current = self.create_task("init", self.create_mm())
+        self.current.mm = self.create_mm()
 
     # ------------------------------------------------------------------ construction
     def _build(self, cfg: MMConfig) -> None:
