@@ -316,6 +316,9 @@ class GupMixin:
                 break
             if flags & _WRITE and not self._pte_writable(mm, vma, addr, folio):
                 break
+            if (flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive
+                    and not vma.is_shared()):
+                break                      # gup_must_unshare: the slow path unshares
             if flags & _LONGTERM and not self.folio_is_longterm_pinnable(folio):
                 break
             if self.try_grab_folio(folio, 1, flags) < 0:
@@ -519,8 +522,6 @@ class GupMixin:
                 continue
             collected += 1
             self._gup_last_unpinnable = folio
-            if folio in movable:
-                continue
             if folio.kind == KIND_HUGETLB:
                 if not self.folio_isolate_hugetlb(folio, movable):
                     failed += 1
@@ -617,9 +618,7 @@ class GupMixin:
                             err = -errno.EINVAL
                             break
                         if nr_folios == 0:
-                            offset.value = start - ((folio.index << PAGE_SHIFT))
-                            if h is None:
-                                offset.value = start & (PAGE_SIZE - 1)
+                            offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
                         _set(folios, nr_folios, folio)
                         nr_folios += 1
                     for folio in batch:

@@ -415,9 +415,8 @@ class MemfdMixin:
                 return rc
         if memfd.mapping.lookup(idx) is not None:
             return -errno.EEXIST
-        if memfd.hstate is None:
-            if (idx << PAGE_SHIFT) >= max(memfd.i_size, 1) and memfd.i_size:
-                return -errno.EINVAL
+        if memfd.hstate is None and idx << PAGE_SHIFT >= memfd.i_size:
+            return -errno.EINVAL            # shmem_get_folio(SGP_CACHE) beyond EOF
         return memfd._alloc_cache_folio(idx)
 
     def _hugetlb_cache_folio(self, memfd: MemFile, head: int, reserved: bool) -> Folio | int:
