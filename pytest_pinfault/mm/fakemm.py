@@ -350,7 +350,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         folio._data = None
         folio.mapping = None
         self._nr_allocated -= folio.nr_pages
-        if self.trace.on:
+        if self.trace.verbose:
             self._trace("free", folio=folio)
         zone = folio._zone
         if folio.kind == KIND_CONTIG:

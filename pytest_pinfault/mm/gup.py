@@ -150,6 +150,7 @@ class GupMixin:
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
         i = 0
+        put = self.gup_put_folio
         while i < npages:
             page = pages[i]
             if page is None:
@@ -157,11 +158,12 @@ class GupMixin:
                 continue
             folio = page.folio
             n = 1
-            while i + n < npages and pages[i + n] is not None and pages[i + n].folio is folio:
-                n += 1
+            if folio.order:
+                while i + n < npages and pages[i + n] is not None and pages[i + n].folio is folio:
+                    n += 1
             if make_dirty and folio.kind != KIND_ZERO:
                 folio.flags |= PG_dirty
-            self.gup_put_folio(folio, n, _PIN)
+            put(folio, n, _PIN)
             i += n
 
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
@@ -344,48 +346,89 @@ class GupMixin:
     # ------------------------------------------------------------------ slow path
     def __get_user_pages(self, mm: MMStruct, start: int, nr_pages: int, flags: int,
                          pages: list | None) -> int:
-        """Kernel: mm/gup.c:__get_user_pages (v6.12): VMA checks, faults, grabs."""
+        """Kernel: mm/gup.c:__get_user_pages (v6.12): VMA checks, faults, grabs.  Returns
+        the number of pages grabbed; an error is returned only if none was."""
         if nr_pages == 0:
             return 0
         start &= ~(PAGE_SIZE - 1)
+        pin = flags & _PIN
+        grab = flags & (_GET | _PIN)
+        write = flags & _WRITE
+        fi = self.faults
+        pte = mm.pte
+        task = self.current
         i = 0
         vma = None
+        vma_end = -1
+        shared = False
         faulted = -1
+        pins = 0
         while i < nr_pages:
             addr = start + (i << PAGE_SHIFT)
-            if vma is None or not vma.start <= addr < vma.end:
+            if addr >= vma_end or vma is None or addr < vma.start:
                 vma = mm.find_vma(addr)
                 rc = self._check_vma_flags(vma, flags)
                 if rc:
-                    return i if i else rc
-            if self.current.signal_pending:
-                return i if i else -errno.EINTR
-            ent = self._follow_page(mm, vma, addr, flags)
+                    return self._gup_done(i, rc, pins)
+                vma_end = vma.end
+                shared = vma.is_shared()
+            if task.signal_pending:
+                return self._gup_done(i, -errno.EINTR, pins)
+            ent = pte.get(addr >> PAGE_SHIFT)
+            if ent is not None:
+                folio, idx = ent
+                # follow_page_pte: a write needs a writable PTE; a pin of a shared
+                # anonymous page needs it unshared first (-EMLINK internally)
+                kind = folio.kind
+                if (write and not (shared and vma.flags & VM_WRITE) and
+                        not (kind == KIND_ANON and folio.flags & PG_anon_exclusive and vma.flags & VM_WRITE)) \
+                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive):
+                    ent = None
+                n = 1
+            else:
+                ent = self._follow_page(mm, vma, addr, flags)
+                if ent is not None:
+                    folio, idx = ent
+                    kind = folio.kind
+                    n = min(folio.nr_pages - idx, nr_pages - i) if folio.order else 1
             if ent is None:
                 if flags & _NOFAULT or faulted == addr:
-                    return i if i else -errno.EFAULT
+                    return self._gup_done(i, -errno.EFAULT, pins)
                 rc = self._faultin_page(mm, vma, addr, flags)
                 if rc:
-                    return i if i else rc
+                    return self._gup_done(i, rc, pins)
                 faulted = addr
                 continue
-            folio, idx = ent
-            if folio.order and vma.is_hugetlb() or (folio.order and (addr >> PAGE_SHIFT) - idx in mm.huge):
-                # huge leaf: grab one ref per page of the folio the request covers
-                n = min(folio.nr_pages - idx, nr_pages - i)
-            else:
-                n = 1
-            if pages is not None or flags & (_GET | _PIN):
-                rc = self.try_grab_folio(folio, n, flags)
-                if rc:
-                    return i if i else rc
+            if grab:
+                if fi.active or folio._refcount <= 0:
+                    rc = self.try_grab_folio(folio, n, flags)
+                    if rc:
+                        return self._gup_done(i, rc, pins)
+                elif not pin:
+                    folio._refcount += n
+                elif kind != KIND_ZERO:
+                    if folio.order:
+                        folio._refcount += n
+                        folio._pincount += n
+                    else:
+                        folio._refcount += GUP_PIN_COUNTING_BIAS
+                    pins += n
             if pages is not None:
+                base = folio.pfn + idx
                 for j in range(n):
-                    _set(pages, i + j, Page(folio, folio.pfn + idx + j))
-            if flags & _WRITE and folio.kind != KIND_ZERO:
+                    page = Page(folio, base + j)
+                    if i + j < len(pages):
+                        pages[i + j] = page
+                    else:
+                        _set(pages, i + j, page)
+            if write and kind != KIND_ZERO:
                 folio.flags |= PG_dirty
             i += n
-        return i
+        return self._gup_done(i, 0, pins)
+
+    def _gup_done(self, i: int, rc: int, pins: int) -> int:
+        self.stats.nr_foll_pin_acquired += pins
+        return i if i else rc
 
     def _check_vma_flags(self, vma: Any, flags: int) -> int:
         """Kernel: mm/gup.c:check_vma_flags (v6.12)."""
@@ -405,17 +448,17 @@ class GupMixin:
         return 0
 
     def _follow_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> tuple[Folio, int] | None:
+        """follow_page_mask for what is not a plain PTE: huge leaves (PMD-mapped THP,
+        hugetlb) and PTEs needing a fault first (write to read-only, unshare)."""
         ent = mm.lookup(addr)
         if ent is None:
             return None
         folio = ent[0]
-        if flags & _WRITE and not self._pte_writable(mm, vma, addr, folio) and not vma.is_hugetlb():
+        if flags & _WRITE and not vma.is_hugetlb() and not self._pte_writable(mm, vma, addr, folio):
             return None
         if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
                 and not vma.is_shared():
             return None                    # -EMLINK internally: unshare fault first
-        if flags & _PIN and folio.kind == KIND_ZERO and flags & _LONGTERM:
-            return ent
         return ent
 
     def _faultin_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> int:

@@ -382,7 +382,8 @@ class MMStruct:
             self.pte[vpn] = (new, idx)
         else:
             self.huge[vpn] = new
-        self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
+        if self.notifiers:
+            self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
                             "migrate")
 
     def __repr__(self) -> str:

@@ -166,7 +166,7 @@ class PageAllocMixin:
         folio = Folio(self, pfn, order, zone, kind)
         self._sections_for(pfn)[pfn] = folio
         self._nr_allocated += folio.nr_pages
-        if self.trace.on:
+        if self.trace.verbose:
             self._trace("alloc", folio=folio, gfp=gfp, order=order)
         return folio
 

@@ -42,12 +42,15 @@ def _short(v: Any) -> str:
 class Trace:
     """Ring buffer of :class:`TraceEvent` (``maxlen`` newest kept).
 
-    ``on`` switches recording; :meth:`filter` selects events by kind or by the folio they
-    concern.  ``len(trace)`` counts the events kept.
+    ``on`` switches recording of the events that explain outcomes (isolation and
+    migration results, retries, failures, warnings); ``verbose`` adds one event per
+    folio allocation and free.  :meth:`filter` selects events by kind or by the folio
+    they concern.  ``len(trace)`` counts the events kept.
     """
 
-    def __init__(self, maxlen: int = 8192, on: bool = True) -> None:
+    def __init__(self, maxlen: int = 8192, on: bool = True, verbose: bool = False) -> None:
         self.on = on
+        self.verbose = verbose and on
         self._buf: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=maxlen)
         self._seq = 0
 
