@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 
-__all__ = ["Site", "BUILTIN_SITES", "site"]
+__all__ = ["Site", "BUILTIN_SITES", "site", "catalogue_markdown"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,3 +61,27 @@ BUILTIN_SITES: dict[str, Site] = {s.name: s for s in (
 
 def site(name: str) -> Site:
     return BUILTIN_SITES[name]
+
+
+def _md_cell(text: str) -> str:
+    """Make *text* safe inside one Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def catalogue_markdown(sites: dict[str, Site] | None = None) -> str:
+    """The site catalogue as one Markdown table (the table in docs/fault-sites.md).
+
+    One row per site, in catalogue order: name, kernel ``file:function``, what firing
+    means, what the kernel function returns then, and the errnos the site may produce by
+    name (the first is the default).  tests/faults/test_sites_doc.py checks that the
+    document carries exactly this text.
+    """
+    rows = [
+        "| Site | Kernel function | Firing means | Kernel returns | Errnos |",
+        "|---|---|---|---|---|",
+    ]
+    for s in (BUILTIN_SITES if sites is None else sites).values():
+        names = ", ".join(f"`-{errno.errorcode.get(e, str(e))}`" for e in s.errnos)
+        rows.append(f"| `{s.name}` | `{s.kernel}` | {_md_cell(s.meaning)} | "
+                    f"{_md_cell(s.returns)} | {names} |")
+    return "\n".join(rows) + "\n"

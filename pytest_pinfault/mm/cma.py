@@ -184,14 +184,16 @@ class CmaMixin:
             return -errno.EINVAL
         outer_start = start & ~(pageblock_nr_pages - 1)
         outer_end = (end + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
-        ret = self.start_isolate_page_range(outer_start, outer_end, migratetype, 0)
+        # pageblocks are isolated whole, but only [start, end) is checked for unmovable
+        # pages and must end up free: neighbours in the same pageblock may stay in use
+        ret = self.start_isolate_page_range(start, end, migratetype, 0)
         if ret:
             return ret
         try:
             self.drain_all_pages(zone)
             ret = self._alloc_contig_migrate_range(start, end, gfp)
-            if ret == 0 and self.test_pages_isolated(outer_start, outer_end, 0):
-                busy = next(iter(self.folios_in_range(outer_start, outer_end)), None)
+            if ret == 0 and self.test_pages_isolated(start, end, 0):
+                busy = next(iter(self.folios_in_range(start, end)), None)
                 self._trace("contig_busy", folio=busy,
                             message=f"alloc_contig_range: [{start:x}, {end:x}) PFNs busy")
                 ret = -errno.EBUSY

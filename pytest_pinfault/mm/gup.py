@@ -30,6 +30,7 @@ from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, P
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_lru, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_PFNMAP, VM_READ, VM_SHARED,
                        VM_WRITE, MMStruct)
+from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
 __all__ = ["Livelock"]
@@ -332,13 +333,12 @@ class GupMixin:
             nr = 0
         if nr == nr_pages or flags & _FAST_ONLY:
             return nr
-        sub = pages[nr:] if pages is not None else None
-        if sub is not None:
-            del pages[nr:]
+        sub: list | None = [] if pages is not None else None
         ret = self.__gup_longterm_locked(mm, start + (nr << PAGE_SHIFT), nr_pages - nr, sub,
                                          None, flags | _TOUCH | _UNLOCKABLE)
-        if pages is not None and sub is not None:
-            pages[nr:nr] = sub[:max(ret, 0)]
+        if sub is not None:
+            for j in range(max(ret, 0)):
+                _set(pages, nr + j, sub[j])
         if ret < 0:
             return nr if nr else ret
         return ret + nr
@@ -476,6 +476,8 @@ class GupMixin:
         final 0 becomes -EFAULT unless FOLL_NOWAIT."""
         if flags & _PIN:
             mm.has_pinned = True
+        if pages is not None and not flags & _PIN:
+            flags |= _GET              # pages[] wanted without FOLL_PIN: FOLL_GET implied
         ret = self.__get_user_pages(mm, start, nr_pages, flags, pages)
         if ret == 0 and nr_pages and not flags & _NOWAIT:
             return -errno.EFAULT
@@ -631,7 +633,7 @@ class GupMixin:
             return -errno.EINVAL
         if memfd is None:
             return -errno.EINVAL
-        if not (memfd.shmem_file() or memfd.is_file_hugepages()):
+        if not isinstance(memfd, MemFile) or not (memfd.shmem_file() or memfd.is_file_hugepages()):
             return -errno.EINVAL
         if end >= memfd.i_size:
             return -errno.EINVAL

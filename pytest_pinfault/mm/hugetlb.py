@@ -109,7 +109,8 @@ class HugetlbMixin:
         return True
 
     def dequeue_hugetlb_folio(self, h: HState, gfp: int) -> Folio | None:
-        """Take a free pool folio; under PF_MEMALLOC_PIN only a long-term pinnable one.
+        """Take a free pool folio, never one in an isolated pageblock; under
+        PF_MEMALLOC_PIN only a long-term pinnable one.
 
         Kernel: mm/hugetlb.c:dequeue_hugetlb_folio_node_exact (v6.12).
         """
@@ -117,6 +118,8 @@ class HugetlbMixin:
         for i, folio in enumerate(h.free_list):
             if pin and not self.folio_is_longterm_pinnable(folio):
                 continue
+            if self.get_pageblock_migratetype(folio.pfn) == _g.MIGRATE_ISOLATE:
+                continue                     # is_migrate_isolate_page: being offlined/allocated
             del h.free_list[i]
             h.free_huge_pages -= 1
             folio._refcount = 1

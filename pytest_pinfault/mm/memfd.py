@@ -167,9 +167,21 @@ class MemFile:
         if length > self.i_size and self.seals & F_SEAL_GROW:
             return -errno.EPERM
         if length < self.i_size:
+            self._zero_range(length, -(-length // PAGE_SIZE) * PAGE_SIZE)
             self._truncate_from(-(-length // PAGE_SIZE))
         self.i_size = length
         return 0
+
+    def _zero_range(self, start: int, end: int) -> None:
+        """Zero bytes ``[start, end)`` of the cached folios: the partial pages a
+        truncation or hole punch keeps (truncate_inode_partial_folio)."""
+        pos = start
+        while pos < end:
+            folio = self.mapping.lookup(pos >> PAGE_SHIFT)
+            stop = min(end, ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT)
+            if folio is not None and folio._data:
+                folio.write(pos - (folio.index << PAGE_SHIFT), bytes(stop - pos))
+            pos = stop
 
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
@@ -202,8 +214,13 @@ class MemFile:
                 return -errno.EPERM
             first = -(-offset // unit) * unit
             last = ((offset + length) // unit) * unit
+            end = min(offset + length, self.i_size)
             if first < last:
+                self._zero_range(offset, min(first, end))
+                self._zero_range(max(last, offset), end)
                 self._truncate_from(first >> PAGE_SHIFT, last >> PAGE_SHIFT)
+            else:
+                self._zero_range(offset, end)
             return 0
         end = offset + length
         if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE and self.seals & F_SEAL_GROW:
@@ -342,7 +359,8 @@ class MemfdMixin:
 
     def memfd_create(self, name: str, flags: int) -> MemFile | int:
         """A new memfd: a :class:`MemFile`, or -EINVAL (unknown flags, hugetlb size flag
-        without MFD_HUGETLB, name too long, MFD_EXEC with MFD_NOEXEC_SEAL).
+        without MFD_HUGETLB, name too long, MFD_EXEC with MFD_NOEXEC_SEAL), -ENODEV (a
+        huge page size the machine has no hstate for).
         Without MFD_ALLOW_SEALING the file carries F_SEAL_SEAL.
         Kernel: mm/memfd.c:memfd_create (v6.12)."""
         known = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC
@@ -361,7 +379,7 @@ class MemfdMixin:
             size = (1 << shift) if shift else self.config.default_hugepagesz
             hstate = self._hstates.get(size)
             if hstate is None:
-                return -errno.EINVAL
+                return -errno.ENODEV       # hugetlb_file_setup: no hstate of that size
         sealable = bool(flags & (MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL))
         f = MemFile(self, name, flags, hstate, sealable)
         if flags & MFD_NOEXEC_SEAL:
@@ -412,12 +430,31 @@ class MemfdMixin:
         if fi.active:
             rc = fi.hit("memfd_alloc_folio", file=memfd, index=idx)
             if rc is not None:
+                if rc == -errno.EEXIST and memfd.mapping.lookup(idx) is None:
+                    rc = self._memfd_race_winner(memfd, idx)
                 return rc
         if memfd.mapping.lookup(idx) is not None:
             return -errno.EEXIST
         if memfd.hstate is None and idx << PAGE_SHIFT >= memfd.i_size:
             return -errno.EINVAL            # shmem_get_folio(SGP_CACHE) beyond EOF
         return memfd._alloc_cache_folio(idx)
+
+    def _memfd_race_winner(self, memfd: MemFile, idx: int) -> int:
+        """An injected -EEXIST: another task (not under PF_MEMALLOC_PIN) won the race and
+        its folio is in the page cache now, so the caller's next lookup finds it.  If
+        that allocation fails there was no race to lose: its error is returned."""
+        from .sched import PF_MEMALLOC_PIN
+        task = self.current
+        saved = task.flags
+        task.flags &= ~PF_MEMALLOC_PIN
+        try:
+            won = memfd._alloc_cache_folio(idx)
+        finally:
+            task.flags = saved
+        if isinstance(won, int):
+            return won
+        self.folio_put(won)
+        return -errno.EEXIST
 
     def _hugetlb_cache_folio(self, memfd: MemFile, head: int, reserved: bool) -> Folio | int:
         h = memfd.hstate

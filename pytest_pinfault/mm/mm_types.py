@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .memfd import MemFile
 
 __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
-           "MAP_SHARED", "MAP_PRIVATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
+           "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
            "VM_MAYREAD", "VM_MAYWRITE", "VM_LOCKED", "VM_IO", "VM_PFNMAP", "VM_HUGETLB",
            "VM_LOCKONFAULT", "VM_HUGEPAGE"]
@@ -69,7 +69,7 @@ INTERNAL_GUP_FLAGS = int(FOLL.TOUCH | FOLL.TRIED | FOLL.REMOTE | FOLL.PIN | FOLL
                          | FOLL.UNLOCKABLE | FOLL.MADV_POPULATE)
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
-MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_TYPE = 0x01, 0x02, 0x03, 0x0F
 MAP_FIXED, MAP_ANONYMOUS, MAP_POPULATE, MAP_HUGETLB = 0x10, 0x20, 0x8000, 0x40000
 MLOCK_ONFAULT = 0x01
 
@@ -107,6 +107,18 @@ class VMA:
 
     def is_shared(self) -> bool:
         return bool(self.flags & VM_SHARED)
+
+    def is_shared_maywrite(self) -> bool:
+        """VM_SHARED and VM_MAYWRITE: the VMA counts in the file's ``i_mmap_writable``
+        (what F_SEAL_WRITE refuses).  Kernel: include/linux/mm.h:is_shared_maywrite."""
+        return self.flags & (VM_SHARED | VM_MAYWRITE) == VM_SHARED | VM_MAYWRITE
+
+    def _link_file(self, delta: int) -> None:
+        """Count this VMA in (+1) or out of (-1) its file's mappers (vma_link/unlink)."""
+        if self.file is not None:
+            self.file._mappers += delta
+            if self.is_shared_maywrite():
+                self.file._writable_maps += delta
 
     def file_index(self, addr: int) -> int:
         """Page-cache index (base pages) of *addr*."""
@@ -164,6 +176,7 @@ class MMStruct:
             return
         tail = VMA(self, addr, vma.end, vma.flags, vma.file, vma.file_index(addr) if vma.file else 0)
         tail.anon = vma.anon
+        tail._link_file(1)
         vma.end = addr
         self._insert_vma(tail)
 
@@ -189,7 +202,9 @@ class MMStruct:
         more are 2 MiB aligned when THP is enabled.  Kernel: mm/mmap.c:do_mmap (v6.12).
         """
         k = self._k
-        mtype = flags & MAP_SHARED_VALIDATE
+        mtype = flags & MAP_TYPE
+        if mtype == MAP_SHARED_VALIDATE:
+            mtype = MAP_SHARED             # the flags it would validate are all known here
         if length <= 0 or offset % PAGE_SIZE or mtype not in (MAP_SHARED, MAP_PRIVATE):
             return -errno.EINVAL
         if flags & MAP_ANONYMOUS:
@@ -235,10 +250,7 @@ class MMStruct:
                 return rc
         vma = VMA(self, addr, addr + length, vmflags, file, offset >> PAGE_SHIFT)
         self._insert_vma(vma)
-        if file is not None:
-            file._mappers += 1
-            if mtype == MAP_SHARED and vmflags & VM_WRITE:
-                file._writable_maps += 1
+        vma._link_file(1)
         if flags & MAP_POPULATE:
             k._populate(self, addr, addr + length, write=bool(prot & PROT_WRITE) and mtype == MAP_SHARED)
         return addr
@@ -261,10 +273,9 @@ class MMStruct:
             self._zap_range(v.start, v.end)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= (v.end - v.start) >> PAGE_SHIFT
-            if v.file is not None:
-                v.file._mappers -= 1
-                if v.is_shared() and v.flags & VM_WRITE:
-                    v.file._writable_maps -= 1
+            v._link_file(-1)
+            if v.file is not None and v.file.closed and v.file._mappers == 0:
+                v.file._release()          # last reference to a closed file: evict it
             self._remove_vma(v)
         return 0
 
@@ -292,14 +303,11 @@ class MMStruct:
                 return -errno.EACCES
         self._split(addr)
         self._split(end)
+        self._k._mmu_notify(self, addr, end, "protection")
         for v in self._overlapping(addr, end):
-            was_w = v.flags & VM_WRITE
             v.flags &= ~(VM_READ | VM_WRITE | VM_EXEC)
             v.flags |= (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
                 | (VM_EXEC if prot & PROT_EXEC else 0)
-            if v.file is not None and v.is_shared():
-                v.file._writable_maps += (1 if v.flags & VM_WRITE else 0) - (1 if was_w else 0)
-        self._k._mmu_notify(self, addr, end, "protection")
         return 0
 
     def mlock(self, addr: int, length: int) -> int:
@@ -375,16 +383,17 @@ class MMStruct:
         return None
 
     def replace_folio(self, key: tuple[str, int], old: Folio, new: Folio) -> None:
-        """Migration moved *old* to *new*: repoint the page-table entry *key*."""
+        """Migration moved *old* to *new*: repoint the page-table entry *key* (the
+        notifiers hear of it first, while the entry still maps *old*)."""
         kind, vpn = key
+        if self.notifiers:
+            self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
+                                "migrate")
         if kind == "pte":
             _, idx = self.pte[vpn]
             self.pte[vpn] = (new, idx)
         else:
             self.huge[vpn] = new
-        if self.notifiers:
-            self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
-                            "migrate")
 
     def __repr__(self) -> str:
         return f"<mm {len(self.vmas)} vmas, {len(self.pte)} ptes, locked_vm={self.locked_vm} pinned_vm={self.pinned_vm}>"
@@ -582,9 +591,12 @@ class AddressSpaceMixin:
             new.flags &= ~0x4  # not dirty just because it was copied
         vpn = addr >> PAGE_SHIFT
         if vpn in mm.pte:
+            self._mmu_notify(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "cow")
             mm.pte.pop(vpn)
             self._forget_rmap(mm, ("pte", vpn), folio)
         else:
+            head = vpn & ~(HPAGE_PMD_NR - 1)      # the PMD split invalidates all of it
+            self._mmu_notify(mm, head << PAGE_SHIFT, (head + HPAGE_PMD_NR) << PAGE_SHIFT, "cow")
             self._split_huge_pmd(mm, vma, addr)
             ent2 = mm.pte.pop(vpn, None)
             if ent2 is not None:
@@ -592,7 +604,6 @@ class AddressSpaceMixin:
         self._map_pte(mm, vpn, new, 0)
         self.folio_put(new)
         self.folio_add_lru(new)
-        self._mmu_notify(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "cow")
         return 0
 
     def _split_huge_pmd(self, mm: MMStruct, vma: VMA, addr: int) -> None:
@@ -648,10 +659,7 @@ class AddressSpaceMixin:
             if v.flags & VM_LOCKED:
                 nv.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
             child._insert_vma(nv)
-            if v.file is not None:
-                v.file._mappers += 1
-                if v.is_shared() and v.flags & VM_WRITE:
-                    v.file._writable_maps += 1
+            nv._link_file(1)
         for vpn, (folio, idx) in list(mm.pte.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
             if folio.kind == KIND_ANON and not vma.is_shared():

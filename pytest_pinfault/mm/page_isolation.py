@@ -53,7 +53,7 @@ class IsolationMixin:
         hi = (end_pfn + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
         done: list[int] = []
         for pb in range(lo >> pageblock_order, hi >> pageblock_order):
-            rc = self._set_migratetype_isolate(pb, migratetype, flags)
+            rc = self._set_migratetype_isolate(pb, migratetype, flags, start_pfn, end_pfn)
             if rc:
                 for d in done:
                     self._unset_migratetype_isolate(d, migratetype)
@@ -61,14 +61,19 @@ class IsolationMixin:
             done.append(pb)
         return 0
 
-    def _set_migratetype_isolate(self, pb: int, migratetype: int, flags: int) -> int:
+    def _set_migratetype_isolate(self, pb: int, migratetype: int, flags: int,
+                                 start_pfn: int = 0, end_pfn: int = 1 << 62) -> int:
+        """Isolate pageblock *pb*, checking only its part inside ``[start_pfn, end_pfn)``
+        for unmovable pages (v5.19+: "mm: page_isolation: check specified range for
+        unmovable pages")."""
         pfn = pb << pageblock_order
         zone = self._pfn_zone(pfn)
         if zone is None:
             return 0                            # a hole
         if self.get_pageblock_migratetype(pfn) == MIGRATE_ISOLATE:
             return -errno.EBUSY
-        bad = self.has_unmovable_pages(pfn, pfn + pageblock_nr_pages, migratetype, flags)
+        bad = self.has_unmovable_pages(max(pfn, start_pfn), min(pfn + pageblock_nr_pages, end_pfn),
+                                       migratetype, flags)
         if bad >= 0:
             if flags & REPORT_FAILURE:
                 self._trace("isolate_pageblock_fail", pfn=bad, folio=self.pfn_to_folio(bad))

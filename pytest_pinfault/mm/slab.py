@@ -14,6 +14,10 @@ from typing import Any
 __all__ = ["ZERO_SIZE_PTR", "KmallocObject", "KMALLOC_MAX_SIZE"]
 
 KMALLOC_MAX_SIZE = 4 << 20  # order MAX_PAGE_ORDER pages
+SIZE_MAX = (1 << 64) - 1
+INT_MAX = (1 << 31) - 1
+_GFP_NOWARN = 0x2000
+_GFP_NOFAIL = 0x8000
 
 
 class _ZeroSizePtr:
@@ -59,12 +63,23 @@ class SlabMixin:
 
     def kvmalloc_array(self, n: int, size: int, gfp: int) -> Any:
         """An array of *n* elements of *size* bytes (``.items`` has *n* slots), or None
-        on multiplication overflow or failure.  Kernel: include/linux/slab.h."""
-        if n < 0 or size < 0 or (size and n > (1 << 64) // size):
+        on multiplication overflow, failure, or more than INT_MAX bytes (a warning
+        unless __GFP_NOWARN).  Kernel: include/linux/slab.h:kvmalloc_array,
+        mm/util.c:__kvmalloc_node (v5.15+ size check)."""
+        if n < 0 or size < 0 or n * size > SIZE_MAX:
+            return None
+        if n * size > INT_MAX:
+            if not int(gfp) & _GFP_NOWARN:
+                self._warn("kvmalloc", f"WARN_ON_ONCE(size > INT_MAX): {n} * {size} bytes")
             return None
         return self._kmalloc(n * size, gfp, n, limit=False)
 
-    kmalloc_array = kvmalloc_array
+    def kmalloc_array(self, n: int, size: int, gfp: int) -> Any:
+        """As :meth:`kvmalloc_array` but physically contiguous: None above
+        KMALLOC_MAX_SIZE.  Kernel: include/linux/slab.h:kmalloc_array."""
+        if n < 0 or size < 0 or n * size > SIZE_MAX:
+            return None
+        return self._kmalloc(n * size, gfp, n)
 
     def _kmalloc(self, size: int, gfp: int, n: int, limit: bool = True) -> Any:
         from .bug import external_caller
@@ -73,7 +88,7 @@ class SlabMixin:
         if limit and size > KMALLOC_MAX_SIZE:
             return None
         fi = self.faults
-        if fi.active and not int(gfp) & 0x8000 and fi.hit("kmalloc", size=size, gfp=int(gfp)) is not None:
+        if fi.active and not int(gfp) & _GFP_NOFAIL and fi.hit("kmalloc", size=size, gfp=int(gfp)) is not None:
             return None
         obj = KmallocObject(size, external_caller(3), n)
         self._slab_live[id(obj)] = obj
