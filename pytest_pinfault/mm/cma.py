@@ -223,6 +223,9 @@ class CmaMixin:
         pfn = start
         try:
             while pfn < end or lst:
+                if self.current.signal_pending:
+                    ret = -errno.EINTR
+                    break
                 if not lst:
                     pfn = self._isolate_migratepages_range(pfn, end, lst)
                     tries = 0

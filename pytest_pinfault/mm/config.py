@@ -133,7 +133,8 @@ class MMConfig:
         Bound on the ``-EAGAIN`` re-pin loops (unbounded in the kernel); exceeding it is
         recorded as a livelock.
     seed
-        Seed of every random choice the model makes.
+        Seed for probabilistic fault injection and generated layouts (the model itself
+        makes no random choices).
     quirks
         Names from :data:`QUIRKS`.
     """

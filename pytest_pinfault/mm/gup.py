@@ -28,8 +28,8 @@ from typing import Any, Sequence
 from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_lru, Folio, Page)
-from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_PFNMAP, VM_READ, VM_SHARED,
-                       VM_WRITE, MMStruct)
+from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+                       VM_SHARED, VM_WRITE, MMStruct)
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
@@ -84,7 +84,8 @@ class GupMixin:
             return -errno.ENOMEM
         flags = int(flags)
         if flags & _GET:
-            folio._refcount += refs
+            if folio.kind != KIND_ZERO:       # folio_put ignores the zero folio: so do gets
+                folio._refcount += refs
         elif flags & _PIN:
             if folio.kind == KIND_ZERO:
                 return 0
@@ -381,7 +382,8 @@ class GupMixin:
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
                 if (write and not (shared and vma.flags & VM_WRITE) and
-                        not (kind == KIND_ANON and folio.flags & PG_anon_exclusive and vma.flags & VM_WRITE)) \
+                        not (kind == KIND_ANON and folio.flags & PG_anon_exclusive
+                             and (vma.flags & VM_WRITE or flags & _FORCE))) \
                         or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive):
                     ent = None
                 n = 1
@@ -405,7 +407,8 @@ class GupMixin:
                     if rc:
                         return self._gup_done(i, rc, pins)
                 elif not pin:
-                    folio._refcount += n
+                    if kind != KIND_ZERO:      # the zero folio's refcount is not kept
+                        folio._refcount += n
                 elif kind != KIND_ZERO:
                     if folio.order:
                         folio._refcount += n
@@ -441,7 +444,9 @@ class GupMixin:
             return -errno.EFAULT
         if flags & _WRITE:
             if not vm & VM_WRITE:
-                if not flags & _FORCE or vm & VM_SHARED:
+                # FOLL_FORCE writes only into COW mappings (is_cow_mapping), not hugetlb
+                if not flags & _FORCE or vm & (VM_SHARED | VM_MAYWRITE) != VM_MAYWRITE \
+                        or vma.is_hugetlb():
                     return -errno.EFAULT
         elif not vm & VM_READ and not flags & _FORCE:
             return -errno.EFAULT
@@ -454,8 +459,9 @@ class GupMixin:
         if ent is None:
             return None
         folio = ent[0]
-        if flags & _WRITE and not vma.is_hugetlb() and not self._pte_writable(mm, vma, addr, folio):
-            return None
+        if flags & _WRITE and not vma.is_hugetlb() and not self._pte_writable(mm, vma, addr, folio) \
+                and not (flags & _FORCE and folio.kind == KIND_ANON and folio.flags & PG_anon_exclusive):
+            return None                    # can_follow_write_pte: fault (COW) first
         if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
                 and not vma.is_shared():
             return None                    # -EMLINK internally: unshare fault first

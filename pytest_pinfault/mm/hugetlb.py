@@ -15,7 +15,8 @@ that is long-term pinnable when the task is under PF_MEMALLOC_PIN, or allocates 
 pool when freed, so the pool counters are unchanged by migration.
 
 .. note:: One node; surplus pages and overcommit are not modelled (``nr_overcommit_huge_pages``
-   is 0).
+   is 0).  Temporary migration folios count in ``nr_huge_pages`` while they exist, not as
+   surplus, as in the kernel; gigantic (1 GiB) pools are not movable (hugepage_movable_supported).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class HugetlbMixin:
 
         Kernel: mm/hugetlb.c:alloc_pool_huge_folio (v6.12).
         """
-        folio = self._alloc_fresh_hugetlb_folio(h, _HTLB_ALLOC_MASK | _g._NOWARN)
+        mask = _HTLB_ALLOC_MASK if h.order <= MAX_PAGE_ORDER else _HTLB_ALLOC_MASK & ~_g._MOVABLE
+        folio = self._alloc_fresh_hugetlb_folio(h, mask | _g._NOWARN)   # htlb_alloc_mask
         if folio is None:
             return False
         folio._refcount = 0
@@ -134,12 +136,13 @@ class HugetlbMixin:
             folio = self.dequeue_hugetlb_folio(h, gfp)
             if folio is not None:
                 return folio
+        if h.order > MAX_PAGE_ORDER:
+            return None             # alloc_migrate_hugetlb_folio refuses gigantic pages
         folio = self._alloc_fresh_hugetlb_folio(h, self.current_gfp_context(_HTLB_ALLOC_MASK | (gfp & _g._NOWARN)))
         if folio is None:
             return None
         folio.flags |= PG_hugetlb_temporary
-        h.nr_huge_pages += 1
-        h.surplus_huge_pages += 1
+        h.nr_huge_pages += 1        # __prep_account_new_huge_page; temporary, not surplus
         return folio
 
     def _move_hugetlb_state(self, src: Folio, dst: Folio) -> None:
@@ -157,7 +160,6 @@ class HugetlbMixin:
         folio.zero()
         if folio.flags & PG_hugetlb_temporary:
             h.nr_huge_pages -= 1
-            h.surplus_huge_pages -= 1
             self._free_folio_to_buddy(folio)
             return
         h.free_list.append(folio)

@@ -200,7 +200,7 @@ class MemFile:
     def fallocate(self, mode: int, offset: int, length: int) -> int:
         """Allocate (mode 0 / FALLOC_FL_KEEP_SIZE) or punch a hole
         (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE): 0, -EINVAL, -EOPNOTSUPP, -EPERM
-        (seals), -ENOSPC/-ENOMEM (no memory / no free huge page).
+        (seals), -ENOMEM (shmem: no memory) / -ENOSPC (hugetlbfs: no free huge page).
         Kernel: mm/shmem.c:shmem_fallocate, fs/hugetlbfs/inode.c:hugetlbfs_fallocate."""
         if offset < 0 or length <= 0:
             return -errno.EINVAL
@@ -422,7 +422,8 @@ class MemfdMixin:
 
     def memfd_alloc_folio(self, memfd: MemFile, idx: int) -> Folio | int:
         """Allocate and add the folio for base-page index *idx* of *memfd*; return it
-        with a reference, or -ENOMEM/-ENOSPC, -EEXIST (raced: already present).  Hits the
+        with a reference, or -ENOMEM, -EINVAL (shmem index beyond EOF), -EEXIST (raced:
+        already present); the fault site can also produce -ENOSPC.  Hits the
         ``memfd_alloc_folio`` fault site.  shmem: shmem_read_folio; hugetlb (v6.17):
         reserve, allocate a pool folio (long-term pinnable under PF_MEMALLOC_PIN), add it.
         Kernel: mm/memfd.c:memfd_alloc_folio (v6.17)."""

@@ -11,8 +11,9 @@ hugetlb folio: one reference and one mapcount for the whole folio).  Every mappi
 recorded in ``folio.rmap`` as ``(mm, key)`` so that migration can move it to the new
 folio and tell the registered mmu interval notifiers.
 
-.. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP is always PMD-mapped and never
-   split; mlock'ed folios do not go through the mlock batch.
+.. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP folio is never split (a COW
+   fault re-maps it with 512 PTEs and copies the touched page); private hugetlb mappings
+   fault with -EFAULT; mlock'ed folios do not go through the mlock batch.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE = 0x10, 0x20, 0x40, 0x80
 VM_IO, VM_PFNMAP = 0x4000, 0x400
 VM_LOCKED = 0x2000
 VM_HUGETLB = 0x400000
-VM_LOCKONFAULT = 0x100000000
+VM_LOCKONFAULT = 0x00080000
 VM_HUGEPAGE = 0x20000000
 
 MMAP_BASE = 0x7F0000000000
@@ -653,6 +654,9 @@ class AddressSpaceMixin:
         at once (copy_present_page).  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
         child = self.create_mm()
         mm.write_protect_seq += 2
+        for v in mm.vmas:                     # copy_page_range write-protects COW ranges
+            if not v.is_shared() and v.flags & VM_MAYWRITE:
+                self._mmu_notify(mm, v.start, v.end, "protection")
         for v in mm.vmas:
             nv = VMA(child, v.start, v.end, v.flags, v.file, v.pgoff)
             nv.anon = v.anon
@@ -674,7 +678,21 @@ class AddressSpaceMixin:
                 folio.flags &= ~PG_anon_exclusive
             self._map_pte(child, vpn, folio, idx)
         for vpn, folio in list(mm.huge.items()):
-            if folio.kind == KIND_ANON:
+            vma = mm.find_vma(vpn << PAGE_SHIFT)
+            if folio.kind == KIND_ANON and not vma.is_shared():
+                if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
+                    # copy_huge_pmd cannot share a maybe-pinned THP: the PMD is split and
+                    # the child gets its own copy of every page (copy_present_page)
+                    for i in range(folio.nr_pages):
+                        new = self._new_anon_folio(vma, 0)
+                        if new is None:
+                            break
+                        if folio._data and i in folio._data:
+                            new.write(0, folio.read(i << PAGE_SHIFT, PAGE_SIZE))
+                        self._map_pte(child, vpn + i, new, 0)
+                        self.folio_put(new)
+                        self.folio_add_lru(new)
+                    continue
                 folio.flags &= ~PG_anon_exclusive
             self._map_huge(child, vpn, folio)
         return child

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .folio import (KIND_ANON, KIND_HUGETLB, PG_hugetlb_migratable, PG_isolated, PG_lru,
+from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
 
 FOLIO_BATCH_SIZE = 31
@@ -69,9 +69,11 @@ class SwapMixin:
     def lru_add_drain_all(self) -> None:
         """Drain every cpu's LRU batch (hits the ``lru_add_drain_all`` fault site).
 
-        When the site fires the drain is skipped: batch references stay in place, as when
-        a racing CPU refills its batch.  Kernel: mm/swap.c:lru_add_drain_all (v6.12).
+        As since v6.17 the local batch is drained first.  When the site fires the other
+        cpus' batches are left alone: their references stay in place, as when a racing
+        CPU refills its batch.  Kernel: mm/swap.c:lru_add_drain_all (v6.17).
         """
+        self.lru_add_drain()
         fi = self.faults
         if fi.active and fi.hit("lru_add_drain_all") is not None:
             self._trace("lru_add_drain_all", skipped=True)
@@ -126,8 +128,9 @@ class SwapMixin:
         return True
 
     def node_stat_mod_isolated(self, folio: Folio, delta: int) -> None:
-        """NR_ISOLATED_ANON or NR_ISOLATED_FILE += *delta* pages (node_stat_mod_folio)."""
-        if folio.kind == KIND_ANON:
+        """NR_ISOLATED_ANON or NR_ISOLATED_FILE += *delta* pages (node_stat_mod_folio):
+        swap-backed folios (anonymous and shmem) count as anon, as folio_is_file_lru says."""
+        if folio.kind == KIND_ANON or folio.kind == KIND_SHMEM:
             self.stats.nr_isolated_anon += delta
         else:
             self.stats.nr_isolated_file += delta

@@ -172,11 +172,18 @@ class TestLruAddDrain:
         assert on_lru(mm, theirs)
 
     def test_drain_all_fault_site(self, mm):
-        """An armed lru_add_drain_all site leaves the batch references in place, once."""
-        f = anon(mm)
-        mm.folio_add_lru(f)
+        """An armed lru_add_drain_all site leaves the other cpus' batch references in
+        place, once; the local batch is drained first (v6.17)."""
+        local = anon(mm)
+        mm.folio_add_lru(local)
+        other = mm.create_task("other")
+        assert other.cpu != mm.current.cpu
+        with mm.run_as(other):
+            f = anon(mm)
+            mm.folio_add_lru(f)
         mm.faults.arm("lru_add_drain_all")
         mm.lru_add_drain_all()
+        assert on_lru(mm, local) and local.refcount == 1
         assert not on_lru(mm, f) and f.refcount == 2
         assert [r.site for r in mm.faults.fired] == ["lru_add_drain_all"]
         assert mm.stats.lru_add_drain_all == 0
@@ -233,7 +240,7 @@ class TestFolioIsolateLru:
 
 class TestPutbackMovablePages:
     @pytest.mark.parametrize("kind, counter", [(KIND_ANON, "nr_isolated_anon"),
-                                               (KIND_SHMEM, "nr_isolated_file")])
+                                               (KIND_SHMEM, "nr_isolated_anon")])  # shmem is swap-backed
     def test_putback(self, mm, kind, counter):
         """putback empties the list, undoes NR_ISOLATED and returns the folio via the batch."""
         folios = [anon(mm, order, kind) for order in (2, 0, 0)]
