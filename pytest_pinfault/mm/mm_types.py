@@ -282,6 +282,12 @@ class MMStruct:
 
     def _zap_range(self, start: int, end: int) -> None:
         k = self._k
+        # a PMD-mapped THP only partly inside the range is split first (__split_huge_pmd)
+        for edge in {start >> PAGE_SHIFT, end >> PAGE_SHIFT}:
+            head = edge & ~(HPAGE_PMD_NR - 1)
+            folio = self.huge.get(head)
+            if head != edge and folio is not None and folio.kind == KIND_ANON:
+                k._split_huge_pmd(self, None, head << PAGE_SHIFT)
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             ent = self.pte.pop(vpn, None)
             if ent is not None:

@@ -9,7 +9,6 @@ gup_longterm selftest (tools/testing/selftests/mm/gup_longterm.c).
 from __future__ import annotations
 
 import errno
-import itertools
 
 import pytest
 
@@ -111,6 +110,7 @@ def release(k, api, pages, n):
 class TestIsValidGupArgs:
     INVALID = {
         "internal-FOLL_PIN": (FOLL_PIN, True),
+        "FOLL_GET|FOLL_PIN": (FOLL_GET | FOLL_PIN, True),
         "internal-FOLL_TOUCH": (FOLL_TOUCH, True),
         "internal-FOLL_REMOTE": (FOLL_REMOTE, True),
         "FOLL_LONGTERM|FOLL_PCI_P2PDMA": (FOLL_LONGTERM | FOLL_PCI_P2PDMA, True),
@@ -520,21 +520,20 @@ class TestPinArithmetic:
         assert pages[0].folio is not k.zero_folio and pages[0].folio is mm.lookup(addr)[0]
         k.unpin_user_pages(pages, 1)
 
-    def test_read_only_pin_unshares_after_fork(self, k):
+    @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast"])
+    def test_read_only_pin_unshares_after_fork(self, k, api):
         """A R/O pin of a COW-shared anon page gives this mm its own copy (no -EMLINK leak)."""
-        for api in ("pin_user_pages", "pin_user_pages_fast"):
-            k = machine(thp="never")
-            addr = anon(k, 1)
-            mm = k.current.mm
-            shared = mm.lookup(addr)[0]
-            child = k.fork(mm)
-            pages = []
-            assert ENTRY_POINTS[api](k, addr, 1, 0, pages) == 1
-            assert pages[0].folio is not shared and pages[0].folio is mm.lookup(addr)[0]
-            mm.write(addr, b"parent")
-            assert pages[0].folio.read(0, 6) == b"parent"        # the device sees it
-            assert child.read(addr, 1) == b"\x01"
-            k.unpin_user_pages(pages, 1)
+        addr = anon(k, 1)
+        mm = k.current.mm
+        shared = mm.lookup(addr)[0]
+        child = k.fork(mm)
+        pages = []
+        assert ENTRY_POINTS[api](k, addr, 1, 0, pages) == 1
+        assert pages[0].folio is not shared and pages[0].folio is mm.lookup(addr)[0]
+        mm.write(addr, b"parent")
+        assert pages[0].folio.read(0, 6) == b"parent"        # the device sees it
+        assert child.read(addr, 1) == b"\x01"
+        k.unpin_user_pages(pages, 1)
 
     def test_stats_balance(self, k):
         """nr_foll_pin_acquired/released count pins (pages), not calls."""
@@ -1341,7 +1340,7 @@ class TestMemfdPinFoliosErrors:
 
 
 class TestMemfdPinFoliosHugetlb:
-    def test_one_pin_per_huge_folio(self, hk=None):
+    def test_one_pin_per_huge_folio(self):
         """A hugetlb folio gets one pin (+1 ref, +1 _pincount); offset is within the huge page."""
         k = FakeMM(MMConfig(ram="1GiB", hugetlb={"2MiB": 4}))
         f = k.memfd_create("h", MFD_HUGETLB)

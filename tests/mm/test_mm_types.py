@@ -157,6 +157,32 @@ class TestMunmapMprotect:
         mm._k.lru_add_drain()
         assert mid.freed
 
+    def test_munmap_first_half_of_thp(self):
+        """Unmapping part of a PMD-mapped THP splits it; the rest keeps its data."""
+        k = FakeMM(MMConfig(ram="1GiB", thp="always"))
+        mm = k.current.mm
+        addr = mm.mmap(2 * MiB, RW, ANON | MAP_FIXED, addr=FIXED)
+        assert mm.write(addr, b"x" * 2 * MiB) == 2 * MiB
+        thp = mm.lookup(addr)[0]
+        assert thp.order == 9
+        assert mm.munmap(addr, MiB) == 0
+        assert mm.read(addr + MiB, 4) == b"xxxx"
+        assert mm.lookup(addr + MiB)[0] is thp and mm.lookup(addr) is None
+        assert (thp.refcount, thp.mapcount) == (256, 256)        # one per remaining PTE
+        assert mm.munmap(addr + MiB, MiB) == 0
+        assert thp.freed and k.warnings == []
+
+    def test_munmap_second_half_of_thp(self):
+        """After unmapping the tail of a THP nothing maps there, not even after MAP_FIXED."""
+        k = FakeMM(MMConfig(ram="1GiB", thp="always"))
+        mm = k.current.mm
+        addr = mm.mmap(2 * MiB, RW, ANON | MAP_FIXED, addr=FIXED)
+        mm.write(addr, b"y" * 2 * MiB)
+        assert mm.munmap(addr + MiB, MiB) == 0
+        assert mm.lookup(addr + MiB) is None and mm.read(addr, 1) == b"y"
+        assert mm.mmap(PAGE_SIZE, RW, ANON | MAP_FIXED, addr=addr + MiB) == addr + MiB
+        assert mm.read(addr + MiB, 1) == b"\0"
+
     def test_mprotect_hole(self, mm):
         """mprotect over a range with a hole gives -ENOMEM and changes nothing."""
         mm.mmap(PAGE_SIZE, RW, ANON | MAP_FIXED, addr=FIXED)
