@@ -13,10 +13,10 @@ import pytest
 
 from pytest_pinfault import MMConfig
 from pytest_pinfault.mm import (GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_USER,
-                                GUP_PIN_COUNTING_BIAS, MIGRATE_CMA, MIGRATE_ISOLATE,
-                                MIGRATE_MOVABLE, __GFP_NOFAIL, __GFP_NORETRY,
+                                GUP_PIN_COUNTING_BIAS, MIGRATE_CMA, MIGRATE_MOVABLE, __GFP_NOFAIL, __GFP_NORETRY,
                                 pageblock_nr_pages)
-from pytest_pinfault.mm.folio import KIND_ANON, KIND_CONTIG, KIND_SHMEM, PG_isolated, PG_lru
+from tests.mm.helpers import FakeMapping, FakePageTable, assert_nothing_isolated
+from pytest_pinfault.mm.folio import KIND_ANON, KIND_CONTIG, KIND_SHMEM, PG_lru
 
 CMA_BASE = 0x16000
 BAD_CONTIG_GFPS = [GFP_KERNEL | __GFP_NOFAIL, GFP_KERNEL | __GFP_NORETRY, GFP_ATOMIC]
@@ -36,28 +36,6 @@ def cma(fake_mm):
 
 
 # ---------------------------------------------------------------------------- helpers
-class FakePageTable:
-    """Page-table entries: address -> folio; the rmap walk swaps them on migration."""
-
-    def __init__(self) -> None:
-        self.ptes: dict[int, object] = {}
-
-    def replace_folio(self, key, old, new) -> None:
-        assert self.ptes[key] is old
-        self.ptes[key] = new
-
-
-class FakeMapping:
-    """A page cache: index -> folio."""
-
-    def __init__(self) -> None:
-        self.pages: dict[int, object] = {}
-
-    def replace_folio(self, index, old, new) -> None:
-        assert self.pages[index] is old
-        self.pages[index] = new
-
-
 def anon_folio(k, where, pt=None, addr=0x1000):
     """An anonymous folio mapped once, on the LRU, placed by steer(*where*)."""
     with k.steer(where):
@@ -107,18 +85,6 @@ def folio_at_cma_bottom(k, pt):
         k.free_pages_block(b, 9)
     assert folio.pfn == CMA_BASE + 511
     return folio
-
-
-def assert_nothing_isolated(k):
-    """No MIGRATE_ISOLATE pageblock, no isolated pages or folios, NR_ISOLATED_* at 0."""
-    for zone in k.zones.values():
-        assert zone.nr_isolate_pageblock == 0, zone
-        assert zone.free[MIGRATE_ISOLATE].nr_free == 0, zone
-    assert MIGRATE_ISOLATE not in k._pb_mt.values()
-    assert k.stats.nr_isolated_anon == 0
-    assert k.stats.nr_isolated_file == 0
-    assert [f for f in k.iter_folios() if f.flags & PG_isolated] == []
-    assert k._lru_disable_count == 0
 
 
 # ---------------------------------------------------------------------------- cma

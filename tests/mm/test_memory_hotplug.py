@@ -17,8 +17,9 @@ import pytest
 
 from pytest_pinfault import MMConfig
 from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GUP_PIN_COUNTING_BIAS,
-                                MIGRATE_ISOLATE, MIGRATE_MOVABLE, MemoryBlock)
-from pytest_pinfault.mm.folio import (KIND_ANON, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated)
+                                MIGRATE_MOVABLE, MemoryBlock)
+from tests.mm.helpers import FakeMapping, FakePageTable, assert_nothing_isolated
+from pytest_pinfault.mm.folio import (KIND_ANON, KIND_SHMEM, PG_hugetlb_migratable)
 
 BLOCK = 0x8000
 MEMMAP_START = 0x1f800
@@ -30,28 +31,6 @@ def mm_config() -> MMConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
-class FakePageTable:
-    """Page-table entries: address -> folio; the rmap walk swaps them on migration."""
-
-    def __init__(self) -> None:
-        self.ptes: dict[int, object] = {}
-
-    def replace_folio(self, key, old, new) -> None:
-        assert self.ptes[key] is old
-        self.ptes[key] = new
-
-
-class FakeMapping:
-    """A page cache: index -> folio."""
-
-    def __init__(self) -> None:
-        self.pages: dict[int, object] = {}
-
-    def replace_folio(self, index, old, new) -> None:
-        assert self.pages[index] is old
-        self.pages[index] = new
-
-
 def anon_folio(k, pt, addr, where="normal"):
     """An anonymous folio mapped once by *pt* at *addr*, on the LRU."""
     with k.steer(where):
@@ -77,16 +56,6 @@ def cache_folio(k, mapping, index, where="normal"):
 
 def in_block(pfn: int, block_id: int) -> bool:
     return block_id * BLOCK <= pfn < (block_id + 1) * BLOCK
-
-
-def assert_nothing_isolated(k):
-    for zone in k.zones.values():
-        assert zone.nr_isolate_pageblock == 0, zone
-        assert zone.free[MIGRATE_ISOLATE].nr_free == 0, zone
-    assert MIGRATE_ISOLATE not in k._pb_mt.values()
-    assert k.stats.nr_isolated_anon == 0 and k.stats.nr_isolated_file == 0
-    assert [f for f in k.iter_folios() if f.flags & PG_isolated] == []
-    assert k._lru_disable_count == 0
 
 
 def offline_fail_reasons(k):

@@ -17,6 +17,7 @@ from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GUP_PIN_COUNTING_BIAS, MIG
                                 MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, MR_LONGTERM_PIN, MR_SYSCALL,
                                 NR_MAX_MIGRATE_PAGES_RETRY, PF_MEMALLOC_PIN,
                                 MigrationTargetControl, __GFP_COMP)
+from tests.mm.helpers import FakeMapping, FakePageTable, assert_nothing_isolated
 from pytest_pinfault.mm.folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_dirty,
                                       PG_hugetlb_migratable, PG_hugetlb_temporary, PG_isolated,
                                       PG_locked, PG_lru, PG_private, PG_uptodate, PG_writeback)
@@ -31,32 +32,6 @@ def mm_config() -> MMConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
-class FakeMapping:
-    """A page cache: index -> folio; migration swaps the slot through replace_folio."""
-
-    def __init__(self) -> None:
-        self.pages: dict[int, object] = {}
-        self.calls: list[tuple[int, object, object]] = []
-
-    def replace_folio(self, index, old, new) -> None:
-        assert self.pages[index] is old
-        self.calls.append((index, old, new))
-        self.pages[index] = new
-
-
-class FakePageTable:
-    """Page-table entries: address -> folio; the rmap walk swaps them on migration."""
-
-    def __init__(self) -> None:
-        self.ptes: dict[int, object] = {}
-        self.calls: list[tuple[int, object, object]] = []
-
-    def replace_folio(self, key, old, new) -> None:
-        assert self.ptes[key] is old
-        self.calls.append((key, old, new))
-        self.ptes[key] = new
-
-
 def _alloc(k, kind, order=0, where=None):
     gfp = int(GFP_HIGHUSER_MOVABLE) | (int(__GFP_COMP) if order else 0)
     if where is None:
@@ -106,12 +81,6 @@ def isolate(k, *folios):
 def migrate(k, lst, mode=MIGRATE_SYNC, out=None, reason=MR_SYSCALL):
     return k.migrate_pages(lst, k.alloc_migration_target, None,
                            MigrationTargetControl(reason=reason), mode, reason, out)
-
-
-def assert_nothing_isolated(k):
-    assert k.stats.nr_isolated_anon == 0
-    assert k.stats.nr_isolated_file == 0
-    assert [f for f in k.iter_folios() if f.flags & PG_isolated] == []
 
 
 # ---------------------------------------------------------------------------- tests

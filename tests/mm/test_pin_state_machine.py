@@ -13,10 +13,10 @@ from __future__ import annotations
 import errno
 from collections import Counter
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests.mm.helpers import machine_settings
 from pytest_pinfault import FakeMM, MMConfig, Out
 from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GUP_PIN_COUNTING_BIAS, MAP_ANONYMOUS,
                                 MAP_PRIVATE, MAP_SHARED, MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_SIZE,
@@ -373,13 +373,6 @@ class PinMachine(RuleBasedStateMachine):
         assert k.warnings == []
 
 
-PinMachine.TestCase.settings = settings(
-    max_examples=300,
-    stateful_step_count=40,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+PinMachine.TestCase.settings = machine_settings(300, 40)
 TestPinStateMachine = PinMachine.TestCase
 TestPinStateMachine.__doc__ = "Random pin/unpin/GUP/memfd/CMA sequences keep every pin accounted for."

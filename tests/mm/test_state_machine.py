@@ -8,11 +8,11 @@ page of a zone is exactly one of free (buddy), per-cpu, or inside one allocated 
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
+from tests.mm.helpers import machine_settings
 from pytest_pinfault import FakeMM, MMConfig
 from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MIGRATE_ASYNC, MIGRATE_CMA,
                                 MIGRATE_ISOLATE, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT,
@@ -364,13 +364,6 @@ class MMMachine(RuleBasedStateMachine):
         assert len(self.k.warnings) == self.expected_warnings, [str(w) for w in self.k.warnings]
 
 
-MMMachine.TestCase.settings = settings(
-    max_examples=50,
-    stateful_step_count=30,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+MMMachine.TestCase.settings = machine_settings(50, 30)
 TestMMStateMachine = MMMachine.TestCase
 TestMMStateMachine.__doc__ = "Random allocate/free/LRU/migrate/CMA sequences keep the memory map consistent."
