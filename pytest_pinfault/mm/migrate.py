@@ -132,7 +132,9 @@ class MigrateMixin:
         failed: list[Folio] = []
         counts = [0, 0]          # succeeded, failed (folios)
         self.stats.migrate_pages_calls += 1
-        rc = self._migrate_hugetlbs(huge, failed, get_new_folio, put_new_folio, private, mode, reason, counts)
+        # migrate_hugetlbs: hugetlb folios first, in their own loop of passes
+        rc = self._migrate_batch(huge, failed, get_new_folio, put_new_folio, private, mode, reason,
+                                 NR_MAX_MIGRATE_PAGES_RETRY, counts)
         if rc == 0:
             if mode == MIGRATE_ASYNC:
                 rc = self._migrate_batch(pending, failed, get_new_folio, put_new_folio, private,
@@ -202,35 +204,6 @@ class MigrateMixin:
                                 reason=MIGRATE_REASON_NAMES[reason])
             failed.extend(pending)
             pending[:] = []
-        return 0
-
-    def _migrate_hugetlbs(self, huge: list[Folio], failed: list[Folio], get_new: NewFolio,
-                          put_new: FreeFolio | None, private: Any, mode: int, reason: int,
-                          counts: list[int]) -> int:
-        pending = huge
-        for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
-            if not pending:
-                return 0
-            retry = []
-            for i, folio in enumerate(pending):
-                rc = self._migrate_one(folio, get_new, put_new, private, mode, reason)
-                if rc == 0:
-                    counts[0] += 1
-                elif rc == -errno.EAGAIN:
-                    retry.append(folio)
-                else:
-                    counts[1] += 1
-                    self.stats.pgmigrate_fail += folio.nr_pages
-                    failed.append(folio)
-                    if rc == -errno.ENOMEM:
-                        failed.extend(pending[i + 1:])
-                        failed.extend(retry)
-                        return rc
-            pending = retry
-        for folio in pending:
-            counts[1] += 1
-            self.stats.pgmigrate_fail += folio.nr_pages
-            failed.append(folio)
         return 0
 
     def _migrate_one(self, src: Folio, get_new: NewFolio, put_new: FreeFolio | None,
