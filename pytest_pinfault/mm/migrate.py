@@ -24,7 +24,7 @@ hugetlb folios have their own loop of NR_MAX_MIGRATE_PAGES_RETRY passes.
 from __future__ import annotations
 
 import dataclasses
-import errno
+from errno import EAGAIN, EBUSY, ENOMEM
 from typing import Any, Callable, Optional
 
 from . import gfp as _g
@@ -142,11 +142,15 @@ class MigrateMixin:
             else:
                 rc = self._migrate_batch(pending, failed, get_new_folio, put_new_folio, private,
                                          MIGRATE_ASYNC, reason, NR_MAX_MIGRATE_ASYNC_RETRY, counts, last=False)
-                while rc == 0 and pending:
-                    one = [pending.pop(0)]
+                # migrate_pages_sync: each remaining folio alone, in the requested mode;
+                # the last pass leaves nothing in *one* (migrated, or moved to *failed*)
+                done = 0
+                while rc == 0 and done < len(pending):
+                    one = [pending[done]]
+                    done += 1
                     rc = self._migrate_batch(one, failed, get_new_folio, put_new_folio, private,
                                              mode, reason, NR_MAX_MIGRATE_SYNC_RETRY, counts)
-                    pending[:0] = one
+                del pending[:done]
         else:
             failed.extend(f for f in pending)
             pending = []
@@ -168,17 +172,18 @@ class MigrateMixin:
         (-EBUSY: writeback) is neither counted nor final: migrate_pages_sync retries it
         in the requested mode, which waits for writeback."""
         deferred: list[Folio] = []
+        migrate_one = self._migrate_one
         for _ in range(passes):
             if not pending:
                 break
             retry: list[Folio] = []
             for i, folio in enumerate(pending):
-                rc = self._migrate_one(folio, get_new, put_new, private, mode, reason)
+                rc = migrate_one(folio, get_new, put_new, private, mode, reason)
                 if rc == 0:
                     counts[0] += 1
-                elif rc == -errno.EAGAIN:
+                elif rc == -EAGAIN:
                     retry.append(folio)
-                elif rc == -errno.ENOMEM:
+                elif rc == -ENOMEM:
                     counts[1] += 1
                     self.stats.pgmigrate_fail += folio.nr_pages
                     failed.append(folio)
@@ -186,7 +191,7 @@ class MigrateMixin:
                     failed.extend(retry)
                     failed.extend(deferred)
                     pending[:] = []
-                    return -errno.ENOMEM
+                    return -ENOMEM
                 elif not last:
                     deferred.append(folio)
                 else:
@@ -200,7 +205,7 @@ class MigrateMixin:
                 counts[1] += 1
                 self.stats.pgmigrate_fail += folio.nr_pages
                 if self.trace.on:
-                    self._trace("migrate_fail", folio=folio, rc=-errno.EAGAIN,
+                    self._trace("migrate_fail", folio=folio, rc=-EAGAIN,
                                 reason=MIGRATE_REASON_NAMES[reason])
             failed.extend(pending)
             pending[:] = []
@@ -217,13 +222,14 @@ class MigrateMixin:
             src.flags &= ~PG_isolated
             self.folio_put(src)
             return 0
-        if src.flags & PG_writeback and mode != MIGRATE_SYNC:
-            return -errno.EBUSY
-        if src.flags & PG_locked:
-            return -errno.EAGAIN
+        flags = src.flags
+        if flags & PG_writeback and mode != MIGRATE_SYNC:
+            return -EBUSY
+        if flags & PG_locked:
+            return -EAGAIN
         dst = get_new(src, private)
         if dst is None:
-            return -errno.ENOMEM
+            return -ENOMEM
         expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
@@ -232,7 +238,7 @@ class MigrateMixin:
             if self.trace.on:
                 self._trace("migrate_retry", folio=src, refcount=src._refcount, expected=expected,
                             injected=extra)
-            return -errno.EAGAIN
+            return -EAGAIN
         self._move_to_new_folio(src, dst, expected - 1)
         return 0
 
@@ -244,17 +250,18 @@ class MigrateMixin:
 
     def _move_to_new_folio(self, src: Folio, dst: Folio, refs: int) -> None:
         """Transfer contents, state and every reference holder from *src* to *dst*."""
-        dst.kind = src.kind
+        kind = dst.kind = src.kind
         dst._data, src._data = src._data, None
         dst.flags |= src.flags & _MIGRATED_FLAGS
-        dst.mapping, dst.index, dst.private = src.mapping, src.index, src.private
+        mapping = src.mapping
+        dst.mapping, dst.index, dst.private = mapping, src.index, src.private
         dst._mapcount, src._mapcount = src._mapcount, 0
         dst._refcount += refs
         src._refcount -= refs
         rmap, src.rmap = src.rmap, None
         dst.rmap = rmap
-        if src.mapping is not None:
-            src.mapping.replace_folio(src.index, src, dst)
+        if mapping is not None:
+            mapping.replace_folio(src.index, src, dst)
             src.mapping = None
         if rmap:
             for owner, key in list(rmap):
@@ -262,7 +269,7 @@ class MigrateMixin:
         self.stats.pgmigrate_success += src.nr_pages
         if self.trace.on:
             self._trace("migrate", folio=src, to=dst)
-        if src.kind == KIND_HUGETLB:
+        if kind == KIND_HUGETLB:
             self._move_hugetlb_state(src, dst)
             dst.flags |= PG_hugetlb_migratable
             src.flags &= ~PG_isolated
@@ -275,5 +282,6 @@ class MigrateMixin:
         self.folio_put(src)
 
     def _migrate_done(self, src: Folio) -> None:
+        """migrate_folio_done: the source leaves isolation (NR_ISOLATED_*)."""
         src.flags &= ~PG_isolated
         self.node_stat_mod_isolated(src, -src.nr_pages)

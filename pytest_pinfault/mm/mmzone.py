@@ -84,6 +84,26 @@ class FreeList:
             i -= 1
         return -1
 
+    def take_many(self, order: int, count: int) -> list[int]:
+        """Remove up to *count* blocks of *order*, the ones that many :meth:`take` calls
+        would return, in that order (highest first); fewer when the list runs out."""
+        n = 1 << order
+        mask = ~(n - 1)
+        out: list[int] = []
+        starts, ends = self.starts, self.ends
+        i = len(starts) - 1
+        while i >= 0 and count:
+            s = starts[i]
+            a = top = (ends[i] - n) & mask
+            while a >= s and count:
+                out.append(a)
+                a -= n
+                count -= 1
+            if a != top:                        # blocks [a + n, top + n) went
+                self._carve(i, a + n, top + n)
+            i -= 1
+        return out
+
     def _carve(self, i: int, a: int, b: int) -> None:
         starts, ends = self.starts, self.ends
         s, e = starts[i], ends[i]

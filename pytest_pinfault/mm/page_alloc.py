@@ -53,6 +53,16 @@ FALLBACKS = {
 NR_LOWORDER_PCP_LISTS = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER + 1)
 NR_PCP_LISTS = NR_LOWORDER_PCP_LISTS + 2
 
+# GFP_ZONE_TABLE (include/linux/gfp.h): gfp_zone() of every combination of the zone
+# modifier bits, so the allocation path indexes a tuple instead of calling gfp_zone().
+GFP_ZONEMASK = _g._DMA | _g._HIGHMEM | _g._DMA32 | _g._MOVABLE
+GFP_ZONE_TABLE = tuple(_g.gfp_zone(bits) for bits in range(GFP_ZONEMASK + 1))
+
+# plain-int gfp bits read on every allocation
+_MOVABLE = _g._MOVABLE
+_RECLAIMABLE = _g._RECLAIMABLE
+_NOFAIL = _g._NOFAIL
+
 _STEER = ("cma", "movable", "normal")
 
 
@@ -150,11 +160,14 @@ class PageAllocMixin:
 
     # ------------------------------------------------------------------ core
     def _alloc_folio(self, gfp: int, order: int, kind: str) -> Folio | None:
+        """The allocation core: the task's gfp context (current_gfp_context), the
+        ``alloc_pages`` fault site, the freelists, and a new :class:`Folio` (refcount 1)
+        indexed by its pfn; ``None`` when the allocation fails."""
         gfp = int(gfp)
         if self.current.flags & PF_MEMALLOC_PIN:
-            gfp &= ~_g._MOVABLE
+            gfp &= ~_MOVABLE
         fi = self.faults
-        if fi.active and not gfp & _g._NOFAIL and fi.hit("alloc_pages", gfp=gfp, order=order) is not None:
+        if fi.active and not gfp & _NOFAIL and fi.hit("alloc_pages", gfp=gfp, order=order) is not None:
             self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
             return None
         pfn, zone = self._get_page_from_freelist(gfp, order)
@@ -171,23 +184,24 @@ class PageAllocMixin:
         return folio
 
     def _zonelist(self, gfp: int) -> list["Zone"]:
-        high = _g.gfp_zone(gfp)
-        return self._zonelists[high]
+        return self._zonelists[GFP_ZONE_TABLE[gfp & GFP_ZONEMASK]]
 
     def _get_page_from_freelist(self, gfp: int, order: int) -> tuple[int, Any]:
-        mt = MIGRATE_MOVABLE if gfp & _g._MOVABLE else (
-            MIGRATE_RECLAIMABLE if gfp & _g._RECLAIMABLE else MIGRATE_UNMOVABLE)
+        if gfp & _MOVABLE:                              # gfp_migratetype()
+            mt = MIGRATE_MOVABLE
+            steer = self._steer
+            if steer is not None:
+                pfn, zone = self._steered(gfp, order, steer)
+                if pfn >= 0:
+                    return pfn, zone
+        else:
+            mt = MIGRATE_RECLAIMABLE if gfp & _RECLAIMABLE else MIGRATE_UNMOVABLE
         alloc_cma = mt == MIGRATE_MOVABLE
-        steer = self._steer
-        if steer is not None and alloc_cma:
-            pfn, zone = self._steered(gfp, order, steer)
-            if pfn >= 0:
-                return pfn, zone
-        high = _g.gfp_zone(gfp)
-        for zone in self._zonelists[high]:
-            if not self._watermark_ok(zone, order, alloc_cma, gfp):
+        watermark_ok, rmqueue = self._watermark_ok, self._rmqueue
+        for zone in self._zonelists[GFP_ZONE_TABLE[gfp & GFP_ZONEMASK]]:
+            if not watermark_ok(zone, order, alloc_cma, gfp):
                 continue
-            pfn = self._rmqueue(zone, order, mt, alloc_cma)
+            pfn = rmqueue(zone, order, mt, alloc_cma)
             if pfn >= 0:
                 return pfn, zone
         return -1, None
@@ -222,6 +236,7 @@ class PageAllocMixin:
         return free > mark
 
     def _pindex(self, order: int, mt: int) -> int:
+        """order_to_pindex: the per-cpu list for blocks of *order* and pcp type *mt*."""
         if order == HPAGE_PMD_ORDER:
             if self._pcp_thp_shared:
                 return NR_LOWORDER_PCP_LISTS
@@ -229,22 +244,54 @@ class PageAllocMixin:
         return MIGRATE_PCPTYPES * order + mt
 
     def _rmqueue(self, zone: "Zone", order: int, mt: int, alloc_cma: bool) -> int:
-        if (order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER) or self._pcp_disabled:
+        """rmqueue: orders up to PAGE_ALLOC_COSTLY_ORDER and the THP order come from the
+        current cpu's per-cpu list, refilled with ``batch`` blocks when empty
+        (rmqueue_pcplist / rmqueue_bulk); other orders from the buddy lists.
+
+        A per-cpu list is a Python list whose *end* is the kernel's list head: a free
+        appends there and an allocation pops the most recently freed block; a refill
+        lands at the other end (list_add_tail), the first block taken nearest the head.
+        """
+        if order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER or self._pcp_disabled:
             return self._rmqueue_direct(zone, order, mt, alloc_cma, True)
         pcp = zone.pcp[self.current.cpu]
-        lst = pcp.lists[self._pindex(order, mt)]
+        lst = pcp.lists[MIGRATE_PCPTYPES * order + mt if order <= PAGE_ALLOC_COSTLY_ORDER
+                        else self._pindex(order, mt)]
         if not lst:
-            n = max(pcp.batch >> order, 1)
-            for _ in range(n):
-                pfn = self._rmqueue_direct(zone, order, mt, alloc_cma, True)
-                if pfn < 0:
-                    break
-                lst.insert(0, pfn)
-                pcp.count += 1 << order
-            if not lst:
+            taken = self._rmqueue_bulk(zone, order, max(pcp.batch >> order, 1), mt, alloc_cma)
+            if not taken:
                 return -1
+            taken.reverse()
+            lst[:0] = taken
+            pcp.count += len(taken) << order
         pcp.count -= 1 << order
         return lst.pop()
+
+    def _rmqueue_bulk(self, zone: "Zone", order: int, count: int, mt: int, alloc_cma: bool) -> list[int]:
+        """rmqueue_bulk: up to *count* blocks for a per-cpu list, one ``__rmqueue``
+        (:meth:`_rmqueue_direct`) each, in the order taken.
+
+        ``__rmqueue`` takes from the *mt* free list while it has a block, unless ALLOC_CMA
+        and CMA holds more than half of the free pages; so the first blocks, as many
+        as that rule leaves to the *mt* list, come off it in one go.
+        """
+        taken: list[int] = []
+        fl = zone.free[mt]
+        n = 1 << order
+        if mt < MIGRATE_PCPTYPES and fl.nr_free >= n:
+            first = count
+            if alloc_cma:       # CMA first once nr_free_cma > (nr_free - j * n) // 2
+                first = min(count, (zone.nr_free - 2 * zone.nr_free_cma) // n + 1)
+            if first > 0:
+                taken = fl.take_many(order, first)
+                zone.nr_free -= len(taken) << order
+        rmqueue_direct = self._rmqueue_direct
+        while len(taken) < count:
+            pfn = rmqueue_direct(zone, order, mt, alloc_cma, True)
+            if pfn < 0:
+                break
+            taken.append(pfn)
+        return taken
 
     def _rmqueue_direct(self, zone: "Zone", order: int, mt: int, alloc_cma: bool,
                         fallback: bool) -> int:
@@ -332,39 +379,80 @@ class PageAllocMixin:
         account_freepages(zone, n, mt)
 
     def _free_block(self, zone: "Zone", pfn: int, order: int) -> None:
-        """free_unref_page / __free_pages_ok: per-cpu list or buddy."""
-        if order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER:
+        """free_unref_page / __free_pages_ok: per-cpu list or buddy.
+
+        Blocks of a pcp order go to the current cpu's list of their pageblock's type;
+        CMA and HIGHATOMIC pageblocks use the movable list, isolated ones bypass the
+        per-cpu lists.  Reaching ``high`` frees ``batch`` pages (free_pcppages_bulk).
+        """
+        if order > PAGE_ALLOC_COSTLY_ORDER and order != HPAGE_PMD_ORDER or self._pcp_disabled:
             self._buddy_put(zone, pfn, 1 << order)
             return
-        mt = self.get_pageblock_migratetype(pfn)
+        # get_pageblock_migratetype(), folded: a pageblock absent from _pb_mt has its
+        # boot-time type, MOVABLE or CMA, and both use the movable list
+        mt = self._pb_mt.get(pfn >> pageblock_order, MIGRATE_MOVABLE)
         if mt >= MIGRATE_PCPTYPES:
             if mt == MIGRATE_ISOLATE:
                 self._buddy_put(zone, pfn, 1 << order)
                 return
             mt = MIGRATE_MOVABLE
-        if self._pcp_disabled:
-            self._buddy_put(zone, pfn, 1 << order)
-            return
         pcp = zone.pcp[self.current.cpu]
-        pcp.lists[self._pindex(order, mt)].append(pfn)
+        pcp.lists[MIGRATE_PCPTYPES * order + mt if order <= PAGE_ALLOC_COSTLY_ORDER
+                  else self._pindex(order, mt)].append(pfn)
         pcp.count += 1 << order
         if pcp.count >= pcp.high:
             self._free_pcppages_bulk(zone, pcp, pcp.batch)
 
     def _free_pcppages_bulk(self, zone: "Zone", pcp: Any, count: int) -> None:
-        """Move about *count* pages from the per-cpu lists back to the buddy lists."""
+        """Move about *count* pages from the per-cpu lists back to the buddy lists:
+        round robin over the non-empty lists, one block from each per round, in list
+        order, until *count* pages went; each list gives its oldest blocks (the front
+        of the Python list, the kernel's list tail)."""
         lists = pcp.lists
+        left = [len(lst) for lst in lists]
+        take = [0] * len(lists)
         while count > 0 and pcp.count:
-            for i, lst in enumerate(lists):
-                if not lst:
-                    continue
-                order = HPAGE_PMD_ORDER if i >= NR_LOWORDER_PCP_LISTS else i // MIGRATE_PCPTYPES
-                pfn = lst.pop(0)
-                self._buddy_put(zone, pfn, 1 << order)
-                pcp.count -= 1 << order
-                count -= 1 << order
+            active = [i for i, n in enumerate(left) if n]
+            if not active:
+                break
+            sizes = [1 << _pcp_list_order(i) for i in active]
+            per_round = sum(sizes)
+            # whole rounds that leave count > 0, at most until the shortest list is empty
+            rounds = min(min(left[i] for i in active), (count - 1) // per_round)
+            if rounds:
+                for i in active:
+                    take[i] += rounds
+                    left[i] -= rounds
+                pcp.count -= rounds * per_round
+                count -= rounds * per_round
+                continue
+            for i, nr in zip(active, sizes):         # the last, partial round
+                take[i] += 1
+                left[i] -= 1
+                pcp.count -= nr
+                count -= nr
                 if count <= 0:
                     break
+        for i, n in enumerate(take):
+            if n:
+                lst = lists[i]
+                blocks = lst[:n]
+                del lst[:n]
+                self._buddy_put_blocks(zone, blocks, 1 << _pcp_list_order(i))
+
+    def _buddy_put_blocks(self, zone: "Zone", pfns: list[int], nr: int) -> None:
+        """__free_one_page for blocks of *nr* pages headed by *pfns* (sorted in place):
+        adjacent blocks inside one pageblock go back as one run."""
+        pfns.sort()
+        it = iter(pfns)
+        start = prev = next(it)
+        for pfn in it:
+            if pfn == prev + nr and pfn & (pageblock_nr_pages - 1):
+                prev = pfn
+                continue
+            self._buddy_put(zone, start, prev + nr - start)
+            start = prev = pfn
+        self._buddy_put(zone, start, prev + nr - start)
 
     def drain_all_pages(self, zone: "Zone | None" = None) -> None:
         """Return every per-cpu free page of *zone* (or all zones) to the buddy lists.
@@ -481,6 +569,11 @@ class PageAllocMixin:
                 out.append(f)
                 p += 1 << order
         return out
+
+
+def _pcp_list_order(pindex: int) -> int:
+    """pindex_to_order: the block order of a per-cpu list."""
+    return HPAGE_PMD_ORDER if pindex >= NR_LOWORDER_PCP_LISTS else pindex // MIGRATE_PCPTYPES
 
 
 # ``__free_pages`` would be name-mangled inside the class body.

@@ -47,16 +47,18 @@ class SwapMixin:
             self._folio_batch_move_lru(cpu)
 
     def _folio_batch_move_lru(self, cpu: int) -> None:
+        """Move one cpu's lru_add batch to the LRU, dropping the batch's references."""
         batch = self._lru_add[cpu]
         if not batch:
             return
         self._lru_add[cpu] = []
+        lru_nr, folio_put = self._lru_nr, self.folio_put
         for folio in batch:
             folio.lru_batch = -1
             if not folio.freed:
                 folio.flags |= PG_lru
-                self._lru_nr[folio._zone.idx] += folio.nr_pages
-            self.folio_put(folio)
+                lru_nr[folio._zone.idx] += folio.nr_pages
+            folio_put(folio)
 
     def lru_add_drain(self) -> None:
         """Move the current cpu's batch to the LRU.  Kernel: mm/swap.c:lru_add_drain."""
