@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
-                    PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_lru, Folio, Page)
+                    PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE, MMStruct)
 from .memfd import MemFile

@@ -22,7 +22,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_dirty, PG_uptodate, Folio
+from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_uptodate, Folio
 from .mm_types import PROT_WRITE
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import enum
 import errno
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
+from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
                     PG_anon_exclusive, PG_mlocked, Folio)
 from .mmzone import HPAGE_PMD_ORDER
 

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from . import gfp as _g
 from .folio import KIND_BALLOON, KIND_KERNEL, Folio, Page
 from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVABLE,
-                  MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_MOVABLE,
-                  ZONE_NORMAL)
+                  MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_NORMAL)
 from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER,
                      pageblock_nr_pages, pageblock_order)
 
