@@ -422,6 +422,8 @@ class GupMixin:
                     page = Page(folio, base + j)
                     if i + j < len(pages):
                         pages[i + j] = page
+                    elif i + j == len(pages):
+                        pages.append(page)
                     else:
                         _set(pages, i + j, page)
             if write and kind != KIND_ZERO:

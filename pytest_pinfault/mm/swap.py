@@ -125,7 +125,7 @@ class SwapMixin:
         folio.flags = (folio.flags & ~PG_lru) | PG_isolated
         folio._refcount += 1
         self._lru_nr[folio._zone.idx] -= folio.nr_pages
-        if self.trace.on:
+        if self.trace.verbose:
             self._trace("isolate", folio=folio)
         return True
 
@@ -156,7 +156,7 @@ class SwapMixin:
                 self.folio_putback_hugetlb(folio)
                 continue
             self.node_stat_mod_isolated(folio, -folio.nr_pages)
-            if self.trace.on:
+            if self.trace.verbose:
                 self._trace("putback", folio=folio)
             self.folio_putback_lru(folio)
 
@@ -177,14 +177,14 @@ class SwapMixin:
         folio.flags = (folio.flags & ~PG_hugetlb_migratable) | PG_isolated
         folio._refcount += 1
         lst.append(folio)
-        if self.trace.on:
+        if self.trace.verbose:
             self._trace("isolate", folio=folio)
         return True
 
     def folio_putback_hugetlb(self, folio: Folio) -> None:
         """Kernel: mm/hugetlb.c:folio_putback_hugetlb (v6.14)."""
         folio.flags = (folio.flags & ~PG_isolated) | PG_hugetlb_migratable
-        if self.trace.on:
+        if self.trace.verbose:
             self._trace("putback", folio=folio)
         self.folio_put(folio)
 

@@ -42,9 +42,9 @@ def _short(v: Any) -> str:
 class Trace:
     """Ring buffer of :class:`TraceEvent` (``maxlen`` newest kept).
 
-    ``on`` switches recording of the events that explain outcomes (isolation and
-    migration results, retries, failures, warnings); ``verbose`` adds one event per
-    folio allocation and free.  :meth:`filter` selects events by kind or by the folio
+    ``on`` switches recording of the events that explain outcomes (migrations and
+    migration retries, failures, warnings, fault firings); ``verbose`` adds the routine
+    per-folio events: allocation, free, successful isolation and putback.  :meth:`filter` selects events by kind or by the folio
     they concern.  ``len(trace)`` counts the events kept.
     """
 
