@@ -199,8 +199,10 @@ class MMStruct:
              offset: int = 0, addr: int = 0) -> int:
         """Map *length* bytes; the start address or -errno (EINVAL for bad
         flags/length/offset/alignment, EACCES/EPERM for a sealed or read-only memfd,
-        ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings of 2 MiB or
-        more are 2 MiB aligned when THP is enabled.  Kernel: mm/mmap.c:do_mmap (v6.12).
+        ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings whose length
+        is a non-zero multiple of 2 MiB are 2 MiB aligned when THP is enabled ("mm, mmap:
+        limit THP alignment of anonymous mappings to PMD-aligned sizes", v6.12).
+        Kernel: mm/mmap.c:do_mmap, __get_unmapped_area (v6.12).
         """
         k = self._k
         mtype = flags & MAP_TYPE
@@ -219,7 +221,7 @@ class MMStruct:
             if offset % align or (flags & MAP_FIXED and addr % align):
                 return -errno.EINVAL
         length = (length + align - 1) & ~(align - 1)
-        if file is None and hstate is None and k.config.thp != "never" and length >= (2 << 20):
+        if file is None and hstate is None and k.config.thp != "never" and length >= (2 << 20) and not length % (2 << 20):
             align = 2 << 20
         if file is not None:
             rc = file._mmap_check(prot, mtype)

@@ -104,6 +104,14 @@ class TestMmap:
         addr = mm.mmap(4 * MiB, RW, ANON)
         assert (addr % (2 * MiB) == 0) is aligned
 
+    def test_length_not_a_multiple_of_2mib_not_aligned(self):
+        """Since v6.12 only lengths that are multiples of 2 MiB get THP alignment."""
+        k = FakeMM(MMConfig(ram="1GiB", thp="always"))
+        mm = k.current.mm
+        mm.mmap(PAGE_SIZE, RW, ANON)
+        addr = mm.mmap(3 * MiB, RW, ANON)
+        assert addr % PAGE_SIZE == 0 and addr % (2 * MiB) != 0
+
     def test_small_anonymous_not_aligned(self):
         """Anonymous mappings under 2 MiB are only page aligned even with THP."""
         k = FakeMM(MMConfig(ram="1GiB", thp="always"))
