@@ -27,7 +27,6 @@ from . import gfp as _g
 from .folio import KIND_ANON, KIND_CONTIG, KIND_HUGETLB, PG_lru, Folio, Page
 from .gfp import MIGRATE_CMA, MIGRATE_ISOLATE, MIGRATE_MOVABLE
 from .migrate import MIGRATE_SYNC, MR_CONTIG_RANGE, MigrationTargetControl
-from .mmzone import pageblock_nr_pages
 
 ALLOC_CONTIG_TRIES = 5
 COMPACT_CLUSTER_MAX = 32
@@ -182,8 +181,6 @@ class CmaMixin:
         zone = self._pfn_zone(start)
         if zone is None or self._pfn_zone(end - 1) is not zone or start >= end:
             return -errno.EINVAL
-        outer_start = start & ~(pageblock_nr_pages - 1)
-        outer_end = (end + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
         # pageblocks are isolated whole, but only [start, end) is checked for unmovable
         # pages and must end up free: neighbours in the same pageblock may stay in use
         ret = self.start_isolate_page_range(start, end, migratetype, 0)
@@ -200,7 +197,7 @@ class CmaMixin:
             if ret == 0:
                 self._take_isolated(zone, start, end)
         finally:
-            self.undo_isolate_page_range(outer_start, outer_end, migratetype)
+            self.undo_isolate_page_range(start, end, migratetype)     # whole pageblocks
         return ret
 
     def _take_isolated(self, zone: Any, start: int, end: int) -> None:

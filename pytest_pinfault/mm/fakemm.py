@@ -27,7 +27,7 @@ from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
-from .mmzone import MAX_PAGE_ORDER, PerCpuPages, Zone, pageblock_order, zone_batchsize
+from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
 from .sched import Task
@@ -356,21 +356,18 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if folio.kind == KIND_CONTIG:
             self._contig_blocks.pop(pfn, None)
             self._buddy_put(zone, pfn, folio.nr_pages)
-        elif folio.order > MAX_PAGE_ORDER:
-            self._buddy_put(zone, pfn, folio.nr_pages)
-        else:
+        else:                   # gigantic orders bypass the per-cpu lists in there
             self._free_block(zone, pfn, folio.order)
 
     def _alloc_gigantic(self, gfp: int, order: int) -> Folio | None:
         """A gigantic (1 GiB) folio: an aligned free range taken directly, as
         alloc_contig_pages/memblock do; movable placement rules apply."""
-        from .gfp import MIGRATE_MOVABLE, gfp_zone
+        from .gfp import _MOVABLE, MIGRATE_MOVABLE, gfp_zone
         n = 1 << order
-        movable = bool(gfp & 0x08)
+        mts = (MIGRATE_MOVABLE, MIGRATE_CMA) if gfp & _MOVABLE else (MIGRATE_MOVABLE,)
         for zone in self._zonelists[gfp_zone(gfp)]:
-            mts = (MIGRATE_MOVABLE, MIGRATE_CMA) if movable else (MIGRATE_MOVABLE,)
             for mt in mts:
-                pfn = self._buddy_take(zone, mt, order) if zone.free[mt].nr_free >= n else -1
+                pfn = self._buddy_take(zone, mt, order)
                 if pfn >= 0:
                     f = Folio(self, pfn, order, zone, KIND_HUGETLB)
                     self._sections_for(pfn)[pfn] = f

@@ -472,11 +472,7 @@ class GupMixin:
     def _faultin_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> int:
         ent = mm.lookup(addr)
         unshare = bool(flags & _PIN) and ent is not None and not flags & _WRITE
-        write = bool(flags & _WRITE)
-        rc = self.handle_mm_fault(mm, vma, addr, write, unshare=unshare)
-        if rc:
-            return rc
-        return 0
+        return self.handle_mm_fault(mm, vma, addr, bool(flags & _WRITE), unshare=unshare)
 
     def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
                                 locked: Any, flags: int) -> int:
@@ -510,22 +506,20 @@ class GupMixin:
                 rounds += 1
                 self.stats.gup_longterm_retries += 1
                 if rounds >= self.config.gup_retry_limit:
-                    self._livelock("__gup_longterm_locked", rounds, pages, nr)
+                    self._livelock("__gup_longterm_locked", rounds)
                     rc = -errno.ENOMEM
                     break
         finally:
+            self._pin_anyway_next = False     # the kernel's migrate_allow is per call
             self.memalloc_pin_restore(saved)
         return rc if rc else nr
 
-    def _livelock(self, loop: str, rounds: int, entries: Any, nr: int) -> None:
+    def _livelock(self, loop: str, rounds: int) -> None:
+        """Record a long-term pin loop that hit ``gup_retry_limit``.  Every round ended
+        in -EAGAIN, which unpinned and cleared every entry, so the folio named is the
+        last one the collect step found unpinnable."""
         from .bug import external_caller
-        stuck = None
-        for e in (entries or [])[:nr]:
-            if e is not None and not self.folio_is_longterm_pinnable(e.folio):
-                stuck = e.folio
-                break
-        if stuck is None:
-            stuck = self._gup_last_unpinnable
+        stuck = self._gup_last_unpinnable
         ll = Livelock(loop, rounds, stuck, external_caller(3))
         self.livelocks.append(ll)
         self.stats.livelocks += 1
@@ -535,32 +529,31 @@ class GupMixin:
     def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
         """0 (all pinnable, pins kept), -EAGAIN (migrated; every pin dropped; re-pin), or
         -ENOMEM/-EBUSY (failed; every pin dropped).  Kernel: mm/gup.c (v6.12+)."""
-        return self._check_and_migrate(pages, nr_pages, has_folios=False)
+        return self._check_and_migrate(pages, nr_pages)
 
     def check_and_migrate_movable_folios(self, nr_folios: int, folios: list) -> int:
         """The folio-array form used by memfd_pin_folios.  Kernel: mm/gup.c (v6.11+)."""
-        return self._check_and_migrate(folios, nr_folios, has_folios=True)
+        return self._check_and_migrate(folios, nr_folios)
 
-    def _entry_folio(self, e: Any) -> Folio:
-        return e.folio
-
-    def _check_and_migrate(self, entries: list, nr: int, has_folios: bool) -> int:
+    def _check_and_migrate(self, entries: list, nr: int) -> int:
+        """Kernel: mm/gup.c:check_and_migrate_movable_pages_or_folios.  Entries are pages
+        or folios alike: both have ``.folio``."""
+        if self._pin_anyway_next:
+            # quirk gup_keep_pins_on_isolation_failure: after a failed migration the
+            # kernel re-pinned with migrate_allow false, without checking again
+            self._pin_anyway_next = False
+            return 0
         movable: list[Folio] = []
-        collected, isolation_failed = self._collect_longterm_unpinnable(entries, nr, movable)
-        if not collected:
+        if not self._collect_longterm_unpinnable(entries, nr, movable):
             return 0
         if self.config.has_quirk("gup_keep_pins_on_isolation_failure"):
-            if self._pin_anyway_next:
-                self._pin_anyway_next = False
-                self.putback_movable_pages(movable)
-                return 0
-            return self._pin_anyway(entries, nr, movable, isolation_failed)
+            return self._pin_anyway(entries, nr, movable)
         return self._migrate_longterm_unpinnable(entries, nr, movable)
 
-    def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> tuple[int, int]:
-        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic)."""
+    def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic):
+        isolate the unpinnable folios onto *movable*; return how many were found."""
         collected = 0
-        failed = 0
         drained = 0
         prev = None
         for i in range(nr):
@@ -576,8 +569,7 @@ class GupMixin:
             collected += 1
             self._gup_last_unpinnable = folio
             if folio.kind == KIND_HUGETLB:
-                if not self.folio_isolate_hugetlb(folio, movable):
-                    failed += 1
+                self.folio_isolate_hugetlb(folio, movable)
                 continue
             if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + 1:
                 if drained == 0:
@@ -587,45 +579,45 @@ class GupMixin:
                     self.lru_add_drain_all()
                     drained = 2
             if not self.folio_isolate_lru(folio):
-                failed += 1
                 continue
             movable.append(folio)
             self.node_stat_mod_isolated(folio, folio.nr_pages)
-        return collected, failed
+        return collected
 
     def _migrate_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
         """Kernel: mm/gup.c:migrate_longterm_unpinnable_folios (v6.12+): unpin every
         entry, migrate the isolated folios; any migrate_pages failure becomes -ENOMEM."""
-        for i in range(nr):
-            e = entries[i]
-            if e is not None:
-                self.gup_put_folio(e.folio, 1, _PIN)
-                entries[i] = None
-        if movable:
-            mtc = MigrationTargetControl(gfp_mask=_LONGTERM_GFP, reason=MR_LONGTERM_PIN)
-            if self.migrate_pages(movable, self.alloc_migration_target, None, mtc, MIGRATE_SYNC,
-                                  MR_LONGTERM_PIN):
-                self.putback_movable_pages(movable)
-                return -errno.ENOMEM
+        self._unpin_entries(entries, nr)
+        failed = bool(movable) and self._migrate_longterm(movable)
         self.putback_movable_pages(movable)
-        return -errno.EAGAIN
+        return -errno.ENOMEM if failed else -errno.EAGAIN
 
-    def _pin_anyway(self, entries: list, nr: int, movable: list[Folio], isolation_failed: int) -> int:
+    def _pin_anyway(self, entries: list, nr: int, movable: list[Folio]) -> int:
         """Quirk gup_keep_pins_on_isolation_failure (v5.1..v5.12): folios that could not be
         isolated stay pinned where they are; if migration fails, pin anyway."""
         if not movable:
             return 0                      # isolation failed: keep the pins, report success
-        for i in range(nr):
-            e = entries[i]
-            if e is not None:
-                self.gup_put_folio(e.folio, 1, _PIN)
-                entries[i] = None
-        mtc = MigrationTargetControl(gfp_mask=_LONGTERM_GFP, reason=MR_LONGTERM_PIN)
-        if self.migrate_pages(movable, self.alloc_migration_target, None, mtc, MIGRATE_SYNC,
-                              MR_LONGTERM_PIN):
+        self._unpin_entries(entries, nr)
+        if self._migrate_longterm(movable):
             self._pin_anyway_next = True      # re-pin without migrating: "pin anyway"
         self.putback_movable_pages(movable)
         return -errno.EAGAIN
+
+    def _unpin_entries(self, entries: list, nr: int) -> None:
+        """Drop the pin of every entry and clear it (unpin_folio + pofs_clear_entry)."""
+        put = self.gup_put_folio
+        for i in range(nr):
+            e = entries[i]
+            if e is not None:
+                put(e.folio, 1, _PIN)
+                entries[i] = None
+
+    def _migrate_longterm(self, movable: list[Folio]) -> int:
+        """migrate_pages of the isolated folios to long-term pinnable targets
+        (GFP_USER | __GFP_NOWARN under PF_MEMALLOC_PIN, MR_LONGTERM_PIN)."""
+        mtc = MigrationTargetControl(gfp_mask=_LONGTERM_GFP, reason=MR_LONGTERM_PIN)
+        return self.migrate_pages(movable, self.alloc_migration_target, None, mtc, MIGRATE_SYNC,
+                                  MR_LONGTERM_PIN)
 
     # ------------------------------------------------------------------ memfd
     def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list,
@@ -693,10 +685,11 @@ class GupMixin:
                 rounds += 1
                 self.stats.gup_longterm_retries += 1
                 if rounds >= self.config.gup_retry_limit:
-                    self._livelock("memfd_pin_folios", rounds, None, 0)
+                    self._livelock("memfd_pin_folios", rounds)
                     ret = -errno.ENOMEM
                     break
         finally:
+            self._pin_anyway_next = False
             self.memalloc_pin_restore(saved)
         return ret if ret else nr_folios
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import gfp as _g
 from .folio import (KIND_HUGETLB, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio)
 from .mmzone import MAX_PAGE_ORDER
+from .sched import PF_MEMALLOC_PIN
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
@@ -116,7 +117,7 @@ class HugetlbMixin:
 
         Kernel: mm/hugetlb.c:dequeue_hugetlb_folio_node_exact (v6.12).
         """
-        pin = bool(self.current.flags & 0x10000000)
+        pin = bool(self.current.flags & PF_MEMALLOC_PIN)
         for i, folio in enumerate(h.free_list):
             if pin and not self.folio_is_longterm_pinnable(folio):
                 continue

@@ -22,7 +22,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_uptodate, Folio
+from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG_uptodate, Folio
 from .mm_types import PROT_WRITE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -287,13 +287,14 @@ class MemFile:
         return bytes(out)
 
     # ------------------------------------------------------------------ page cache
-    def _alloc_cache_folio(self, index: int, reserved: bool = False) -> Folio | int:
+    def _alloc_cache_folio(self, index: int) -> Folio | int:
         """Allocate and insert the folio for *index* (a reference is returned to the
-        caller): shmem_alloc_and_add_folio / hugetlb pool allocation."""
+        caller): shmem_alloc_and_add_folio / hugetlb pool allocation.  The task's gfp
+        context (PF_MEMALLOC_PIN) applies: _alloc_folio and the pool dequeue see it."""
         k = self._k
         if self.hstate is not None:
-            return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1), reserved)
-        folio = k._alloc_folio(k.current_gfp_context(_MAPPING_GFP), 0, KIND_SHMEM)
+            return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1))
+        folio = k._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
         if folio is None:
             return -errno.ENOMEM
         self._add_to_page_cache(folio, index)
@@ -308,7 +309,7 @@ class MemFile:
         self.mapping.pages[index] = folio
         self.mapping.nrpages += folio.nr_pages
 
-    def _get_folio_for_fault(self, index: int, reserved: bool = False) -> Folio | int:
+    def _get_folio_for_fault(self, index: int) -> Folio | int:
         """Fault path lookup/allocation: a referenced folio or -EFAULT (SIGBUS beyond
         EOF or no huge page) / -ENOMEM."""
         if index << PAGE_SHIFT >= self.i_size:
@@ -317,7 +318,7 @@ class MemFile:
         if folio is not None:
             folio._refcount += 1
             return folio
-        folio = self._alloc_cache_folio(index, reserved)
+        folio = self._alloc_cache_folio(index)
         if isinstance(folio, int):
             return -errno.EFAULT if self.hstate is not None else folio
         return folio
@@ -457,7 +458,7 @@ class MemfdMixin:
         self.folio_put(won)
         return -errno.EEXIST
 
-    def _hugetlb_cache_folio(self, memfd: MemFile, head: int, reserved: bool) -> Folio | int:
+    def _hugetlb_cache_folio(self, memfd: MemFile, head: int) -> Folio | int:
         h = memfd.hstate
         had_resv = head in memfd._resv
         if not had_resv:
@@ -471,7 +472,7 @@ class MemfdMixin:
             return -errno.ENOMEM
         h.resv_huge_pages -= 1
         memfd._resv.discard(head)
-        folio.flags |= 0x200 | PG_uptodate       # PG_hugetlb_migratable (in use)
+        folio.flags |= PG_hugetlb_migratable | PG_uptodate      # in use
         memfd._add_to_page_cache(folio, head)
         return folio
 

@@ -152,7 +152,7 @@ class MigrateMixin:
                                              mode, reason, NR_MAX_MIGRATE_SYNC_RETRY, counts)
                 del pending[:done]
         else:
-            failed.extend(f for f in pending)
+            failed.extend(pending)
             pending = []
         from_list[:] = failed + pending
         if ret_succeeded is not None:

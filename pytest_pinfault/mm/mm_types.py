@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
-                    PG_anon_exclusive, PG_mlocked, Folio)
+                    PG_anon_exclusive, PG_dirty, PG_mlocked, Folio)
 from .mmzone import HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -588,16 +588,14 @@ class AddressSpaceMixin:
         if folio.kind == KIND_ANON and folio._mapcount == 1 and folio._refcount == 1 + (1 if folio.lru_batch >= 0 else 0):
             folio.flags |= PG_anon_exclusive
             return 0
-        if folio.order and folio.kind == KIND_ANON:
-            # COW of a PMD-mapped THP: the kernel splits the PMD; the model copies the
-            # touched base page into a new small folio.
-            pass
+        # (COW of a PMD-mapped THP: the kernel splits the PMD; the model copies the
+        # touched base page into a new small folio, as for any other page.)
         new = self._new_anon_folio(vma, 0)
         if new is None:
             return -errno.ENOMEM
         if folio.kind != KIND_ZERO:
             new.write(0, folio.read(idx << PAGE_SHIFT, PAGE_SIZE))
-            new.flags &= ~0x4  # not dirty just because it was copied
+            new.flags &= ~PG_dirty  # not dirty just because it was copied
         vpn = addr >> PAGE_SHIFT
         if vpn in mm.pte:
             self._mmu_notify(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "cow")
@@ -645,7 +643,7 @@ class AddressSpaceMixin:
         if head in mm.huge:
             return 0
         index = vma.file_index(head_addr)
-        folio = file._get_folio_for_fault(index, reserved=vma.is_shared())
+        folio = file._get_folio_for_fault(index)
         if isinstance(folio, int):
             return folio
         if not vma.is_shared():

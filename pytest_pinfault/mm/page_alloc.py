@@ -36,11 +36,10 @@ from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVA
                   MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_NORMAL)
 from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER,
                      pageblock_nr_pages, pageblock_order)
+from .sched import PF_MEMALLOC_PIN
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mmzone import Zone
-
-PF_MEMALLOC_PIN = 0x10000000
 
 # fallbacks[] of mm/page_alloc.c (v6.12)
 FALLBACKS = {
@@ -470,9 +469,7 @@ class PageAllocMixin:
         Kernel: include/linux/mmzone.h:get_pageblock_migratetype (v6.12).
         """
         mt = self._pb_mt.get(pfn >> pageblock_order)
-        if mt is None:
-            return MIGRATE_CMA if self._pfn_in_cma(pfn) else MIGRATE_MOVABLE
-        return mt
+        return self._base_migratetype(pfn) if mt is None else mt
 
     def _base_migratetype(self, pfn: int) -> int:
         """The boot-time migratetype: CMA inside a CMA area, MOVABLE elsewhere."""

@@ -18,8 +18,6 @@ folio cannot be isolated: the mechanics behind the 2024 "VM fails to start" repo
 
 from __future__ import annotations
 
-from typing import Any
-
 from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
 
@@ -197,6 +195,3 @@ class SwapMixin:
     def nr_lru_pages(self) -> dict[str, int]:
         """Pages on the LRU per zone name."""
         return {z.name: self._lru_nr[z.idx] for z in self._zone_list}
-
-    def _isolated_folios(self) -> list[Any]:
-        return [f for f in self.iter_folios() if f.flags & PG_isolated]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 
-from pytest_pinfault.mm import MIGRATE_ISOLATE
-from pytest_pinfault.mm.folio import PG_isolated
+from pytest_pinfault.mm import GFP_HIGHUSER_MOVABLE, MIGRATE_CMA, MIGRATE_ISOLATE
+from pytest_pinfault.mm.folio import KIND_ANON, KIND_SHMEM, PG_isolated
 
 
 class FakePageTable:
@@ -32,6 +32,47 @@ class FakeMapping:
         assert self.pages[index] is old
         self.calls.append((index, old, new))
         self.pages[index] = new
+
+
+def lru_anon_folio(k, where, pt=None, addr=0x1000):
+    """An anonymous folio mapped once (by *pt* at *addr* when given), on the LRU,
+    placed by steer(*where*)."""
+    with k.steer(where):
+        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_ANON)
+    folio._mapcount = 1
+    if pt is not None:
+        pt.ptes[addr] = folio
+        folio.rmap = [(pt, addr)]
+    k.folio_add_lru(folio)
+    k.lru_add_drain()
+    return folio
+
+
+def lru_cache_folio(k, where, mapping, index=0):
+    """A page-cache (shmem) folio at *index* of *mapping*, on the LRU, placed by
+    steer(*where*)."""
+    with k.steer(where):
+        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_SHMEM)
+    folio.mapping = mapping
+    folio.index = index
+    mapping.pages[index] = folio
+    k.folio_add_lru(folio)
+    k.lru_add_drain()
+    return folio
+
+
+def assert_pages_add_up(k) -> None:
+    """Every managed page of each zone is in exactly one of buddy, per-cpu lists or an
+    allocated folio, and the free counters agree with the free lists."""
+    allocated = {name: 0 for name in k.zones}
+    for folio in k.iter_folios():
+        allocated[folio.zone] += folio.nr_pages
+    for name, zone in k.zones.items():
+        buddy = sum(fl.nr_free for fl in zone.free)
+        assert buddy + zone.pcp_pages + allocated[name] == zone.managed_pages, name
+        assert zone.nr_free == buddy - zone.free[MIGRATE_ISOLATE].nr_free
+        assert zone.nr_free_cma == zone.free[MIGRATE_CMA].nr_free
+    assert k.nr_allocated_pages == sum(allocated.values())
 
 
 def assert_nothing_isolated(k, pageblocks: bool = True) -> None:

@@ -15,8 +15,9 @@ from pytest_pinfault import MMConfig
 from pytest_pinfault.mm import (GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_USER,
                                 GUP_PIN_COUNTING_BIAS, MIGRATE_CMA, MIGRATE_MOVABLE, __GFP_NOFAIL, __GFP_NORETRY,
                                 pageblock_nr_pages)
-from tests.mm.helpers import FakeMapping, FakePageTable, assert_nothing_isolated
-from pytest_pinfault.mm.folio import KIND_ANON, KIND_CONTIG, KIND_SHMEM, PG_lru
+from tests.mm.helpers import (FakeMapping, FakePageTable, assert_nothing_isolated, lru_anon_folio,
+                              lru_cache_folio)
+from pytest_pinfault.mm.folio import KIND_ANON, KIND_CONTIG, PG_lru
 
 CMA_BASE = 0x16000
 BAD_CONTIG_GFPS = [GFP_KERNEL | __GFP_NOFAIL, GFP_KERNEL | __GFP_NORETRY, GFP_ATOMIC]
@@ -36,31 +37,6 @@ def cma(fake_mm):
 
 
 # ---------------------------------------------------------------------------- helpers
-def anon_folio(k, where, pt=None, addr=0x1000):
-    """An anonymous folio mapped once, on the LRU, placed by steer(*where*)."""
-    with k.steer(where):
-        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_ANON)
-    folio._mapcount = 1
-    if pt is not None:
-        pt.ptes[addr] = folio
-        folio.rmap = [(pt, addr)]
-    k.folio_add_lru(folio)
-    k.lru_add_drain()
-    return folio
-
-
-def cache_folio(k, where, mapping, index=0):
-    """A page-cache (shmem) folio on the LRU, placed by steer(*where*)."""
-    with k.steer(where):
-        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_SHMEM)
-    folio.mapping = mapping
-    folio.index = index
-    mapping.pages[index] = folio
-    k.folio_add_lru(folio)
-    k.lru_add_drain()
-    return folio
-
-
 def pin_short_term(k, folio, how):
     if how == "get":
         k.folio_get(folio)
@@ -80,7 +56,7 @@ def folio_at_cma_bottom(k, pt):
     with k.steer("cma"):
         blocks = [k.alloc_pages(GFP_HIGHUSER_MOVABLE, 9) for _ in range(CMA_COUNT // 512 - 1)]
     assert blocks[-1].pfn == CMA_BASE + 512
-    folio = anon_folio(k, "cma", pt)
+    folio = lru_anon_folio(k, "cma", pt)
     for b in blocks:
         k.free_pages_block(b, 9)
     assert folio.pfn == CMA_BASE + 511
@@ -181,7 +157,7 @@ class TestCmaAllocMigration:
     def test_movable_lru_folios_are_migrated_out(self, fake_mm, cma):
         """Anonymous LRU folios in the area move out with their contents."""
         pt = FakePageTable()
-        olds = [anon_folio(fake_mm, "cma", pt, addr=0x1000 * (i + 1)) for i in range(3)]
+        olds = [lru_anon_folio(fake_mm, "cma", pt, addr=0x1000 * (i + 1)) for i in range(3)]
         for i, f in enumerate(olds):
             assert f.is_cma
             f.write(100, b"data-%d" % i)
@@ -199,7 +175,7 @@ class TestCmaAllocMigration:
     def test_page_cache_folio_is_migrated_out(self, fake_mm, cma):
         """A page-cache folio in the area moves out and its cache slot follows."""
         mapping = FakeMapping()
-        old = cache_folio(fake_mm, "cma", mapping, 5)
+        old = lru_cache_folio(fake_mm, "cma", mapping, 5)
         old.write(0, b"cached")
         assert fake_mm.cma_alloc(cma, CMA_COUNT, 0) is not None
         new = mapping.pages[5]
@@ -225,8 +201,8 @@ class TestCmaAllocBusy:
     def test_short_term_reference_blocks_whole_area(self, fake_mm, cma, how):
         """A referenced folio in the area makes a whole-area cma_alloc return None."""
         pt = FakePageTable()
-        held = anon_folio(fake_mm, "cma", pt, 0x1000)
-        other = anon_folio(fake_mm, "cma", pt, 0x2000)
+        held = lru_anon_folio(fake_mm, "cma", pt, 0x1000)
+        other = lru_anon_folio(fake_mm, "cma", pt, 0x2000)
         pin_short_term(fake_mm, held, how)
         refcount = held.refcount
         assert fake_mm.cma_alloc(cma, CMA_COUNT, 0) is None
@@ -262,7 +238,7 @@ class TestCmaAllocBusy:
     def test_whole_area_after_reference_dropped(self, fake_mm, cma, how):
         """Once the reference is dropped the whole-area allocation succeeds."""
         pt = FakePageTable()
-        held = anon_folio(fake_mm, "cma", pt)
+        held = lru_anon_folio(fake_mm, "cma", pt)
         held.write(0, b"kept")
         pin_short_term(fake_mm, held, how)
         assert fake_mm.cma_alloc(cma, CMA_COUNT, 0) is None
@@ -275,7 +251,7 @@ class TestCmaAllocBusy:
 
     def test_no_warn_suppresses_the_failure_message(self, fake_mm, cma):
         """no_warn=True still counts the failure but logs no 'alloc failed' line."""
-        held = anon_folio(fake_mm, "cma")
+        held = lru_anon_folio(fake_mm, "cma")
         fake_mm.folio_get(held)
         assert fake_mm.cma_alloc(cma, CMA_COUNT, 0, no_warn=True) is None
         assert fake_mm.stats.cma_alloc_fail == 1
@@ -283,7 +259,7 @@ class TestCmaAllocBusy:
 
     def test_unreferenced_folio_outside_area_does_not_matter(self, fake_mm, cma):
         """A referenced folio outside the area does not affect cma_alloc."""
-        held = anon_folio(fake_mm, "normal")
+        held = lru_anon_folio(fake_mm, "normal")
         fake_mm.folio_get(held)
         assert not held.is_cma
         assert fake_mm.cma_alloc(cma, CMA_COUNT, 0) is not None
@@ -374,7 +350,7 @@ class TestAllocContigRange:
     def test_referenced_page_cache_folio_ebusy_after_five_tries(self, fake_mm):
         """An LRU folio with an extra reference: 5 migrate_pages calls, then -EBUSY."""
         mapping = FakeMapping()
-        held = cache_folio(fake_mm, "normal", mapping)
+        held = lru_cache_folio(fake_mm, "normal", mapping)
         held.write(0, b"held")
         fake_mm.folio_get(held)
         assert not held.is_cma and held.zone == "DMA32"
@@ -393,7 +369,7 @@ class TestAllocContigRange:
 
     def test_referenced_anon_folio_is_not_even_isolated(self, fake_mm):
         """An anon folio with more references than mappings is skipped: -EBUSY, no migration."""
-        held = anon_folio(fake_mm, "normal")
+        held = lru_anon_folio(fake_mm, "normal")
         fake_mm.folio_get(held)
         s = held.pfn & ~(pageblock_nr_pages - 1)
         assert fake_mm.alloc_contig_range(s, s + pageblock_nr_pages) == -errno.EBUSY
@@ -407,7 +383,7 @@ class TestAllocContigRange:
     def test_no_migration_target_is_enomem(self, fake_mm):
         """When no target can be allocated the call stops with -ENOMEM."""
         pt = FakePageTable()
-        folio = anon_folio(fake_mm, "normal", pt)
+        folio = lru_anon_folio(fake_mm, "normal", pt)
         folio.write(0, b"stay")
         fake_mm.faults.arm("alloc_migration_target", times=-1)
         s = folio.pfn & ~(pageblock_nr_pages - 1)
@@ -422,7 +398,7 @@ class TestAllocContigRange:
     def test_lru_folios_in_zone_movable_are_migrated(self, fake_mm):
         """LRU folios in ZONE_MOVABLE move within ZONE_MOVABLE and the range is allocated."""
         pt = FakePageTable()
-        folio = anon_folio(fake_mm, "movable", pt)
+        folio = lru_anon_folio(fake_mm, "movable", pt)
         folio.write(0, b"mov")
         s = folio.pfn & ~(pageblock_nr_pages - 1)
         assert fake_mm.alloc_contig_range(s, folio.pfn + 1) == 0

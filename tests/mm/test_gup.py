@@ -55,6 +55,15 @@ def anon(k, pages, where=None, addr=BASE, fill=True):
     return addr
 
 
+def mapped_thp():
+    """A machine with THP always on and one written, PMD-mapped anonymous THP at BASE."""
+    k = machine(thp="always")
+    mm = k.current.mm
+    mm.mmap(HPAGE, RW, ANON | MAP_FIXED, addr=BASE)
+    mm.write(BASE, b"t")
+    return k, mm.lookup(BASE)[0]
+
+
 def data_intact(mm, addr, pages):
     return all(mm.read(addr + i * PAGE_SIZE, 8) == bytes([i % 251 + 1]) * 8 for i in range(pages))
 
@@ -418,11 +427,7 @@ class TestPinArithmetic:
 
     def test_thp_whole_pmd(self):
         """Pinning a whole PMD-mapped THP adds 512 to both refcount and _pincount."""
-        k = machine(thp="always")
-        mm = k.current.mm
-        mm.mmap(HPAGE, RW, ANON | MAP_FIXED, addr=BASE)
-        mm.write(BASE, b"t")
-        folio = mm.lookup(BASE)[0]
+        k, folio = mapped_thp()
         assert folio.order == 9 and folio.refcount == 1
         pages = []
         assert k.pin_user_pages(BASE, 512, FOLL_WRITE, pages) == 512
@@ -435,11 +440,7 @@ class TestPinArithmetic:
 
     def test_thp_partial(self):
         """Pinning n pages of a THP adds n to refcount and _pincount (one per page)."""
-        k = machine(thp="always")
-        mm = k.current.mm
-        mm.mmap(HPAGE, RW, ANON | MAP_FIXED, addr=BASE)
-        mm.write(BASE, b"t")
-        folio = mm.lookup(BASE)[0]
+        k, folio = mapped_thp()
         pages = []
         assert k.pin_user_pages(BASE + 10 * PAGE_SIZE, 3, 0, pages) == 3
         assert (folio.refcount, folio._pincount) == (4, 3)
@@ -450,11 +451,7 @@ class TestPinArithmetic:
 
     def test_thp_foll_get(self):
         """FOLL_GET on n pages of a THP adds n references and no _pincount."""
-        k = machine(thp="always")
-        mm = k.current.mm
-        mm.mmap(HPAGE, RW, ANON | MAP_FIXED, addr=BASE)
-        mm.write(BASE, b"t")
-        folio = mm.lookup(BASE)[0]
+        k, folio = mapped_thp()
         pages = []
         assert k.get_user_pages(BASE, 4, 0, pages) == 4
         assert (folio.refcount, folio._pincount) == (5, 0)
@@ -652,11 +649,7 @@ class TestUnpin:
 
     def test_unpin_unpinned_large_warns(self):
         """Unpinning more pins than a large folio has warns and changes nothing."""
-        k = machine(thp="always")
-        mm = k.current.mm
-        mm.mmap(HPAGE, RW, ANON | MAP_FIXED, addr=BASE)
-        mm.write(BASE, b"t")
-        folio = mm.lookup(BASE)[0]
+        k, folio = mapped_thp()
         k.unpin_user_folio(folio, 1)
         assert [w.site for w in k.warnings] == ["unpin"]
         assert (folio.refcount, folio._pincount) == (1, 0)
@@ -1121,6 +1114,21 @@ class TestPinAnywayQuirk:
         assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
         assert all(p.is_cma for p in pages)
         k.unpin_user_pages(pages, 2)
+
+    def test_pin_anyway_does_not_outlive_the_call(self):
+        """"Pin anyway" is one call's state (the kernel's local migrate_allow): when the
+        re-pin after a failed migration itself fails, the next call migrates again."""
+        k = machine(quirks=("gup_keep_pins_on_isolation_failure",))
+        addr = anon(k, 2, where="cma")
+        k.faults.arm("alloc_migration_target", times=1)
+        k.faults.arm("try_grab_folio", nth=3, times=1)       # the re-pin's first grab
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, []) == -errno.ENOMEM
+        assert_nothing_held(k)
+        pages = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        assert all(k.folio_is_longterm_pinnable(p.folio) for p in pages)
+        k.unpin_user_pages(pages, 2)
+        assert_nothing_held(k)
 
     def test_quirk_still_migrates_when_possible(self):
         """Without failures the quirk changes nothing: pages are migrated."""

@@ -18,8 +18,9 @@ import pytest
 from pytest_pinfault import MMConfig
 from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GUP_PIN_COUNTING_BIAS,
                                 MIGRATE_MOVABLE, MemoryBlock)
-from tests.mm.helpers import FakeMapping, FakePageTable, assert_nothing_isolated
-from pytest_pinfault.mm.folio import (KIND_ANON, KIND_SHMEM, PG_hugetlb_migratable)
+from tests.mm.helpers import (FakeMapping, FakePageTable, assert_nothing_isolated, lru_anon_folio,
+                              lru_cache_folio)
+from pytest_pinfault.mm.folio import (KIND_ANON, PG_hugetlb_migratable)
 
 BLOCK = 0x8000
 MEMMAP_START = 0x1f800
@@ -31,29 +32,6 @@ def mm_config() -> MMConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
-def anon_folio(k, pt, addr, where="normal"):
-    """An anonymous folio mapped once by *pt* at *addr*, on the LRU."""
-    with k.steer(where):
-        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_ANON)
-    folio._mapcount = 1
-    pt.ptes[addr] = folio
-    folio.rmap = [(pt, addr)]
-    k.folio_add_lru(folio)
-    k.lru_add_drain()
-    return folio
-
-
-def cache_folio(k, mapping, index, where="normal"):
-    with k.steer(where):
-        folio = k._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_SHMEM)
-    folio.mapping = mapping
-    folio.index = index
-    mapping.pages[index] = folio
-    k.folio_add_lru(folio)
-    k.lru_add_drain()
-    return folio
-
-
 def in_block(pfn: int, block_id: int) -> bool:
     return block_id * BLOCK <= pfn < (block_id + 1) * BLOCK
 
@@ -123,8 +101,8 @@ class TestOfflinePagesErrors:
     def test_referenced_folio_gives_eintr_after_budget(self, fake_mm, how):
         """A folio with an extra reference keeps offlining looping until -EINTR."""
         pt = FakePageTable()
-        held = anon_folio(fake_mm, pt, 0x1000)
-        movable = anon_folio(fake_mm, pt, 0x2000)
+        held = lru_anon_folio(fake_mm, "normal", pt, 0x1000)
+        movable = lru_anon_folio(fake_mm, "normal", pt, 0x2000)
         assert in_block(held.pfn, 2) and in_block(movable.pfn, 2)
         if how == "get":
             fake_mm.folio_get(held)
@@ -153,7 +131,7 @@ class TestOfflinePagesErrors:
     def test_default_budget_is_the_config_value(self, fake_mm):
         """Without a signal budget override offlining makes offline_retry_budget passes."""
         pt = FakePageTable()
-        held = anon_folio(fake_mm, pt, 0x1000)
+        held = lru_anon_folio(fake_mm, "normal", pt, 0x1000)
         fake_mm.folio_get(held)
         assert fake_mm.config.offline_retry_budget == 100
         assert fake_mm.memory_blocks[2].offline() == -errno.EINTR
@@ -163,7 +141,7 @@ class TestOfflinePagesErrors:
     def test_eintr_then_success_after_put(self, fake_mm):
         """Once the extra reference is dropped the same block offlines."""
         pt = FakePageTable()
-        held = anon_folio(fake_mm, pt, 0x1000)
+        held = lru_anon_folio(fake_mm, "normal", pt, 0x1000)
         fake_mm.folio_get(held)
         assert fake_mm.memory_blocks[2].offline() == -errno.EINTR
         fake_mm.folio_put(held)
@@ -176,8 +154,8 @@ class TestOfflineOnline:
     def test_lru_folios_move_out_with_their_data(self, fake_mm):
         """Offlining migrates LRU folios out of the block; contents and owners follow."""
         pt, mapping = FakePageTable(), FakeMapping()
-        olds = [anon_folio(fake_mm, pt, 0x1000 * (i + 1)) for i in range(3)]
-        olds.append(cache_folio(fake_mm, mapping, 9))
+        olds = [lru_anon_folio(fake_mm, "normal", pt, 0x1000 * (i + 1)) for i in range(3)]
+        olds.append(lru_cache_folio(fake_mm, "normal", mapping, 9))
         for i, f in enumerate(olds):
             assert in_block(f.pfn, 2)
             f.write(8, b"blk%d" % i)

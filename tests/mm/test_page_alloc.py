@@ -663,13 +663,7 @@ class TestPcpThpQuirk:
     def test_shared_list_breaks_pin_migration_targets(self):
         """With the quirk even a PF_MEMALLOC_PIN THP allocation can get CMA (the 2024 livelock)."""
         mm = FakeMM(MMConfig(ram="2GiB", cma="256MiB", quirks=("pcp_thp_shared_list",)))
-        with mm.steer("cma"):
-            cma_thp = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
-        mm.folio_put(cma_thp)
-        flags = mm.memalloc_pin_save()
-        target = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
-        mm.memalloc_pin_restore(flags)
-        assert target.is_cma
+        assert _pin_thp_after_cma_thp_freed(mm).is_cma
 
     def test_every_round_with_quirk(self):
         """With the quirk every round of the sequence hands out CMA."""
@@ -692,13 +686,22 @@ class TestPcpThpQuirk:
         """Without the quirk a PF_MEMALLOC_PIN THP allocation never gets the CMA THP."""
         mm = FakeMM(MMConfig(ram="2GiB", cma="256MiB"))
         for _ in range(10):
-            with mm.steer("cma"):
-                cma_thp = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
-            mm.folio_put(cma_thp)
-            flags = mm.memalloc_pin_save()
-            target = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
-            mm.memalloc_pin_restore(flags)
+            target = _pin_thp_after_cma_thp_freed(mm)
             assert not target.is_cma and mm.folio_is_longterm_pinnable(target)
+
+
+def _pin_thp_after_cma_thp_freed(mm):
+    """Free a THP taken from CMA (it lands on the per-cpu THP list), then allocate a
+    THP under PF_MEMALLOC_PIN, as a long-term pin's migration target does."""
+    with mm.steer("cma"):
+        cma_thp = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
+    assert cma_thp.is_cma
+    mm.folio_put(cma_thp)
+    flags = mm.memalloc_pin_save()
+    try:
+        return mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
+    finally:
+        mm.memalloc_pin_restore(flags)
 
 
 class TestAllocPagesFaultSite:

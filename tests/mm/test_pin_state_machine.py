@@ -16,10 +16,10 @@ from collections import Counter
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.mm.helpers import machine_settings
+from tests.mm.helpers import assert_pages_add_up, machine_settings
 from pytest_pinfault import FakeMM, MMConfig, Out
 from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GUP_PIN_COUNTING_BIAS, MAP_ANONYMOUS,
-                                MAP_PRIVATE, MAP_SHARED, MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_SIZE,
+                                MAP_PRIVATE, MAP_SHARED, MIGRATE_ISOLATE, PAGE_SIZE,
                                 PF_MEMALLOC_PIN, PROT_READ, PROT_WRITE)
 from pytest_pinfault.mm.folio import KIND_ZERO
 
@@ -345,14 +345,7 @@ class PinMachine(RuleBasedStateMachine):
 
     @invariant()
     def pages_add_up_per_zone(self):
-        k = self.k
-        allocated = {name: 0 for name in k.zones}
-        for folio in k.iter_folios():
-            allocated[folio.zone] += folio.nr_pages
-        for name, zone in k.zones.items():
-            buddy = sum(fl.nr_free for fl in zone.free)
-            assert buddy + zone.pcp_pages + allocated[name] == zone.managed_pages, name
-            assert zone.nr_free_cma == zone.free[MIGRATE_CMA].nr_free
+        assert_pages_add_up(self.k)
 
     def teardown(self):
         """Releasing everything leaves no pin and lets the whole CMA area be allocated."""

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from tests.mm.helpers import machine_settings
+from tests.mm.helpers import assert_pages_add_up, machine_settings
 from pytest_pinfault import FakeMM, MMConfig
-from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MIGRATE_ASYNC, MIGRATE_CMA,
+from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MIGRATE_ASYNC,
                                 MIGRATE_ISOLATE, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT,
                                 MR_LONGTERM_PIN, MR_SYSCALL, PF_MEMALLOC_PIN,
                                 MigrationTargetControl, __GFP_COMP)
@@ -285,16 +285,7 @@ class MMMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ invariants
     @invariant()
     def pages_add_up_per_zone(self):
-        k = self.k
-        allocated = {name: 0 for name in k.zones}
-        for folio in k.iter_folios():
-            allocated[folio.zone] += folio.nr_pages
-        for name, zone in k.zones.items():
-            buddy = sum(fl.nr_free for fl in zone.free)
-            assert buddy + zone.pcp_pages + allocated[name] == zone.managed_pages, name
-            assert zone.nr_free == buddy - zone.free[MIGRATE_ISOLATE].nr_free
-            assert zone.nr_free_cma == zone.free[MIGRATE_CMA].nr_free
-        assert k.nr_allocated_pages == sum(allocated.values())
+        assert_pages_add_up(self.k)
 
     @invariant()
     def every_page_is_in_exactly_one_place(self):
