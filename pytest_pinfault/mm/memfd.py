@@ -423,8 +423,9 @@ class MemfdMixin:
 
     def memfd_alloc_folio(self, memfd: MemFile, idx: int) -> Folio | int:
         """Allocate and add the folio for base-page index *idx* of *memfd*; return it
-        with a reference, or -ENOMEM, -EINVAL (shmem index beyond EOF), -EEXIST (raced:
-        already present); the fault site can also produce -ENOSPC.  Hits the
+        with a reference, or -ENOMEM, -EINVAL (shmem index beyond EOF), -EEXIST (hugetlb:
+        already present; shmem returns the cached folio like shmem_read_folio); the fault
+        site can also produce -ENOSPC.  Hits the
         ``memfd_alloc_folio`` fault site.  shmem: shmem_read_folio; hugetlb (v6.17):
         reserve, allocate a pool folio (long-term pinnable under PF_MEMALLOC_PIN), add it.
         Kernel: mm/memfd.c:memfd_alloc_folio (v6.17)."""
@@ -435,8 +436,12 @@ class MemfdMixin:
                 if rc == -errno.EEXIST and memfd.mapping.lookup(idx) is None:
                     rc = self._memfd_race_winner(memfd, idx)
                 return rc
-        if memfd.mapping.lookup(idx) is not None:
-            return -errno.EEXIST
+        present = memfd.mapping.lookup(idx)
+        if present is not None:
+            if memfd.hstate is not None:
+                return -errno.EEXIST        # hugetlb_add_to_page_cache lost the race
+            present._refcount += 1          # shmem_read_folio finds the cached folio
+            return present
         if memfd.hstate is None and idx << PAGE_SHIFT >= memfd.i_size:
             return -errno.EINVAL            # shmem_get_folio(SGP_CACHE) beyond EOF
         return memfd._alloc_cache_folio(idx)

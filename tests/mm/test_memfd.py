@@ -503,11 +503,24 @@ class TestMemfdAllocFolio:
         assert folio.refcount == 3                     # page cache + LRU batch + caller
         k.folio_put(folio)
 
-    def test_eexist_when_present(self, k):
-        """An index that is already populated gives -EEXIST."""
+    def test_shmem_returns_the_cached_folio(self, k):
+        """shmem: an index already in the page cache returns that folio, with a reference
+        (shmem_read_folio finds it)."""
         f = sealable(k)
         f.pwrite(b"x", 0)
-        assert k.memfd_alloc_folio(f, 0) == -errno.EEXIST
+        cached = f.mapping.lookup(0)
+        before = cached.refcount
+        assert k.memfd_alloc_folio(f, 0) is cached
+        assert cached.refcount == before + 1
+        k.folio_put(cached)
+
+    def test_hugetlb_eexist_when_present(self, hk):
+        """hugetlbfs: an index already populated gives -EEXIST (hugetlb_add_to_page_cache)."""
+        f = hk.memfd_create("h", MFD_HUGETLB)
+        f.ftruncate(2 * HPAGE)
+        folio = hk.memfd_alloc_folio(f, 0)
+        assert hk.memfd_alloc_folio(f, 0) == -errno.EEXIST
+        hk.folio_put(folio)
 
     def test_beyond_eof(self, k):
         """An index beyond i_size gives -EINVAL (shmem SGP_CACHE)."""
@@ -566,7 +579,8 @@ class TestMemfdAllocFolio:
         assert k.memfd_alloc_folio(f, 1) == -errno.EEXIST
         winner = f.mapping.lookup(1)
         assert winner is not None and winner.refcount == 2        # page cache + LRU batch
-        assert k.memfd_alloc_folio(f, 1) == -errno.EEXIST          # present now
+        assert k.memfd_alloc_folio(f, 1) is winner                 # present now
+        k.folio_put(winner)
 
     def test_fault_site_context(self, k):
         """The site reports the file and index it fired for."""
