@@ -6,19 +6,53 @@ A site line in the model reads::
     if fi.active and fi.hit("folio_isolate_lru", folio=folio) is not None:
         return False
 
-``active`` is False while nothing is armed and nothing records hits, so an idle site
-costs one attribute read.  :meth:`Injector.arm` is the programmatic way to make a site
-fire; the spec grammar and matrices build on it.
+``active`` is False while nothing is armed, nothing records hits and no short-term
+reference is held, so an idle site costs one attribute read.  Sites are armed with a
+spec (:meth:`Injector.arm_spec`, grammar in :mod:`pytest_pinfault.faults.spec`) or
+programmatically (:meth:`Injector.arm`).  All state is per injector, i.e. per FakeMM and
+so per test: armings, hit counts, the log, holds, the seeded random generator and the
+hit budget.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+import errno as _errno
+import os
+import random
+import sys
+import weakref
+from typing import Any, Callable, Iterable, Mapping
 
 from .sites import BUILTIN_SITES, Site
+from .spec import FaultSpec, FaultSpecError, Term, parse_errno, parse_spec, validate_spec
 
-__all__ = ["Injector", "Arming", "FaultRecord", "UnknownSite"]
+__all__ = ["Injector", "Arming", "FaultRecord", "UnknownSite", "FaultBudgetExceeded", "Hold",
+           "DEFAULT_BUDGET"]
+
+#: Default per-test budget of site hits (see :attr:`Injector.budget`).
+DEFAULT_BUDGET = 100_000
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_ANONYMOUS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
+
+
+_inside: dict[Any, bool] = {}       # code object -> is it pytest_pinfault's (or anonymous)?
+
+
+def _external_caller() -> str:
+    """The nearest frame outside pytest_pinfault (comprehensions and lambdas skipped),
+    as ``file:line function``."""
+    f = sys._getframe(2)
+    inside = _inside
+    while f is not None:
+        code = f.f_code
+        skip = inside.get(code)
+        if skip is None:
+            skip = inside[code] = code.co_filename.startswith(_PKG_DIR) or code.co_name in _ANONYMOUS
+        if not skip:
+            return f"{code.co_filename}:{f.f_lineno} {code.co_name}"
+        f = f.f_back
+    return ""
 
 
 class UnknownSite(KeyError):
@@ -28,25 +62,234 @@ class UnknownSite(KeyError):
         return f"unknown fault site {self.args[0]!r}; known sites: {', '.join(sorted(self.args[1]))}"
 
 
-@dataclasses.dataclass
-class Arming:
-    """When and how one site fires: from hit ``nth`` on (1-based), at most ``times``
-    times (-1: unlimited), every ``every``-th eligible hit; ``errno`` (positive) to
-    return; ``predicate(ctx)`` filters eligible hits; ``callback(ctx)`` runs when it
-    fires (a race) — with ``errno=None`` and a callback the site does not fail."""
+class FaultBudgetExceeded(RuntimeError):
+    """More site hits in one test than :attr:`Injector.budget`: a retry loop that never
+    ends.  ``site`` is the site hit last, ``caller`` the code outside the package that
+    hit it (``file:line function``)."""
 
-    site: str
-    errno: int | None = None
-    nth: int = 1
-    times: int = 1
-    every: int = 1
-    predicate: Callable[[dict[str, Any]], bool] | None = None
-    callback: Callable[[dict[str, Any]], Any] | None = None
-    fail: bool = True
-    eligible: int = 0
-    fired: int = 0
+    def __init__(self, site: str, hits: int, caller: str) -> None:
+        self.site = site
+        self.hits = hits
+        self.caller = caller
+        super().__init__(f"fault budget exceeded: {hits} fault-site hits in one test, the last at "
+                         f"{site!r} called from {caller or '<unknown>'} (a retry loop that never gives up?)")
+
+
+class FaultRecord:
+    """One logged hit of a site: ``occurrence`` is the 1-based hit count of that site;
+    ``fired`` tells whether an action ran (``errno`` is the negative errno the site
+    failed with, or None for ``hold``/``call``); ``caller`` is the nearest code outside
+    pytest_pinfault (``file:line function``) for a firing, "" for a hit that only was
+    recorded (walking the stack on every recorded hit would triple the cost of
+    ``record(True)``)."""
+
+    __slots__ = ("site", "occurrence", "fired", "errno", "context", "caller")
+
+    def __init__(self, site: str, occurrence: int, fired: bool, errno: int | None,
+                 context: dict[str, Any], caller: str = "") -> None:
+        self.site = site
+        self.occurrence = occurrence
+        self.fired = fired
+        self.errno = errno
+        self.context = context
+        self.caller = caller
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FaultRecord):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (folios become pfn/zone/migratetype/order/kind)."""
+        return {"site": self.site, "occurrence": self.occurrence, "fired": self.fired,
+                "errno": self.errno,
+                "errno_name": None if self.errno is None else "-" + _errno.errorcode.get(-self.errno,
+                                                                                        str(-self.errno)),
+                "context": {k: _summary(v) for k, v in self.context.items()},
+                "caller": self.caller}
+
+    def __repr__(self) -> str:
+        what = ("-" + _errno.errorcode.get(-self.errno, str(-self.errno)) if self.errno is not None
+                else "fired" if self.fired else "hit")
+        return f"<FaultRecord {self.site}#{self.occurrence} {what}>"
+
+
+def _summary(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if hasattr(v, "pfn") and hasattr(v, "order") and hasattr(v, "kind"):
+        folio = getattr(v, "folio", v)
+        try:
+            mt = folio.migratetype_name
+        except Exception:   # a freed or foreign folio
+            mt = None
+        return {"pfn": folio.pfn, "zone": getattr(folio, "zone", None), "migratetype": mt,
+                "order": folio.order, "kind": folio.kind}
+    if isinstance(v, (list, tuple)):
+        return [_summary(x) for x in v]
+    return repr(v)
+
+
+class Hold:
+    """A short-term reference on ``folio`` (a concurrent GUP): it makes every
+    ``migrate_folio`` check of the folio fail until it is dropped, after ``attempts``
+    such checks (None: until released)."""
+
+    __slots__ = ("folio", "attempts", "seen", "released", "_inj")
+
+    def __init__(self, inj: "Injector", folio: Any, attempts: int | None, seen: int = 0) -> None:
+        self._inj = inj
+        self.folio = folio
+        self.attempts = attempts
+        self.seen = seen
+        self.released = False
+
+    def release(self) -> None:
+        """Drop the reference (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        inj = self._inj
+        if self in inj.holds:
+            inj.holds.remove(self)
+        mm = inj.mm if inj.mm is not None else getattr(self.folio, "_mm", None)
+        mm.folio_put(self.folio)
+        inj._update()
+
+    def __repr__(self) -> str:
+        left = "until released" if self.attempts is None else f"{self.seen}/{self.attempts} attempts"
+        return f"<Hold pfn={self.folio.pfn:#x} {left}{' released' if self.released else ''}>"
+
+
+# ---------------------------------------------------------------------------- filters
+_gfp_mod: Any = None
+
+
+def _gfp() -> Any:
+    global _gfp_mod
+    if _gfp_mod is None:
+        from ..mm import gfp as _g
+        _gfp_mod = _g
+    return _gfp_mod
+
+
+def _ctx_zone(ctx: dict[str, Any]) -> Any:
+    folio = ctx.get("folio")
+    if folio is not None:
+        return folio.zone
+    z = ctx.get("zone")
+    if z is not None:
+        return getattr(z, "name", z)
+    gfp = ctx.get("gfp")
+    if gfp is not None:
+        g = _gfp()
+        return g.ZONE_NAMES[g.gfp_zone(gfp)]
+    return None
+
+
+def _ctx_migratetype(ctx: dict[str, Any]) -> Any:
+    folio = ctx.get("folio")
+    if folio is not None:
+        return folio.migratetype_name
+    mt = ctx.get("migratetype")
+    if mt is not None:
+        return mt
+    gfp = ctx.get("gfp")
+    if gfp is not None:
+        g = _gfp()
+        return g.MIGRATETYPE_NAMES[g.gfp_migratetype(gfp)]
+    return None
+
+
+def _ctx_attr(name: str) -> Callable[[dict[str, Any]], Any]:
+    def get(ctx: dict[str, Any]) -> Any:
+        folio = ctx.get("folio")
+        if folio is not None:
+            return getattr(folio, name, None)
+        return ctx.get(name)
+    return get
+
+
+def _on_stack(name: str) -> Callable[[dict[str, Any]], bool]:
+    def check(ctx: dict[str, Any]) -> bool:
+        f = sys._getframe(1)
+        while f is not None:
+            code = f.f_code
+            if code.co_name == name or code.co_qualname == name:
+                return True
+            f = f.f_back
+        return False
+    return check
+
+
+def _compile_filter(key: str, value: str) -> Callable[[dict[str, Any]], bool]:
+    if key == "caller":
+        return _on_stack(value)
+    if key == "order":
+        want: Any = int(value)
+        get = _ctx_attr("order")
+    elif key == "zone":
+        want, get = value, _ctx_zone
+    elif key == "migratetype":
+        want, get = value, _ctx_migratetype
+    else:
+        want, get = value, _ctx_attr(key)
+    return lambda ctx: get(ctx) == want
+
+
+# ---------------------------------------------------------------------------- armings
+_NO = (False, None)
+
+
+class Arming:
+    """One armed spec (or :meth:`Injector.arm` call) on one site, with its counters:
+    ``eligible`` (hits that passed the filters), ``fired`` (firings), ``spec`` (the
+    :class:`FaultSpec`, None for :meth:`Injector.arm`)."""
+
+    __slots__ = ("site", "spec", "errno", "nth", "times", "every", "predicate", "callback", "fail",
+                 "eligible", "fired", "_checks", "_offset", "_terms", "_ti", "_left", "_held",
+                 "_callbacks", "_default_errno")
+
+    def __init__(self, site: str, *, spec: FaultSpec | None = None, errno: int | None = None,
+                 nth: int = 1, times: int = -1, every: int = 1,
+                 predicate: Callable[[dict[str, Any]], bool] | None = None,
+                 callback: Callable[[dict[str, Any]], Any] | None = None, fail: bool = True,
+                 terms: list[Term] | None = None, offset: int = 0,
+                 callbacks: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
+                 default_errno: int = _errno.EIO) -> None:
+        self.site = site
+        self.spec = spec
+        self.errno = errno              # positive; the default errno of `arm()`
+        self.nth = nth
+        self.times = times              # remaining firings, -1 unlimited
+        self.every = every
+        self.predicate = predicate
+        self.callback = callback
+        self.fail = fail
+        self.eligible = 0
+        self.fired = 0
+        self._checks = tuple(_compile_filter(k, v) for k, v in spec.filters) if spec else ()
+        self._offset = offset
+        self._terms = list(terms or ())
+        self._ti = 0
+        self._left = self._terms[0].count if self._terms else None
+        self._held: weakref.WeakSet | None = None
+        self._callbacks = dict(callbacks or {})
+        self._default_errno = default_errno
+
+    def __repr__(self) -> str:
+        what = self.spec.text if self.spec is not None else f"{self.site} (arm)"
+        return f"<Arming {what!r} eligible={self.eligible} fired={self.fired}>"
+
+    @property
+    def exhausted(self) -> bool:
+        """No further hit can fire it (times used up or the chain ran out)."""
+        return self.times == 0 or (bool(self._terms) and self._ti >= len(self._terms))
 
     def should_fire(self, ctx: dict[str, Any]) -> bool:
+        """The old `arm()` test (kept for compatibility): filters, nth, every, times."""
         if self.predicate is not None and not self.predicate(ctx):
             return False
         self.eligible += 1
@@ -59,56 +302,178 @@ class Arming:
         self.fired += 1
         return True
 
+    def fire(self, inj: "Injector", ctx: dict[str, Any]) -> tuple[bool, int | None]:
+        """Evaluate one hit: (fired, negative errno or None)."""
+        if not self._terms:                       # an `arm()` arming
+            if not self.should_fire(ctx):
+                return _NO
+            if self.callback is not None:
+                self.callback(ctx)
+            return (True, -self.errno) if self.fail else (True, None)
+        for check in self._checks:
+            if not check(ctx):
+                return _NO
+        ti = self._ti
+        terms = self._terms
+        if ti >= len(terms):
+            return _NO
+        term = terms[ti]
+        if term.action == "hold":                 # one hold per folio per arming
+            folio = ctx.get("folio")
+            if folio is None or getattr(folio, "freed", False) or (self._held is not None and folio in self._held):
+                return _NO
+        e = self.eligible = self.eligible + 1
+        if e < self.nth or self.times == 0 or (self.every > 1 and (e - self._offset) % self.every):
+            return _NO
+        if term.prob is not None and inj.random.random() * 100.0 >= term.prob:
+            return _NO
+        if term.count is not None:
+            self._left -= 1
+            if self._left <= 0:
+                self._ti = ti + 1
+                if ti + 1 < len(terms):
+                    self._left = terms[ti + 1].count
+        action = term.action
+        if action == "off":
+            return _NO
+        if self.times > 0:
+            self.times -= 1
+        self.fired += 1
+        if action == "return":
+            return True, -(term.arg if term.arg is not None else self._default_errno)  # type: ignore[operator]
+        if action == "call":
+            self._callbacks[term.arg](ctx)  # type: ignore[index]
+            return True, None
+        folio = ctx["folio"]                      # hold
+        if self._held is None:
+            self._held = weakref.WeakSet()
+        self._held.add(folio)
+        inj.hold(folio, term.arg)  # type: ignore[arg-type]
+        return True, None
 
-@dataclasses.dataclass(frozen=True)
-class FaultRecord:
-    """One hit of a site: ``occurrence`` is the 1-based hit count of that site;
-    ``fired`` tells whether it failed (``errno`` negative) or ran a callback."""
 
-    site: str
-    occurrence: int
-    fired: bool
-    errno: int | None
-    context: dict[str, Any]
+def _errno_value(e: int | str) -> int:
+    if isinstance(e, str):
+        n = parse_errno(e)
+        if n is None:
+            raise ValueError(f"not an errno: {e!r}")
+        return n
+    return abs(int(e))
 
 
+# ---------------------------------------------------------------------------- injector
 class Injector:
-    """Fault state of one FakeMM: armed sites, per-site hit counts and the fired log."""
+    """Fault state of one FakeMM: armed sites, per-site hit counts, the log, holds.
 
-    def __init__(self, sites: dict[str, Site] | None = None) -> None:
+    ``mm`` is the owning FakeMM (holds take references with its ``folio_get``);
+    ``seed`` seeds :attr:`random`, used by ``p%`` terms.
+    """
+
+    def __init__(self, sites: Mapping[str, Site] | None = None, seed: int = 0, mm: Any = None) -> None:
         self.sites: dict[str, Site] = dict(BUILTIN_SITES if sites is None else sites)
+        self.mm = mm
+        self.seed = seed
+        self.random = random.Random(seed)
         self.armed: dict[str, list[Arming]] = {}
         self.hits: dict[str, int] = {}
         self.log: list[FaultRecord] = []
+        self.holds: list[Hold] = []
+        self.on_fire: list[Callable[[FaultRecord], None]] = []
+        self.budget = DEFAULT_BUDGET
+        self.total_hits = 0
+        self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
         self.active = False
         self.enabled = True
 
     def _update(self) -> None:
-        self.active = self.enabled and (self.recording or bool(self.armed))
+        self.active = self.enabled and (self.recording or bool(self.armed) or bool(self.holds))
 
+    # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:
         self.sites[site.name] = site
 
+    def declare_site(self, name: str, errnos: Iterable[int | str] | int | str, kernel: str = "driver",
+                     meaning: str = "") -> Site:
+        """Declare a user fault site that driver code hits with ``fake_mm.fault_point``.
+
+        *errnos* (ints, negative ints or names such as ``"ENOMEM"``/``"-ENOMEM"``) are
+        the errnos it may return, the first being the default.  Declaring the same site
+        again with the same errnos returns the existing one; a built-in name or a
+        conflicting redeclaration is a ValueError.
+        """
+        try:
+            spec = parse_spec(f"{name}=off")
+        except FaultSpecError:
+            spec = None
+        if spec is None or spec.site != name:
+            raise ValueError(f"bad fault site name {name!r}: expected letters, digits, '_' and '.'")
+        if isinstance(errnos, (int, str)):
+            errnos = [errnos]
+        values = tuple(dict.fromkeys(_errno_value(e) for e in errnos))
+        if not values:
+            raise ValueError(f"fault site {name!r}: declare at least one errno it may return")
+        old = self.sites.get(name)
+        if old is not None:
+            if not old.user:
+                raise ValueError(f"fault site {name!r} is built in; choose another name")
+            if old.errnos != values:
+                raise ValueError(f"fault site {name!r} is already declared with errnos "
+                                 f"{_names(old.errnos)}, not {_names(values)}")
+            return old
+        s = Site(name, kernel, meaning or f"{name} fails", "a negative errno", values, user=True)
+        self.sites[name] = s
+        return s
+
+    def _site(self, name: str) -> Site:
+        s = self.sites.get(name)
+        if s is None:
+            raise UnknownSite(name, tuple(self.sites))
+        return s
+
+    # -- arming ----------------------------------------------------------------------
     def arm(self, site: str, errno: int | None = None, *, nth: int = 1, times: int = 1,
             every: int = 1, predicate: Callable[[dict[str, Any]], bool] | None = None,
             callback: Callable[[dict[str, Any]], Any] | None = None) -> Arming:
-        """Arm *site*; returns the :class:`Arming` (``disarm(arming)`` removes it)."""
-        s = self.sites.get(site)
-        if s is None:
-            raise UnknownSite(site, tuple(self.sites))
+        """Arm *site* from hit *nth* on, at most *times* times (-1: unlimited), every
+        *every*-th eligible hit counted from *nth*; *predicate(ctx)* filters hits;
+        *callback(ctx)* runs when it fires — with ``errno=None`` and a callback the site
+        does not fail.  Returns the :class:`Arming` (``disarm(arming)`` removes it)."""
+        s = self._site(site)
         if errno is not None and abs(errno) not in s.errnos:
-            names = ", ".join(f"-{_name(e)}" for e in s.errnos)
-            raise ValueError(f"fault site {site!r} cannot return -{_name(abs(errno))}; it may return {names}")
+            raise ValueError(f"fault site {site!r} cannot return -{_name(abs(errno))}; "
+                             f"it may return {_names(s.errnos)}")
         fail = errno is not None or callback is None
-        a = Arming(site, abs(errno) if errno is not None else s.errnos[0], nth, times, every,
-                   predicate, callback, fail)
-        self.armed.setdefault(site, []).append(a)
-        self._update()
+        a = Arming(site, errno=abs(errno) if errno is not None else s.errnos[0], nth=nth, times=times,
+                   every=every, predicate=predicate, callback=callback, fail=fail)
+        self._add(a)
         return a
 
+    def arm_spec(self, spec: str | FaultSpec,
+                 callbacks: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None) -> Arming:
+        """Arm one spec (text or parsed, grammar in :mod:`.spec`); ``call(name)`` terms
+        look *name* up in *callbacks*.  Raises :class:`FaultSpecError` for a bad spec,
+        an unknown site, an errno the site cannot return or an unknown callback."""
+        fs = parse_spec(spec) if isinstance(spec, str) else spec
+        validate_spec(fs, self.sites)
+        callbacks = dict(callbacks or {})
+        for t in fs.terms:
+            if t.action == "call" and t.arg not in callbacks:
+                known = ", ".join(sorted(callbacks)) or "none registered"
+                raise FaultSpecError(fs.text, t.arg_column or t.column, f"a registered callback ({known})",
+                                     str(t.arg))
+        a = Arming(fs.site, spec=fs, nth=fs.nth, every=fs.every,
+                   times=-1 if fs.times is None else fs.times, terms=list(fs.terms),
+                   callbacks=callbacks, default_errno=self.sites[fs.site].errnos[0])
+        self._add(a)
+        return a
+
+    def _add(self, a: Arming) -> None:
+        self.armed.setdefault(a.site, []).append(a)
+        self._update()
+
     def disarm(self, arming: Arming | None = None) -> None:
-        """Remove one arming, or all of them."""
+        """Remove one arming, or all of them (holds stay until released)."""
         if arming is None:
             self.armed.clear()
         else:
@@ -124,22 +489,76 @@ class Injector:
         self.recording = on
         self._update()
 
+    # -- holds -----------------------------------------------------------------------
+    def hold(self, folio: Any, attempts: int | None = None) -> Hold:
+        """Take a short-term reference on *folio* now (as a concurrent GUP would); the
+        next *attempts* ``migrate_folio`` checks of it fail, and the reference is dropped
+        at the one after (None: kept until :meth:`release_holds`).  A hold taken during a
+        ``migrate_folio`` check of the folio (a ``hold`` action or a ``call`` at that
+        site) makes that check fail and counts it as the first attempt."""
+        folio = getattr(folio, "folio", folio)
+        if attempts is not None and attempts < 1:
+            raise ValueError(f"hold: attempts must be >= 1 or None, got {attempts!r}")
+        mm = self.mm if self.mm is not None else folio._mm
+        mm.folio_get(folio)
+        h = Hold(self, folio, attempts, 1 if folio is self._checking else 0)
+        self.holds.append(h)
+        self._update()
+        return h
+
+    def release_holds(self) -> int:
+        """Drop every short-term reference still held; returns how many."""
+        holds = list(self.holds)
+        for h in holds:
+            h.release()
+        return len(holds)
+
+    def _migrate_check(self, folio: Any) -> None:
+        for h in list(self.holds):
+            if h.folio is folio:
+                h.seen += 1
+                if h.attempts is not None and h.seen > h.attempts:
+                    h.release()
+
+    # -- the site call ---------------------------------------------------------------
     def hit(self, site: str, **ctx: Any) -> int | None:
         """Called by a fault site: the negative errno to fail with, or None."""
         n = self.hits.get(site, 0) + 1
         self.hits[site] = n
+        self.total_hits += 1
+        if self.total_hits > self.budget:
+            raise FaultBudgetExceeded(site, self.total_hits, _external_caller())
         ret = None
         fired = False
-        for a in self.armed.get(site, ()):
-            if a.should_fire(ctx):
-                fired = True
-                if a.callback is not None:
-                    a.callback(ctx)
-                if a.fail:
-                    ret = -a.errno
-                    break
+        armings = self.armed.get(site)
+        if site == "migrate_folio":
+            folio = ctx.get("folio")
+            if self.holds:
+                self._migrate_check(folio)
+            if armings:
+                self._checking = folio
+                try:
+                    for a in armings:
+                        f, r = a.fire(self, ctx)
+                        if f:
+                            fired = True
+                            if ret is None:
+                                ret = r
+                finally:
+                    self._checking = None
+        elif armings:
+            for a in armings:               # every arming sees every hit; the first errno wins
+                f, r = a.fire(self, ctx)
+                if f:
+                    fired = True
+                    if ret is None:
+                        ret = r
         if fired or self.recording:
-            self.log.append(FaultRecord(site, n, fired, ret, ctx))
+            rec = FaultRecord(site, n, fired, ret, ctx, _external_caller() if fired else "")
+            self.log.append(rec)
+            if fired and self.on_fire:
+                for listener in self.on_fire:
+                    listener(rec)
         return ret
 
     @property
@@ -147,13 +566,22 @@ class Injector:
         return [r for r in self.log if r.fired]
 
     def reset(self) -> None:
+        """Back to the freshly built state: disarmed, holds released, counters, log and
+        budget use cleared, the random generator re-seeded.  Declared sites, listeners
+        and the budget setting stay."""
+        self.release_holds()
         self.armed.clear()
         self.hits.clear()
         self.log.clear()
+        self.total_hits = 0
         self.recording = False
+        self.random.seed(self.seed)
         self._update()
 
 
 def _name(e: int) -> str:
-    import errno as _errno
     return _errno.errorcode.get(e, str(e))
+
+
+def _names(errnos: Iterable[int]) -> str:
+    return ", ".join(f"-{_name(e)}" for e in errnos)

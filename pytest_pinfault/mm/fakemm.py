@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..faults.injector import Injector
+from ..faults.injector import Injector, UnknownSite
 from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import MMConfig
@@ -75,7 +75,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self.config = config
         self.stats = VMStat()
         self.trace = Trace()
-        self.faults = Injector()
+        self.faults = Injector(mm=self, seed=config.seed)
         self.warnings: list[KernelWarning] = []
         self._steer: str | None = None
         self._pcp_thp_shared = config.has_quirk("pcp_thp_shared_list")
@@ -406,6 +406,30 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if folio.order:
             return folio._pincount > 0
         return folio._refcount >= GUP_PIN_COUNTING_BIAS
+
+    # ------------------------------------------------------------------ user fault sites
+    def fault_point(self, name: str, **context: Any) -> int | None:
+        """Hit the fault site *name* from driver code; returns a negative errno when the
+        site fires (fail the operation with it) and None otherwise (carry on).
+
+        The site must be declared first (``fake_mm.faults.declare_site(name, errnos)``,
+        the ``pinfault`` fixture, a conftest hook or the ``pinfault_sites`` ini key) with
+        the errnos it may return; an undeclared name raises
+        :class:`~pytest_pinfault.faults.injector.UnknownSite`.  *context* (``folio=``,
+        ``size=`` ...) is what specs filter on and what the fired-fault log records; pass
+        the folio being worked on as ``folio=`` so zone/migratetype/order/kind filters
+        apply.  Place one call where the real driver can fail, e.g.::
+
+            rc = fake_mm.fault_point("udmabuf.sg_alloc", size=n)
+            if rc is not None:
+                return rc
+        """
+        fi = self.faults
+        if name not in fi.sites:
+            raise UnknownSite(name, tuple(fi.sites))
+        if fi.active:
+            return fi.hit(name, **context)
+        return None
 
     # ------------------------------------------------------------------ diagnostics
     def _warn(self, site: str, message: str, folio: Folio | None = None) -> None:

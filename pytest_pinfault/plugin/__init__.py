@@ -1,25 +1,52 @@
-"""The pytest plugin (entry point ``pinfault``): the only module tree that imports pytest."""
+"""The pytest plugin (entry point ``pinfault``): the only module tree that imports pytest.
+
+The hooks and fixtures live in the submodules and are re-exported here, where pytest
+finds them: :mod:`.options` (command line and ini), :mod:`.fixtures` (``mm_config``,
+``fake_mm``, ``pinfault``), :mod:`.markers` (registration and collection-time checks),
+:mod:`.matrix` (``pinfault_matrix``), :mod:`.report` (header, summary, JSON) and
+:mod:`.hookspecs` (the plugin's own hooks).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from .. import FakeMM, MMConfig
+from . import hookspecs as _hookspecs
+from .controller import Armed, Pinfault
+from .fixtures import _pinfault_case, fake_mm, mm_config, pinfault
+from .markers import MarkerError, register_markers, validate_item
+from .matrix import pytest_generate_tests, pytest_runtest_call
+from .options import pytest_addoption, resolve_settings
+from .report import pytest_configure_node, pytest_report_header, pytest_sessionfinish, \
+    pytest_terminal_summary, install_summary
+from .state import STATE_KEY, PinfaultState, get_state
+
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "_pinfault_case",
+           "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
+           "pytest_generate_tests", "pytest_runtest_call", "pytest_report_header",
+           "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]
 
 
-@pytest.fixture
-def mm_config() -> MMConfig:
-    """The machine a test's ``fake_mm`` is built from; override it to change the default."""
-    return MMConfig()
-
-
-@pytest.fixture
-def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> FakeMM:
-    """A fresh fake mm per test, from ``@pytest.mark.mm_config(...)`` or ``mm_config``."""
-    marker = request.node.get_closest_marker("mm_config")
-    config = mm_config.replace(**marker.kwargs) if marker else mm_config
-    return FakeMM(config)
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(_hookspecs)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "mm_config(**fields): MMConfig fields for this test's fake_mm")
+    register_markers(config)
+    state = PinfaultState(config, resolve_settings(config))
+    config.stash[STATE_KEY] = state
+    state.validate_global_faults()
+    install_summary(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
+    """Check every pinfault marker before anything runs (and before -k/-m deselect)."""
+    state = get_state(config)
+    for item in items:
+        try:
+            validate_item(item, state)
+        except MarkerError as e:
+            raise pytest.UsageError(f"{item.nodeid}: {e}") from None

@@ -1,0 +1,125 @@
+"""The ``pinfault`` fixture's object: the fault controller bound to one test's fake mm."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import pytest
+
+from ..faults.injector import Arming, FaultRecord, Injector
+from ..faults.matrix import MatrixCase
+from ..faults.spec import FaultSpec, FaultSpecError, parse_spec, validate_spec
+
+__all__ = ["Pinfault", "Armed"]
+
+
+class Armed:
+    """The armings of one :meth:`Pinfault.arm` call.  Armed as soon as it is made; as a
+    context manager it disarms them on exit."""
+
+    def __init__(self, injector: Injector, armings: list[Arming]) -> None:
+        self.injector = injector
+        self.armings = armings
+
+    def disarm(self) -> None:
+        for a in self.armings:
+            self.injector.disarm(a)
+
+    @property
+    def fired(self) -> int:
+        """How many times these armings fired."""
+        return sum(a.fired for a in self.armings)
+
+    def __enter__(self) -> "Armed":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disarm()
+
+    def __repr__(self) -> str:
+        return f"<Armed {[a.spec.text if a.spec else a.site for a in self.armings]}>"
+
+
+class Pinfault:
+    """Fault control for one test: arm specs, read what fired, declare sites, hold
+    folios, and record call outcomes for a ``pinfault_matrix(accept=...)`` check.
+
+    ``case`` is the :class:`~pytest_pinfault.faults.matrix.MatrixCase` of a matrix
+    test (None otherwise); ``injector`` is ``fake_mm.faults``.
+    """
+
+    def __init__(self, fake_mm: Any, case: MatrixCase | None = None) -> None:
+        self.fake_mm = fake_mm
+        self.injector: Injector = fake_mm.faults
+        self.case = case
+        self.results: list[Any] = []
+        self.case_arming: Arming | None = None
+
+    def arm(self, *specs: str | FaultSpec, **callbacks: Callable[[dict[str, Any]], Any]) -> Armed:
+        """Arm *specs* now; ``with pinfault.arm(...):`` disarms them at the end of the
+        block.  Keyword arguments are the callables ``call(name)`` actions run.  A bad
+        spec or an unknown site is a :class:`pytest.UsageError`."""
+        __tracebackhide__ = True
+        inj = self.injector
+        parsed = []
+        for s in specs:
+            try:
+                spec = parse_spec(s) if isinstance(s, str) else s
+                validate_spec(spec, inj.sites)
+            except FaultSpecError as e:
+                raise pytest.UsageError(f"pinfault.arm: {e}") from None
+            parsed.append(spec)
+        armings = []
+        for spec in parsed:
+            try:
+                armings.append(inj.arm_spec(spec, callbacks))
+            except FaultSpecError as e:
+                for a in armings:
+                    inj.disarm(a)
+                raise pytest.UsageError(f"pinfault.arm: {e}") from None
+        return Armed(inj, armings)
+
+    def disarm(self) -> None:
+        """Disarm everything armed on this test's fake mm (holds stay)."""
+        self.injector.disarm()
+
+    @property
+    def fired(self) -> list[FaultRecord]:
+        """Every firing so far, in order, with its context."""
+        return self.injector.fired
+
+    @property
+    def log(self) -> list[FaultRecord]:
+        """Every logged hit (all hits while recording, else the firings)."""
+        return self.injector.log
+
+    @property
+    def hits(self) -> dict[str, int]:
+        """Site -> hits so far (counted while anything is armed or recording)."""
+        return self.injector.hits
+
+    def record(self, on: bool = True) -> None:
+        """Count and log every site hit even with nothing armed."""
+        self.injector.record(on)
+
+    def declare_site(self, name: str, errnos: Iterable[int | str] | int | str, kernel: str = "driver",
+                     meaning: str = "") -> Any:
+        """Declare a user fault site on this test's fake mm (see also the
+        ``pinfault_sites`` ini key and the ``pytest_pinfault_declare_sites`` hook, which
+        declare sites for every test and for marker validation)."""
+        return self.injector.declare_site(name, errnos, kernel=kernel, meaning=meaning)
+
+    def hold(self, folio: Any, attempts: int | None = None) -> Any:
+        """Take a short-term reference on *folio* now (a concurrent GUP): its next
+        *attempts* migration checks fail (None: until released)."""
+        return self.injector.hold(folio, attempts)
+
+    def result(self, ret: Any) -> Any:
+        """Record the outcome of a call under test for ``pinfault_matrix(accept=...)``;
+        returns *ret* unchanged."""
+        self.results.append(ret)
+        return ret
+
+    def __repr__(self) -> str:
+        case = f" case={self.case.id}" if self.case else ""
+        return f"<pinfault{case} fired={len(self.fired)}>"

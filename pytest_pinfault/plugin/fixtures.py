@@ -1,0 +1,135 @@
+"""The fixtures: ``mm_config``, ``fake_mm`` and ``pinfault``.
+
+Everything is function scoped: each test gets a fresh :class:`FakeMM` whose injector
+carries the declared user sites, the global fault specs, the test's ``pinfault`` marker
+specs and its matrix case.  Nothing is shared between tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from .. import FakeMM, MMConfig
+from ..faults.matrix import MatrixCase
+from ..mm.config import ConfigError
+from .controller import Pinfault
+from .markers import MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
+from .state import get_state
+
+__all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY"]
+
+#: The test's :class:`Pinfault` controller, set while its fake_mm exists.
+CONTROLLER_KEY = pytest.StashKey[Pinfault]()
+
+
+@pytest.fixture
+def mm_config(request: pytest.FixtureRequest) -> MMConfig:
+    """The machine a test's ``fake_mm`` is built from: the ``pinfault_mm_config`` ini
+    key, else the defaults.  Override it (in a conftest or a test module) to change the
+    default; ``@pytest.mark.mm_config(...)`` fields win over both."""
+    return get_state(request.config).settings.base_config
+
+
+@pytest.fixture
+def _pinfault_case(request: pytest.FixtureRequest) -> MatrixCase | None:
+    """The matrix case of this test item (``pinfault_matrix`` parametrizes it)."""
+    return getattr(request, "param", None)
+
+
+def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
+    """The test's FakeMM; a machine that cannot be built is a UsageError naming the test
+    and where the bad value came from."""
+    __tracebackhide__ = True
+    node = request.node
+    try:
+        fields = mm_config_fields(node)
+        config = apply_mm_config(base, fields)
+    except MarkerError as e:
+        raise pytest.UsageError(f"{node.nodeid}: {e}") from None
+    if config.seed == 0:   # not chosen by the test: derive it from the run's seed
+        config = config.replace(seed=get_state(request.config).test_seed(node.nodeid))
+    try:
+        return FakeMM(config)
+    except ConfigError as e:
+        where = "@pytest.mark.mm_config" if fields else "the mm_config fixture"
+        raise pytest.UsageError(f"{node.nodeid}: {where}: {e}") from None
+
+
+def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
+    __tracebackhide__ = True
+    state = get_state(request.config)
+    inj = ctl.injector
+    for site in state.user_sites:
+        inj.declare(site)
+    settings = state.settings
+    if settings.budget is not None:
+        inj.budget = settings.budget
+    if settings.trace != "off":
+        inj.record(True)
+        if settings.trace == "verbose":
+            ctl.fake_mm.trace.verbose = True
+    for spec in settings.faults:
+        inj.arm_spec(spec)
+    try:
+        marked = pinfault_specs(request.node, state)
+    except MarkerError as e:
+        raise pytest.UsageError(f"{request.node.nodeid}: {e}") from None
+    for spec, callbacks in marked:
+        inj.arm_spec(spec, callbacks)
+    if ctl.case is not None:
+        ctl.case_arming = inj.arm_spec(ctl.case.spec)
+    hook = request.config.hook.pytest_pinfault_fault_fired
+    if hook.get_hookimpls():
+        item = request.node
+        inj.on_fire.append(lambda record: hook(record=record, item=item))
+
+
+@pytest.fixture
+def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig,
+            _pinfault_case: MatrixCase | None) -> Iterator[FakeMM]:
+    """A fresh fake mm per test, built from ``@pytest.mark.mm_config(...)`` >
+    the ``mm_config`` fixture > the ``pinfault_mm_config`` ini key > the defaults, with
+    its own fault injector (global, marker and matrix specs armed)."""
+    __tracebackhide__ = True
+    mm = _build_mm(request, mm_config)
+    ctl = Pinfault(mm, _pinfault_case)
+    _arm(request, ctl)
+    item = request.node
+    item.stash[CONTROLLER_KEY] = ctl
+    request.config.hook.pytest_pinfault_configure(fake_mm=mm, request=request)
+    yield mm
+    _finish(item, ctl)
+
+
+def _finish(item: pytest.Item, ctl: Pinfault) -> None:
+    """Drop leftover short-term holds; attach the fault log to the test's reports."""
+    inj = ctl.injector
+    if inj.holds:
+        inj.release_holds()
+    props: list[tuple[str, Any]] = item.user_properties
+    if ctl.case is not None:
+        props.append(("pinfault_case", ctl.case.id))
+    props.append(("pinfault_hits", dict(inj.hits)))
+    props.append(("pinfault_fired", [_jsonable(r.as_dict()) for r in inj.fired]))
+    del item.stash[CONTROLLER_KEY]
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only, so pytest-xdist and junit-xml carry the value as is."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+@pytest.fixture
+def pinfault(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Pinfault:
+    """The fault controller of this test's ``fake_mm``: ``arm(*specs)`` (also a context
+    manager), ``fired``, ``hits``, ``declare_site``, ``hold``, ``result`` and ``case``."""
+    ctl = request.node.stash.get(CONTROLLER_KEY, None)
+    return ctl if ctl is not None else Pinfault(fake_mm)   # fake_mm overridden by the user

@@ -1,0 +1,221 @@
+"""The markers: registration (``pytest --markers``) and collection-time validation.
+
+A marker with a bad argument stops the run before any test runs, with a
+:class:`pytest.UsageError` naming the test, the marker and what is wrong (for a fault
+spec: the column, what was expected and what was got).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno as _errno
+from typing import Any, Callable
+
+import pytest
+
+from ..faults.matrix import MODES
+from ..faults.spec import FaultSpec, FaultSpecError, parse_errno
+from ..mm.config import ConfigError, MMConfig
+from .state import PinfaultState
+
+__all__ = ["MARKERS", "register_markers", "validate_item", "MatrixArgs", "matrix_args",
+           "pinfault_specs", "mm_config_fields", "MarkerError"]
+
+MARKERS = (
+    "mm_config(**fields): MMConfig fields for this test's fake_mm (ram='2GiB', cma='128MiB', "
+    "movablecore=..., quirks=...); wins over the mm_config fixture and the pinfault_mm_config ini key.",
+    "pinfault(*specs, **callbacks): arm fault specs (e.g. 'folio_isolate_lru[nth=2]=1*return') on "
+    "this test's fake_mm; keyword arguments are the callables that call(name) actions run.",
+    "pinfault_matrix(*sites, modes=('transient', 'persistent'), max_nth=N, accept=None): run the "
+    "test once per (site, occurrence 1..N, mode) with exactly that fault armed; no sites: every "
+    "catalogued site; cases the test never reaches are skipped; accept= (negative errnos or a "
+    "predicate) judges the values passed to pinfault.result().",
+    "pin_contract(expect=RULE | disable=[RULE, ...], reason=...): expect a contract-checker "
+    "violation, or disable rules for this test.",
+)
+
+_MM_FIELDS = tuple(f.name for f in dataclasses.fields(MMConfig))
+_PIN_CONTRACT_KWARGS = ("expect", "disable", "reason")
+_OURS = frozenset(("mm_config", "pinfault", "pinfault_matrix", "pin_contract"))
+
+
+class MarkerError(Exception):
+    """A bad marker argument; the plugin raises it as a UsageError naming the test."""
+
+
+def register_markers(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+
+
+# ---------------------------------------------------------------------- mm_config
+def mm_config_fields(item: pytest.Item) -> dict[str, Any]:
+    """The merged keyword arguments of every ``mm_config`` marker on *item*, the
+    closest (function over class over module) winning field by field."""
+    fields: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("mm_config"))):
+        if mark.args:
+            raise MarkerError(f"@pytest.mark.mm_config: expected keyword arguments (MMConfig fields), "
+                              f"got positional {mark.args!r}")
+        for key in mark.kwargs:
+            if key not in _MM_FIELDS:
+                raise MarkerError(f"@pytest.mark.mm_config: expected an MMConfig field "
+                                  f"({', '.join(_MM_FIELDS)}), got {key!r}")
+        fields.update(mark.kwargs)
+    return fields
+
+
+def apply_mm_config(base: MMConfig, fields: dict[str, Any]) -> MMConfig:
+    try:
+        return base.replace(**fields) if fields else base
+    except ConfigError as e:
+        raise MarkerError(f"@pytest.mark.mm_config: {e}") from None
+
+
+def _uses_default_mm_config(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("mm_config") if info is not None else None
+    if not defs:
+        return False
+    func = defs[-1].func
+    return getattr(func, "__module__", None) == f"{__package__}.fixtures"
+
+
+# ---------------------------------------------------------------------- pinfault
+def pinfault_specs(item: pytest.Item, state: PinfaultState
+                   ) -> list[tuple[FaultSpec, dict[str, Callable[..., Any]]]]:
+    """The validated specs of every ``pinfault`` marker, outermost first, each with the
+    callbacks given as its marker's keyword arguments."""
+    out = []
+    for mark in reversed(list(item.iter_markers("pinfault"))):
+        for key, value in mark.kwargs.items():
+            if not callable(value):
+                raise MarkerError(f"@pytest.mark.pinfault: keyword arguments are callbacks for call(name) "
+                                  f"actions; expected a callable for {key!r}, got {value!r}")
+        for text in mark.args:
+            if not isinstance(text, str):
+                raise MarkerError(f"@pytest.mark.pinfault: expected fault spec strings, got {text!r}")
+            try:
+                spec = state.spec(text)
+            except FaultSpecError as e:
+                raise MarkerError(f"@pytest.mark.pinfault: {e}") from None
+            for term in spec.terms:
+                if term.action == "call" and term.arg not in mark.kwargs:
+                    err = FaultSpecError(spec.text, term.arg_column or term.column,
+                                         "a callback given as a keyword argument of the marker", str(term.arg))
+                    raise MarkerError(f"@pytest.mark.pinfault: {err}")
+            out.append((spec, dict(mark.kwargs)))
+    return out
+
+
+# ---------------------------------------------------------------------- pinfault_matrix
+@dataclasses.dataclass(frozen=True)
+class MatrixArgs:
+    sites: tuple[str, ...]
+    modes: tuple[str, ...]
+    max_nth: int
+    accept: Any   # None, a frozenset of negative errnos, or a predicate
+
+
+def _accept(value: Any) -> Any:
+    if value is None or callable(value):
+        return value
+    values = (value,) if isinstance(value, (int, str)) else value
+    out = set()
+    try:
+        for v in values:
+            if isinstance(v, str):
+                e = parse_errno(v)
+            else:
+                e = abs(v) if isinstance(v, int) and not isinstance(v, bool) else None
+            if not e:
+                raise MarkerError(f"@pytest.mark.pinfault_matrix: accept: expected negative errnos like "
+                                  f"-errno.ENOMEM or 'ENOMEM', or a predicate, got {v!r}")
+            out.add(-e)
+    except TypeError:
+        raise MarkerError(f"@pytest.mark.pinfault_matrix: accept: expected a tuple of negative errnos "
+                          f"or a predicate, got {value!r}") from None
+    return frozenset(out)
+
+
+def matrix_args(mark: Any, state: PinfaultState) -> MatrixArgs:
+    where = "@pytest.mark.pinfault_matrix"
+    unknown = set(mark.kwargs) - {"modes", "max_nth", "accept"}
+    if unknown:
+        raise MarkerError(f"{where}: expected keyword arguments modes, max_nth, accept, "
+                          f"got {sorted(unknown)[0]!r}")
+    catalogue = state.catalogue
+    sites = tuple(mark.args) or tuple(catalogue)
+    for s in sites:
+        if s not in catalogue:
+            raise MarkerError(f"{where}: expected a known fault site ({', '.join(sorted(catalogue))}), "
+                              f"got {s!r}")
+    modes = mark.kwargs.get("modes", MODES)
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    if not modes or any(m not in MODES for m in modes):
+        raise MarkerError(f"{where}: modes: expected a subset of {MODES}, got {mark.kwargs['modes']!r}")
+    max_nth = mark.kwargs.get("max_nth", state.settings.max_nth)
+    if isinstance(max_nth, bool) or not isinstance(max_nth, int) or max_nth < 1:
+        raise MarkerError(f"{where}: max_nth: expected an integer >= 1, got {max_nth!r}")
+    return MatrixArgs(sites, modes, max_nth, _accept(mark.kwargs.get("accept")))
+
+
+# ---------------------------------------------------------------------- pin_contract
+def _rule(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value >= 1) or (isinstance(value, str) and bool(value.strip()))
+
+
+def check_pin_contract(mark: Any) -> None:
+    where = "@pytest.mark.pin_contract"
+    if mark.args:
+        raise MarkerError(f"{where}: expected keyword arguments expect=RULE or disable=[RULE, ...], "
+                          f"got positional {mark.args!r}")
+    unknown = set(mark.kwargs) - set(_PIN_CONTRACT_KWARGS)
+    if unknown:
+        raise MarkerError(f"{where}: expected keyword arguments {', '.join(_PIN_CONTRACT_KWARGS)}, "
+                          f"got {sorted(unknown)[0]!r}")
+    has_expect, has_disable = "expect" in mark.kwargs, "disable" in mark.kwargs
+    if has_expect == has_disable:
+        raise MarkerError(f"{where}: expected exactly one of expect=RULE or disable=[RULE, ...], "
+                          f"got {'both' if has_expect else 'neither'}")
+    if has_expect and not _rule(mark.kwargs["expect"]):
+        raise MarkerError(f"{where}: expect: expected a rule (a number or a rule id), "
+                          f"got {mark.kwargs['expect']!r}")
+    if has_disable:
+        rules = mark.kwargs["disable"]
+        rules = (rules,) if isinstance(rules, (int, str)) else rules
+        if not isinstance(rules, (list, tuple, set, frozenset)) or not rules or not all(map(_rule, rules)):
+            raise MarkerError(f"{where}: disable: expected a list of rules (numbers or rule ids), "
+                              f"got {mark.kwargs['disable']!r}")
+    reason = mark.kwargs.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MarkerError(f"{where}: reason: expected a string, got {reason!r}")
+
+
+# ---------------------------------------------------------------------- per item
+def validate_item(item: pytest.Item, state: PinfaultState) -> None:
+    """Check every pinfault-related marker of *item*; raises :class:`MarkerError`."""
+    if not any(m.name in _OURS for m in item.iter_markers()):
+        return
+    fields = mm_config_fields(item)
+    if fields and _uses_default_mm_config(item):
+        apply_mm_config(state.settings.base_config, fields)
+    pinfault_specs(item, state)
+    mark = item.get_closest_marker("pinfault_matrix")
+    if mark is not None:
+        matrix_args(mark, state)
+        if "fake_mm" not in getattr(item, "fixturenames", ()):
+            raise MarkerError("@pytest.mark.pinfault_matrix: expected the test to use the fake_mm or "
+                              "pinfault fixture (the faults are armed on its fake_mm), got neither")
+    for mark in item.iter_markers("pin_contract"):
+        check_pin_contract(mark)
+
+
+def errno_text(value: Any) -> str:
+    """``-12`` -> ``'-ENOMEM (-12)'``; other values as repr."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        name = _errno.errorcode.get(-value)
+        return f"-{name} ({value})" if name else str(value)
+    return repr(value)

@@ -1,0 +1,210 @@
+"""Command-line options and ini keys, and the run settings resolved from them.
+
+Every option lives in the ``pinfault`` group of ``pytest --help``.  Values are resolved
+once per run in :func:`resolve_settings`; a bad value is a :class:`pytest.UsageError`
+naming the option or ini key, what was expected and what was got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from typing import Any
+
+import pytest
+
+from ..faults.spec import FaultSpec, FaultSpecError, parse_errno, parse_specs
+from ..mm.config import ConfigError, MMConfig
+
+__all__ = ["Settings", "pytest_addoption", "resolve_settings", "parse_mm_config_line",
+           "parse_sites_lines", "MAX_NTH_DEFAULT", "TRACE_LEVELS", "ENV_FAULTS"]
+
+MAX_NTH_DEFAULT = 3
+TRACE_LEVELS = ("off", "on", "verbose")
+#: The environment variable holding global fault specs (same grammar as the marker).
+ENV_FAULTS = "PINFAULT_FAULTS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pinfault", "pinfault: fake mm and fault injection")
+    group.addoption("--pinfault-seed", dest="pinfault_seed", metavar="N", default=None,
+                    help="seed of the fault injectors (default: ini pinfault_seed, else random "
+                         "per session; printed in the report header)")
+    group.addoption("--pinfault-faults", dest="pinfault_faults", metavar="SPECS", default=None,
+                    help="fault specs armed on every fake_mm, separated by ';' "
+                         f"(default: ${ENV_FAULTS}, else ini pinfault_faults)")
+    group.addoption("--pinfault-json", dest="pinfault_json", metavar="PATH", default=None,
+                    help="write the pinfault JSON report (schema pytest-pinfault/1) to PATH")
+    group.addoption("--pinfault-trace", dest="pinfault_trace", default=None, choices=TRACE_LEVELS,
+                    help="off: nothing (default); on: count every site hit and attach the fired "
+                         "faults and the mm trace to failing tests; verbose: also the routine "
+                         "trace events and every hit, for every test")
+    group.addoption("--pinfault-max-nth", dest="pinfault_max_nth", metavar="N", default=None,
+                    help=f"highest occurrence pinfault_matrix enumerates (default: ini "
+                         f"pinfault_max_nth, else {MAX_NTH_DEFAULT})")
+    parser.addini("pinfault_seed", "seed of the fault injectors (see --pinfault-seed)", default="")
+    parser.addini("pinfault_faults", "fault specs armed on every fake_mm, one per line or ';'-separated",
+                  default="")
+    parser.addini("pinfault_max_nth", f"pinfault_matrix occurrence bound (default {MAX_NTH_DEFAULT})",
+                  default="")
+    parser.addini("pinfault_mm_config", "default MMConfig fields, e.g. 'ram=2GiB cma=128MiB "
+                  "movablecore=256MiB quirks=pcp_thp_shared_list'", default="")
+    parser.addini("pinfault_sites", "user fault sites, one per line: 'name: ENOMEM EINVAL'",
+                  type="linelist", default=[])
+    parser.addini("pinfault_budget", "fault-site hits allowed per test before a livelock failure "
+                  "(default: the injector's)", default="")
+    parser.addini("pinfault_trace", "default of --pinfault-trace", default="")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One run's pinfault settings (see :func:`resolve_settings`)."""
+
+    seed: int
+    faults: tuple[FaultSpec, ...]
+    faults_source: str
+    json_path: str | None
+    trace: str
+    max_nth: int
+    budget: int | None
+    base_config: MMConfig
+    sites: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _int(value: Any, where: str, lo: int | None = None) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = None
+    if n is None or (lo is not None and n < lo):
+        what = "an integer" if lo is None else f"an integer >= {lo}"
+        raise pytest.UsageError(f"{where}: expected {what}, got {value!r}") from None
+    return n
+
+
+def _resolve_seed(config: pytest.Config) -> int:
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and "pinfault_seed" in worker:   # pytest-xdist: the controller's seed
+        return int(worker["pinfault_seed"])
+    opt = config.getoption("pinfault_seed")
+    if opt is not None:
+        return _int(opt, "--pinfault-seed", 0)
+    ini = str(config.getini("pinfault_seed")).strip()
+    if ini:
+        return _int(ini, "pinfault_seed (ini)", 0)
+    return random.SystemRandom().randrange(1 << 32)
+
+
+def _resolve_faults(config: pytest.Config) -> tuple[tuple[FaultSpec, ...], str]:
+    opt = config.getoption("pinfault_faults")
+    if opt is not None:
+        text, source = opt, "--pinfault-faults"
+    elif os.environ.get(ENV_FAULTS, "").strip():
+        text, source = os.environ[ENV_FAULTS], ENV_FAULTS
+    else:
+        text, source = str(config.getini("pinfault_faults")), "pinfault_faults (ini)"
+    try:
+        return tuple(parse_specs(text)), source
+    except FaultSpecError as e:
+        raise pytest.UsageError(f"{source}: {e}") from None
+
+
+def _resolve_max_nth(config: pytest.Config) -> int:
+    opt = config.getoption("pinfault_max_nth")
+    if opt is not None:
+        return _int(opt, "--pinfault-max-nth", 1)
+    ini = str(config.getini("pinfault_max_nth")).strip()
+    return _int(ini, "pinfault_max_nth (ini)", 1) if ini else MAX_NTH_DEFAULT
+
+
+def _resolve_trace(config: pytest.Config) -> str:
+    opt = config.getoption("pinfault_trace")
+    if opt is not None:
+        return str(opt)
+    ini = str(config.getini("pinfault_trace")).strip()
+    if ini and ini not in TRACE_LEVELS:
+        raise pytest.UsageError(f"pinfault_trace (ini): expected one of {', '.join(TRACE_LEVELS)}, "
+                                f"got {ini!r}")
+    return ini or "off"
+
+
+_MM_FIELDS = {f.name: f for f in dataclasses.fields(MMConfig)}
+_INT_FIELDS = ("nr_cpus", "offline_retry_budget", "gup_retry_limit", "seed")
+
+
+def _mm_value(key: str, value: str, where: str) -> Any:
+    if key in _INT_FIELDS:
+        try:
+            return int(value)
+        except ValueError:
+            raise pytest.UsageError(f"{where}: {key}: expected an integer, got {value!r}") from None
+    if key == "quirks":
+        return tuple(q for q in value.split(",") if q)
+    if key == "hugetlb" or (key == "cma" and ":" in value):
+        pairs = {}
+        for part in value.split(","):
+            k, sep, v = part.partition(":")
+            if not sep:
+                raise pytest.UsageError(f"{where}: {key}: expected 'size:count,...' or 'name:size,...', "
+                                        f"got {value!r}")
+            pairs[k] = int(v) if key == "hugetlb" and v.isdigit() else v
+        return pairs
+    return value
+
+
+def parse_mm_config_line(text: str, where: str = "pinfault_mm_config (ini)") -> MMConfig:
+    """``"ram=2GiB cma=128MiB quirks=a,b hugetlb=2MiB:16"`` -> :class:`MMConfig`."""
+    fields: dict[str, Any] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"{where}: expected 'field=value', got {token!r}")
+        if key not in _MM_FIELDS:
+            raise pytest.UsageError(f"{where}: expected an MMConfig field "
+                                    f"({', '.join(_MM_FIELDS)}), got {key!r}")
+        fields[key] = _mm_value(key, value, where)
+    try:
+        return MMConfig(**fields)
+    except ConfigError as e:
+        raise pytest.UsageError(f"{where}: {e}") from None
+
+
+def parse_sites_lines(lines: list[str], where: str = "pinfault_sites (ini)"
+                      ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``["udmabuf.sg_alloc: ENOMEM EINVAL"]`` -> ``(("udmabuf.sg_alloc", (12, 22)),)``."""
+    out = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, rest = line.partition(":")
+        name = name.strip()
+        errnos = []
+        for tok in rest.replace(",", " ").split():
+            e = parse_errno(tok)
+            if e is None:
+                raise pytest.UsageError(f"{where}: site {name!r}: expected an errno name like "
+                                        f"ENOMEM, got {tok!r}")
+            errnos.append(e)
+        if not sep or not name or not errnos:
+            raise pytest.UsageError(f"{where}: expected 'name: ERRNO [ERRNO...]', got {line!r}")
+        out.append((name, tuple(errnos)))
+    return tuple(out)
+
+
+def resolve_settings(config: pytest.Config) -> Settings:
+    """Options > environment > ini > defaults, validated."""
+    faults, source = _resolve_faults(config)
+    budget_ini = str(config.getini("pinfault_budget")).strip()
+    return Settings(
+        seed=_resolve_seed(config),
+        faults=faults,
+        faults_source=source,
+        json_path=config.getoption("pinfault_json"),
+        trace=_resolve_trace(config),
+        max_nth=_resolve_max_nth(config),
+        budget=_int(budget_ini, "pinfault_budget (ini)", 1) if budget_ini else None,
+        base_config=parse_mm_config_line(str(config.getini("pinfault_mm_config"))),
+        sites=parse_sites_lines(list(config.getini("pinfault_sites"))),
+    )
