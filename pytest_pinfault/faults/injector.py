@@ -30,7 +30,7 @@ __all__ = ["Injector", "Arming", "FaultRecord", "UnknownSite", "FaultBudgetExcee
            "DEFAULT_BUDGET"]
 
 #: Default per-test budget of site hits (see :attr:`Injector.budget`).
-DEFAULT_BUDGET = 100_000
+DEFAULT_BUDGET = 1_000_000
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _ANONYMOUS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})

@@ -15,7 +15,8 @@ import pytest
 
 from . import hookspecs as _hookspecs
 from .controller import Armed, Pinfault
-from .fixtures import _pinfault_case, fake_mm, mm_config, pinfault
+from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
+from .fixtures import fake_mm, mm_config, pinfault
 from .markers import MarkerError, register_markers, validate_item
 from .matrix import pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
@@ -23,7 +24,7 @@ from .report import pytest_configure_node, pytest_report_header, pytest_sessionf
     pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
-__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "_pinfault_case",
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]

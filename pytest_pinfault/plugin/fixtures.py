@@ -32,12 +32,6 @@ def mm_config(request: pytest.FixtureRequest) -> MMConfig:
     return get_state(request.config).settings.base_config
 
 
-@pytest.fixture
-def _pinfault_case(request: pytest.FixtureRequest) -> MatrixCase | None:
-    """The matrix case of this test item (``pinfault_matrix`` parametrizes it)."""
-    return getattr(request, "param", None)
-
-
 def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
     """The test's FakeMM; a machine that cannot be built is a UsageError naming the test
     and where the bad value came from."""
@@ -87,14 +81,17 @@ def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
 
 
 @pytest.fixture
-def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig,
-            _pinfault_case: MatrixCase | None) -> Iterator[FakeMM]:
+def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> Iterator[FakeMM]:
     """A fresh fake mm per test, built from ``@pytest.mark.mm_config(...)`` >
     the ``mm_config`` fixture > the ``pinfault_mm_config`` ini key > the defaults, with
-    its own fault injector (global, marker and matrix specs armed)."""
+    its own fault injector (global, marker and matrix specs armed).
+
+    ``pinfault_matrix`` parametrizes this fixture (indirectly) with the item's
+    :class:`~pytest_pinfault.faults.matrix.MatrixCase`."""
     __tracebackhide__ = True
     mm = _build_mm(request, mm_config)
-    ctl = Pinfault(mm, _pinfault_case)
+    case: MatrixCase | None = getattr(request, "param", None)
+    ctl = Pinfault(mm, case)
     _arm(request, ctl)
     item = request.node
     item.stash[CONTROLLER_KEY] = ctl

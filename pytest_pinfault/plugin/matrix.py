@@ -30,14 +30,14 @@ _TRACE_LAST = {"on": 50, "verbose": 500}
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     mark = metafunc.definition.get_closest_marker("pinfault_matrix")
-    if mark is None or "_pinfault_case" not in metafunc.fixturenames:
+    if mark is None or "fake_mm" not in metafunc.fixturenames:
         return   # no fake_mm: reported by the collection-time check
     try:
         args = matrix_args(mark, get_state(metafunc.config))
     except MarkerError:
         return   # reported, with the test's id, by the collection-time check
     cases = matrix_cases(args.sites, args.max_nth, args.modes)
-    metafunc.parametrize("_pinfault_case", cases, ids=[c.id for c in cases], indirect=True)
+    metafunc.parametrize("fake_mm", cases, ids=[c.id for c in cases], indirect=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -374,7 +374,7 @@ class TestBudget:
             k.faults.hit("kmalloc")
 
     def test_default_budget(self, k):
-        assert k.faults.budget == 100_000
+        assert k.faults.budget == 1_000_000
 
 
 # ---------------------------------------------------------------------------- state
