@@ -8,6 +8,7 @@ the THP mode, RLIMIT_MEMLOCK, the seed and the historical quirks to emulate.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -220,6 +221,14 @@ class MMConfig:
     def replace(self, **changes: Any) -> "MMConfig":
         """A copy with *changes* applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_seed(self, seed: int) -> "MMConfig":
+        """A copy with another *seed* (no need to validate the other fields again)."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed: expected an integer, got {seed!r}")
+        new = copy.copy(self)
+        object.__setattr__(new, "seed", seed)
+        return new
 
     def has_quirk(self, name: str) -> bool:
         return name in self.quirks

@@ -43,7 +43,7 @@ def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
     except MarkerError as e:
         raise pytest.UsageError(f"{node.nodeid}: {e}") from None
     if config.seed == 0:   # not chosen by the test: derive it from the run's seed
-        config = config.replace(seed=get_state(request.config).test_seed(node.nodeid))
+        config = config.with_seed(get_state(request.config).test_seed(node.nodeid))
     try:
         return FakeMM(config)
     except ConfigError as e:

@@ -300,3 +300,17 @@ class TestMMConfigReplace:
         """Configs built from equivalent spellings compare equal."""
         assert MMConfig(ram="2GiB", memlock="8MiB") == MMConfig(ram=2 * GiB, memlock=8 * MiB)
         assert MMConfig(ram="2GiB") != MMConfig(ram="4GiB")
+
+
+class TestWithSeed:
+    def test_with_seed_copies_and_keeps_the_rest(self):
+        """with_seed changes only the seed and leaves the original untouched."""
+        base = MMConfig(ram="2GiB", cma="64MiB")
+        new = base.with_seed(42)
+        assert new.seed == 42 and base.seed == 0
+        assert (new.ram, new.cma) == (base.ram, base.cma)
+
+    def test_with_seed_rejects_non_int(self):
+        """A non-integer seed is a ConfigError naming the field."""
+        with pytest.raises(ConfigError, match="seed: expected an integer"):
+            MMConfig().with_seed("7")
