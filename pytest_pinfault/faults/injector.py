@@ -24,7 +24,7 @@ import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 from .sites import BUILTIN_SITES, Site
-from .spec import FaultSpec, FaultSpecError, Term, parse_errno, parse_spec, validate_spec
+from .spec import FaultSpec, FaultSpecError, Term, errno_name, parse_errno, parse_spec, validate_spec
 
 __all__ = ["Injector", "Arming", "FaultRecord", "UnknownSite", "FaultBudgetExceeded", "Hold",
            "DEFAULT_BUDGET"]
@@ -105,13 +105,12 @@ class FaultRecord:
         """A JSON-serialisable summary (folios become pfn/zone/migratetype/order/kind)."""
         return {"site": self.site, "occurrence": self.occurrence, "fired": self.fired,
                 "errno": self.errno,
-                "errno_name": None if self.errno is None else "-" + _errno.errorcode.get(-self.errno,
-                                                                                        str(-self.errno)),
+                "errno_name": None if self.errno is None else "-" + errno_name(self.errno),
                 "context": {k: _summary(v) for k, v in self.context.items()},
                 "caller": self.caller}
 
     def __repr__(self) -> str:
-        what = ("-" + _errno.errorcode.get(-self.errno, str(-self.errno)) if self.errno is not None
+        what = ("-" + errno_name(self.errno) if self.errno is not None
                 else "fired" if self.fired else "hit")
         return f"<FaultRecord {self.site}#{self.occurrence} {what}>"
 
@@ -119,8 +118,8 @@ class FaultRecord:
 def _summary(v: Any) -> Any:
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
-    if hasattr(v, "pfn") and hasattr(v, "order") and hasattr(v, "kind"):
-        folio = getattr(v, "folio", v)
+    folio = getattr(v, "folio", v)          # a Page stands for its folio
+    if hasattr(folio, "pfn") and hasattr(folio, "order") and hasattr(folio, "kind"):
         try:
             mt = folio.migratetype_name
         except Exception:   # a freed or foreign folio
@@ -175,37 +174,32 @@ def _gfp() -> Any:
     return _gfp_mod
 
 
-def _ctx_zone(ctx: dict[str, Any]) -> Any:
+def _ctx_folio(ctx: dict[str, Any]) -> Any:
+    """The hit's folio (``folio=`` may also be a Page, as driver code holds them)."""
     folio = ctx.get("folio")
-    if folio is not None:
-        return folio.zone
-    z = ctx.get("zone")
-    if z is not None:
-        return getattr(z, "name", z)
-    gfp = ctx.get("gfp")
-    if gfp is not None:
-        g = _gfp()
-        return g.ZONE_NAMES[g.gfp_zone(gfp)]
-    return None
+    return getattr(folio, "folio", folio)
 
 
-def _ctx_migratetype(ctx: dict[str, Any]) -> Any:
-    folio = ctx.get("folio")
-    if folio is not None:
-        return folio.migratetype_name
-    mt = ctx.get("migratetype")
-    if mt is not None:
-        return mt
-    gfp = ctx.get("gfp")
-    if gfp is not None:
-        g = _gfp()
-        return g.MIGRATETYPE_NAMES[g.gfp_migratetype(gfp)]
-    return None
+def _ctx_gfp_attr(key: str, folio_attr: str, names: str, of_gfp: str) -> Callable[[dict[str, Any]], Any]:
+    """Zone / migratetype of a hit: the folio's, else ``ctx[key]``, else from ``ctx["gfp"]``."""
+    def get(ctx: dict[str, Any]) -> Any:
+        folio = _ctx_folio(ctx)
+        if folio is not None:
+            return getattr(folio, folio_attr)
+        v = ctx.get(key)
+        if v is not None:
+            return getattr(v, "name", v)
+        gfp = ctx.get("gfp")
+        if gfp is not None:
+            g = _gfp()
+            return getattr(g, names)[getattr(g, of_gfp)(gfp)]
+        return None
+    return get
 
 
 def _ctx_attr(name: str) -> Callable[[dict[str, Any]], Any]:
     def get(ctx: dict[str, Any]) -> Any:
-        folio = ctx.get("folio")
+        folio = _ctx_folio(ctx)
         if folio is not None:
             return getattr(folio, name, None)
         return ctx.get(name)
@@ -231,9 +225,10 @@ def _compile_filter(key: str, value: str) -> Callable[[dict[str, Any]], bool]:
         want: Any = int(value)
         get = _ctx_attr("order")
     elif key == "zone":
-        want, get = value, _ctx_zone
+        want, get = value, _ctx_gfp_attr("zone", "zone", "ZONE_NAMES", "gfp_zone")
     elif key == "migratetype":
-        want, get = value, _ctx_migratetype
+        want, get = value, _ctx_gfp_attr("migratetype", "migratetype_name", "MIGRATETYPE_NAMES",
+                                         "gfp_migratetype")
     else:
         want, get = value, _ctx_attr(key)
     return lambda ctx: get(ctx) == want
@@ -249,14 +244,14 @@ class Arming:
     :class:`FaultSpec`, None for :meth:`Injector.arm`)."""
 
     __slots__ = ("site", "spec", "errno", "nth", "times", "every", "predicate", "callback", "fail",
-                 "eligible", "fired", "_checks", "_offset", "_terms", "_ti", "_left", "_held",
+                 "eligible", "fired", "_checks", "_terms", "_ti", "_left", "_held",
                  "_callbacks", "_default_errno")
 
     def __init__(self, site: str, *, spec: FaultSpec | None = None, errno: int | None = None,
                  nth: int = 1, times: int = -1, every: int = 1,
                  predicate: Callable[[dict[str, Any]], bool] | None = None,
                  callback: Callable[[dict[str, Any]], Any] | None = None, fail: bool = True,
-                 terms: list[Term] | None = None, offset: int = 0,
+                 terms: list[Term] | None = None,
                  callbacks: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
                  default_errno: int = _errno.EIO) -> None:
         self.site = site
@@ -271,7 +266,6 @@ class Arming:
         self.eligible = 0
         self.fired = 0
         self._checks = tuple(_compile_filter(k, v) for k, v in spec.filters) if spec else ()
-        self._offset = offset
         self._terms = list(terms or ())
         self._ti = 0
         self._left = self._terms[0].count if self._terms else None
@@ -319,11 +313,11 @@ class Arming:
             return _NO
         term = terms[ti]
         if term.action == "hold":                 # one hold per folio per arming
-            folio = ctx.get("folio")
+            folio = _ctx_folio(ctx)
             if folio is None or getattr(folio, "freed", False) or (self._held is not None and folio in self._held):
                 return _NO
         e = self.eligible = self.eligible + 1
-        if e < self.nth or self.times == 0 or (self.every > 1 and (e - self._offset) % self.every):
+        if e < self.nth or self.times == 0 or (self.every > 1 and e % self.every):
             return _NO
         if term.prob is not None and inj.random.random() * 100.0 >= term.prob:
             return _NO
@@ -344,7 +338,7 @@ class Arming:
         if action == "call":
             self._callbacks[term.arg](ctx)  # type: ignore[index]
             return True, None
-        folio = ctx["folio"]                      # hold
+        folio = _ctx_folio(ctx)                   # hold
         if self._held is None:
             self._held = weakref.WeakSet()
         self._held.add(folio)
@@ -441,7 +435,7 @@ class Injector:
         does not fail.  Returns the :class:`Arming` (``disarm(arming)`` removes it)."""
         s = self._site(site)
         if errno is not None and abs(errno) not in s.errnos:
-            raise ValueError(f"fault site {site!r} cannot return -{_name(abs(errno))}; "
+            raise ValueError(f"fault site {site!r} cannot return -{errno_name(errno)}; "
                              f"it may return {_names(s.errnos)}")
         fail = errno is not None or callback is None
         a = Arming(site, errno=abs(errno) if errno is not None else s.errnos[0], nth=nth, times=times,
@@ -528,31 +522,20 @@ class Injector:
         self.total_hits += 1
         if self.total_hits > self.budget:
             raise FaultBudgetExceeded(site, self.total_hits, _external_caller())
-        ret = None
-        fired = False
+        fired, ret = _NO
         armings = self.armed.get(site)
         if site == "migrate_folio":
             folio = ctx.get("folio")
             if self.holds:
                 self._migrate_check(folio)
             if armings:
-                self._checking = folio
+                self._checking = folio      # a hold taken now counts this check (see hold())
                 try:
-                    for a in armings:
-                        f, r = a.fire(self, ctx)
-                        if f:
-                            fired = True
-                            if ret is None:
-                                ret = r
+                    fired, ret = self._fire(armings, ctx)
                 finally:
                     self._checking = None
         elif armings:
-            for a in armings:               # every arming sees every hit; the first errno wins
-                f, r = a.fire(self, ctx)
-                if f:
-                    fired = True
-                    if ret is None:
-                        ret = r
+            fired, ret = self._fire(armings, ctx)
         if fired or self.recording:
             rec = FaultRecord(site, n, fired, ret, ctx, _external_caller() if fired else "")
             self.log.append(rec)
@@ -560,6 +543,17 @@ class Injector:
                 for listener in self.on_fire:
                     listener(rec)
         return ret
+
+    def _fire(self, armings: list[Arming], ctx: dict[str, Any]) -> tuple[bool, int | None]:
+        """Every arming sees the hit; the first errno wins."""
+        fired, ret = _NO
+        for a in armings:
+            f, r = a.fire(self, ctx)
+            if f:
+                fired = True
+                if ret is None:
+                    ret = r
+        return fired, ret
 
     @property
     def fired(self) -> list[FaultRecord]:
@@ -579,9 +573,5 @@ class Injector:
         self._update()
 
 
-def _name(e: int) -> str:
-    return _errno.errorcode.get(e, str(e))
-
-
 def _names(errnos: Iterable[int]) -> str:
-    return ", ".join(f"-{_name(e)}" for e in errnos)
+    return ", ".join(f"-{errno_name(e)}" for e in errnos)

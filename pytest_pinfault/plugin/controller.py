@@ -8,7 +8,7 @@ import pytest
 
 from ..faults.injector import Arming, FaultRecord, Injector
 from ..faults.matrix import MatrixCase
-from ..faults.spec import FaultSpec, FaultSpecError, parse_spec, validate_spec
+from ..faults.spec import FaultSpec, FaultSpecError
 
 __all__ = ["Pinfault", "Armed"]
 
@@ -61,20 +61,12 @@ class Pinfault:
         spec or an unknown site is a :class:`pytest.UsageError`."""
         __tracebackhide__ = True
         inj = self.injector
-        parsed = []
-        for s in specs:
+        armings: list[Arming] = []
+        for spec in specs:
             try:
-                spec = parse_spec(s) if isinstance(s, str) else s
-                validate_spec(spec, inj.sites)
+                armings.append(inj.arm_spec(spec, callbacks))   # parses and validates
             except FaultSpecError as e:
-                raise pytest.UsageError(f"pinfault.arm: {e}") from None
-            parsed.append(spec)
-        armings = []
-        for spec in parsed:
-            try:
-                armings.append(inj.arm_spec(spec, callbacks))
-            except FaultSpecError as e:
-                for a in armings:
+                for a in armings:                                  # all or nothing
                     inj.disarm(a)
                 raise pytest.UsageError(f"pinfault.arm: {e}") from None
         return Armed(inj, armings)

@@ -14,7 +14,7 @@ from pytest_pinfault.faults.spec import FaultSpecError, parse_spec
 from pytest_pinfault.mm import (GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MIGRATE_SYNC, MR_SYSCALL,
                                 NR_MAX_MIGRATE_PAGES_RETRY, MigrationTargetControl, __GFP_COMP)
 from pytest_pinfault.mm import __GFP_DMA32 as GFP_DMA32_BIT
-from pytest_pinfault.mm.folio import KIND_ANON, KIND_SHMEM
+from pytest_pinfault.mm.folio import KIND_ANON, KIND_SHMEM, Page
 
 
 def make_mm(seed: int = 0) -> FakeMM:
@@ -91,7 +91,8 @@ class TestControlsWithTheModel:
         assert k.faults.hits["folio_isolate_lru"] == 5
 
     def test_migrate_chain_counts_retries(self, k):
-        """3*off lets the first attempt through: the migration succeeds at once."""
+        """The first attempt fails (-EAGAIN), the retry is let through by 1*off: the
+        migration succeeds after two checks."""
         folio = lru_folio(k, "cma")
         k.faults.arm_spec("migrate_folio=1*return->1*off->return")
         n, lst = migrate(k, folio)
@@ -203,6 +204,18 @@ class TestFilters:
         k.faults.arm_spec("alloc_pages[migratetype=Movable]=return")
         assert k.alloc_pages(GFP_KERNEL, 0) is not None
         assert k.alloc_pages(GFP_HIGHUSER_MOVABLE, 0) is None
+
+    def test_filters_and_summary_accept_a_page_for_the_folio(self, k):
+        """Driver code hands its user sites pages (what GUP returns): the filters and the
+        logged context use the page's folio."""
+        cma, plain = lru_folio(k, "cma"), lru_folio(k, "normal")
+        k.faults.declare_site("drv.map", "ENOMEM")
+        k.faults.arm_spec(f"drv.map[migratetype=CMA,zone={cma.zone},order=0,kind=anon]=return")
+        assert k.fault_point("drv.map", folio=Page(plain, plain.pfn)) is None
+        assert k.fault_point("drv.map", folio=Page(cma, cma.pfn)) == -errno.ENOMEM
+        (rec,) = k.faults.fired
+        assert rec.as_dict()["context"]["folio"] == {"pfn": cma.pfn, "zone": cma.zone, "migratetype": "CMA",
+                                                     "order": 0, "kind": "anon"}
 
     def test_caller_on_the_stack(self, k):
         folios = [lru_folio(k) for _ in range(3)]

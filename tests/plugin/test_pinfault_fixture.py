@@ -48,7 +48,8 @@ def test_controller_end_to_end(pytester, run):
             with pytest.raises(pytest.UsageError, match=r"pinfault.arm: bad fault spec 'kmalloc=retrun' at column 9"):
                 pinfault.arm("kmalloc=retrun")
             with pytest.raises(pytest.UsageError, match=r"expected a known fault site"):
-                pinfault.arm("kmallok=return")
+                pinfault.arm("kmalloc=return", "kmallok=return")
+            assert not pinfault.injector.armed          # all or nothing
     """)
     run().assert_outcomes(passed=6)
 
