@@ -32,7 +32,7 @@ import timeit
 from typing import Callable
 
 from pytest_pinfault import FakeMM, MMConfig, Out
-from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, MAP_POPULATE, MAP_SHARED, MFD_ALLOW_SEALING,
+from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, MAP_POPULATE, MAP_SHARED,
                                 PROT_READ, PROT_WRITE)
 
 STATES: dict[str, Callable[[FakeMM], None]] = {}
@@ -91,19 +91,9 @@ def idle_site_us() -> float:
     return max(0.0, with_ - without) * 1e6 / n
 
 
+from bench_gup import shmem_memfd  # noqa: E402  (a sibling script: same setup)
+
 HITS: dict[str, float] = {}
-
-
-def shmem_memfd(k: FakeMM, size: int, where: str | None):
-    f = k.memfd_create("bench", MFD_ALLOW_SEALING)
-    assert f.ftruncate(size) == 0
-    if where:
-        with k.steer(where):
-            assert f.fallocate(0, 0, size) == 0
-    else:
-        assert f.fallocate(0, 0, size) == 0
-    k.lru_add_drain_all()
-    return f
 
 
 def run_memfd_cma(size: int, state: Callable[[FakeMM], None]) -> tuple[float, int]:
