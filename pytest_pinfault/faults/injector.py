@@ -378,10 +378,22 @@ class Injector:
         self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
         self.active = False
-        self.enabled = True
+        self._enabled = True
+
+    @property
+    def enabled(self) -> bool:
+        """Master switch (default True): when False no site fires, records or counts a
+        hit (``active`` stays False) whatever is armed.  Setting it recomputes
+        :attr:`active`, so ``fake_mm.faults.enabled = False`` takes effect at once."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = bool(value)
+        self._update()
 
     def _update(self) -> None:
-        self.active = self.enabled and (self.recording or bool(self.armed) or bool(self.holds))
+        self.active = self._enabled and (self.recording or bool(self.armed) or bool(self.holds))
 
     # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:

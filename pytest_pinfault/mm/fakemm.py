@@ -96,8 +96,15 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
+        self._checker: Any = None           # contracts.Checker judging core pin returns
+        self._own_checker: Any = None       # check()'s lazily created one
         self._build(config)
         self.current.mm = self.create_mm()
+        # what Checker.boot_baseline needs: the trace position and the boot hugetlb pools
+        h2, h1 = self._hstates[2 << 20], self._hstates[1 << 30]
+        self._boot_state = (self.trace._seq, (
+            (h2.nr_huge_pages, h2.free_huge_pages, h2.resv_huge_pages, h2.surplus_huge_pages),
+            (h1.nr_huge_pages, h1.free_huge_pages, h1.resv_huge_pages, h1.surplus_huge_pages)))
 
     # ------------------------------------------------------------------ construction
     def _build(self, cfg: MMConfig) -> None:
@@ -430,6 +437,26 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if fi.active:
             return fi.hit(name, **context)
         return None
+
+    # ------------------------------------------------------------------ contracts
+    def check(self, final: bool = False) -> list[Any]:
+        """Judge the pin contract now (:meth:`Checker.check
+        <pytest_pinfault.contracts.Checker.check>`): rules 1, 5, 6, 7, 8 and 11, with
+        *final* also 4, 9 and 10 (their probes migrate folios: run it last).  Returns the
+        :class:`~pytest_pinfault.contracts.Violation` list this call found.
+
+        Uses the checker attached as ``fake_mm._checker`` (the plugin attaches one; it
+        also judges every core pinning call's return).  Without one, a private checker
+        is created on first use with the baseline of the machine as construction left
+        it; it is neither attached (core returns stay unjudged) nor registered for
+        ``@pin_entry_point`` functions.  Works without pytest."""
+        ck = self._checker
+        if ck is None:
+            ck = self._own_checker
+            if ck is None:
+                from ..contracts.checker import Checker
+                ck = self._own_checker = Checker(self, register=False, at_boot=True)
+        return ck.check(final=final)
 
     # ------------------------------------------------------------------ diagnostics
     def _warn(self, site: str, message: str, folio: Folio | None = None) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import contextlib
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
+
+from ..contracts import Checker, Violation, checker_for
+from ..contracts import expect_violation as _expect_violation
 
 from ..faults.injector import Arming, FaultRecord, Injector
 from ..faults.matrix import MatrixCase
@@ -54,6 +58,41 @@ class Pinfault:
         self.case = case
         self.results: list[Any] = []
         self.case_arming: Arming | None = None
+        self.contract: Any = None            # the plugin's ContractState (fake_mm fixture)
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def checker(self) -> Checker:
+        """The contract :class:`~pytest_pinfault.contracts.Checker` watching this
+        test's fake mm (one is made now if the ``fake_mm`` fixture was overridden)."""
+        if self.contract is not None:
+            return self.contract.checker
+        ck = checker_for(self.fake_mm)
+        if ck is None:
+            ck = Checker(self.fake_mm)
+            self.fake_mm._checker = ck
+        return ck
+
+    def check(self, final: bool = False) -> list[Violation]:
+        """Run the contract checker now (rules 1, 5, 6, 7, 8, 11; with *final* also
+        4, 9 and 10, whose probes migrate folios) and return the violations this check
+        found.  They still fail the test unless a ``pin_contract`` marker expects or
+        disables their rule; use :meth:`expect_violation` to assert one."""
+        found = self.checker.check(final=final)
+        if self.contract is not None:
+            disabled = self.contract.policy.disabled
+            found = [v for v in found if v.rule not in disabled]
+        return found
+
+    @contextlib.contextmanager
+    def expect_violation(self, rule: Any, *, final: bool | None = None) -> Iterator[list[Violation]]:
+        """``with pinfault.expect_violation("pin-balance") as caught:`` -- the block
+        must break *rule* (a number, an id or a Rule), else AssertionError; those
+        violations are swallowed (they do not fail the test) and appended to *caught*.
+        See :func:`pytest_pinfault.contracts.expect_violation`."""
+        __tracebackhide__ = True
+        with _expect_violation(self.checker, rule, final=final) as caught:
+            yield caught
 
     def arm(self, *specs: str | FaultSpec, **callbacks: Callable[[dict[str, Any]], Any]) -> Armed:
         """Arm *specs* now; ``with pinfault.arm(...):`` disarms them at the end of the

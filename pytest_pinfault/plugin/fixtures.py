@@ -14,14 +14,17 @@ import pytest
 from .. import FakeMM, MMConfig
 from ..faults.matrix import MatrixCase
 from ..mm.config import ConfigError
+from .contract import VIOLATIONS_PROP, ContractState
 from .controller import Pinfault
 from .markers import MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
 from .state import get_state
 
-__all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY"]
+__all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY"]
 
 #: The test's :class:`Pinfault` controller, set while its fake_mm exists.
 CONTROLLER_KEY = pytest.StashKey[Pinfault]()
+#: Set (by the call-phase hook wrapper) when the test's call phase passed.
+CALL_PASSED_KEY = pytest.StashKey[bool]()
 
 
 @pytest.fixture
@@ -84,7 +87,9 @@ def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
 def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> Iterator[FakeMM]:
     """A fresh fake mm per test, built from ``@pytest.mark.mm_config(...)`` >
     the ``mm_config`` fixture > the ``pinfault_mm_config`` ini key > the defaults, with
-    its own fault injector (global, marker and matrix specs armed).
+    its own fault injector (global, marker and matrix specs armed) and its own contract
+    checker (``fake_mm._checker``, baseline taken once the machine is armed and the
+    ``pytest_pinfault_configure`` hooks ran; see :mod:`.contract`).
 
     ``pinfault_matrix`` parametrizes this fixture (indirectly) with the item's
     :class:`~pytest_pinfault.faults.matrix.MatrixCase`."""
@@ -94,23 +99,46 @@ def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> Iterator[Fak
     ctl = Pinfault(mm, case)
     _arm(request, ctl)
     item = request.node
+    try:
+        contract = ContractState(item, mm)     # the baseline: after arming, before the test
+    except ValueError as e:                    # pragma: no cover - checked at collection
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.pin_contract: {e}") from None
+    mm._checker = contract.checker
+    ctl.contract = contract
     item.stash[CONTROLLER_KEY] = ctl
-    request.config.hook.pytest_pinfault_configure(fake_mm=mm, request=request)
+    hook = request.config.hook.pytest_pinfault_configure
+    if hook.get_hookimpls():
+        hook(fake_mm=mm, request=request)
+        contract.checker.baseline()      # what the hook prepared is part of the baseline
     yield mm
     _finish(item, ctl)
 
 
 def _finish(item: pytest.Item, ctl: Pinfault) -> None:
-    """Drop leftover short-term holds; attach the fault log to the test's reports."""
+    """Drop leftover short-term holds; run the final contract check; attach the fault
+    log and the violations to the test's reports; fail the test on a new violation (or
+    a missing expected one)."""
+    __tracebackhide__ = True
     inj = ctl.injector
     if inj.holds:
         inj.release_holds()
+    contract = ctl.contract
+    failure = contract.judge(final=True) if contract is not None else None
     props: list[tuple[str, Any]] = item.user_properties
     if ctl.case is not None:
         props.append(("pinfault_case", ctl.case.id))
     props.append(("pinfault_hits", dict(inj.hits)))
     props.append(("pinfault_fired", [_jsonable(r.as_dict()) for r in inj.fired]))
+    if contract is not None:
+        props.append((VIOLATIONS_PROP, contract.as_json()))
     del item.stash[CONTROLLER_KEY]
+    if failure is not None:
+        if not item.stash.get(CALL_PASSED_KEY, False):
+            # the test already failed (or was skipped): show the violations without a
+            # second failure
+            item.add_report_section("teardown", "pin contract", failure)
+        else:
+            raise pytest.fail.Exception(failure, pytrace=False)
 
 
 def _jsonable(value: Any) -> Any:

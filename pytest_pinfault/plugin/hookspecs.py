@@ -17,7 +17,9 @@ def pytest_pinfault_configure(fake_mm: Any, request: pytest.FixtureRequest) -> N
 
     Use it to prepare the machine for every test (register drivers, pre-fault memory,
     arm more faults with ``fake_mm.faults.arm_spec``).  *request* is the fixture request
-    of the test (``request.node`` is the item).
+    of the test (``request.node`` is the item).  The contract checker
+    (``fake_mm._checker``) exists already and takes its baseline again after the hooks
+    ran, so what they leave (pins of a long-lived driver, ...) is not a violation.
     """
 
 
@@ -37,3 +39,13 @@ def pytest_pinfault_declare_sites(config: pytest.Config, declare: Callable[..., 
     named in markers (checked at collection), ``--pinfault-faults`` and matrices, and are
     declared on every test's ``fake_mm`` so driver code can hit them with
     ``fake_mm.fault_point(name, **context)``."""
+
+
+@pytest.hookspec()
+def pytest_pinfault_violation(violation: Any, item: pytest.Item) -> None:
+    """The contract checker found *violation* (a
+    :class:`~pytest_pinfault.contracts.Violation`: ``rule``, ``message``, ``folios``,
+    ``call``, ``caller``, ``events``; ``str(violation)`` is the splat) in *item*.  Called
+    once per violation as it is found (at a pin return, an on-demand check or the
+    teardown check), including violations of a rule the test expects; not for rules
+    the test disables.  Keep it quick and do not raise."""

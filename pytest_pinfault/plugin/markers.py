@@ -192,6 +192,14 @@ def check_pin_contract(mark: Any) -> None:
     reason = mark.kwargs.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise MarkerError(f"{where}: reason: expected a string, got {reason!r}")
+    if has_disable and not (reason or "").strip():
+        raise MarkerError(f"{where}: disable: expected a reason=\"...\" saying why the rules are "
+                          f"switched off, got none")
+    from .contract import validate_pin_contract
+    try:
+        validate_pin_contract(mark)
+    except ValueError as e:
+        raise MarkerError(f"{where}: {e}") from None
 
 
 # ---------------------------------------------------------------------- per item

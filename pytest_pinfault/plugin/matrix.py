@@ -19,7 +19,8 @@ import pytest
 from ..faults.injector import FaultBudgetExceeded
 from ..faults.matrix import matrix_cases
 from .controller import Pinfault
-from .fixtures import CONTROLLER_KEY
+from .contract import splat
+from .fixtures import CALL_PASSED_KEY, CONTROLLER_KEY
 from .markers import MarkerError, errno_text, matrix_args
 from .state import get_state
 
@@ -49,14 +50,42 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         result = yield
     except FaultBudgetExceeded as e:
         _trace_section(item, ctl, failed=True)
+        _contract_section(item, ctl)
         raise pytest.fail.Exception(f"livelock: {e}", pytrace=False) from None
     except BaseException:
         _trace_section(item, ctl, failed=True)
+        _contract_section(item, ctl)
         raise
+    _judge_contract(item, ctl)
     _trace_section(item, ctl, failed=False)
     if ctl.case is not None:
         _judge_case(item, ctl)
+    item.stash[CALL_PASSED_KEY] = True
     return result
+
+
+def _judge_contract(item: pytest.Item, ctl: Pinfault) -> None:
+    """Fail the call phase on the violations found during the test (at pin returns,
+    entry points and by a check run now: the final one when no other fixture depends
+    on fake_mm, else an on-demand one)."""
+    contract = ctl.contract
+    if contract is None:
+        return
+    failure = contract.judge(final=contract.final_in_call)
+    if failure is not None:
+        _trace_section(item, ctl, failed=True)
+        raise pytest.fail.Exception(failure, pytrace=False)
+
+
+def _contract_section(item: pytest.Item, ctl: Pinfault) -> None:
+    """The test failed on its own: show the violations found so far next to it."""
+    contract = ctl.contract
+    if contract is None:
+        return
+    pending = contract.pending()
+    if pending:
+        contract.mark_reported(pending)
+        item.add_report_section("call", "pin contract", splat(pending))
 
 
 def _judge_case(item: pytest.Item, ctl: Pinfault) -> None:

@@ -9,9 +9,16 @@ JSON report schema ``pytest-pinfault/1`` (documented in docs/configuration.md)::
 
     {"schema": "pytest-pinfault/1", "version": "<pytest-pinfault>", "kernel": "6.17",
      "seed": 123, "faults": ["<global spec>", ...],
-     "sites": {"<site>": {"hits": n, "injections": n, "tests": n, "failed": n}, ...},
+     "sites": {"<site>": {"hits": n, "injections": n, "tests": n, "failed": n,
+                          "violations": n}, ...},
      "tests": [{"nodeid": "...", "outcome": "passed|failed|skipped", "case": "<id>|null",
-                "hits": {"<site>": n}, "fired": [<FaultRecord.as_dict()>, ...]}, ...]}
+                "hits": {"<site>": n}, "fired": [<FaultRecord.as_dict()>, ...],
+                "violations": [{"rule": "<rule id>", "number": n, "message": "...",
+                                "expected": bool}, ...]}, ...]}
+
+A site's ``violations`` counts the tests that hit (or injected at) the site and had at
+least one contract violation that failed them (``expected`` ones -- the rule of a
+``pin_contract(expect=...)`` marker -- are listed in the test but not counted).
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from typing import Any
 import pytest
 
 from .. import KERNEL_VERSION, __version__
+from .contract import VIOLATIONS_PROP
 from .state import get_state
 
 __all__ = ["SCHEMA", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]
 
 SCHEMA = "pytest-pinfault/1"
-_PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case")
+_PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case", VIOLATIONS_PROP)
 
 
 class Summary:
@@ -53,7 +61,8 @@ class Summary:
             return
         self.tests[nodeid] = {"nodeid": nodeid, "outcome": outcome, "case": props.get("pinfault_case"),
                               "hits": dict(props["pinfault_hits"]),
-                              "fired": list(props.get("pinfault_fired", ()))}
+                              "fired": list(props.get("pinfault_fired", ())),
+                              "violations": list(props.get(VIOLATIONS_PROP, ()))}
 
     def sites(self) -> dict[str, dict[str, int]]:
         rows: dict[str, dict[str, int]] = {}
@@ -62,20 +71,23 @@ class Summary:
             for rec in test["fired"]:
                 injections[rec["site"]] = injections.get(rec["site"], 0) + 1
             for site in set(test["hits"]) | set(injections):
-                row = rows.setdefault(site, {"hits": 0, "injections": 0, "tests": 0, "failed": 0})
+                row = rows.setdefault(site, {"hits": 0, "injections": 0, "tests": 0, "failed": 0,
+                                             "violations": 0})
                 row["hits"] += test["hits"].get(site, 0)
                 row["injections"] += injections.get(site, 0)
                 row["tests"] += 1
                 row["failed"] += test["outcome"] == "failed"
+                row["violations"] += any(not v.get("expected") for v in test["violations"])
         return dict(sorted(rows.items()))
 
     def table(self) -> list[str]:
         rows = self.sites()
         width = max([len("site")] + [len(s) for s in rows])
-        lines = [f"{'site':<{width}}  {'hits':>8}  {'injections':>10}  {'tests':>6}  {'failed':>6}"]
+        lines = [f"{'site':<{width}}  {'hits':>8}  {'injections':>10}  {'tests':>6}  {'failed':>6}  "
+                 f"{'violations':>10}"]
         for site, r in rows.items():
             lines.append(f"{site:<{width}}  {r['hits']:>8}  {r['injections']:>10}  {r['tests']:>6}  "
-                         f"{r['failed']:>6}")
+                         f"{r['failed']:>6}  {r['violations']:>10}")
         return lines
 
     def as_json(self, seed: int, faults: list[str]) -> dict[str, Any]:

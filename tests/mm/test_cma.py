@@ -134,6 +134,7 @@ class TestCmaAlloc:
         assert fake_mm.cma_release(cma, page, CMA_COUNT + 1) is False
         assert cma.available_count == CMA_COUNT - 8
 
+    @pytest.mark.pin_contract(disable=['kernel-warnings'], reason="model test: triggers the WARN on purpose")
     def test_release_of_unallocated_range_warns(self, fake_mm, cma):
         """Releasing pages of the area that cma_alloc did not hand out is a caller bug."""
         page = fake_mm.cma_alloc(cma, 8, 0)
@@ -197,6 +198,8 @@ class TestCmaAllocMigration:
 
 
 class TestCmaAllocBusy:
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     @pytest.mark.parametrize("how", ["get", "pin"])
     def test_short_term_reference_blocks_whole_area(self, fake_mm, cma, how):
         """A referenced folio in the area makes a whole-area cma_alloc return None."""
@@ -220,6 +223,8 @@ class TestCmaAllocBusy:
         assert other.freed and not pt.ptes[0x2000].is_cma    # the movable one moved
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_smaller_allocation_takes_next_aligned_slot(self, fake_mm, cma):
         """An allocation whose first slot holds the referenced page uses the next slot."""
         pt = FakePageTable()
@@ -249,6 +254,8 @@ class TestCmaAllocBusy:
         assert (fake_mm.stats.cma_alloc_fail, fake_mm.stats.cma_alloc_success) == (1, 1)
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_no_warn_suppresses_the_failure_message(self, fake_mm, cma):
         """no_warn=True still counts the failure but logs no 'alloc failed' line."""
         held = lru_anon_folio(fake_mm, "cma")
@@ -257,6 +264,8 @@ class TestCmaAllocBusy:
         assert fake_mm.stats.cma_alloc_fail == 1
         assert fake_mm.trace.filter(kind="cma_alloc_fail") == []
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_unreferenced_folio_outside_area_does_not_matter(self, fake_mm, cma):
         """A referenced folio outside the area does not affect cma_alloc."""
         held = lru_anon_folio(fake_mm, "normal")
@@ -347,6 +356,8 @@ class TestAllocContigRange:
         fake_mm.free_contig_range(s, e - s)
         assert fake_mm.zones["DMA32"].free_cma_pages == CMA_COUNT
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_referenced_page_cache_folio_ebusy_after_five_tries(self, fake_mm):
         """An LRU folio with an extra reference: 5 migrate_pages calls, then -EBUSY."""
         mapping = FakeMapping()
@@ -367,6 +378,8 @@ class TestAllocContigRange:
         fake_mm.lru_add_drain()
         assert fake_mm.folio_test_lru(held) and held.refcount == 2
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_referenced_anon_folio_is_not_even_isolated(self, fake_mm):
         """An anon folio with more references than mappings is skipped: -EBUSY, no migration."""
         held = lru_anon_folio(fake_mm, "normal")

@@ -42,6 +42,7 @@ def offline_fail_reasons(k):
 
 # ---------------------------------------------------------------------------- errors
 class TestOfflinePagesErrors:
+    @pytest.mark.pin_contract(disable=['kernel-warnings'], reason="model test: triggers the WARN on purpose")
     @pytest.mark.parametrize("start,nr", [(2 * BLOCK + 1, BLOCK), (2 * BLOCK, 0x1000), (2 * BLOCK, 0)])
     def test_unaligned_range_is_einval_and_warns(self, fake_mm, start, nr):
         """A range not pageblock/section aligned (or empty) is a WARN and -EINVAL."""
@@ -96,6 +97,8 @@ class TestOfflinePagesErrors:
         assert fake_mm.memory_blocks[2].offline() == -errno.EBUSY
         assert fake_mm.memory_blocks[1].offline() == 0
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     @pytest.mark.mm_config(offline_retry_budget=5)
     @pytest.mark.parametrize("how", ["get", "pin"])
     def test_referenced_folio_gives_eintr_after_budget(self, fake_mm, how):
@@ -128,6 +131,8 @@ class TestOfflinePagesErrors:
         assert dma32.present_pages == present
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_default_budget_is_the_config_value(self, fake_mm):
         """Without a signal budget override offlining makes offline_retry_budget passes."""
         pt = FakePageTable()
@@ -186,6 +191,8 @@ class TestOfflineOnline:
         assert not fake_mm.pfn_valid(2 * BLOCK) and not fake_mm.pfn_valid(3 * BLOCK - 1)
         assert fake_mm.pfn_valid(2 * BLOCK - 1)
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_online_restores(self, fake_mm):
         """online_pages gives the block's pages back to the zone as free movable memory."""
         dma32 = fake_mm.zones["DMA32"]
@@ -202,6 +209,8 @@ class TestOfflineOnline:
             folio = fake_mm._alloc_folio(GFP_HIGHUSER_MOVABLE, 0, KIND_ANON)
         assert in_block(folio.pfn, 2)                # allocations use it again
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_allocations_avoid_an_offline_block(self, fake_mm):
         """While a block is offline nothing is allocated from it."""
         assert fake_mm.memory_blocks[2].offline() == 0
@@ -236,6 +245,8 @@ class TestOfflineOnline:
         assert block.online() == 0
         assert movable.present_pages == present
 
+    @pytest.mark.pin_contract(disable=['accounting'],
+                              reason="model test: offlining dissolves a free huge page, shrinking the pool on purpose")
     @pytest.mark.mm_config(movablecore=0, boot_reserved="none", hugetlb={"2MiB": 2})
     def test_hugetlb_in_use_migrated_and_free_dissolved(self, fake_mm):
         """An in-use hugetlb folio is migrated out and a free pool folio is dissolved."""

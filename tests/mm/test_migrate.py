@@ -92,6 +92,8 @@ class TestFolioExpectedRefCount:
         folio.flags |= PG_private
         assert fake_mm.folio_expected_ref_count(folio) == 3
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_unmapped_anon_expects_nothing(self, fake_mm):
         """An unmapped anonymous folio expects no references at all."""
         folio = anon_folio(fake_mm, lru=False)
@@ -122,6 +124,8 @@ class TestFolioExpectedRefCount:
         folio.flags |= PG_private
         assert fake_mm.folio_expected_ref_count(folio) == 2
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_extra_references_are_not_expected(self, fake_mm):
         """GUP gets, pins, isolation and batch references do not change the expectation."""
         folio = anon_folio(fake_mm, lru=False)
@@ -221,6 +225,8 @@ class TestMigratePagesMoves:
         assert fake_mm.stats.pgmigrate_fail == 0
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_return_counts_folios_not_migrated(self, fake_mm):
         """migrate_pages returns the folios not migrated; they alone stay on the list."""
         pt = FakePageTable()
@@ -250,6 +256,8 @@ class TestMigratePagesMoves:
 
 
 class TestMigratePagesExtraReference:
+    @pytest.mark.pin_contract(disable=['pin-balance', 'isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     @pytest.mark.parametrize("mode", ALL_MODES)
     def test_fails_after_max_retries(self, fake_mm, mode):
         """An extra reference fails NR_MAX_MIGRATE_PAGES_RETRY attempts, then gives up."""
@@ -272,6 +280,8 @@ class TestMigratePagesExtraReference:
         assert fake_mm.nr_allocated_pages == allocated   # every target given back
         assert pt.ptes[0x1000] is folio
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_putback_after_failure(self, fake_mm):
         """putback_movable_pages returns the failed folio to the LRU and drops isolation."""
         folio = anon_folio(fake_mm, where="cma")
@@ -286,6 +296,8 @@ class TestMigratePagesExtraReference:
         assert folio.refcount == 2
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['isolation-hygiene'],
+                              reason="model test: leaves the isolated folios on its list to inspect them")
     def test_pin_bias_fails_too(self, fake_mm):
         """A FOLL_PIN-sized reference (GUP_PIN_COUNTING_BIAS) blocks migration the same way."""
         folio = anon_folio(fake_mm, where="movable")
@@ -297,6 +309,8 @@ class TestMigratePagesExtraReference:
         assert lst == [folio]
         assert folio.refcount == 1 + GUP_PIN_COUNTING_BIAS + 1
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     def test_trace_names_the_failing_folio(self, fake_mm):
         """Each failed attempt is traced as migrate_retry; the give-up as migrate_fail."""
         folio = anon_folio(fake_mm, where="cma")
@@ -374,6 +388,8 @@ class TestMigratePagesTargetAllocationFailure:
         fake_mm.putback_movable_pages(lst)
         assert_nothing_isolated(fake_mm)
 
+    @pytest.mark.pin_contract(disable=['isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     def test_get_new_folio_returning_none(self, fake_mm):
         """A caller's get_new_folio that returns None makes migrate_pages return -ENOMEM."""
         folio = anon_folio(fake_mm, where="cma")
@@ -430,6 +446,8 @@ class TestMigrationTargetPlacement:
         fake_mm.folio_put(dst)
         assert dst.freed
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_alloc_migration_target_fault_site(self, fake_mm):
         """The alloc_migration_target fault site makes it return None (OOM)."""
         src = anon_folio(fake_mm)
@@ -439,6 +457,8 @@ class TestMigrationTargetPlacement:
 
 
 class TestMigrateModes:
+    @pytest.mark.pin_contract(disable=['pin-balance', 'isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     @pytest.mark.parametrize("mode", ALL_MODES)
     def test_attempts_per_folio_are_the_same_in_every_mode(self, fake_mm, mode):
         """ASYNC makes 10 passes; SYNC 3 batched async + 7 single: 10 attempts per folio."""
@@ -454,6 +474,8 @@ class TestMigrateModes:
         assert sorted(lst, key=id) == sorted([a, b], key=id)
         assert fake_mm.stats.pgmigrate_fail == 2
 
+    @pytest.mark.pin_contract(disable=['isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     @pytest.mark.parametrize("mode", [MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT])
     def test_writeback_fails_at_once_unless_sync(self, fake_mm, mode):
         """A folio under writeback is a permanent -EBUSY failure in ASYNC and SYNC_LIGHT."""
@@ -479,6 +501,8 @@ class TestMigrateModes:
         assert folio.freed and pt.ptes[0x1000].read(0, 2) == b"wb"
         assert fake_mm.stats.pgmigrate_fail == 0
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     def test_writeback_with_extra_ref_gets_only_sync_passes(self, fake_mm):
         """A writeback folio skips the async batch: exactly NR_MAX_MIGRATE_SYNC_RETRY attempts."""
         folio = anon_folio(fake_mm, where="cma")
@@ -490,6 +514,8 @@ class TestMigrateModes:
         assert fake_mm.faults.hits["migrate_folio"] == NR_MAX_MIGRATE_SYNC_RETRY
         assert fake_mm.stats.pgmigrate_fail == 1          # counted once, not per phase
 
+    @pytest.mark.pin_contract(disable=['isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     @pytest.mark.parametrize("mode", ALL_MODES)
     def test_locked_folio_is_retried_then_fails(self, fake_mm, mode):
         """A locked folio gives -EAGAIN until the retries run out (the lock never drops)."""
@@ -509,6 +535,8 @@ class TestRetSucceeded:
         assert migrate(fake_mm, isolate(fake_mm, *folios), out=out) == 0
         assert out.value == 3
 
+    @pytest.mark.pin_contract(disable=['pin-balance', 'isolation-hygiene', 'contiguity'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test); leaves the isolated folios on its list to inspect them")
     def test_overwritten_on_total_failure(self, fake_mm):
         """ret_succeeded is written (0) even when nothing migrates."""
         folio = anon_folio(fake_mm, where="cma")
@@ -582,6 +610,8 @@ class TestHugetlbMigration:
         assert (h.nr_huge_pages, h.free_huge_pages, h.surplus_huge_pages) == (2, 0, 0)
         assert fake_mm.nr_allocated_pages == allocated
 
+    @pytest.mark.pin_contract(disable=['pin-balance'],
+                              reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_extra_reference_keeps_pool_intact(self, fake_mm):
         """An extra reference fails hugetlb migration; targets go back to the pool."""
         h = fake_mm.hstate("2MiB")

@@ -35,10 +35,10 @@ def test_header_and_summary(pytester, run):
     result = run("--pinfault-seed=5", "--pinfault-max-nth=2")
     result.stdout.fnmatch_lines(["pinfault: seed=5 kernel=6.17 (pytest-pinfault 0.1.0.dev0)"])
     assert summary_lines(result) == [
-        "site                hits  injections   tests  failed",
-        "alloc_pages           10           0      10       1",
-        "kmalloc               22           5      12       1",
-        "try_grab_folio        10           2      10       1",
+        "site                hits  injections   tests  failed  violations",
+        "alloc_pages           10           0      10       1           1",
+        "kmalloc               22           5      12       1           1",
+        "try_grab_folio        10           2      10       1           1",
     ]
 
 
@@ -56,7 +56,8 @@ def test_json_report_schema(pytester, run):
     assert set(data) == {"schema", "version", "kernel", "seed", "faults", "sites", "tests"}
     assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/1", "6.17", 5)
     assert data["faults"] == ["alloc_pages[order=9]=return"]
-    assert data["sites"]["kmalloc"] == {"hits": 22, "injections": 5, "tests": 12, "failed": 1}
+    assert data["sites"]["kmalloc"] == {"hits": 22, "injections": 5, "tests": 12, "failed": 1,
+                                        "violations": 1}
     tests = {t["nodeid"]: t for t in data["tests"]}
     assert list(tests) == sorted(tests) and len(tests) == 12
     bad = tests["test_drv.py::test_create[kmalloc#2-persistent]"]
@@ -65,7 +66,9 @@ def test_json_report_schema(pytester, run):
     assert [(r["site"], r["occurrence"], r["errno"], r["errno_name"]) for r in bad["fired"]] == [
         ("kmalloc", 2, -12, "-ENOMEM"), ("kmalloc", 3, -12, "-ENOMEM")]
     assert set(bad["fired"][0]) == {"site", "occurrence", "fired", "errno", "errno_name", "context", "caller"}
+    assert [v["rule"] for v in bad["violations"]] == ["pin-balance"]     # the leaked pin
     assert tests["test_drv.py::test_create[kmalloc#2-transient]"]["outcome"] == "passed"
+    assert tests["test_drv.py::test_create[kmalloc#2-transient]"]["violations"] == []
     assert tests["test_drv.py::test_create[alloc_migration_target#1-transient]"]["outcome"] == "skipped"
 
 
