@@ -12,8 +12,8 @@ import pytest
 
 from pytest_pinfault.contracts import (Checker, check_core_pin_return, expect_violation,
                                        pin_entry_point)
-from pytest_pinfault.mm import (F_SEAL_SHRINK, FOLL_LONGTERM, FOLL_WRITE, GFP_KERNEL,
-                                MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MFD_ALLOW_SEALING, PROT_READ,
+from pytest_pinfault.mm import (F_SEAL_SHRINK, FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE,
+                                GFP_KERNEL, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MFD_ALLOW_SEALING, PROT_READ,
                                 PROT_WRITE, FakeMM, MMConfig, Out)
 
 NPAGES = 4
@@ -389,6 +389,47 @@ def test_rule5_fixed_twin_transient_failure():
     ret, pages, vs = pin_core(k, ck, addr)
     assert ret == NPAGES and vs == [] and not k.livelocks
     k.unpin_user_pages(pages, ret)
+    assert ck.check(final=True) == []
+
+
+def thp_in_cma_with_bait(k):
+    """A PMD-mapped THP faulted into CMA, and a free CMA THP waiting on the per-cpu THP
+    list (the yangge 2024 set-up)."""
+    mm = k.current.mm
+    addr = mm.mmap(2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    with k.steer("cma"):
+        assert mm.write(addr, b"T" * (2 << 20)) == 2 << 20
+        bait = k.folio_alloc(GFP_HIGHUSER_MOVABLE, 9)
+    assert mm.lookup(addr)[0].order == 9 and mm.lookup(addr)[0].is_cma and bait.is_cma
+    k.folio_put(bait)                                   # onto the THP pcp list
+    return addr
+
+
+def test_rule5_cma_to_cma_migration_loop_under_the_shared_thp_pcp_quirk():
+    """pcp_thp_shared_list: every non-movable THP migration target is the CMA THP just
+    freed, so __gup_longterm_locked migrates CMA -> CMA forever; reported as a livelock
+    and the call finishes."""
+    k = FakeMM(MMConfig(ram="2GiB", cma="512MiB", thp="always", gup_retry_limit=8,
+                        quirks=("pcp_thp_shared_list",)))
+    ck = Checker(k)
+    addr = thp_in_cma_with_bait(k)
+    pages = []
+    assert k.pin_user_pages(addr, 512, FOLL_LONGTERM | FOLL_WRITE, pages) == -errno.ENOMEM
+    assert k.stats.pgmigrate_success == 8 * 512            # migrated every round, into CMA
+    assert k.stats.nr_foll_pin_acquired == k.stats.nr_foll_pin_released
+    v = only(ck.check(), "termination")
+    assert "livelock in __gup_longterm_locked" in str(v) and "mt=CMA" in str(v)
+
+
+def test_rule5_fixed_twin_separate_thp_pcp_lists():
+    """With the fix (separate movable/non-movable THP lists) the target is not CMA."""
+    k = FakeMM(MMConfig(ram="2GiB", cma="512MiB", thp="always", gup_retry_limit=8))
+    ck = Checker(k)
+    addr = thp_in_cma_with_bait(k)
+    pages = []
+    assert k.pin_user_pages(addr, 512, FOLL_LONGTERM | FOLL_WRITE, pages) == 512
+    assert not pages[0].is_cma and not k.livelocks
+    k.unpin_user_pages(pages, 512)
     assert ck.check(final=True) == []
 
 
