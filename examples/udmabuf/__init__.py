@@ -1,0 +1,1 @@
+"""udmabuf example: driver model, buggy twins and their tests."""

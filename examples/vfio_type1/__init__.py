@@ -1,0 +1,1 @@
+"""VFIO type1 example: driver model, buggy twins and their tests."""
