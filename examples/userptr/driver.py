@@ -29,6 +29,7 @@ import errno
 from typing import Any, Callable
 
 from pytest_pinfault import pin_entry_point
+from pytest_pinfault.contracts import checker_for
 from pytest_pinfault.mm import FOLL_WRITE, GFP_KERNEL
 
 PAGE_SIZE = 4096
@@ -105,6 +106,15 @@ def _pfn_write(k: Any, pfn: int, off: int, data: bytes) -> None:
         folio.write((pfn - folio.pfn) * PAGE_SIZE + off, data)
 
 
+def _device_view(self: "Userptr") -> list[tuple[Any, int, int]]:
+    """What the device would use now: ``(mm, addr, pfn)`` per device page-table entry
+    (declared to the contract checker, which compares it with the CPU page table)."""
+    return [(self.mm, self.addr + idx * PAGE_SIZE, pfn) for idx, pfn in sorted(self.dev_pt.items())]
+
+
+Userptr.device_view = _device_view
+
+
 # ---------------------------------------------------------------------------- entry points
 @pin_entry_point(name="USERPTR_CREATE")
 def userptr_create(fake_mm: Any, mm: Any, addr: int, length: int, cls: type = Userptr) -> Any:
@@ -121,6 +131,9 @@ def userptr_create(fake_mm: Any, mm: Any, addr: int, length: int, cls: type = Us
         fake_mm.kfree(buf.desc)
         return sub
     buf.sub = sub
+    checker = checker_for(fake_mm)
+    if checker is not None:          # let rule 6 (coherence) judge the device's view too
+        checker.declare_device_mapping(buf, buf.device_view)
     return buf
 
 
@@ -129,6 +142,9 @@ def userptr_destroy(buf: Userptr) -> int:
     """Remove the notifier (waits for callbacks in the kernel), drop the device mapping."""
     k = buf.fake_mm
     k.mmu_interval_notifier_remove(buf.sub)
+    checker = checker_for(k)
+    if checker is not None:
+        checker.release_device_mapping(buf)
     buf.dev_pt.clear()
     buf.bound = False
     k.kfree(buf.desc)
@@ -196,8 +212,9 @@ def userptr_write(buf: Userptr, offset: int, data: bytes) -> int:
 def device_mapping_mismatches(buf: Userptr) -> list[tuple[int, int, int | None]]:
     """Entries of the device page table that disagree with what the CPU page table maps
     now: ``(index, device pfn, cpu pfn or None)``.  A correct driver has none at any time
-    (its mapping is evicted before the PTEs change).  The contract checker's rule 6 only
-    judges long-term holds, and a notifier driver holds nothing, so this is the check."""
+    (its mapping is evicted before the PTEs change).  The contract checker's rule 6 makes
+    the same comparison through :meth:`Userptr.device_view`; this is the plain-assertion
+    form for use without the plugin."""
     out = []
     for idx, pfn in sorted(buf.dev_pt.items()):
         ent = buf.mm.lookup(buf.addr + idx * PAGE_SIZE)

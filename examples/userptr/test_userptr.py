@@ -174,11 +174,13 @@ def test_job_under_faults(fake_mm, pinfault):
 
 # ---------------------------------------------------------------------------- buggy twin
 @MACHINE
+@pytest.mark.pin_contract(expect="coherence")
 def test_buggy_twin_keeps_a_stale_device_mapping_after_cma_alloc(fake_mm):
     """Expected failure, asserted: the driver that ignores invalidation still points its
-    device at the old CMA pfns after cma_alloc migrated the buffer.  Nothing is held, so
-    the pin contract checker is silent; the explicit detector catches it, the device reads
-    the wrong memory and its write lands in the cma_alloc block."""
+    device at the old CMA pfns after cma_alloc migrated the buffer.  The contract
+    checker's coherence rule catches it through the device view the driver declared; the
+    explicit detector agrees, the device reads the wrong memory and its write lands in
+    the cma_alloc block."""
     mm, addr = user_buffer(fake_mm, "cma")
     buf = buggy_userptr_create(fake_mm, mm, addr, LENGTH)
     assert userptr_read(buf, 0, LENGTH) == (0, PAYLOAD)
@@ -194,12 +196,15 @@ def test_buggy_twin_keeps_a_stale_device_mapping_after_cma_alloc(fake_mm):
     assert userptr_write(buf, 0, b"DMA") == 0                    # lands in someone's CMA block
     assert mm.read(addr, 3) != b"DMA"
     assert page.folio.read((old[0] - page.pfn) * PAGE_SIZE, 3) == b"DMA"
-    assert fake_mm.check() == []                                 # the contract checker is silent
+    found = fake_mm.check()                                      # rule 6 on the device view
+    assert [v.rule.id for v in found] == ["coherence"] * 8
+    assert "a missed mmu notifier invalidation" in str(found[0])
     assert fake_mm.cma_release(area, page, area.count) is True
     assert userptr_destroy(buf) == 0
 
 
 @MACHINE
+@pytest.mark.pin_contract(expect="coherence")
 def test_buggy_twin_keeps_a_stale_device_mapping_after_offline(fake_mm):
     mm, addr = user_buffer(fake_mm, "movable")
     buf = buggy_userptr_create(fake_mm, mm, addr, LENGTH)
@@ -208,6 +213,7 @@ def test_buggy_twin_keeps_a_stale_device_mapping_after_offline(fake_mm):
     assert block.offline() == 0
     with pytest.raises(AssertionError, match="stale device mapping"):
         assert_device_coherent(buf)
+    assert {v.rule.id for v in fake_mm.check()} == {"coherence"}  # rule 6 on the device view
     assert userptr_read(buf, 0, 8) == (0, bytes(8))              # reads an offline hole
     assert block.online() == 0
     assert userptr_destroy(buf) == 0

@@ -174,6 +174,7 @@ class Checker:
         self._expected: set[Hashable] = set()
         self._holds: dict[int, _Hold] = {}
         self._holders: dict[Any, list[Any]] = {}
+        self._device_views: dict[Any, Callable[[], Iterable[tuple[Any, int, int]]]] = {}
         self._touched: list[tuple[int, int]] = []
         self._depth = 0
         self._call_seq = 0
@@ -275,6 +276,18 @@ class Checker:
             raise ValueError(f"no holder {owner!r} was declared "
                              f"(declared: {', '.join(map(repr, self._holders)) or 'none'})")
         del self._holders[owner]
+
+    def declare_device_mapping(self, owner: Any, view: Callable[[], Iterable[tuple[Any, int, int]]]) -> None:
+        """A driver keeps a device-side mapping of user memory without holding the pages
+        (the mmu-notifier design): *view()* returns ``(mm, addr, pfn)`` for every entry
+        the device would use now.  Rule 6 then checks that each entry is the page the CPU
+        page table maps at *addr*: an entry that survived a migration, unmap or COW means
+        the driver missed an invalidation.  Undo with :meth:`release_device_mapping`."""
+        self._device_views[owner] = view
+
+    def release_device_mapping(self, owner: Any) -> None:
+        """The device mapping of *owner* is gone (the driver unregistered its notifier)."""
+        self._device_views.pop(owner, None)
 
     def _holder_folios(self) -> dict[int, Any]:
         return {id(f): f for lst in self._holders.values() for f in lst if not f.freed}
@@ -437,6 +450,19 @@ class Checker:
                                        f"held anonymous folio is no longer what the page table maps at "
                                        f"{vpn << 12:#x} (it now maps pfn={now.pfn:#x})",
                                        [f, now], h.call, h.caller, key=("coherence", id(f), vpn)))
+        for owner, view in list(self._device_views.items()):
+            for mm, addr, pfn in view():
+                ent = mm.lookup(addr)
+                cpu = None if ent is None else ent[0].pfn + ent[1]
+                if cpu != pfn:
+                    dev = self.fake_mm.pfn_to_folio(pfn)
+                    where = "nothing" if ent is None else f"pfn={cpu:#x}"
+                    out.append(self._v(COHERENCE,
+                                       f"device mapping of {owner!r} at {addr:#x} still points at "
+                                       f"pfn={pfn:#x}, but the page table maps {where} "
+                                       f"(a missed mmu notifier invalidation)",
+                                       [dev, None if ent is None else ent[0]],
+                                       key=("coherence-device", id(owner), addr, pfn)))
         return out
 
     # rule 7 ------------------------------------------------------------------------

@@ -719,3 +719,26 @@ def test_rule1_fixed_kernel_fails_the_pin_instead():
     assert ret == -errno.ENOMEM and vs == []
     k.faults.disarm()
     assert ck.check(final=True) == []
+
+
+def test_rule6_declared_device_mapping_that_missed_an_invalidation():
+    """A driver's declared device view that still points at a migrated-away page is a
+    coherence violation; once the view follows the page table, there is none."""
+    k = machine()
+    ck = Checker(k)
+    addr = anon_buffer(k, "cma", npages=1)
+    mm = k.current.mm
+    folio, idx = mm.lookup(addr)
+    device = {addr: folio.pfn + idx}
+    ck.declare_device_mapping("drv", lambda: [(mm, a, p) for a, p in device.items()])
+    assert ck.check() == []
+    area = k.cma_areas[0]
+    page = k.cma_alloc(area, area.count, 0)                 # migrates the buffer out
+    assert page is not None
+    v = only(ck.check(), "coherence")
+    assert "device mapping of 'drv'" in str(v) and "missed mmu notifier invalidation" in str(v)
+    new, idx = mm.lookup(addr)
+    device[addr] = new.pfn + idx                            # the fixed driver re-faults
+    assert ck.check() == []
+    ck.release_device_mapping("drv")
+    assert k.cma_release(area, page, area.count)
