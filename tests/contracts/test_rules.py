@@ -16,22 +16,8 @@ from pytest_pinfault.mm import (F_SEAL_SHRINK, FOLL_LONGTERM, FOLL_WRITE, GFP_HI
                                 GFP_KERNEL, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MFD_ALLOW_SEALING, PROT_READ,
                                 PROT_WRITE, FakeMM, MMConfig, Out)
 
-NPAGES = 4
-PAGE = 4096
+from tests.contracts.helpers import NPAGES, PAGE, anon_buffer, machine
 
-
-def machine(**kw) -> FakeMM:
-    cfg = dict(ram="1GiB", cma="64MiB", movablecore="128MiB", gup_retry_limit=8)
-    cfg.update(kw)
-    return FakeMM(MMConfig(**cfg))
-
-
-def anon_buffer(k, where="cma", npages=NPAGES):
-    mm = k.current.mm
-    addr = mm.mmap(npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
-    with k.steer(where):
-        assert mm.write(addr, b"payload!" * (npages * 512)) == npages * PAGE
-    return addr
 
 
 def memfd_buffer(k, where="cma", npages=NPAGES, seal=False):
