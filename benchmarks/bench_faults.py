@@ -134,31 +134,42 @@ def run_pin_mapping(size: int, state: Callable[[FakeMM], None]) -> tuple[float, 
     return dt, n
 
 
+WORKLOADS = {
+    "memfd_pin_folios shmem 4KiB, migrated out of CMA": ("memfd", run_memfd_cma),
+    "pin_user_pages(LONGTERM) shared 4KiB, no migration": ("mapping", run_pin_mapping),
+}
+
+
+def measure(size: int, repeat: int) -> dict:
+    """Returns {"site_us": cost of one idle site line, workload: {"best": {state: us/folio},
+    "hits": site hits per folio}} for pin+unpin of *size* bytes, best of *repeat* runs."""
+    out: dict = {"site_us": idle_site_us()}
+    for wname, (key, run) in WORKLOADS.items():
+        best: dict[str, float] = {}
+        for _ in range(repeat):
+            for sname, state in STATES.items():
+                dt, n = run(size, state)
+                per = dt * 1e6 / n
+                best[sname] = min(best.get(sname, per), per)
+        out[wname] = {"best": best, "hits": HITS[key]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=64, help="MiB pinned per run (default 64)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per state; the best counts (default 5)")
     args = ap.parse_args()
-    size = args.size << 20
-    workloads = {
-        "memfd_pin_folios shmem 4KiB, migrated out of CMA": ("memfd", run_memfd_cma),
-        "pin_user_pages(LONGTERM) shared 4KiB, no migration": ("mapping", run_pin_mapping),
-    }
-    site_us = idle_site_us()
+    res = measure(args.size << 20, args.repeat)
+    site_us = res["site_us"]
     print(f"pin+unpin of {args.size} MiB, best of {args.repeat} runs per state (states interleaved)")
     print(f"{'workload / injector state':60s} {'us/folio':>9s} {'vs (a)':>8s}")
-    for wname, (key, run) in workloads.items():
-        best: dict[str, float] = {}
-        for _ in range(args.repeat):
-            for sname, state in STATES.items():
-                dt, n = run(size, state)
-                per = dt * 1e6 / n
-                best[sname] = min(best.get(sname, per), per)
+    for wname in WORKLOADS:
+        best, hits = res[wname]["best"], res[wname]["hits"]
         print(wname)
         base = best["(a) nothing armed"]
         for sname, per in best.items():
             print(f"  {sname:58s} {per:9.3f} {per / base:8.3f}")
-        hits = HITS[key]
         print(f"  idle site lines in (a): {hits:.1f} hits/folio x {site_us * 1000:.0f} ns = "
               f"{hits * site_us:.3f} us/folio, {100 * hits * site_us / base:.1f}% of (a)")
 

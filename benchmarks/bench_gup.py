@@ -75,11 +75,25 @@ def pin_mapping(k: FakeMM, f, size: int) -> tuple[float, int]:
     return dt, n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB")
-    args = ap.parse_args()
-    size = (64 << 20) if args.quick else (1 << 30)
+def pin_mapping_huge(k: FakeMM, h, size: int) -> tuple[float, int]:
+    """pin_user_pages over a populated shared mapping of a hugetlbfs memfd; returns the
+    time and the number of 2 MiB folios."""
+    dt, _ = pin_mapping(k, h, size)
+    return dt, size >> 21
+
+
+def hugetlb_memfd(k: FakeMM, size: int):
+    h = k.memfd_create("bench-huge", MFD_HUGETLB)
+    assert h.ftruncate(size) == 0 and h.fallocate(0, 0, size) == 0
+    return h
+
+
+def measure(size: int, huge_extra: bool = False) -> tuple[float, list[tuple[str, float, int]]]:
+    """Pin+unpin *size* bytes in each case; returns (bare object us, [(case, seconds, folios)]).
+
+    With *huge_extra* it also measures 2 MiB hugetlb folios migrated out of ZONE_MOVABLE
+    (the pool allocated there, movablecore=4GiB) and pin_user_pages over hugetlb mappings.
+    """
     nr = size >> 12
     ref = bare_us(nr)
     rows = []
@@ -105,10 +119,36 @@ def main() -> None:
 
     hp = size >> 21
     k = FakeMM(MMConfig(ram="8GiB", hugetlb={"2MiB": hp}))
-    h = k.memfd_create("bench-huge", MFD_HUGETLB)
-    assert h.ftruncate(size) == 0 and h.fallocate(0, 0, size) == 0
+    h = hugetlb_memfd(k, size)
     dt, n = pin_memfd(k, h, size, hp)
     rows.append(("memfd_pin_folios hugetlb 2MiB, no migration", dt, n))
+
+    if huge_extra:
+        dt, n = pin_mapping_huge(k, h, size)
+        assert k.stats.pgmigrate_success == 0
+        rows.append(("pin_user_pages(LONGTERM) hugetlb 2MiB, no migration", dt, n))
+
+        k = FakeMM(MMConfig(ram="8GiB", movablecore="4GiB", hugetlb={"2MiB": hp}))
+        h = hugetlb_memfd(k, size)
+        dt, n = pin_memfd(k, h, size, hp)
+        assert k.stats.pgmigrate_success == nr, k.stats.pgmigrate_success
+        rows.append(("memfd_pin_folios hugetlb 2MiB, all migrated out of ZONE_MOVABLE", dt, n))
+
+        k = FakeMM(MMConfig(ram="8GiB", movablecore="4GiB", hugetlb={"2MiB": hp}))
+        h = hugetlb_memfd(k, size)
+        dt, n = pin_mapping_huge(k, h, size)
+        assert k.stats.pgmigrate_success == nr, k.stats.pgmigrate_success
+        rows.append(("pin_user_pages(LONGTERM) hugetlb 2MiB, all migrated out of ZONE_MOVABLE", dt, n))
+    return ref, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB")
+    args = ap.parse_args()
+    size = (64 << 20) if args.quick else (1 << 30)
+    nr = size >> 12
+    ref, rows = measure(size)
 
     print(f"pin+unpin of {size >> 20} MiB; bare __slots__ object: {ref:.3f} us each")
     print(f"{'case':64s} {'folios':>8s} {'us/folio':>9s} {'x bare':>8s} {'us/4KiB':>8s}")

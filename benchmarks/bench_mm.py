@@ -100,7 +100,8 @@ def _ok(value: float, target: float) -> str:
 
 
 # ---------------------------------------------------------------------- (a) construction
-def bench_construction(repeats: int) -> None:
+def bench_construction(repeats: int) -> dict:
+    """Prints and returns {"t4", "t1" (seconds), "m4", "m1" (peak bytes), "rt", "rm" (ratios)}."""
     print("== construction: FakeMM(MMConfig(ram=..., movablecore='512MiB', cma='128MiB'))")
     rows = {}
     for ram in ("4GiB", "1TiB"):
@@ -116,6 +117,7 @@ def bench_construction(repeats: int) -> None:
     rt, rm = t1 / t4, m1 / m4
     print(f"  ratio 1TiB/4GiB: time {rt:.2f}x, peak memory {rm:.2f}x  target <= "
           f"{TARGET_CONSTRUCT_RATIO:g}x: {_ok(max(rt, rm), TARGET_CONSTRUCT_RATIO)}")
+    return {"t4": t4, "t1": t1, "m4": m4, "m1": m1, "rt": rt, "rm": rm}
 
 
 # ---------------------------------------------------------------------- (b) CMA migration
@@ -245,7 +247,9 @@ def _run_migration(n: int, trace: bool, verify: bool) -> tuple[float, float, flo
     return w1 - w0, c1 - c0, w2 - w1, c2 - c1
 
 
-def bench_migration(n: int, repeats: int) -> None:
+def bench_migration(n: int, repeats: int) -> dict:
+    """Prints and returns {"alloc_us", "migrate_us", "migrate_us_notrace", "bytes_per_folio",
+    "ref_us", "ref_bytes"} (per folio; wall-clock medians, trace on unless stated)."""
     cfg = ", ".join(f"{k}={v!r}" for k, v in MIGRATION_CONFIG.items())
     print(f"== {n} x 4 KiB anonymous folios ({n * 4 >> 10} MiB) allocated in CMA, then migrated out "
           f"under PF_MEMALLOC_PIN; MMConfig({cfg}); median of {repeats} runs, wall (cpu)")
@@ -272,6 +276,8 @@ def bench_migration(n: int, repeats: int) -> None:
           f"{ref_t:5.2f} us/folio, {ref_b:6.1f} bytes/folio")
     print(f"  ratios to the reference: allocation {aw / ref_t:.1f}x, isolation+migration "
           f"{mw / ref_t:.1f}x, memory {per / ref_b:.2f}x")
+    return {"alloc_us": aw, "migrate_us": mw, "migrate_us_notrace": us[False][2],
+            "bytes_per_folio": per, "ref_us": ref_t, "ref_bytes": ref_b}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,6 +205,37 @@ def profile_fake_mm(path: str, tmp: str, n: int) -> None:
         print(f"    {cum / n * 1e3:8.3f} ms/test  {rel}:{line}({func})")
 
 
+def _rounds(paths: dict[str, str], tmp: str, n: int, repeats: int
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """One warm-up, then *repeats* interleaved rounds: (wall times, loop times) per variant."""
+    walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    loops: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for name, (_, extra) in VARIANTS.items():            # warm-up (imports, disk cache)
+        run_once(paths[name], extra, tmp, n)
+    for _ in range(repeats):
+        for name, (_, extra) in VARIANTS.items():
+            wall, loop = run_once(paths[name], extra, tmp, n)
+            walls[name].append(wall)
+            loops[name].append(loop)
+    return walls, loops
+
+
+def measure(n: int, repeats: int) -> dict:
+    """Per-test overhead over a bare test, in ms, from the best round's wall time
+    ("fake_mm", "fs", "2 empty fixtures", "plain FakeMM fixture") and from the run-test
+    loop alone (keys suffixed " loop")."""
+    with tempfile.TemporaryDirectory(prefix="bench_plugin_") as tmp:
+        paths = write_modules(tmp, n)
+        walls, loops = _rounds(paths, tmp, n, repeats)
+    best = {name: min(ts) for name, ts in walls.items()}
+    best_loop = {name: min(ts) for name, ts in loops.items()}
+    out = {}
+    for name in ("fake_mm", "fs", "2 empty fixtures", "plain FakeMM fixture"):
+        out[name] = (best[name] - best["bare"]) / n * 1e3
+        out[name + " loop"] = (best_loop[name] - best_loop["bare"]) / n * 1e3
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 tests per variant instead of 500")
@@ -225,15 +256,7 @@ def main() -> None:
           f"{pyfakefs.__version__}, pytest-pinfault {pinfault_version}")
     with tempfile.TemporaryDirectory(prefix="bench_plugin_") as tmp:
         paths = write_modules(tmp, n)
-        walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        loops: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        for name, (_, extra) in VARIANTS.items():            # warm-up (imports, disk cache)
-            run_once(paths[name], extra, tmp, n)
-        for _ in range(args.repeats):
-            for name, (_, extra) in VARIANTS.items():
-                wall, loop = run_once(paths[name], extra, tmp, n)
-                walls[name].append(wall)
-                loops[name].append(loop)
+        walls, loops = _rounds(paths, tmp, n, args.repeats)
         # the fastest round is the one least disturbed by the rest of the machine
         best = {name: min(ts) for name, ts in walls.items()}
         best_loop = {name: min(ts) for name, ts in loops.items()}

@@ -4,7 +4,8 @@ The hooks and fixtures live in the submodules and are re-exported here, where py
 finds them: :mod:`.options` (command line and ini), :mod:`.fixtures` (``mm_config``,
 ``fake_mm``, ``pinfault``), :mod:`.markers` (registration and collection-time checks),
 :mod:`.matrix` (``pinfault_matrix``), :mod:`.report` (header, summary, JSON) and
-:mod:`.hookspecs` (the plugin's own hooks).
+:mod:`.hookspecs` (the plugin's own hooks) and :mod:`.covctx` (coverage dynamic contexts
+per test, ``--pinfault-errpaths``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from . import hookspecs as _hookspecs
 from .controller import Armed, Pinfault
+from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
 from .markers import MarkerError, register_markers, validate_item
@@ -26,7 +28,7 @@ from .state import STATE_KEY, PinfaultState, get_state
 
 __all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
-           "pytest_generate_tests", "pytest_runtest_call", "pytest_report_header",
+           "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]
 
 
@@ -40,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     state.validate_global_faults()
     install_summary(config)
+    config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -43,6 +43,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pinfault-max-nth", dest="pinfault_max_nth", metavar="N", default=None,
                     help=f"highest occurrence pinfault_matrix enumerates (default: ini "
                          f"pinfault_max_nth, else {MAX_NTH_DEFAULT})")
+    group.addoption("--pinfault-errpaths", dest="pinfault_errpaths", metavar="PKG[,PKG]", default=None,
+                    help="under coverage.py (coverage run -m pytest, or --cov), print the error-path "
+                         "coverage of these packages at the end: lines reached only under injected "
+                         "faults (with their sites) and error-handling lines no test reached")
     parser.addini("pinfault_seed", "seed of the fault injectors (see --pinfault-seed)", default="")
     parser.addini("pinfault_faults", "fault specs armed on every fake_mm, one per line or ';'-separated",
                   default="")

@@ -118,6 +118,10 @@ def _summary(config: pytest.Config) -> Summary | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    packages = config.getoption("pinfault_errpaths", None)
+    if packages and not _is_worker(config):
+        from .covctx import errpaths_summary
+        errpaths_summary(config, terminalreporter, [p for p in packages.split(",") if p.strip()])
     summary = _summary(config)
     if summary is None or not summary.tests:
         return

@@ -1,0 +1,165 @@
+"""pytest_pinfault.errpaths: the AST detector, the context names and the report built on
+hand-made CoverageData (no coverage run)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pytest_pinfault import errpaths
+from pytest_pinfault.errpaths import analyze, error_lines, format_table, never_lines, parse_context
+
+coverage = pytest.importorskip("coverage")
+
+DRIVER = textwrap.dedent('''\
+    import errno
+
+
+    def create(k, n):
+        buf = k.kmalloc(n)
+        if buf is None:
+            return -errno.ENOMEM
+        ret = k.register(buf)
+        if ret < 0:
+            k.kfree(buf)
+            return ret
+        if not k.ready:
+            return -errno.EAGAIN              # pinfault: never
+        try:
+            k.go()
+        except OSError:
+            k.undo()
+        if n > 3:
+            n = 3
+        return 0
+    ''')
+
+
+def test_detector_finds_the_error_handling_lines():
+    lines = error_lines(DRIVER)
+    assert lines == {7: "if", 10: "if", 11: "if", 13: "if", 17: "except"}
+    assert 19 not in lines          # `if n > 3` is not a failure check
+
+
+@pytest.mark.parametrize("test", ["ret != 4", "not ret", "ret", "ret == -5", "0 > ret", "x is None",
+                                  "ret <= 0", "IS_ERR(ret)", "a and ret < 0"])
+def test_detector_failure_checks(test):
+    src = f"def f(k):\n    ret = k.call()\n    x = k.y\n    a = 1\n    if {test}:\n        k.fail()\n"
+    assert 6 in error_lines(src)
+
+
+@pytest.mark.parametrize("test", ["n > 3", "x", "a == 1", "x != 4"])
+def test_detector_ignores_ordinary_conditions(test):
+    src = f"def f(k):\n    x = k.y\n    a = 1\n    n = 2\n    if {test}:\n        k.ok()\n"
+    assert 6 not in error_lines(src)
+
+
+def test_detector_if_whose_body_returns_an_errno():
+    src = "def f(k):\n    if k.flags & 3:\n        return -22\n"
+    assert error_lines(src) == {3: "if"}
+
+
+def test_never_mark_covers_the_line_or_the_body():
+    assert never_lines(DRIVER) == {13}
+    src = "def f(k):\n    if k.x is None:   # pinfault: never\n        k.a()\n        k.b()\n"
+    assert never_lines(src) == {2, 3, 4}
+
+
+def test_parse_context():
+    assert parse_context("t.py::f[kmalloc#1-transient]|kmalloc#1/transient") == \
+        ("t.py::f[kmalloc#1-transient]", "kmalloc#1/transient")
+    assert parse_context("t.py::f|nofault") == ("t.py::f", None)
+    assert parse_context("") is None
+    assert parse_context("t.py::f|run") is None
+    assert parse_context("t.py::f|x#1/sideways") is None
+
+
+def _data(tmp_path, lines_by_context):
+    path = tmp_path / "pkg" / "drv.py"
+    path.parent.mkdir(exist_ok=True)
+    (path.parent / "__init__.py").write_text("")
+    path.write_text(DRIVER)
+    data = coverage.CoverageData(basename=str(tmp_path / ".coverage"))
+    for ctx, lines in lines_by_context.items():
+        data.set_context(ctx)
+        data.add_lines({str(path): lines})
+    data.write()
+    return str(path), data
+
+
+NORMAL = [1, 4, 5, 6, 8, 9, 12, 14, 15, 18, 20]
+
+
+def test_report_on_hand_made_data(tmp_path):
+    path, data = _data(tmp_path, {"": [1, 4], "t.py::ok|nofault": NORMAL,
+                                  "t.py::m[kmalloc#1-transient]|kmalloc#1/transient": [5, 6, 7],
+                                  "t.py::m[kmalloc#1-persistent]|kmalloc#1/persistent": [5, 6, 7],
+                                  "t.py::r[reg#1-transient]|reg#1/transient": [5, 6, 8, 9, 10, 11, 20]})
+    report = analyze(data, ["pkg"], root=str(tmp_path))
+    (f,) = report.files
+    assert f.relpath == os.path.join("pkg", "drv.py")
+    assert f.fault_only == {7: ["kmalloc"], 10: ["reg"], 11: ["reg"]}
+    assert f.fault_cases[7] == ["kmalloc#1/persistent", "kmalloc#1/transient"]
+    assert f.found == [7, 10, 11, 17] and f.never == [13]
+    assert f.reached == [7, 10, 11] and f.unreached == [17]
+    assert (report.reached, report.found) == (3, 4)
+    text = "\n".join(format_table(report))
+    assert "7: kmalloc" in text and "10-11: reg" in text
+    assert "no run reached: 17" in text
+    assert "error-path lines reached / found: 3 / 4 (75.0%)" in text
+    js = report.as_json()
+    assert js["files"][0]["fault_only"]["7"]["sites"] == ["kmalloc"]
+    json.dumps(js)
+
+
+def test_a_line_also_run_without_a_fault_is_not_fault_only(tmp_path):
+    _, data = _data(tmp_path, {"t.py::ok|nofault": NORMAL + [7],
+                               "t.py::m[kmalloc#1-transient]|kmalloc#1/transient": [5, 6, 7]})
+    (f,) = analyze(data, ["pkg.drv"], root=str(tmp_path)).files
+    assert 7 not in f.fault_only and 7 in f.reached
+
+
+def test_packages_filter(tmp_path):
+    _, data = _data(tmp_path, {"t.py::ok|nofault": NORMAL})
+    assert analyze(data, ["other"], root=str(tmp_path)).files == []
+    assert len(analyze(data, [str(tmp_path / "pkg")], root=str(tmp_path)).files) == 1
+
+
+def test_command_line_json_and_html(tmp_path):
+    _data(tmp_path, {"t.py::ok|nofault": NORMAL,
+                     "t.py::m[kmalloc#1-transient]|kmalloc#1/transient": [5, 6, 7]})
+    proc = subprocess.run([sys.executable, "-m", "pytest_pinfault.errpaths", ".coverage", "--packages", "pkg",
+                           "--json", "ep.json", "--html", "html"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "7: kmalloc" in proc.stdout
+    assert "error-path lines reached / found: 1 / 4" in proc.stdout
+    js = json.loads((tmp_path / "ep.json").read_text())
+    assert js["schema"] == errpaths.SCHEMA and js["found"] == 4
+    pages = sorted(p.name for p in (tmp_path / "html").iterdir())
+    assert "index.html" in pages and len(pages) == 2
+    page = (tmp_path / "html" / [p for p in pages if p != "index.html"][0]).read_text()
+    assert 'class="fault" title="reached only under: kmalloc#1/transient"' in page
+    assert 'class="unreached"' in page and 'class="never"' in page
+
+
+def test_command_line_missing_data(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest_pinfault.errpaths", "--packages", "pkg"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no coverage data file" in proc.stderr
+
+
+def test_importing_errpaths_does_not_import_coverage_or_pytest():
+    code = ("import sys; import pytest_pinfault.errpaths; "
+            "sys.exit(3 if {'coverage', 'pytest'} & set(sys.modules) else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_plugin_import_does_not_import_coverage():
+    code = ("import sys; import pytest_pinfault.plugin; "
+            "sys.exit(3 if 'coverage' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
