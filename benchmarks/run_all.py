@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import importlib.util
 import os
 import subprocess
 import sys
@@ -207,11 +208,7 @@ def errpaths_row(tab: Table) -> None:
     if not errpaths_available():
         tab.add(row, "not available", f"(no {ERRPATHS_OPTION} in pytest --help)")
         return
-    try:
-        import pytest_cov  # noqa: F401
-        have_cov_plugin = True
-    except ImportError:
-        have_cov_plugin = False
+    have_cov_plugin = importlib.util.find_spec("pytest_cov") is not None
     with tempfile.TemporaryDirectory(prefix="bench_errpaths_") as tmp:
         env = dict(os.environ, COVERAGE_FILE=os.path.join(tmp, ".coverage"))
         if have_cov_plugin:
