@@ -371,7 +371,7 @@ class UdmabufDevice:
         if not (hasattr(memfd, "shmem_file") and (memfd.shmem_file() or memfd.is_file_hugepages())):
             return -EBADFD
         seals = memfd.get_seals()              # memfd_fcntl(F_GET_SEALS)
-        if seals < 0:
+        if seals < 0:                          # pinfault: never -- F_GET_SEALS fails only for non-shmem/hugetlb files, rejected above
             return -EBADFD
         if not seals & F_SEAL_SHRINK or seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
             return -errno.EINVAL

@@ -149,6 +149,7 @@ def test_dma_buf_ops(fake_mm, udmabuf_dev, memfds):
     ubuf = udmabuf_dev.dmabuf(create(udmabuf_dev, fd, 2 * PAGE_SIZE, 4 * PAGE_SIZE))
     assert ubuf.mmap(MAP_PRIVATE) == -errno.EINVAL                    # VM_SHARED required
     assert ubuf.mmap().read(4 * PAGE_SIZE, 1) == -errno.EFAULT        # SIGBUS beyond pagecount
+    assert ubuf.mmap().write(4 * PAGE_SIZE, b"x") == -errno.EFAULT
     v = ubuf.vmap()
     assert v.read(PAGE_SIZE, 5) == b"hello"
     assert v.write(0, b"via-vmap") == 8 and mf.pread(8, 2 * PAGE_SIZE) == b"via-vmap"
@@ -164,7 +165,10 @@ def test_release_on_close_unpins_everything(fake_mm, udmabuf_dev, memfds):
     fd, _ = memfds.create(8 * PAGE_SIZE)
     before = fake_mm.stats.nr_foll_pin_released
     buf = create(udmabuf_dev, fd, 0, 8 * PAGE_SIZE)
+    ubuf = udmabuf_dev.dmabuf(buf)
     assert udmabuf_dev.files.close(buf) == 0
+    assert udmabuf_dev.files.close(buf) == -errno.EBADF                # already closed
+    assert ubuf.mmap() == -errno.EBADF                                 # a stale reference
     assert fake_mm.stats.nr_foll_pin_released - before == 8
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
 
@@ -222,6 +226,8 @@ def test_errno_ioctl_level(fake_mm, udmabuf_dev, memfds):
     assert udmabuf_dev.ioctl(UDMABUF_CREATE, None) == -errno.EFAULT
     assert udmabuf_dev.ioctl(UDMABUF_CREATE_LIST, None) == -errno.EFAULT
     assert create_list(udmabuf_dev, []) == -errno.EINVAL                             # count 0
+    short = udmabuf_create_list(count=2, list=[item])                                # count > items
+    assert udmabuf_dev.ioctl(UDMABUF_CREATE_LIST, short) == -errno.EFAULT
     assert create_list(udmabuf_dev, [item] * 1025) == -errno.EINVAL                   # > list_limit
     udmabuf_dev.list_limit = 2
     assert create_list(udmabuf_dev, [item] * 3) == -errno.EINVAL
@@ -264,6 +270,32 @@ def test_create_matrix(fake_mm, pinfault, udmabuf_dev, memfds):
         assert ubuf.mmap().read(PAGE_SIZE, 1) == b"p"                      # migrated with its data
         if pinfault.result(ubuf.begin_cpu_access()) == 0:
             assert ubuf.end_cpu_access() == 0
+        assert udmabuf_dev.files.close(buf) == 0
+    assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
+    assert not fake_mm.slab_live
+
+
+# kmalloc/kvmalloc_array calls of one create_list + the dma-buf ops below: memdup, ubuf,
+# folios, offsets, pinned, scratch, the cached sg table, vmap's pfn array, map_dma_buf's table
+KMALLOC_CALLS = 9
+
+
+@pytest.mark.mm_config(movablecore=0, cma=0)
+@pytest.mark.pinfault_matrix("kmalloc", max_nth=KMALLOC_CALLS, accept=(-errno.ENOMEM,))
+def test_kmalloc_matrix_every_allocation(fake_mm, pinfault, udmabuf_dev, memfds):
+    """Every allocation of the create path and of the dma-buf ops fails in turn."""
+    fd, _ = memfds.create(8 * PAGE_SIZE)
+    buf = pinfault.result(create_list(udmabuf_dev, [udmabuf_create_item(memfd=fd, size=4 * PAGE_SIZE)]))
+    if buf >= 0:
+        ubuf = udmabuf_dev.dmabuf(buf)
+        if pinfault.result(ubuf.begin_cpu_access()) == 0:
+            assert ubuf.end_cpu_access() == 0
+        v = pinfault.result(ubuf.vmap())
+        if not isinstance(v, int):
+            ubuf.vunmap(v)
+        sg = pinfault.result(ubuf.map_dma_buf())
+        if not isinstance(sg, int):
+            ubuf.unmap_dma_buf(sg)
         assert udmabuf_dev.files.close(buf) == 0
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
     assert not fake_mm.slab_live

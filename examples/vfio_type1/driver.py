@@ -86,7 +86,7 @@ class FakeIommuDomain:
         if rc is not None:
             return rc
         for i in range(npages):
-            if iova + i * PAGE_SIZE in self.entries:
+            if iova + i * PAGE_SIZE in self.entries:     # pinfault: never -- the dma tree rejects overlaps first (do_map -EEXIST)
                 return -errno.EEXIST
         for i in range(npages):
             self.entries[iova + i * PAGE_SIZE] = (pfn + i, prot)
@@ -343,21 +343,21 @@ class VfioIommuType1:
         unmap them from every domain and unpin their pages; return locked_vm."""
         iova, end = dma.iova, dma.iova + dma.size
         unlocked = 0
-        if not self.domains:
+        if not self.domains:                   # pinfault: never -- the model has no domain-less (mdev-only) container
             return 0
         first, rest = self.domains[0], self.domains[1:]
         for d in rest:                         # only the first domain is walked for pfns
             d.unmap(iova, dma.size)
         while iova < end:
             phys = first.iova_to_phys(iova)
-            if not phys:
+            if not phys:                       # pinfault: never -- dma.size grows only over chunks mapped in every domain: no holes
                 iova += PAGE_SIZE
                 continue
             length = PAGE_SIZE
             while iova + length < end and first.iova_to_phys(iova + length) == phys + length:
                 length += PAGE_SIZE
             unmapped = first.unmap(iova, length)
-            if not unmapped:
+            if not unmapped:                   # pinfault: never -- iova_to_phys just found the entry
                 break
             unlocked += self.unpin_pages_remote(dma, phys >> PAGE_SHIFT, unmapped >> PAGE_SHIFT, False)
             iova += unmapped

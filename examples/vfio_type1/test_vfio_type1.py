@@ -129,6 +129,31 @@ def test_vaddr_invalidate_and_update_moves_the_charge(fake_mm):
     assert new.mm.locked_vm == 0
 
 
+def test_vaddr_update_over_the_new_owners_memlock_is_enomem(fake_mm):
+    k = fake_mm
+    iommu = VfioIommuType1(k)
+    assert do_map(iommu, user_buffer(k)) == 0
+    assert do_unmap(iommu, flags=VFIO_DMA_UNMAP_FLAG_VADDR) == (0, LENGTH)
+    new = k.create_task("qemu-after-exec")
+    new.mm.rlimit_memlock = PAGE_SIZE                              # cannot take the charge
+    with k.run_as(new):
+        assert do_map(iommu, 0x7000000, flags=VFIO_DMA_MAP_FLAG_VADDR) == -errno.ENOMEM
+    assert k.current.mm.locked_vm == NPAGES and new.mm.locked_vm == 0   # charge unmoved
+    assert iommu.dma_list[0].vaddr_invalid
+    vfio_iommu_release(iommu)
+    assert_nothing_held(k, iommu, k.current.mm)
+
+
+def test_map_from_a_task_without_mm_is_enodev(fake_mm):
+    k = fake_mm
+    kthread = k.create_task("kworker")
+    kthread.mm = None                                               # a kernel thread
+    iommu = VfioIommuType1(k)
+    with k.run_as(kthread):
+        assert do_map(iommu, 0x7000000) == -errno.ENODEV
+    assert_nothing_held(k, iommu, k.current.mm)
+
+
 # ------------------------------------------------------------------ errno table
 def _setup_existing(k, iommu):
     assert do_map(iommu, user_buffer(k)) == 0

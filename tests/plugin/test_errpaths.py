@@ -117,3 +117,16 @@ def test_xdist_workers_record_the_contexts(pytester):
     out.stdout.fnmatch_lines([f"  {ENOMEM_LINE}: kmalloc",
                               f"drv.py: error-path lines no run reached: {EINVAL_LINE}",
                               "error-path lines reached / found: 1 / 2 (50.0%)"])
+
+
+def test_pytest_cov_terminal_report(pytester):
+    """With pytest-cov (``--cov``) instead of ``coverage run``: same contexts, same report."""
+    pytest.importorskip("pytest_cov")
+    _project(pytester)
+    result = pytester.runpytest_subprocess(*INNER, "-p", "pytest_cov", "--cov=drv", "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*pinfault: error paths*",
+                                 "drv.py: reached only under injected faults:",
+                                 f"  {ENOMEM_LINE}: kmalloc",
+                                 f"drv.py: error-path lines no run reached: {EINVAL_LINE}",
+                                 "error-path lines reached / found: 1 / 2 (50.0%)"])
