@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import errno
 
-from pytest_pinfault import pin_entry_point
+from pytest_pinfault import Out, pin_entry_point
 from pytest_pinfault.mm import PAGE_SHIFT
 
-from .driver import EBADFD, UdmaBuf, UdmabufDevice, _Out
+from .driver import EBADFD, UdmaBuf, UdmabufDevice
 
 
 # --------------------------------------------------------------------- (a) pre-6.11
@@ -89,7 +89,7 @@ class TrustCountDevice(UdmabufDevice):
     @pin_entry_point(name="udmabuf_pin_folios")
     def udmabuf_pin_folios(self, memfd, start: int, size: int, folios: list) -> int:
         pgcnt = size >> PAGE_SHIFT
-        ret = self.k.memfd_pin_folios(memfd, start, start + size - 1, folios, pgcnt, _Out())
+        ret = self.k.memfd_pin_folios(memfd, start, start + size - 1, folios, pgcnt, Out(0))
         if ret < 0:
             return ret
         return pgcnt if ret else -errno.EINVAL    # BUG: the requested count, not ret

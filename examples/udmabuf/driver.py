@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from pytest_pinfault import pin_entry_point
+from pytest_pinfault import Out, pin_entry_point
 from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE, GFP_KERNEL, MAP_SHARED,
                                 PAGE_SHIFT, PAGE_SIZE)
 
@@ -382,7 +382,7 @@ class UdmabufDevice:
         k = self.k
         pgcnt = size >> PAGE_SHIFT
         end = start + (pgcnt << PAGE_SHIFT) - 1
-        pgoff = _Out()
+        pgoff = Out(0)
         nr_folios = k.memfd_pin_folios(memfd, start, end, scratch, pgcnt, pgoff)
         if nr_folios <= 0:
             return nr_folios if nr_folios else -errno.EINVAL
@@ -459,11 +459,3 @@ class UdmabufDevice:
         ubuf.deinit()
         self.k.kfree(ubuf.obj)
         return ret
-
-
-class _Out:
-    """A ``pgoff_t *`` out-parameter."""
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0

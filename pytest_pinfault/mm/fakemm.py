@@ -21,7 +21,7 @@ from .gfp import MIGRATE_CMA, ZONE_MOVABLE
 from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
-from .gup import GupMixin
+from .gup import GupMixin, Out
 from .memfd import MemfdMixin
 from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin
@@ -42,18 +42,6 @@ KERNEL_VERSION = "6.17"
 
 SECTION_SHIFT = 15           # 128 MiB memory sections (SECTION_SIZE_BITS 27)
 _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
-
-
-class Out:
-    """A one-value mutable box standing for a C scalar out-parameter (``pgoff_t *offset``)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Out({self.value!r})"
 
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
@@ -369,10 +357,10 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
     def _alloc_gigantic(self, gfp: int, order: int) -> Folio | None:
         """A gigantic (1 GiB) folio: an aligned free range taken directly, as
         alloc_contig_pages/memblock do; movable placement rules apply."""
-        from .gfp import _MOVABLE, MIGRATE_MOVABLE, gfp_zone
+        from .gfp import _MOVABLE, MIGRATE_MOVABLE
         n = 1 << order
         mts = (MIGRATE_MOVABLE, MIGRATE_CMA) if gfp & _MOVABLE else (MIGRATE_MOVABLE,)
-        for zone in self._zonelists[gfp_zone(gfp)]:
+        for zone in self._zonelist(gfp):
             for mt in mts:
                 pfn = self._buddy_take(zone, mt, order)
                 if pfn >= 0:

@@ -34,7 +34,7 @@ from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, 
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
-__all__ = ["Livelock"]
+__all__ = ["Livelock", "Out"]
 
 _WRITE = int(FOLL.WRITE)
 _GET = int(FOLL.GET)
@@ -701,7 +701,7 @@ class GupMixin:
                 if h is not None:
                     start_idx <<= h.order
                     end_idx <<= h.order
-                cursor = _Cursor(start_idx)
+                cursor = Out(start_idx)
                 while cursor.value <= end_idx and nr_folios < max_folios:
                     batch: list[Folio] = []
                     nr_found = self.filemap_get_folios_contig(memfd.mapping, cursor, end_idx, batch)
@@ -746,11 +746,16 @@ class GupMixin:
         return ret if ret else nr_folios
 
 
-class _Cursor:
+class Out:
+    """A one-value mutable box standing for a C scalar out-parameter (``pgoff_t *offset``)."""
+
     __slots__ = ("value",)
 
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: Any = None) -> None:
         self.value = value
+
+    def __repr__(self) -> str:
+        return f"Out({self.value!r})"
 
 
 def _set(arr: list | None, i: int, value: Any) -> None:
