@@ -127,6 +127,13 @@ class MMConfig:
         ``"auto"`` reserves the kernel image and the memmap (64 bytes per page, at the top
         of RAM, as memblock does top-down), which makes the top memory block unofflinable,
         as on real machines; ``"none"`` reserves nothing.
+    firmware
+        The firmware memory map.  ``"ideal"``: every page below the PCI hole but the
+        legacy ISA hole is RAM.  ``"seabios"``: what a QEMU ``pc`` guest's kernel sees --
+        page 0 trimmed from the usable map and the top 128 KiB below the PCI hole
+        reserved by SeaBIOS -- so the DMA zone starts at pfn 1, DMA32 has 32 pages fewer
+        present, and a ``movablecore`` below 4 GiB no longer ends on a memory block
+        boundary (tests/conformance replays the recorded guests with it).
     offline_retry_budget
         How many passes ``offline_pages`` makes before the modelled signal arrives and it
         returns ``-EINTR`` (the real kernel loops until a signal).
@@ -149,6 +156,7 @@ class MMConfig:
     memlock: Size = "8MiB"
     nr_cpus: int = 2
     boot_reserved: str = "auto"
+    firmware: str = "ideal"
     offline_retry_budget: int = 100
     gup_retry_limit: int = 64
     seed: int = 0
@@ -181,6 +189,8 @@ class MMConfig:
                 raise ConfigError(f"{name}: expected an integer >= {lo}, got {v!r}")
         if self.boot_reserved not in ("auto", "none"):
             raise ConfigError(f"boot_reserved: expected 'auto' or 'none', got {self.boot_reserved!r}")
+        if self.firmware not in ("ideal", "seabios"):
+            raise ConfigError(f"firmware: expected 'ideal' or 'seabios', got {self.firmware!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed: expected an integer, got {self.seed!r}")
         quirks = (self.quirks,) if isinstance(self.quirks, str) else tuple(self.quirks)

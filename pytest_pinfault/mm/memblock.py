@@ -6,11 +6,15 @@ find_zone_movable_pfns_for_nodes), kernel/dma/contiguous.c (dma_contiguous_reser
 mm/cma.c (cma_declare_contiguous), v6.12; QEMU's ``pc`` machine RAM split.
 
 * RAM below the 4 GiB PCI hole: all of it when less than 3.5 GiB, else 3 GiB, with the
-  rest from 4 GiB up; the legacy VGA/BIOS hole [640 KiB, 1 MiB) is absent.
+  rest from 4 GiB up; the legacy VGA/BIOS hole [640 KiB, 1 MiB) is absent.  With
+  ``firmware="seabios"`` SeaBIOS also keeps the top 128 KiB below the hole for itself
+  (e820 "reserved") and the kernel takes page 0 out of the usable map
+  (``trim_bios_range``), so the first present pfn -- and the DMA zone's start -- is 1,
+  as the recorded guests show (tests/conformance).
 * Zones: DMA [0, 16 MiB), DMA32 [16 MiB, 4 GiB), Normal above; ZONE_MOVABLE is the top
-  ``movablecore`` bytes of the highest populated zone (as ``find_zone_movable_pfns_for_nodes``
-  does for ``movablecore=``).
-* Reservations (``boot_reserved="auto"``): pfn 0, the kernel image at 16 MiB, and the
+  ``movablecore`` bytes of the highest populated zone, its start rounded up to
+  MAX_ORDER_NR_PAGES (as ``find_zone_movable_pfns_for_nodes`` does for ``movablecore=``).
+* Reservations (``boot_reserved="auto"``): pfn 0 (when present), the kernel image at 16 MiB, and the
   memmap (64 bytes per page) allocated top-down from the end of RAM, which therefore lands
   in the top memory block(s) -- the reason the top ZONE_MOVABLE block of a real guest
   cannot be offlined.
@@ -32,8 +36,10 @@ PFN_4G = (4 * GiB) >> PAGE_SHIFT
 PFN_16M = (16 * MiB) >> PAGE_SHIFT
 KERNEL_IMAGE = (16 * MiB >> PAGE_SHIFT, 48 * MiB >> PAGE_SHIFT)
 ISA_HOLE = (0x9F, 0x100)
+SEABIOS_TOP_PAGES = 32         # SeaBIOS's reservation at the top of low RAM (128 KiB)
 STRUCT_PAGE_SIZE = 64
 PAGEBLOCK = 512
+MAX_ORDER_NR_PAGES = 1024      # 1 << MAX_PAGE_ORDER (10) on x86-64
 
 
 @dataclasses.dataclass
@@ -65,12 +71,14 @@ def _overlaps(a: tuple[int, int], ranges: list[tuple[int, int]]) -> bool:
 def compute_layout(cfg: MMConfig) -> Layout:
     ram_pages = cfg.ram >> PAGE_SHIFT
     low = ram_pages if cfg.ram < (3 * GiB + GiB // 2) else (3 * GiB) >> PAGE_SHIFT
-    memory = _subtract([(0, low)], ISA_HOLE)
+    seabios = cfg.firmware == "seabios"
+    first_pfn = 1 if seabios else 0              # trim_bios_range drops page 0 from e820
+    memory = _subtract([(first_pfn, low - (SEABIOS_TOP_PAGES if seabios else 0))], ISA_HOLE)
     if ram_pages > low:
         memory.append((PFN_4G, PFN_4G + ram_pages - low))
     end_pfn = memory[-1][1]
 
-    zones: dict[int, tuple[int, int]] = {0: (0, min(PFN_16M, end_pfn))}
+    zones: dict[int, tuple[int, int]] = {0: (first_pfn, min(PFN_16M, end_pfn))}
     if low > PFN_16M:
         # A zone spans up to the node's end clamped to the zone's limits, holes included
         # (zone_spanned_pages_in_node): DMA32 reaches 4 GiB when RAM continues above it.
@@ -80,7 +88,9 @@ def compute_layout(cfg: MMConfig) -> Layout:
     if movable:
         top = 2 if end_pfn > PFN_4G else 1
         tstart, tend = zones[top]
-        mstart = tend - movable
+        # find_zone_movable_pfns_for_nodes: kernelcore runs out `movable` present pages
+        # below the end of RAM; the start is then rounded up to MAX_ORDER_NR_PAGES
+        mstart = -(-(end_pfn - movable) // MAX_ORDER_NR_PAGES) * MAX_ORDER_NR_PAGES
         if mstart <= tstart:
             raise ConfigError(
                 f"movablecore: expected less than the highest zone ({_fmt((tend - tstart) << PAGE_SHIFT)}), "
@@ -92,7 +102,7 @@ def compute_layout(cfg: MMConfig) -> Layout:
     zero_pfn = KERNEL_IMAGE[0] + 0x800  # empty_zero_page lives in the kernel image's bss
     if cfg.boot_reserved == "auto":
         memmap_pages = -(-ram_pages * STRUCT_PAGE_SIZE // 4096)
-        reserved = [(0, 1), KERNEL_IMAGE, (end_pfn - memmap_pages, end_pfn)]
+        reserved = ([] if seabios else [(0, 1)]) + [KERNEL_IMAGE, (end_pfn - memmap_pages, end_pfn)]
         if low < KERNEL_IMAGE[1] + PAGEBLOCK:
             raise ConfigError(f"ram: expected room above the kernel image, got {_fmt(cfg.ram)}")
 

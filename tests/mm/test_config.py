@@ -245,6 +245,7 @@ class TestMMConfigErrors:
         ({"offline_retry_budget": 0}, "offline_retry_budget: expected an integer >= 1, got 0"),
         ({"gup_retry_limit": -3}, "gup_retry_limit: expected an integer >= 1, got -3"),
         ({"boot_reserved": "some"}, "boot_reserved: expected 'auto' or 'none', got 'some'"),
+        ({"firmware": "ovmf"}, "firmware: expected 'ideal' or 'seabios', got 'ovmf'"),
         ({"seed": "1"}, "seed: expected an integer, got '1'"),
         ({"seed": False}, "seed: expected an integer, got False"),
     ])
@@ -314,3 +315,31 @@ class TestWithSeed:
         """A non-integer seed is a ConfigError naming the field."""
         with pytest.raises(ConfigError, match="seed: expected an integer"):
             MMConfig().with_seed("7")
+
+
+class TestFirmware:
+    """``firmware="seabios"``: the e820 map of the recorded QEMU guests
+    (tests/conformance/linux-*.json, layout)."""
+
+    @staticmethod
+    def spans(**kw):
+        from pytest_pinfault.mm import FakeMM
+        k = FakeMM(MMConfig(**kw))
+        return {z.name: (z.zone_start_pfn, z.spanned_pages, z.present_pages) for z in k.zones.values()}
+
+    def test_ideal_is_the_default_and_keeps_page_0(self):
+        assert MMConfig().firmware == "ideal"
+        assert self.spans(ram="4GiB")["DMA"] == (0, 4096, 3999)
+
+    def test_seabios_trims_page_0_and_the_top_128k_below_the_hole(self):
+        z = self.spans(ram="4GiB", movablecore="512MiB", firmware="seabios")
+        assert z["DMA"] == (1, 4095, 3998)
+        assert z["DMA32"] == (4096, 1044480, 782304)       # 0xbffe0 - 4096
+        assert z["Movable"] == (1179648, 131072, 131072)
+
+    def test_movable_start_is_rounded_up_to_max_order(self):
+        """512 MiB, 32 pages short at the top: kernelcore ends at pfn 98272, ZONE_MOVABLE
+        starts at the next multiple of 1024 and spans to the end of RAM."""
+        z = self.spans(ram="512MiB", movablecore="128MiB", firmware="seabios")
+        assert z["Movable"] == (98304, 131040 - 98304, 131040 - 98304)
+        assert z["DMA32"][0] + z["DMA32"][1] == 98304
