@@ -339,7 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per QEMU boot (default 900)")
     ap.add_argument("--check", action="store_true",
                     help="do not write; exit 1 when the new recording differs qualitatively from the committed one")
+    ap.add_argument("--source-version", action="append", default=[], metavar="SERIES=VERSION",
+                    help="record another Debian version of a series' linux-source package than the pinned "
+                         "one (for example 6.1=6.1.192-2, a newer point release); combine with --check to "
+                         "see whether it behaves the same")
     args = ap.parse_args(argv)
+    for item in args.source_version:
+        series, sep, version = item.partition("=")
+        if not sep or series not in PINS or not version:
+            ap.error(f"--source-version: expected SERIES=VERSION with SERIES one of {sorted(PINS)}, got {item!r}")
+        PINS[series] = (PINS[series][0], version)
     work = args.work.expanduser()
     t0 = time.monotonic()
     ok = True
