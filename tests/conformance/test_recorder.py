@@ -175,10 +175,21 @@ def test_schema_is_checked(tmp_path):
         load_result(tmp_path / "z.json")
 
 
-def test_record_help_runs():
+def test_record_help_runs_and_every_option_is_documented():
     proc = subprocess.run([sys.executable, str(RECORD), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--series" in proc.stdout and "77" in proc.stdout
+    docs = (REPO / "docs" / "conformance.md").read_text()
+    options = set(re.findall(r"(--[a-z][a-z-]+)", proc.stdout)) - {"--help"}
+    assert len(options) >= 7
+    assert sorted(o for o in options if o not in docs) == []
+
+
+def test_source_version_must_name_a_series():
+    proc = subprocess.run([sys.executable, str(RECORD), "--source-version", "7.0=1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--source-version: expected SERIES=VERSION with SERIES one of ['6.1', '6.12'], got '7.0=1'" in proc.stderr
 
 
 def test_docs_name_the_recorders_pins_and_command_line():
