@@ -4,6 +4,7 @@ under QEMU (TCG) with the guest probe, and write ``tests/conformance/linux-<seri
 
     python conformance/record.py [--series 6.1 6.12] [--work DIR] [--no-install]
                                  [--keep-going] [--timeout SECONDS] [--check]
+                                 [--source-version SERIES=VERSION]
 
 Per series: install the pinned ``linux-source-<series>`` and the build/boot tools with
 apt-get (unless ``--no-install``); unpack the source into ``<work>/src-<series>-<version>``;

@@ -437,7 +437,7 @@ static void pipe_soak(void)
 			note("pipe soak: %d pipes, DMA32 free %lu cma %lu, Normal free %lu", nr_soaks, free, cma, nfree);
 		if (free - cma < high + margin && nfree < nhigh + margin)
 			break;
-		if (nr_soaks >= MAX_SOAK || pipe(p))
+		if (nr_soaks >= MAX_SOAK || pipe2(p, O_NONBLOCK))   /* a full pipe ends the soak */
 			break;
 		fcntl(p[1], F_SETPIPE_SZ, (int)sizeof(chunk));
 		soaks[nr_soaks++] = (struct soak){NULL, 0, p[0], p[1]};
@@ -551,7 +551,7 @@ static int vmsplice_hold(struct buf *b, struct holder *h)
 	fcntl(p[1], F_SETPIPE_SZ, (int)(NPAGES * PAGE * 2));
 	h->fd = p[0];
 	h->fd2 = p[1];
-	ssize_t n = vmsplice(p[1], &iov, 1, 0);
+	ssize_t n = vmsplice(p[1], &iov, 1, SPLICE_F_NONBLOCK);   /* never block on a full pipe */
 	if (n != (ssize_t)(NPAGES * PAGE)) {
 		int e = n < 0 ? errno : EAGAIN;
 		close(p[0]);

@@ -2,6 +2,7 @@
 
 No QEMU here; recording itself is `python conformance/record.py` (docs/conformance.md)."""
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -212,3 +213,15 @@ def test_committed_results_parse(tmp_path):
         assert r["kernel"]["series"] == path.stem.removeprefix("linux-")
         dump_result(r, tmp_path / path.name)
         assert (tmp_path / path.name).read_text() == path.read_text()
+
+
+def test_committed_results_were_made_by_the_committed_probe():
+    """A change to the guest program must come with fresh recordings (the files carry the
+    sha256 of the probe source and the init script that produced them)."""
+    guest = REPO / "conformance" / "guest"
+    want = {"probe_c_sha256": hashlib.sha256((guest / "probe.c").read_bytes()).hexdigest(),
+            "init_sha256": hashlib.sha256((guest / "init").read_bytes()).hexdigest()}
+    paths = sorted((REPO / "tests" / "conformance").glob("linux-*.json"))
+    assert paths
+    for path in paths:
+        assert load_result(path).get("probe") == want, f"{path.name}: re-record with conformance/record.py"
