@@ -36,7 +36,7 @@ __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "P
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
            "VM_MAYREAD", "VM_MAYWRITE", "VM_LOCKED", "VM_IO", "VM_PFNMAP", "VM_HUGETLB",
-           "VM_LOCKONFAULT", "VM_HUGEPAGE"]
+           "VM_LOCKONFAULT", "VM_HUGEPAGE", "VM_NOHUGEPAGE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE"]
 
 
 class FOLL(enum.IntFlag):
@@ -81,6 +81,9 @@ VM_LOCKED = 0x2000
 VM_HUGETLB = 0x400000
 VM_LOCKONFAULT = 0x00080000
 VM_HUGEPAGE = 0x20000000
+VM_NOHUGEPAGE = 0x40000000
+MADV_HUGEPAGE = 14             # include/uapi/asm-generic/mman-common.h
+MADV_NOHUGEPAGE = 15
 
 MMAP_BASE = 0x7F0000000000
 TASK_SIZE = 0x7FFFFFFFF000
@@ -319,6 +322,27 @@ class MMStruct:
                 | (VM_EXEC if prot & PROT_EXEC else 0)
         return 0
 
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """madvise(2) for ``MADV_HUGEPAGE`` / ``MADV_NOHUGEPAGE``: set one of
+        VM_HUGEPAGE / VM_NOHUGEPAGE and clear the other on the range (splitting VMAs), so
+        that with ``thp="madvise"`` later anonymous faults map THPs (or, with NOHUGEPAGE,
+        never do).  0; -EINVAL for an unaligned address or another advice; -ENOMEM when
+        the range has a hole (after advising what is mapped, as the kernel does).
+        Already-mapped pages are left as they are (no collapse: khugepaged is not
+        modelled).  Kernel: mm/madvise.c:do_madvise, mm/khugepaged.c:hugepage_madvise
+        (v6.12)."""
+        if addr % PAGE_SIZE or advice not in (MADV_HUGEPAGE, MADV_NOHUGEPAGE):
+            return -errno.EINVAL
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        vmas = self._overlapping(addr, end)
+        covered = sum(min(v.end, end) - max(v.start, addr) for v in vmas)
+        self._split(addr)
+        self._split(end)
+        set_, clear = (VM_HUGEPAGE, VM_NOHUGEPAGE) if advice == MADV_HUGEPAGE else (VM_NOHUGEPAGE, VM_HUGEPAGE)
+        for v in self._overlapping(addr, end):
+            v.flags = (v.flags & ~clear) | set_
+        return 0 if covered == end - addr else -errno.ENOMEM
+
     def mlock(self, addr: int, length: int) -> int:
         """mlock(2): lock and populate; 0, -ENOMEM (limit or hole)."""
         return self.mlock2(addr, length, 0)
@@ -548,7 +572,7 @@ class AddressSpaceMixin:
 
     def _thp_allowed(self, vma: VMA, addr: int, mm: MMStruct) -> bool:
         thp = self.config.thp
-        if thp == "never" or (thp == "madvise" and not vma.flags & VM_HUGEPAGE):
+        if thp == "never" or vma.flags & VM_NOHUGEPAGE or (thp == "madvise" and not vma.flags & VM_HUGEPAGE):
             return False
         head = addr & ~((2 << 20) - 1)
         if head < vma.start or head + (2 << 20) > vma.end:

@@ -11,7 +11,8 @@ import errno
 import pytest
 
 from pytest_pinfault import FakeMM, MMConfig
-from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, MAP_ANONYMOUS, MAP_FIXED,
+from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, MADV_HUGEPAGE, MADV_NOHUGEPAGE,
+                                MAP_ANONYMOUS, MAP_FIXED, VM_HUGEPAGE, VM_NOHUGEPAGE,
                                 MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MFD_ALLOW_SEALING,
                                 MLOCK_ONFAULT, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE,
                                 VM_LOCKED, VM_LOCKONFAULT, VM_MAYWRITE, VM_SHARED, VM_WRITE)
@@ -37,6 +38,42 @@ def memfd(k, size=64 << 10, flags=MFD_ALLOW_SEALING):
     f = k.memfd_create("t", flags)
     assert f.ftruncate(size) == 0
     return f
+
+
+class TestMadvise:
+    """madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) and what THP mode makes of it."""
+
+    @staticmethod
+    def fault(thp, advice=None, length=2 * MiB, advise_len=None):
+        k = FakeMM(MMConfig(ram="1GiB", thp=thp))
+        mm = k.current.mm
+        addr = mm.mmap(length, RW, ANON | MAP_FIXED, addr=FIXED)
+        rc = mm.madvise(addr, advise_len or length, advice) if advice is not None else 0
+        assert mm.write(addr, b"x") == 1
+        return rc, mm, addr, mm.lookup(addr)[0].order
+
+    @pytest.mark.parametrize("thp, advice, order", [
+        ("madvise", None, 0), ("madvise", MADV_HUGEPAGE, 9), ("always", None, 9),
+        ("always", MADV_NOHUGEPAGE, 0), ("never", MADV_HUGEPAGE, 0)])
+    def test_advice_decides_the_first_fault(self, thp, advice, order):
+        rc, _, _, got = self.fault(thp, advice)
+        assert (rc, got) == (0, order)
+
+    def test_flags_are_exclusive_and_split_the_vma(self):
+        rc, mm, addr, _ = self.fault("madvise", MADV_HUGEPAGE, length=4 * MiB, advise_len=2 * MiB)
+        assert rc == 0
+        assert mm.madvise(addr, 2 * MiB, MADV_NOHUGEPAGE) == 0
+        v = mm.find_vma(addr)
+        assert (v.start, v.end) == (addr, addr + 2 * MiB)
+        assert v.flags & VM_NOHUGEPAGE and not v.flags & VM_HUGEPAGE
+        assert not mm.find_vma(addr + 2 * MiB).flags & (VM_HUGEPAGE | VM_NOHUGEPAGE)
+
+    def test_errors(self, mm):
+        addr = mm.mmap(2 * PAGE_SIZE, RW, ANON)
+        assert mm.madvise(addr + 1, PAGE_SIZE, MADV_HUGEPAGE) == -errno.EINVAL
+        assert mm.madvise(addr, PAGE_SIZE, 4) == -errno.EINVAL           # MADV_DONTNEED: not modelled
+        assert mm.madvise(addr, 3 * PAGE_SIZE, MADV_HUGEPAGE) == -errno.ENOMEM
+        assert mm.find_vma(addr).flags & VM_HUGEPAGE                     # the mapped part was advised
 
 
 # ---------------------------------------------------------------------------- mmap
