@@ -36,7 +36,8 @@
 #endif
 
 #define PAGE 4096UL
-#define NPAGES 64
+#define NPAGES 64          /* a buffer of 4 KiB pages */
+#define THP_PAGES 512       /* a buffer of one PMD-mapped THP */
 #define MAX_ZONES 8
 #define MAX_SOAK 8192
 
@@ -266,7 +267,18 @@ static void baseline(void)
 
 /* ------------------------------------------------------------------ pages */
 
-static int pagemap_fd = -1;
+static int pagemap_fd = -1, kpageflags_fd = -1;
+#define KPF_THP 22
+
+/* Every pfn is part of a transparent huge page (/proc/kpageflags). */
+static int all_thp(const unsigned long *pfn, size_t n)
+{
+	uint64_t f;
+	for (size_t i = 0; i < n; i++)
+		if (pread(kpageflags_fd, &f, 8, (off_t)(pfn[i] * 8)) != 8 || !(f & (1ULL << KPF_THP)))
+			return 0;
+	return 1;
+}
 
 static int pfns_of(void *addr, size_t n, unsigned long *pfn)
 {
@@ -286,8 +298,8 @@ static int pfns_of(void *addr, size_t n, unsigned long *pfn)
 
 enum where { W_MOVABLE, W_CMA };
 static const char *where_name[] = {"movable", "cma"};
-enum mem { M_ANON, M_SHMEM };
-static const char *mem_name[] = {"anon", "shmem"};
+enum mem { M_ANON, M_SHMEM, M_THP };
+static const char *mem_name[] = {"anon", "shmem", "thp"};
 
 /* All of pfn[] in one good ZONE_MOVABLE block (returns its id) or in the CMA area. */
 static long placed(enum where w, const unsigned long *pfn, size_t n)
@@ -312,7 +324,8 @@ struct buf {
 	char *addr;
 	int memfd;               /* shmem: the backing memfd */
 	long block;              /* movable: the block holding it */
-	unsigned long pfn[NPAGES];
+	size_t n;                /* pages */
+	unsigned long pfn[THP_PAGES];
 };
 
 struct soak { void *addr; size_t len; int fd, fd2; };
@@ -334,10 +347,21 @@ static void soak_release(void)
 
 static int new_buffer(struct buf *b, enum mem m, unsigned int seals)
 {
-	size_t len = NPAGES * PAGE;
+	size_t len = (m == M_THP ? THP_PAGES : NPAGES) * PAGE;
 	b->mem = m;
 	b->memfd = -1;
-	if (m == M_ANON) {
+	b->n = len / PAGE;
+	if (m == M_THP) {
+		/* 2 MiB aligned, MADV_HUGEPAGE: the first touch maps one THP */
+		char *raw = mmap(NULL, 2 * len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (raw == MAP_FAILED)
+			return errno;
+		b->addr = (char *)(((uintptr_t)raw + len - 1) & ~(uintptr_t)(len - 1));
+		if (b->addr > raw)
+			munmap(raw, (size_t)(b->addr - raw));
+		munmap(b->addr + len, (size_t)(raw + 2 * len - (b->addr + len)));
+		madvise(b->addr, len, MADV_HUGEPAGE);
+	} else if (m == M_ANON) {
 		b->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (b->addr == MAP_FAILED)
 			return errno;
@@ -352,14 +376,14 @@ static int new_buffer(struct buf *b, enum mem m, unsigned int seals)
 		if (seals)
 			fcntl(b->memfd, F_ADD_SEALS, seals);
 	}
-	for (size_t i = 0; i < NPAGES; i++)
+	for (size_t i = 0; i < b->n; i++)
 		memset(b->addr + i * PAGE, (int)(0x5a ^ i), PAGE);
 	return 0;
 }
 
 static void free_buffer(struct buf *b)
 {
-	munmap(b->addr, NPAGES * PAGE);
+	munmap(b->addr, b->n * PAGE);
 	if (b->memfd >= 0)
 		close(b->memfd);
 	b->memfd = -1;
@@ -467,14 +491,15 @@ static int place_buffer(struct buf *b, enum where w, enum mem m, unsigned int se
 		int ret = new_buffer(b, m, seals);
 		if (ret)
 			return ret;
-		if (pfns_of(b->addr, NPAGES, b->pfn) == 0 && (b->block = placed(w, b->pfn, NPAGES)) >= 0) {
+		if (pfns_of(b->addr, b->n, b->pfn) == 0 && (b->block = placed(w, b->pfn, b->n)) >= 0 &&
+		    (m != M_THP || all_thp(b->pfn, b->n))) {
 			soak_release();
 			return 0;
 		}
 		/* keep the misplaced buffer as soak, and take more memory when that is not
 		 * enough (the allocator only turns to CMA once the zone is nearly empty) */
 		if (nr_soaks < MAX_SOAK)
-			soaks[nr_soaks++] = (struct soak){b->addr, NPAGES * PAGE, b->memfd, -1};
+			soaks[nr_soaks++] = (struct soak){b->addr, b->n * PAGE, b->memfd, -1};
 		else
 			free_buffer(b);
 		if (w == W_CMA) {
@@ -494,18 +519,27 @@ static int place_buffer(struct buf *b, enum where w, enum mem m, unsigned int se
 
 static const char *moved(const struct buf *b)
 {
-	unsigned long now[NPAGES];
-	int changed = 0;
-	if (pfns_of(b->addr, NPAGES, now))
+	unsigned long now[THP_PAGES];
+	size_t changed = 0;
+	if (pfns_of(b->addr, b->n, now))
 		return "unmapped";
-	for (int i = 0; i < NPAGES; i++)
+	for (size_t i = 0; i < b->n; i++)
 		changed += now[i] != b->pfn[i];
-	return changed == NPAGES ? "all" : changed ? "some" : "none";
+	return changed == b->n ? "all" : changed ? "some" : "none";
+}
+
+/* After the pin: is the THP still one huge page, or was it split? */
+static const char *large(const struct buf *b)
+{
+	unsigned long now[THP_PAGES];
+	if (pfns_of(b->addr, b->n, now))
+		return "unmapped";
+	return all_thp(now, b->n) ? "kept" : "split";
 }
 
 static const char *intact(const struct buf *b)
 {
-	for (size_t i = 0; i < NPAGES; i++)
+	for (size_t i = 0; i < b->n; i++)
 		for (size_t j = 0; j < PAGE; j++)
 			if ((unsigned char)b->addr[i * PAGE + j] != (unsigned char)(0x5a ^ i))
 				return "corrupt";
@@ -527,7 +561,7 @@ struct holder {
 static int iouring_hold(struct buf *b, struct holder *h)
 {
 	struct io_uring_params p;
-	struct iovec iov = {b->addr, NPAGES * PAGE};
+	struct iovec iov = {b->addr, b->n * PAGE};
 	memset(&p, 0, sizeof(p));
 	h->kind = 0;
 	h->fd = (int)syscall(__NR_io_uring_setup, 4, &p);
@@ -544,15 +578,15 @@ static int iouring_hold(struct buf *b, struct holder *h)
 static int vmsplice_hold(struct buf *b, struct holder *h)
 {
 	int p[2];
-	struct iovec iov = {b->addr, NPAGES * PAGE};
+	struct iovec iov = {b->addr, b->n * PAGE};
 	h->kind = 1;
 	if (pipe(p))
 		return errno;
-	fcntl(p[1], F_SETPIPE_SZ, (int)(NPAGES * PAGE * 2));
+	fcntl(p[1], F_SETPIPE_SZ, (int)(b->n * PAGE * 2));
 	h->fd = p[0];
 	h->fd2 = p[1];
 	ssize_t n = vmsplice(p[1], &iov, 1, SPLICE_F_NONBLOCK);   /* never block on a full pipe */
-	if (n != (ssize_t)(NPAGES * PAGE)) {
+	if (n != (ssize_t)(b->n * PAGE)) {
 		int e = n < 0 ? errno : EAGAIN;
 		close(p[0]);
 		close(p[1]);
@@ -565,7 +599,7 @@ static int vmsplice_hold(struct buf *b, struct holder *h)
  * gup_test file until PIN_LONGTERM_TEST_STOP. */
 static int gup_test_hold(struct buf *b, struct holder *h)
 {
-	struct pin_longterm_test t = {(uintptr_t)b->addr, NPAGES * PAGE, PIN_LONGTERM_TEST_FLAG_USE_WRITE};
+	struct pin_longterm_test t = {(uintptr_t)b->addr, b->n * PAGE, PIN_LONGTERM_TEST_FLAG_USE_WRITE};
 	h->kind = 3;
 	h->fd = open("/sys/kernel/debug/gup_test", O_RDWR);
 	if (h->fd < 0)
@@ -597,12 +631,12 @@ static int gup_test_run(struct buf *b, unsigned long cmd)
 		return -ENOENT;
 	memset(&g, 0, sizeof(g));
 	g.addr = (uintptr_t)b->addr;
-	g.size = NPAGES * PAGE;
-	g.nr_pages_per_call = NPAGES;
+	g.size = b->n * PAGE;
+	g.nr_pages_per_call = (uint32_t)b->n;
 	g.gup_flags = FOLL_WRITE;
 	if (ioctl(fd, cmd, &g))
 		ret = errno;
-	else if (g.size != NPAGES * PAGE)
+	else if (g.size != b->n * PAGE)
 		ret = -1;                       /* short: the ioctl hides pin_user_pages' errno */
 	close(fd);
 	return ret;
@@ -665,7 +699,7 @@ static void pin_scenario(enum mech k, enum mem m, enum where w)
 		}
 		break;
 	case K_UDMABUF:
-		ret = udmabuf_create(b.memfd, 0, NPAGES * PAGE);
+		ret = udmabuf_create(b.memfd, 0, b.n * PAGE);
 		if (ret <= -1000) {
 			free_buffer(&b);
 			say("scenario id=%s pin=skip:no-udmabuf", id);
@@ -692,15 +726,16 @@ static void pin_scenario(enum mech k, enum mem m, enum where w)
 		free_buffer(&b);
 		return;
 	}
-	const char *mv = moved(&b);
-	/* udmabuf pins the page cache, not the mapping: read the pfns again after a
-	 * fresh fault so `moved` reports where the memfd's pages now live */
+	const char *mv = moved(&b);       /* migration moves the PTEs: pagemap sees new pfns */
 	const char *dt = intact(&b);
+	char lg[32] = "";
+	if (m == M_THP)
+		snprintf(lg, sizeof(lg), " large=%s", large(&b));
 	int held = region_test(&b, w);
 	release(&h);
 	int released = region_test(&b, w);
 
-	say("scenario id=%s pin=ok moved=%s data=%s %s_held=%s %s_released=%s", id, mv, dt,
+	say("scenario id=%s pin=ok moved=%s data=%s%s %s_held=%s %s_released=%s", id, mv, dt, lg,
 	    rname, ename(held), rname, ename(released));
 	free_buffer(&b);
 }
@@ -780,6 +815,7 @@ int main(void)
 	if (setrlimit(RLIMIT_NOFILE, &nofile))
 		note("RLIMIT_NOFILE: %s", ename(errno));
 
+	kpageflags_fd = open("/proc/kpageflags", O_RDONLY);
 	pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
 	if (pagemap_fd < 0) {
 		note("no pagemap: %s", ename(errno));
@@ -791,6 +827,8 @@ int main(void)
 		for (int m = M_ANON; m <= M_SHMEM; m++)
 			for (int k = K_IOURING; k <= K_GUP_HELD; k++)
 				pin_scenario(k, m, w);
+		pin_scenario(K_IOURING, M_THP, w);
+		pin_scenario(K_VMSPLICE, M_THP, w);
 		pin_scenario(K_UDMABUF, M_SHMEM, w);
 	}
 	udmabuf_matrix();

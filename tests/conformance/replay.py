@@ -17,9 +17,10 @@ import errno
 from typing import Any, Callable
 
 from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE,
-                                FOLL_LONGTERM, FOLL_WRITE, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED,
+                                FOLL_LONGTERM, FOLL_WRITE, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED,
                                 MFD_ALLOW_SEALING, MIGRATE_MOVABLE, PAGE_SHIFT, PAGE_SIZE, PROT_READ,
                                 PROT_WRITE, FakeMM, MMConfig)
+from pytest_pinfault.mm.folio import KIND_ANON
 
 from examples.udmabuf.buggy import PreV611Device
 from examples.udmabuf.driver import (SITES, UDMABUF_CREATE, CharFile, Files, UdmabufDevice,
@@ -38,6 +39,8 @@ UDMABUF_DEVICES: dict[str, type[UdmabufDevice]] = {
 }
 
 NR_PAGES = 64                   # buffer size of the pin scenarios (docs/conformance.md)
+THP_PAGES = 512                 # the `thp` buffers: one PMD-mapped THP
+THP_MECHANISMS = ("iouring", "vmsplice")   # the mechanisms the probe runs on a THP
 ERRNO_MEMFD_PAGES = 16          # memfd size of the udmabuf-errno cases
 
 
@@ -168,20 +171,21 @@ def _pattern(i: int) -> bytes:
     return head + body
 
 
-PATTERN = [_pattern(i) for i in range(NR_PAGES)]
+PATTERN = [_pattern(i) for i in range(THP_PAGES)]
 
 
 class Buffer:
-    """A 64-page buffer of *mem* (``anon`` or ``shmem``) placed in *where*
-    (``movable``: one offlinable ZONE_MOVABLE block; ``cma``: the CMA area) and filled
-    with :data:`PATTERN`."""
+    """A 64-page buffer of *mem* (``anon`` or ``shmem``), or one 2 MiB THP (``thp``:
+    anonymous, MADV_HUGEPAGE), placed in *where* (``movable``: one offlinable
+    ZONE_MOVABLE block; ``cma``: the CMA area) and filled with :data:`PATTERN`."""
 
     def __init__(self, k: FakeMM, mem: str, where: str, seals: int = 0) -> None:
         self.k = k
         self.mm = k.current.mm
         self.mem = mem
         self.where = where
-        self.size = NR_PAGES * PAGE_SIZE
+        self.nr = THP_PAGES if mem == "thp" else NR_PAGES
+        self.size = self.nr * PAGE_SIZE
         self.memfile = None
         self.block = None
         self.cma = k.cma_areas[0] if where == "cma" else None
@@ -190,8 +194,10 @@ class Buffer:
             self.block = self._soak_bad_movable_blocks()
         elif where != "cma":
             raise ValueError(f"placement: expected 'movable' or 'cma', got {where!r}")
-        if mem == "anon":
+        if mem in ("anon", "thp"):
             self.addr = self.mm.mmap(self.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+            if mem == "thp":
+                assert self.addr >= 0 and self.mm.madvise(self.addr, self.size, MADV_HUGEPAGE) == 0
         elif mem == "shmem":
             self.memfile = k.memfd_create("pinfault-buf", MFD_ALLOW_SEALING)
             assert self.memfile.ftruncate(self.size) == 0
@@ -202,7 +208,7 @@ class Buffer:
             raise ValueError(f"memory: expected 'anon' or 'shmem', got {mem!r}")
         assert self.addr >= 0, self.addr
         with k.steer(where):
-            for i in range(NR_PAGES):
+            for i in range(self.nr):
                 assert self.mm.write(self.addr + (i << PAGE_SHIFT), PATTERN[i]) == PAGE_SIZE
         pfns = self.pfns()
         if where == "movable":
@@ -235,7 +241,7 @@ class Buffer:
     def pfns(self) -> list[int | None]:
         """What /proc/self/pagemap shows: the PFN behind each page of the mapping."""
         out = []
-        for i in range(NR_PAGES):
+        for i in range(self.nr):
             ent = self.mm.lookup(self.addr + (i << PAGE_SHIFT))
             out.append(None if ent is None else ent[0].pfn + ent[1])
         return out
@@ -245,10 +251,18 @@ class Buffer:
         if None in after:
             return "unmapped"               # the probe's word when pagemap shows no page
         n = sum(1 for a, b in zip(self.before, after) if a != b)
-        return "none" if n == 0 else "all" if n == NR_PAGES else "some"
+        return "none" if n == 0 else "all" if n == self.nr else "some"
+
+    def large(self) -> str:
+        """``kept`` while every page is still part of a THP, else ``split`` (the probe
+        reads KPF_THP from /proc/kpageflags)."""
+        ents = [self.mm.lookup(self.addr + (i << PAGE_SHIFT)) for i in range(self.nr)]
+        if None in ents:
+            return "unmapped"
+        return "kept" if all(f.order == 9 and f.kind == KIND_ANON for f, _ in ents) else "split"
 
     def data(self) -> str:
-        for i in range(NR_PAGES):
+        for i in range(self.nr):
             if self.mm.read(self.addr + (i << PAGE_SHIFT), PAGE_SIZE) != PATTERN[i]:
                 return "corrupt"
         return "intact"
@@ -276,14 +290,14 @@ class Buffer:
 def _pin(flags: int) -> Callable[[FakeMM, Buffer], tuple[int, Callable[[], None]]]:
     def hold(k: FakeMM, buf: Buffer) -> tuple[int, Callable[[], None]]:
         pages: list = []
-        n = k.pin_user_pages(buf.addr, NR_PAGES, flags, pages)
+        n = k.pin_user_pages(buf.addr, buf.nr, flags, pages)
         return n, lambda: k.unpin_user_pages(pages, n) if n > 0 else None
     return hold
 
 
 def _get(k: FakeMM, buf: Buffer) -> tuple[int, Callable[[], None]]:
     pages: list = []
-    n = k.get_user_pages_fast(buf.addr, NR_PAGES, 0, pages)
+    n = k.get_user_pages_fast(buf.addr, buf.nr, 0, pages)
 
     def release() -> None:
         for page in pages[:max(n, 0)]:
@@ -309,11 +323,13 @@ def replay_pin(series: str, mech: str, mem: str, where: str) -> dict[str, str]:
     k = new_machine()
     buf = Buffer(k, mem, where)
     n, release = take(k, buf)
-    out = {"pin": outcome(n) if n <= 0 or n == NR_PAGES else "short"}
+    out = {"pin": outcome(n) if n <= 0 or n == buf.nr else "short"}
     if not held:
         release()
     out["moved"] = buf.moved()
     out["data"] = buf.data()
+    if mem == "thp":
+        out["large"] = buf.large()
     if held:
         out[f"{buf.probe_key}_held"] = buf.probe()
         release()

@@ -16,7 +16,7 @@ from .accepted import ACCEPTED
 from .conftest import LOAD_ERROR, RECORDINGS, accepted_for, case_params
 from .recordings import (LAYOUT, AcceptedDifference, RecordingError, compare, is_skip,
                          load_recordings, skip_reason)
-from .replay import (ERRNO_CASES, MECHANISMS, UDMABUF_DEVICES, fake_layout, new_machine,
+from .replay import (ERRNO_CASES, MECHANISMS, THP_MECHANISMS, UDMABUF_DEVICES, fake_layout, new_machine,
                      real_layout, replay)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ def test_model_matches_kernel(series, scenario, recording):
 def expected_scenario_ids() -> set[str]:
     """The scenario ids of docs/conformance.md, as the replay knows them."""
     ids = {f"pin/{m}/{mem}/{w}" for m in MECHANISMS for mem in MEMS for w in WHERES}
+    ids |= {f"pin/{m}/thp/{w}" for m in THP_MECHANISMS for w in WHERES}
     ids |= {f"udmabuf/{w}" for w in WHERES}
     ids |= {f"udmabuf-errno/{c}" for c in ERRNO_CASES}
     return ids
