@@ -553,9 +553,7 @@ class GupMixin:
                 if rc != -errno.EAGAIN:
                     break
                 rounds += 1
-                self.stats.gup_longterm_retries += 1
-                if rounds >= self.config.gup_retry_limit:
-                    self._livelock("__gup_longterm_locked", rounds)
+                if self._longterm_retry_exhausted("__gup_longterm_locked", rounds):
                     rc = -errno.ENOMEM
                     break
         finally:
@@ -563,16 +561,21 @@ class GupMixin:
             self.memalloc_pin_restore(saved)
         return rc if rc else nr
 
-    def _livelock(self, loop: str, rounds: int) -> None:
-        """Record a long-term pin loop that hit ``gup_retry_limit``.  Every round ended
-        in -EAGAIN, which unpinned and cleared every entry, so the folio named is the
-        last one the collect step found unpinnable."""
+    def _longterm_retry_exhausted(self, loop: str, rounds: int) -> bool:
+        """Count one more -EAGAIN round of a long-term pin loop; when ``rounds`` reaches
+        ``gup_retry_limit`` record a :class:`Livelock` and return True.  Every round
+        ended in -EAGAIN, which unpinned and cleared every entry, so the folio named is
+        the last one the collect step found unpinnable."""
+        self.stats.gup_longterm_retries += 1
+        if rounds < self.config.gup_retry_limit:
+            return False
         from .bug import external_caller
         stuck = self._gup_last_unpinnable
         ll = Livelock(loop, rounds, stuck, external_caller(3))
         self.livelocks.append(ll)
         self.stats.livelocks += 1
         self._trace("livelock", loop=loop, iterations=rounds, folio=stuck, message=str(ll))
+        return True
 
     # ------------------------------------------------------------------ check & migrate
     def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
@@ -735,9 +738,7 @@ class GupMixin:
                 if ret != -errno.EAGAIN:
                     break
                 rounds += 1
-                self.stats.gup_longterm_retries += 1
-                if rounds >= self.config.gup_retry_limit:
-                    self._livelock("memfd_pin_folios", rounds)
+                if self._longterm_retry_exhausted("memfd_pin_folios", rounds):
                     ret = -errno.ENOMEM
                     break
         finally:
