@@ -1,0 +1,1098 @@
+"""Load a built driver into a fake mm and run it: the Python half of the runtime.
+
+:class:`CDriver` opens the shared object with cffi (ABI mode: no Python headers or
+extension build needed), fills the runtime's callback table (``struct pf_ops``) with
+functions that do each kernel API's work on the fake mm, runs ``module_init``, and gives
+the test the registered devices: ``drv.open("name")`` returns a :class:`DeviceFile`
+whose ``ioctl``/``release``/``mmap`` run the driver's file_operations as declared entry
+points of the contract checker.
+
+Handles: ``struct page *`` is ``PF_VMEMMAP_BASE + pfn * 64`` (so page arithmetic in the
+driver is the kernel's) and a folio is its head page; ``struct mm_struct *`` is an opaque
+kernel-range address the bridge maps to a :class:`~pytest_pinfault.mm.MMStruct`.
+
+Crash isolation: every call into driver code goes through ``pf_call`` (runtime
+trampoline.c), which catches SIGSEGV/SIGBUS/SIGFPE/SIGILL and BUG() with
+``sigsetjmp``/``siglongjmp`` and returns; the bridge raises :class:`DriverCrash` naming
+the driver's file:line (``addr2line`` on the program counter and the frame-pointer
+backtrace).  A Python exception raised inside a callback (a model error, the injector's
+livelock budget) unwinds the driver the same way and is re-raised at the entry call.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..contracts.checker import entry_point
+from ..mm.folio import PAGE_SHIFT, PAGE_SIZE, Folio, Page
+from ..mm.gfp import GFP_KERNEL
+from ..mm.gup import Out
+from ..mm.memfd import MemFile
+from ..mm.slab import ZERO_SIZE_PTR
+from .build import Built, build_driver
+
+__all__ = ["CDriver", "DeviceFile", "DmaBuf", "DriverCrash", "load_c_driver", "PF_VMEMMAP_BASE"]
+
+PF_VMEMMAP_BASE = 0xFFFFEA0000000000
+_MM_BASE = 0xFFFF888000000000
+_STRUCT_PAGE = 64
+_SIGNALS = {11: "SIGSEGV", 7: "SIGBUS", 8: "SIGFPE", 4: "SIGILL"}
+_UNWIND_BUG, _UNWIND_PYEXC = 1000, 1001
+_MAX_ERRNO = 4095
+
+_CDEF = """
+struct pf_ops {
+    int (*slab_alloc)(void *, unsigned long, unsigned long, unsigned int, int, void *);
+    int (*slab_free)(void *, void *);
+    long (*gup)(int, void *, unsigned long, unsigned long, unsigned int, void **);
+    void (*unpin)(int, void **, unsigned long, int);
+    long (*memfd_pin)(void *, long long, long long, void **, unsigned int, unsigned long *);
+    long (*page_op)(int, unsigned long, long);
+    unsigned long (*ucopy)(int, void *, unsigned long, unsigned long);
+    long (*mm_op)(int, void *, long);
+    long (*file_op)(int, void *, long, long);
+    long (*dev_op)(int, void *, long, long);
+    void (*log)(int, const char *);
+    void (*warn)(const char *, int, const char *, const char *, void *);
+    long (*pagemap)(int, unsigned long *, unsigned long, void *);
+};
+struct pf_crash {
+    int sig; int code; unsigned long addr; unsigned long pc; int nframes;
+    unsigned long frames[16]; const char *bug_file; int bug_line; const char *bug_cond;
+};
+extern struct pf_ops pf_ops;
+extern volatile int pf_exc_pending;
+extern struct pf_crash pf_crash;
+int pf_call(void *fn, unsigned long, unsigned long, unsigned long, unsigned long, long *ret);
+unsigned long pf_load_base(void);
+void pf_set_current(int pid, const char *comm, void *mm);
+void *pf_file_alloc(void *handle, void *fop, void *priv, unsigned int flags, long long size);
+void pf_file_free(void *f);
+void *pf_file_inode(void *f);
+void *pf_fop(void *fops, int which);
+void *pf_dmabuf_op(void *d, int which);
+void *pf_dmabuf_priv(void *d);
+unsigned long pf_dmabuf_size(void *d);
+void pf_dma_buf_free(void *d);
+void *pf_attachment_new(void *d, void *dev);
+void pf_attachment_free(void *a);
+void *pf_device_new(const char *name);
+unsigned int pf_sg_entries(void *sgt, unsigned long *out, unsigned int max, int dma);
+void *pf_vma_new(unsigned long start, unsigned long end, unsigned long flags, unsigned long pgoff);
+void *pf_vma_fault_fn(void *v);
+void *pf_vmf_new(void *v, unsigned long pgoff, unsigned long addr);
+void *pf_vmf_page(void *f);
+void *pf_iosys_vaddr(void *m);
+unsigned long pf_last_inserted_pfn(void);
+int pf_locks_held(void);
+const char *pf_lock_name(int i);
+void pf_locks_reset(void);
+void pf_kmap_flush_all(void);
+void *pf_raw_alloc(unsigned long size, int zero);
+void pf_raw_free(void *p);
+extern void *__pf_module_init;
+extern void *__pf_module_exit;
+"""
+
+_FFI: Any = None
+
+
+def _ffi() -> Any:
+    global _FFI
+    if _FFI is None:
+        try:
+            import cffi
+        except ImportError as e:     # pragma: no cover - the [c] extra is missing
+            raise ImportError("the C-driver bridge needs cffi: pip install 'pytest-pinfault[c]'") from e
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        _FFI = ffi
+    return _FFI
+
+
+class DriverCrash(Exception):
+    """Driver code crashed (a NULL/ERR_PTR dereference, a bus error, BUG()): the
+    message names the signal, the faulting address and the driver's file:line."""
+
+    def __init__(self, message: str, *, entry: str, location: str, signal: str, addr: int | None) -> None:
+        super().__init__(message)
+        self.entry = entry
+        self.location = location
+        self.signal = signal
+        self.addr = addr
+
+
+class _File:
+    """A ``struct file`` the runtime allocated for a model object, with its references."""
+
+    __slots__ = ("handle", "cptr", "obj", "refs", "slab")
+
+    def __init__(self, handle: int, cptr: Any, obj: Any) -> None:
+        self.handle = handle
+        self.cptr = cptr
+        self.obj = obj
+        self.refs = 1
+        self.slab: Any = None
+
+
+class _Caller:
+    """What :func:`entry_point` inspects: the fake mm of the call."""
+
+    __slots__ = ("fake_mm",)
+
+    def __init__(self, fake_mm: Any) -> None:
+        self.fake_mm = fake_mm
+
+
+class CDriver:
+    """A C driver loaded into a fake mm.  Build with :func:`load_c_driver`."""
+
+    def __init__(self, fake_mm: Any, built: Built, *, params: Mapping[str, int] | None = None,
+                 uapi_headers: Iterable[str | os.PathLike] = (), include_dirs: Iterable[Path] = (),
+                 nofile: int = 1024) -> None:
+        ffi = _ffi()
+        self.ffi = ffi
+        self.fake_mm = fake_mm
+        self.built = built
+        self.source = built.source
+        self.lib = ffi.dlopen(str(built.so_path), ffi.RTLD_NOW | ffi.RTLD_LOCAL)
+        self._base = self.lib.pf_load_base()
+        self._pending: BaseException | None = None
+        self._slab: dict[int, Any] = {}            # address -> KmallocObject (live)
+        self._slab_freed: dict[int, Any] = {}
+        self._slab_caller: dict[int, int] = {}
+        self._folios: dict[int, Folio] = {}        # pfn -> folio handed to the driver
+        self._files: dict[int, _File] = {}         # handle -> _File
+        self._file_by_ptr: dict[int, _File] = {}
+        self._next_handle = 1
+        self._mms: dict[int, Any] = {}
+        self._mm_handles: dict[int, int] = {}
+        self.fds: dict[int, _File] = {}            # the calling task's descriptor table
+        self.cloexec: set[int] = set()
+        self.nofile = nofile
+        self.misc: dict[str, tuple[Any, Any]] = {}  # name -> (struct miscdevice *, fops)
+        self.log: list[tuple[int, str]] = []
+        self.dma_mapped = 0
+        self._entry_wrappers: dict[str, Callable] = {}
+        self._cbs = self._install_callbacks()
+        self._uapi_headers = [Path(h) for h in uapi_headers]
+        self._include_dirs = list(include_dirs)
+        self._uapi_ffi: Any = None
+        self._uapi_consts: dict[str, int] | None = None
+        self._dev = self.lib.pf_device_new(b"pinfault-importer")
+        self._open: list[DeviceFile] = []
+        self.loaded = False
+        for name, value in (params or {}).items():
+            self.set_param(name, value)
+
+    # ------------------------------------------------------------------ params, uapi
+    def _param_ptr(self, name: str) -> Any:
+        sym = f"__pf_param_{name}"
+        try:
+            ptr = self.ffi.dlopen  # noqa: F841 (keep lints quiet)
+            addr = self._symbol_address(sym)
+        except KeyError:
+            raise KeyError(f"{self.source.name} declares no module_param {name!r}") from None
+        return self.ffi.cast("void **", addr)[0]
+
+    def _symbol_address(self, sym: str) -> int:
+        for off, name in self._dyn_symbols().items():
+            if name == sym:
+                return self._base + off
+        raise KeyError(sym)
+
+    def _dyn_symbols(self) -> dict[int, str]:
+        syms = getattr(self, "_data_syms", None)
+        if syms is None:
+            r = subprocess.run(["nm", "--defined-only", str(self.built.so_path)], capture_output=True, text=True)
+            syms = {}
+            for ln in r.stdout.splitlines():
+                p = ln.split()
+                if len(p) == 3:
+                    syms[int(p[0], 16)] = p[2]
+            self._data_syms = syms
+        return syms
+
+    def param(self, name: str) -> int:
+        """The value of ``module_param(name, int|uint|long|ulong|bool, ...)``."""
+        ptr = self._param_ptr(name)
+        return int(self.ffi.cast(self._param_ctype(name), ptr)[0])
+
+    def set_param(self, name: str, value: int) -> None:
+        """Set a module parameter (as ``modprobe drv name=value`` does before init)."""
+        ptr = self._param_ptr(name)
+        self.ffi.cast(self._param_ctype(name), ptr)[0] = value
+
+    def _param_ctype(self, name: str) -> str:
+        addr = self._symbol_address(f"__pf_paramtype_{name}")
+        t = self.ffi.string(self.ffi.cast("char **", addr)[0]).decode()
+        return {"int": "int *", "uint": "unsigned int *", "long": "long *", "ulong": "unsigned long *",
+                "bool": "_Bool *", "short": "short *", "ushort": "unsigned short *",
+                "byte": "unsigned char *"}.get(t, "int *")
+
+    @property
+    def uapi(self) -> Any:
+        """A cffi FFI knowing the structs of the driver's uapi headers (``uapi_headers=``),
+        laid out by the C compiler's rules: ``drv.uapi.new("struct foo *", {...})``."""
+        if self._uapi_ffi is None:
+            from .uapi import uapi_ffi
+            self._uapi_ffi, self._uapi_consts = uapi_ffi(self._uapi_headers, self._include_dirs)
+        return self._uapi_ffi
+
+    def const(self, name: str) -> int:
+        """An integer macro of the uapi headers (an ioctl number, a flag)."""
+        self.uapi
+        assert self._uapi_consts is not None
+        try:
+            return self._uapi_consts[name]
+        except KeyError:
+            raise KeyError(f"no integer macro {name!r} in {[str(h) for h in self._uapi_headers]}") from None
+
+    def user_alloc(self, size: int) -> int:
+        """Map *size* bytes of anonymous read/write memory in the current task: a user
+        address for ioctl arguments."""
+        from ..mm.mm_types import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+        mm = self.fake_mm.current.mm
+        return mm.mmap(max(size, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+
+    def put_user(self, addr: int, ctype: str, init: Any = None) -> bytes:
+        """Write a uapi struct (``"struct foo"``, fields from *init*) at user *addr*."""
+        ffi = self.uapi
+        obj = ffi.new(f"{ctype} *", init)
+        data = bytes(ffi.buffer(obj))
+        rc = self.fake_mm.current.mm.write(addr, data)
+        if rc < 0:
+            raise ValueError(f"put_user: cannot write {ctype} at {addr:#x} ({rc})")
+        return data
+
+    def get_user(self, addr: int, ctype: str) -> Any:
+        """Read a uapi struct from user *addr* (a cffi struct)."""
+        ffi = self.uapi
+        size = ffi.sizeof(ctype)
+        data = self.fake_mm.current.mm.read(addr, size)
+        if isinstance(data, int):
+            raise ValueError(f"get_user: cannot read {ctype} at {addr:#x} ({data})")
+        obj = ffi.new(f"{ctype} *")
+        ffi.buffer(obj)[:] = data
+        return obj[0]
+
+    # ------------------------------------------------------------------ lifecycle
+    def init(self) -> int:
+        """Run module_init; its return code (0 on success)."""
+        fn = getattr(self.lib, "__pf_module_init")
+        if fn == self.ffi.NULL:
+            self.loaded = True
+            return 0
+        rc = self._int(self._invoke("module_init", fn, ()))
+        self.loaded = rc == 0
+        return rc
+
+    def unload(self) -> None:
+        """Close what the test left open, run module_exit, then report what the module
+        leaked (kmemleak): slab objects, registered devices, DMA mappings."""
+        for f in list(self._open):
+            if not f.closed:
+                f.close()
+        for fd in sorted(self.fds):
+            self.close(fd)
+        if self.loaded:
+            self.loaded = False
+            fn = getattr(self.lib, "__pf_module_exit")
+            if fn != self.ffi.NULL:
+                self._invoke("module_exit", fn, ())
+        k = self.fake_mm
+        for name in list(self.misc):
+            k._warn("misc_register", f"{self.source.name}: misc device {name!r} still registered after module_exit")
+        if self._slab:
+            objs = sorted(self._slab.items())
+            where = ", ".join(f"{o.size} bytes from {self.addr2line(self._slab_caller.get(a, 0))}"
+                              for a, o in objs[:5])
+            k._warn("kmemleak", f"{len(objs)} unreferenced object(s) after module_exit of "
+                                f"{self.source.name}: {where}")
+            for a, o in objs:
+                k.kfree(o)
+                self.lib.pf_raw_free(self.ffi.cast("void *", a))
+            self._slab.clear()
+        if self.dma_mapped:
+            k._warn("dma_unmap", f"{self.source.name}: {self.dma_mapped} DMA mapping(s) never unmapped")
+            self.dma_mapped = 0
+
+    def __enter__(self) -> "CDriver":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.unload()
+
+    # ------------------------------------------------------------------ devices and fds
+    def open(self, name: str, flags: int = 0o2) -> "DeviceFile":
+        """open("/dev/<name>") of a registered misc device: runs fops->open if any
+        (``file->private_data`` is the miscdevice, as misc_open sets it)."""
+        name = name.rsplit("/", 1)[-1]
+        if name not in self.misc:
+            raise FileNotFoundError(f"/dev/{name}: no misc device of that name is registered "
+                                    f"(registered: {sorted(self.misc) or 'none'})")
+        misc, fops = self.misc[name]
+        f = DeviceFile(self, name, fops)
+        f._file = self._new_file(f, fops, misc, flags, 0)
+        fn = self.lib.pf_fop(fops, 0)
+        if fn != self.ffi.NULL:
+            rc = f._entry("open", fn, (self.lib.pf_file_inode(f._file.cptr), f._file.cptr), ret="int")
+            if rc < 0:
+                self._drop_file(f._file)
+                f.closed = True
+                raise OSError(-rc, f"open /dev/{name}: {os.strerror(-rc)}")
+        self._open.append(f)
+        return f
+
+    def fd_install(self, obj: Any, cloexec: bool = False) -> int:
+        """Install a model file (a :class:`~pytest_pinfault.mm.MemFile`, or anything)
+        in the task's descriptor table: the lowest free fd, -EMFILE when full."""
+        f = self._new_file(obj, self.ffi.NULL, self.ffi.NULL, 0o2,
+                           obj.i_size if isinstance(obj, MemFile) else 0)
+        fd = self._fd_install(f, cloexec)
+        if fd < 0:
+            self._drop_file(f)
+        return fd
+
+    def _fd_install(self, f: _File, cloexec: bool) -> int:
+        for fd in range(self.nofile):
+            if fd not in self.fds:
+                self.fds[fd] = f
+                if cloexec:
+                    self.cloexec.add(fd)
+                return fd
+        return -errno.EMFILE
+
+    def fget(self, fd: int) -> Any:
+        """The model object behind *fd* (None if closed)."""
+        f = self.fds.get(fd)
+        return None if f is None else f.obj
+
+    def close(self, fd: int) -> int:
+        """close(2): drop the descriptor's reference; the last one releases the file
+        (a dma-buf's release op runs then)."""
+        f = self.fds.pop(fd, None)
+        if f is None:
+            return -errno.EBADF
+        self.cloexec.discard(fd)
+        self._fput(f)
+        return 0
+
+    def dmabuf(self, fd: int) -> "DmaBuf | None":
+        obj = self.fget(fd)
+        return obj if isinstance(obj, DmaBuf) else None
+
+    def _new_file(self, obj: Any, fops: Any, priv: Any, flags: int, size: int) -> _File:
+        h = self._next_handle
+        self._next_handle += 1
+        cptr = self.lib.pf_file_alloc(self.ffi.cast("void *", h), fops, priv, flags, size)
+        f = _File(h, cptr, obj)
+        self._files[h] = f
+        self._file_by_ptr[int(self.ffi.cast("uintptr_t", cptr))] = f
+        return f
+
+    def _drop_file(self, f: _File) -> None:
+        self._files.pop(f.handle, None)
+        self._file_by_ptr.pop(int(self.ffi.cast("uintptr_t", f.cptr)), None)
+        self.lib.pf_file_free(f.cptr)
+
+    def _fput(self, f: _File) -> None:
+        f.refs -= 1
+        if f.refs > 0:
+            return
+        if f.refs < 0:
+            self.fake_mm._warn("fput", f"fput of a file with no references: {f.obj!r}")
+            return
+        obj = f.obj
+        if isinstance(obj, DmaBuf):
+            obj._release()
+            if f.slab is not None:
+                self.fake_mm.kfree(f.slab)
+        elif isinstance(obj, DeviceFile):
+            obj._release()
+        self._drop_file(f)
+
+    # ------------------------------------------------------------------ calling driver code
+    def _invoke(self, name: str, fn: Any, args: tuple) -> int:
+        """pf_call with the current task set; a crash or a callback's exception raises."""
+        ffi, lib = self.ffi, self.lib
+        task = self.fake_mm.current
+        lib.pf_set_current(task.pid, task.comm.encode()[:15], self._mm_handle(task.mm))
+        a = [int(ffi.cast("uintptr_t", x)) if not isinstance(x, int) else x & 0xFFFFFFFFFFFFFFFF for x in args]
+        a += [0] * (4 - len(a))
+        ret = ffi.new("long *")
+        code = lib.pf_call(fn, a[0], a[1], a[2], a[3], ret)
+        if code == 0:
+            return ret[0]
+        if code == _UNWIND_PYEXC:
+            exc, self._pending = self._pending, None
+            lib.pf_exc_pending = 0
+            assert exc is not None
+            raise exc
+        lib.pf_locks_reset()
+        raise self._crash(name, code)
+
+    def _crash(self, entry: str, code: int) -> DriverCrash:
+        c = self.lib.pf_crash
+        if code == _UNWIND_BUG:
+            file = self.ffi.string(c.bug_file).decode() if c.bug_file != self.ffi.NULL else "?"
+            cond = self.ffi.string(c.bug_cond).decode() if c.bug_cond != self.ffi.NULL else "BUG()"
+            loc = f"{file}:{c.bug_line}"
+            msg = f"kernel BUG at {loc}: {cond} (in {entry})"
+            return DriverCrash(msg, entry=entry, location=loc, signal="BUG", addr=None)
+        sig = _SIGNALS.get(code, f"signal {code}")
+        addr = int(c.addr)
+        if addr < PAGE_SIZE:
+            what = f"NULL pointer dereference at {addr:#x}"
+        elif addr >= (1 << 64) - _MAX_ERRNO - PAGE_SIZE:
+            what = f"ERR_PTR dereference at {addr:#x} (near ERR_PTR({addr - (1 << 64)}))"
+        elif addr >= PF_VMEMMAP_BASE and addr < PF_VMEMMAP_BASE + (1 << 40):
+            what = (f"direct access to struct page at {addr:#x} (pfn {(addr - PF_VMEMMAP_BASE) // _STRUCT_PAGE:#x}); "
+                    "the bridge keeps struct page opaque")
+        else:
+            what = f"bad access at {addr:#x}"
+        loc = self.addr2line(int(c.pc))
+        trail = [self.addr2line(int(c.frames[i])) for i in range(min(c.nframes, 16))]
+        trail = [t for t in trail if not t.startswith("?")]
+        msg = f"driver crash in {entry}: {sig}, {what}\n  at {loc}"
+        if trail:
+            msg += "".join(f"\n  called from {t}" for t in trail[:8])
+        return DriverCrash(msg, entry=entry, location=loc, signal=sig, addr=addr)
+
+    def addr2line(self, addr: int) -> str:
+        """``function (file:line)`` of a code address in the driver object."""
+        if not addr:
+            return "?"
+        off = addr - self._base
+        if off < 0 or off > (1 << 32):
+            return f"? ({addr:#x}, outside the driver)"
+        r = subprocess.run(["addr2line", "-f", "-e", str(self.built.so_path), f"{off:#x}"],
+                           capture_output=True, text=True)
+        lines = r.stdout.split("\n")
+        if len(lines) < 2 or lines[0] in ("", "??"):
+            return f"? ({off:#x})"
+        return f"{lines[0]} ({lines[1].split(' (')[0]})"
+
+    def symbol(self, fn: Any) -> str:
+        """The driver's name for a function pointer."""
+        off = int(self.ffi.cast("uintptr_t", fn)) - self._base
+        return self.built.symbols.get(off, f"fn@{off:#x}")
+
+    def _entry_call(self, kind: str, fn: Any, args: tuple) -> int:
+        name = self.symbol(fn)
+        wrapper = self._entry_wrappers.get(name)
+        if wrapper is None:
+            def call(caller: _Caller, fn: Any, args: tuple, _kind: str = kind) -> int:
+                return self._top_call(_kind, fn, args)
+            wrapper = self._entry_wrappers[name] = entry_point(name, count=False)(call)
+        return wrapper(_Caller(self.fake_mm), fn, args)
+
+    def _top_call(self, kind: str, fn: Any, args: tuple) -> int:
+        lib = self.lib
+        ret = self._invoke(self.symbol(fn), fn, args)
+        held = lib.pf_locks_held()
+        if held:
+            names = ", ".join(self.ffi.string(lib.pf_lock_name(i)).decode() for i in range(held))
+            self.fake_mm._warn("lockdep", f"{self.symbol(fn)}: lock(s) held when returning to user space: {names}")
+            lib.pf_locks_reset()
+        return ret
+
+    @staticmethod
+    def _int(v: int) -> int:
+        v &= 0xFFFFFFFF
+        return v - (1 << 32) if v & 0x80000000 else v
+
+    # ------------------------------------------------------------------ handles
+    def _mm_handle(self, mm: Any) -> Any:
+        if mm is None:
+            return self.ffi.NULL
+        h = self._mm_handles.get(id(mm))
+        if h is None:
+            h = _MM_BASE + (len(self._mm_handles) + 1) * PAGE_SIZE
+            self._mm_handles[id(mm)] = h
+            self._mms[h] = mm
+        return self.ffi.cast("void *", h)
+
+    def _mm(self, ptr: Any) -> Any:
+        h = int(self.ffi.cast("uintptr_t", ptr))
+        if not h:
+            return self.fake_mm.current.mm
+        return self._mms[h]
+
+    def _folio(self, pfn: int) -> Folio | None:
+        f = self._folios.get(pfn)
+        if f is not None and not f.freed and f.pfn <= pfn < f.pfn + f.nr_pages:
+            return f
+        f = self.fake_mm.pfn_to_folio(pfn)
+        if f is not None:
+            self._folios[pfn] = f
+        return f
+
+    def _page(self, h: int) -> Page | None:
+        if not h:
+            return None
+        pfn = (h - PF_VMEMMAP_BASE) // _STRUCT_PAGE
+        f = self._folio(pfn)
+        return None if f is None else Page(f, pfn)
+
+    def _remember(self, folio: Folio) -> int:
+        self._folios[folio.pfn] = folio
+        return PF_VMEMMAP_BASE + folio.pfn * _STRUCT_PAGE
+
+    def _file(self, ptr: Any) -> _File | None:
+        return self._file_by_ptr.get(int(self.ffi.cast("uintptr_t", ptr)))
+
+    def _handle_file(self, h: Any) -> _File | None:
+        return self._files.get(int(self.ffi.cast("uintptr_t", h)))
+
+    # ------------------------------------------------------------------ callbacks
+    def _install_callbacks(self) -> list:
+        ffi, lib = self.ffi, self.lib
+        ops = lib.pf_ops
+        keep = []
+
+        def onerror(exc_type: Any, exc: Any, tb: Any) -> None:
+            if self._pending is None:
+                self._pending = exc.with_traceback(tb) if exc is not None else exc_type()
+            lib.pf_exc_pending = 1
+
+        for name, ctype in (("slab_alloc", "int(void *, unsigned long, unsigned long, unsigned int, int, void *)"),
+                            ("slab_free", "int(void *, void *)"),
+                            ("gup", "long(int, void *, unsigned long, unsigned long, unsigned int, void **)"),
+                            ("unpin", "void(int, void **, unsigned long, int)"),
+                            ("memfd_pin", "long(void *, long long, long long, void **, unsigned int, unsigned long *)"),
+                            ("page_op", "long(int, unsigned long, long)"),
+                            ("ucopy", "unsigned long(int, void *, unsigned long, unsigned long)"),
+                            ("mm_op", "long(int, void *, long)"),
+                            ("file_op", "long(int, void *, long, long)"),
+                            ("dev_op", "long(int, void *, long, long)"),
+                            ("log", "void(int, const char *)"),
+                            ("warn", "void(const char *, int, const char *, const char *, void *)"),
+                            ("pagemap", "long(int, unsigned long *, unsigned long, void *)")):
+            cb = ffi.callback(ctype, getattr(self, "_cb_" + name), onerror=onerror)
+            keep.append(cb)
+            setattr(ops, name, cb)
+        return keep
+
+    def _cb_slab_alloc(self, p: Any, n: int, size: int, gfp: int, kind: int, caller: Any) -> int:
+        k = self.fake_mm
+        obj = k.kmalloc(n * size, gfp) if kind != 1 else k.kvmalloc_array(n, size, gfp)
+        if obj is None or p == self.ffi.NULL:
+            return -1
+        if obj is ZERO_SIZE_PTR:          # pragma: no cover - the runtime returns ZERO_SIZE_PTR itself
+            return -1
+        addr = int(self.ffi.cast("uintptr_t", p))
+        obj.caller = f"{self.source.name} {caller}"
+        self._slab[addr] = obj
+        self._slab_freed.pop(addr, None)
+        self._slab_caller[addr] = int(self.ffi.cast("uintptr_t", caller))
+        return 0
+
+    def _cb_slab_free(self, p: Any, caller: Any) -> int:
+        addr = int(self.ffi.cast("uintptr_t", p))
+        obj = self._slab.pop(addr, None)
+        if obj is None:
+            where = self.addr2line(int(self.ffi.cast("uintptr_t", caller)))
+            freed = self._slab_freed.get(addr)
+            if freed is not None:
+                self.fake_mm._warn("kfree", f"double free of {freed!r} at {addr:#x} from {where}")
+            else:
+                self.fake_mm._warn("kfree", f"kfree of {addr:#x}, not a live kmalloc object, from {where}")
+            return 0
+        self.fake_mm.kfree(obj)
+        self._slab_freed[addr] = obj
+        return 1
+
+    _GUP = ("pin_user_pages_fast", "pin_user_pages", "pin_user_pages_unlocked", "pin_user_pages_remote",
+            "get_user_pages_fast", "get_user_pages", "get_user_pages_unlocked", "get_user_pages_remote")
+
+    def _cb_gup(self, op: int, mm: Any, start: int, nr: int, flags: int, pages: Any) -> int:
+        k = self.fake_mm
+        name = self._GUP[op]
+        lst: list | None = None if pages == self.ffi.NULL else [None] * min(nr, 1 << 24)
+        if name.endswith("_remote"):
+            ret = getattr(k, name)(self._mm(mm), start, nr, flags, lst, None)
+        elif name.endswith("_unlocked"):
+            ret = getattr(k, name)(start, nr, lst, flags)
+        else:
+            ret = getattr(k, name)(start, nr, flags, lst)
+        if ret > 0 and lst is not None:
+            arr = self.ffi.cast("uintptr_t *", pages)
+            fol = self._folios
+            out = []
+            for pg in lst[:ret]:
+                fol[pg.pfn] = pg.folio
+                out.append(PF_VMEMMAP_BASE + pg.pfn * _STRUCT_PAGE)
+            arr[0:ret] = out
+        return ret
+
+    def _cb_unpin(self, op: int, handles: Any, n: int, dirty: int) -> None:
+        k = self.fake_mm
+        arr = self.ffi.cast("uintptr_t *", handles)
+        if op == 3:        # unpin_user_page_range_dirty_lock(page, npages, dirty)
+            first = arr[0]
+            for i in range(n):
+                pg = self._page(first + i * _STRUCT_PAGE)
+                if pg is not None:
+                    k.unpin_user_pages_dirty_lock([pg], 1, bool(dirty))
+            return
+        if op == 4:        # unpin_user_folio(folio, npages)
+            pg = self._page(arr[0])
+            if pg is not None:
+                k.unpin_user_folio(pg.folio, n)
+            return
+        hs = arr[0:n]
+        if op == 2:
+            folios = [None if not h else self._folio((h - PF_VMEMMAP_BASE) // _STRUCT_PAGE) for h in hs]
+            k.unpin_folios(folios, n)
+            return
+        pages = [self._page(h) for h in hs]
+        if op == 1:
+            k.unpin_user_pages_dirty_lock(pages, n, bool(dirty))
+        else:
+            k.unpin_user_pages(pages, n)
+
+    def _cb_memfd_pin(self, file: Any, start: int, end: int, folios: Any, maxf: int, offset: Any) -> int:
+        f = self._file(file)
+        memfd = f.obj if f is not None else None
+        lst: list = [None] * maxf
+        off = Out(0)
+        ret = self.fake_mm.memfd_pin_folios(memfd, start, end, lst, maxf, off)
+        if ret > 0:
+            arr = self.ffi.cast("uintptr_t *", folios)
+            arr[0:ret] = [self._remember(fo) for fo in lst[:ret]]
+            if offset != self.ffi.NULL:
+                offset[0] = off.value
+        return ret
+
+    def _cb_page_op(self, op: int, pfn: int, arg: int) -> int:
+        k = self.fake_mm
+        if op == 10:       # alloc_pages(gfp=arg, order=pfn)
+            page = k.alloc_pages(arg, pfn)
+            if page is None:
+                return -1
+            return (self._remember(page.folio) - PF_VMEMMAP_BASE) // _STRUCT_PAGE + (page.pfn - page.folio.pfn)
+        folio = self._folio(pfn)
+        if folio is None:
+            k._warn("struct page", f"{self.source.name}: page/folio handle for pfn {pfn:#x} is not an allocated folio")
+            return -1
+        if op == 0:
+            return folio.pfn
+        if op == 1:
+            return folio.nr_pages
+        if op == 2:
+            return folio.index
+        if op == 3:
+            return k.folio_ref_count(folio)
+        if op == 4:
+            return int(k.folio_maybe_dma_pinned(folio))
+        if op == 5:
+            return int(folio.hstate is not None or folio.kind == "hugetlb")
+        if op == 6:
+            return int(k.folio_is_longterm_pinnable(folio))
+        if op == 7:
+            k.folio_get(folio)
+        elif op == 8:
+            k.folio_put(folio)
+        elif op == 9:
+            from ..mm.folio import PG_dirty
+            folio.flags |= PG_dirty
+        elif op == 11:
+            k.free_pages_block(Page(folio, pfn), arg)
+        return 0
+
+    def _cb_ucopy(self, direction: int, kaddr: Any, uaddr: int, n: int) -> int:
+        mm = self.fake_mm.current.mm
+        if mm is None:
+            return n
+        ffi = self.ffi
+        done = 0
+        while done < n:
+            addr = uaddr + done
+            take = min(n - done, PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
+            if direction == 0:
+                data = mm.read(addr, take)
+                if isinstance(data, int):
+                    break
+                ffi.memmove(ffi.cast("char *", kaddr) + done, data, take)
+            elif direction == 1:
+                data = ffi.unpack(ffi.cast("char *", kaddr) + done, take)
+                if mm.write(addr, data) < 0:
+                    break
+            elif direction == 2:
+                if mm.write(addr, bytes(take)) < 0:
+                    break
+            else:
+                if addr >= 1 << 47 or addr + n > 1 << 47:
+                    return n
+                return 0
+            done += take
+        return n - done
+
+    def _cb_mm_op(self, op: int, mmp: Any, arg: int) -> int:
+        k = self.fake_mm
+        if op in (0, 1):
+            return k.account_locked_vm(self._mm(mmp), arg, op == 0)
+        mm = self._mm(mmp) if op <= 7 else None
+        if op == 2:
+            return mm.locked_vm
+        if op == 3:
+            mm.pinned_vm += arg
+            return mm.pinned_vm
+        if op in (4, 5, 6, 7):
+            attr = "mm_count" if op in (4, 5) else "mm_users"
+            delta = 1 if op in (4, 6) else -1
+            cur = getattr(mm, attr, 1) + delta
+            if cur < 0:
+                k._warn("mmdrop" if op == 5 else "mmput", f"{attr} underflow on {mm!r}")
+            try:
+                setattr(mm, attr, cur)
+            except AttributeError:      # an MMStruct without that counter (slots)
+                pass
+            return 0
+        if op == 8:
+            if arg == 8:
+                return k.current.mm.rlimit_memlock if k.current.mm is not None else 0
+            if arg == 7:
+                return self.nofile
+            return (1 << 64) - 1
+        if op == 9:
+            if arg == 14:
+                return int(k.current_capable_ipc_lock())
+            return 0
+        if op == 10:
+            return k.memalloc_pin_save()
+        if op == 11:
+            k.memalloc_pin_restore(arg)
+            return 0
+        return 0
+
+    def _cb_file_op(self, op: int, fp: Any, a: int, b: int) -> int:
+        k = self.fake_mm
+        if op == 0:                       # fget(fd)
+            f = self.fds.get(a & 0xFFFFFFFF)
+            if f is None:
+                return 0
+            f.refs += 1
+            return int(self.ffi.cast("uintptr_t", f.cptr))
+        if op == 9:                       # get_unused_fd_flags
+            for fd in range(self.nofile):
+                if fd not in self.fds:
+                    self.fds[fd] = None   # type: ignore[assignment]  # reserved
+                    return fd
+            return -errno.EMFILE
+        if op == 11:                      # put_unused_fd
+            if self.fds.get(a) is None:
+                self.fds.pop(a, None)
+            return 0
+        if op in (12, 13, 7, 8, 14):      # by address_space handle
+            f = self._handle_file(fp)
+        else:
+            f = self._file(fp)
+        if f is None:
+            k._warn("struct file", f"{self.source.name}: a struct file the bridge did not create")
+            return 0
+        obj = f.obj
+        if op == 1:
+            self._fput(f)
+            return 0
+        if op == 2:
+            f.refs += 1
+            return 0
+        if op == 10:                      # fd_install(fd, file)
+            self.fds[a] = f
+            return 0
+        if op == 12:
+            return obj.i_size if isinstance(obj, MemFile) else 0
+        memfd = obj if isinstance(obj, MemFile) else None
+        if op == 3:
+            return int(memfd is not None and memfd.shmem_file())
+        if op == 13:
+            return int(memfd is not None and memfd.shmem_file())
+        if op == 4:
+            return int(memfd is not None and memfd.is_file_hugepages())
+        if op == 5:                       # memfd_fcntl
+            if memfd is None:
+                return -errno.EINVAL
+            if a == 1024 + 10:
+                return memfd.get_seals()
+            if a == 1024 + 9:
+                return memfd.add_seals(b)
+            return -errno.EINVAL
+        if op == 6:
+            return memfd.hstate.order if memfd is not None and memfd.hstate is not None else -1
+        if memfd is None:
+            return -errno.EINVAL
+        if op == 7:                       # shmem_read_mapping_page(mapping, index)
+            folio = k.filemap_get_folio(memfd.mapping, a)
+            if isinstance(folio, int):
+                folio = k.memfd_alloc_folio(memfd, a)
+                if isinstance(folio, int):
+                    return folio
+            return (self._remember(folio) - PF_VMEMMAP_BASE) // _STRUCT_PAGE + (a - folio.index)
+        if op in (8, 14):                 # find_get_page_flags / filemap_get_folio
+            idx = a << memfd.hstate.order if (op == 8 and memfd.hstate is not None) else a
+            folio = k.filemap_get_folio(memfd.mapping, idx)
+            if isinstance(folio, int):
+                return folio
+            self._remember(folio)
+            return folio.pfn + (idx - folio.index if op == 8 and memfd.hstate is None else 0)
+        return 0
+
+    def _cb_dev_op(self, op: int, obj: Any, a: int, b: int) -> int:
+        ffi = self.ffi
+        if op == -1:                      # krealloc: size of a live object
+            o = self._slab.get(int(ffi.cast("uintptr_t", obj)))
+            return o.size if o is not None else 0
+        if op == 0:
+            name = ffi.string(ffi.cast("char *", a)).decode()
+            if name in self.misc:
+                return -errno.EBUSY
+            self.misc[name] = (obj, ffi.cast("void *", b))
+            return 0
+        if op == 1:
+            for name, (m, _) in list(self.misc.items()):
+                if m == obj:
+                    del self.misc[name]
+            return 0
+        if op == 2:                       # dma_buf_export: the file (alloc_file_pseudo)
+            slab = self.fake_mm.kmalloc(256, GFP_KERNEL)
+            if slab is None:
+                return -errno.ENOMEM
+            buf = DmaBuf(self, obj)
+            f = self._new_file(buf, ffi.NULL, obj, a, b)
+            f.slab = slab
+            buf._file = f
+            return int(ffi.cast("uintptr_t", f.cptr))
+        if op == 3:                       # dma_buf_fd
+            f = self._dmabuf_file(obj)
+            return self._fd_install(f, bool(a & 0o2000000))
+        if op == 6:
+            self.dma_mapped += 1
+            return 0
+        if op == 7:
+            if self.dma_mapped <= 0:
+                self.fake_mm._warn("dma_unmap", f"{self.source.name}: unmapping a DMA mapping that is not mapped")
+            else:
+                self.dma_mapped -= 1
+            return 0
+        if op == 8:                       # dma_buf_get(fd)
+            f = self.fds.get(a)
+            if f is None or not isinstance(f.obj, DmaBuf):
+                return -errno.EBADF if f is None else -errno.EINVAL
+            f.refs += 1
+            return int(ffi.cast("uintptr_t", f.obj.cptr))
+        return 0
+
+    def _dmabuf_file(self, dptr: Any) -> _File:
+        for f in self._files.values():
+            if isinstance(f.obj, DmaBuf) and f.obj.cptr == dptr:
+                return f
+        raise LookupError("dma-buf without a file")   # pragma: no cover
+
+    def _cb_log(self, level: int, msg: Any) -> None:
+        text = self.ffi.string(msg).decode(errors="replace").rstrip("\n")
+        self.log.append((level, text))
+        self.fake_mm._trace("printk", level=level, message=text)
+
+    def _cb_warn(self, file: Any, line: int, cond: Any, msg: Any, caller: Any) -> None:
+        f = self.ffi.string(file).decode()
+        c = self.ffi.string(cond).decode()
+        m = self.ffi.string(msg).decode() if msg != self.ffi.NULL else ""
+        where = f"{f}:{line}" if line else self.addr2line(int(self.ffi.cast("uintptr_t", caller)))
+        self.fake_mm._warn("WARN_ON" if line else f, f"{c} at {where}" + (f": {m}" if m else ""))
+
+    def _cb_pagemap(self, op: int, pfns: Any, n: int, buf: Any) -> int:
+        ffi = self.ffi
+        base = ffi.cast("char *", buf)
+        for i in range(n):
+            pfn = pfns[i]
+            folio = self._folio(pfn)
+            if folio is None:
+                continue
+            off = (pfn - folio.pfn) << PAGE_SHIFT
+            if op == 0:
+                ffi.memmove(base + i * PAGE_SIZE, folio.read(off, PAGE_SIZE), PAGE_SIZE)
+            else:
+                data = ffi.unpack(base + i * PAGE_SIZE, PAGE_SIZE)
+                if data != folio.read(off, PAGE_SIZE):
+                    folio.write(off, data)
+        return 0
+
+
+class DeviceFile:
+    """An open device file of a loaded driver: its fops, run as entry points."""
+
+    def __init__(self, drv: CDriver, name: str, fops: Any) -> None:
+        self.drv = drv
+        self.fake_mm = drv.fake_mm
+        self.name = name
+        self.fops = fops
+        self._file: Any = None
+        self.closed = False
+
+    def _entry(self, kind: str, fn: Any, args: tuple, ret: str = "long") -> int:
+        r = self.drv._entry_call(kind, fn, args)
+        return CDriver._int(r) if ret == "int" else r
+
+    def ioctl(self, cmd: int, arg: int = 0) -> int:
+        """unlocked_ioctl(file, cmd, arg); -ENOTTY without one."""
+        fn = self.drv.lib.pf_fop(self.fops, 2)
+        if fn == self.drv.ffi.NULL:
+            return -errno.ENOTTY
+        return self._entry("ioctl", fn, (self._file.cptr, cmd & 0xFFFFFFFF, arg))
+
+    def close(self) -> None:
+        """close(2) of the device file: the last reference runs fops->release."""
+        if self.closed:
+            return
+        self.closed = True
+        if self in self.drv._open:
+            self.drv._open.remove(self)
+        self.drv._fput(self._file)
+
+    def _release(self) -> None:
+        fn = self.drv.lib.pf_fop(self.fops, 1)
+        if fn != self.drv.ffi.NULL:
+            self._entry("release", fn, (self.drv.lib.pf_file_inode(self._file.cptr), self._file.cptr), ret="int")
+
+    def __repr__(self) -> str:
+        return f"<{self.drv.source.name} /dev/{self.name}{' closed' if self.closed else ''}>"
+
+
+class DmaBuf:
+    """A dma-buf the driver exported (``struct dma_buf``): the importer's side of it."""
+
+    def __init__(self, drv: CDriver, cptr: Any) -> None:
+        self.drv = drv
+        self.fake_mm = drv.fake_mm
+        self.cptr = cptr
+        self._file: Any = None
+        self.released = False
+
+    @property
+    def size(self) -> int:
+        return int(self.drv.lib.pf_dmabuf_size(self.cptr))
+
+    def _op(self, which: int) -> Any:
+        fn = self.drv.lib.pf_dmabuf_op(self.cptr, which)
+        return None if fn == self.drv.ffi.NULL else fn
+
+    def _release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        fn = self._op(0)
+        if fn is not None:
+            self.drv._entry_call("dma_buf_release", fn, (self.cptr,))
+        self.drv.lib.pf_dma_buf_free(self.cptr)
+
+    def begin_cpu_access(self, direction: int = 0) -> int:
+        fn = self._op(3)
+        return 0 if fn is None else CDriver._int(self.drv._entry_call("begin_cpu_access", fn, (self.cptr, direction)))
+
+    def end_cpu_access(self, direction: int = 0) -> int:
+        fn = self._op(4)
+        return 0 if fn is None else CDriver._int(self.drv._entry_call("end_cpu_access", fn, (self.cptr, direction)))
+
+    def map_attachment(self, direction: int = 0) -> "tuple[int, list[tuple[int, int, int, int]]]":
+        """attach + map_dma_buf: (0, [(pfn, offset, length, dma_address)...]) or (-errno, [])."""
+        drv, ffi, lib = self.drv, self.drv.ffi, self.drv.lib
+        att = lib.pf_attachment_new(self.cptr, drv._dev)
+        fn = self._op(1)
+        sgt = drv._entry_call("map_dma_buf", fn, (att, direction))
+        sgt_u = sgt & 0xFFFFFFFFFFFFFFFF
+        if sgt_u >= (1 << 64) - _MAX_ERRNO or sgt_u == 0:
+            lib.pf_attachment_free(att)
+            return (sgt if sgt < 0 else -errno.ENOMEM), []
+        sgp = ffi.cast("void *", sgt_u)
+        out = ffi.new("unsigned long[]", 4 * 4096)
+        n = lib.pf_sg_entries(sgp, out, 4096, 1)
+        ents = [(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]) for i in range(n)]
+        drv._entry_call("unmap_dma_buf", self._op(2), (att, sgp, direction))
+        lib.pf_attachment_free(att)
+        return 0, ents
+
+    def vmap(self) -> "tuple[int, bytes]":
+        """vmap + read the whole buffer through the CPU view + vunmap: (0, bytes)."""
+        drv, ffi = self.drv, self.drv.ffi
+        fn = self._op(5)
+        if fn is None:
+            return -errno.EINVAL, b""
+        m = ffi.new("void *[2]")
+        rc = CDriver._int(drv._entry_call("vmap", fn, (self.cptr, m)))
+        if rc < 0:
+            return rc, b""
+        vaddr = drv.lib.pf_iosys_vaddr(m)
+        data = ffi.unpack(ffi.cast("char *", vaddr), self.size)
+        un = self._op(6)
+        if un is not None:
+            drv._entry_call("vunmap", un, (self.cptr, m))
+        return 0, data
+
+    def mmap_read(self, offset: int, n: int, flags: int = 0x08 | 0x80) -> "bytes | int":
+        """mmap (VM_SHARED|VM_MAYSHARE by default) and read *n* bytes at *offset* through
+        the driver's fault handler: the bytes, or -errno / -EFAULT on SIGBUS."""
+        drv, lib, ffi = self.drv, self.drv.lib, self.drv.ffi
+        fn = self._op(7)
+        if fn is None:
+            return -errno.ENODEV
+        size = self.size
+        vma = lib.pf_vma_new(0x10000000, 0x10000000 + size, flags, 0)
+        try:
+            rc = CDriver._int(drv._entry_call("mmap", fn, (self.cptr, vma)))
+            if rc < 0:
+                return rc
+            out = bytearray()
+            fault = lib.pf_vma_fault_fn(vma)
+            pos = offset
+            while pos < offset + n:
+                pgoff = pos >> PAGE_SHIFT
+                vmf = lib.pf_vmf_new(vma, pgoff, 0x10000000 + (pgoff << PAGE_SHIFT))
+                try:
+                    code = drv._entry_call("vm_fault", fault, (vmf,)) & 0xFFFFFFFF
+                    page = lib.pf_vmf_page(vmf)
+                finally:
+                    lib.pf_raw_free(vmf)
+                if code & 0x2:
+                    return -errno.EFAULT
+                if code & 0x100:
+                    pfn = lib.pf_last_inserted_pfn()
+                    pg = drv._page(PF_VMEMMAP_BASE + pfn * _STRUCT_PAGE)
+                else:
+                    pg = drv._page(int(ffi.cast("uintptr_t", page)))
+                    if pg is not None:
+                        drv.fake_mm.folio_put(pg.folio)        # the mapping's reference goes at unmap
+                if pg is None:
+                    return -errno.EFAULT
+                inpage = pos & (PAGE_SIZE - 1)
+                take = min(offset + n - pos, PAGE_SIZE - inpage)
+                out += pg.folio.read(((pg.pfn - pg.folio.pfn) << PAGE_SHIFT) + inpage, take)
+                pos += take
+            return bytes(out)
+        finally:
+            lib.pf_raw_free(vma)
+
+    def __repr__(self) -> str:
+        return f"<dma-buf {self.size} bytes from {self.drv.source.name}>"
+
+
+def load_c_driver(fake_mm: Any, source: str | os.PathLike, *, defines: Mapping[str, object] | None = None,
+                  include_dirs: Iterable[str | os.PathLike] = (), uapi_headers: Iterable[str | os.PathLike] = (),
+                  params: Mapping[str, int] | None = None, cflags: Iterable[str] = (),
+                  cache_dir: str | os.PathLike | None = None, init: bool = True) -> CDriver:
+    """Build *source* (cached) and load it into *fake_mm*; with *init*, run module_init
+    and raise ``OSError`` if it fails.  Call :meth:`CDriver.unload` when done (the
+    plugin's ``load_c_driver`` fixture does it at teardown)."""
+    incs = [Path(d) for d in include_dirs]
+    built = build_driver(source, defines=defines, include_dirs=incs, cflags=cflags, cache_dir=cache_dir)
+    drv = CDriver(fake_mm, built, params=params, uapi_headers=uapi_headers, include_dirs=incs)
+    if init:
+        rc = drv.init()
+        if rc != 0:
+            raise OSError(-rc if rc < 0 else errno.EINVAL, f"module_init of {built.source.name} failed: {rc}")
+    return drv
