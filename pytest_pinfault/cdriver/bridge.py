@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -159,7 +160,15 @@ class CDriver:
         self.fake_mm = fake_mm
         self.built = built
         self.source = built.source
-        self.lib = ffi.dlopen(str(built.so_path), ffi.RTLD_NOW | ffi.RTLD_LOCAL)
+        # a private copy per load: dlopen of the same path would share the first load's
+        # statics (module params, the driver's globals) between tests
+        fd, private = tempfile.mkstemp(prefix=f"pinfault-{built.source.stem}-", suffix=".so")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(built.so_path.read_bytes())
+            self.lib = ffi.dlopen(private, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
+        finally:
+            os.unlink(private)
         self._base = self.lib.pf_load_base()
         self._pending: BaseException | None = None
         self._slab: dict[int, Any] = {}            # address -> KmallocObject (live)
@@ -186,6 +195,9 @@ class CDriver:
         self._dev = self.lib.pf_device_new(b"pinfault-importer")
         self._open: list[DeviceFile] = []
         self.loaded = False
+        #: the DriverCrash that tainted the module: no driver code runs after it (the
+        #: kernel kills the task after an oops; its state is not judged any further)
+        self.tainted: DriverCrash | None = None
         for name, value in (params or {}).items():
             self.set_param(name, value)
 
@@ -419,6 +431,11 @@ class CDriver:
     # ------------------------------------------------------------------ calling driver code
     def _invoke(self, name: str, fn: Any, args: tuple) -> int:
         """pf_call with the current task set; a crash or a callback's exception raises."""
+        __tracebackhide__ = True
+        if self.tainted is not None:
+            raise DriverCrash(f"{self.source.name} crashed earlier (tainted): {name} not run\n{self.tainted}",
+                              entry=name, location=self.tainted.location, signal=self.tainted.signal,
+                              addr=self.tainted.addr)
         ffi, lib = self.ffi, self.lib
         task = self.fake_mm.current
         lib.pf_set_current(task.pid, task.comm.encode()[:15], self._mm_handle(task.mm))
@@ -434,7 +451,9 @@ class CDriver:
             assert exc is not None
             raise exc
         lib.pf_locks_reset()
-        raise self._crash(name, code)
+        crash = self._crash(name, code)
+        self.tainted = crash
+        raise crash
 
     def _crash(self, entry: str, code: int) -> DriverCrash:
         c = self.lib.pf_crash
@@ -455,12 +474,17 @@ class CDriver:
                     "the bridge keeps struct page opaque")
         else:
             what = f"bad access at {addr:#x}"
-        loc = self.addr2line(int(c.pc))
-        trail = [self.addr2line(int(c.frames[i])) for i in range(min(c.nframes, 16))]
-        trail = [t for t in trail if not t.startswith("?")]
+        # the pc, then the callers (return addresses minus one: the call instruction)
+        where = [self.addr2line(int(c.pc))]
+        where += [self.addr2line(int(c.frames[i]) - 1) for i in range(min(c.nframes, 16))]
+        where = [w for w in where if not w.startswith("?") and "/cdriver/runtime/" not in w]
+        drv_frames = [w for w in where if f"/{self.source.name}:" in w or f"({self.source.name}:" in w]
+        loc = drv_frames[0] if drv_frames else (where[0] if where else "?")
         msg = f"driver crash in {entry}: {sig}, {what}\n  at {loc}"
-        if trail:
-            msg += "".join(f"\n  called from {t}" for t in trail[:8])
+        if where and where[0] != loc:
+            msg += f"\n  (faulting instruction in {where[0]})"
+        rest = where[where.index(loc) + 1:] if loc in where else where
+        msg += "".join(f"\n  called from {t}" for t in rest[:8])
         return DriverCrash(msg, entry=entry, location=loc, signal=sig, addr=addr)
 
     def addr2line(self, addr: int) -> str:
@@ -483,15 +507,18 @@ class CDriver:
         return self.built.symbols.get(off, f"fn@{off:#x}")
 
     def _entry_call(self, kind: str, fn: Any, args: tuple) -> int:
+        __tracebackhide__ = True
         name = self.symbol(fn)
         wrapper = self._entry_wrappers.get(name)
         if wrapper is None:
             def call(caller: _Caller, fn: Any, args: tuple, _kind: str = kind) -> int:
+                __tracebackhide__ = True
                 return self._top_call(_kind, fn, args)
             wrapper = self._entry_wrappers[name] = entry_point(name, count=False)(call)
         return wrapper(_Caller(self.fake_mm), fn, args)
 
     def _top_call(self, kind: str, fn: Any, args: tuple) -> int:
+        __tracebackhide__ = True
         lib = self.lib
         ret = self._invoke(self.symbol(fn), fn, args)
         held = lib.pf_locks_held()
@@ -936,11 +963,13 @@ class DeviceFile:
         self.closed = False
 
     def _entry(self, kind: str, fn: Any, args: tuple, ret: str = "long") -> int:
+        __tracebackhide__ = True
         r = self.drv._entry_call(kind, fn, args)
         return CDriver._int(r) if ret == "int" else r
 
     def ioctl(self, cmd: int, arg: int = 0) -> int:
         """unlocked_ioctl(file, cmd, arg); -ENOTTY without one."""
+        __tracebackhide__ = True
         fn = self.drv.lib.pf_fop(self.fops, 2)
         if fn == self.drv.ffi.NULL:
             return -errno.ENOTTY

@@ -34,9 +34,10 @@ HERE = Path(__file__).resolve().parent
 INCLUDE_DIR = HERE / "include"
 RUNTIME_DIR = HERE / "runtime"
 
-#: flags every driver is built with: debug info for crash lines, frame pointers for the
+#: flags every driver is built with: debug info for crash lines (DWARF 4: addr2line of
+#: binutils 2.40 misnames header files in gcc 12's DWARF 5 line tables), frame pointers for the
 #: crash backtrace, no optimisation so lines are exact
-BASE_CFLAGS = ("-O0", "-g", "-fPIC", "-fno-omit-frame-pointer", "-fno-strict-aliasing",
+BASE_CFLAGS = ("-O0", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", "-fno-strict-aliasing",
                "-fno-common", "-std=gnu11", "-Wno-unused-function", "-Wno-unused-variable",
                "-Werror=implicit-function-declaration", "-Werror=implicit-int",
                "-Werror=incompatible-pointer-types", "-Werror=int-conversion")
@@ -194,7 +195,7 @@ def _compile(cc: str, src: Path, incs: list[Path], flags: list[str], out: Path) 
         ([cc, *flags, *kinc, "-c", str(src), "-o", str(out / "driver.o")], True),
         ([cc, *BASE_CFLAGS, "-nostdinc", "-I", str(INCLUDE_DIR), *rt, "-c", str(RUNTIME_DIR / "kruntime.c"),
           "-o", str(out / "kruntime.o")], False),
-        ([cc, "-O1", "-g", "-fPIC", "-fno-omit-frame-pointer", *rt, "-c", str(RUNTIME_DIR / "trampoline.c"),
+        ([cc, "-O1", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", *rt, "-c", str(RUNTIME_DIR / "trampoline.c"),
           "-o", str(out / "trampoline.o")], False),
     ]
     for cmd, is_driver in steps:
