@@ -305,7 +305,17 @@ class CDriver:
 
     def unload(self) -> None:
         """Close what the test left open, run module_exit, then report what the module
-        leaked (kmemleak): slab objects, registered devices, DMA mappings."""
+        leaked (kmemleak): slab objects, registered devices, DMA mappings.  After a crash
+        (``tainted``) no driver code runs and nothing is reported: the crash was the
+        finding."""
+        if self.tainted is not None:
+            self.loaded = False
+            self.misc.clear()
+            self._open.clear()
+            self.fds.clear()
+            self._slab.clear()
+            self.dma_mapped = 0
+            return
         for f in list(self._open):
             if not f.closed:
                 f.close()
