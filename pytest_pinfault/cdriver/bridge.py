@@ -623,7 +623,7 @@ class CDriver:
         if obj is ZERO_SIZE_PTR:          # pragma: no cover - the runtime returns ZERO_SIZE_PTR itself
             return -1
         addr = int(self.ffi.cast("uintptr_t", p))
-        obj.caller = f"{self.source.name} {caller}"
+        obj.caller = f"{self.source.name}+{int(self.ffi.cast('uintptr_t', caller)) - self._base:#x}"
         self._slab[addr] = obj
         self._slab_freed.pop(addr, None)
         self._slab_caller[addr] = int(self.ffi.cast("uintptr_t", caller))

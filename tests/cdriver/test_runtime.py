@@ -1,0 +1,165 @@
+"""The runtime under a test driver (drivers/probe.c): the slab on the kmalloc site with
+leaks and double frees seen, crash isolation with the driver's line, kernel warnings,
+lock checks, user copies, GUP handles, module params and a fresh instance per load."""
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from pytest_pinfault.cdriver import DriverCrash
+
+PROBE = Path(__file__).parent / "drivers" / "probe.c"
+
+
+def line_of(marker):
+    for i, ln in enumerate(PROBE.read_text().splitlines(), 1):
+        if marker in ln:
+            return i
+    raise AssertionError(marker)
+
+
+@pytest.fixture
+def probe(load_c_driver, cdriver_cache):
+    drv = load_c_driver(PROBE, cache_dir=cdriver_cache)
+    return drv, drv.open("probe")
+
+
+def test_kmalloc_goes_through_the_kmalloc_fault_site(fake_mm, pinfault, probe):
+    drv, f = probe
+    live = len(drv._slab)                               # misc_register's device
+    assert f.ioctl(1, 64) == 0
+    with pinfault.arm("kmalloc=1*return"):
+        assert f.ioctl(1, 64) == -errno.ENOMEM
+    assert [r.site for r in pinfault.fired] == ["kmalloc"]
+    assert f.ioctl(1, 8 << 20) == -errno.ENOMEM       # above KMALLOC_MAX_SIZE
+    assert len(drv._slab) == live
+
+
+def test_double_free_is_a_kernel_warning(fake_mm, pinfault, probe):
+    drv, f = probe
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        assert f.ioctl(2) == 0
+    assert "double free" in caught[0].message and "probe_ioctl" in caught[0].message
+
+
+def test_a_leak_is_reported_at_module_unload(fake_mm, pinfault, probe):
+    drv, f = probe
+    assert f.ioctl(3) == 0
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "kmemleak: 1 unreferenced object(s)" in caught[0].message
+    assert "48 bytes from probe_ioctl (" in caught[0].message
+
+
+@pytest.mark.parametrize("cmd, marker, what", [
+    (4, "PROBE-NULL", "NULL pointer dereference at 0x8"),
+    (5, "PROBE-ERRPTR", "ERR_PTR dereference at 0xfffffffffffffff4 (near ERR_PTR(-12))"),
+])
+def test_a_crash_fails_with_the_driver_line_and_the_process_lives_on(fake_mm, probe, cmd, marker, what):
+    drv, f = probe
+    with pytest.raises(DriverCrash) as e:
+        f.ioctl(cmd)
+    assert e.value.signal == "SIGSEGV" and what in str(e.value)
+    assert e.value.location.endswith(f"probe.c:{line_of(marker)})")
+    assert e.value.location.startswith("probe_ioctl (")
+    with pytest.raises(DriverCrash, match="crashed earlier"):   # tainted: no more driver code
+        f.ioctl(1, 8)
+
+
+def test_bug_on_unwinds_with_its_line(fake_mm, probe):
+    drv, f = probe
+    assert f.ioctl(6, 0) == 0
+    with pytest.raises(DriverCrash) as e:
+        f.ioctl(6, 6)
+    assert e.value.signal == "BUG"
+    assert str(e.value).startswith(f"kernel BUG at {PROBE}:{line_of('PROBE-BUG')}: BUG_ON(arg == 6)")
+
+
+def test_struct_page_is_opaque(fake_mm, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    fake_mm.current.mm.write(addr, b"x")
+    with pytest.raises(DriverCrash, match="direct access to struct page"):
+        f.ioctl(13, addr)
+    folio, _ = fake_mm.current.mm.lookup(addr)
+    fake_mm.unpin_folio(folio)                  # the crashed call's pin (a tainted module keeps it)
+
+
+def test_warn_on_is_a_kernel_warning_with_its_line(fake_mm, pinfault, probe):
+    drv, f = probe
+    assert f.ioctl(7, 0) == 0
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        assert f.ioctl(7, 7) == 0
+    assert f"WARN_ON(arg == 7) at {PROBE}:{line_of('PROBE-WARN')}" in caught[0].message
+
+
+def test_unlocking_an_unlocked_mutex_is_a_lockdep_warning(fake_mm, pinfault, probe):
+    drv, f = probe
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        f.ioctl(8)
+    assert "bad unlock balance" in caught[0].message and "probe_lock" in caught[0].message
+
+
+def test_copy_to_user_returns_what_it_could_not_copy(fake_mm, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    assert f.ioctl(9, addr) == 0
+    assert fake_mm.current.mm.read(addr, 16) == b"0123456789abcdef"
+    assert f.ioctl(9, addr + 4096 - 6) == 10                   # only 6 bytes were mapped
+    assert fake_mm.current.mm.read(addr + 4090, 6) == b"012345"
+    assert f.ioctl(9, 0x1000) == 16
+
+
+def test_pinned_page_handles_map_back_to_the_model(fake_mm, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    fake_mm.current.mm.write(addr, b"x")
+    assert f.ioctl(10, addr) == 1000 + 1        # an order-0 folio holding one pin (bias 1024)
+    assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released == 1
+
+
+@pytest.mark.mm_config(cma="64MiB")
+@pytest.mark.pin_contract(expect="longterm-placement")
+def test_a_reference_held_after_the_ioctl_is_judged_long_term(fake_mm, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    with fake_mm.steer("cma"):
+        fake_mm.current.mm.write(addr, b"x")
+    assert f.ioctl(11, addr) == 1               # get_user_pages_fast, kept: rule 1
+    assert f.ioctl(12) == 0
+
+
+def test_a_callback_exception_unwinds_the_driver_and_is_raised(fake_mm, probe, monkeypatch):
+    drv, f = probe
+
+    def boom(size, gfp):
+        raise RuntimeError("model error inside kmalloc")
+    monkeypatch.setattr(fake_mm, "kmalloc", boom)
+    with pytest.raises(RuntimeError, match="model error inside kmalloc"):
+        f.ioctl(1, 64)
+    monkeypatch.undo()
+    assert f.ioctl(1, 64) == 0                  # not tainted: the driver goes on
+
+
+def test_each_load_is_a_fresh_module_instance(fake_mm, load_c_driver, cdriver_cache):
+    a = load_c_driver(PROBE, cache_dir=cdriver_cache)
+    a.open("probe")
+    assert a.param("probe_opened") == 1
+    a.unload()
+    b = load_c_driver(PROBE, cache_dir=cdriver_cache, params={"probe_opened": 40})
+    b.open("probe")
+    assert b.param("probe_opened") == 41
+
+
+def test_a_device_left_registered_is_reported(fake_mm, pinfault, load_c_driver, cdriver_cache):
+    drv = load_c_driver(PROBE, cache_dir=cdriver_cache, defines={"PROBE_NO_DEREGISTER": 1})
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "misc device 'probe' still registered" in caught[0].message
+
+
+def test_opening_an_unregistered_device_names_what_exists(fake_mm, probe):
+    drv, _ = probe
+    with pytest.raises(FileNotFoundError, match=r"/dev/nope: .*\['probe'\]"):
+        drv.open("/dev/nope")
