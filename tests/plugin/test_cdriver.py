@@ -1,0 +1,104 @@
+"""The ``load_c_driver`` fixture end to end: a C driver under an inner pytest run, a crash
+that fails one test with the driver's line while the run goes on, a missing kernel API
+reported in a few lines, the build cache shared by pytest-xdist workers, and the pinbuf
+example suite."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import INNER
+
+pytest_plugins = ["pytester"]
+
+pytest.importorskip("cffi", reason="the C-driver bridge needs the [c] extra (cffi)")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "cdriver" / "drivers" / "probe.c"
+
+
+@pytest.fixture
+def cache(pytester, tmp_path):
+    d = tmp_path / "cdriver-cache"
+    pytester.makeini(f"[pytest]\npinfault_cdriver_cache = {d}\n")
+    return d
+
+
+def test_a_driver_runs_under_the_fixture_and_a_crash_fails_only_its_test(pytester, run_subprocess, cache):
+    pytester.makepyfile(test_drv=f"""
+        import errno
+        PROBE = {str(PROBE)!r}
+
+        def test_ioctl(load_c_driver):
+            f = load_c_driver(PROBE).open("probe")
+            assert f.ioctl(1, 64) == 0 and f.ioctl(99) == -errno.ENOTTY
+
+        def test_crash(fake_mm, load_c_driver):
+            load_c_driver(fake_mm, PROBE).open("probe").ioctl(4)
+
+        def test_after_the_crash(load_c_driver):
+            assert load_c_driver(PROBE).open("probe").ioctl(1, 8) == 0
+        """)
+    r = run_subprocess("-q")
+    r.assert_outcomes(passed=2, failed=1)
+    out = r.stdout.str()
+    line = next(i for i, ln in enumerate(PROBE.read_text().splitlines(), 1) if "PROBE-NULL" in ln)
+    assert "DriverCrash: driver crash in probe_ioctl: SIGSEGV, NULL pointer dereference at 0x8" in out
+    assert f"at probe_ioctl ({PROBE}:{line})" in out
+    assert len(list(cache.iterdir())) == 1          # one compile for the three tests
+
+
+def test_a_missing_kernel_api_fails_with_a_short_report(pytester, run, cache):
+    pytester.makefile(".c", drv="""
+        #include <linux/mm.h>
+        int f(void) { return iommu_map_pages(0, 1); }
+        """)
+    pytester.makepyfile(test_missing="""
+        def test_load(load_c_driver):
+            load_c_driver("drv.c")
+        """)
+    r = run("-q")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "the C-driver bridge lacks 1 kernel API(s) this driver uses" in out
+    assert "iommu_map_pages (function) used at" in out and "drv.c:2" in out
+    assert "implicit declaration" not in out         # not gcc's output
+    assert "Traceback" not in out
+
+
+def test_a_bad_call_of_the_fixture_is_a_usage_error(pytester, run, cache):
+    pytester.makepyfile(test_bad="""
+        def test_load(load_c_driver):
+            load_c_driver("a.c", "b.c")
+        """)
+    r = run("-q")
+    assert "load_c_driver([fake_mm,] source, **options): expected one source path" in r.stdout.str() + r.stderr.str()
+
+
+def test_xdist_workers_share_one_cache_entry(pytester, run_subprocess, cache):
+    pytester.makepyfile(test_par=f"""
+        import pytest
+        PROBE = {str(PROBE)!r}
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_load(load_c_driver, i):
+            assert load_c_driver(PROBE).open("probe").ioctl(1, 16 * (i + 1)) == 0
+        """)
+    r = run_subprocess("-q", "-p", "xdist.plugin", "-n", "2")
+    r.assert_outcomes(passed=4)
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and (entries[0] / "driver.so").is_file()
+
+
+def test_the_pinbuf_example_suite_passes(tmp_path):
+    env = dict(os.environ, PINFAULT_CDRIVER_CACHE=str(tmp_path / "cache"))
+    env.pop("PINFAULT_FAULTS", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", *INNER, "examples/cdriver"],
+                       cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary) and "failed" not in summary and "error" not in summary, summary
