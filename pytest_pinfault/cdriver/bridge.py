@@ -272,9 +272,10 @@ class CDriver:
         return mm.mmap(max(size, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
 
     def put_user(self, addr: int, ctype: str, init: Any = None) -> bytes:
-        """Write a uapi struct (``"struct foo"``, fields from *init*) at user *addr*."""
+        """Write a uapi struct (``"struct foo"``, fields from *init*) or array
+        (``"struct foo[4]"``) at user *addr*; the bytes written."""
         ffi = self.uapi
-        obj = ffi.new(f"{ctype} *", init)
+        obj = ffi.new(ctype if ctype.endswith("]") else f"{ctype} *", init)
         data = bytes(ffi.buffer(obj))
         rc = self.fake_mm.current.mm.write(addr, data)
         if rc < 0:
