@@ -437,10 +437,6 @@ extern struct page *alloc_pages(gfp_t gfp, unsigned int order);
 #define alloc_page(gfp) alloc_pages(gfp, 0)
 extern void __free_pages(struct page *page, unsigned int order);
 #define __free_page(page) __free_pages(page, 0)
-extern unsigned long __get_free_pages(gfp_t gfp, unsigned int order);
-extern unsigned long get_zeroed_page(gfp_t gfp);
-extern void free_pages(unsigned long addr, unsigned int order);
-#define free_page(addr) free_pages(addr, 0)
 extern struct folio *folio_alloc(gfp_t gfp, unsigned int order);
 
 /* ------------------------------------------------------------------ slab (kmalloc fault site) */
