@@ -175,6 +175,7 @@ class CDriver:
         self._slab_freed: dict[int, Any] = {}
         self._slab_caller: dict[int, int] = {}
         self._folios: dict[int, Folio] = {}        # pfn -> folio handed to the driver
+        self._pages: dict[int, Page] = {}          # handle -> Page GUP handed to the driver
         self._files: dict[int, _File] = {}         # handle -> _File
         self._file_by_ptr: dict[int, _File] = {}
         self._next_handle = 1
@@ -573,6 +574,9 @@ class CDriver:
     def _page(self, h: int) -> Page | None:
         if not h:
             return None
+        pg = self._pages.get(h)
+        if pg is not None and not pg.folio.freed and pg.folio.pfn <= pg.pfn < pg.folio.pfn + pg.folio.nr_pages:
+            return pg
         pfn = (h - PF_VMEMMAP_BASE) // _STRUCT_PAGE
         f = self._folio(pfn)
         return None if f is None else Page(f, pfn)
@@ -660,11 +664,13 @@ class CDriver:
             ret = getattr(k, name)(start, nr, flags, lst)
         if ret > 0 and lst is not None:
             arr = self.ffi.cast("uintptr_t *", pages)
-            fol = self._folios
-            out = []
-            for pg in lst[:ret]:
-                fol[pg.pfn] = pg.folio
-                out.append(PF_VMEMMAP_BASE + pg.pfn * _STRUCT_PAGE)
+            pmap = self._pages
+            out = [0] * ret
+            for i in range(ret):
+                pg = lst[i]
+                h = PF_VMEMMAP_BASE + pg.pfn * _STRUCT_PAGE
+                pmap[h] = pg
+                out[i] = h
             arr[0:ret] = out
         return ret
 
@@ -688,7 +694,13 @@ class CDriver:
             folios = [None if not h else self._folio((h - PF_VMEMMAP_BASE) // _STRUCT_PAGE) for h in hs]
             k.unpin_folios(folios, n)
             return
-        pages = [self._page(h) for h in hs]
+        get = self._pages.get
+        pages = []
+        for h in hs:
+            pg = get(h)
+            if pg is None or pg.folio.freed:
+                pg = self._page(h)
+            pages.append(pg)
         if op == 1:
             k.unpin_user_pages_dirty_lock(pages, n, bool(dirty))
         else:

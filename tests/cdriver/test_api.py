@@ -39,3 +39,13 @@ def test_the_api_covers_what_pinning_drivers_use():
               "dma_map_sgtable", "dma_buf_export", "dma_buf_fd", "vm_map_ram", "account_locked_vm",
               "misc_register", "module_param"):
         assert n in names, n
+
+
+def test_the_benchmark_runs():
+    """benchmarks/bench_cdriver.py --quick prints its three figures (never asserted)."""
+    import sys
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cdriver.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for row in ("through the bridge", "first compile of", "cached load"):
+        assert row in proc.stdout, proc.stdout
