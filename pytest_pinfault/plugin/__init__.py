@@ -49,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
     """Check every pinfault marker before anything runs (and before -k/-m deselect)."""
     state = get_state(config)
+    state.catalogue          # declared sites (ini, every conftest's hook) are checked now
     for item in items:
         try:
             validate_item(item, state)

@@ -20,7 +20,7 @@ from .options import MAX_NTH_LIMIT, check_buildable
 from .state import PinfaultState
 
 __all__ = ["MARKERS", "register_markers", "validate_item", "MatrixArgs", "matrix_args",
-           "pinfault_specs", "mm_config_fields", "MarkerError"]
+           "pinfault_specs", "mm_config_fields", "MarkerError", "MARKED_CONFIG_KEY"]
 
 MARKERS = (
     "mm_config(**fields): MMConfig fields for this test's fake_mm (ram='2GiB', cma='128MiB', "
@@ -74,6 +74,8 @@ def apply_mm_config(base: MMConfig, fields: dict[str, Any]) -> MMConfig:
 
 
 _BUILDABLE_KEY = pytest.StashKey[dict]()
+#: The MMConfig of an item's mm_config markers over the ini defaults, resolved at collection.
+MARKED_CONFIG_KEY = pytest.StashKey[MMConfig]()
 
 
 def _check_buildable(config: pytest.Config, mm_config: MMConfig) -> None:
@@ -163,12 +165,13 @@ def matrix_args(mark: Any, state: PinfaultState) -> MatrixArgs:
     catalogue = state.catalogue
     sites = tuple(mark.args) or tuple(catalogue)
     for s in sites:
-        if s not in catalogue:
+        if not isinstance(s, str) or s not in catalogue:
             raise MarkerError(f"{where}: expected a known fault site ({', '.join(sorted(catalogue))}), "
                               f"got {s!r}")
     modes = mark.kwargs.get("modes", MODES)
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    if not modes or any(m not in MODES for m in modes):
+    modes = ((modes,) if isinstance(modes, str) else
+             tuple(modes) if isinstance(modes, (tuple, list, set, frozenset)) else None)
+    if not modes or any(not isinstance(m, str) or m not in MODES for m in modes):
         raise MarkerError(f"{where}: modes: expected a subset of {MODES}, got {mark.kwargs['modes']!r}")
     max_nth = mark.kwargs.get("max_nth", state.settings.max_nth)
     if isinstance(max_nth, bool) or not isinstance(max_nth, int) or not 1 <= max_nth <= MAX_NTH_LIMIT:
@@ -236,6 +239,9 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
         mm_config = apply_mm_config(state.settings.base_config, fields)
         if uses_mm:
             _check_buildable(item.config, mm_config)
+            # the frozen config is what the test gets: the marker's own dicts may be
+            # changed by the time it runs
+            item.stash[MARKED_CONFIG_KEY] = mm_config
     pinfault_specs(item, state)
     mark = item.get_closest_marker("pinfault_matrix")
     if mark is not None:
