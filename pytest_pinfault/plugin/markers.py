@@ -234,6 +234,10 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
         # (a module's or class's marker may cover tests that need no machine)
         raise MarkerError(f"@pytest.mark.{own[0]}: expected the test to use the fake_mm or pinfault "
                           f"fixture (the marker applies to its fake_mm), got neither")
+    matrices = [m for m in getattr(item, "own_markers", ()) if m.name == "pinfault_matrix"]
+    if len(matrices) > 1:
+        raise MarkerError(f"@pytest.mark.pinfault_matrix: expected one marker per test (list every "
+                          f"site in it), got {len(matrices)}")
     fields = mm_config_fields(item)
     if fields and _uses_default_mm_config(item):
         mm_config = apply_mm_config(state.settings.base_config, fields)

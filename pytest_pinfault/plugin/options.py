@@ -267,6 +267,9 @@ def parse_sites_lines(lines: list[str], where: str = "pinfault_sites (ini)"
 def resolve_settings(config: pytest.Config) -> Settings:
     """Options > environment > ini > defaults, validated."""
     faults, source = _resolve_faults(config)
+    errpaths = config.getoption("pinfault_errpaths", None)
+    if errpaths is not None and not [p for p in str(errpaths).split(",") if p.strip()]:
+        raise pytest.UsageError(f"--pinfault-errpaths: expected packages PKG[,PKG], got {errpaths!r}")
     budget_ini = str(config.getini("pinfault_budget")).strip()
     return Settings(
         seed=_resolve_seed(config),

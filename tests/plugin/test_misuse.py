@@ -232,6 +232,13 @@ def test_marker_on_a_test_without_fake_mm(pytester, run, marker):
                              f"fake_mm or pinfault fixture*got neither")
 
 
+def test_two_matrices_on_one_test(pytester, run):
+    """Only one would be used: the other's sites would be silently dropped."""
+    pytester.makepyfile(test_bad=marked('pinfault_matrix("kmalloc")\n@pytest.mark.pinfault_matrix("alloc_pages")'))
+    check_usage_error(run(), "ERROR: test_bad.py::test_x*: @pytest.mark.pinfault_matrix: expected one marker per "
+                             "test (list every site in it), got 2")
+
+
 def test_class_marker_may_cover_tests_without_a_machine(pytester, run):
     pytester.makepyfile("""
         import pytest
@@ -356,6 +363,8 @@ OPTION_CASES = {
     "trace": (["--pinfault-trace=loud"], "*--pinfault-trace: invalid choice: 'loud'*"),
     "json empty": (["--pinfault-json="], "ERROR: --pinfault-json: expected a file path, got ''"),
     "json directory": (["--pinfault-json=."], "ERROR: --pinfault-json: expected a file path, got the directory '.'"),
+    "errpaths empty": (["--pinfault-errpaths="], "ERROR: --pinfault-errpaths: expected packages PKG[,PKG], got ''"),
+    "errpaths commas": (["--pinfault-errpaths=,,"], "ERROR: --pinfault-errpaths: expected packages PKG[,PKG], got ',,'"),
     "json under a file": (["--pinfault-json=test_x.py/report.json"],
                           "ERROR: --pinfault-json: expected a path where the report can be written, got "
                           "'test_x.py/report.json' (*)"),
