@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Union
 
-__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError"]
+__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
+           "RLIM_INFINITY"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -46,6 +47,13 @@ QUIRKS: Mapping[str, str] = {
         "return an error on migration failure' and 'mm/gup: check for isolation errors')"
     ),
 }
+
+
+#: The most RAM a config may have: 64 TiB, x86-64's physical address space with
+#: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
+MAX_RAM = 1 << 46
+#: RLIMIT_MEMLOCK's largest value (``RLIM_INFINITY``, include/uapi/asm-generic/resource.h).
+RLIM_INFINITY = (1 << 64) - 1
 
 
 class ConfigError(ValueError):
@@ -207,6 +215,9 @@ class MMConfig:
         ram = parse_size(self.ram, "ram")
         if ram < 64 << 20 or ram % (128 << 20):
             raise ConfigError(f"ram: expected a multiple of 128MiB, at least 128MiB, got {self.ram!r}")
+        if ram > MAX_RAM:
+            raise ConfigError(f"ram: expected at most {_fmt(MAX_RAM)} (x86-64 MAX_PHYSMEM_BITS 46), "
+                              f"got {self.ram!r}")
         set_(self, "ram", ram)
         movable = parse_size(self.movablecore, "movablecore")
         if movable % (128 << 20) or movable >= ram:
@@ -222,7 +233,10 @@ class MMConfig:
         set_(self, "default_hugepagesz", hps)
         if self.thp not in ("always", "madvise", "never"):
             raise ConfigError(f"thp: expected 'always', 'madvise' or 'never', got {self.thp!r}")
-        set_(self, "memlock", parse_size(self.memlock, "memlock"))
+        memlock = parse_size(self.memlock, "memlock")
+        if memlock > RLIM_INFINITY:
+            raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
+        set_(self, "memlock", memlock)
         for name, lo in (("nr_cpus", 1), ("offline_retry_budget", 1), ("gup_retry_limit", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:

@@ -93,6 +93,9 @@ MARKER_CASES = {
     "mm_config boot_reserved": ("mm_config(boot_reserved=False)", "*mm_config: boot_reserved: expected 'auto'*"),
     "mm_config hugepagesz": ('mm_config(default_hugepagesz="4MiB")',
                              "*mm_config: default_hugepagesz: expected '2MiB' or '1GiB', got '4MiB'"),
+    "mm_config ram too big": ("mm_config(ram=1 << 47)",
+                              "*mm_config: ram: expected at most 64TiB (x86-64 MAX_PHYSMEM_BITS 46), got 140737488355328"),
+    "mm_config memlock too big": ("mm_config(memlock=1 << 64)", "*mm_config: memlock: expected at most RLIM_INFINITY*"),
     "mm_config memlock": ("mm_config(memlock=-1)", "*mm_config: memlock: expected a size >= 0, got -1"),
     # pinfault: a stray non-ASCII digit in every column, then the rest of the grammar
     "pinfault digit in site": ('pinfault("km\u00b2alloc=return")',
