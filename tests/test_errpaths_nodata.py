@@ -9,6 +9,8 @@ coverage = pytest.importorskip("coverage")
 
 from pytest_pinfault import errpaths  # noqa: E402
 
+pytest_plugins = ["pytester"]
+
 
 def _data(tmp_path, files):
     data = coverage.CoverageData(basename=str(tmp_path / ".coverage"))
@@ -38,3 +40,17 @@ def test_a_measured_package_still_reports(tmp_path, capsys):
 def test_missing_data_file(tmp_path, capsys):
     assert errpaths.main([str(tmp_path / "nope"), "--packages", "drv"]) == 2
     assert "no coverage data file" in capsys.readouterr().err
+
+
+def test_terminal_report_without_the_package_measured(pytester, monkeypatch):
+    """``--pinfault-errpaths`` of a package coverage does not measure: a red error line,
+    not a 0 / 0 table."""
+    pytest.importorskip("pytest_cov")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("PINFAULT_FAULTS", raising=False)
+    pytester.makepyfile(drv="def f():\n    return -12\n")
+    pytester.makepyfile(test_drv="import drv\n\ndef test_x(fake_mm):\n    assert drv.f() == -12\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "pytest_pinfault.plugin",
+                                           "-p", "pytest_cov", "--cov=drv", "--pinfault-errpaths=nodrv")
+    result.stdout.fnmatch_lines(["error: the coverage data has no measured file of nodrv: no error-path report*"])
+    assert "error-path lines reached / found" not in result.stdout.str()
