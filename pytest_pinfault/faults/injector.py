@@ -67,12 +67,13 @@ class FaultBudgetExceeded(RuntimeError):
     ends.  ``site`` is the site hit last, ``caller`` the code outside the package that
     hit it (``file:line function``)."""
 
-    def __init__(self, site: str, hits: int, caller: str) -> None:
+    def __init__(self, site: str, hits: int, caller: str, what: str = "") -> None:
         self.site = site
         self.hits = hits
         self.caller = caller
-        super().__init__(f"fault budget exceeded: {hits} fault-site hits in one test, the last at "
-                         f"{site!r} called from {caller or '<unknown>'} (a retry loop that never gives up?)")
+        what = what or f"fault budget exceeded: {hits} fault-site hits in one test"
+        super().__init__(f"{what}, the last at {site!r} called from {caller or '<unknown>'} "
+                         f"(a retry loop that never gives up?)")
 
 
 class FaultRecord:
@@ -375,6 +376,7 @@ class Injector:
         self.on_fire: list[Callable[[FaultRecord], None]] = []
         self.budget = DEFAULT_BUDGET
         self.total_hits = 0
+        self.fired_count = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
         self.active = False
@@ -548,6 +550,8 @@ class Injector:
                     self._checking = None
         elif armings:
             fired, ret = self._fire(armings, ctx)
+        if fired:
+            self.fired_count += 1
         if fired or self.recording:
             rec = FaultRecord(site, n, fired, ret, ctx, _external_caller() if fired else "")
             self.log.append(rec)
@@ -580,6 +584,7 @@ class Injector:
         self.hits.clear()
         self.log.clear()
         self.total_hits = 0
+        self.fired_count = 0
         self.recording = False
         self.random.seed(self.seed)
         self._update()

@@ -20,7 +20,7 @@ from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
 from .markers import MarkerError, register_markers, validate_item
-from .matrix import pytest_generate_tests, pytest_runtest_call
+from .matrix import expand_matrices, pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
 from .report import pytest_configure_node, pytest_report_header, pytest_sessionfinish, \
     pytest_terminal_summary, install_summary
@@ -47,10 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
-    """Check every pinfault marker before anything runs (and before -k/-m deselect)."""
+    """Check every pinfault marker before anything runs, then size the matrices (both
+    before -k/-m deselect, so case ids are selectable)."""
     state = get_state(config)
     for item in items:
         try:
             validate_item(item, state)
         except MarkerError as e:
             raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+    expand_matrices(config, items)

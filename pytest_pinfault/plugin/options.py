@@ -20,7 +20,7 @@ from ..mm.config import ConfigError, MMConfig
 __all__ = ["Settings", "pytest_addoption", "resolve_settings", "parse_mm_config_line",
            "parse_sites_lines", "MAX_NTH_DEFAULT", "TRACE_LEVELS", "ENV_FAULTS"]
 
-MAX_NTH_DEFAULT = 3
+MAX_NTH_DEFAULT = 32
 TRACE_LEVELS = ("off", "on", "verbose")
 #: The environment variable holding global fault specs (same grammar as the marker).
 ENV_FAULTS = "PINFAULT_FAULTS"
