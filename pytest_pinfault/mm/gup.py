@@ -679,7 +679,9 @@ class GupMixin:
             self._trace("kernel_outcome", loop=loop, iterations=rounds, folio=stuck, message=str(out))
             if hang:
                 raise KernelHang(out)
-            self.current.signal_pending = True      # killed: the next round returns -EINTR
+            task = self.current
+            task.signal_pending = True              # killed: the next round returns -EINTR
+            self.killed_tasks.append(task)
             return 0
         ll = Livelock(loop, rounds, stuck, external_caller(3))
         self.livelocks.append(ll)

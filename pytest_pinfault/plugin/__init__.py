@@ -22,14 +22,15 @@ from .fixtures import fake_mm, mm_config, pinfault
 from .markers import MarkerError, register_markers, validate_item
 from .matrix import expand_matrices, pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
-from .report import pytest_configure_node, pytest_report_header, pytest_sessionfinish, \
-    pytest_terminal_summary, install_summary
+from .report import pytest_configure_node, pytest_report_header, pytest_report_teststatus, \
+    pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
 __all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
-           "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]
+           "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
+           "pytest_report_teststatus"]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -194,7 +194,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def _note_kernel(item: pytest.Item, ctl: Pinfault) -> None:
-    """Attach the kernel outcomes to the item now, so the call report carries them."""
+    """Attach the kernel outcomes to the item now, so the call report carries them.  A
+    task killed out of a kernel loop has exited once the test body is over: its pending
+    signal goes with it, so the checker's probes (which run as the current task) and the
+    teardown are not interrupted by it."""
+    for task in getattr(ctl.fake_mm, "killed_tasks", ()):
+        task.signal_pending = False
     outcomes = getattr(ctl.fake_mm, "kernel_outcomes", None)
     if outcomes and not any(k == KERNEL_PROP for k, _ in item.user_properties):
         item.user_properties.append((KERNEL_PROP, kernel_outcomes_json(outcomes)))
