@@ -147,6 +147,11 @@ def expand_matrices(config: pytest.Config, items: list[Any]) -> None:
     for item in items:
         out.append(item)
         out.extend(added.get(id(item), ()))
+    # pytest counted the items as collected before this hook: count the cases too, so
+    # "collected N items" tells what will run
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and isinstance(getattr(reporter, "_numcollected", None), int):
+        reporter._numcollected += len(out) - len(items)
     items[:] = out
 
 
@@ -159,6 +164,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     try:
         result = yield
     except FaultBudgetExceeded as e:
+        _note_kernel(item, ctl)
         _trace_section(item, ctl, failed=True)
         _contract_section(item, ctl)
         raise pytest.fail.Exception(f"livelock: {e}", pytrace=False) from None
@@ -178,9 +184,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         item.stash[CALL_PASSED_KEY] = True
         return None
     except BaseException:
+        _note_kernel(item, ctl)
         _trace_section(item, ctl, failed=True)
         _contract_section(item, ctl)
-        _note_kernel(item, ctl)
         raise
     _note_kernel(item, ctl)
     _judge_contract(item, ctl)

@@ -113,7 +113,7 @@ class Summary:
                 if site in test["injected"]:
                     row["failed"] += failed
                     row["violations"] += violated
-                    row["kernel"] += bool(test["kernel"])
+                    row["kernel"] += test["outcome"] == "kernel"
                 else:
                     row["hit_in_failed"] += failed
         return dict(sorted(rows.items()))
