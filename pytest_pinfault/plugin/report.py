@@ -138,7 +138,7 @@ class Summary:
             recs = [r for r in t["fired"] if r.get("fired")]
             if recs:
                 first = recs[0]
-                what = f"{first['site']}#{first['occurrence']}"
+                what = f"injected {first['site']}#{first['occurrence']}"
                 if first.get("errno_name"):
                     what += f" {first['errno_name']}"
                 if len(recs) > 1:
@@ -146,7 +146,7 @@ class Summary:
             else:
                 what = "no fault injected"
             rules = sorted({v["rule"] for v in t["violations"] if not v.get("expected")})
-            lines.append(f"{nodeid}: injected {what}" + (f"; violated {', '.join(rules)}" if rules else ""))
+            lines.append(f"{nodeid}: {what}" + (f"; violated {', '.join(rules)}" if rules else ""))
         return lines
 
     def kernel_lines(self) -> list[str]:

@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 from pytest_pinfault.contracts import Checker, checker_for
-from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, KernelHang, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ,
-                                PROT_WRITE, FakeMM, MMConfig, Out)
+from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ,
+                                PROT_WRITE, FakeMM, KernelHang, MMConfig, Out)
 
 from tests.contracts.helpers import NPAGES, PAGE, anon_buffer, machine
 
