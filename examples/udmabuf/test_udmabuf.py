@@ -273,13 +273,11 @@ def test_create_matrix(fake_mm, pinfault, udmabuf_dev, memfds):
     assert not fake_mm.slab_live
 
 
-# kmalloc/kvmalloc_array calls of one create_list + the dma-buf ops below: memdup, ubuf,
-# folios, offsets, pinned, scratch, the cached sg table, vmap's pfn array, map_dma_buf's table
-KMALLOC_CALLS = 9
-
-
+# the matrix is sized from the fault-free run: every kmalloc/kvmalloc_array call of one
+# create_list and of the dma-buf ops below (memdup, ubuf, folios, offsets, pinned, scratch,
+# the cached sg table, vmap's pfn array, map_dma_buf's table) fails in turn
 @pytest.mark.mm_config(movablecore=0, cma=0)
-@pytest.mark.pinfault_matrix("kmalloc", max_nth=KMALLOC_CALLS, accept=(-errno.ENOMEM,))
+@pytest.mark.pinfault_matrix("kmalloc", accept=(-errno.ENOMEM,))
 def test_kmalloc_matrix_every_allocation(fake_mm, pinfault, udmabuf_dev, memfds):
     """Every allocation of the create path and of the dma-buf ops fails in turn."""
     fd, _ = memfds.create(8 * PAGE_SIZE)

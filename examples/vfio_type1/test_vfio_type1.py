@@ -255,7 +255,7 @@ def test_rlimit_memlock_exceeded_is_enomem_with_nothing_held(fake_mm):
 @pytest.mark.mm_config(gup_retry_limit=8)
 @pytest.mark.pinfault_matrix("try_grab_folio", "alloc_migration_target", "migrate_folio", "folio_isolate_lru",
                              "alloc_pages", "kmalloc", "vfio.iommu_map", "vfio.lock_acct",
-                             accept=(-errno.ENOMEM, -errno.EBUSY, -errno.EINTR, -errno.EAGAIN), max_nth=2)
+                             accept=(-errno.ENOMEM, -errno.EBUSY, -errno.EINTR, -errno.EAGAIN))
 def test_map_dma_matrix(fake_mm, pinfault):
     k = fake_mm
     addr = user_buffer(k)

@@ -454,3 +454,28 @@ def test_declared_sites_join_matrices(pytester, run):
             assert (a, b) in want
     """)
     run().assert_outcomes(passed=1 + 4)
+
+
+def _readme_tour():
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (tour,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def mydrv_register" in b]
+    return tour
+
+
+def test_readme_tour_matrix_is_green_on_the_fixed_driver_with_no_rule_disabled(pytester, run):
+    tour = _readme_tour()
+    assert "pin_contract" not in tour
+    bug = "return -errno.ENOMEM          # BUG: the pages stay pinned"
+    assert bug in tour
+    pytester.makepyfile(test_mydrv=tour)
+    result = run("-v")
+    result.assert_outcomes(failed=2, passed=9)
+    result.stdout.fnmatch_lines(["*test_register?kmalloc-1-transient? FAILED*",
+                                 "*test_register?kmalloc-1-persistent? FAILED*"], consecutive=False)
+    fixed = tour.replace(bug, "k.unpin_user_pages(pages, npages)\n        return -errno.ENOMEM")
+    pytester.makepyfile(test_mydrv=fixed)
+    result = run("-v")
+    result.assert_outcomes(passed=11)
+    assert result.ret == 0
