@@ -379,6 +379,7 @@ class Injector:
         self.fired_count = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
+        self.counting = False              # count hits (no log): a matrix's fault-free run
         self.active = False
         self._enabled = True
 
@@ -395,7 +396,8 @@ class Injector:
         self._update()
 
     def _update(self) -> None:
-        self.active = self._enabled and (self.recording or bool(self.armed) or bool(self.holds))
+        self.active = self._enabled and (self.recording or self.counting or bool(self.armed)
+                                         or bool(self.holds))
 
     # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:
@@ -497,6 +499,12 @@ class Injector:
         self.recording = on
         self._update()
 
+    def count_hits(self, on: bool = True) -> None:
+        """Count every hit in :attr:`hits` even when nothing is armed, without logging
+        it (memory stays per site, whatever the number of hits)."""
+        self.counting = on
+        self._update()
+
     # -- holds -----------------------------------------------------------------------
     def hold(self, folio: Any, attempts: int | None = None) -> Hold:
         """Take a short-term reference on *folio* now (as a concurrent GUP would); the
@@ -586,6 +594,7 @@ class Injector:
         self.total_hits = 0
         self.fired_count = 0
         self.recording = False
+        self.counting = False
         self.random.seed(self.seed)
         self._update()
 

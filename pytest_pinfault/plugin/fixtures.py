@@ -101,7 +101,7 @@ def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
     if settings.budget is not None:
         inj.budget = settings.budget
     if is_fault_free(request.node):
-        inj.record(True)          # the matrix's reach: every hit of every site
+        inj.count_hits(True)      # the matrix's reach: every hit of every site
     if settings.trace != "off":
         inj.record(True)
         if settings.trace == "verbose":
