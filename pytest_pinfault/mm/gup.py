@@ -81,8 +81,8 @@ class Livelock:
     caller: str
 
     def __str__(self) -> str:
-        return (f"livelock in {self.loop}: {self.iterations} iterations, kept failing on "
-                f"{self.folio!r} (called from {self.caller})")
+        on = f", kept failing on {self.folio!r}" if self.folio is not None else ""
+        return f"livelock in {self.loop}: {self.iterations} iterations{on} (called from {self.caller})"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -960,6 +960,7 @@ class TestLongtermErrorPaths:
                 pass
         (ll,) = k.livelocks
         assert "signal pending" in ll.loop and ll.iterations == 4
+        assert ll.folio is None and "kept failing" not in str(ll)
         assert_nothing_held(k)
 
     @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast", "pin_user_pages_remote",
