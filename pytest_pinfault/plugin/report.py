@@ -150,8 +150,12 @@ class Summary:
         return lines
 
     def kernel_lines(self) -> list[str]:
-        return [f"{nodeid}: {o['message']}" for nodeid in sorted(self.tests)
-                for o in self.tests[nodeid]["kernel"]]
+        lines = []
+        for nodeid in sorted(self.tests):
+            t = self.tests[nodeid]
+            after = " -- and the test failed on what the driver did next" if t["outcome"] == "failed" else ""
+            lines += [f"{nodeid}: {o['message']}{after}" for o in t["kernel"]]
+        return lines
 
     def matrix_lines(self) -> list[str]:
         lines = []

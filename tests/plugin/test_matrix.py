@@ -344,6 +344,8 @@ def test_memfd(fake_mm, pinfault):
         "kernel outcomes (the kernel itself never leaves the loop; not a driver fault):",
         "  test_k.py::test_correct[[]folio_isolate_lru-1-persistent]: __gup_longterm_locked would retry "
         "for ever: the injected folio_isolate_lru fault fires on every round*the call returns -EINTR*",
+        "  test_k.py::test_driver_loop[[]folio_isolate_lru-1-persistent]: *the call returns -EINTR * -- and "
+        "the test failed on what the driver did next",
     ], consecutive=False)
 
 
