@@ -288,7 +288,24 @@ def test_create_list_matrix(fake_mm, pinfault, load_c_driver, linux):
     # pages (its flaw, shown above), so its error paths run on ZONE_NORMAL pages
     with fake_mm.steer("cma" if udmabuf.version == "6.12" else "normal"):
         assert mf.pwrite(b"p" * (4 * PAGE_SIZE), 0) == 4 * PAGE_SIZE
-    buf = pinfault.result(udmabuf.create_list([(fd, 0, 6 * PAGE_SIZE), (fd, 4 * PAGE_SIZE, 4 * PAGE_SIZE)]))
+    caught = []
+    try:
+        with pinfault.expect_violation("error-nothing-held") as caught:
+            buf = pinfault.result(udmabuf.create_list([(fd, 0, 6 * PAGE_SIZE), (fd, 4 * PAGE_SIZE, 4 * PAGE_SIZE)]))
+    except AssertionError as e:
+        assert "but none happened" in str(e)
+        caught = []
+    # A real bug of the 6.12 driver (docs/cdriver.md): when add_to_unpin_list()'s
+    # kzalloc of a 24-byte struct udmabuf_folio fails, udmabuf_pin_folios() returns
+    # -ENOMEM and the folios memfd_pin_folios() pinned but not yet listed stay pinned.
+    leak = udmabuf.version == "6.12" and any(r.site == "kmalloc" and r.context.get("size") == 24
+                                              for r in pinfault.fired)
+    assert bool(caught) == leak, (caught, pinfault.fired)
+    if leak:
+        assert buf == -errno.ENOMEM and "udmabuf_ioctl returned -ENOMEM but left" in caught[0].message
+        for folio in {mf.mapping.lookup(i) for i in range(8)} - {None}:
+            while folio.pincount:                           # clean up: only the finding is shown
+                fake_mm.unpin_folio(folio)
     if buf >= 0:
         d = udmabuf.drv.dmabuf(buf)
         assert d.mmap_read(PAGE_SIZE, 1) == b"p"
