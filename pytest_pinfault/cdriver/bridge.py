@@ -21,6 +21,7 @@ livelock budget) unwinds the driver the same way and is re-raised at the entry c
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import subprocess
@@ -34,7 +35,7 @@ from ..mm.gfp import GFP_KERNEL
 from ..mm.gup import Out
 from ..mm.memfd import MemFile
 from ..mm.slab import ZERO_SIZE_PTR
-from .build import Built, build_driver
+from .build import Built, build_driver, load_line_table
 
 __all__ = ["CDriver", "DeviceFile", "DmaBuf", "DriverCrash", "load_c_driver", "PF_VMEMMAP_BASE"]
 
@@ -95,6 +96,10 @@ void pf_locks_reset(void);
 void pf_kmap_flush_all(void);
 void *pf_raw_alloc(unsigned long size, int zero);
 void pf_raw_free(void *p);
+extern unsigned long pf_cstack[16];
+extern int pf_cstack_n;
+extern unsigned long pf_so_lo;
+extern unsigned long pf_so_hi;
 extern void *__pf_module_init;
 extern void *__pf_module_exit;
 """
@@ -170,6 +175,13 @@ class CDriver:
         finally:
             os.unlink(private)
         self._base = self.lib.pf_load_base()
+        self.lib.pf_so_lo = self._base
+        self.lib.pf_so_hi = self._base + built.so_path.stat().st_size
+        lines = load_line_table(built.so_path)
+        self._line_offs = [a for a, _ in lines]
+        self._line_nos = [n for _, n in lines]
+        self._sym_offs = sorted(built.symbols)
+        self._frame_cache: dict[int, tuple[str, int] | None] = {}
         self._pending: BaseException | None = None
         self._slab: dict[int, Any] = {}            # address -> KmallocObject (live)
         self._slab_freed: dict[int, Any] = {}
@@ -545,6 +557,56 @@ class CDriver:
         v &= 0xFFFFFFFF
         return v - (1 << 32) if v & 0x80000000 else v
 
+    # ------------------------------------------------------------------ C frames
+    def _frame_info(self, addr: int) -> "tuple[str, int] | None":
+        """(function, line) of a code address in the driver's own source, else None."""
+        off = addr - self._base
+        hit = self._frame_cache.get(off, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        info = None
+        i = bisect.bisect_right(self._line_offs, off) - 1
+        j = bisect.bisect_right(self._sym_offs, off) - 1
+        if i >= 0 and j >= 0 and self._line_offs[i] >= self._sym_offs[j]:
+            info = (self.built.symbols[self._sym_offs[j]], self._line_nos[i])
+        self._frame_cache[off] = info
+        return info
+
+    def _c_chain(self) -> "list[tuple[str, int]]":
+        """The driver functions (innermost first) on the C stack at the last fault-site
+        call of the runtime, with the line of each call."""
+        lib = self.lib
+        out = []
+        for i in range(lib.pf_cstack_n):
+            info = self._frame_info(lib.pf_cstack[i] - 1)
+            if info is not None:
+                out.append(info)
+        return out
+
+    _SYNTH: dict[tuple[str, str, int], Callable] = {}
+
+    def _synth(self, name: str, line: int) -> Callable:
+        key = (str(self.source), name, line)
+        f = CDriver._SYNTH.get(key)
+        if f is None:
+            src = "\n" * max(line - 2, 0) + f"def {name}(__pf_next):\n    return __pf_next()\n"
+            ns: dict[str, Any] = {}
+            exec(compile(src, str(self.source), "exec"), ns)
+            f = CDriver._SYNTH[key] = ns[name]
+        return f
+
+    def _in_c_frames(self, fn: Callable, *args: Any) -> Any:
+        """Call the model with the driver's C call chain on the Python stack (one frame
+        per driver function, named after it, at the driver's file and line): fault
+        records then name the driver's caller and ``caller=`` filters match C
+        functions.  Only while faults are armed (it costs a frame per C function)."""
+        if not self.fake_mm.faults.active:
+            return fn(*args)
+        g: Callable = lambda: fn(*args)  # noqa: E731
+        for name, line in self._c_chain():
+            g = (lambda inner, outer: (lambda: outer(inner)))(g, self._synth(name, line))
+        return g()
+
     # ------------------------------------------------------------------ handles
     def _mm_handle(self, mm: Any) -> Any:
         if mm is None:
@@ -622,13 +684,15 @@ class CDriver:
 
     def _cb_slab_alloc(self, p: Any, n: int, size: int, gfp: int, kind: int, caller: Any) -> int:
         k = self.fake_mm
-        obj = k.kmalloc(n * size, gfp) if kind != 1 else k.kvmalloc_array(n, size, gfp)
+        obj = self._in_c_frames(k.kmalloc, n * size, gfp) if kind != 1 else \
+            self._in_c_frames(k.kvmalloc_array, n, size, gfp)
         if obj is None or p == self.ffi.NULL:
             return -1
         if obj is ZERO_SIZE_PTR:          # pragma: no cover - the runtime returns ZERO_SIZE_PTR itself
             return -1
         addr = int(self.ffi.cast("uintptr_t", p))
-        obj.caller = f"{self.source.name}+{int(self.ffi.cast('uintptr_t', caller)) - self._base:#x}"
+        where = self._frame_info(int(self.ffi.cast("uintptr_t", caller)) - 1)
+        obj.caller = f"{self.source.name}:{where[1]} {where[0]}" if where else f"{self.source.name} (runtime)"
         self._slab[addr] = obj
         self._slab_freed.pop(addr, None)
         self._slab_caller[addr] = int(self.ffi.cast("uintptr_t", caller))
@@ -656,12 +720,13 @@ class CDriver:
         k = self.fake_mm
         name = self._GUP[op]
         lst: list | None = None if pages == self.ffi.NULL else [None] * min(nr, 1 << 24)
+        fn = getattr(k, name)
         if name.endswith("_remote"):
-            ret = getattr(k, name)(self._mm(mm), start, nr, flags, lst, None)
+            ret = self._in_c_frames(fn, self._mm(mm), start, nr, flags, lst, None)
         elif name.endswith("_unlocked"):
-            ret = getattr(k, name)(start, nr, lst, flags)
+            ret = self._in_c_frames(fn, start, nr, lst, flags)
         else:
-            ret = getattr(k, name)(start, nr, flags, lst)
+            ret = self._in_c_frames(fn, start, nr, flags, lst)
         if ret > 0 and lst is not None:
             arr = self.ffi.cast("uintptr_t *", pages)
             pmap = self._pages
@@ -711,7 +776,7 @@ class CDriver:
         memfd = f.obj if f is not None else None
         lst: list = [None] * maxf
         off = Out(0)
-        ret = self.fake_mm.memfd_pin_folios(memfd, start, end, lst, maxf, off)
+        ret = self._in_c_frames(self.fake_mm.memfd_pin_folios, memfd, start, end, lst, maxf, off)
         if ret > 0:
             arr = self.ffi.cast("uintptr_t *", folios)
             arr[0:ret] = [self._remember(fo) for fo in lst[:ret]]
@@ -722,7 +787,7 @@ class CDriver:
     def _cb_page_op(self, op: int, pfn: int, arg: int) -> int:
         k = self.fake_mm
         if op == 10:       # alloc_pages(gfp=arg, order=pfn)
-            page = k.alloc_pages(arg, pfn)
+            page = self._in_c_frames(k.alloc_pages, arg, pfn)
             if page is None:
                 return -1
             return (self._remember(page.folio) - PF_VMEMMAP_BASE) // _STRUCT_PAGE + (page.pfn - page.folio.pfn)
@@ -880,7 +945,7 @@ class CDriver:
         if op == 7:                       # shmem_read_mapping_page(mapping, index)
             folio = k.filemap_get_folio(memfd.mapping, a)
             if isinstance(folio, int):
-                folio = k.memfd_alloc_folio(memfd, a)
+                folio = self._in_c_frames(k.memfd_alloc_folio, memfd, a)
                 if isinstance(folio, int):
                     return folio
             return (self._remember(folio) - PF_VMEMMAP_BASE) // _STRUCT_PAGE + (a - folio.index)
@@ -910,7 +975,7 @@ class CDriver:
                     del self.misc[name]
             return 0
         if op == 2:                       # dma_buf_export: the file (alloc_file_pseudo)
-            slab = self.fake_mm.kmalloc(256, GFP_KERNEL)
+            slab = self._in_c_frames(self.fake_mm.kmalloc, 256, GFP_KERNEL)
             if slab is None:
                 return -errno.ENOMEM
             buf = DmaBuf(self, obj)

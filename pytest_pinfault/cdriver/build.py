@@ -146,7 +146,7 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     flags = _flags(defines or {}, cflags)
     cc = _gcc()
     h = hashlib.sha256()
-    h.update(b"pinfault-cdriver-1\0" + _cc_version(cc).encode())
+    h.update(b"pinfault-cdriver-2\0" + _cc_version(cc).encode())
     h.update("\0".join(flags).encode())
     h.update(src.read_bytes())
     _hash_tree(h, INCLUDE_DIR, (".h",))
@@ -159,13 +159,14 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = cache / f"{src.stem}-{key}"
     so = final / "driver.so"
-    if so.is_file() and (final / "symbols.json").is_file():
+    if so.is_file() and (final / "symbols.json").is_file() and (final / "lines.json").is_file():
         return Built(so, src, _load_symbols(final), False, key)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{src.stem}-", dir=cache))
     try:
         _compile(cc, src, incs, flags, tmp)
         symbols = _nm(tmp / "driver.so")
+        (tmp / "lines.json").write_text(json.dumps(_line_table(tmp / "driver.so", src)))
         (tmp / "symbols.json").write_text(json.dumps({str(k): v for k, v in symbols.items()}))
         try:
             os.rename(tmp, final)
@@ -266,6 +267,31 @@ def parse_missing(stderr: str, src: Path) -> list[MissingSymbol]:
             if m and (m.group("sym"), "function") not in out:
                 out[(m.group("sym"), "function")] = MissingSymbol(m.group("sym"), "function", name, 0)
     return list(out.values())
+
+
+def _line_table(so: Path, src: Path) -> list[list]:
+    """The driver's own line table, ``[[offset, line], ...]`` sorted by offset, for lines
+    of the driver's source file (objdump's decoded DWARF line program); lines of the
+    bridge's headers inlined into the driver are left out."""
+    r = _run(["objdump", "--dwarf=decodedline", str(so)], so.parent)
+    out: list[list] = []
+    cu = ""
+    for ln in r.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 1 and ln.endswith(":"):
+            cu = Path(ln[:-1]).name
+            continue
+        if cu != src.name or len(parts) < 3 or not parts[1].isdigit() or not parts[2].startswith("0x"):
+            continue
+        if parts[0] == src.name:
+            out.append([int(parts[2], 16), int(parts[1])])
+    out.sort()
+    return out
+
+
+def load_line_table(so: Path) -> list[list]:
+    p = so.parent / "lines.json"
+    return json.loads(p.read_text()) if p.is_file() else []
 
 
 def _nm(so: Path) -> dict[int, str]:

@@ -163,3 +163,14 @@ def test_opening_an_unregistered_device_names_what_exists(fake_mm, probe):
     drv, _ = probe
     with pytest.raises(FileNotFoundError, match=r"/dev/nope: .*\['probe'\]"):
         drv.open("/dev/nope")
+
+
+def test_fault_records_name_the_c_caller_and_caller_filters_match_c_functions(fake_mm, pinfault, probe):
+    drv, f = probe
+    with pinfault.arm("kmalloc[caller=probe_open]=return"):
+        assert f.ioctl(1, 64) == 0                       # probe_ioctl's allocation: not filtered in
+    with pinfault.arm("kmalloc[caller=probe_ioctl]=1*return"):
+        assert f.ioctl(1, 64) == -errno.ENOMEM
+    (rec,) = pinfault.fired
+    line = next(i for i, ln in enumerate(PROBE.read_text().splitlines(), 1) if "p = kmalloc(arg, GFP_KERNEL);" in ln)
+    assert rec.caller == f"{PROBE}:{line} probe_ioctl"

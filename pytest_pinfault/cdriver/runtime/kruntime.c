@@ -19,6 +19,31 @@ volatile int pf_exc_pending;
 #define PF_CHECK() do { if (unlikely(pf_exc_pending)) pf_unwind(PF_UNWIND_PYEXC); } while (0)
 #define CALLER() __builtin_return_address(0)
 
+/* The driver's call chain at a fault site, for the bridge to name in fault records and
+ * to match caller= filters: return addresses up the frame-pointer chain, while they lie
+ * inside this shared object ([pf_so_lo, pf_so_hi), set by the loader). */
+unsigned long pf_cstack[16];
+int pf_cstack_n;
+unsigned long pf_so_lo, pf_so_hi;
+
+static __attribute__((__noinline__)) void pf_capture(void)
+{
+	unsigned long *fp = __builtin_frame_address(0);
+	int n = 0;
+
+	while (fp && n < 16 && !((unsigned long)fp & 7)) {
+		unsigned long ret = fp[1];
+
+		if (ret < pf_so_lo || ret >= pf_so_hi)
+			break;
+		pf_cstack[n++] = ret;
+		if ((unsigned long *)fp[0] <= fp)
+			break;
+		fp = (unsigned long *)fp[0];
+	}
+	pf_cstack_n = n;
+}
+
 /* ------------------------------------------------------------------ slab */
 #define PF_SLAB_KMALLOC 0
 #define PF_SLAB_KVMALLOC 1
@@ -29,6 +54,8 @@ static void *pf_slab(size_t n, size_t size, gfp_t gfp, int kind, int zero, void 
 	size_t total;
 	void *p;
 	int rc;
+
+	pf_capture();
 
 	if (check_mul_overflow(n, size, &total))
 		return NULL;
@@ -363,6 +390,7 @@ void set_page_dirty_lock(struct page *p) { folio_mark_dirty(page_folio(p)); }
 
 struct page *alloc_pages(gfp_t gfp, unsigned int order)
 {
+	pf_capture();
 	long pfn = pf_ops.page_op(PF_ALLOC_PAGES, order, gfp);
 	PF_CHECK();
 	return pfn < 0 ? NULL : pfn_to_page(pfn);
@@ -378,6 +406,7 @@ void __free_pages(struct page *page, unsigned int order)
 static long pf_gup(int op, struct mm_struct *mm, unsigned long start, unsigned long nr,
 		   unsigned int flags, struct page **pages)
 {
+	pf_capture();
 	long r = pf_ops.gup(op, mm, start, nr, flags, (void **)pages);
 	PF_CHECK();
 	return r;
@@ -419,6 +448,7 @@ void unpin_user_folio(struct folio *folio, unsigned long npages) { pf_unpin(PF_U
 long memfd_pin_folios(struct file *memfd, loff_t start, loff_t end, struct folio **folios,
 		      unsigned int max_folios, pgoff_t *offset)
 {
+	pf_capture();
 	long r = pf_ops.memfd_pin(memfd, start, end, (void **)folios, max_folios, offset);
 	PF_CHECK();
 	return r;
@@ -562,6 +592,7 @@ struct hstate *hstate_file(struct file *f)
 }
 struct page *shmem_read_mapping_page(struct address_space *mapping, pgoff_t index)
 {
+	pf_capture();
 	long r = FILE_OP(PF_READ_MAPPING_PAGE, mapping->__pf_handle, index, 0);
 	return r < 0 ? ERR_PTR(r) : pfn_to_page(r);
 }
@@ -793,6 +824,8 @@ int dma_map_sgtable(struct device *dev, struct sg_table *sgt, enum dma_data_dire
 	unsigned int i;
 	long r;
 
+	pf_capture();
+
 	(void)attrs;
 	if (dir == DMA_NONE)
 		__pf_warn("dma_map_sgtable", 0, "BUG_ON(!valid_dma_direction(dir))", NULL);
@@ -831,6 +864,8 @@ struct dma_buf *dma_buf_export(const struct dma_buf_export_info *exp_info)
 {
 	struct dma_buf *d;
 	long r;
+
+	pf_capture();
 
 	if (!exp_info->ops || !exp_info->ops->map_dma_buf || !exp_info->ops->unmap_dma_buf ||
 	    !exp_info->ops->release) {
