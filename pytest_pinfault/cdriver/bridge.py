@@ -1063,6 +1063,23 @@ class DeviceFile:
             return -errno.ENOTTY
         return self._entry("ioctl", fn, (self._file.cptr, cmd & 0xFFFFFFFF, arg))
 
+    def read(self, uaddr: int, count: int, pos: int = 0) -> int:
+        """read(2) into user memory at *uaddr*: fops->read's return (-EINVAL without one)."""
+        return self._rw(4, uaddr, count, pos)
+
+    def write(self, uaddr: int, count: int, pos: int = 0) -> int:
+        """write(2) from user memory at *uaddr*: fops->write's return (-EINVAL without one)."""
+        return self._rw(5, uaddr, count, pos)
+
+    def _rw(self, which: int, uaddr: int, count: int, pos: int) -> int:
+        __tracebackhide__ = True
+        drv = self.drv
+        fn = drv.lib.pf_fop(self.fops, which)
+        if fn == drv.ffi.NULL:
+            return -errno.EINVAL
+        ppos = drv.ffi.new("long long *", pos)
+        return self._entry("read" if which == 4 else "write", fn, (self._file.cptr, uaddr, count, ppos))
+
     def close(self) -> None:
         """close(2) of the device file: the last reference runs fops->release."""
         if self.closed:

@@ -174,3 +174,13 @@ def test_fault_records_name_the_c_caller_and_caller_filters_match_c_functions(fa
     (rec,) = pinfault.fired
     line = next(i for i, ln in enumerate(PROBE.read_text().splitlines(), 1) if "p = kmalloc(arg, GFP_KERNEL);" in ln)
     assert rec.caller == f"{PROBE}:{line} probe_ioctl"
+
+
+def test_read_and_write_fops_move_user_memory(fake_mm, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    assert f.read(addr, 64) == 13
+    assert fake_mm.current.mm.read(addr, 13) == b"probe says hi"
+    assert f.write(addr, 8) == 8
+    assert f.write(addr, 9) == -errno.EINVAL
+    assert f.read(0x10, 4) == -errno.EFAULT

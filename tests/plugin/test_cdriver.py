@@ -102,3 +102,29 @@ def test_the_pinbuf_example_suite_passes(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:]
     summary = r.stdout.strip().splitlines()[-1]
     assert re.search(r"\b\d+ passed\b", summary) and "failed" not in summary and "error" not in summary, summary
+
+
+def test_a_buggy_c_driver_fails_with_the_rule_and_its_entry_point(pytester, run, cache):
+    pinbuf = ROOT / "examples" / "cdriver"
+    pytester.makepyfile(test_buggy=f"""
+        import pytest
+        from pytest_pinfault.mm import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+
+        @pytest.mark.mm_config(cma="64MiB")
+        def test_register(fake_mm, load_c_driver):
+            drv = load_c_driver({str(pinbuf / "pinbuf.c")!r}, include_dirs=[{str(pinbuf / "uapi")!r}],
+                                uapi_headers=[{str(pinbuf / "uapi" / "linux" / "pinbuf.h")!r}],
+                                defines={{"PINBUF_BUG_NO_LONGTERM": 1}})
+            mm = fake_mm.current.mm
+            buf = mm.mmap(4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+            with fake_mm.steer("cma"):
+                for i in range(4):
+                    mm.write(buf + i * 4096, b"x")
+            arg = drv.user_alloc(4096)
+            drv.put_user(arg, "struct pinbuf_region", {{"addr": buf, "len": 4 * 4096}})
+            assert drv.open("pinbuf").ioctl(drv.const("PINBUF_REGISTER"), arg) == 0
+        """)
+    r = run("-q")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "[longterm-placement] a long-term hold sits in CMA (taken by pinbuf_ioctl)" in out

@@ -83,6 +83,28 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	return -ENOTTY;
 }
 
+static ssize_t probe_read(struct file *file, char __user *buf, size_t count, loff_t *pos)
+{
+	static const char msg[] = "probe says hi";
+	size_t n = min_t(size_t, count, sizeof(msg) - 1);
+
+	if (copy_to_user(buf, msg, n))
+		return -EFAULT;
+	*pos += n;
+	return n;
+}
+
+static ssize_t probe_write(struct file *file, const char __user *buf, size_t count, loff_t *pos)
+{
+	char tmp[8];
+
+	if (count > sizeof(tmp))
+		return -EINVAL;
+	if (copy_from_user(tmp, buf, count))
+		return -EFAULT;
+	return count;
+}
+
 static int probe_open(struct inode *inode, struct file *file)
 {
 	probe_opened++;
@@ -92,6 +114,8 @@ static int probe_open(struct inode *inode, struct file *file)
 static const struct file_operations probe_fops = {
 	.owner = THIS_MODULE,
 	.open = probe_open,
+	.read = probe_read,
+	.write = probe_write,
 	.unlocked_ioctl = probe_ioctl,
 };
 
