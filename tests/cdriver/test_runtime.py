@@ -184,3 +184,16 @@ def test_read_and_write_fops_move_user_memory(fake_mm, probe):
     assert f.write(addr, 8) == 8
     assert f.write(addr, 9) == -errno.EINVAL
     assert f.read(0x10, 4) == -errno.EFAULT
+
+
+def test_a_driver_retry_loop_ends_on_the_fault_budget_naming_the_c_caller(fake_mm, pinfault, probe):
+    from pytest_pinfault.faults.injector import FaultBudgetExceeded
+    drv, f = probe
+    fake_mm.faults.budget = fake_mm.faults.total_hits + 200
+    with pinfault.arm("kmalloc=return"):
+        with pytest.raises(FaultBudgetExceeded) as e:
+            f.ioctl(14)
+    assert e.value.site == "kmalloc" and e.value.caller.endswith(" probe_ioctl")
+    assert f"{PROBE}:" in e.value.caller
+    fake_mm.faults.budget = 1 << 30
+    assert drv.tainted is None and f.ioctl(14) == 0          # unwound, not a crash

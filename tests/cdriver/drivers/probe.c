@@ -73,6 +73,11 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		put_page(probe_keep);
 		probe_keep = NULL;
 		return 0;
+	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
+		while (!(p = kmalloc(64, GFP_KERNEL)))
+			cond_resched();		/* PROBE-RETRY */
+		kfree(p);
+		return 0;
 	case 13:		/* read a struct page field directly */
 		n = pin_user_pages_fast(arg, 1, FOLL_WRITE, &page);
 		if (n != 1)
