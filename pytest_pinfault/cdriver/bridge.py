@@ -91,6 +91,7 @@ void *pf_vmf_page(void *f);
 void *pf_iosys_vaddr(void *m);
 unsigned long pf_last_inserted_pfn(void);
 int pf_locks_held(void);
+int pf_sgpages_live(void);
 const char *pf_lock_name(int i);
 void pf_locks_reset(void);
 void pf_kmap_flush_all(void);
@@ -208,6 +209,7 @@ class CDriver:
         self._dev = self.lib.pf_device_new(b"pinfault-importer")
         self._open: list[DeviceFile] = []
         self.loaded = False
+        self._unloaded = False
         #: the DriverCrash that tainted the module: no driver code runs after it (the
         #: kernel kills the task after an oops; its state is not judged any further)
         self.tainted: DriverCrash | None = None
@@ -322,6 +324,9 @@ class CDriver:
         leaked (kmemleak): slab objects, registered devices, DMA mappings.  After a crash
         (``tainted``) no driver code runs and nothing is reported: the crash was the
         finding."""
+        if self._unloaded:
+            return
+        self._unloaded = True
         if self.tainted is not None:
             self.loaded = False
             self.misc.clear()
@@ -353,6 +358,10 @@ class CDriver:
                 k.kfree(o)
                 self.lib.pf_raw_free(self.ffi.cast("void *", a))
             self._slab.clear()
+        pages = self.lib.pf_sgpages_live()
+        if pages:
+            k._warn("kmemleak", f"{pages} scatterlist page chunk(s) of {self.source.name} never freed "
+                                f"(sg_free_table missing)")
         if self.dma_mapped:
             k._warn("dma_unmap", f"{self.source.name}: {self.dma_mapped} DMA mapping(s) never unmapped")
             self.dma_mapped = 0

@@ -197,3 +197,29 @@ def test_a_driver_retry_loop_ends_on_the_fault_budget_naming_the_c_caller(fake_m
     assert f"{PROBE}:" in e.value.caller
     fake_mm.faults.budget = 1 << 30
     assert drv.tainted is None and f.ioctl(14) == 0          # unwound, not a crash
+
+
+def test_sg_tables_are_chunked_like_the_kernel(fake_mm, pinfault, probe):
+    """300 entries: two page chunks (alloc_pages site, 127 entries + a chain entry each)
+    and a kmalloc'ed chunk of 46; a failure at any chunk frees the earlier ones."""
+    drv, f = probe
+    pinfault.record(True)
+    before = dict(pinfault.hits)
+    assert f.ioctl(15, 300) == 300
+    hits = {k: v - before.get(k, 0) for k, v in pinfault.hits.items()}
+    assert hits.get("alloc_pages") == 2 and hits.get("kmalloc") == 1
+    with pinfault.arm("alloc_pages[nth=2]=1*return"):
+        assert f.ioctl(15, 300) == -errno.ENOMEM
+    with pinfault.arm("kmalloc=1*return"):
+        assert f.ioctl(15, 300) == -errno.ENOMEM          # the third chunk
+    assert f.ioctl(15, 128) == 128                          # exactly one page chunk
+    assert drv.lib.pf_sgpages_live() == 0
+
+
+def test_a_scatterlist_never_freed_is_a_leak(fake_mm, pinfault, probe):
+    drv, f = probe
+    assert f.ioctl(15, -200) == 200
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    msgs = " ".join(v.message for v in caught)
+    assert "1 scatterlist page chunk(s) of probe.c never freed" in msgs and "kmemleak: 1 unreferenced" in msgs

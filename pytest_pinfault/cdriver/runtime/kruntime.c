@@ -750,30 +750,166 @@ void sg_init_table(struct scatterlist *sgl, unsigned int nents)
 	sg_mark_end(&sgl[nents - 1]);
 }
 
-/* One allocation for the whole table (the kernel chains page-sized chunks; a driver that
- * walks with sg_next/for_each_sg sees the same entries). */
-int sg_alloc_table(struct sg_table *table, unsigned int nents, gfp_t gfp)
+/*
+ * The kernel's chunked tables (lib/scatterlist.c): a chunk of SG_MAX_SINGLE_ALLOC
+ * entries is a page from the page allocator (__get_free_page: the alloc_pages fault
+ * site), a smaller one comes from kmalloc_array (the kmalloc site); when a table needs
+ * more than one chunk, the last entry of a full chunk chains to the next.  So a fault
+ * matrix fails a table build at the chunk the kernel would fail at.
+ */
+#define SG_MAX_SINGLE_ALLOC (PAGE_SIZE / sizeof(struct scatterlist))
+
+struct pf_sgpage {
+	struct pf_sgpage *next;
+	void *buf;
+	unsigned long pfn;
+};
+static struct pf_sgpage *pf_sgpages;
+
+static struct scatterlist *sg_kmalloc(unsigned int nents, gfp_t gfp, void *caller)
 {
-	struct scatterlist *sgl;
+	if (nents == SG_MAX_SINGLE_ALLOC) {
+		struct pf_sgpage *pg;
+		long pfn;
+
+		pfn = pf_ops.page_op(PF_ALLOC_PAGES, 0, gfp);
+		PF_CHECK();
+		if (pfn < 0)
+			return NULL;
+		/* the page's contents are C memory the runtime keeps for it */
+		pg = pf_raw_alloc(sizeof(*pg), 1);
+		if (pg)
+			pg->buf = pf_raw_alloc(PAGE_SIZE, 0);
+		if (!pg || !pg->buf) {
+			pf_raw_free(pg);
+			__free_pages(pfn_to_page(pfn), 0);
+			return NULL;
+		}
+		pg->pfn = pfn;
+		pg->next = pf_sgpages;
+		pf_sgpages = pg;
+		return pg->buf;
+	}
+	return pf_slab(nents, sizeof(struct scatterlist), gfp, PF_SLAB_KMALLOC, 0, caller);
+}
+
+static void sg_kfree(struct scatterlist *sg, unsigned int nents, void *caller)
+{
+	if (nents == SG_MAX_SINGLE_ALLOC) {
+		struct pf_sgpage **pp, *pg;
+
+		for (pp = &pf_sgpages; (pg = *pp); pp = &pg->next)
+			if (pg->buf == (void *)sg) {
+				*pp = pg->next;
+				__free_pages(pfn_to_page(pg->pfn), 0);
+				pf_raw_free(pg->buf);
+				pf_raw_free(pg);
+				return;
+			}
+		__pf_warn("sg_free_table", 0, "freeing a scatterlist page chunk the runtime did not allocate", NULL);
+		return;
+	}
+	pf_free(sg, caller);
+}
+
+static void sg_chain(struct scatterlist *prv, unsigned int prv_nents, struct scatterlist *sgl)
+{
+	prv[prv_nents - 1].offset = 0;
+	prv[prv_nents - 1].length = 0;
+	prv[prv_nents - 1].page_link = ((unsigned long)sgl | SG_CHAIN) & ~SG_END;
+}
+
+static void pf_sg_free(struct sg_table *table, unsigned int num_ents, void *caller)
+{
+	struct scatterlist *sgl = table->sgl, *next;
+	unsigned int max_ents = SG_MAX_SINGLE_ALLOC;
+
+	if (!sgl)
+		return;
+	while (num_ents) {
+		unsigned int alloc_size = num_ents, sg_size;
+
+		if (alloc_size > max_ents) {
+			next = sg_chain_ptr(&sgl[max_ents - 1]);
+			alloc_size = max_ents;
+			sg_size = alloc_size - 1;
+		} else {
+			sg_size = alloc_size;
+			next = NULL;
+		}
+		num_ents -= sg_size;
+		sg_kfree(sgl, alloc_size, caller);
+		sgl = next;
+	}
+	table->sgl = NULL;
+}
+
+static int pf_sg_alloc(struct sg_table *table, unsigned int nents, gfp_t gfp, void *caller)
+{
+	struct scatterlist *sg, *prv = NULL;
+	unsigned int left = nents, max_ents = SG_MAX_SINGLE_ALLOC;
+	int ret;
 
 	memset(table, 0, sizeof(*table));
 	if (nents == 0)
 		return -EINVAL;
-	sgl = pf_slab(nents, sizeof(*sgl), gfp, PF_SLAB_KVMALLOC, 0, CALLER());
-	if (!sgl)
-		return -ENOMEM;
-	sg_init_table(sgl, nents);
-	table->sgl = sgl;
-	table->nents = table->orig_nents = nents;
+	do {
+		unsigned int sg_size, alloc_size = left;
+
+		if (alloc_size > max_ents) {
+			alloc_size = max_ents;
+			sg_size = alloc_size - 1;
+		} else {
+			sg_size = alloc_size;
+		}
+		left -= sg_size;
+		sg = sg_kmalloc(alloc_size, gfp, caller);
+		if (!sg) {
+			/* the previous chunk's last entry will not be used for linkage */
+			if (prv)
+				table->nents = ++table->orig_nents;
+			ret = -ENOMEM;
+			goto fail;
+		}
+		sg_init_table(sg, alloc_size);
+		table->nents = table->orig_nents += sg_size;
+		if (prv)
+			sg_chain(prv, max_ents, sg);
+		else
+			table->sgl = sg;
+		if (!left)
+			sg_mark_end(&sg[sg_size - 1]);
+		prv = sg;
+	} while (left);
 	return 0;
+fail:
+	pf_sg_free(table, table->orig_nents, caller);
+	return ret;
 }
+
+/* Python: page chunks of scatterlists still allocated (reported as leaks at unload) */
+int pf_sgpages_live(void)
+{
+	struct pf_sgpage *pg;
+	int n = 0;
+
+	for (pg = pf_sgpages; pg; pg = pg->next)
+		n++;
+	return n;
+}
+
+int sg_alloc_table(struct sg_table *table, unsigned int nents, gfp_t gfp)
+{
+	pf_capture();
+	return pf_sg_alloc(table, nents, gfp, CALLER());
+}
+
 void sg_free_table(struct sg_table *table)
 {
-	if (table->sgl)
-		pf_free(table->sgl, CALLER());
-	table->sgl = NULL;
+	pf_sg_free(table, table->orig_nents, CALLER());
 	table->nents = table->orig_nents = 0;
 }
+
 int sg_alloc_table_from_pages_segment(struct sg_table *sgt, struct page **pages, unsigned int n_pages,
 				      unsigned int offset, unsigned long size, unsigned int max_segment,
 				      gfp_t gfp)
@@ -794,7 +930,8 @@ int sg_alloc_table_from_pages_segment(struct sg_table *sgt, struct page **pages,
 		}
 		chunks++;
 	}
-	ret = sg_alloc_table(sgt, chunks, gfp);
+	pf_capture();
+	ret = pf_sg_alloc(sgt, chunks, gfp, CALLER());
 	if (ret)
 		return ret;
 	s = sgt->sgl;

@@ -73,6 +73,25 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		put_page(probe_keep);
 		probe_keep = NULL;
 		return 0;
+	case 15:		/* build an sg table of arg entries, walk it, free it (or keep it: arg < 0) */
+	{
+		static struct sg_table keep;
+		struct sg_table t;
+		struct scatterlist *s;
+		unsigned int i, walked = 0;
+		long nents = (long)arg < 0 ? -(long)arg : (long)arg;
+		int ret = sg_alloc_table(&t, nents, GFP_KERNEL);
+
+		if (ret)
+			return ret;
+		for_each_sgtable_sg(&t, s, i)
+			walked++;
+		if ((long)arg < 0)
+			keep = t;
+		else
+			sg_free_table(&t);
+		return walked;
+	}
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */
