@@ -92,6 +92,7 @@ void *pf_iosys_vaddr(void *m);
 unsigned long pf_last_inserted_pfn(void);
 int pf_locks_held(void);
 int pf_sgpages_live(void);
+int pf_kmaps_live(void);
 const char *pf_lock_name(int i);
 void pf_locks_reset(void);
 void pf_kmap_flush_all(void);
@@ -358,6 +359,10 @@ class CDriver:
                 k.kfree(o)
                 self.lib.pf_raw_free(self.ffi.cast("void *", a))
             self._slab.clear()
+        views = self.lib.pf_kmaps_live()
+        if views:
+            k._warn("vunmap", f"{views} CPU mapping(s) (vm_map_ram/vmap/kmap_local) of {self.source.name} "
+                              f"never unmapped")
         pages = self.lib.pf_sgpages_live()
         if pages:
             k._warn("kmemleak", f"{pages} scatterlist page chunk(s) of {self.source.name} never freed "
@@ -1004,6 +1009,13 @@ class CDriver:
             else:
                 self.dma_mapped -= 1
             return 0
+        if op == 9:                       # pinfault_fault_point(site)
+            site = ffi.string(ffi.cast("char *", a)).decode()
+            try:
+                rc = self._in_c_frames(self.fake_mm.fault_point, site)
+            except KeyError as e:         # UnknownSite: a plugin-level mistake, raised at the entry
+                raise LookupError(f"{self.source.name}: pinfault_fault_point({site!r}): {e}") from None
+            return rc or 0
         if op == 8:                       # dma_buf_get(fd)
             f = self.fds.get(a)
             if f is None or not isinstance(f.obj, DmaBuf):

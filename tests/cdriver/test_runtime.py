@@ -223,3 +223,28 @@ def test_a_scatterlist_never_freed_is_a_leak(fake_mm, pinfault, probe):
         drv.unload()
     msgs = " ".join(v.message for v in caught)
     assert "1 scatterlist page chunk(s) of probe.c never freed" in msgs and "kmemleak: 1 unreferenced" in msgs
+
+
+def test_a_c_driver_hits_a_fault_site_it_declared(fake_mm, pinfault, probe):
+    drv, f = probe
+    pinfault.declare_site("probe.setup", ["EIO"])
+    assert f.ioctl(16) == 0
+    with pinfault.arm("probe.setup=1*return"):
+        assert f.ioctl(16) == -errno.EIO
+    assert pinfault.fired[0].caller.endswith(" probe_ioctl")
+
+
+def test_an_undeclared_c_fault_site_is_named(fake_mm, probe):
+    drv, f = probe
+    with pytest.raises(LookupError, match=r"pinfault_fault_point\('probe.setup'\)"):
+        f.ioctl(16)
+
+
+def test_a_cpu_view_never_unmapped_is_reported(fake_mm, pinfault, probe):
+    drv, f = probe
+    addr = drv.user_alloc(4096)
+    fake_mm.current.mm.write(addr, b"Q")
+    assert f.ioctl(17, addr) == ord("Q")                  # kmap_local_page sees the page's bytes
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "1 CPU mapping(s) (vm_map_ram/vmap/kmap_local) of probe.c never unmapped" in caught[0].message

@@ -1046,6 +1046,23 @@ struct dma_buf *dma_buf_get(int fd)
 	long r = DEV_OP(PF_DMA_BUF_GET_FD, NULL, fd, 0);
 	return r < 0 ? ERR_PTR(r) : (struct dma_buf *)r;
 }
+long pinfault_fault_point(const char *site)
+{
+	pf_capture();
+	return DEV_OP(PF_FAULT_POINT, NULL, (long)site, 0);
+}
+
+/* Python: live CPU views (vm_map_ram/vmap/kmap never unmapped), reported at unload */
+int pf_kmaps_live(void)
+{
+	struct pf_kmap *m;
+	int n = 0;
+
+	for (m = pf_kmaps; m; m = m->next)
+		n++;
+	return n;
+}
+
 /* Python: the dma-buf's file was released: free the struct (after ops->release ran) */
 void pf_dma_buf_free(struct dma_buf *d) { pf_free(d, CALLER()); }
 void *pf_dma_buf_priv_ops(struct dma_buf *d) { return (void *)d->ops; }

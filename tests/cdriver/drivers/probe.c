@@ -92,6 +92,16 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			sg_free_table(&t);
 		return walked;
 	}
+	case 16:		/* a driver-declared fault site */
+		return pinfault_fault_point("probe.setup");
+	case 17:		/* a CPU view never unmapped */
+		n = pin_user_pages_fast(arg, 1, FOLL_WRITE, &page);
+		if (n != 1)
+			return -EFAULT;
+		p = kmap_local_page(page);
+		n = *(char *)p;
+		unpin_user_page(page);
+		return n;
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */

@@ -958,4 +958,13 @@ extern struct dma_buf *dma_buf_get(int fd);
 extern void get_dma_buf(struct dma_buf *dmabuf);
 extern void dma_buf_put(struct dma_buf *dmabuf);
 
+/* ------------------------------------------------------------------ pytest-pinfault extension */
+/*
+ * Not kernel API: a driver built for the bridge (#ifdef PINFAULT_BRIDGE) can hit a fault
+ * site it declared for the run (the pinfault_sites ini key, a conftest hook), as Python
+ * drivers do with fake_mm.fault_point(): a negative errno when the site fires, else 0.
+ */
+#define PINFAULT_BRIDGE 1
+extern long pinfault_fault_point(const char *site);
+
 #endif /* PINFAULT_KAPI_H */
