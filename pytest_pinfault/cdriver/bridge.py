@@ -700,7 +700,11 @@ class CDriver:
         k = self.fake_mm
         obj = self._in_c_frames(k.kmalloc, n * size, gfp) if kind != 1 else \
             self._in_c_frames(k.kvmalloc_array, n, size, gfp)
-        if obj is None or p == self.ffi.NULL:
+        if p == self.ffi.NULL:                # refused before allocating (size limits)
+            if obj is not None:
+                k.kfree(obj)
+            return -1
+        if obj is None:
             return -1
         if obj is ZERO_SIZE_PTR:          # pragma: no cover - the runtime returns ZERO_SIZE_PTR itself
             return -1
