@@ -5,7 +5,9 @@ builds the source through the C-driver bridge (cached), loads it into the test's
 and runs module_init; at teardown every driver the test loaded is unloaded (open files
 closed, module_exit run, leaks reported as kernel warnings) before the fake mm's final
 contract check.  A build failure (a kernel API the bridge lacks, a compile error) fails the
-test with the bridge's short report; a module_init that fails raises ``OSError``.  The
+test with the bridge's short report; a module_init that fails raises ``OSError``.
+Relative paths (the source, ``include_dirs``, ``uapi_headers``) are looked up next to the
+test file first, then in the working directory.  The
 bridge module is imported only when the fixture is used.
 """
 
@@ -50,10 +52,19 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
             from .. import cdriver
         except ImportError as e:
             pytest.fail(f"the C-driver bridge needs cffi: pip install 'pytest-pinfault[c]' ({e})", pytrace=False)
+        base = Path(request.node.path).parent
+
+        def here(p: Any) -> Any:           # relative paths: the test file's directory first
+            q = Path(p)
+            return base / q if not q.is_absolute() and (base / q).exists() else p
+        source = here(args[0])
+        for key in ("include_dirs", "uapi_headers"):
+            if key in kwargs:
+                kwargs[key] = [here(p) for p in kwargs[key]]
         kwargs.setdefault("cache_dir", cache)
         init = kwargs.pop("init", True)
         try:
-            drv = cdriver.load_c_driver(mm, args[0], init=False, **kwargs)
+            drv = cdriver.load_c_driver(mm, source, init=False, **kwargs)
         except cdriver.CDriverBuildError as e:
             pytest.fail(str(e), pytrace=False)
         loaded.append(drv)

@@ -128,3 +128,19 @@ def test_a_buggy_c_driver_fails_with_the_rule_and_its_entry_point(pytester, run,
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
     assert "[longterm-placement] a long-term hold sits in CMA (taken by pinbuf_ioctl)" in out
+
+
+def test_relative_paths_resolve_next_to_the_test_file(pytester, run, cache):
+    sub = pytester.mkdir("sub")
+    (sub / "mini.c").write_text(
+        "#include <linux/module.h>\n#include <linux/miscdevice.h>\n#include <linux/fs.h>\n"
+        "static long mini_ioctl(struct file *f, unsigned int cmd, unsigned long arg) { return cmd * 2; }\n"
+        "static const struct file_operations mini_fops = { .unlocked_ioctl = mini_ioctl };\n"
+        "static struct miscdevice mini = { .minor = MISC_DYNAMIC_MINOR, .name = \"mini\", .fops = &mini_fops };\n"
+        "static int __init mini_init(void) { return misc_register(&mini); }\n"
+        "static void __exit mini_exit(void) { misc_deregister(&mini); }\n"
+        "module_init(mini_init);\nmodule_exit(mini_exit);\n")
+    (sub / "test_mini.py").write_text(
+        "def test_mini(load_c_driver):\n"
+        "    assert load_c_driver('mini.c').open('mini').ioctl(21) == 42\n")
+    run("-q", "sub").assert_outcomes(passed=1)
