@@ -63,7 +63,7 @@ struct pf_ops {
     long (*pagemap)(int, unsigned long *, unsigned long, void *);
 };
 struct pf_crash {
-    int sig; int code; unsigned long addr; unsigned long pc; int nframes;
+    int sig; int code; unsigned long addr; unsigned long pc; unsigned long sp; int nframes;
     unsigned long frames[16]; const char *bug_file; int bug_line; const char *bug_cond;
 };
 extern struct pf_ops pf_ops;
@@ -510,6 +510,8 @@ class CDriver:
         elif addr >= PF_VMEMMAP_BASE and addr < PF_VMEMMAP_BASE + (1 << 40):
             what = (f"direct access to struct page at {addr:#x} (pfn {(addr - PF_VMEMMAP_BASE) // _STRUCT_PAGE:#x}); "
                     "the bridge keeps struct page opaque")
+        elif abs(addr - int(c.sp)) < (1 << 16):
+            what = f"stack overflow (access at {addr:#x}, next to the stack pointer; a kernel stack is 16 KiB)"
         else:
             what = f"bad access at {addr:#x}"
         # the pc, then the callers (return addresses minus one: the call instruction)

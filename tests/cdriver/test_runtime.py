@@ -248,3 +248,20 @@ def test_a_cpu_view_never_unmapped_is_reported(fake_mm, pinfault, probe):
     with pinfault.expect_violation("kernel-warnings") as caught:
         drv.unload()
     assert "1 CPU mapping(s) (vm_map_ram/vmap/kmap_local) of probe.c never unmapped" in caught[0].message
+
+
+def test_stack_overflow_is_a_crash_too(fake_mm, probe):
+    drv, f = probe
+    with pytest.raises(DriverCrash) as e:
+        f.ioctl(18, 0)
+    assert e.value.signal == "SIGSEGV" and "stack overflow" in str(e.value)
+    assert e.value.location.startswith("probe_recurse (")
+    assert f"probe.c:{line_of('PROBE-RECURSE')})" in str(e.value)      # the recursive call
+
+
+def test_division_by_zero_is_a_crash_too(fake_mm, probe):
+    drv, f = probe
+    with pytest.raises(DriverCrash) as e:
+        f.ioctl(19, 0)
+    assert e.value.signal == "SIGFPE"
+    assert e.value.location.endswith(f"probe.c:{line_of('PROBE-DIV')})")

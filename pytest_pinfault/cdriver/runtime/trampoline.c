@@ -27,6 +27,7 @@ struct pf_crash {
 	int code;
 	unsigned long addr;
 	unsigned long pc;
+	unsigned long sp;
 	int nframes;
 	unsigned long frames[PF_MAX_FRAMES];
 	const char *bug_file;
@@ -58,9 +59,11 @@ static void pf_handler(int sig, siginfo_t *si, void *uctx)
 	pf_crash.addr = (unsigned long)si->si_addr;
 #if defined(__x86_64__)
 	pf_crash.pc = uc->uc_mcontext.gregs[REG_RIP];
+	pf_crash.sp = uc->uc_mcontext.gregs[REG_RSP];
 	fp = uc->uc_mcontext.gregs[REG_RBP];
 #elif defined(__aarch64__)
 	pf_crash.pc = uc->uc_mcontext.pc;
+	pf_crash.sp = uc->uc_mcontext.sp;
 	fp = uc->uc_mcontext.regs[29];
 #endif
 	/* walk the frame-pointer chain (the driver is built with -fno-omit-frame-pointer);

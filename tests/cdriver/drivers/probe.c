@@ -15,6 +15,14 @@ static void *probe_keep;
 static int probe_opened;
 module_param(probe_opened, int, 0444);
 
+static noinline long probe_recurse(unsigned long n)
+{
+	volatile char pad[256];
+
+	pad[0] = n;
+	return probe_recurse(n + 1) + pad[0];	/* PROBE-RECURSE */
+}
+
 static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	char buf[16] = "0123456789abcdef";
@@ -102,6 +110,10 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		n = *(char *)p;
 		unpin_user_page(page);
 		return n;
+	case 18:
+		return probe_recurse(arg);
+	case 19:
+		return 100 / (long)arg;		/* PROBE-DIV */
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */
