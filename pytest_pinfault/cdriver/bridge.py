@@ -8,8 +8,9 @@ whose ``ioctl``/``release``/``mmap`` run the driver's file_operations as declare
 points of the contract checker.
 
 Handles: ``struct page *`` is ``PF_VMEMMAP_BASE + pfn * 64`` (so page arithmetic in the
-driver is the kernel's) and a folio is its head page; ``struct mm_struct *`` is an opaque
-kernel-range address the bridge maps to a :class:`~pytest_pinfault.mm.MMStruct`.
+driver is the kernel's) and a folio is its head page; ``struct mm_struct *`` is a
+C struct holding the fields drivers touch (``pinned_vm``, ``locked_vm``), kept in step
+with its :class:`~pytest_pinfault.mm.MMStruct`.
 
 Crash isolation: every call into driver code goes through ``pf_call`` (runtime
 trampoline.c), which catches SIGSEGV/SIGBUS/SIGFPE/SIGILL and BUG() with
@@ -62,6 +63,7 @@ struct pf_ops {
     void (*warn)(const char *, int, const char *, const char *, void *);
     long (*pagemap)(int, unsigned long *, unsigned long, void *);
 };
+struct mm_struct { long long pinned_vm; unsigned long locked_vm; int __pf_id; };
 struct pf_crash {
     int sig; int code; unsigned long addr; unsigned long pc; unsigned long sp; int nframes;
     unsigned long frames[16]; const char *bug_file; int bug_line; const char *bug_cond;
@@ -195,6 +197,8 @@ class CDriver:
         self._next_handle = 1
         self._mms: dict[int, Any] = {}
         self._mm_handles: dict[int, int] = {}
+        self._mm_ptrs: dict[int, list] = {}
+        self._mm_keep: list[Any] = []              # keeps id() keys valid
         self.fds: dict[int, _File] = {}            # the calling task's descriptor table
         self.cloexec: set[int] = set()
         self.nofile = nofile
@@ -370,6 +374,12 @@ class CDriver:
         if self.dma_mapped:
             k._warn("dma_unmap", f"{self.source.name}: {self.dma_mapped} DMA mapping(s) never unmapped")
             self.dma_mapped = 0
+        self._mm_sync()
+        for ptr, _, _ in self._mm_ptrs.values():
+            self.lib.pf_raw_free(ptr)
+        self._mm_ptrs.clear()
+        self._mm_handles.clear()
+        self._mms.clear()
 
     def __enter__(self) -> "CDriver":
         return self
@@ -480,7 +490,10 @@ class CDriver:
         a = [int(ffi.cast("uintptr_t", x)) if not isinstance(x, int) else x & 0xFFFFFFFFFFFFFFFF for x in args]
         a += [0] * (4 - len(a))
         ret = ffi.new("long *")
-        code = lib.pf_call(fn, a[0], a[1], a[2], a[3], ret)
+        try:
+            code = lib.pf_call(fn, a[0], a[1], a[2], a[3], ret)
+        finally:
+            self._mm_sync()
         if code == 0:
             return ret[0]
         if code == _UNWIND_PYEXC:
@@ -625,14 +638,35 @@ class CDriver:
 
     # ------------------------------------------------------------------ handles
     def _mm_handle(self, mm: Any) -> Any:
+        """The ``struct mm_struct *`` of a model MMStruct (C memory holding the fields
+        drivers touch, kept in step with the model; see :meth:`_mm_sync`)."""
         if mm is None:
             return self.ffi.NULL
         h = self._mm_handles.get(id(mm))
         if h is None:
-            h = _MM_BASE + (len(self._mm_handles) + 1) * PAGE_SIZE
+            ptr = self.ffi.cast("struct mm_struct *", self.lib.pf_raw_alloc(self.ffi.sizeof("struct mm_struct"), 1))
+            setattr(ptr, "__pf_id", len(self._mm_handles) + 1)
+            h = int(self.ffi.cast("uintptr_t", ptr))
             self._mm_handles[id(mm)] = h
             self._mms[h] = mm
+            self._mm_ptrs[h] = [ptr, mm, 0]
+            self._mm_keep.append(mm)
+        self._mm_sync()
         return self.ffi.cast("void *", h)
+
+    def _mm_sync(self) -> None:
+        """Keep ``mm->pinned_vm``/``locked_vm`` of the C structs and the model equal:
+        what the driver added in C since the last sync goes to the model, then the
+        model's values go to C.  Run around every call into the driver and every
+        accounting callback."""
+        for entry in self._mm_ptrs.values():
+            ptr, mm, last = entry
+            delta = int(ptr.pinned_vm) - last
+            if delta:
+                mm.pinned_vm += delta
+            ptr.pinned_vm = mm.pinned_vm
+            ptr.locked_vm = mm.locked_vm
+            entry[2] = mm.pinned_vm
 
     def _mm(self, ptr: Any) -> Any:
         h = int(self.ffi.cast("uintptr_t", ptr))
@@ -869,6 +903,13 @@ class CDriver:
         return n - done
 
     def _cb_mm_op(self, op: int, mmp: Any, arg: int) -> int:
+        self._mm_sync()
+        try:
+            return self._mm_op(op, mmp, arg)
+        finally:
+            self._mm_sync()
+
+    def _mm_op(self, op: int, mmp: Any, arg: int) -> int:
         k = self.fake_mm
         if op in (0, 1):
             return k.account_locked_vm(self._mm(mmp), arg, op == 0)

@@ -265,3 +265,15 @@ def test_division_by_zero_is_a_crash_too(fake_mm, probe):
         f.ioctl(19, 0)
     assert e.value.signal == "SIGFPE"
     assert e.value.location.endswith(f"probe.c:{line_of('PROBE-DIV')})")
+
+
+def test_mm_pinned_vm_written_in_c_is_the_models(fake_mm, pinfault, probe):
+    drv, f = probe
+    mm = fake_mm.current.mm
+    mm.pinned_vm = 10                                    # changed from Python between calls
+    assert f.ioctl(20, 0) == 14 and mm.pinned_vm == 14
+    assert f.ioctl(21) == 0 and mm.pinned_vm == 10
+    with pinfault.expect_violation("error-nothing-held") as caught:
+        assert f.ioctl(20, -1) == -errno.ENOMEM
+    assert "pinned_vm +4" in caught[0].message
+    mm.pinned_vm = 0

@@ -114,6 +114,14 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return probe_recurse(arg);
 	case 19:
 		return 100 / (long)arg;		/* PROBE-DIV */
+	case 20:		/* RDMA style: charge mm->pinned_vm directly (arg < 0: then fail) */
+		atomic64_add(4, &current->mm->pinned_vm);
+		if ((long)arg < 0)
+			return -ENOMEM;	/* forgets to give it back */
+		return atomic64_read(&current->mm->pinned_vm);
+	case 21:
+		atomic64_sub(4, &current->mm->pinned_vm);
+		return 0;
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */

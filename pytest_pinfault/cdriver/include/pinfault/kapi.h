@@ -507,7 +507,17 @@ extern int down_read_killable(struct rw_semaphore *s);
 extern int down_write_killable(struct rw_semaphore *s);
 
 /* ------------------------------------------------------------------ mm, tasks, accounting */
-struct mm_struct;               /* opaque: a handle the runtime maps to the model's MMStruct */
+/*
+ * The fields of mm_struct drivers touch directly (RDMA's atomic64_add(&mm->pinned_vm)).
+ * The bridge keeps them equal to the model's MMStruct: copied in before each call into
+ * the driver and after each model call that changes them, copied back when the driver
+ * returns.  locked_vm is read-only here (account_locked_vm changes it).
+ */
+struct mm_struct {
+	atomic64_t pinned_vm;
+	unsigned long locked_vm;
+	int __pf_id;
+};
 struct user_struct;
 #define TASK_COMM_LEN 16
 struct task_struct {
