@@ -50,8 +50,10 @@ def kernel_tree(version: str, files: Iterable[str], cache_dir: str | os.PathLike
                             *[f"linux-source-{version}/{f}" for f in files]], capture_output=True, text=True)
         if r.returncode:
             raise KernelSourceUnavailable(f"{tarball}: cannot extract {files}: {r.stderr.strip()[-500:]}")
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
+        if all((top / f).is_file() for f in files):    # another worker finished first
+            return top
+        if final.exists():                                # a broken earlier attempt: move it aside
+            os.rename(final, Path(tempfile.mkdtemp(prefix=".stale-", dir=base)) / "old")
         try:
             os.rename(tmp, final)
         except OSError:
