@@ -100,6 +100,7 @@ void pf_locks_reset(void);
 void pf_kmap_flush_all(void);
 void *pf_raw_alloc(unsigned long size, int zero);
 void pf_raw_free(void *p);
+int pf_coverage(int dump);
 extern unsigned long pf_cstack[16];
 extern int pf_cstack_n;
 extern unsigned long pf_so_lo;
@@ -220,6 +221,8 @@ class CDriver:
         self.tainted: DriverCrash | None = None
         for name, value in (params or {}).items():
             self.set_param(name, value)
+        #: built with gcc line coverage (``coverage_lines()``)
+        self.coverage = bool(self.lib.pf_coverage(0))
 
     # ------------------------------------------------------------------ params, uapi
     def _param_ptr(self, name: str) -> Any:
@@ -380,6 +383,43 @@ class CDriver:
         self._mm_ptrs.clear()
         self._mm_handles.clear()
         self._mms.clear()
+
+    def coverage_lines(self) -> dict[str, set[int]]:
+        """Lines of the driver's source executed since the load (or the last call), by
+        gcc's coverage counters (a driver built with ``coverage=True``); the counters
+        restart at zero.  ``{}`` for a driver built without coverage."""
+        if not self.coverage:
+            return {}
+        import json
+        import shutil
+        with tempfile.TemporaryDirectory(prefix="pinfault-gcov-") as tmp:
+            old = os.environ.get("GCOV_PREFIX")
+            os.environ["GCOV_PREFIX"] = tmp
+            try:
+                self.lib.pf_coverage(1)
+            finally:
+                if old is None:
+                    del os.environ["GCOV_PREFIX"]
+                else:
+                    os.environ["GCOV_PREFIX"] = old
+            gcda = next(Path(tmp).rglob("driver.gcda"), None)
+            gcno = self.built.so_path.parent / "driver.gcno"
+            if gcda is None or not gcno.is_file():
+                return {}
+            shutil.copy(gcno, gcda.parent / "driver.gcno")
+            r = subprocess.run(["gcov", "--json-format", "--stdout", "driver.gcda"], cwd=gcda.parent,
+                               capture_output=True, text=True)
+        out: dict[str, set[int]] = {}
+        for chunk in r.stdout.splitlines():
+            if not chunk.strip().startswith("{"):
+                continue
+            for f in json.loads(chunk).get("files", []):
+                # the cached object may have been compiled from another copy of the same
+                # source (the cache key is the content): match by name
+                if Path(f["file"]).name != self.source.name:
+                    continue
+                out.setdefault(str(self.source), set()).update(ln["line_number"] for ln in f["lines"] if ln["count"])
+        return out
 
     def __enter__(self) -> "CDriver":
         return self
@@ -620,7 +660,9 @@ class CDriver:
         if f is None:
             src = "\n" * max(line - 2, 0) + f"def {name}(__pf_next):\n    return __pf_next()\n"
             ns: dict[str, Any] = {}
-            exec(compile(src, str(self.source), "exec"), ns)
+            # "<C> path": coverage.py measures no "<...>" file, so these frames never pass
+            # for lines of the .c file (gcov records those); callers read "<C> path:line fn"
+            exec(compile(src, f"<C> {self.source}", "exec"), ns)
             f = CDriver._SYNTH[key] = ns[name]
         return f
 
@@ -1286,12 +1328,16 @@ class DmaBuf:
 def load_c_driver(fake_mm: Any, source: str | os.PathLike, *, defines: Mapping[str, object] | None = None,
                   include_dirs: Iterable[str | os.PathLike] = (), uapi_headers: Iterable[str | os.PathLike] = (),
                   params: Mapping[str, int] | None = None, cflags: Iterable[str] = (),
-                  cache_dir: str | os.PathLike | None = None, init: bool = True) -> CDriver:
+                  cache_dir: str | os.PathLike | None = None, init: bool = True,
+                  coverage: bool = False) -> CDriver:
     """Build *source* (cached) and load it into *fake_mm*; with *init*, run module_init
-    and raise ``OSError`` if it fails.  Call :meth:`CDriver.unload` when done (the
-    plugin's ``load_c_driver`` fixture does it at teardown)."""
+    and raise ``OSError`` if it fails.  *coverage* builds with gcc line coverage
+    (:meth:`CDriver.coverage_lines`).  Call :meth:`CDriver.unload` when done (the
+    plugin's ``load_c_driver`` fixture does it at teardown, and under
+    ``--pinfault-errpaths`` feeds the driver's lines to the error-path report)."""
     incs = [Path(d) for d in include_dirs]
-    built = build_driver(source, defines=defines, include_dirs=incs, cflags=cflags, cache_dir=cache_dir)
+    built = build_driver(source, defines=defines, include_dirs=incs, cflags=cflags, cache_dir=cache_dir,
+                         coverage=coverage)
     drv = CDriver(fake_mm, built, params=params, uapi_headers=uapi_headers, include_dirs=incs)
     if init:
         rc = drv.init()

@@ -132,18 +132,20 @@ def _flags(defines: Mapping[str, object], cflags: Iterable[str]) -> list[str]:
 
 def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | None = None,
                  include_dirs: Iterable[str | os.PathLike] = (), cflags: Iterable[str] = (),
-                 cache_dir: str | os.PathLike | None = None) -> Built:
+                 cache_dir: str | os.PathLike | None = None, coverage: bool = False) -> Built:
     """Build (or fetch from the cache) the shared object for *source*.
 
     ``defines`` become ``-D`` flags (``None``/``True``: defined without a value);
     ``include_dirs`` are searched after the bridge's own headers (a driver's uapi
-    header, for instance).  Raises :class:`MissingKernelAPI` or
+    header, for instance).  ``coverage`` builds the driver with gcc's line coverage
+    (``--coverage``; ``driver.gcno`` lands next to the object) for the error-path
+    report.  Raises :class:`MissingKernelAPI` or
     :class:`CDriverBuildError`."""
     src = Path(source).resolve()
     if not src.is_file():
         raise CDriverBuildError(f"C driver source not found: {source}")
     incs = [Path(d).resolve() for d in include_dirs]
-    flags = _flags(defines or {}, cflags)
+    flags = _flags(defines or {}, cflags) + (["--coverage"] if coverage else [])
     cc = _gcc()
     h = hashlib.sha256()
     h.update(b"pinfault-cdriver-2\0" + _cc_version(cc).encode())
@@ -164,7 +166,7 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{src.stem}-", dir=cache))
     try:
-        _compile(cc, src, incs, flags, tmp)
+        _compile(cc, src, incs, flags, tmp, coverage)
         symbols = _nm(tmp / "driver.so")
         (tmp / "lines.json").write_text(json.dumps(_line_table(tmp / "driver.so", src)))
         (tmp / "symbols.json").write_text(json.dumps({str(k): v for k, v in symbols.items()}))
@@ -189,14 +191,15 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
 
 
-def _compile(cc: str, src: Path, incs: list[Path], flags: list[str], out: Path) -> None:
+def _compile(cc: str, src: Path, incs: list[Path], flags: list[str], out: Path, coverage: bool = False) -> None:
     kinc = ["-nostdinc", "-I", str(INCLUDE_DIR)] + [a for d in incs for a in ("-I", str(d))]
     rt = ["-I", str(RUNTIME_DIR)]
     steps = [
         ([cc, *flags, *kinc, "-c", str(src), "-o", str(out / "driver.o")], True),
         ([cc, *BASE_CFLAGS, "-nostdinc", "-I", str(INCLUDE_DIR), *rt, "-c", str(RUNTIME_DIR / "kruntime.c"),
           "-o", str(out / "kruntime.o")], False),
-        ([cc, "-O1", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", *rt, "-c", str(RUNTIME_DIR / "trampoline.c"),
+        ([cc, "-O1", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", *rt,
+          *(["-DPF_COVERAGE"] if coverage else []), "-c", str(RUNTIME_DIR / "trampoline.c"),
           "-o", str(out / "trampoline.o")], False),
     ]
     for cmd, is_driver in steps:
@@ -211,7 +214,7 @@ def _compile(cc: str, src: Path, incs: list[Path], flags: list[str], out: Path) 
             raise CDriverBuildError(f"the C-driver runtime does not compile:\n{_first_errors(r.stderr)}",
                                     r.stderr)   # pragma: no cover - a broken install
     r = _run([cc, "-shared", "-o", str(out / "driver.so"), str(out / "driver.o"), str(out / "kruntime.o"),
-              str(out / "trampoline.o"), "-Wl,-z,defs", "-ldl"], out)
+              str(out / "trampoline.o"), "-Wl,-z,defs", "-ldl", *(["--coverage"] if coverage else [])], out)
     if r.returncode:
         missing = parse_missing(r.stderr, src)
         if missing:

@@ -7,7 +7,9 @@ closed, module_exit run, leaks reported as kernel warnings) before the fake mm's
 contract check.  A build failure (a kernel API the bridge lacks, a compile error) fails the
 test with the bridge's short report; a module_init that fails raises ``OSError``.
 Relative paths (the source, ``include_dirs``, ``uapi_headers``) are looked up next to the
-test file first, then in the working directory.  The
+test file first, then in the working directory.  Under ``--pinfault-errpaths`` with
+coverage.py measuring, drivers are built with gcc line coverage and each test's C lines
+are recorded under its dynamic context, so the error-path report covers the C source.  The
 bridge module is imported only when the fixture is used.
 """
 
@@ -38,6 +40,10 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
     :func:`pytest_pinfault.cdriver.load_c_driver` for the keyword arguments."""
     loaded: list[Any] = []
     cache = _cache_dir(request.config)
+    cov = None
+    if request.config.getoption("pinfault_errpaths", None):
+        from .covctx import running_coverage
+        cov = running_coverage()          # C lines go to the error-path report too
 
     def load(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -62,6 +68,8 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
             if key in kwargs:
                 kwargs[key] = [here(p) for p in kwargs[key]]
         kwargs.setdefault("cache_dir", cache)
+        if cov is not None:
+            kwargs.setdefault("coverage", True)
         init = kwargs.pop("init", True)
         try:
             drv = cdriver.load_c_driver(mm, source, init=False, **kwargs)
@@ -77,3 +85,19 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
     yield load
     for drv in reversed(loaded):
         drv.unload()
+        if cov is not None:
+            _add_c_lines(cov, request.node, drv.coverage_lines())
+
+
+def _add_c_lines(cov: Any, item: pytest.Item, lines: dict[str, set[int]]) -> None:
+    """Record the C lines a test ran in coverage.py's data, under the test's dynamic
+    context (``nodeid|site#n/mode``), so the error-path report covers C drivers."""
+    if not lines:
+        return
+    from .covctx import _context
+    try:
+        data = cov.get_data()
+        data.set_context(_context(item))
+        data.add_lines({path: sorted(ls) for path, ls in lines.items()})
+    except Exception:   # pragma: no cover - coverage stopped by the user: nothing to record
+        pass

@@ -173,7 +173,7 @@ def test_fault_records_name_the_c_caller_and_caller_filters_match_c_functions(fa
         assert f.ioctl(1, 64) == -errno.ENOMEM
     (rec,) = pinfault.fired
     line = next(i for i, ln in enumerate(PROBE.read_text().splitlines(), 1) if "p = kmalloc(arg, GFP_KERNEL);" in ln)
-    assert rec.caller == f"{PROBE}:{line} probe_ioctl"
+    assert rec.caller == f"<C> {PROBE}:{line} probe_ioctl"
 
 
 def test_read_and_write_fops_move_user_memory(fake_mm, probe):
@@ -194,7 +194,7 @@ def test_a_driver_retry_loop_ends_on_the_fault_budget_naming_the_c_caller(fake_m
         with pytest.raises(FaultBudgetExceeded) as e:
             f.ioctl(14)
     assert e.value.site == "kmalloc" and e.value.caller.endswith(" probe_ioctl")
-    assert f"{PROBE}:" in e.value.caller
+    assert f"<C> {PROBE}:" in e.value.caller
     fake_mm.faults.budget = 1 << 30
     assert drv.tainted is None and f.ioctl(14) == 0          # unwound, not a crash
 

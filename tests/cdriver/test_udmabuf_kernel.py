@@ -284,7 +284,7 @@ def test_6_12_add_to_unpin_list_failure_leaks_pins(fake_mm, pinfault, udmabuf, l
     (rec,) = pinfault.fired
     src = linux[1] / FILES[0]
     line = next(i for i, ln in enumerate(src.read_text().splitlines(), 1) if "kzalloc(sizeof(*ubuf_folio)" in ln)
-    assert rec.caller == f"{src}:{line} add_to_unpin_list"
+    assert rec.caller == f"<C> {src}:{line} add_to_unpin_list"
     folios = [mf.mapping.lookup(i) for i in range(4)]
     assert all(f.pincount == 1 for f in folios)
     fake_mm.unpin_folios(folios, 4)                      # clean up: only the finding is shown

@@ -144,3 +144,68 @@ def test_relative_paths_resolve_next_to_the_test_file(pytester, run, cache):
         "def test_mini(load_c_driver):\n"
         "    assert load_c_driver('mini.c').open('mini').ioctl(21) == 42\n")
     run("-q", "sub").assert_outcomes(passed=1)
+
+
+C_DRIVER = r'''
+#include <linux/module.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/slab.h>
+
+static long cov_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	void *a, *b;
+
+	a = kmalloc(64, GFP_KERNEL);
+	if (!a)
+		return -ENOMEM;
+	b = kmalloc(64, GFP_KERNEL);
+	if (!b)
+		goto err_free_a;
+	if (arg == 77)
+		goto err_free_b;
+	kfree(b);
+	kfree(a);
+	return 0;
+err_free_b:
+	kfree(b);
+err_free_a:
+	kfree(a);
+	return -ENOMEM;
+}
+
+static const struct file_operations cov_fops = { .unlocked_ioctl = cov_ioctl };
+static struct miscdevice cov_misc = { .minor = MISC_DYNAMIC_MINOR, .name = "cov", .fops = &cov_fops };
+static int __init cov_init(void) { return misc_register(&cov_misc); }
+static void __exit cov_exit(void) { misc_deregister(&cov_misc); }
+module_init(cov_init);
+module_exit(cov_exit);
+'''
+
+
+def test_the_error_path_report_covers_c_drivers(pytester, cache):
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov="""
+        import errno
+        import pytest
+
+        @pytest.mark.pinfault_matrix("kmalloc")
+        def test_ioctl(load_c_driver, pinfault):
+            drv = load_c_driver("covdrv.c", init=False)
+            if pinfault.result(drv.init()) != 0:
+                return
+            assert pinfault.result(drv.open("cov").ioctl(1)) in (0, -errno.ENOMEM)
+        """)
+    r = pytester.run(sys.executable, "-m", "coverage", "run", "--source=.", "-m", "pytest", *INNER,
+                     "--pinfault-errpaths=covdrv")
+    assert r.ret == 0, r.stdout.str()
+    src = C_DRIVER.lstrip("\n").splitlines()
+    no = {text: i for i, text in enumerate(src, 1)}
+    enomem, goto_a = no["\t\treturn -ENOMEM;"], no["\t\tgoto err_free_a;"]
+    goto_b, label_a = no["\t\tgoto err_free_b;"], no["err_free_a:"]
+    free_b = no["err_free_b:"] + 1
+    # the first allocation's failure path and the second's (with the label it jumps to)
+    # ran only under kmalloc faults; the arg == 77 path never ran
+    r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
+                            f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
+                            f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}"])

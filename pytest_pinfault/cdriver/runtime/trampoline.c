@@ -148,6 +148,26 @@ unsigned long pf_load_base(void)
 	return (unsigned long)info.dli_fbase;
 }
 
+/* gcc line coverage of the driver (built with --coverage): write the counters out
+ * (under $GCOV_PREFIX) and zero them, so each test's lines are its own. */
+#ifdef PF_COVERAGE
+extern void __gcov_dump(void);
+extern void __gcov_reset(void);
+int pf_coverage(int dump)
+{
+	if (dump)
+		__gcov_dump();
+	__gcov_reset();
+	return 1;
+}
+#else
+int pf_coverage(int dump)
+{
+	(void)dump;
+	return 0;
+}
+#endif
+
 void *pf_raw_alloc(unsigned long size, int zero)
 {
 	return zero ? calloc(1, size ? size : 1) : malloc(size ? size : 1);
