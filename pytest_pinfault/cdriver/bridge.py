@@ -226,31 +226,19 @@ class CDriver:
 
     # ------------------------------------------------------------------ params, uapi
     def _param_ptr(self, name: str) -> Any:
-        sym = f"__pf_param_{name}"
         try:
-            ptr = self.ffi.dlopen  # noqa: F841 (keep lints quiet)
-            addr = self._symbol_address(sym)
+            addr = self._symbol_address(f"__pf_param_{name}")
         except KeyError:
             raise KeyError(f"{self.source.name} declares no module_param {name!r}") from None
         return self.ffi.cast("void **", addr)[0]
 
     def _symbol_address(self, sym: str) -> int:
-        for off, name in self._dyn_symbols().items():
-            if name == sym:
-                return self._base + off
-        raise KeyError(sym)
-
-    def _dyn_symbols(self) -> dict[int, str]:
-        syms = getattr(self, "_data_syms", None)
-        if syms is None:
-            r = subprocess.run(["nm", "--defined-only", str(self.built.so_path)], capture_output=True, text=True)
-            syms = {}
-            for ln in r.stdout.splitlines():
-                p = ln.split()
-                if len(p) == 3:
-                    syms[int(p[0], 16)] = p[2]
-            self._data_syms = syms
-        return syms
+        """Address of a data symbol of the module glue (``__pf_param_*`` ...), from the
+        build's symbol table."""
+        off = self.built.data_symbols.get(sym)
+        if off is None:
+            raise KeyError(sym)
+        return self._base + off
 
     def param(self, name: str) -> int:
         """The value of ``module_param(name, int|uint|long|ulong|bool, ...)``."""

@@ -80,14 +80,16 @@ class MissingKernelAPI(CDriverBuildError):
 
 @dataclasses.dataclass(frozen=True)
 class Built:
-    """A built driver: the shared object, its symbol table (offset -> name) and whether
-    this call compiled it (False: taken from the cache)."""
+    """A built driver: the shared object, its function symbols (offset -> name), the
+    module glue's data symbols (``__pf_*`` name -> offset) and whether this call
+    compiled it (False: taken from the cache)."""
 
     so_path: Path
     source: Path
     symbols: dict[int, str]
     compiled: bool
     key: str
+    data_symbols: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def default_cache_dir() -> Path:
@@ -148,7 +150,7 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     flags = _flags(defines or {}, cflags) + (["--coverage"] if coverage else [])
     cc = _gcc()
     h = hashlib.sha256()
-    h.update(b"pinfault-cdriver-2\0" + _cc_version(cc).encode())
+    h.update(b"pinfault-cdriver-3\0" + _cc_version(cc).encode())
     h.update("\0".join(flags).encode())
     h.update(src.read_bytes())
     _hash_tree(h, INCLUDE_DIR, (".h",))
@@ -162,14 +164,15 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     final = cache / f"{src.stem}-{key}"
     so = final / "driver.so"
     if so.is_file() and (final / "symbols.json").is_file() and (final / "lines.json").is_file():
-        return Built(so, src, _load_symbols(final), False, key)
+        return Built(so, src, _load_symbols(final), False, key, _load_data_symbols(final))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{src.stem}-", dir=cache))
     try:
         _compile(cc, src, incs, flags, tmp, coverage)
-        symbols = _nm(tmp / "driver.so")
+        functions, data = _nm(tmp / "driver.so")
         (tmp / "lines.json").write_text(json.dumps(_line_table(tmp / "driver.so", src)))
-        (tmp / "symbols.json").write_text(json.dumps({str(k): v for k, v in symbols.items()}))
+        (tmp / "symbols.json").write_text(json.dumps({"functions": {str(k): v for k, v in functions.items()},
+                                                      "data": data}))
         try:
             os.rename(tmp, final)
         except OSError:
@@ -179,11 +182,15 @@ def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | N
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Built(so, src, _load_symbols(final), True, key)
+    return Built(so, src, _load_symbols(final), True, key, _load_data_symbols(final))
 
 
 def _load_symbols(d: Path) -> dict[int, str]:
-    return {int(k): v for k, v in json.loads((d / "symbols.json").read_text()).items()}
+    return {int(k): v for k, v in json.loads((d / "symbols.json").read_text())["functions"].items()}
+
+
+def _load_data_symbols(d: Path) -> dict[str, int]:
+    return dict(json.loads((d / "symbols.json").read_text())["data"])
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -297,12 +304,18 @@ def load_line_table(so: Path) -> list[list]:
     return json.loads(p.read_text()) if p.is_file() else []
 
 
-def _nm(so: Path) -> dict[int, str]:
-    """Function symbols (local ones too) by offset, for naming entry points."""
+def _nm(so: Path) -> tuple[dict[int, str], dict[str, int]]:
+    """Function symbols (local ones too) by offset, for naming entry points and frames;
+    the module glue's data symbols (``__pf_*``) by name."""
     r = _run(["nm", "--defined-only", str(so)], so.parent)
-    out: dict[int, str] = {}
+    funcs: dict[int, str] = {}
+    data: dict[str, int] = {}
     for ln in r.stdout.splitlines():
         parts = ln.split()
-        if len(parts) == 3 and parts[1] in "tT":
-            out.setdefault(int(parts[0], 16), parts[2])
-    return out
+        if len(parts) != 3:
+            continue
+        if parts[1] in "tT":
+            funcs.setdefault(int(parts[0], 16), parts[2])
+        elif parts[2].startswith("__pf_"):
+            data[parts[2]] = int(parts[0], 16)
+    return funcs, data
