@@ -91,6 +91,8 @@ void *pf_vma_fault_fn(void *v);
 void *pf_vmf_new(void *v, unsigned long pgoff, unsigned long addr);
 void *pf_vmf_page(void *f);
 void *pf_iosys_vaddr(void *m);
+void pf_inode_set_cdev(void *inode, void *cdev, unsigned int devt);
+void *pf_cdev_ops(void *cdev);
 unsigned long pf_last_inserted_pfn(void);
 int pf_locks_held(void);
 int pf_sgpages_live(void);
@@ -204,6 +206,9 @@ class CDriver:
         self.cloexec: set[int] = set()
         self.nofile = nofile
         self.misc: dict[str, tuple[Any, Any]] = {}  # name -> (struct miscdevice *, fops)
+        self.chrdevs: dict[int, tuple[str, Any]] = {}  # major -> (name, fops or NULL)
+        self.cdevs: dict[int, tuple[Any, int]] = {}    # first dev_t -> (struct cdev *, count)
+        self.devices: dict[str, tuple[int, Any]] = {}  # device_create name -> (dev_t, struct device *)
         self.log: list[tuple[int, str]] = []
         self.dma_mapped = 0
         self._entry_wrappers: dict[str, Callable] = {}
@@ -326,6 +331,9 @@ class CDriver:
         if self.tainted is not None:
             self.loaded = False
             self.misc.clear()
+            self.chrdevs.clear()
+            self.cdevs.clear()
+            self.devices.clear()
             self._open.clear()
             self.fds.clear()
             self._slab.clear()
@@ -344,6 +352,13 @@ class CDriver:
         k = self.fake_mm
         for name in list(self.misc):
             k._warn("misc_register", f"{self.source.name}: misc device {name!r} still registered after module_exit")
+        for major, (name, _) in list(self.chrdevs.items()):
+            k._warn("register_chrdev", f"{self.source.name}: character device region {name!r} (major {major}) "
+                                       f"still registered after module_exit")
+        for name in list(self.devices):
+            k._warn("device_create", f"{self.source.name}: device {name!r} not destroyed by module_exit")
+        for first in list(self.cdevs):
+            k._warn("cdev_add", f"{self.source.name}: cdev {first >> 20}:{first & 0xFFFFF} not deleted by module_exit")
         if self._slab:
             objs = sorted(self._slab.items())
             where = ", ".join(f"{o.size} bytes from {self.addr2line(self._slab_caller.get(a, 0))}"
@@ -420,12 +435,34 @@ class CDriver:
         """open("/dev/<name>") of a registered misc device: runs fops->open if any
         (``file->private_data`` is the miscdevice, as misc_open sets it)."""
         name = name.rsplit("/", 1)[-1]
-        if name not in self.misc:
-            raise FileNotFoundError(f"/dev/{name}: no misc device of that name is registered "
-                                    f"(registered: {sorted(self.misc) or 'none'})")
-        misc, fops = self.misc[name]
+        cdev, devt = self.ffi.NULL, 0
+        if name in self.misc:
+            misc, fops = self.misc[name]
+        else:
+            misc, fops = self.ffi.NULL, None
+            if name in self.devices:
+                devt = self.devices[name][0]
+            else:                         # a region's name: its first registered cdev
+                major = next((m for m, (n, _) in self.chrdevs.items() if n == name), -1)
+                devt = min((first for first in self.cdevs if first >> 20 == major), default=major << 20) \
+                    if major >= 0 else -1
+            if devt >= 0:
+                for first, (c, count) in self.cdevs.items():
+                    if first <= devt < first + count:
+                        cdev, fops = c, self.lib.pf_cdev_ops(c)
+                        break
+                else:
+                    reg = self.chrdevs.get(devt >> 20)
+                    if reg is not None and reg[1] != self.ffi.NULL:
+                        fops = reg[1]
+            if fops is None:
+                known = sorted(set(self.misc) | set(self.devices) | {n for n, _ in self.chrdevs.values()})
+                raise FileNotFoundError(f"/dev/{name}: no misc device, character device or device node of "
+                                        f"that name is registered (registered: {known or 'none'})")
         f = DeviceFile(self, name, fops)
         f._file = self._new_file(f, fops, misc, flags, 0)
+        if devt:
+            self.lib.pf_inode_set_cdev(self.lib.pf_file_inode(f._file.cptr), cdev, devt)
         fn = self.lib.pf_fop(fops, 0)
         if fn != self.ffi.NULL:
             rc = f._entry("open", fn, (self.lib.pf_file_inode(f._file.cptr), f._file.cptr), ret="int")
@@ -1085,6 +1122,39 @@ class CDriver:
                 self.fake_mm._warn("dma_unmap", f"{self.source.name}: unmapping a DMA mapping that is not mapped")
             else:
                 self.dma_mapped -= 1
+            return 0
+        if op == 10:                      # register_chrdev / alloc_chrdev_region
+            name = ffi.string(ffi.cast("char *", a)).decode()
+            major = b
+            if major == 0:
+                major = next((m for m in range(254, 233, -1) if m not in self.chrdevs), 0)
+                if not major:
+                    return -errno.EBUSY
+            elif major in self.chrdevs:
+                return -errno.EBUSY
+            self.chrdevs[major] = (name, obj)
+            return major
+        if op == 11:                      # unregister_chrdev(_region)
+            if self.chrdevs.pop((b & 0xFFFFFFFF) >> 20, None) is None:
+                self.fake_mm._warn("unregister_chrdev", f"{self.source.name}: major {b >> 20} is not registered")
+            return 0
+        if op == 12:                      # cdev_add
+            self.cdevs[a] = (obj, b)
+            return 0
+        if op == 13:                      # cdev_del
+            self.cdevs.pop(a, None)
+            return 0
+        if op == 14:                      # device_create
+            name = ffi.string(ffi.cast("char *", a)).decode()
+            if name in self.devices or name in self.misc:
+                return -errno.EEXIST
+            self.devices[name] = (b, obj)
+            return 0
+        if op == 15:                      # device_destroy(devt): the struct device to free
+            for name, (devt, dev) in list(self.devices.items()):
+                if devt == a:
+                    del self.devices[name]
+                    return int(ffi.cast("uintptr_t", dev))
             return 0
         if op == 9:                       # pinfault_fault_point(site)
             site = ffi.string(ffi.cast("char *", a)).decode()

@@ -277,3 +277,31 @@ def test_mm_pinned_vm_written_in_c_is_the_models(fake_mm, pinfault, probe):
         assert f.ioctl(20, -1) == -errno.ENOMEM
     assert "pinned_vm +4" in caught[0].message
     mm.pinned_vm = 0
+
+
+CHARDEV = Path(__file__).parent / "drivers" / "chardev.c"
+
+
+def test_a_character_device_opens_by_its_device_node_name(fake_mm, load_c_driver, cdriver_cache):
+    drv = load_c_driver(CHARDEV, cache_dir=cdriver_cache)
+    (name,) = drv.devices
+    assert name == "chardev3"
+    f = drv.open("/dev/chardev3")                     # open() finds its struct via inode->i_cdev
+    assert f.ioctl(1) == 1 and f.ioctl(2) == 3        # opens, MINOR(i_rdev)
+    g = drv.open("chardev")                           # by the region's name too
+    assert g.ioctl(1) == 2
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_character_device_init_unwinds_on_each_failure(fake_mm, pinfault, load_c_driver, cdriver_cache, nth):
+    drv = load_c_driver(CHARDEV, cache_dir=cdriver_cache, init=False)
+    with pinfault.arm(f"kmalloc[nth={nth}]=1*return"):  # the chardev, the class, the device node
+        assert drv.init() == -errno.ENOMEM
+    assert not drv.chrdevs and not drv.cdevs and not drv.devices and not drv._slab
+
+
+def test_a_region_left_registered_is_reported(fake_mm, pinfault, load_c_driver, cdriver_cache):
+    drv = load_c_driver(CHARDEV, cache_dir=cdriver_cache, defines={"CHARDEV_LEAK_REGION": 1})
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "character device region 'chardev' (major 254) still registered" in caught[0].message

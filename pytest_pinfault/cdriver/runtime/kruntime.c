@@ -729,6 +729,105 @@ void misc_deregister(struct miscdevice *misc)
 	pf_free(misc->this_device, CALLER());
 	misc->this_device = NULL;
 }
+/* character devices: the bridge keeps the registry (major numbers from 240 up, as the
+ * kernel's dynamic range starts at CHRDEV_MAJOR_DYN_END...) and finds them by name */
+int register_chrdev(unsigned int major, const char *name, const struct file_operations *fops)
+{
+	return DEV_OP(PF_CHRDEV_REGISTER, (void *)fops, (long)name, major);
+}
+void unregister_chrdev(unsigned int major, const char *name)
+{
+	DEV_OP(PF_CHRDEV_UNREGISTER, NULL, (long)name, MKDEV(major, 0));
+}
+int alloc_chrdev_region(dev_t *dev, unsigned int baseminor, unsigned int count, const char *name)
+{
+	long major = DEV_OP(PF_CHRDEV_REGISTER, NULL, (long)name, 0);
+
+	if (major < 0)
+		return major;
+	*dev = MKDEV((unsigned int)major, baseminor);
+	return 0;
+}
+int register_chrdev_region(dev_t from, unsigned int count, const char *name)
+{
+	long major = DEV_OP(PF_CHRDEV_REGISTER, NULL, (long)name, MAJOR(from));
+
+	(void)count;
+	return major < 0 ? major : 0;
+}
+void unregister_chrdev_region(dev_t from, unsigned int count)
+{
+	(void)count;
+	DEV_OP(PF_CHRDEV_UNREGISTER, NULL, 0, from);
+}
+void cdev_init(struct cdev *cdev, const struct file_operations *fops)
+{
+	memset(cdev, 0, sizeof(*cdev));
+	INIT_LIST_HEAD(&cdev->list);
+	cdev->ops = fops;
+}
+int cdev_add(struct cdev *p, dev_t dev, unsigned int count)
+{
+	p->dev = dev;
+	p->count = count;
+	return DEV_OP(PF_CDEV_ADD, p, dev, count);
+}
+void cdev_del(struct cdev *p) { DEV_OP(PF_CDEV_DEL, p, p->dev, 0); }
+struct class *class_create(const char *name)
+{
+	struct class *cls = pf_slab(1, sizeof(*cls), GFP_KERNEL, PF_SLAB_KERNEL, 1, CALLER());
+
+	if (!cls)
+		return ERR_PTR(-ENOMEM);
+	cls->name = name;
+	return cls;
+}
+void class_destroy(struct class *cls)
+{
+	if (!IS_ERR_OR_NULL(cls))
+		pf_free(cls, CALLER());
+}
+struct device *device_create(struct class *cls, struct device *parent, dev_t devt, void *drvdata,
+			     const char *fmt, ...)
+{
+	struct pf_named_dev { struct device dev; char name[64]; } *d;
+	va_list ap;
+	long r;
+
+	(void)cls; (void)parent;
+	d = pf_slab(1, sizeof(*d), GFP_KERNEL, PF_SLAB_KERNEL, 1, CALLER());
+	if (!d)
+		return ERR_PTR(-ENOMEM);
+	va_start(ap, fmt);
+	pf_vsnprintf(d->name, sizeof(d->name), fmt, ap);
+	va_end(ap);
+	d->dev.init_name = d->name;
+	d->dev.driver_data = drvdata;
+	d->dev.__pf_dma_mask = DMA_BIT_MASK(32);
+	d->dev.dma_mask = &d->dev.__pf_dma_mask;
+	r = DEV_OP(PF_DEVICE_CREATE, &d->dev, (long)d->name, devt);
+	if (r < 0) {
+		pf_free(d, CALLER());
+		return ERR_PTR(r);
+	}
+	return &d->dev;
+}
+void device_destroy(struct class *cls, dev_t devt)
+{
+	long r = DEV_OP(PF_DEVICE_DESTROY, NULL, devt, 0);
+
+	(void)cls;
+	if (r > 0)
+		pf_free((void *)r, CALLER());
+}
+/* Python: open of a character device: the inode's i_rdev/i_cdev, the cdev's fops */
+void pf_inode_set_cdev(struct inode *inode, struct cdev *cdev, dev_t devt)
+{
+	inode->i_cdev = cdev;
+	inode->i_rdev = devt;
+}
+void *pf_cdev_ops(struct cdev *cdev) { return (void *)cdev->ops; }
+
 int dma_set_mask_and_coherent(struct device *dev, u64 mask)
 {
 	if (mask < DMA_BIT_MASK(24))

@@ -85,6 +85,7 @@ typedef unsigned short umode_t;
 typedef int pid_t;
 typedef unsigned int uid_t;
 typedef u64 dma_addr_t;
+typedef u32 dev_t;
 typedef u64 phys_addr_t;
 typedef unsigned int vm_fault_t;
 typedef unsigned long vm_flags_t;
@@ -621,9 +622,12 @@ extern bool access_ok(const void __user *addr, unsigned long size);
 #define FMODE_READ ((fmode_t)(1 << 0))
 #define FMODE_WRITE ((fmode_t)(1 << 1))
 struct address_space { struct inode *host; void *__pf_handle; };
+struct cdev;
 struct inode {
 	umode_t i_mode;
 	unsigned long i_ino;
+	dev_t i_rdev;
+	struct cdev *i_cdev;
 	loff_t i_size;
 	struct address_space *i_mapping;
 	struct rw_semaphore i_rwsem;
@@ -792,6 +796,34 @@ struct miscdevice {
 };
 extern int misc_register(struct miscdevice *misc);
 extern void misc_deregister(struct miscdevice *misc);
+
+/* character devices (fs/char_dev.c) and device classes (drivers/base/core.c) */
+#define MINORBITS 20
+#define MINORMASK ((1U << MINORBITS) - 1)
+#define MAJOR(dev) ((unsigned int)((dev) >> MINORBITS))
+#define MINOR(dev) ((unsigned int)((dev) & MINORMASK))
+#define MKDEV(ma, mi) (((ma) << MINORBITS) | (mi))
+struct cdev {
+	struct module *owner;
+	const struct file_operations *ops;
+	struct list_head list;
+	dev_t dev;
+	unsigned int count;
+};
+struct class { const char *name; };
+extern int register_chrdev(unsigned int major, const char *name, const struct file_operations *fops);
+extern void unregister_chrdev(unsigned int major, const char *name);
+extern int alloc_chrdev_region(dev_t *dev, unsigned int baseminor, unsigned int count, const char *name);
+extern int register_chrdev_region(dev_t from, unsigned int count, const char *name);
+extern void unregister_chrdev_region(dev_t from, unsigned int count);
+extern void cdev_init(struct cdev *cdev, const struct file_operations *fops);
+extern int cdev_add(struct cdev *p, dev_t dev, unsigned int count);
+extern void cdev_del(struct cdev *p);
+extern struct class *class_create(const char *name);
+extern void class_destroy(struct class *cls);
+extern struct device *device_create(struct class *cls, struct device *parent, dev_t devt, void *drvdata,
+				    const char *fmt, ...) __printf(5, 6);
+extern void device_destroy(struct class *cls, dev_t devt);
 
 /* module glue: module_init/module_exit name the functions the loader runs */
 typedef int (*initcall_t)(void);
