@@ -305,3 +305,15 @@ def test_a_region_left_registered_is_reported(fake_mm, pinfault, load_c_driver, 
     with pinfault.expect_violation("kernel-warnings") as caught:
         drv.unload()
     assert "character device region 'chardev' (major 254) still registered" in caught[0].message
+
+
+def test_mm_references_are_balanced(fake_mm, pinfault, probe):
+    drv, f = probe
+    assert f.ioctl(22) == 0 and f.ioctl(23) == 0               # balanced: nothing to say
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        f.ioctl(23)
+    assert "mm_count underflow: more mmdrop than mmgrab" in caught[0].message
+    assert f.ioctl(22) == 0
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "1 mmgrab reference(s) never dropped" in caught[0].message

@@ -122,6 +122,12 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case 21:
 		atomic64_sub(4, &current->mm->pinned_vm);
 		return 0;
+	case 22:
+		mmgrab(current->mm);
+		return 0;
+	case 23:
+		mmdrop(current->mm);
+		return 0;
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */
