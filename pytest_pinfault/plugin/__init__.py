@@ -51,6 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     """Check every pinfault marker before anything runs, then size the matrices (both
     before -k/-m deselect, so case ids are selectable)."""
     state = get_state(config)
+    state.catalogue          # declared sites (ini, every conftest's hook) are checked now
     for item in items:
         try:
             validate_item(item, state)

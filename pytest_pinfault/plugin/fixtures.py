@@ -16,7 +16,7 @@ from ..faults.matrix import MatrixCase, MatrixPlan
 from ..mm.config import ConfigError
 from .contract import VIOLATIONS_PROP, ContractState
 from .controller import Pinfault
-from .markers import MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
+from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
 from .state import get_state
 
 __all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY", "CASE_KEY",
@@ -77,9 +77,16 @@ def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
     and where the bad value came from."""
     __tracebackhide__ = True
     node = request.node
+    if not isinstance(base, MMConfig):
+        raise pytest.UsageError(f"{node.nodeid}: the mm_config fixture: expected an MMConfig, "
+                                f"got {base!r}")
     try:
         fields = mm_config_fields(node)
-        config = apply_mm_config(base, fields)
+        marked = node.stash.get(MARKED_CONFIG_KEY, None)
+        if marked is not None and base is get_state(request.config).settings.base_config:
+            config = marked                     # resolved (and frozen) at collection
+        else:
+            config = apply_mm_config(base, fields)
     except MarkerError as e:
         raise pytest.UsageError(f"{node.nodeid}: {e}") from None
     if config.seed == 0:   # not chosen by the test: derive it from the run's seed

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -244,10 +245,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     data = summary.as_json(state.settings.seed, [s.text for s in state.settings.faults])
     full = os.path.join(str(config.invocation_params.dir), path)
-    os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
-    with open(full, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
+    try:
+        os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+        with open(full, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+    except OSError as e:   # checked at start-up; the disk filled or a directory went away
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        msg = f"ERROR: --pinfault-json: cannot write the report to {path!r}: {e.strerror or e}"
+        if tr is not None:
+            tr.write_line(msg, red=True, bold=True)
+        else:
+            print(msg, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 class SummaryPlugin:

@@ -125,7 +125,7 @@ class TestMaxNth:
         """)
         run("--collect-only", "-q").stdout.fnmatch_lines(["5 tests collected*"])
         result = run("--pinfault-max-nth=0")
-        result.stderr.fnmatch_lines(["ERROR: --pinfault-max-nth: expected an integer >= 1, got '0'"])
+        result.stderr.fnmatch_lines(["ERROR: --pinfault-max-nth: expected an integer from 1 to 1000, got '0'"])
 
 
 class TestSites:
