@@ -163,6 +163,9 @@ MARKER_CASES = {
     "pinfault callback not callable": ('pinfault("kmalloc=call(f)", f=3)',
                                        "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) "
                                        "actions; expected a callable for 'f', got 3"),
+    "pinfault callback unused": ('pinfault("kmalloc=call(race)", race=print, rase=print)',
+                                 "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) actions; "
+                                 "expected each to be named by a call(...) of the marker's specs, got 'rase' unused"),
     # pinfault_matrix
     "matrix unknown site": ('pinfault_matrix("kmallok")', "*pinfault_matrix: expected a known fault site (*), got 'kmallok'"),
     "matrix site not str": ("pinfault_matrix(3)", "*pinfault_matrix: expected a known fault site (*), got 3"),
