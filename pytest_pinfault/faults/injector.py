@@ -67,12 +67,13 @@ class FaultBudgetExceeded(RuntimeError):
     ends.  ``site`` is the site hit last, ``caller`` the code outside the package that
     hit it (``file:line function``)."""
 
-    def __init__(self, site: str, hits: int, caller: str) -> None:
+    def __init__(self, site: str, hits: int, caller: str, what: str = "") -> None:
         self.site = site
         self.hits = hits
         self.caller = caller
-        super().__init__(f"fault budget exceeded: {hits} fault-site hits in one test, the last at "
-                         f"{site!r} called from {caller or '<unknown>'} (a retry loop that never gives up?)")
+        what = what or f"fault budget exceeded: {hits} fault-site hits in one test"
+        super().__init__(f"{what}, the last at {site!r} called from {caller or '<unknown>'} "
+                         f"(a retry loop that never gives up?)")
 
 
 class FaultRecord:
@@ -426,8 +427,10 @@ class Injector:
         self.on_fire: list[Callable[[FaultRecord], None]] = []
         self.budget = DEFAULT_BUDGET
         self.total_hits = 0
+        self.fired_count = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
+        self.counting = False              # count hits (no log): a matrix's fault-free run
         self.active = False
         self._enabled = True
 
@@ -444,7 +447,8 @@ class Injector:
         self._update()
 
     def _update(self) -> None:
-        self.active = self._enabled and (self.recording or bool(self.armed) or bool(self.holds))
+        self.active = self._enabled and (self.recording or self.counting or bool(self.armed)
+                                         or bool(self.holds))
 
     # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:
@@ -558,6 +562,12 @@ class Injector:
         self.recording = on
         self._update()
 
+    def count_hits(self, on: bool = True) -> None:
+        """Count every hit in :attr:`hits` even when nothing is armed, without logging
+        it (memory stays per site, whatever the number of hits)."""
+        self.counting = on
+        self._update()
+
     # -- holds -----------------------------------------------------------------------
     def hold(self, folio: Any, attempts: int | None = None) -> Hold:
         """Take a short-term reference on *folio* now (as a concurrent GUP would); the
@@ -611,6 +621,8 @@ class Injector:
                     self._checking = None
         elif armings:
             fired, ret = self._fire(armings, ctx)
+        if fired:
+            self.fired_count += 1
         if fired or self.recording:
             rec = FaultRecord(site, n, fired, ret, ctx, _external_caller() if fired else "")
             self.log.append(rec)
@@ -643,7 +655,9 @@ class Injector:
         self.hits.clear()
         self.log.clear()
         self.total_hits = 0
+        self.fired_count = 0
         self.recording = False
+        self.counting = False
         self.random.seed(self.seed)
         self._update()
 

@@ -42,11 +42,8 @@ def running_coverage() -> Any:
 
 
 def _context(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    case = callspec.params.get("fake_mm") if callspec is not None else None
-    if case is not None and not all(hasattr(case, a) for a in ("site", "nth", "mode")):
-        case = None
-    return context_name(item.nodeid, case)
+    from .fixtures import case_of
+    return context_name(item.nodeid, case_of(item))
 
 
 def _switch(name: str) -> None:

@@ -28,9 +28,10 @@ MARKERS = (
     "pinfault(*specs, **callbacks): arm fault specs (e.g. 'folio_isolate_lru[nth=2]=1*return') on "
     "this test's fake_mm; keyword arguments are the callables that call(name) actions run.",
     "pinfault_matrix(*sites, modes=('transient', 'persistent'), max_nth=N, accept=None): run the "
-    "test once per (site, occurrence 1..N, mode) with exactly that fault armed; no sites: every "
-    "catalogued site; cases the test never reaches are skipped; accept= (negative errnos or a "
-    "predicate) judges the values passed to pinfault.result().",
+    "test fault-free, then once per (site, occurrence, mode) with exactly that fault armed, for "
+    "every occurrence the fault-free run reached up to the cap N (announced when it bites); no "
+    "sites: every site it reached; a matrix that reaches none of its sites fails; accept= "
+    "(negative errnos or a predicate) judges the values passed to pinfault.result().",
     "pin_contract(expect=RULE | disable=[RULE, ...], reason=...): expect a contract-checker "
     "violation, or disable rules for this test.",
 )

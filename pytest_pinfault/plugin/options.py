@@ -20,7 +20,7 @@ from ..mm.config import ConfigError, MMConfig
 __all__ = ["Settings", "pytest_addoption", "resolve_settings", "parse_mm_config_line",
            "parse_sites_lines", "check_buildable", "MAX_NTH_DEFAULT", "MAX_NTH_LIMIT", "TRACE_LEVELS", "ENV_FAULTS"]
 
-MAX_NTH_DEFAULT = 3
+MAX_NTH_DEFAULT = 32
 #: The highest ``max_nth`` a matrix may ask for (marker, option or ini key): a matrix
 #: has sites x max_nth x modes cases, and a bound checked at collection keeps a typo
 #: (``max_nth=10**7``) from collecting for ever.  Retry loops in the model are bounded
@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fault specs armed on every fake_mm, separated by ';' "
                          f"(default: ${ENV_FAULTS}, else ini pinfault_faults)")
     group.addoption("--pinfault-json", dest="pinfault_json", metavar="PATH", default=None,
-                    help="write the pinfault JSON report (schema pytest-pinfault/1) to PATH")
+                    help="write the pinfault JSON report (schema pytest-pinfault/2) to PATH")
     group.addoption("--pinfault-trace", dest="pinfault_trace", default=None, choices=TRACE_LEVELS,
                     help="off: nothing (default); on: count every site hit and attach the fired "
                          "faults and the mm trace to failing tests; verbose: also the routine "
