@@ -1,8 +1,13 @@
 """pinbuf example: load the C driver (a -D flag selects a buggy variant) and open it."""
 
+import shutil
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("cffi", reason="the C-driver bridge needs the [c] extra: pip install 'pytest-pinfault[c]'")
+if shutil.which("gcc") is None:
+    pytest.skip("the C-driver bridge needs gcc on PATH", allow_module_level=True)
 
 HERE = Path(__file__).parent
 UAPI = HERE / "uapi"
