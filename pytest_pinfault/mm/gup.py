@@ -441,7 +441,9 @@ class GupMixin:
                 if ent is not None:
                     folio, idx = ent
                     kind = folio.kind
-                    n = min(folio.nr_pages - idx, nr_pages - i) if folio.order else 1
+                    # a huge leaf never reaches past its VMA (whose flags were checked)
+                    n = min(folio.nr_pages - idx, nr_pages - i, (vma_end - addr) >> PAGE_SHIFT) \
+                        if folio.order else 1
             if ent is None:
                 if flags & _NOFAULT or faulted == addr:
                     return self._gup_done(i, -errno.EFAULT, pins)
