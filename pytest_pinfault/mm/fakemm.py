@@ -24,7 +24,7 @@ from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
 from .gup import GupMixin, Out
 from .memfd import MemfdMixin
 from .migrate import MigrateMixin
-from .mm_types import AddressSpaceMixin
+from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
@@ -297,8 +297,56 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         return self._nr_allocated
 
     # ------------------------------------------------------------------ references
+    def _usable_folio(self, obj: Any, site: str, param: str = "folio") -> Folio | None:
+        """The folio of *obj* (a :class:`Page` or :class:`Folio`) when *site* may use
+        it; otherwise None after recording the misuse as a kernel warning: a folio of
+        another machine, or one already freed (what KASAN reports as a use-after-free).
+        A wrong Python type is a TypeError naming *param*."""
+        folio = getattr(obj, "folio", None) if isinstance(obj, (Page, Folio)) else None
+        if folio is None:
+            raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
+        if folio._mm is not self:
+            self._warn("foreign_object", f"{site}: {param} {folio!r} belongs to another FakeMM",
+                       folio=folio)
+            return None
+        if folio.freed:
+            self._warn(site, f"BUG: KASAN: use-after-free: {site} on a freed folio", folio=folio)
+            return None
+        return folio
+
+    def _put_refs(self, folio: Folio, refs: int, site: str) -> None:
+        """Drop *refs* references; the last frees the folio.  A put that would take the
+        refcount below what the page tables (and, for a large folio, the pins) hold is
+        refused and recorded as "Bad page state" (the kernel would free a mapped page
+        and later hand it out twice): the model's state stays as it was."""
+        if folio.kind == KIND_ZERO:
+            return
+        left = folio._refcount - refs
+        if left < 0 or folio.freed:
+            self._warn(site, f"refcount underflow (VM_BUG_ON_FOLIO(page_ref_count(page) == 0)): "
+                             f"dropping {refs} of {folio._refcount}"
+                             f"{'; use-after-free of a freed folio' if folio.freed else ''}", folio=folio)
+            return
+        if left < folio._mapcount:
+            mapped = sum(1 for owner, _ in folio.rmap or () if isinstance(owner, MMStruct))
+            if left < mapped:
+                self._warn("bad_page_state",
+                           f"Bad page state: {site} drops a reference it does not hold: refcount "
+                           f"{folio._refcount} - {refs} < {mapped} page-table mappings (nonzero mapcount)",
+                           folio=folio)
+                return
+        if left == 0 and folio.order and folio._pincount:
+            self._warn("free_pinned", f"Bad page state: {site} frees a folio with _pincount "
+                                      f"{folio._pincount} (nonzero pincount)", folio=folio)
+            return
+        folio._refcount = left
+        if left == 0:
+            self._free_folio(folio)
+
     def folio_get(self, folio: Folio) -> None:
         """Take a reference.  Kernel: include/linux/mm.h:folio_get."""
+        if self._usable_folio(folio, "folio_get") is None:
+            return
         if folio._refcount <= 0:
             self._warn("folio_get", "VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow(folio))", folio=folio)
             return
@@ -306,22 +354,35 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
     def folio_try_get(self, folio: Folio) -> bool:
         """Take a reference unless the refcount is already 0.  Kernel: include/linux/page_ref.h."""
+        if not isinstance(folio, (Page, Folio)):
+            raise TypeError(f"folio_try_get: folio must be a Page or Folio, got {type(folio).__name__}")
+        folio = folio.folio
+        if folio._mm is not self:
+            self._warn("foreign_object", f"folio_try_get: folio {folio!r} belongs to another FakeMM",
+                       folio=folio)
+            return False
         if folio._refcount <= 0 or folio.freed:
             return False
         folio._refcount += 1
         return True
 
     def folio_put(self, folio: Folio) -> None:
-        """Drop a reference; the last one frees the folio.  Kernel: include/linux/mm.h:folio_put."""
+        """Drop a reference; the last one frees the folio.  Misuse is recorded, never
+        absorbed: a put on a freed folio (refcount underflow) or one that would drop a
+        reference the page tables hold ("Bad page state") changes nothing.
+        Kernel: include/linux/mm.h:folio_put, mm/page_alloc.c:free_page_is_bad."""
+        if type(folio) is not Folio or folio._mm is not self:
+            if isinstance(folio, Page):
+                folio = folio.folio
+            if self._usable_folio(folio, "folio_put") is None:
+                return
         if folio.kind == KIND_ZERO:
             return
-        if folio._refcount <= 0:
-            self._warn("folio_put", "refcount underflow (VM_BUG_ON_FOLIO(page_ref_count(page) == 0))",
-                       folio=folio)
-            return
-        folio._refcount -= 1
-        if folio._refcount == 0:
+        if folio._refcount == 1 and not folio.rmap and not folio._pincount:
+            folio._refcount = 0
             self._free_folio(folio)
+            return
+        self._put_refs(folio, 1, "folio_put")
 
     def folio_ref_count(self, folio: Folio) -> int:
         return folio._refcount

@@ -99,6 +99,14 @@ class GupMixin:
         """Take *refs* references (FOLL_GET) or pins (FOLL_PIN) on *folio*: 0, or
         -ENOMEM when the refcount is 0 (WARN).  Hits the ``try_grab_folio`` fault site.
         Kernel: mm/gup.c:try_grab_folio (v6.10+, int-returning)."""
+        folio = self._usable_folio(folio, "try_grab_folio")
+        if folio is None:
+            return -errno.EFAULT
+        if refs <= 0:
+            if refs < 0:
+                self._warn("try_grab_folio", f"negative count: {refs} references or pins", folio=folio)
+                return -errno.EINVAL
+            return 0
         fi = self.faults
         if fi.active:
             rc = fi.hit("try_grab_folio", folio=folio, refs=refs, flags=flags)
@@ -123,7 +131,18 @@ class GupMixin:
         return 0
 
     def gup_put_folio(self, folio: Folio, refs: int, flags: int) -> None:
-        """Release what try_grab_folio took.  Kernel: mm/gup.c:gup_put_folio."""
+        """Release what try_grab_folio took.  A count below 1, a folio already freed or
+        of another machine, or more pins than the folio has is a recorded warning and
+        changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
+        if type(folio) is not Folio or folio._mm is not self or folio.freed:
+            folio = self._usable_folio(folio, "gup_put_folio")
+            if folio is None:
+                return
+        if refs <= 0:
+            self._warn("unpin" if int(flags) & _PIN else "put_page",
+                       f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
+                       f"{'pins' if int(flags) & _PIN else 'references'}", folio=folio)
+            return
         if int(flags) & _PIN:
             if folio.kind == KIND_ZERO:
                 return
@@ -145,23 +164,21 @@ class GupMixin:
             self._folio_put_refs(folio, refs)
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
-        if folio.kind == KIND_ZERO:
-            return
-        if folio._refcount < refs:
-            self._warn("folio_put_refs", "refcount underflow", folio=folio)
-            return
-        folio._refcount -= refs
-        if folio._refcount == 0:
-            self._free_folio(folio)
+        self._put_refs(folio, refs, "folio_put_refs")
 
     def put_page(self, page: Page | Folio) -> None:
-        """Drop a FOLL_GET reference.  Kernel: include/linux/mm.h:put_page."""
-        self.folio_put(page.folio)
+        """Drop a FOLL_GET reference; misuse is recorded as for folio_put.
+        Kernel: include/linux/mm.h:put_page."""
+        folio = self._usable_folio(page, "put_page", "page")
+        if folio is not None:
+            self._put_refs(folio, 1, "put_page")
 
     # ------------------------------------------------------------------ release APIs
     def unpin_user_page(self, page: Page) -> None:
         """Release one pin.  Kernel: mm/gup.c:unpin_user_page."""
-        self.gup_put_folio(page.folio, 1, _PIN)
+        folio = self._usable_folio(page, "unpin_user_page", "page")
+        if folio is not None:
+            self.gup_put_folio(folio, 1, _PIN)
 
     def unpin_user_pages(self, pages: Sequence[Page | None], npages: int) -> None:
         """Release one pin per entry of ``pages[:npages]``, grouping consecutive pages of
@@ -176,6 +193,7 @@ class GupMixin:
         if npages < 0:
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
+        npages = self._array_bound("unpin_user_pages", pages, npages, "pages")
         i = 0
         put = self.gup_put_folio
         while i < npages:
@@ -183,6 +201,11 @@ class GupMixin:
             if page is None:
                 i += 1
                 continue
+            if type(page) is not Page:
+                folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
+                if folio is None:
+                    i += 1
+                    continue
             folio = page.folio
             n = 1
             if folio.order:
@@ -194,12 +217,17 @@ class GupMixin:
             i += n
 
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
-        """Release *npages* pins of *folio*.  Kernel: mm/gup.c:unpin_user_folio."""
-        self.gup_put_folio(folio, npages, _PIN)
+        """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
+        or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
+        folio = self._usable_folio(folio, "unpin_user_folio")
+        if folio is not None:
+            self.gup_put_folio(folio, npages, _PIN)
 
     def unpin_folio(self, folio: Folio) -> None:
         """Release one pin (memfd_pin_folios' unit).  Kernel: mm/gup.c:unpin_folio."""
-        self.gup_put_folio(folio, 1, _PIN)
+        folio = self._usable_folio(folio, "unpin_folio")
+        if folio is not None:
+            self.gup_put_folio(folio, 1, _PIN)
 
     def unpin_folios(self, folios: Sequence[Folio | None], nfolios: int) -> None:
         """Release one pin per entry of ``folios[:nfolios]``; consecutive identical
@@ -208,10 +236,14 @@ class GupMixin:
         if nfolios < 0:
             self._warn("unpin_folios", f"WARN_ON(IS_ERR_VALUE(nfolios)): nfolios={nfolios}")
             return
+        nfolios = self._array_bound("unpin_folios", folios, nfolios, "folios")
         i = 0
         while i < nfolios:
             folio = folios[i]
             if folio is None:
+                i += 1
+                continue
+            if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
                 i += 1
                 continue
             n = 1
@@ -221,10 +253,31 @@ class GupMixin:
             i += n
 
     def folio_add_pins(self, folio: Folio, pins: int) -> int:
-        """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno."""
+        """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno.
+        An unpinned folio warns (VM_WARN_ON_ONCE) and is pinned anyway, as in the
+        kernel; a negative count (the kernel's unsigned wrap) warns and returns -EINVAL;
+        a freed or foreign folio warns and returns -EFAULT.
+        Kernel: mm/gup.c:folio_add_pins (v6.13)."""
+        folio = self._usable_folio(folio, "folio_add_pins")
+        if folio is None:
+            return -errno.EFAULT
+        if pins < 0:
+            self._warn("folio_add_pins", f"negative count: folio_add_pins(folio, {pins})", folio=folio)
+            return -errno.EINVAL
         if not self.folio_maybe_dma_pinned(folio) and folio.kind != KIND_ZERO:
             self._warn("folio_add_pins", "folio_add_pins on a folio that is not pinned", folio=folio)
         return self.try_grab_folio(folio, pins, _PIN)
+
+    def _array_bound(self, site: str, arr: Any, n: int, param: str) -> int:
+        """*n* clamped to the length of the C array *arr*: reading past its end is what
+        KASAN reports as an out-of-bounds access; recorded as a warning."""
+        if not isinstance(arr, (list, tuple)):
+            raise TypeError(f"{site}: {param} must be a list, got {type(arr).__name__}")
+        if n > len(arr):
+            self._warn(site, f"BUG: KASAN: slab-out-of-bounds: {param}[{len(arr)}..{n - 1}] "
+                             f"read past the array's {len(arr)} entries")
+            return len(arr)
+        return n
 
     # ------------------------------------------------------------------ validation
     def _is_valid_gup_args(self, pages: Any, locked: Any, gup_flags: int, to_set: int) -> tuple[bool, int]:
