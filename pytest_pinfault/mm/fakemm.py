@@ -314,6 +314,17 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
             return None
         return folio
 
+    def _foreign(self, obj: Any, cls: type, site: str, param: str) -> bool:
+        """True (after recording a warning) when *obj*, an instance of *cls* (an
+        mm_struct or a file), belongs to another machine; a wrong type is a TypeError
+        naming *param*."""
+        if not isinstance(obj, cls):
+            raise TypeError(f"{site}: {param} must be a {cls.__name__}, got {type(obj).__name__}")
+        if obj._k is not self:
+            self._warn("foreign_object", f"{site}: {param} {obj!r} belongs to another FakeMM")
+            return True
+        return False
+
     def _put_refs(self, folio: Folio, refs: int, site: str) -> None:
         """Drop *refs* references; the last frees the folio.  A put that would take the
         refcount below what the page tables (and, for a large folio, the pins) hold is

@@ -280,6 +280,23 @@ class GupMixin:
         return n
 
     # ------------------------------------------------------------------ validation
+    def _gup_arg_types(self, call: str, start: Any, nr_pages: Any, gup_flags: Any, pages: Any,
+                       mm: Any = False) -> bool:
+        """Python-level checks of a GUP call's arguments: a wrong type is a TypeError
+        naming the parameter; *mm* of another machine is a recorded warning (False)."""
+        for name, v in (("start", start), ("nr_pages", nr_pages), ("gup_flags", gup_flags)):
+            if not isinstance(v, int):
+                raise TypeError(f"{call}: {name} must be an int, got {type(v).__name__}")
+        if pages is not None and not isinstance(pages, list):
+            raise TypeError(f"{call}: pages must be a list or None, got {type(pages).__name__}")
+        if mm is not False:
+            if not isinstance(mm, MMStruct):
+                raise TypeError(f"{call}: mm must be an mm_struct (MMStruct), got {type(mm).__name__}")
+            if mm._k is not self:
+                self._warn("foreign_object", f"{call}: mm {mm!r} belongs to another FakeMM")
+                return False
+        return True
+
     def _is_valid_gup_args(self, pages: Any, locked: Any, gup_flags: int, to_set: int) -> tuple[bool, int]:
         """Kernel: mm/gup.c:is_valid_gup_args (v6.3+): each failure is a WARN."""
         if gup_flags & INTERNAL_GUP_FLAGS:
@@ -312,6 +329,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages", GupMixin.get_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
+        if not self._gup_arg_types("get_user_pages", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH)
         if not ok:
             return -errno.EINVAL
@@ -323,6 +342,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_remote", GupMixin.get_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, 0)
+        if not self._gup_arg_types("get_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _TOUCH | _REMOTE)
         if not ok:
             return -errno.EINVAL
@@ -333,6 +354,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_unlocked", GupMixin.get_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, False)
+        if not self._gup_arg_types("get_user_pages_unlocked", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH | _UNLOCKABLE)
         if not ok:
             return -errno.EINVAL
@@ -345,6 +368,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages", GupMixin.pin_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages", start, nr_pages, gup_flags, pages):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
         if not ok:
             return 0
@@ -357,6 +382,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_remote", GupMixin.pin_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _PIN | _TOUCH | _REMOTE)
         if not ok:
             return 0
@@ -367,6 +394,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_unlocked", GupMixin.pin_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_unlocked", start, nr_pages, gup_flags, pages):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN | _TOUCH | _UNLOCKABLE)
         if not ok:
             return 0
@@ -378,6 +407,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_fast", GupMixin.get_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
+        if not self._gup_arg_types("get_user_pages_fast", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _GET)
         if not ok:
             return -errno.EINVAL
@@ -390,6 +421,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_fast", GupMixin.pin_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_fast", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
         if not ok:
             return -errno.EINVAL
@@ -743,8 +776,13 @@ class GupMixin:
             return -errno.EINVAL
         if memfd is None:
             return -errno.EINVAL
+        if isinstance(memfd, MemFile) and memfd._k is not self:
+            self._warn("foreign_object", f"memfd_pin_folios: memfd {memfd!r} belongs to another FakeMM")
+            return -errno.EINVAL
         if not isinstance(memfd, MemFile) or not (memfd.shmem_file() or memfd.is_file_hugepages()):
             return -errno.EINVAL
+        if not isinstance(folios, list):
+            raise TypeError(f"memfd_pin_folios: folios must be a list, got {type(folios).__name__}")
         if end >= memfd.i_size:
             return -errno.EINVAL
         h = memfd.hstate

@@ -396,6 +396,10 @@ class MemfdMixin:
     def filemap_get_folio(self, mapping: AddressSpace, index: int) -> Folio | int:
         """The folio at *index* with a new reference, or -ENOENT.
         Kernel: mm/filemap.c:filemap_get_folio (v6.12; ERR_PTR(-ENOENT))."""
+        if not isinstance(mapping, AddressSpace):
+            raise TypeError(f"filemap_get_folio: mapping must be an AddressSpace, got {type(mapping).__name__}")
+        if self._foreign(mapping.host, MemFile, "filemap_get_folio", "mapping"):
+            return -errno.ENOENT
         folio = mapping.lookup(index)
         if folio is None:
             return -errno.ENOENT
@@ -429,6 +433,8 @@ class MemfdMixin:
         ``memfd_alloc_folio`` fault site.  shmem: shmem_read_folio; hugetlb (v6.17):
         reserve, allocate a pool folio (long-term pinnable under PF_MEMALLOC_PIN), add it.
         Kernel: mm/memfd.c:memfd_alloc_folio (v6.17)."""
+        if self._foreign(memfd, MemFile, "memfd_alloc_folio", "memfd"):
+            return -errno.EINVAL
         fi = self.faults
         if fi.active:
             rc = fi.hit("memfd_alloc_folio", file=memfd, index=idx)

@@ -244,7 +244,7 @@ class MMStruct:
             file = None
         elif file is not None:
             if getattr(file, "_k", None) is not k:
-                k._warn("foreign_object", f"mmap of {file!r}, which belongs to another machine")
+                k._warn("foreign_object", f"mmap: file {file!r} belongs to another FakeMM")
                 return -errno.EBADF
             if offset < 0 or offset + length > MAX_LFS_FILESIZE:
                 return -errno.EOVERFLOW        # file_mmap_ok
@@ -519,6 +519,8 @@ class AddressSpaceMixin:
         """
         if pages == 0 or mm is None:
             return 0
+        if self._foreign(mm, MMStruct, "account_locked_vm", "mm"):
+            return -errno.EINVAL
         if inc:
             if (mm.locked_vm + pages > mm.rlimit_memlock >> PAGE_SHIFT
                     and not self.current_capable_ipc_lock()):
@@ -745,7 +747,10 @@ class AddressSpaceMixin:
     def fork(self, mm: MMStruct) -> MMStruct:
         """Duplicate *mm* (dup_mmap): private anonymous pages are shared copy-on-write,
         except pages that may be DMA-pinned in an mm with MMF_HAS_PINNED, which are copied
-        at once (copy_present_page).  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
+        at once (copy_present_page).  Another machine's *mm* is a recorded warning and
+        gives None.  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
+        if self._foreign(mm, MMStruct, "fork", "mm"):
+            return None  # type: ignore[return-value]
         child = self.create_mm()
         mm.write_protect_seq += 2
         for v in mm.vmas:                     # copy_page_range write-protects COW ranges

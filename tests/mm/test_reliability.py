@@ -7,7 +7,8 @@ import errno
 
 import pytest
 
-from pytest_pinfault import FakeMM, MMConfig
+from pytest_pinfault import FakeMM, MMConfig, Out
+from pytest_pinfault.mm import Page
 from pytest_pinfault.mm import (FOLL_WRITE, GFP_KERNEL, MADV_HUGEPAGE, MAP_ANONYMOUS,
                                 MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MFD_HUGETLB, PROT_NONE,
                                 PROT_READ, PROT_WRITE, VM_LOCKED)
@@ -134,3 +135,120 @@ class TestMmapLimits:
         mm = k.current.mm
         assert mm.mmap(PAGE, RW, MAP_SHARED, file=f, offset=1 << 63) == -errno.EOVERFLOW
         assert mm.mmap(PAGE, RW, MAP_SHARED, file=f, offset=-PAGE) == -errno.EOVERFLOW
+
+
+# ---------------------------------------------------------------- driver misuse
+def mapped_page(k):
+    mm = k.current.mm
+    a = mm.mmap(PAGE, RW, ANON)
+    assert mm.write(a, b"d") == 1
+    k.lru_add_drain()
+    return mm, a, mm.lookup(a)[0]
+
+
+def small_folio(k):
+    page = k.alloc_pages(GFP_KERNEL, 0)
+    return page.folio
+
+
+class TestDriverMisuse:
+    @pytest.fixture
+    def k(self):
+        return FakeMM(MMConfig(ram="1GiB"))
+
+    @pytest.mark.parametrize("count", [0, -1])
+    def test_unpin_user_folio_on_freed_folio(self, k, count):
+        """unpin_user_folio(freed, 0) used to free the folio again (two allocations got
+        the same pfn); with -1 it added a pin's worth of references.  Now: a warning
+        naming the use-after-free and the caller, nothing changes."""
+        folio = small_folio(k)
+        k.folio_put(folio)
+        free_before = k.zones[folio.zone].free_pages
+        k.unpin_user_folio(folio, count)
+        assert folio.refcount == 0 and k.zones[folio.zone].free_pages == free_before
+        (w,) = k.warnings
+        assert "use-after-free" in w.message and "test_reliability.py" in w.caller
+        a, b = k.alloc_pages(GFP_KERNEL, 0), k.alloc_pages(GFP_KERNEL, 0)
+        assert a.pfn != b.pfn
+
+    @pytest.mark.parametrize("count", [0, -1])
+    def test_unpin_zero_or_negative_count(self, k, count):
+        mm, a, folio = mapped_page(k)
+        pages: list = []
+        assert k.pin_user_pages(a, 1, 0, pages) == 1
+        before = folio.refcount
+        k.unpin_user_folio(folio, count)
+        assert folio.refcount == before
+        assert sites(k) == ["unpin"] and ("zero" if count == 0 else "negative") in k.warnings[0].message
+        k.unpin_user_pages(pages, 1)
+
+    def test_folio_add_pins_negative(self, k):
+        mm, a, folio = mapped_page(k)
+        pages: list = []
+        k.pin_user_pages(a, 1, 0, pages)
+        before = folio.refcount
+        assert k.folio_add_pins(folio, -3) == -errno.EINVAL
+        assert folio.refcount == before and sites(k) == ["folio_add_pins"]
+        k.unpin_user_pages(pages, 1)
+
+    def test_put_page_too_many_on_mapped_page(self, k):
+        """One put_page too many on a page still mapped: "Bad page state" warning, the
+        page is not freed, its PTE still maps live memory."""
+        mm, a, folio = mapped_page(k)
+        pages: list = []
+        assert k.get_user_pages(a, 1, 0, pages) == 1
+        k.put_page(pages[0])
+        k.put_page(pages[0])                       # one too many
+        assert sites(k) == ["bad_page_state"]
+        assert "put_page" in k.warnings[0].message and not folio.freed
+        assert mm.lookup(a)[0] is folio and mm.read(a, 1) == b"d"
+        assert mm.munmap(a, PAGE) == 0 and folio.freed
+        assert len(k.warnings) == 1
+
+    def test_unpin_never_pinned(self, k):
+        mm, a, folio = mapped_page(k)
+        before = folio.refcount
+        k.unpin_user_page(Page(folio, folio.pfn))
+        assert sites(k) == ["unpin"] and not folio.freed and folio.refcount == before
+
+    def test_other_machines_objects(self, k):
+        other = FakeMM(MMConfig(ram="1GiB"))
+        folio = small_folio(other)
+        k.folio_put(folio)
+        k.put_page(folio)
+        k.unpin_user_folio(folio, 1)
+        assert k.folio_add_pins(folio, 1) == -errno.EFAULT
+        assert folio.refcount == 1 and not folio.freed
+        f = other.memfd_create("x", 0)
+        f.ftruncate(PAGE)
+        assert k.memfd_pin_folios(f, 0, PAGE - 1, [], 1, Out(0)) == -errno.EINVAL
+        assert k.memfd_alloc_folio(f, 0) == -errno.EINVAL
+        assert k.current.mm.mmap(PAGE, RW, MAP_SHARED, file=f) == -errno.EBADF
+        assert k.pin_user_pages_remote(other.current.mm, 0x10000, 1, 0, []) == 0
+        assert k.fork(other.current.mm) is None
+        assert set(sites(k)) == {"foreign_object"} and len(k.warnings) == 9
+        assert all("another FakeMM" in w.message for w in k.warnings)
+        assert other.warnings == [] and f.mapping.nrpages == 0
+
+    def test_unpin_pages_past_array(self, k):
+        mm, a, folio = mapped_page(k)
+        pages: list = []
+        k.pin_user_pages(a, 1, 0, pages)
+        k.unpin_user_pages(pages, 5)
+        assert sites(k) == ["unpin_user_pages"] and "out-of-bounds" in k.warnings[0].message
+        assert not k.folio_maybe_dma_pinned(folio)          # the one real entry was unpinned
+
+    def test_warning_fails_through_contract_rule(self, k):
+        """The recorded misuse is what the kernel-warnings rule reports."""
+        folio = small_folio(k)
+        k.folio_put(folio)
+        k.unpin_user_folio(folio, 0)
+        found = k.check()
+        assert any(v.rule == 11 or "kernel-warnings" in str(v) for v in found)
+
+    @pytest.mark.parametrize("bad", ["x", 1.5, None])
+    def test_wrong_types_name_the_parameter(self, k, bad):
+        with pytest.raises(TypeError, match="folio"):
+            k.unpin_user_folio(bad, 1)
+        with pytest.raises(TypeError, match="start"):
+            k.pin_user_pages(bad, 1, 0, [])
