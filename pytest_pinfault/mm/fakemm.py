@@ -202,6 +202,18 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                 total -= b - a
         return total
 
+    def _memory_pageblocks(self, lo: int, hi: int) -> Iterator[int]:
+        """The pageblocks of ``[lo, hi)`` that hold memory of this machine (present or
+        offline), in order: range walks cost what the machine has, never what a caller
+        passes in."""
+        last = -1
+        for s, e in self._memory:
+            a, b = max(s, lo), min(e, hi)
+            if a < b:
+                for pb in range(max(a >> pageblock_order, last + 1), ((b - 1) >> pageblock_order) + 1):
+                    yield pb
+                    last = pb
+
     def _reserved_count(self, lo: int, hi: int) -> int:
         total = 0
         for s, e in self._reserved:
@@ -277,7 +289,12 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         folios of the sections involved, not the range's size)."""
         out = []
         first = max(0, (lo >> SECTION_SHIFT) - (1 << (_MAX_FOLIO_ORDER - SECTION_SHIFT)))
-        for secno in range(first, ((hi - 1) >> SECTION_SHIFT) + 1):
+        last = ((hi - 1) >> SECTION_SHIFT) + 1
+        if last - first > len(self._sections):      # a range wider than what is allocated
+            secnos = sorted(n for n in self._sections if first <= n < last)
+        else:
+            secnos = range(first, last)
+        for secno in secnos:
             sec = self._sections.get(secno)
             if not sec:
                 continue

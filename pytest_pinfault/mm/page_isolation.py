@@ -52,7 +52,7 @@ class IsolationMixin:
         lo = start_pfn & ~(pageblock_nr_pages - 1)
         hi = (end_pfn + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
         done: list[int] = []
-        for pb in range(lo >> pageblock_order, hi >> pageblock_order):
+        for pb in self._memory_pageblocks(lo, hi):
             rc = self._set_migratetype_isolate(pb, migratetype, flags, start_pfn, end_pfn)
             if rc:
                 for d in done:
@@ -91,13 +91,13 @@ class IsolationMixin:
         """Give isolated pageblocks *migratetype* back.  Kernel: mm/page_isolation.c."""
         lo = start_pfn & ~(pageblock_nr_pages - 1)
         hi = (end_pfn + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
-        for pb in range(lo >> pageblock_order, hi >> pageblock_order):
+        for pb in self._memory_pageblocks(lo, hi):
             self._unset_migratetype_isolate(pb, migratetype)
 
     def test_pages_isolated(self, start_pfn: int, end_pfn: int, flags: int = 0) -> int:
         """0 when every present page of the range is free in an isolated pageblock, else
         -EBUSY.  Kernel: mm/page_isolation.c:test_pages_isolated (v6.12)."""
-        for pb in range(start_pfn >> pageblock_order, (end_pfn + pageblock_nr_pages - 1) >> pageblock_order):
+        for pb in self._memory_pageblocks(start_pfn, end_pfn):
             if self.get_pageblock_migratetype(pb << pageblock_order) != MIGRATE_ISOLATE \
                     and self._pfn_zone(pb << pageblock_order) is not None:
                 return -errno.EBUSY

@@ -252,3 +252,47 @@ class TestDriverMisuse:
             k.unpin_user_folio(bad, 1)
         with pytest.raises(TypeError, match="start"):
             k.pin_user_pages(bad, 1, 0, [])
+
+
+# ---------------------------------------------------------------- memory hotplug ranges
+class TestOfflineRanges:
+    def test_offline_from_inside_a_block(self):
+        """offline_pages(0x8200, 0x7e00) used to return 0 and mark block 1 offline; a
+        later online freed 512 still-free pages twice.  Now -EINVAL with the WARN and
+        nothing changes."""
+        k = FakeMM(MMConfig(ram="1GiB"))
+        free = {n: z.free_pages for n, z in k.zones.items()}
+        assert k.offline_pages(0x8200, 0x7e00) == -errno.EINVAL
+        assert sites(k) == ["offline_pages"]
+        assert k.memory_blocks[1].state == "online"
+        assert k.online_pages(0x8000, 0x8000) == -errno.EINVAL          # not offline
+        assert {n: z.free_pages for n, z in k.zones.items()} == free
+        seen = set()
+        for _ in range(2048):
+            page = k.alloc_pages(GFP_KERNEL, 0)
+            assert page.pfn not in seen
+            seen.add(page.pfn)
+
+    def test_online_part_of_a_block_warns(self):
+        k = FakeMM(MMConfig(ram="1GiB", movablecore="256MiB"))
+        block = k.memory_blocks.in_zone("Movable")[0]
+        assert block.offline() == 0
+        assert k.online_pages(block.start_pfn + 512, block.nr_pages - 512) == -errno.EINVAL
+        assert sites(k) == ["online_pages"] and block.state == "offline"
+        assert block.online() == 0
+
+    @pytest.mark.parametrize("start", [-(1 << 63), (1 << 63) - (1 << 15), -(1 << 15)])
+    def test_pfns_near_the_int64_limits(self, start):
+        """Range functions given pfns near +-2**63 answer at once (their walks follow
+        the machine's memory, not the numbers)."""
+        k = FakeMM(MMConfig(ram="1GiB"))
+        k.alloc_pages(GFP_KERNEL, 0)
+        end = start + (1 << 15) if start < 0 else start + (1 << 40)
+        assert k.offline_pages(start, 1 << 15) == -errno.EINVAL
+        assert k.alloc_contig_range(start, end) == -errno.EINVAL
+        assert k.test_pages_isolated(start, end) == 0            # no memory there
+        assert list(k.folios_in_range(start, end)) == []
+        assert k.has_unmovable_pages(start, end, 1) == -1
+        assert k.start_isolate_page_range(start, end, 1) == 0
+        k.undo_isolate_page_range(start, end, 1)
+        assert len(list(k.folios_in_range(-(1 << 62), 1 << 62))) == k.nr_allocated_pages
