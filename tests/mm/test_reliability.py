@@ -296,3 +296,40 @@ class TestOfflineRanges:
         assert k.start_isolate_page_range(start, end, 1) == 0
         k.undo_isolate_page_range(start, end, 1)
         assert len(list(k.folios_in_range(-(1 << 62), 1 << 62))) == k.nr_allocated_pages
+
+
+# ---------------------------------------------------------------- memfd limits
+class TestMemfdLimits:
+    @pytest.fixture
+    def k(self):
+        return FakeMM(MMConfig(ram="256MiB"))
+
+    def test_failed_fallocate_frees_what_it_allocated(self, k):
+        """fallocate(0, 0, 1 << 62) runs out of memory: -ENOMEM and every page this
+        call allocated is freed again (shmem_undo_range); pages already there stay."""
+        f = k.memfd_create("f", 0)
+        assert f.pwrite(b"keep", 0) == 4
+        before = k.nr_allocated_pages
+        assert f.fallocate(0, 0, 1 << 62) == -errno.ENOMEM
+        k.lru_add_drain_all()                  # the LRU batch held the last few
+        assert k.nr_allocated_pages == before
+        assert f.mapping.nrpages == 1 and f.pread(4, 0) == b"keep"
+        assert f.i_size == 4
+        assert f.fallocate(0, 0, 16 * PAGE) == 0                      # memory is back
+
+    @pytest.mark.parametrize("offset", [1 << 63, (1 << 64) - 1])
+    def test_offsets_past_loff_t(self, k, offset):
+        """File offsets of 2**63 and more are negative loff_t values: -EINVAL."""
+        f = k.memfd_create("f", 0)
+        assert f.pwrite(b"x", offset) == -errno.EINVAL
+        assert f.pread(1, offset) == -errno.EINVAL
+        assert f.ftruncate(offset) == -errno.EINVAL
+        assert f.fallocate(0, offset, PAGE) == -errno.EINVAL
+        assert f.mapping.nrpages == 0 and f.i_size == 0
+
+    def test_end_past_max_lfs_filesize(self, k):
+        f = k.memfd_create("f", 0)
+        top = (1 << 63) - 1
+        assert f.fallocate(0, top - PAGE, 2 * PAGE) == -errno.EFBIG
+        assert f.pwrite(b"xy", top - 1) == -errno.EFBIG
+        assert f.mapping.nrpages == 0
