@@ -81,6 +81,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._gup_last_unpinnable: Folio | None = None
         self._pin_anyway_next = False
         self._notifier_seq = 0
+        self._contig_busy_pfn: int | None = None      # where the last alloc_contig_range failed
+        self._isolate_fail_pfn: int | None = None     # the pfn that refused isolation last
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current = self.create_task("init")

@@ -63,7 +63,14 @@ class SwapMixin:
         self._folio_batch_move_lru(self.current.cpu)
 
     def lru_add_drain_cpu(self, cpu: int) -> None:
-        """Move one cpu's batch to the LRU.  Kernel: mm/swap.c:lru_add_drain_cpu."""
+        """Move one cpu's batch to the LRU; a cpu number outside ``0..nr_cpus-1`` is a
+        recorded warning (per_cpu() of a cpu that does not exist).
+        Kernel: mm/swap.c:lru_add_drain_cpu."""
+        if not isinstance(cpu, int):
+            raise TypeError(f"lru_add_drain_cpu: cpu must be an int, got {type(cpu).__name__}")
+        if not 0 <= cpu < len(self._lru_add):
+            self._warn("lru_add_drain_cpu", f"cpu {cpu} out of range (nr_cpu_ids {len(self._lru_add)})")
+            return
         self._folio_batch_move_lru(cpu)
 
     def lru_add_drain_all(self) -> None:

@@ -8,7 +8,8 @@ import errno
 import pytest
 
 from pytest_pinfault import FakeMM, MMConfig, Out
-from pytest_pinfault.mm import Page
+from pytest_pinfault.mm import GFP_HIGHUSER_MOVABLE, Page
+from pytest_pinfault.mm import __GFP_NOWARN as GFP_NOWARN
 from pytest_pinfault.mm import (FOLL_WRITE, GFP_KERNEL, MADV_HUGEPAGE, MAP_ANONYMOUS,
                                 MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MFD_HUGETLB, PROT_NONE,
                                 PROT_READ, PROT_WRITE, VM_LOCKED)
@@ -333,3 +334,78 @@ class TestMemfdLimits:
         assert f.fallocate(0, top - PAGE, 2 * PAGE) == -errno.EFBIG
         assert f.pwrite(b"xy", top - 1) == -errno.EFBIG
         assert f.mapping.nrpages == 0
+
+
+# ---------------------------------------------------------------- bad values, kernel answers
+class TestBadValues:
+    @pytest.fixture
+    def k(self):
+        return FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+
+    @pytest.mark.parametrize("order", [11, 18, -1, 1 << 40])
+    def test_alloc_pages_order_above_max(self, k, order):
+        """Order 11 used to succeed; now NULL with WARN_ON_ONCE_GFP, nothing allocated."""
+        before = k.nr_allocated_pages
+        assert k.alloc_pages(GFP_KERNEL, order) is None
+        assert k.folio_alloc(GFP_KERNEL, order) is None
+        assert k.nr_allocated_pages == before
+        assert sites(k) == ["alloc_pages", "folio_alloc"]
+
+    def test_alloc_pages_order_nowarn(self, k):
+        assert k.alloc_pages(GFP_KERNEL | GFP_NOWARN, 11) is None
+        assert k.warnings == []
+
+    @pytest.mark.parametrize("size", [-1, (4 << 20) + 1, 1 << 70])
+    def test_kmalloc_bad_sizes(self, k, size):
+        assert k.kmalloc(size, GFP_KERNEL) is None
+        assert sites(k) == ["kmalloc"] and k.slab_live == []
+
+    @pytest.mark.parametrize("n, size", [(-1, 8), (8, -1), (1 << 62, 1 << 62)])
+    def test_kvmalloc_array_bad(self, k, n, size):
+        assert k.kvmalloc_array(n, size, GFP_KERNEL) is None
+        assert k.kmalloc_array(n, size, GFP_KERNEL) is None
+
+    @pytest.mark.parametrize("count, align", [(1, -1), (1, 64), (1, 10**9), (-5, 0), (1 << 40, 0)])
+    def test_cma_alloc_bad_count_or_align(self, k, count, align):
+        assert k.cma_alloc(k.cma_areas[0], count, align) is None
+        assert k.cma_areas[0].available_count == k.cma_areas[0].count
+
+    def test_failing_cma_alloc_skips_slots_holding_the_busy_pfn(self, k):
+        """A pinned page in the area: the failing cma_alloc does not retry every
+        one-page-shifted slot that still holds it (cost follows the busy pages)."""
+        area = k.cma_areas[0]
+        with k.steer("cma"):
+            held = k.alloc_pages(GFP_HIGHUSER_MOVABLE, 0).folio    # not on the LRU: unmovable
+        assert held.is_cma
+        calls = []
+        real = k.alloc_contig_range
+        k.alloc_contig_range = lambda *a: calls.append(a) or real(*a)
+        count = area.count - 100              # 101 slots, one page apart
+        assert 100 <= held.pfn - area.base_pfn < count          # every slot holds it
+        assert k.cma_alloc(area, count, 0, no_warn=True) is None
+        assert len(calls) == 1                # the kernel tries all 101, each fails alike
+        k.folio_put(held)
+        assert k.cma_alloc(area, area.count, 0) is not None
+
+    @pytest.mark.parametrize("cpu", [-1, 2, 10**9])
+    def test_lru_add_drain_cpu_out_of_range(self, k, cpu):
+        k.lru_add_drain_cpu(cpu)
+        assert sites(k) == ["lru_add_drain_cpu"]
+
+    @pytest.mark.parametrize("mt", [-1, 5, 6, 1 << 40])
+    def test_out_of_range_migratetype(self, k, mt):
+        """An out-of-range migratetype used to corrupt the free lists: now a warning and
+        -EINVAL, every free list as it was."""
+        free = [[fl.nr_free for fl in z.free] for z in k.zones.values()]
+        z = k.zones["Normal"] if "Normal" in k.zones else k.zones["DMA32"]
+        lo = z.zone_start_pfn + 4096
+        assert k.alloc_contig_range(lo, lo + 512, mt) == -errno.EINVAL
+        assert k.start_isolate_page_range(lo, lo + 512, mt) == -errno.EINVAL
+        k.undo_isolate_page_range(lo, lo + 512, mt)
+        assert [[fl.nr_free for fl in z.free] for z in k.zones.values()] == free
+        assert len(k.warnings) == 3
+
+    def test_nr_cpus_huge_is_a_config_error(self):
+        from pytest_pinfault.mm import ConfigError
+        with pytest.raises(ConfigError, match="nr_cpus: expected an integer from 1 to 8192"):
+            MMConfig(nr_cpus=10**8)
