@@ -374,17 +374,18 @@ class TestBadValues:
         """A pinned page in the area: the failing cma_alloc does not retry every
         one-page-shifted slot that still holds it (cost follows the busy pages)."""
         area = k.cma_areas[0]
-        with k.steer("cma"):
-            held = k.alloc_pages(GFP_HIGHUSER_MOVABLE, 0).folio    # not on the LRU: unmovable
-        assert held.is_cma
+        with k.steer("cma"):                   # not on the LRU: unmovable kernel pages
+            held = [k.alloc_pages(GFP_HIGHUSER_MOVABLE, 0).folio for _ in range(200)]
+        low = min(f.pfn for f in held) - area.base_pfn
         calls = []
         real = k.alloc_contig_range
         k.alloc_contig_range = lambda *a: calls.append(a) or real(*a)
         count = area.count - 100              # 101 slots, one page apart
-        assert 100 <= held.pfn - area.base_pfn < count          # every slot holds it
+        assert 100 <= low < count             # every slot holds the lowest held page
         assert k.cma_alloc(area, count, 0, no_warn=True) is None
         assert len(calls) == 1                # the kernel tries all 101, each fails alike
-        k.folio_put(held)
+        for f in held:
+            k.folio_put(f)
         assert k.cma_alloc(area, area.count, 0) is not None
 
     @pytest.mark.parametrize("cpu", [-1, 2, 10**9])
