@@ -678,6 +678,7 @@ class GupMixin:
     def _check_and_migrate(self, entries: list, nr: int) -> int:
         """Kernel: mm/gup.c:check_and_migrate_movable_pages_or_folios.  Entries are pages
         or folios alike: both have ``.folio``."""
+        nr = self._array_bound("check_and_migrate_movable_pages", entries, nr, "pages")
         if self._pin_anyway_next:
             # quirk gup_keep_pins_on_isolation_failure: after a failed migration the
             # kernel re-pinned with migrate_allow false, without checking again
