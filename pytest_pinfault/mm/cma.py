@@ -143,7 +143,7 @@ class CmaMixin:
             self.stats.cma_alloc_success += 1
         return page
 
-    def cma_release(self, cma: CMA | str, pages: Page | Folio, count: int) -> bool:
+    def cma_release(self, cma: CMA | str, pages: Page | Folio | None, count: int) -> bool:
         """Free pages from :meth:`cma_alloc`; False when they are not from this area.
 
         Kernel: mm/cma.c:cma_release (v6.12).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..faults.injector import Injector, UnknownSite
+from .argcheck import typed_api
 from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import MMConfig
@@ -22,7 +23,7 @@ from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
 from .gup import GupMixin, Out
-from .memfd import MemfdMixin
+from .memfd import MemFile, MemfdMixin
 from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
@@ -268,6 +269,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
     def pfn_to_folio(self, pfn: int) -> Folio | None:
         """The allocated folio containing *pfn*, or None (free, reserved or absent)."""
+        if type(pfn) is not int and not isinstance(pfn, int):
+            raise TypeError(f"pfn_to_folio: pfn must be an int, got {type(pfn).__name__}")
         if self.zero_folio.pfn == pfn:
             return self.zero_folio
         for order in range(_MAX_FOLIO_ORDER + 1):
@@ -316,6 +319,13 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         return self._nr_allocated
 
     # ------------------------------------------------------------------ references
+    @staticmethod
+    def _folio_of(obj: Any, site: str, param: str = "folio") -> Folio:
+        """``page_folio(obj)`` for a Page or Folio; a TypeError naming *param* else."""
+        if isinstance(obj, (Page, Folio)):
+            return obj.folio
+        raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
+
     def _usable_folio(self, obj: Any, site: str, param: str = "folio") -> Folio | None:
         """The folio of *obj* (a :class:`Page` or :class:`Folio`) when *site* may use
         it; otherwise None after recording the misuse as a kernel warning: a folio of
@@ -476,6 +486,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
         Kernel: include/linux/mm.h:folio_is_longterm_pinnable (v6.15+ check order).
         """
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "folio_is_longterm_pinnable")
         mt = self._pb_mt.get(folio.pfn >> pageblock_order)
         if mt is None:
             if self._cma_ranges and self._pfn_in_cma(folio.pfn):
@@ -489,6 +501,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
     def folio_maybe_dma_pinned(self, folio: Folio) -> bool:
         """Large folios: ``_pincount > 0`` (exact).  Small folios: refcount >= 1024
         (false positives possible).  Kernel: include/linux/mm.h:folio_maybe_dma_pinned."""
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "folio_maybe_dma_pinned")
         if folio.order:
             return folio._pincount > 0
         return folio._refcount >= GUP_PIN_COUNTING_BIAS
@@ -551,3 +565,23 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
     def __repr__(self) -> str:
         zones = ", ".join(f"{z.name}={z.present_pages << 2 >> 10}MiB" for z in self._zone_list if z.present_pages)
         return f"<FakeMM {zones} cma={[a.name for a in self.cma_areas]}>"
+
+
+# Wrong Python types are TypeErrors naming the parameter (argcheck.py).  The methods the
+# model itself calls in its per-folio loops check their arguments inline instead.
+_INLINE_CHECKED = ("folio_put", "folio_get", "folio_try_get", "try_grab_folio", "gup_put_folio",
+                   "folio_add_lru", "folio_isolate_lru", "folio_putback_lru", "putback_movable_pages",
+                   "folio_isolate_hugetlb", "folio_putback_hugetlb", "free_huge_folio",
+                   "folio_is_longterm_pinnable", "folio_maybe_dma_pinned", "get_pageblock_migratetype",
+                   "migrate_pages", "handle_mm_fault", "lru_add_drain", "lru_add_drain_all",
+                   "lru_cache_disable", "lru_cache_enable", "pfn_to_folio", "iter_folios",
+                   # judged core pinning calls name their caller by frame depth: inline checks
+                   "get_user_pages", "get_user_pages_remote", "get_user_pages_unlocked",
+                   "get_user_pages_fast", "pin_user_pages", "pin_user_pages_remote",
+                   "pin_user_pages_unlocked", "pin_user_pages_fast", "memfd_pin_folios",
+                   # harness helpers validate their own arguments (ValueError naming them)
+                   "steer", "run_as", "fault_point", "fill_zone", "fragment_zone", "hstate",
+                   "check", "create_task")
+typed_api(FakeMM, skip=_INLINE_CHECKED)
+typed_api(MMStruct, skip=("find_vma", "lookup", "replace_folio"))
+typed_api(MemFile)

@@ -99,9 +99,14 @@ class GupMixin:
         """Take *refs* references (FOLL_GET) or pins (FOLL_PIN) on *folio*: 0, or
         -ENOMEM when the refcount is 0 (WARN).  Hits the ``try_grab_folio`` fault site.
         Kernel: mm/gup.c:try_grab_folio (v6.10+, int-returning)."""
-        folio = self._usable_folio(folio, "try_grab_folio")
-        if folio is None:
-            return -errno.EFAULT
+        if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
+                or not isinstance(flags, int):
+            for name, v in (("refs", refs), ("flags", flags)):
+                if not isinstance(v, int):
+                    raise TypeError(f"try_grab_folio: {name} must be an int, got {type(v).__name__}")
+            folio = self._usable_folio(folio, "try_grab_folio")
+            if folio is None:
+                return -errno.EFAULT
         if refs <= 0:
             if refs < 0:
                 self._warn("try_grab_folio", f"negative count: {refs} references or pins", folio=folio)
@@ -134,7 +139,11 @@ class GupMixin:
         """Release what try_grab_folio took.  A count below 1, a folio already freed or
         of another machine, or more pins than the folio has is a recorded warning and
         changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
-        if type(folio) is not Folio or folio._mm is not self or folio.freed:
+        if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
+                or not isinstance(flags, int):
+            for name, v in (("refs", refs), ("flags", flags)):
+                if not isinstance(v, int):
+                    raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
             folio = self._usable_folio(folio, "gup_put_folio")
             if folio is None:
                 return
@@ -767,13 +776,16 @@ class GupMixin:
         hugetlbfs memfd, allocating holes, one pin per folio, migrated out of
         ZONE_MOVABLE/CMA.  Returns the number of folios stored in *folios* (<=
         *max_folios*) and sets ``offset.value`` to ``start``'s offset in the first, or
-        -errno with nothing pinned (-EINVAL: bad range, max_folios 0, not shmem/hugetlbfs,
+        -errno with nothing pinned (-EINVAL: bad range, max_folios 0 or negative, not shmem/hugetlbfs,
         ``end >= i_size``).  Release with unpin_folios.  Kernel: mm/gup.c:memfd_pin_folios
         (v6.11+, with the Sept 2024 fixes)."""
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("memfd_pin_folios", GupMixin.memfd_pin_folios,
                                         (memfd, start, end, folios, max_folios, offset), folios, _LONGTERM)
-        if start < 0 or start > end or not max_folios:
+        for name, v in (("start", start), ("end", end), ("max_folios", max_folios)):
+            if not isinstance(v, int):
+                raise TypeError(f"memfd_pin_folios: {name} must be an int, got {type(v).__name__}")
+        if start < 0 or start > end or max_folios <= 0:
             return -errno.EINVAL
         if memfd is None:
             return -errno.EINVAL
@@ -784,6 +796,8 @@ class GupMixin:
             return -errno.EINVAL
         if not isinstance(folios, list):
             raise TypeError(f"memfd_pin_folios: folios must be a list, got {type(folios).__name__}")
+        if not hasattr(offset, "value"):
+            raise TypeError(f"memfd_pin_folios: offset must be an Out box, got {type(offset).__name__}")
         if end >= memfd.i_size:
             return -errno.EINVAL
         h = memfd.hstate

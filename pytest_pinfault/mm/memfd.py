@@ -432,6 +432,8 @@ class MemfdMixin:
         present entries starting at ``start.value`` up to *end* (inclusive), stopping at
         the first hole; advance ``start.value`` past them; return how many were added.
         Kernel: mm/filemap.c:filemap_get_folios_contig (v6.12)."""
+        if not hasattr(start, "value"):
+            raise TypeError(f"filemap_get_folios_contig: start must be an Out box, got {type(start).__name__}")
         idx = start.value
         n = 0
         while idx <= end and len(batch) < 31:

@@ -157,6 +157,8 @@ class MMStruct:
     # ------------------------------------------------------------------ VMAs
     def find_vma(self, addr: int) -> VMA | None:
         """The VMA containing *addr* (vma_lookup semantics), or None."""
+        if type(addr) is not int and not isinstance(addr, int):
+            raise TypeError(f"find_vma: addr must be an int, got {type(addr).__name__}")
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
             vma = self.vmas[i]
@@ -458,6 +460,8 @@ class MMStruct:
     # ------------------------------------------------------------------ lookups
     def lookup(self, addr: int) -> tuple[Folio, int] | None:
         """(folio, page index) mapped at *addr*, or None (follow_page without faulting)."""
+        if type(addr) is not int and not isinstance(addr, int):
+            raise TypeError(f"lookup: addr must be an int, got {type(addr).__name__}")
         vpn = addr >> PAGE_SHIFT
         ent = self.pte.get(vpn)
         if ent is not None:

@@ -486,6 +486,8 @@ class PageAllocMixin:
 
         Kernel: include/linux/mmzone.h:get_pageblock_migratetype (v6.12).
         """
+        if type(pfn) is not int and not isinstance(pfn, int):
+            raise TypeError(f"get_pageblock_migratetype: pfn must be an int, got {type(pfn).__name__}")
         mt = self._pb_mt.get(pfn >> pageblock_order)
         return self._base_migratetype(pfn) if mt is None else mt
 
