@@ -418,7 +418,11 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                 return
         if folio.kind == KIND_ZERO:
             return
-        if folio._refcount == 1 and not folio.rmap and not folio._pincount:
+        r = folio._refcount
+        if r > 1 and r > folio._mapcount:           # the common case: nothing to check
+            folio._refcount = r - 1
+            return
+        if r == 1 and not folio.rmap and not folio._pincount:
             folio._refcount = 0
             self._free_folio(folio)
             return
@@ -581,7 +585,7 @@ _INLINE_CHECKED = ("folio_put", "folio_get", "folio_try_get", "try_grab_folio", 
                    "pin_user_pages_unlocked", "pin_user_pages_fast", "memfd_pin_folios",
                    # harness helpers validate their own arguments (ValueError naming them)
                    "steer", "run_as", "fault_point", "fill_zone", "fragment_zone", "hstate",
-                   "check", "create_task")
+                   "check", "create_task", "alloc_pages", "folio_alloc")
 typed_api(FakeMM, skip=_INLINE_CHECKED)
 typed_api(MMStruct, skip=("find_vma", "lookup", "replace_folio"))
 typed_api(MemFile)

@@ -100,7 +100,7 @@ class GupMixin:
         -ENOMEM when the refcount is 0 (WARN).  Hits the ``try_grab_folio`` fault site.
         Kernel: mm/gup.c:try_grab_folio (v6.10+, int-returning)."""
         if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
-                or not isinstance(flags, int):
+                or (type(flags) is not int and not isinstance(flags, int)):
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"try_grab_folio: {name} must be an int, got {type(v).__name__}")
@@ -140,7 +140,7 @@ class GupMixin:
         of another machine, or more pins than the folio has is a recorded warning and
         changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
         if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
-                or not isinstance(flags, int):
+                or (type(flags) is not int and not isinstance(flags, int)):
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
@@ -173,6 +173,10 @@ class GupMixin:
             self._folio_put_refs(folio, refs)
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
+        left = folio._refcount - refs
+        if left > 0 and left >= folio._mapcount and not folio.freed and folio.kind != KIND_ZERO:
+            folio._refcount = left          # the common case: nothing freed, nothing to check
+            return
         self._put_refs(folio, refs, "folio_put_refs")
 
     def put_page(self, page: Page | Folio) -> None:

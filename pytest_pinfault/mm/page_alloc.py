@@ -137,7 +137,8 @@ class PageAllocMixin:
         ``None`` with the WARN_ON_ONCE_GFP recorded unless __GFP_NOWARN.
         Kernel: mm/page_alloc.c:alloc_pages, __alloc_pages (v6.12; ``alloc_pages_noprof``).
         """
-        if not self._order_ok("alloc_pages", gfp, order):
+        if not (type(order) is int and 0 <= order <= MAX_PAGE_ORDER and isinstance(gfp, int)) \
+                and not self._order_ok("alloc_pages", gfp, order):
             return None
         folio = self._alloc_folio(gfp, order, KIND_KERNEL)
         return None if folio is None else Page(folio, folio.pfn)
@@ -147,7 +148,8 @@ class PageAllocMixin:
 
         Kernel: mm/page_alloc.c:folio_alloc / __folio_alloc (v6.12).
         """
-        if not self._order_ok("folio_alloc", gfp, order):
+        if not (type(order) is int and 0 <= order <= MAX_PAGE_ORDER and isinstance(gfp, int)) \
+                and not self._order_ok("folio_alloc", gfp, order):
             return None
         return self._alloc_folio(int(gfp) | _g._COMP, order, KIND_KERNEL)
 
