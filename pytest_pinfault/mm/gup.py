@@ -155,12 +155,12 @@ class GupMixin:
         if int(flags) & _PIN:
             if folio.kind == KIND_ZERO:
                 return
-            self.stats.nr_foll_pin_released += refs
             if folio.order:
                 if folio._pincount < refs:
                     self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
                                folio=folio)
                     return
+                self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
                 folio._pincount -= refs
                 self._folio_put_refs(folio, refs)
             else:
@@ -168,6 +168,7 @@ class GupMixin:
                     self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
                                folio=folio)
                     return
+                self.stats.nr_foll_pin_released += refs
                 self._folio_put_refs(folio, refs * GUP_PIN_COUNTING_BIAS)
         else:
             self._folio_put_refs(folio, refs)
