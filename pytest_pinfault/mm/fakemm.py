@@ -27,6 +27,9 @@ from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
+from .counters import CounterRegistry
+from .scatterlist import ScatterlistMixin
+from .user import UserMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
@@ -46,13 +49,14 @@ _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
-             MMUNotifierMixin, SlabMixin):
+             MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
     ``zero_folio``, ``stats`` (:class:`VMStat`), ``trace`` (:class:`Trace`), ``faults``
     (:class:`Injector`), ``warnings`` (recorded :class:`KernelWarning`), ``current``
-    (the running :class:`Task`).
+    (the running :class:`Task`), ``counters`` (:class:`CounterRegistry`: named
+    counters the contract checker judges, drivers may add their own).
     """
 
     def __init__(self, config: MMConfig | None = None, **overrides: Any) -> None:
@@ -82,6 +86,11 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._pin_anyway_next = False
         self._notifier_seq = 0
         self._slab_live: dict[int, Any] = {}
+        self.counters = CounterRegistry()   # what the checker judges beyond folios
+        self._sg_live: dict[int, Any] = {}
+        self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
+                               doc="scatterlist chunks allocated and not freed")
+        self._init_user()
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
         self._checker: Any = None           # contracts.Checker judging core pin returns

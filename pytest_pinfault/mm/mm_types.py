@@ -150,7 +150,8 @@ class MMStruct:
         self.write_protect_seq = 0
         self.notifiers: list[Any] = []
         self._mmap_top = MMAP_BASE
-        self.users = 1
+        self.users = 1                                   # mm_users (mmget/mmput)
+        self.mm_count = 1                                # mm_count (mmgrab/mmdrop)
 
     # ------------------------------------------------------------------ VMAs
     def find_vma(self, addr: int) -> VMA | None:
