@@ -29,6 +29,7 @@ from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
 from .counters import CounterRegistry
 from .scatterlist import ScatterlistMixin
+from .dma_mapping import DmaMappingMixin
 from .user import UserMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
@@ -49,7 +50,8 @@ _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
-             MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin):
+             MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
+             DmaMappingMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
@@ -91,6 +93,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
                                doc="scatterlist chunks allocated and not freed")
         self._init_user()
+        self._init_dma()
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
         self._checker: Any = None           # contracts.Checker judging core pin returns
