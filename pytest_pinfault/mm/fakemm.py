@@ -30,6 +30,7 @@ from .slab import SlabMixin
 from .counters import CounterRegistry
 from .scatterlist import ScatterlistMixin
 from .dma_mapping import DmaMappingMixin
+from .uaccess import UaccessMixin
 from .user import UserMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
@@ -51,7 +52,7 @@ _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
              MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
-             DmaMappingMixin):
+             DmaMappingMixin, UaccessMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
