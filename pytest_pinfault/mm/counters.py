@@ -13,7 +13,7 @@ checker (``pytest_pinfault.contracts``) judges every counter the same way:
 * **teardown** (rule 4 for ``rule="pin-balance"``, rule 9 for ``rule="accounting"``):
   every value is back at its baseline (the value when the checker took its baseline, or
   the value when the counter was registered if that came later; a key that did not exist
-  counts as 0).
+  counts as 0); ``at_teardown=False`` leaves a counter to the error-path rule only.
 
 Drivers register counters of their own (``fake_mm.counters.register("mydrv.buffers",
 lambda: drv.nr_buffers)``) and get the same judgement.  *Probes* are the on-demand
@@ -51,16 +51,19 @@ def _as_values(v: Any, name: str) -> dict[Hashable, int]:
 class Counter:
     """One named counter: ``name``, ``read()`` (an int or a mapping key -> int), the
     teardown ``rule`` ("pin-balance" = rule 4, "accounting" = rule 9), whether the error
-    path rule applies (``error_path``), a one-line ``doc`` and the values at
+    path rule applies (``error_path``), whether teardown judges it (``at_teardown``), a
+    one-line ``doc`` and the values at
     registration (``initial``)."""
 
-    __slots__ = ("name", "read", "rule", "error_path", "doc", "initial")
+    __slots__ = ("name", "read", "rule", "error_path", "at_teardown", "doc", "initial")
 
-    def __init__(self, name: str, read: Callable[[], Any], rule: str, error_path: bool, doc: str) -> None:
+    def __init__(self, name: str, read: Callable[[], Any], rule: str, error_path: bool,
+                 at_teardown: bool, doc: str) -> None:
         self.name = name
         self.read = read
         self.rule = rule
         self.error_path = error_path
+        self.at_teardown = at_teardown
         self.doc = doc
         self.initial: dict[Hashable, int] = {}
 
@@ -93,7 +96,7 @@ class CounterRegistry:
         self._probes: dict[str, Probe] = {}
 
     def register(self, name: str, read: Callable[[], Any], *, rule: str = "pin-balance",
-                 error_path: bool = True, doc: str = "") -> Counter:
+                 error_path: bool = True, at_teardown: bool = True, doc: str = "") -> Counter:
         """Add a counter (see the module docstring); its current values become its
         baseline for a checker whose baseline is older.  A name already taken, a rule not
         in :data:`COUNTER_RULES` or a *read* that is not callable is a ``ValueError`` /
@@ -106,7 +109,7 @@ class CounterRegistry:
             raise ValueError(f"counter {name!r}: rule {rule!r} is not one of {', '.join(COUNTER_RULES)}")
         if not callable(read):
             raise TypeError(f"counter {name!r}: read must be callable, got {type(read).__name__}")
-        c = Counter(name, read, rule, bool(error_path), doc)
+        c = Counter(name, read, rule, bool(error_path), bool(at_teardown), doc)
         c.initial = c.values()
         self._counters[name] = c
         return c
