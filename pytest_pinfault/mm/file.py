@@ -89,10 +89,13 @@ class FileMixin:
                                at_teardown=False, doc="open file descriptors")
 
     def files(self, task: Any = None) -> FilesStruct:
-        """The descriptor table of *task* (default current), created on first use."""
+        """The descriptor table of *task* (default current), created on first use with
+        descriptors 0-2 open on character files (stdin, stdout, stderr)."""
         task = task or self.current
         if task.files is None:
-            task.files = FilesStruct()
+            ft = task.files = FilesStruct()
+            for fd, name in enumerate(("stdin", "stdout", "stderr")):   # a process's first three
+                ft.fdt[fd] = File(name, None, None, O_RDWR)
         return task.files
 
     # ---------------------------------------------------------------- descriptors
