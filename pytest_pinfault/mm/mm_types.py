@@ -203,7 +203,7 @@ class MMStruct:
              offset: int = 0, addr: int = 0) -> int:
         """Map *length* bytes; the start address or -errno (EINVAL for bad
         flags/length/offset/alignment, EACCES/EPERM for a sealed or read-only memfd,
-        ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings whose length
+        ENOMEM when locking would exceed RLIMIT_MEMLOCK, EBADF for a closed memfd).  Anonymous mappings whose length
         is a non-zero multiple of 2 MiB are 2 MiB aligned when THP is enabled ("mm, mmap:
         limit THP alignment of anonymous mappings to PMD-aligned sizes", v6.12).
         Kernel: mm/mmap.c:do_mmap, __get_unmapped_area (v6.12).
@@ -216,6 +216,8 @@ class MMStruct:
             return -errno.EINVAL
         if flags & MAP_ANONYMOUS:
             file = None
+        if file is not None and getattr(file, "closed", False):
+            return -errno.EBADF            # mmap(2) of a closed descriptor
         hstate = getattr(file, "hstate", None) if file is not None else None
         if flags & MAP_HUGETLB and file is None:
             hstate = k.hstate()

@@ -75,7 +75,8 @@ def test_closed_memfd_is_unusable_and_its_pages_go(k):
     f.close()
     assert k.fget(fd) is None
     for rc in (f.pwrite(b"y", 0), f.pread(1, 0), f.ftruncate(0), f.fallocate(0, 0, PAGE_SIZE),
-               f.add_seals(0), f.get_seals()):
+               f.add_seals(0), f.get_seals(),
+               k.current.mm.mmap(PAGE_SIZE, PROT_READ, MAP_SHARED, file=f)):
         assert rc == -errno.EBADF
     k.lru_add_drain_all()                     # the LRU add batch held the last references
     assert f.mapping.nrpages == 0 and k.nr_allocated_pages == before - 4
