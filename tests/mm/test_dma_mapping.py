@@ -164,3 +164,27 @@ class TestChecker:
         assert [v.rule.id for v in vs] == ["coherence"] and "truncated" in vs[0].message
         k.dma_unmap_page(dev, dma, PAGE_SIZE, DMA_BIDIRECTIONAL)
         k.unpin_user_pages(pages, 1)
+
+
+def test_page_migrated_while_mapped_is_coherence():
+    """cma_alloc migrates an unpinned, DMA-mapped page out of CMA: the device still has
+    the old page mapped (rule 6)."""
+    k = FakeMM(MMConfig(ram="1GiB", cma="16MiB"))
+    ck = Checker(k)
+    dev = k.create_device()
+    mm = k.current.mm
+    addr = mm.mmap(PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    with k.steer("cma"):
+        mm.write(addr, b"x")
+    pages = []
+    assert k.get_user_pages_fast(addr, 1, FOLL_WRITE, pages) == 1
+    assert pages[0].is_cma
+    dma = k.dma_map_page(dev, pages[0], 0, PAGE_SIZE, DMA_FROM_DEVICE)
+    k.put_page(pages[0])                        # the driver keeps only the DMA address
+    area = k.cma_areas[0]
+    got = k.cma_alloc(area, area.count, 0, no_warn=True)
+    assert got is not None and mm.lookup(addr)[0] is not pages[0].folio
+    vs = ck.check()
+    assert [v.rule.id for v in vs] == ["coherence"] and "migrated" in vs[0].message
+    k.cma_release(area, got, area.count)
+    k.dma_unmap_page(dev, dma, PAGE_SIZE, DMA_FROM_DEVICE)
