@@ -4,7 +4,9 @@
 
 Measures:
   * ``sg_alloc_table`` + ``sg_free_table`` per entry for a small and a 100x larger table
-    (the ratio shows the cost follows the entries, not the table size);
+    (the ratio shows the cost follows the entries; what growth remains, 1-4x from run to
+    run, is CPython's cyclic collector scanning the larger table's live entry objects --
+    with ``gc.disable()`` the ratio is about 1);
   * ``sg_alloc_table_from_pages`` + ``dma_map_sgtable`` + unmap + free per page over
     discontiguous pages;
   * the checker's judging of one ``@pin_entry_point`` call that does nothing, with the

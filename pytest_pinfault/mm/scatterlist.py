@@ -60,7 +60,7 @@ class Scatterlist:
                  "dma_address", "dma_length")
 
     def __init__(self, chunk: _Chunk, i: int) -> None:
-        self._chunk = chunk
+        self._chunk: _Chunk | None = chunk
         self._i = i
         self._chain: _Chunk | None = None
         self._end = False
@@ -122,9 +122,9 @@ def sg_is_last(sg: Scatterlist) -> bool:
 def sg_next(sg: Scatterlist) -> Scatterlist | None:
     """The next entry, following a chain entry; None after the last one.
     Kernel: lib/scatterlist.c:sg_next (v6.12)."""
-    if sg._end:
-        return None
     ch = sg._chunk
+    if sg._end or ch is None:           # the end, or an entry of a freed table
+        return None
     i = sg._i + 1
     if i >= ch.nents:
         return None                         # not reached on a well-formed table
@@ -236,6 +236,11 @@ class ScatterlistMixin:
             self.free_pages_block(ch.alloc, 0)
         else:
             self.kfree(ch.alloc)
+        for e in ch.entries:            # break the entry <-> chunk cycles: freed by refcount
+            e._chunk = None
+            e._chain = None
+            e._end = True
+        ch.entries = []
 
     @property
     def sg_chunks_live(self) -> int:

@@ -94,7 +94,9 @@ class TestAllocTable:
             sg = sg_next(sg)
         assert sg is sg_chunks(t)[1].entries[0]
         assert sg_is_last(sg_chunks(t)[1].entries[1]) and sg_next(sg_chunks(t)[1].entries[1]) is None
+        first = t.sgl
         k.sg_free_table(t)
+        assert sg_next(first) is None                  # an entry of a freed table leads nowhere
 
 
 class TestFromPages:
