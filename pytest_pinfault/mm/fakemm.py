@@ -28,6 +28,13 @@ from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
+from .counters import CounterRegistry
+from .scatterlist import ScatterlistMixin
+from .dma_mapping import DmaMappingMixin
+from .uaccess import UaccessMixin
+from .file import FileMixin
+from .dma_buf import DmaBufMixin
+from .user import UserMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
@@ -47,13 +54,15 @@ _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
-             MMUNotifierMixin, SlabMixin):
+             MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
+             DmaMappingMixin, UaccessMixin, FileMixin, DmaBufMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
     ``zero_folio``, ``stats`` (:class:`VMStat`), ``trace`` (:class:`Trace`), ``faults``
     (:class:`Injector`), ``warnings`` (recorded :class:`KernelWarning`), ``current``
-    (the running :class:`Task`).
+    (the running :class:`Task`), ``counters`` (:class:`CounterRegistry`: named
+    counters the contract checker judges, drivers may add their own).
     """
 
     def __init__(self, config: MMConfig | None = None, **overrides: Any) -> None:
@@ -90,6 +99,14 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
+        self.counters = CounterRegistry()   # what the checker judges beyond folios
+        self._sg_live: dict[int, Any] = {}
+        self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
+                               doc="scatterlist chunks allocated and not freed")
+        self._init_user()
+        self._init_dma()
+        self._init_files()
+        self._init_dma_buf()
         self._checker: Any = None           # contracts.Checker judging core pin returns
         self._own_checker: Any = None       # check()'s lazily created one
         self._build(config)

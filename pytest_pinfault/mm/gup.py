@@ -301,6 +301,25 @@ class GupMixin:
             put(folio, n, _PIN)
             i += n
 
+    def unpin_user_page_range_dirty_lock(self, page: Page, npages: int, make_dirty: bool) -> None:
+        """Release one pin on each of *npages* physically consecutive pages from *page*
+        (one ``gup_put_folio`` per folio run), dirtying each folio first if
+        *make_dirty*.  A pfn in the range with no folio is a recorded warning.
+        Kernel: mm/gup.c:unpin_user_page_range_dirty_lock / gup_folio_range_next (v6.12)."""
+        i = 0
+        while i < npages:
+            pfn = page.pfn + i
+            folio = page.folio if page.folio.pfn <= pfn < page.folio.pfn + page.folio.nr_pages \
+                else self.pfn_to_folio(pfn)
+            if folio is None:
+                self._warn("unpin_user_page_range_dirty_lock", f"no folio at pfn {pfn:#x} inside the range")
+                return
+            nr = min(npages - i, folio.nr_pages - (pfn - folio.pfn)) if folio.order else 1
+            if make_dirty and folio.kind != KIND_ZERO:
+                folio.flags |= PG_dirty
+            self.gup_put_folio(folio, nr, _PIN)
+            i += nr
+
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
         """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
         or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
