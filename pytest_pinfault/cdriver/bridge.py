@@ -202,7 +202,6 @@ class CDriver:
         self._mm_handles: dict[int, int] = {}
         self._mm_ptrs: dict[int, list] = {}
         self._mm_keep: list[Any] = []              # keeps id() keys valid
-        self._mm_refs: dict[tuple[int, str], int] = {}   # references the driver took on mms
         self.fds: dict[int, _File] = {}            # the calling task's descriptor table
         self.cloexec: set[int] = set()
         self.nofile = nofile
@@ -381,12 +380,6 @@ class CDriver:
         if self.dma_mapped:
             k._warn("dma_unmap", f"{self.source.name}: {self.dma_mapped} DMA mapping(s) never unmapped")
             self.dma_mapped = 0
-        for (_, what), n in self._mm_refs.items():
-            if n:
-                k._warn("mmdrop" if what == "mm_count" else "mmput",
-                        f"{self.source.name}: {n} {'mmgrab' if what == 'mm_count' else 'mmget'} reference(s) "
-                        f"never dropped after module_exit")
-        self._mm_refs.clear()
         self._mm_sync()
         for ptr, _, _ in self._mm_ptrs.values():
             self.lib.pf_raw_free(ptr)
@@ -993,15 +986,8 @@ class CDriver:
         if op == 3:
             mm.pinned_vm += arg
             return mm.pinned_vm
-        if op in (4, 5, 6, 7):            # mmgrab/mmdrop (mm_count), mmget/mmput (mm_users)
-            key = (id(mm), "mm_count" if op in (4, 5) else "mm_users")
-            cur = self._mm_refs.get(key, 0) + (1 if op in (4, 6) else -1)
-            if cur < 0:
-                k._warn("mmdrop" if op == 5 else "mmput",
-                        f"{self.source.name}: {key[1]} underflow: more {'mmdrop' if op == 5 else 'mmput'} than "
-                        f"{'mmgrab' if op == 5 else 'mmget'} on {mm!r}")
-                cur = 0
-            self._mm_refs[key] = cur
+        if op in (4, 5, 6, 7):            # mmgrab/mmdrop (mm_count), mmget/mmput (users): the model's
+            getattr(k, ("mmgrab", "mmdrop", "mmget", "mmput")[op - 4])(mm)
             return 0
         if op == 8:
             if arg == 8:
