@@ -13,6 +13,7 @@
  *   PINBUF_BUG_NO_UNACCOUNT   unregister does not give locked_vm back (rule 9)
  *   PINBUF_BUG_LOCK_HELD      an error path returns with the mutex held (rule 11, lockdep)
  *   PINBUF_BUG_NULL_DEREF     unregister of an unknown id dereferences NULL (a driver crash)
+ *   PINBUF_BUG_NO_UNMAP       unregister never DMA-unmaps the table (rule 4: a mapping left)
  */
 #include <linux/kernel.h>
 #include <linux/module.h>
@@ -75,7 +76,9 @@ static int pinbuf_open(struct inode *inode, struct file *file)
 
 static void pinbuf_free_region(struct pinbuf_ctx *ctx, struct pinbuf_region_k *r)
 {
+#ifndef PINBUF_BUG_NO_UNMAP
 	dma_unmap_sgtable(ctx->dev, &r->sgt, r->writable ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE, 0);
+#endif
 	sg_free_table(&r->sgt);
 	unpin_user_pages_dirty_lock(r->pages, r->npages, r->writable);
 #ifndef PINBUF_BUG_NO_UNACCOUNT

@@ -81,16 +81,17 @@ def test_module_param_bounds_the_region(fake_mm, load_c_driver, user_buf):
 
 
 # every site the driver reaches with a buffer in CMA: its allocations (kmalloc: module_init's
-# device, open's context, REGISTER's tables), GUP's pin and the migration out of CMA
+# device, open's context, REGISTER's tables), GUP's pin, the migration out of CMA and the
+# DMA mapping of the sg table
 MATRIX_SITES = ("kmalloc", "try_grab_folio", "folio_isolate_lru", "alloc_migration_target", "migrate_folio",
-                "lru_add_drain_all")
+                "lru_add_drain_all", "dma_map_sg", "dma_map_page")
 
 
 @pytest.mark.mm_config(gup_retry_limit=8)
 @pytest.mark.pin_contract(disable=["termination"],
                           reason="persistent isolation/migration faults exhaust the core's retry bound")
 @pytest.mark.pinfault_matrix(*MATRIX_SITES, accept=(-errno.ENOMEM, -errno.EFAULT, -errno.EAGAIN, -errno.EBUSY,
-                                                    -errno.EREMOTEIO))
+                                                    -errno.EREMOTEIO, -errno.EIO))
 def test_register_matrix(fake_mm, pinfault, load_c_driver, user_buf):
     from .conftest import HEADER, HERE, UAPI, Pinbuf
     addr = user_buf(70, cma=True)             # two pin batches (64 + 6)
@@ -165,3 +166,24 @@ def test_null_deref_variant_fails_with_the_driver_line(fake_mm, pinbuf_loader):
     assert crash.value.signal == "SIGSEGV"
     assert "NULL pointer dereference" in str(crash.value)
     assert "pinbuf_unregister (" in crash.value.location and "pinbuf.c:" in crash.value.location
+
+
+@pytest.mark.pin_contract(expect="pin-balance")
+def test_no_unmap_variant_is_caught_by_rule_4(fake_mm, pinbuf_loader, user_buf):
+    """The DMA mapping is the model's: one never unmapped is left at teardown."""
+    pb = pinbuf_loader(PINBUF_BUG_NO_UNMAP=1)
+    rc, req = pb.register(user_buf(4), 4 * PAGE_SIZE)
+    assert rc == 0 and pb.unregister(req.id) == 0
+    (dev,) = [d for d in fake_mm._devices if d.name == "pinbuf"]
+    assert len(dev.mappings) == 1                    # still mapped after UNREGISTER
+
+
+def test_the_device_sees_the_pinned_pages(fake_mm, pinbuf, user_buf):
+    addr = user_buf(3)
+    rc, req = pinbuf.register(addr, 3 * PAGE_SIZE, flags=1)
+    assert rc == 0
+    (dev,) = [d for d in fake_mm._devices if d.name == "pinbuf"]
+    (m,) = dev.mappings.values()
+    mapped = {page.pfn for page, _, _, _ in m.segments}
+    assert mapped == {fake_mm.current.mm.lookup(addr + i * PAGE_SIZE)[0].pfn for i in range(3)}
+    assert pinbuf.unregister(req.id) == 0 and not dev.mappings

@@ -92,6 +92,9 @@ void *pf_vmf_new(void *v, unsigned long pgoff, unsigned long addr);
 void *pf_vmf_page(void *f);
 void *pf_iosys_vaddr(void *m);
 void pf_inode_set_cdev(void *inode, void *cdev, unsigned int devt);
+void pf_sg_set_dma(void *sgt, unsigned int idx, unsigned long addr, unsigned int len);
+unsigned long long pf_dev_dma_mask(void *dev);
+const char *pf_dev_name(void *dev);
 void *pf_cdev_ops(void *cdev);
 unsigned long pf_last_inserted_pfn(void);
 int pf_locks_held(void);
@@ -210,7 +213,7 @@ class CDriver:
         self.cdevs: dict[int, tuple[Any, int]] = {}    # first dev_t -> (struct cdev *, count)
         self.devices: dict[str, tuple[int, Any]] = {}  # device_create name -> (dev_t, struct device *)
         self.log: list[tuple[int, str]] = []
-        self.dma_mapped = 0
+        self._devices: dict[int, Any] = {}          # C struct device * -> the model's DMA device
         self._entry_wrappers: dict[str, Callable] = {}
         self._cbs = self._install_callbacks()
         self._uapi_headers = [Path(h) for h in uapi_headers]
@@ -337,7 +340,6 @@ class CDriver:
             self._open.clear()
             self.fds.clear()
             self._slab.clear()
-            self.dma_mapped = 0
             return
         for f in list(self._open):
             if not f.closed:
@@ -377,9 +379,6 @@ class CDriver:
         if pages:
             k._warn("kmemleak", f"{pages} scatterlist page chunk(s) of {self.source.name} never freed "
                                 f"(sg_free_table missing)")
-        if self.dma_mapped:
-            k._warn("dma_unmap", f"{self.source.name}: {self.dma_mapped} DMA mapping(s) never unmapped")
-            self.dma_mapped = 0
         self._mm_sync()
         for ptr, _, _ in self._mm_ptrs.values():
             self.lib.pf_raw_free(ptr)
@@ -1106,14 +1105,28 @@ class CDriver:
         if op == 3:                       # dma_buf_fd
             f = self._dmabuf_file(obj)
             return self._fd_install(f, bool(a & 0o2000000))
-        if op == 6:
-            self.dma_mapped += 1
+        if op == 6:                       # dma_map_sgtable(dev, sgt, dir)
+            return self._in_c_frames(self._dma_map_sgtable, obj, ffi.cast("void *", a), b)
+        if op == 7:                       # dma_unmap_sgtable(dev, sgt, dir)
+            dev = self._model_device(obj)
+            m = dev.mappings.pop(("sg", a), None)
+            if m is None:
+                self.fake_mm._warn("dma_unmap_sg", f"{dev.name}: device driver tries to free DMA memory it has "
+                                                   f"not allocated [sg table at {a:#x}]")
+            elif m.dir != b:
+                self.fake_mm._warn("dma_unmap_sg", f"{dev.name}: device driver frees DMA sg list with a different "
+                                                   f"direction [map {m.dir}] [unmap {b}]")
             return 0
-        if op == 7:
-            if self.dma_mapped <= 0:
-                self.fake_mm._warn("dma_unmap", f"{self.source.name}: unmapping a DMA mapping that is not mapped")
-            else:
-                self.dma_mapped -= 1
+        if op == 16:                      # dma_map_page(dev, {pfn, offset, size}, dir)
+            args = ffi.cast("unsigned long *", a)
+            page = self._page(PF_VMEMMAP_BASE + args[0] * _STRUCT_PAGE)
+            if page is None:
+                return -1                 # DMA_MAPPING_ERROR
+            dev = self._model_device(obj)
+            return self._in_c_frames(self.fake_mm.dma_map_page_attrs, dev, page, args[1], args[2], b, 0)
+        if op == 17:                      # dma_unmap_page(dev, {addr, size}, dir)
+            args = ffi.cast("unsigned long *", a)
+            self.fake_mm.dma_unmap_page_attrs(self._model_device(obj), args[0], args[1], b, 0)
             return 0
         if op == 10:                      # register_chrdev / alloc_chrdev_region
             name = ffi.string(ffi.cast("char *", a)).decode()
@@ -1162,6 +1175,57 @@ class CDriver:
             f.refs += 1
             return int(ffi.cast("uintptr_t", f.obj.cptr))
         return 0
+
+    def _model_device(self, cdev: Any) -> Any:
+        """The model's DMA device standing for a C ``struct device`` (its mask read at
+        each call)."""
+        key = int(self.ffi.cast("uintptr_t", cdev))
+        dev = self._devices.get(key)
+        if dev is None:
+            name = self.ffi.string(self.lib.pf_dev_name(cdev)).decode()
+            dev = self._devices[key] = self.fake_mm.create_device(name, int(self.lib.pf_dev_dma_mask(cdev)))
+        else:
+            dev.dma_mask = int(self.lib.pf_dev_dma_mask(cdev))
+        return dev
+
+    def _dma_map_sgtable(self, cdev: Any, sgt: Any, direction: int) -> int:
+        """dma_map_sgtable as kernel/dma/mapping.c + direct.c do it, on the model's device:
+        the ``dma_map_sg`` site, then every entry through the ``dma_map_page`` path; the
+        mapping is the model's (judged by rules 4 and 6).  The number of DMA entries or
+        -errno with nothing mapped."""
+        from ..mm.bug import external_caller
+        from ..mm.dma_mapping import DMA_MAPPING_ERROR, DmaMapping
+        k, ffi, lib = self.fake_mm, self.ffi, self.lib
+        dev = self._model_device(cdev)
+        if direction not in (0, 1, 2):
+            k._warn("dma_map_sg", f"BUG_ON(!valid_dma_direction({direction}))")
+            return -errno.EINVAL
+        out = ffi.new("unsigned long[]", 4 * 8192)
+        n = lib.pf_sg_entries(sgt, out, 8192, 0)
+        if n <= 0:
+            return -errno.EINVAL
+        fi = k.faults
+        if fi.active:
+            rc = fi.hit("dma_map_sg", nents=n)
+            if rc is not None:
+                return rc
+        key = int(ffi.cast("uintptr_t", sgt))
+        m = DmaMapping(dev, direction, key, n, external_caller(2))
+        for i in range(n):
+            page = self._page(PF_VMEMMAP_BASE + out[4 * i] * _STRUCT_PAGE)
+            if page is None:
+                k._warn("dma_map_sg", f"{self.source.name}: mapping an sg entry with no page")
+                return -errno.EINVAL
+            addr = k._direct_map_page(dev, page, out[4 * i + 1], out[4 * i + 2])
+            if addr == DMA_MAPPING_ERROR:
+                for j in range(i):
+                    lib.pf_sg_set_dma(sgt, j, 0, 0)
+                return -errno.EIO
+            lib.pf_sg_set_dma(sgt, i, addr, out[4 * i + 2])
+            k._record_view(m, page, out[4 * i + 1], out[4 * i + 2], addr)
+        dev.mappings[("sg", key)] = m
+        k._trace("dma_map_sg", dev=dev.name, nents=n)
+        return n
 
     def _dmabuf_file(self, dptr: Any) -> _File:
         for f in self._files.values():

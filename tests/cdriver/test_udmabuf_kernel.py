@@ -295,8 +295,10 @@ def test_6_12_add_to_unpin_list_failure_leaks_pins(fake_mm, pinfault, udmabuf, l
 @pytest.mark.pin_contract(disable=["termination"],
                           reason="persistent isolation/migration faults exhaust the core's retry bound")
 @pytest.mark.pinfault_matrix("kmalloc", "memfd_alloc_folio", "try_grab_folio", "folio_isolate_lru",
-                             "alloc_migration_target", "migrate_folio", "lru_add_drain_all",
-                             accept=(-errno.ENOMEM, -errno.EINVAL, -errno.ENOSPC, -errno.EAGAIN, -errno.EMFILE))
+                             "alloc_migration_target", "migrate_folio", "lru_add_drain_all", "dma_map_sg",
+                             "dma_map_page",
+                             accept=(-errno.ENOMEM, -errno.EINVAL, -errno.ENOSPC, -errno.EAGAIN, -errno.EMFILE,
+                                     -errno.EIO))
 def test_create_list_matrix(fake_mm, pinfault, load_c_driver, linux):
     version, tree = linux
     drv = load_c_driver(tree / FILES[0], include_dirs=[tree / "include" / "uapi"], uapi_headers=[tree / FILES[1]],

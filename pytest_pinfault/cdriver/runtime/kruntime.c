@@ -1052,34 +1052,42 @@ int sg_alloc_table_from_pages_segment(struct sg_table *sgt, struct page **pages,
 	return 0;
 }
 
-/* DMA mapping: the device sees physical addresses (no IOMMU); a mapping hit the
- * model's dma_map fault site when it has one, and is counted so a missing unmap shows. */
+/* DMA mapping: the model's (kernel/dma/mapping.c): the dma_map_sg and dma_map_page fault
+ * sites, the device's mask, and every mapping judged by the checker (never unmapped:
+ * rule 4; a page migrated or freed while mapped: rule 6).  The bridge writes each
+ * entry's dma_address/dma_length. */
 int dma_map_sgtable(struct device *dev, struct sg_table *sgt, enum dma_data_direction dir, unsigned long attrs)
 {
-	struct scatterlist *s;
-	unsigned int i;
 	long r;
 
 	pf_capture();
-
 	(void)attrs;
-	if (dir == DMA_NONE)
-		__pf_warn("dma_map_sgtable", 0, "BUG_ON(!valid_dma_direction(dir))", NULL);
-	r = DEV_OP(PF_DMA_MAP, dev, sgt->orig_nents, dir);
+	r = DEV_OP(PF_DMA_MAP, dev, (long)sgt, dir);
 	if (r < 0)
 		return r;
-	for_each_sgtable_sg(sgt, s, i) {
-		s->dma_address = sg_phys(s);
-		s->dma_length = s->length;
-	}
-	sgt->nents = sgt->orig_nents;
+	sgt->nents = r;
 	return 0;
 }
 void dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, enum dma_data_direction dir, unsigned long attrs)
 {
 	(void)attrs;
-	DEV_OP(PF_DMA_UNMAP, dev, sgt->orig_nents, dir);
+	DEV_OP(PF_DMA_UNMAP, dev, (long)sgt, dir);
 }
+/* Python: set entry i's DMA address and length */
+void pf_sg_set_dma(struct sg_table *sgt, unsigned int idx, unsigned long addr, unsigned int len)
+{
+	struct scatterlist *s;
+	unsigned int i;
+
+	for_each_sg(sgt->sgl, s, sgt->orig_nents, i)
+		if (i == idx) {
+			s->dma_address = addr;
+			s->dma_length = len;
+			return;
+		}
+}
+u64 pf_dev_dma_mask(struct device *dev) { return dev->dma_mask ? *dev->dma_mask : DMA_BIT_MASK(32); }
+const char *pf_dev_name(struct device *dev) { return dev_name(dev); }
 void dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt, enum dma_data_direction dir)
 { (void)dev; (void)sgt; (void)dir; }
 void dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, enum dma_data_direction dir)
@@ -1087,12 +1095,17 @@ void dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, enum 
 dma_addr_t dma_map_page(struct device *dev, struct page *page, size_t offset, size_t size,
 			enum dma_data_direction dir)
 {
-	long r = DEV_OP(PF_DMA_MAP, dev, 1, dir);
-	(void)size;
-	return r < 0 ? DMA_MAPPING_ERROR : page_to_phys(page) + offset;
+	unsigned long args[3] = { page_to_pfn(page), offset, size };
+
+	pf_capture();
+	return (dma_addr_t)DEV_OP(PF_DMA_MAP_PAGE, dev, (long)args, dir);
 }
 void dma_unmap_page(struct device *dev, dma_addr_t addr, size_t size, enum dma_data_direction dir)
-{ (void)addr; (void)size; DEV_OP(PF_DMA_UNMAP, dev, 1, dir); }
+{
+	unsigned long args[2] = { addr, size };
+
+	DEV_OP(PF_DMA_UNMAP_PAGE, dev, (long)args, dir);
+}
 int dma_mapping_error(struct device *dev, dma_addr_t addr) { (void)dev; return addr == DMA_MAPPING_ERROR ? -ENOMEM : 0; }
 
 /* ------------------------------------------------------------------ dma-buf (drivers/dma-buf/dma-buf.c) */
