@@ -354,6 +354,11 @@ class CDriver:
         k = self.fake_mm
         for name in list(self.misc):
             k._warn("misc_register", f"{self.source.name}: misc device {name!r} still registered after module_exit")
+        for f in list(self._files.values()):    # every descriptor is closed by now
+            if f.refs > 0:
+                what = "dma-buf" if isinstance(f.obj, DmaBuf) else "file"
+                k._warn("fput", f"{self.source.name}: {f.refs} reference(s) on {what} {f.obj!r} never put "
+                                f"(fget/get_file/get_dma_buf without fput/dma_buf_put)")
         for major, (name, _) in list(self.chrdevs.items()):
             k._warn("register_chrdev", f"{self.source.name}: character device region {name!r} (major {major}) "
                                        f"still registered after module_exit")

@@ -321,3 +321,13 @@ def test_mm_references_go_to_the_model(fake_mm, pinfault, probe):
         drv.unload()
     assert "mm.mm_count" in caught[0].message and "+1 not returned" in caught[0].message
     fake_mm.mmdrop(mm)
+
+
+def test_an_fget_never_put_is_reported(fake_mm, pinfault, probe):
+    drv, f = probe
+    fd = drv.fd_install("a file")
+    assert f.ioctl(24, 99) == -errno.EBADF
+    assert f.ioctl(24, fd) == 0
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        drv.unload()
+    assert "1 reference(s) on file 'a file' never put" in caught[0].message

@@ -128,6 +128,8 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case 23:
 		mmdrop(current->mm);
 		return 0;
+	case 24:		/* fget without fput */
+		return fget(arg) ? 0 : -EBADF;
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */
