@@ -34,6 +34,7 @@ from ..contracts.checker import entry_point
 from ..mm.folio import PAGE_SHIFT, PAGE_SIZE, Folio, Page
 from ..mm.gfp import GFP_KERNEL
 from ..mm.gup import Out
+from ..mm.file import O_CLOEXEC
 from ..mm.memfd import MemFile
 from ..mm.slab import ZERO_SIZE_PTR
 from .build import Built, build_driver, load_line_table
@@ -143,16 +144,31 @@ class DriverCrash(Exception):
 
 
 class _File:
-    """A ``struct file`` the runtime allocated for a model object, with its references."""
+    """The C ``struct file`` the runtime allocated for a model file ``mobj`` (a memfd,
+    or an mm/file.py ``File`` standing for a dma-buf, a device file or anything the test
+    installed); ``obj`` is what it stands for (the MemFile, DmaBuf, DeviceFile ...).
+    References and descriptors are the model's (``f_count``, the task's FilesStruct)."""
 
-    __slots__ = ("handle", "cptr", "obj", "refs", "slab")
+    __slots__ = ("handle", "cptr", "obj", "mobj", "slab")
 
-    def __init__(self, handle: int, cptr: Any, obj: Any) -> None:
+    def __init__(self, handle: int, cptr: Any, obj: Any, mobj: Any) -> None:
         self.handle = handle
         self.cptr = cptr
         self.obj = obj
-        self.refs = 1
+        self.mobj = mobj
         self.slab: Any = None
+
+
+class _ReleaseOp:
+    """``f_op`` of a model File the bridge made: its last fput runs *release*."""
+
+    __slots__ = ("release_fn",)
+
+    def __init__(self, release_fn: Callable[[], None]) -> None:
+        self.release_fn = release_fn
+
+    def release(self, file: Any) -> None:
+        self.release_fn()
 
 
 class _Caller:
@@ -168,8 +184,7 @@ class CDriver:
     """A C driver loaded into a fake mm.  Build with :func:`load_c_driver`."""
 
     def __init__(self, fake_mm: Any, built: Built, *, params: Mapping[str, int] | None = None,
-                 uapi_headers: Iterable[str | os.PathLike] = (), include_dirs: Iterable[Path] = (),
-                 nofile: int = 1024) -> None:
+                 uapi_headers: Iterable[str | os.PathLike] = (), include_dirs: Iterable[Path] = ()) -> None:
         ffi = _ffi()
         self.ffi = ffi
         self.fake_mm = fake_mm
@@ -200,14 +215,12 @@ class CDriver:
         self._pages: dict[int, Page] = {}          # handle -> Page GUP handed to the driver
         self._files: dict[int, _File] = {}         # handle -> _File
         self._file_by_ptr: dict[int, _File] = {}
+        self._by_model: dict[int, _File] = {}      # id(model file) -> its C struct file
         self._next_handle = 1
         self._mms: dict[int, Any] = {}
         self._mm_handles: dict[int, int] = {}
         self._mm_ptrs: dict[int, list] = {}
         self._mm_keep: list[Any] = []              # keeps id() keys valid
-        self.fds: dict[int, _File] = {}            # the calling task's descriptor table
-        self.cloexec: set[int] = set()
-        self.nofile = nofile
         self.misc: dict[str, tuple[Any, Any]] = {}  # name -> (struct miscdevice *, fops)
         self.chrdevs: dict[int, tuple[str, Any]] = {}  # major -> (name, fops or NULL)
         self.cdevs: dict[int, tuple[Any, int]] = {}    # first dev_t -> (struct cdev *, count)
@@ -221,6 +234,7 @@ class CDriver:
         self._uapi_ffi: Any = None
         self._uapi_consts: dict[str, int] | None = None
         self._dev = self.lib.pf_device_new(b"pinfault-importer")
+        fake_mm.files()      # the task's descriptor table exists before any driver call
         self._open: list[DeviceFile] = []
         self.loaded = False
         self._unloaded = False
@@ -338,14 +352,17 @@ class CDriver:
             self.cdevs.clear()
             self.devices.clear()
             self._open.clear()
-            self.fds.clear()
             self._slab.clear()
             return
         for f in list(self._open):
             if not f.closed:
                 f.close()
-        for fd in sorted(self.fds):
-            self.close(fd)
+        k = self.fake_mm
+        ft = k.files()
+        for fd in sorted(ft.fdt):          # descriptors of the driver's own files (its dma-bufs)
+            f = self._by_model.get(id(ft.fdt[fd]))
+            if f is not None and isinstance(f.obj, DmaBuf):
+                k.close_fd(fd)
         if self.loaded:
             self.loaded = False
             fn = getattr(self.lib, "__pf_module_exit")
@@ -354,11 +371,10 @@ class CDriver:
         k = self.fake_mm
         for name in list(self.misc):
             k._warn("misc_register", f"{self.source.name}: misc device {name!r} still registered after module_exit")
-        for f in list(self._files.values()):    # every descriptor is closed by now
-            if f.refs > 0:
-                what = "dma-buf" if isinstance(f.obj, DmaBuf) else "file"
-                k._warn("fput", f"{self.source.name}: {f.refs} reference(s) on {what} {f.obj!r} never put "
-                                f"(fget/get_file/get_dma_buf without fput/dma_buf_put)")
+        for f in list(self._files.values()):    # the driver's dma-bufs still referenced
+            if isinstance(f.obj, DmaBuf) and not f.obj.released:
+                k._warn("dma_buf_put", f"{self.source.name}: {f.obj!r} still referenced after module_exit "
+                                       f"(get_dma_buf without dma_buf_put)")
         for major, (name, _) in list(self.chrdevs.items()):
             k._warn("register_chrdev", f"{self.source.name}: character device region {name!r} (major {major}) "
                                        f"still registered after module_exit")
@@ -464,7 +480,9 @@ class CDriver:
                 raise FileNotFoundError(f"/dev/{name}: no misc device, character device or device node of "
                                         f"that name is registered (registered: {known or 'none'})")
         f = DeviceFile(self, name, fops)
-        f._file = self._new_file(f, fops, misc, flags, 0)
+        mobj = self.fake_mm.anon_inode_getfile(f"/dev/{name}", _ReleaseOp(lambda: self._release_cfile(f._file)),
+                                               f, flags)
+        f._file = self._new_file(f, mobj, fops, misc, flags, 0)
         if devt:
             self.lib.pf_inode_set_cdev(self.lib.pf_file_inode(f._file.cptr), cdev, devt)
         fn = self.lib.pf_fop(fops, 0)
@@ -478,64 +496,71 @@ class CDriver:
         return f
 
     def fd_install(self, obj: Any, cloexec: bool = False) -> int:
-        """Install a model file (a :class:`~pytest_pinfault.mm.MemFile`, or anything)
-        in the task's descriptor table: the lowest free fd, -EMFILE when full."""
-        f = self._new_file(obj, self.ffi.NULL, self.ffi.NULL, 0o2,
-                           obj.i_size if isinstance(obj, MemFile) else 0)
-        fd = self._fd_install(f, cloexec)
-        if fd < 0:
-            self._drop_file(f)
-        return fd
-
-    def _fd_install(self, f: _File, cloexec: bool) -> int:
-        for fd in range(self.nofile):
-            if fd not in self.fds:
-                self.fds[fd] = f
-                if cloexec:
-                    self.cloexec.add(fd)
+        """A descriptor for *obj* in the current task's table (the model's FilesStruct):
+        a memfd already there (``memfd_create`` installed it) keeps its fd; any other
+        object gets the lowest free one (-EMFILE when full)."""
+        k = self.fake_mm
+        if getattr(obj, "f_count", None) is not None:        # a model file (memfd, File)
+            fd = getattr(obj, "fd", -1)
+            if fd >= 0 and k.fd_file(fd) is obj:
                 return fd
-        return -errno.EMFILE
+            k.get_file(obj) if obj.f_count > 0 else None
+            fd = k._install_new(obj, O_CLOEXEC if cloexec else 0)
+            if fd >= 0:                                   # the table's reference, not an fget one
+                obj._extra_refs = max(getattr(obj, "_extra_refs", 0) - 1, 0)
+            return fd
+        mobj = k.anon_inode_getfile(str(obj), None, obj, 0o2)
+        return k._install_new(mobj, O_CLOEXEC if cloexec else 0)
 
     def fget(self, fd: int) -> Any:
-        """The model object behind *fd* (None if closed)."""
-        f = self.fds.get(fd)
-        return None if f is None else f.obj
+        """What *fd* stands for (a MemFile, a :class:`DmaBuf`, the object given to
+        :meth:`fd_install` ...), None if closed; takes no reference."""
+        mobj = self.fake_mm.fd_file(fd)
+        if mobj is None:
+            return None
+        f = self._by_model.get(id(mobj))
+        if f is not None:
+            return f.obj
+        return mobj.private_data if type(mobj).__name__ == "File" and mobj.private_data is not None else mobj
 
     def close(self, fd: int) -> int:
-        """close(2): drop the descriptor's reference; the last one releases the file
-        (a dma-buf's release op runs then)."""
-        f = self.fds.pop(fd, None)
-        if f is None:
-            return -errno.EBADF
-        self.cloexec.discard(fd)
-        self._fput(f)
-        return 0
+        """close(2) in the model's table: the last reference releases the file (a
+        dma-buf's release op runs then)."""
+        return self.fake_mm.close_fd(fd)
 
     def dmabuf(self, fd: int) -> "DmaBuf | None":
         obj = self.fget(fd)
         return obj if isinstance(obj, DmaBuf) else None
 
-    def _new_file(self, obj: Any, fops: Any, priv: Any, flags: int, size: int) -> _File:
+    def _new_file(self, obj: Any, mobj: Any, fops: Any, priv: Any, flags: int, size: int) -> _File:
         h = self._next_handle
         self._next_handle += 1
         cptr = self.lib.pf_file_alloc(self.ffi.cast("void *", h), fops, priv, flags, size)
-        f = _File(h, cptr, obj)
+        f = _File(h, cptr, obj, mobj)
         self._files[h] = f
         self._file_by_ptr[int(self.ffi.cast("uintptr_t", cptr))] = f
+        self._by_model[id(mobj)] = f
+        return f
+
+    def _cfile_for(self, mobj: Any) -> _File:
+        """The C struct file of a model file (made on first use)."""
+        f = self._by_model.get(id(mobj))
+        if f is None:
+            obj = mobj
+            if type(mobj).__name__ == "File" and mobj.private_data is not None:
+                obj = mobj.private_data
+            size = mobj.i_size if isinstance(mobj, MemFile) else 0
+            f = self._new_file(obj, mobj, self.ffi.NULL, self.ffi.NULL, 0o2, size)
         return f
 
     def _drop_file(self, f: _File) -> None:
         self._files.pop(f.handle, None)
         self._file_by_ptr.pop(int(self.ffi.cast("uintptr_t", f.cptr)), None)
+        self._by_model.pop(id(f.mobj), None)
         self.lib.pf_file_free(f.cptr)
 
-    def _fput(self, f: _File) -> None:
-        f.refs -= 1
-        if f.refs > 0:
-            return
-        if f.refs < 0:
-            self.fake_mm._warn("fput", f"fput of a file with no references: {f.obj!r}")
-            return
+    def _release_cfile(self, f: _File) -> None:
+        """The model file's last reference went: release what it stands for."""
         obj = f.obj
         if isinstance(obj, DmaBuf):
             obj._release()
@@ -997,7 +1022,7 @@ class CDriver:
             if arg == 8:
                 return k.current.mm.rlimit_memlock if k.current.mm is not None else 0
             if arg == 7:
-                return self.nofile
+                return k.files().nofile
             return (1 << 64) - 1
         if op == 9:
             if arg == 14:
@@ -1012,21 +1037,15 @@ class CDriver:
 
     def _cb_file_op(self, op: int, fp: Any, a: int, b: int) -> int:
         k = self.fake_mm
-        if op == 0:                       # fget(fd)
-            f = self.fds.get(a & 0xFFFFFFFF)
-            if f is None:
+        if op == 0:                       # fget(fd): the model's, with its reference
+            mobj = k.fget(a & 0xFFFFFFFF)
+            if mobj is None:
                 return 0
-            f.refs += 1
-            return int(self.ffi.cast("uintptr_t", f.cptr))
+            return int(self.ffi.cast("uintptr_t", self._cfile_for(mobj).cptr))
         if op == 9:                       # get_unused_fd_flags
-            for fd in range(self.nofile):
-                if fd not in self.fds:
-                    self.fds[fd] = None   # type: ignore[assignment]  # reserved
-                    return fd
-            return -errno.EMFILE
+            return k.get_unused_fd_flags(a)
         if op == 11:                      # put_unused_fd
-            if self.fds.get(a) is None:
-                self.fds.pop(a, None)
+            k.put_unused_fd(a)
             return 0
         if op in (12, 13, 7, 8, 14):      # by address_space handle
             f = self._handle_file(fp)
@@ -1036,14 +1055,14 @@ class CDriver:
             k._warn("struct file", f"{self.source.name}: a struct file the bridge did not create")
             return 0
         obj = f.obj
-        if op == 1:
-            self._fput(f)
+        if op == 1:                       # fput
+            k.fput(f.mobj)
             return 0
-        if op == 2:
-            f.refs += 1
+        if op == 2:                       # get_file
+            k.get_file(f.mobj)
             return 0
-        if op == 10:                      # fd_install(fd, file)
-            self.fds[a] = f
+        if op == 10:                      # fd_install(fd, file): the table takes the reference
+            k.fd_install(a, f.mobj)
             return 0
         if op == 12:
             return obj.i_size if isinstance(obj, MemFile) else 0
@@ -1103,13 +1122,17 @@ class CDriver:
             if slab is None:
                 return -errno.ENOMEM
             buf = DmaBuf(self, obj)
-            f = self._new_file(buf, ffi.NULL, obj, a, b)
+            holder: list = []
+            mobj = self.fake_mm.anon_inode_getfile("dmabuf", _ReleaseOp(lambda: self._release_cfile(holder[0])),
+                                                   buf, a)
+            f = self._new_file(buf, mobj, ffi.NULL, obj, a, b)
+            holder.append(f)
             f.slab = slab
             buf._file = f
             return int(ffi.cast("uintptr_t", f.cptr))
-        if op == 3:                       # dma_buf_fd
+        if op == 3:                       # dma_buf_fd: the export's reference goes to the table
             f = self._dmabuf_file(obj)
-            return self._fd_install(f, bool(a & 0o2000000))
+            return self.fake_mm._install_new(f.mobj, a)
         if op == 6:                       # dma_map_sgtable(dev, sgt, dir)
             return self._in_c_frames(self._dma_map_sgtable, obj, ffi.cast("void *", a), b)
         if op == 7:                       # dma_unmap_sgtable(dev, sgt, dir)
@@ -1174,10 +1197,13 @@ class CDriver:
                 raise LookupError(f"{self.source.name}: pinfault_fault_point({site!r}): {e}") from None
             return rc or 0
         if op == 8:                       # dma_buf_get(fd)
-            f = self.fds.get(a)
+            mobj = self.fake_mm.fget(a)
+            if mobj is None:
+                return -errno.EBADF
+            f = self._by_model.get(id(mobj))
             if f is None or not isinstance(f.obj, DmaBuf):
-                return -errno.EBADF if f is None else -errno.EINVAL
-            f.refs += 1
+                self.fake_mm.fput(mobj)
+                return -errno.EINVAL
             return int(ffi.cast("uintptr_t", f.obj.cptr))
         return 0
 
@@ -1316,7 +1342,7 @@ class DeviceFile:
         self.closed = True
         if self in self.drv._open:
             self.drv._open.remove(self)
-        self.drv._fput(self._file)
+        self.drv.fake_mm.fput(self._file.mobj)
 
     def _release(self) -> None:
         fn = self.drv.lib.pf_fop(self.fops, 1)

@@ -39,7 +39,7 @@ class Udmabuf:
     def __init__(self, k, drv, version):
         self.k, self.drv, self.version = k, drv, version
         self.dev = drv.open("udmabuf")
-        self.stdin = drv.fd_install("stdin")               # fd 0: not a memfd
+        self.stdin = 0                                      # the task's stdin: not a memfd
         self.arg = drv.user_alloc(2 * PAGE_SIZE)
         self.CREATE = drv.const("UDMABUF_CREATE")
         self.CREATE_LIST = drv.const("UDMABUF_CREATE_LIST")
