@@ -42,6 +42,7 @@ from ..mm.gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
 from ..mm.memory_hotplug import MEMORY_BLOCK_PAGES
 from ..mm.mm_types import MMStruct
 from ..mm.sched import PF_MEMALLOC_PIN
+from . import counters as _counters
 from .rules import (ACCOUNTING, COHERENCE, CONTIGUITY, COUNT_HONESTY, ERROR_NOTHING_HELD,
                     ISOLATION_HYGIENE, KERNEL_WARNINGS, LONGTERM_PLACEMENT, PIN_BALANCE,
                     SCOPE_HYGIENE, TERMINATION, Rule, get_rule)
@@ -130,6 +131,7 @@ class CallSnapshot:
     isolated: set[int]
     mms: dict[int, tuple[Any, int, int]]
     seq: int
+    counters: dict = dataclasses.field(default_factory=dict)
 
     def units(self, f: Any) -> tuple[int, int]:
         b = self.folios.get(id(f))
@@ -207,6 +209,7 @@ class Checker:
         holds = _inj_holds(k)
         self._b_folios: dict[int, tuple[Any, int, int]] = {}
         self._b_isolated_folios: set[int] = set()
+        self._b_counters = _counters.snapshot(k)
         for f in k.iter_folios():
             if f.flags & PG_isolated:
                 self._b_isolated_folios.add(id(f))
@@ -234,6 +237,7 @@ class Checker:
         self._b_seq = seq
         self._b_folios = {}
         self._b_isolated_folios = set()
+        self._b_counters = _counters.boot_snapshot(k)
 
     def _hstate_state(self, size: int) -> tuple[int, int, int, int, int]:
         k = self.fake_mm
@@ -322,7 +326,8 @@ class Checker:
             if t.mm is not None:
                 mms[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
         return CallSnapshot(folios, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
-                            (st.nr_isolated_anon, st.nr_isolated_file), isolated, mms, k.trace.seq)
+                            (st.nr_isolated_anon, st.nr_isolated_file), isolated, mms, k.trace.seq,
+                            _counters.snapshot(k))
 
     def _grown(self, before: CallSnapshot) -> list[tuple[Any, int, int]]:
         """User folios whose hold units grew since *before*: (folio, +pins, +refs)."""
@@ -384,9 +389,11 @@ class Checker:
         found += self._check_isolation()
         found += self._check_scope()
         found += self._check_warnings()
+        found += _counters.probe_violations(self)
         if final:
             found += self._check_balance()
             found += self._check_accounting()
+            found += _counters.teardown_violations(self, self._b_counters)
             found += self._check_contiguity()
         return self._record(found)
 
@@ -694,6 +701,7 @@ class Checker:
                     problems.append(f"locked_vm +{mm.locked_vm - lv}")
                 if mm.pinned_vm > pv:
                     problems.append(f"pinned_vm +{mm.pinned_vm - pv}")
+            problems += _counters.error_problems(k, before.counters)
             iso = [f for f in k.iter_folios() if f.flags & PG_isolated and id(f) not in before.isolated]
             st = k.stats
             if iso or (st.nr_isolated_anon, st.nr_isolated_file) != before.nr_isolated:

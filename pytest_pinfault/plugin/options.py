@@ -22,9 +22,9 @@ __all__ = ["Settings", "pytest_addoption", "resolve_settings", "parse_mm_config_
 
 MAX_NTH_DEFAULT = 32
 #: The highest ``max_nth`` a matrix may ask for (marker, option or ini key): a matrix
-#: has sites x max_nth x modes cases, and a bound checked at collection keeps a typo
-#: (``max_nth=10**7``) from collecting for ever.  Retry loops in the model are bounded
-#: well below it (``NR_MAX_MIGRATE_PAGES_RETRY`` is 10, ``gup_retry_limit`` 64).
+#: has up to sites x max_nth x modes cases, and a bound checked at collection keeps a
+#: typo (``max_nth=10**7``) from collecting for ever.  Retry loops in the model are
+#: bounded well below it (``NR_MAX_MIGRATE_PAGES_RETRY`` is 10, ``gup_retry_limit`` 64).
 MAX_NTH_LIMIT = 1000
 TRACE_LEVELS = ("off", "on", "verbose")
 #: The environment variable holding global fault specs (same grammar as the marker).
