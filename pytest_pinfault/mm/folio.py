@@ -76,7 +76,7 @@ class Folio:
     """
 
     __slots__ = (
-        "pfn", "order", "nr_pages", "_refcount", "_pincount", "_mapcount", "flags",
+        "pfn", "order", "nr_pages", "_rc", "_pincount", "_mapcount", "flags",
         "kind", "mapping", "index", "_zone", "_data", "private", "lru_batch",
         "rmap", "hstate", "freed", "_mm", "__weakref__",
     )
@@ -86,7 +86,7 @@ class Folio:
         self.pfn = pfn
         self.order = order
         self.nr_pages = 1 << order
-        self._refcount = 1
+        self._rc = 1                 # _refcount without telling the observer: a new folio
         self._pincount = 0
         self._mapcount = 0
         self.flags = 0
@@ -100,6 +100,19 @@ class Folio:
         self.rmap: Any = None        # page-table mappings (set by the address-space model)
         self.hstate: Any = None
         self.freed = False
+
+    # -- the counter an observer watches -------------------------------------------
+    @property
+    def _refcount(self) -> int:
+        return self._rc
+
+    @_refcount.setter
+    def _refcount(self, value: int) -> None:
+        # the machine's attached observer (mm/observer.py) hears of every change first
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, value)
+        self._rc = value
 
     # -- read-only views ----------------------------------------------------------
     @property

@@ -1,0 +1,430 @@
+"""The rules judged from the machine's state: on demand (1, 5, 6, 7, 8, 11) and at
+teardown (4, 9, 10).  A mixin of :class:`~pytest_pinfault.contracts.Checker`.
+
+Cost: rules 1 and 6 look at the remembered holds and declared device mappings; the
+others at the folios the test touched (an attached checker keeps that set), or at every
+allocated folio for a checker that is not attached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..mm.folio import PG_isolated, PG_locked, PG_writeback
+from ..mm.memory_hotplug import MEMORY_BLOCK_PAGES
+from ..mm.sched import PF_MEMALLOC_PIN
+from .rules import (ACCOUNTING, COHERENCE, CONTIGUITY, ISOLATION_HYGIENE, KERNEL_WARNINGS,
+                    LONGTERM_PLACEMENT, PIN_BALANCE, SCOPE_HYGIENE, TERMINATION)
+from .units import USER_KINDS, compact_folios, errname, injector_holds, pins_of, split_units, where
+from .violation import Violation
+
+__all__ = ["StateRules", "HSTATE_SIZES"]
+
+HSTATE_SIZES = (2 << 20, 1 << 30)
+
+
+class StateRules:
+    """Rules 1 and 4-11 read from state (see the module docstring)."""
+
+    fake_mm: Any
+
+    # rule 1 ------------------------------------------------------------------------
+    def _still_held(self, h: Any, holds: dict[int, int]) -> bool:
+        f = h.folio
+        if f.freed:
+            return False
+        p, r = split_units(self.fake_mm, f, holds)
+        return p + r > h.base
+
+    def _check_longterm(self) -> list[Violation]:
+        """One violation per call (or declaration) whose holds sit where they must not
+        (reported once: the key of the violation their call got, if any)."""
+        k = self.fake_mm
+        holds = injector_holds(k)
+        groups: dict[tuple[str, str, str, Any], list[Any]] = {}
+        for key, h in list(self._holds.items()):
+            if not self._still_held(h, holds):
+                del self._holds[key]
+                continue
+            f = h.folio
+            if not k.folio_is_longterm_pinnable(f):
+                groups.setdefault((h.owner, h.call, h.caller, h.vkey), []).append(f)
+        out = []
+        for (owner, call, caller, vkey), fs in groups.items():
+            places = sorted({where(k, f) for f in fs})
+            by = f" (held by {owner})" if owner else ""
+            n = len(fs)
+            what = "a long-term hold sits" if n == 1 else f"{n} long-term holds sit"
+            out.append(self._v(LONGTERM_PLACEMENT, f"{what} in {' and '.join(places)}{by}", fs, call,
+                               caller, key=vkey or ("longterm", tuple(sorted(id(f) for f in fs)))))
+        return out
+
+    # rule 5 ------------------------------------------------------------------------
+    def _check_termination(self) -> list[Violation]:
+        out = []
+        lls = self.fake_mm.livelocks
+        for i in range(self._b_livelocks, len(lls)):
+            ll = lls[i]
+            out.append(self._v(TERMINATION,
+                               f"livelock in {ll.loop}: gave up after {ll.iterations} iterations, "
+                               f"kept failing on the folio below",
+                               [ll.folio], caller=ll.caller, key=("livelock", i)))
+        return out
+
+    # rule 6 ------------------------------------------------------------------------
+    def _check_coherence(self) -> list[Violation]:
+        out = []
+        holds = injector_holds(self.fake_mm)
+        for h in list(self._holds.values()):
+            if not self._still_held(h, holds):
+                continue
+            f = h.folio
+            if h.mapping is not None:
+                now = h.mapping.lookup(h.index)
+                if now is not None and now is not f:
+                    host = getattr(h.mapping, "host", None)
+                    name = getattr(host, "name", "?")
+                    out.append(self._v(COHERENCE,
+                                       f"stale page: the held folio pfn={f.pfn:#x} is no longer what the "
+                                       f"page cache maps at index {h.index} of memfd:{name}; it now maps "
+                                       f"pfn={now.pfn:#x}, so DMA through the hold is not seen by the file",
+                                       [f, now], h.call, h.caller, key=("coherence", id(f), "pc"),
+                                       hint="hold the page with a long-term pin (FOLL_LONGTERM / "
+                                            "memfd_pin_folios) so it can neither move nor be replaced"))
+            for mm, (kind, vpn) in h.rmap:
+                ent = mm.pte.get(vpn) if kind == "pte" else mm.huge.get(vpn)
+                now = ent[0] if isinstance(ent, tuple) else ent
+                if now is not None and now is not f:
+                    out.append(self._v(COHERENCE,
+                                       f"stale page: the held anonymous folio pfn={f.pfn:#x} is no longer "
+                                       f"what the page table maps at {vpn << 12:#x}; it now maps "
+                                       f"pfn={now.pfn:#x} (replaced by copy-on-write or migration), so DMA "
+                                       f"through the hold is not seen by the process",
+                                       [f, now], h.call, h.caller, key=("coherence", id(f), vpn),
+                                       hint="pin with FOLL_WRITE (or FOLL_LONGTERM|FOLL_WRITE) so the "
+                                            "page is unshared before it is handed to the device"))
+        for owner, view in list(self._device_views.items()):
+            out += self._check_device_view(owner, view)
+        return out
+
+    def _check_device_view(self, owner: Any, view: Any) -> list[Violation]:
+        """One violation per kind of difference (offset, stale page, freed page, nothing
+        mapped) over the device's entries that disagree with the CPU page table."""
+        k = self.fake_mm
+        kinds: dict[str, list[tuple[int, int, Any, Any]]] = {}
+        for mm, addr, pfn in view():
+            ent = mm.lookup(addr)
+            cpu = None if ent is None else ent[0].pfn + ent[1]
+            if cpu == pfn:
+                continue
+            dev = k.pfn_to_folio(pfn)
+            if ent is not None and dev is ent[0]:
+                kind = "offset"
+            elif dev is None or dev.freed:
+                kind = "freed" if ent is not None else "unmapped-freed"
+            elif ent is None:
+                kind = "unmapped"
+            else:
+                kind = "stale"
+            kinds.setdefault(kind, []).append((addr, pfn, cpu, dev))
+        out = []
+        for kind, ents in kinds.items():
+            addr, pfn, cpu, dev = ents[0]
+            n = len(ents)
+            first = f"{addr:#x} -> pfn={pfn:#x}"
+            more = f" (first: {first}; {n} entries)" if n > 1 else f" ({first})"
+            if kind == "offset":
+                msg = (f"device mapping of {owner!r} is off within the right folio: the device uses "
+                       f"pfn={pfn:#x} at {addr:#x}, the page table maps pfn={cpu:#x} there{more}")
+                hint = "the device page table is filled with a wrong index or offset into the folio"
+            elif kind == "stale":
+                msg = (f"stale page: device mapping of {owner!r} still points at pfn={pfn:#x}, but the "
+                       f"page table maps pfn={cpu:#x} at {addr:#x} (a missed mmu notifier "
+                       f"invalidation){more}")
+                hint = ("evict the device mapping in the mmu_interval_notifier invalidate callback and "
+                        "re-fault under mmu_interval_read_begin/read_retry")
+            elif kind == "freed":
+                msg = (f"freed page: device mapping of {owner!r} still points at pfn={pfn:#x}, which is "
+                       f"free memory now; the page table maps pfn={cpu:#x} at {addr:#x} (a missed mmu "
+                       f"notifier invalidation){more}")
+                hint = "evict the device mapping in the mmu_interval_notifier invalidate callback"
+            else:
+                gone = "free memory now" if kind == "unmapped-freed" else "still allocated"
+                msg = (f"device mapping of {owner!r} still points at pfn={pfn:#x} ({gone}), but the page "
+                       f"table maps nothing at {addr:#x} (unmapped, migrated or offlined: a missed mmu "
+                       f"notifier invalidation){more}")
+                hint = "evict the device mapping in the mmu_interval_notifier invalidate callback"
+            folios = [d for _, _, _, d in ents if d is not None and not d.freed][:64]
+            out.append(self._v(COHERENCE, msg, folios,
+                               key=("coherence-device", id(owner), kind,
+                                    tuple((a, p) for a, p, _, _ in ents)), hint=hint))
+        return out
+
+    # rule 7 ------------------------------------------------------------------------
+    def _check_isolation(self) -> list[Violation]:
+        k = self.fake_mm
+        out = []
+        left = [f for f in self._candidates()
+                if f.flags & PG_isolated and id(f) not in self._b_isolated_folios]
+        if left:
+            out.append(self._v(ISOLATION_HYGIENE,
+                               f"{len(left)} folio(s) left isolated from the LRU",
+                               left, key=("isolated", tuple(id(f) for f in left)),
+                               hint="put back what migrate_pages() left on the list with "
+                                    "putback_movable_pages() (or folio_putback_lru())"))
+        st = k.stats
+        now = (st.nr_isolated_anon, st.nr_isolated_file)
+        if now != self._b_isolated:
+            parts = []
+            for name, value, base in (("nr_isolated_anon", now[0], self._b_isolated[0]),
+                                      ("nr_isolated_file", now[1], self._b_isolated[1])):
+                if value != base:
+                    parts.append(f"{name}={value} (baseline {base}, {value - base:+d} pages)")
+            low = any(v < b for v, b in zip(now, self._b_isolated))
+            if low:
+                hint = ("more isolated pages were put back than were counted in: code that isolates "
+                        "folios itself (folio_isolate_lru) must add them with node_stat_mod_isolated"
+                        "(folio, folio_nr_pages(folio)) -- node_stat_mod_folio(folio, NR_ISOLATED_ANON "
+                        "+ folio_is_file_lru(folio), ...) in the kernel -- before migrate_pages() or "
+                        "putback_movable_pages() take them off again")
+            else:
+                hint = ("isolated pages were never put back: call putback_movable_pages() for what "
+                        "migrate_pages() left on the list, or undo node_stat_mod_isolated() on a "
+                        "path that drops the folio")
+            out.append(self._v(ISOLATION_HYGIENE,
+                               "NR_ISOLATED not back to baseline: " + ", ".join(parts),
+                               key=("nr_isolated", now), hint=hint))
+        for z in k.zones.values():
+            base = self._b_isolate_pb.get(z.name, 0)
+            if z.nr_isolate_pageblock > base:
+                out.append(self._v(ISOLATION_HYGIENE,
+                                   f"zone {z.name}: nr_isolate_pageblock={z.nr_isolate_pageblock} "
+                                   f"({z.nr_isolate_pageblock - base} pageblock(s) left MIGRATE_ISOLATE)",
+                                   key=("isolate_pb", z.name, z.nr_isolate_pageblock),
+                                   hint="every start_isolate_page_range() needs its "
+                                        "undo_isolate_page_range()"))
+        return out
+
+    # rule 8 ------------------------------------------------------------------------
+    def _check_scope(self) -> list[Violation]:
+        out = []
+        for t in self.fake_mm.tasks:
+            now = t.flags & PF_MEMALLOC_PIN
+            if now != self._b_task_flags.get(t.pid, 0):
+                state = "left set" if now else "cleared"
+                out.append(self._v(SCOPE_HYGIENE,
+                                   f"PF_MEMALLOC_PIN {state} on task {t.comm}[{t.pid}] "
+                                   f"(memalloc_pin_save without memalloc_pin_restore?)",
+                                   key=("scope", t.pid, now)))
+        return out
+
+    # rule 11 -----------------------------------------------------------------------
+    def _check_warnings(self) -> list[Violation]:
+        out = []
+        ws = self.fake_mm.warnings
+        for i in range(self._b_warnings, len(ws)):
+            w = ws[i]
+            out.append(self._v(KERNEL_WARNINGS, f"WARNING: {w.site}: {w.message}",
+                               [w.folio] if w.folio is not None else [],
+                               caller=w.caller, key=("warning", i)))
+        return out
+
+    # rule 4 ------------------------------------------------------------------------
+    def _check_balance(self) -> list[Violation]:
+        k = self.fake_mm
+        out = []
+        holder = self._holder_folios()
+        holds = injector_holds(k)
+        excused = sum(pins_of(f) for f in holder.values())
+        acq = k.stats.nr_foll_pin_acquired - self._b_pins[0]
+        rel = k.stats.nr_foll_pin_released - self._b_pins[1]
+        pinned, leaked = [], []
+        for f in self._candidates():
+            if f.kind not in USER_KINDS or id(f) in holder:
+                continue
+            p, r = split_units(k, f, holds)
+            if not (p or r):
+                continue
+            bp, br = self._base_units(f)
+            if p > bp:
+                pinned.append(f)
+            if r > br:
+                leaked.append((f, r - br))
+        if acq - rel > excused:
+            what = f" ({excused} owned by declared holders)" if excused else ""
+            out.append(self._v(PIN_BALANCE,
+                               f"{acq - rel - excused} pin(s) never released: acquired {acq}, "
+                               f"released {rel} since the test started{what}"
+                               + (f"; still pinned: {compact_folios(pinned)}" if pinned else ""),
+                               pinned, key=("pins", acq, rel)))
+        elif acq < rel:
+            out.append(self._v(PIN_BALANCE,
+                               f"more pins released than acquired: acquired {acq}, released {rel}",
+                               key=("pins", acq, rel)))
+        if leaked:
+            n = sum(d for _, d in leaked)
+            out.append(self._v(PIN_BALANCE,
+                               f"{n} leaked reference(s) on {compact_folios(f for f, _ in leaked)}: refcount "
+                               f"above what the model accounts for (a FOLL_GET/folio_get never put)",
+                               [f for f, _ in leaked], key=("refs", tuple(id(f) for f, _ in leaked))))
+        return out
+
+    # rule 9 ------------------------------------------------------------------------
+    def _hstate_state(self, size: int) -> tuple[int, int, int, int, int]:
+        k = self.fake_mm
+        h = k.hstate(size)
+        if getattr(self, "_seen_valid", False) and self.attached:
+            pool = list(self._b_huge_inuse.values()) + list(self._seen.values())
+            ids: set[int] = set()
+            inuse = 0
+            for f in pool:
+                if id(f) in ids:
+                    continue
+                ids.add(id(f))
+                if f.kind == "hugetlb" and f.hstate is h and f._refcount > 0 and not f.freed:
+                    inuse += 1
+        else:
+            inuse = sum(1 for f in k.iter_folios()
+                        if f.kind == "hugetlb" and f.hstate is h and f._refcount > 0)
+        return h.nr_huge_pages, h.free_huge_pages, h.resv_huge_pages, h.surplus_huge_pages, inuse
+
+    def _check_accounting(self) -> list[Violation]:
+        k = self.fake_mm
+        out = []
+        seen: set[int] = set()
+        for t in k.tasks:
+            mm = t.mm
+            if mm is None or id(mm) in seen:
+                continue
+            seen.add(id(mm))
+            _, lv, pv = self._b_mm.get(id(mm), (mm, 0, 0))
+            for name, now, base in (("locked_vm", mm.locked_vm, lv), ("pinned_vm", mm.pinned_vm, pv)):
+                if now != base:
+                    out.append(self._v(ACCOUNTING,
+                                       f"{name} of {t.comm}[{t.pid}]'s mm is {now} pages, baseline {base}"
+                                       f" ({now - base:+d} not returned)", key=("acct", id(mm), name, now),
+                                       hint=f"every account_locked_vm(mm, n, true) needs its "
+                                            f"account_locked_vm(mm, n, false) on release and error paths"
+                                            if name == "locked_vm" else
+                                            "every atomic64_add to pinned_vm needs its atomic64_sub"))
+        for size in HSTATE_SIZES:
+            nr, free, resv, surplus, inuse = self._hstate_state(size)
+            bnr, bfree, bresv, bsurplus, binuse = self._b_hugetlb[size]
+            name = k.hstate(size).name
+            if nr != bnr or surplus != bsurplus:
+                out.append(self._v(ACCOUNTING, f"{name}: nr_huge_pages={nr} surplus={surplus}, baseline "
+                                               f"{bnr}/{bsurplus}", key=("hugetlb-nr", size, nr, surplus)))
+            if free + inuse != nr:
+                out.append(self._v(ACCOUNTING, f"{name}: free_huge_pages={free} + in use {inuse} != "
+                                               f"nr_huge_pages={nr}", key=("hugetlb-sum", size, free, inuse)))
+            if inuse == binuse and (free, resv) != (bfree, bresv):
+                out.append(self._v(ACCOUNTING, f"{name}: free_huge_pages={free} resv_huge_pages={resv}, "
+                                               f"baseline {bfree}/{bresv} with no more pages in use",
+                                   key=("hugetlb-resv", size, free, resv)))
+        return out
+
+    # rule 10 -----------------------------------------------------------------------
+    def _touched_ranges(self) -> list[tuple[int, int]]:
+        rngs = list(self._touched)
+        for f in self._candidates():
+            if f.kind in USER_KINDS and id(f) not in self._b_folios:
+                rngs.append((f.pfn, f.nr_pages))
+        return rngs
+
+    def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool]:
+        """(user folios in [lo, hi) that are held, True if the range must not be judged:
+        a live kernel-owned folio, a declared holder's or fault-injector-held folio)."""
+        k = self.fake_mm
+        holder = self._holder_folios()
+        holds = injector_holds(k)
+        held, skip = [], False
+        for f in k.folios_in_range(lo, hi):
+            if f.kind not in USER_KINDS or id(f) in holder or id(f) in holds:
+                if not (f.kind == "hugetlb" and f._refcount == 0):
+                    skip = True
+                continue
+            p, r = split_units(k, f, holds)
+            if p or r:
+                held.append(f)
+        return held, skip
+
+    def _movable_now(self, lo: int, hi: int) -> bool:
+        """A dry run of the migration a probe of [lo, hi) would do: every user folio in
+        it is on the LRU (or a free/in-use hugetlb folio), not isolated and has no
+        reference the model does not account for.  True means the real probe would
+        only move folios around: it is skipped."""
+        k = self.fake_mm
+        for f in k.folios_in_range(lo, hi):
+            if f.kind not in USER_KINDS:
+                return False
+            if f.flags & (PG_isolated | PG_locked | PG_writeback):
+                return False
+            p, r = split_units(k, f, {})
+            if p or r:
+                return False
+        return True
+
+    def _check_contiguity(self) -> list[Violation]:
+        k = self.fake_mm
+        rngs = self._touched_ranges()
+        if not rngs:
+            return []
+        out = []
+        fi = k.faults
+        saved_enabled = fi.enabled
+        saved_stats = k.stats.as_dict()
+        fi.enabled = False                  # the setter recomputes fi.active
+        try:
+            for area in k.cma_areas:
+                lo, hi = area.base_pfn, area.end_pfn
+                if not any(p < hi and p + n > lo for p, n in rngs):
+                    continue
+                if area.available_count != area.count:
+                    continue                        # the test holds a cma_alloc() of its own
+                held, skip = self._blockers(lo, hi)
+                if skip:
+                    continue
+                if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
+                    continue
+                page = k.cma_alloc(area, area.count, 0, no_warn=True)
+                if page is not None:
+                    k.cma_release(area, page, area.count)
+                    continue
+                out.append(self._v(CONTIGUITY,
+                                   f"cma_alloc of the whole CMA area '{area.name}' ({area.count} pages at "
+                                   f"pfn {lo:#x}) fails with no holder left",
+                                   held, key=("cma", area.name)))
+            blocks = sorted({p // MEMORY_BLOCK_PAGES for p, n in rngs}
+                            | {(p + n - 1) // MEMORY_BLOCK_PAGES for p, n in rngs})
+            for b in blocks:
+                lo, hi = b * MEMORY_BLOCK_PAGES, (b + 1) * MEMORY_BLOCK_PAGES
+                if b not in k.memory_blocks:
+                    continue
+                blk = k.memory_blocks[b]
+                if blk.state != "online" or blk.zone == "none" or k._reserved_in(lo, hi) >= 0:
+                    continue
+                if k._present_in(lo, hi) != hi - lo:
+                    continue
+                if any(a.base_pfn < hi and a.end_pfn > lo for a in k.cma_areas):
+                    continue                        # CMA pageblocks are never offlinable
+                held, skip = self._blockers(lo, hi)
+                if skip:
+                    continue
+                if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
+                    continue
+                rc = k.offline_pages(lo, hi - lo)
+                if rc == 0:
+                    k.online_pages(lo, hi - lo)
+                    continue
+                out.append(self._v(CONTIGUITY,
+                                   f"offline_pages of memory block {b} (pfn {lo:#x}-{hi:#x}, zone "
+                                   f"{blk.zone}) fails with {errname(rc)} with no holder left",
+                                   held, key=("offline", b)))
+        finally:
+            fi.enabled = saved_enabled
+            for name, value in saved_stats.items():
+                setattr(k.stats, name, value)
+        return out
+
+    def _pcp_quirk(self) -> bool:
+        return bool(getattr(self.fake_mm, "_pcp_thp_shared", False))
