@@ -27,7 +27,7 @@ import dataclasses
 from typing import Any, Callable, Hashable, Iterable
 
 from ..mm.fakemm import FakeMM
-from ..mm.folio import PG_isolated
+from ..mm.folio import PG_isolated, folio_serial
 from ..mm.observer import MMObserver
 from ..mm.sched import PF_MEMALLOC_PIN
 from .returns import ReturnRules, return_code
@@ -245,10 +245,14 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._touched.append((f.pfn, f.nr_pages))
 
     # ------------------------------------------------------------------ snapshots
-    def _state(self, f: Any, holds: dict[int, int] | None = None) -> tuple[Any, int, int, bool]:
+    def _state(self, f: Any, snap: CallSnapshot) -> tuple[Any, int, int, bool]:
+        """What *f* looked like before *snap*'s call: its hold units now (it is about to
+        change for the first time in that call), or nothing for a folio the call made."""
+        if f._serial > snap.serial:
+            return f, 0, 0, False
         k = self.fake_mm
-        p, r = split_units(k, f, injector_holds(k) if holds is None else holds)
-        return f, p, r, bool(f.flags & PG_isolated)
+        p, r = split_units(k, f, injector_holds(k))
+        return f, p, r, bool(f._flags & PG_isolated)
 
     def _new_snapshot(self, tracked: bool) -> CallSnapshot:
         k = self.fake_mm
@@ -259,7 +263,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 mms[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
         return CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
                             (st.nr_isolated_anon, st.nr_isolated_file), set(), mms, k.trace.seq,
-                            len(k.faults.log), tracked)
+                            len(k.faults.log), tracked, folio_serial())
 
     def snapshot_call(self) -> CallSnapshot:
         """State before a pinning call.  Attached: filled as the call touches folios
@@ -312,8 +316,9 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 if f.flags & PG_isolated and id(f) not in before.isolated]
 
     # ------------------------------------------------------------------ observer events
-    def folio_ref(self, folio: Any, new: int) -> None:
-        """Observer event: *folio*'s refcount is about to change (mm/observer.py)."""
+    def folio_ref(self, folio: Any, new: int | None) -> None:
+        """Observer event: *folio*'s refcount is about to become *new* (None: another
+        field its accounting depends on is about to change) (mm/observer.py)."""
         rc = self._root
         if rc is not None and returned(rc):
             self._close_root(rc)
@@ -326,12 +331,12 @@ class Checker(StateRules, ReturnRules, MMObserver):
         snap = rc.snap
         state = None
         if key not in snap.folios:
-            state = snap.folios[key] = self._state(folio)
+            state = snap.folios[key] = self._state(folio, snap)
             self._seen[key] = folio
         for s in self._open:
             if key not in s.folios:
-                s.folios[key] = state if state is not None else self._state(folio)
-        if new < folio._rc and (self._device_views or key in self._holds):
+                s.folios[key] = self._state(folio, s)
+        if new is not None and new < folio._rc and (self._device_views or key in self._holds):
             rc.coherence = True
 
     def pin_call_begin(self, call: str) -> CallSnapshot:

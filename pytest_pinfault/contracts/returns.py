@@ -13,7 +13,7 @@ from typing import Any
 
 from .rules import COUNT_HONESTY, ERROR_NOTHING_HELD, LONGTERM_PLACEMENT
 from .tracking import CallSnapshot
-from .units import USER_KINDS, compact_folios, errname, short_caller, where
+from .units import USER_KINDS, compact_folios, errname, placement_bad, short_caller, where
 from .violation import Violation
 
 __all__ = ["ReturnRules", "return_code", "check_core_pin_return"]
@@ -99,7 +99,7 @@ class ReturnRules:
         bad = []
         for f in held:
             bp, br = before.units(f)
-            bad_here = not k.folio_is_longterm_pinnable(f)
+            bad_here = placement_bad(k, f, isolated_counts=not auto)
             self._remember(f, call, call, caller, base=bp + br,
                            vkey=("longterm-call", seq) if bad_here else None)
             if bad_here:

@@ -91,7 +91,10 @@ class StateRules:
                                        [f, now], h.call, h.caller, key=("coherence", id(f), "pc"),
                                        hint="hold the page with a long-term pin (FOLL_LONGTERM / "
                                             "memfd_pin_folios) so it can neither move nor be replaced"))
-            for mm, (kind, vpn) in h.rmap:
+            for mm, key in h.rmap:
+                if not (isinstance(key, tuple) and len(key) == 2 and hasattr(mm, "pte")):
+                    continue                       # a test's own stand-in page table
+                kind, vpn = key
                 ent = mm.pte.get(vpn) if kind == "pte" else mm.huge.get(vpn)
                 now = ent[0] if isinstance(ent, tuple) else ent
                 if now is not None and now is not f:

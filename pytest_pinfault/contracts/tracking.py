@@ -70,6 +70,7 @@ class CallSnapshot:
     seq: int
     faults_at: int = 0
     tracked: bool = False
+    serial: int = 0               # folios with a higher _serial were created after it
 
     def units(self, f: Any) -> tuple[int, int]:
         b = self.folios.get(id(f))

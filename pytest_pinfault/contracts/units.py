@@ -21,7 +21,7 @@ from ..mm.folio import GUP_PIN_COUNTING_BIAS, PG_isolated
 from ..mm.gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
 
 __all__ = ["USER_KINDS", "pins_of", "split_units", "injector_holds", "where", "errname",
-           "short_caller", "compact_folios", "fault_lines"]
+           "short_caller", "compact_folios", "fault_lines", "placement_bad"]
 
 #: Folio kinds whose references belong to user memory and are judged by hold units.
 USER_KINDS = frozenset({"anon", "shmem", "file", "hugetlb"})
@@ -59,13 +59,21 @@ def split_units(k: Any, f: Any, inj_holds: dict[int, int]) -> tuple[int, int]:
 def where(k: Any, f: Any) -> str:
     """Why *f* is not long-term pinnable, as a place."""
     mt = k.get_pageblock_migratetype(f.pfn)
-    if mt == MIGRATE_ISOLATE:
-        return "an isolated pageblock"
     if mt == MIGRATE_CMA or f.is_cma:
         return "CMA"
     if f._zone.idx == ZONE_MOVABLE:
         return "ZONE_MOVABLE"
+    if mt == MIGRATE_ISOLATE:
+        return "an isolated pageblock"
     return "a pageblock that is not long-term pinnable"
+
+
+def placement_bad(k: Any, f: Any, isolated_counts: bool = True) -> bool:
+    """Not long-term pinnable; with *isolated_counts* false only the zone and CMA count
+    (a late judgement must not blame a pageblock isolated by a later call)."""
+    if isolated_counts:
+        return not k.folio_is_longterm_pinnable(f)
+    return bool(f.is_cma or f._zone.idx == ZONE_MOVABLE) and not k.folio_is_longterm_pinnable(f)
 
 
 def errname(ret: int) -> str:

@@ -14,6 +14,7 @@ kernel's -1 based value), flags, kind, ``mapping``/``index`` and contents.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +64,12 @@ FLAG_NAMES = {
 }
 
 _ZEROS = bytes(PAGE_SIZE)
+_SERIALS = itertools.count(1)
+
+
+def folio_serial() -> int:
+    """A number above the ``_serial`` of every folio created so far (creation order)."""
+    return next(_SERIALS)
 
 
 class Folio:
@@ -76,43 +83,91 @@ class Folio:
     """
 
     __slots__ = (
-        "pfn", "order", "nr_pages", "_rc", "_pincount", "_mapcount", "flags",
-        "kind", "mapping", "index", "_zone", "_data", "private", "lru_batch",
-        "rmap", "hstate", "freed", "_mm", "__weakref__",
+        "pfn", "order", "nr_pages", "_rc", "_pincount", "_mc", "_flags",
+        "kind", "_mapping", "index", "_zone", "_data", "private", "_lru",
+        "rmap", "hstate", "freed", "_mm", "_serial", "__weakref__",
     )
 
     def __init__(self, mm: Any, pfn: int, order: int, zone: "Zone", kind: str) -> None:
         self._mm = mm
+        self._serial = next(_SERIALS)  # creation order (an observer tells new folios apart)
         self.pfn = pfn
         self.order = order
         self.nr_pages = 1 << order
-        self._rc = 1                 # _refcount without telling the observer: a new folio
+        # a new folio: the watched fields are set without telling the observer
+        self._rc = 1                 # _refcount
         self._pincount = 0
-        self._mapcount = 0
-        self.flags = 0
+        self._mc = 0                 # _mapcount
+        self._flags = 0              # flags
         self.kind = kind
-        self.mapping: Any = None
+        self._mapping: Any = None    # mapping
         self.index = 0
         self._zone = zone
         self._data: dict[int, bytearray] | None = None
         self.private: Any = None
-        self.lru_batch = -1          # cpu whose lru_add batch holds a reference, or -1
+        self._lru = -1               # lru_batch: cpu whose lru_add batch holds a reference, or -1
         self.rmap: Any = None        # page-table mappings (set by the address-space model)
         self.hstate: Any = None
         self.freed = False
 
-    # -- the counter an observer watches -------------------------------------------
+    # -- what an observer watches ---------------------------------------------------
+    # The machine's attached observer (mm/observer.py) hears of every change of the
+    # fields a folio's reference accounting depends on, before it happens: _refcount
+    # (with the new value), _mapcount, flags, mapping and lru_batch (with None).
     @property
     def _refcount(self) -> int:
         return self._rc
 
     @_refcount.setter
     def _refcount(self, value: int) -> None:
-        # the machine's attached observer (mm/observer.py) hears of every change first
         watch = self._mm._ref_watch
         if watch is not None:
             watch(self, value)
         self._rc = value
+
+    @property
+    def _mapcount(self) -> int:
+        return self._mc
+
+    @_mapcount.setter
+    def _mapcount(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._mc = value
+
+    @property
+    def flags(self) -> int:
+        return self._flags
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._flags = value
+
+    @property
+    def mapping(self) -> Any:
+        return self._mapping
+
+    @mapping.setter
+    def mapping(self, value: Any) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._mapping = value
+
+    @property
+    def lru_batch(self) -> int:
+        return self._lru
+
+    @lru_batch.setter
+    def lru_batch(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._lru = value
 
     # -- read-only views ----------------------------------------------------------
     @property

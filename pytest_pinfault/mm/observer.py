@@ -7,7 +7,9 @@ The model never imports the code that judges it (the contract checker lives in
 these events to it:
 
 * ``attached_to(fake_mm)`` -- once, when it is attached.
-* ``folio_ref(folio, new)`` -- *before* a folio's ``_refcount`` changes to *new*.  Every
+* ``folio_ref(folio, new)`` -- *before* a folio's ``_refcount`` changes to *new*
+  (and, with *new* None, before its ``_mapcount``, ``flags``, ``mapping`` or
+  ``lru_batch`` changes).  Every
   hold taken or dropped (a GUP reference or pin, ``folio_get``/``folio_put``, a mapping,
   the page cache, isolation), every migration, unmap, COW and truncation moves a
   refcount, so this one event lets an observer keep the set of folios a call touched
@@ -39,8 +41,9 @@ class MMObserver:
     def attached_to(self, fake_mm: Any) -> None:
         """*fake_mm* reports to this observer from now on."""
 
-    def folio_ref(self, folio: Any, new: int) -> None:
-        """*folio*'s ``_refcount`` is about to become *new* (still the old value now)."""
+    def folio_ref(self, folio: Any, new: int | None) -> None:
+        """*folio*'s ``_refcount`` is about to become *new* (still the old value now);
+        None: another field its reference accounting depends on is about to change."""
 
     def pin_call_begin(self, call: str) -> Any:
         """A core pinning call *call* starts; the return value comes back as *token*."""
