@@ -24,6 +24,8 @@ falls back to one pass over the allocated folios per judged call and per check.
 from __future__ import annotations
 
 import dataclasses
+import os
+import weakref
 from typing import Any, Callable, Hashable, Iterable
 
 from ..mm.fakemm import FakeMM
@@ -33,7 +35,7 @@ from ..mm.sched import PF_MEMALLOC_PIN
 from .returns import ReturnRules, return_code
 from .rules import Rule
 from .state_rules import HSTATE_SIZES, StateRules
-from .tracking import PKG_DIR, CallSnapshot, RootCall, find_root_call, returned, return_value
+from .tracking import _RETURN_OPS, PKG_DIR, CallSnapshot, RootCall, find_root_call, returned, return_value
 from .units import USER_KINDS, fault_lines, injector_holds, short_caller, split_units
 from .violation import Violation, snapshot_folio
 
@@ -42,12 +44,19 @@ __all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 _N_EVENTS = 6
 
 
+_CODE_BYTES: "weakref.WeakKeyDictionary[Any, bytes]" = weakref.WeakKeyDictionary()
+
+
+def _caller_text(frame: Any) -> str:
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
+
+
 def checker_for(fake_mm: FakeMM) -> "Checker | None":
     """The :class:`Checker` registered for *fake_mm* (the newest one), or None."""
     return getattr(fake_mm, "_registered_checker", None)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Hold:
     """A long-term hold the checker remembers until it is released."""
 
@@ -85,7 +94,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._holds: dict[int, Hold] = {}
         self._holders: dict[Any, list[Any]] = {}
         self._device_views: dict[Any, Callable[[], Iterable[tuple[Any, int, int]]]] = {}
-        self._touched: list[tuple[int, int]] = []
+        self._touched: dict[tuple[int, int], None] = {}   # (pfn, nr_pages) ever held
         self._depth = 0
         self._call_seq = 0
         self._open: list[CallSnapshot] = []     # explicit call snapshots being filled
@@ -93,6 +102,8 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._seen: dict[int, Any] = {}         # user folios touched since the baseline
         self._seen_valid = False                # attached since the baseline: _seen is complete
         self._closing = False
+        self._ucache: dict[int, tuple[int, int]] | None = None   # hold units during a check
+        self._last_parent: Any = None           # the caller of the last root call (a hint)
         if at_boot:
             self.boot_baseline()
         else:
@@ -242,7 +253,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         return h
 
     def _touch(self, f: Any) -> None:
-        self._touched.append((f.pfn, f.nr_pages))
+        self._touched[(f.pfn, f.nr_pages)] = None
 
     # ------------------------------------------------------------------ snapshots
     def _state(self, f: Any, snap: CallSnapshot) -> tuple[Any, int, int, bool]:
@@ -270,7 +281,12 @@ class Checker(StateRules, ReturnRules, MMObserver):
         (cost: what the call touches), until :meth:`judge_return` closes it; otherwise
         one pass over the allocated folios now."""
         if self.attached:
-            self.notice()
+            rc = self._root
+            if rc is not None:
+                i = rc.frame.f_lasti
+                if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
+                        rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
+                    self._close_root(rc)
             snap = self._new_snapshot(True)
             self._open.append(snap)
             return snap
@@ -320,24 +336,37 @@ class Checker(StateRules, ReturnRules, MMObserver):
         """Observer event: *folio*'s refcount is about to become *new* (None: another
         field its accounting depends on is about to change) (mm/observer.py)."""
         rc = self._root
-        if rc is not None and returned(rc):
-            self._close_root(rc)
-            rc = None
-        if rc is None:
+        if rc is not None:
+            fr = rc.frame
+            i = fr.f_lasti
+            if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
+                    rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
+                self._close_root(rc)
+                rc = self._open_root()
+        else:
             rc = self._open_root()
         if folio.kind not in USER_KINDS:
             return
         key = id(folio)
         snap = rc.snap
         state = None
-        if key not in snap.folios:
+        if snap is None:                       # not a driver call: nothing to judge
+            self._seen[key] = folio
+        elif key not in snap.folios:
             state = snap.folios[key] = self._state(folio, snap)
             self._seen[key] = folio
-        for s in self._open:
-            if key not in s.folios:
-                s.folios[key] = self._state(folio, s)
-        if new is not None and new < folio._rc and (self._device_views or key in self._holds):
-            rc.coherence = True
+        if self._open:
+            for s in self._open:
+                if key not in s.folios:
+                    if state is not None and (folio._serial > s.serial) == (folio._serial > snap.serial):  # type: ignore[union-attr]
+                        s.folios[key] = state
+                    else:
+                        s.folios[key] = self._state(folio, s)
+        if new is not None and new < folio._rc:
+            if key in self._holds:
+                rc.coherence_folios.add(key)
+            elif self._device_views:
+                rc.coherence = True
 
     def pin_call_begin(self, call: str) -> CallSnapshot:
         """Observer event: a core pinning call starts."""
@@ -358,13 +387,19 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._seen_valid = True
 
     def _open_root(self) -> RootCall:
-        callee, caller = find_root_call()
+        prev = self._last_parent
+        callee, caller = find_root_call(prev)
         code = callee.f_code
-        driver = not code.co_filename.startswith(PKG_DIR) and caller is not None
-        rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1, code.co_code,
+        driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
+        snap = self._new_snapshot(True) if driver else None
+        co = _CODE_BYTES.get(code)
+        if co is None:
+            co = _CODE_BYTES[code] = code.co_code
+        rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1, co,
                       driver, getattr(code, "co_qualname", code.co_name),
-                      short_caller(caller) if caller is not None else "", self._new_snapshot(True))
+                      _caller_text(caller) if driver else "", snap)
         self._root = rc
+        self._last_parent = caller
         return rc
 
     def notice(self, final: bool = False) -> None:
@@ -372,25 +407,32 @@ class Checker(StateRules, ReturnRules, MMObserver):
         over), if any."""
         rc = self._root
         if rc is not None and (final or returned(rc)):
-            self._close_root(rc)
+            self._close_root(rc, final)
+        if final:
+            self._last_parent = None
 
-    def _close_root(self, rc: RootCall) -> None:
+    def _close_root(self, rc: RootCall, final: bool = False) -> None:
         self._root = None
+        if not rc.driver and not rc.coherence and not rc.coherence_folios:
+            rc.frame = rc.parent = None
+            return
         if self._closing:
             return
         self._closing = True
         try:
             found: list[Violation] = []
-            if rc.driver:
+            if rc.driver and rc.snap is not None:
                 value = return_value(rc)
                 found += self.judge_return(rc.name, value, None, rc.snap, caller=rc.caller,
                                            count=False, auto=True, record=False)
-            if rc.coherence:
-                found += self._check_coherence()
+            if rc.coherence or rc.coherence_folios:
+                found += self._check_coherence(None if rc.coherence else rc.coherence_folios)
             self._record(found)
         finally:
             self._closing = False
             rc.frame = rc.parent = None        # never keep a test's frames alive
+            if final:
+                self._last_parent = None
 
     # ------------------------------------------------------------------ reporting
     def _events(self, folios: Iterable[Any] = (), since: int | None = None) -> tuple[str, ...]:
@@ -439,7 +481,14 @@ class Checker(StateRules, ReturnRules, MMObserver):
         """Judge the state-readable rules now; with *final* (teardown) also rules 4, 9
         and 10 (whose probes migrate folios: run it last).  Returns the violations
         found by this call; new ones are also appended to :attr:`violations`."""
-        self.notice(final=final)
+        self._ucache = {}
+        try:
+            self.notice(final=final)
+            return self._check(final)
+        finally:
+            self._ucache = None
+
+    def _check(self, final: bool) -> list[Violation]:
         found: list[Violation] = []
         found += self._check_longterm()
         found += self._check_termination()

@@ -29,11 +29,21 @@ class StateRules:
     fake_mm: Any
 
     # rule 1 ------------------------------------------------------------------------
+    def _units(self, f: Any, holds: dict[int, int]) -> tuple[int, int]:
+        """split_units, remembered for the rest of the running check (``_ucache``)."""
+        c = self._ucache
+        if c is None:
+            return split_units(self.fake_mm, f, holds)
+        u = c.get(id(f))
+        if u is None:
+            u = c[id(f)] = split_units(self.fake_mm, f, holds)
+        return u
+
     def _still_held(self, h: Any, holds: dict[int, int]) -> bool:
         f = h.folio
         if f.freed:
             return False
-        p, r = split_units(self.fake_mm, f, holds)
+        p, r = self._units(f, holds)
         return p + r > h.base
 
     def _check_longterm(self) -> list[Violation]:
@@ -72,11 +82,17 @@ class StateRules:
         return out
 
     # rule 6 ------------------------------------------------------------------------
-    def _check_coherence(self) -> list[Violation]:
+    def _check_coherence(self, only: Any = None) -> list[Violation]:
+        """Rule 6 over every hold and device mapping, or (*only*: folio ids) over those
+        holds alone."""
         out = []
         holds = injector_holds(self.fake_mm)
-        for h in list(self._holds.values()):
+        hs = (list(self._holds.values()) if only is None
+              else [self._holds[i] for i in only if i in self._holds])
+        for h in hs:
             if not self._still_held(h, holds):
+                if only is not None:
+                    self._holds.pop(id(h.folio), None)     # released by this call
                 continue
             f = h.folio
             if h.mapping is not None:
@@ -106,8 +122,9 @@ class StateRules:
                                        [f, now], h.call, h.caller, key=("coherence", id(f), vpn),
                                        hint="pin with FOLL_WRITE (or FOLL_LONGTERM|FOLL_WRITE) so the "
                                             "page is unshared before it is handed to the device"))
-        for owner, view in list(self._device_views.items()):
-            out += self._check_device_view(owner, view)
+        if only is None:
+            for owner, view in list(self._device_views.items()):
+                out += self._check_device_view(owner, view)
         return out
 
     def _check_device_view(self, owner: Any, view: Any) -> list[Violation]:
@@ -245,7 +262,7 @@ class StateRules:
         for f in self._candidates():
             if f.kind not in USER_KINDS or id(f) in holder:
                 continue
-            p, r = split_units(k, f, holds)
+            p, r = self._units(f, holds)
             if not (p or r):
                 continue
             bp, br = self._base_units(f)
@@ -276,7 +293,9 @@ class StateRules:
     def _hstate_state(self, size: int) -> tuple[int, int, int, int, int]:
         k = self.fake_mm
         h = k.hstate(size)
-        if getattr(self, "_seen_valid", False) and self.attached:
+        if h.nr_huge_pages == 0:
+            inuse = 0                      # no pool page, none in use
+        elif getattr(self, "_seen_valid", False) and self.attached:
             pool = list(self._b_huge_inuse.values()) + list(self._seen.values())
             ids: set[int] = set()
             inuse = 0
@@ -346,7 +365,7 @@ class StateRules:
                 if not (f.kind == "hugetlb" and f._refcount == 0):
                     skip = True
                 continue
-            p, r = split_units(k, f, holds)
+            p, r = self._units(f, holds)
             if p or r:
                 held.append(f)
         return held, skip
@@ -362,7 +381,7 @@ class StateRules:
                 return False
             if f.flags & (PG_isolated | PG_locked | PG_writeback):
                 return False
-            p, r = split_units(k, f, {})
+            p, r = self._units(f, injector_holds(k))
             if p or r:
                 return False
         return True
@@ -390,6 +409,8 @@ class StateRules:
                 if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
                     continue
                 page = k.cma_alloc(area, area.count, 0, no_warn=True)
+                if self._ucache is not None:
+                    self._ucache.clear()            # the probe moved folios
                 if page is not None:
                     k.cma_release(area, page, area.count)
                     continue
@@ -416,6 +437,8 @@ class StateRules:
                 if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
                     continue
                 rc = k.offline_pages(lo, hi - lo)
+                if self._ucache is not None:
+                    self._ucache.clear()            # the probe moved folios
                 if rc == 0:
                     k.online_pages(lo, hi - lo)
                     continue

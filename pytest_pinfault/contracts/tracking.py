@@ -52,7 +52,7 @@ def _framework() -> tuple[str, ...]:
     return _framework_dirs
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class CallSnapshot:
     """State before a call: the hold units of the user folios it touched
     (``id -> (folio, pins, refs, isolated)``), pin counters, NR_ISOLATED, per-mm
@@ -79,7 +79,7 @@ class CallSnapshot:
         return b[1], b[2]
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class RootCall:
     """A call the test made (see the module docstring).  ``frame`` is the callee's frame,
     ``parent`` the caller's (the test function) and ``parent_lasti`` where the caller was
@@ -94,15 +94,26 @@ class RootCall:
     driver: bool
     name: str
     caller: str
-    snap: CallSnapshot
-    coherence: bool = False
+    snap: CallSnapshot | None      # None when not a driver call (nothing to judge)
+    coherence: bool = False        # judge every hold and device mapping at its end
+    coherence_folios: set = dataclasses.field(default_factory=set)   # ...or these holds
 
 
-def find_root_call() -> tuple[Any, Any]:
+def find_root_call(hint: Any = None) -> tuple[Any, Any]:
     """(callee frame, caller frame) of the root call running now: the frame called by
     the outermost frame that is not the test framework's (the test function, a fixture,
-    a hook), or by the bottom of the stack."""
+    a hook), or by the bottom of the stack.  *hint*: the caller of the previous root
+    call; when it is still on the stack the walk stops there (usually a few frames)."""
     f = sys._getframe(2)
+    if hint is not None:
+        g, inner = f, None
+        while g is not None:
+            if g is hint:
+                if inner is not None:
+                    return inner, g
+                break
+            inner = g
+            g = g.f_back
     fw = _framework()
     inner = None
     while f is not None:

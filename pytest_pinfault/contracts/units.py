@@ -33,27 +33,38 @@ def pins_of(f: Any) -> int:
 
 def injector_holds(k: Any) -> dict[int, int]:
     """``id(folio) -> number`` of live fault-injector holds (short-term pins it keeps)."""
+    hs = k.faults.holds
+    if not hs:
+        return _NO_HOLDS
     out: dict[int, int] = {}
-    for h in k.faults.holds:
+    for h in hs:
         if not h.released:
             out[id(h.folio)] = out.get(id(h.folio), 0) + 1
     return out
 
 
+_NO_HOLDS: dict[int, int] = {}
+
+
 def split_units(k: Any, f: Any, inj_holds: dict[int, int]) -> tuple[int, int]:
     """(pins, refs) held on user folio *f* beyond what the model accounts for."""
-    if f.freed or f._refcount <= 0:
+    rc = f._rc
+    if rc <= 0 or f.freed:
         return 0, 0
     acc = k.folio_expected_ref_count(f)
-    if f.lru_batch != -1:
+    if f._lru != -1:
         acc += 1
-    if f.flags & PG_isolated:
+    if f._flags & PG_isolated:
         acc += 1
     if inj_holds:
         acc += inj_holds.get(id(f), 0)
-    pins = pins_of(f)
-    weight = pins if f.order else pins * GUP_PIN_COUNTING_BIAS
-    return pins, max(0, f._refcount - acc - weight)
+    if f.order:
+        pins = f._pincount
+        left = rc - acc - pins
+    else:
+        pins = rc // GUP_PIN_COUNTING_BIAS
+        left = rc - acc - pins * GUP_PIN_COUNTING_BIAS
+    return pins, left if left > 0 else 0
 
 
 def where(k: Any, f: Any) -> str:

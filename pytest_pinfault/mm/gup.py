@@ -83,7 +83,7 @@ class GupMixin:
         one attribute check."""
         obs = self._observer
         f = sys._getframe(2)
-        caller = f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno} {f.f_code.co_name}"
+        caller = f"{f.f_code.co_filename.rpartition(os.sep)[2]}:{f.f_lineno} {f.f_code.co_name}"
         token = obs.pin_call_begin(call)
         self._core_pinning = True
         try:
