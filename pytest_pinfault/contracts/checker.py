@@ -35,7 +35,8 @@ from ..mm.sched import PF_MEMALLOC_PIN
 from .returns import ReturnRules, return_code
 from .rules import Rule
 from .state_rules import HSTATE_SIZES, StateRules
-from .tracking import _RETURN_OPS, PKG_DIR, CallSnapshot, RootCall, find_root_call, returned, return_value
+from .tracking import (_RETURN_OPS, PKG_DIR, CallSnapshot, ModelOp, RootCall, find_model_op, find_root_call,
+                       return_value, returned)
 from .units import USER_KINDS, fault_lines, injector_holds, short_caller, split_units
 from .violation import Violation, snapshot_folio
 
@@ -99,6 +100,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._call_seq = 0
         self._open: list[CallSnapshot] = []     # explicit call snapshots being filled
         self._root: RootCall | None = None      # the root call running now (attached)
+        self._coh_op: ModelOp | None = None     # a model call to judge coherence after
         self._seen: dict[int, Any] = {}         # user folios touched since the baseline
         self._seen_valid = False                # attached since the baseline: _seen is complete
         self._closing = False
@@ -159,6 +161,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._b_hugetlb = {size: self._hstate_state(size) for size in HSTATE_SIZES}
         self._seen = {}
         self._root = None
+        self._coh_op = None
         self._seen_valid = self.attached
 
     def boot_baseline(self) -> None:
@@ -185,6 +188,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._b_huge_inuse = {}
         self._seen = {}
         self._root = None
+        self._coh_op = None
         self._seen_valid = False
 
     def _base_units(self, f: Any) -> tuple[int, int]:
@@ -238,6 +242,9 @@ class Checker(StateRules, ReturnRules, MMObserver):
         What the calls so far did to it is judged first."""
         if owner in self._device_views:
             self.notice()
+            if self._coh_op is not None and self._coh_op.all:
+                # a model call still running moved pages under this mapping: judge it now
+                self._record(self._check_device_view(owner, self._device_views[owner]))
         self._device_views.pop(owner, None)
 
     def _holder_folios(self) -> dict[int, Any]:
@@ -335,6 +342,9 @@ class Checker(StateRules, ReturnRules, MMObserver):
     def folio_ref(self, folio: Any, new: int | None) -> None:
         """Observer event: *folio*'s refcount is about to become *new* (None: another
         field its accounting depends on is about to change) (mm/observer.py)."""
+        op = self._coh_op
+        if op is not None and returned(op):    # type: ignore[arg-type]
+            self._judge_op(op)
         rc = self._root
         if rc is not None:
             fr = rc.frame
@@ -362,11 +372,19 @@ class Checker(StateRules, ReturnRules, MMObserver):
                         s.folios[key] = state
                     else:
                         s.folios[key] = self._state(folio, s)
-        if new is not None and new < folio._rc:
+        if new is not None and new < folio._rc and (self._device_views or key in self._holds):
+            op = self._coh_op
+            if op is None:
+                frame, parent = find_model_op()
+                code = frame.f_code
+                co = _CODE_BYTES.get(code)
+                if co is None:
+                    co = _CODE_BYTES[code] = code.co_code
+                op = self._coh_op = ModelOp(frame, parent, parent.f_lasti if parent is not None else -1, co)
             if key in self._holds:
-                rc.coherence_folios.add(key)
-            elif self._device_views:
-                rc.coherence = True
+                op.folios.add(key)
+            else:
+                op.all = True
 
     def pin_call_begin(self, call: str) -> CallSnapshot:
         """Observer event: a core pinning call starts."""
@@ -403,17 +421,33 @@ class Checker(StateRules, ReturnRules, MMObserver):
         return rc
 
     def notice(self, final: bool = False) -> None:
-        """Judge the root call that has returned (every one with *final*: the test is
-        over), if any."""
+        """Judge the model call and the root call that have returned (every one with
+        *final*: the test is over), if any."""
+        op = self._coh_op
+        if op is not None and (final or returned(op)):   # type: ignore[arg-type]
+            self._judge_op(op)
         rc = self._root
         if rc is not None and (final or returned(rc)):
             self._close_root(rc, final)
         if final:
             self._last_parent = None
 
+    def _judge_op(self, op: ModelOp) -> None:
+        """Coherence after a model call that moved, unmapped or freed held or
+        device-mapped pages."""
+        self._coh_op = None
+        op.frame = op.parent = None
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._record(self._check_coherence(None if op.all else op.folios))
+        finally:
+            self._closing = False
+
     def _close_root(self, rc: RootCall, final: bool = False) -> None:
         self._root = None
-        if not rc.driver and not rc.coherence and not rc.coherence_folios:
+        if not rc.driver:
             rc.frame = rc.parent = None
             return
         if self._closing:
@@ -425,8 +459,6 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 value = return_value(rc)
                 found += self.judge_return(rc.name, value, None, rc.snap, caller=rc.caller,
                                            count=False, auto=True, record=False)
-            if rc.coherence or rc.coherence_folios:
-                found += self._check_coherence(None if rc.coherence else rc.coherence_folios)
             self._record(found)
         finally:
             self._closing = False

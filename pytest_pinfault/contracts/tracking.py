@@ -25,7 +25,8 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["CallSnapshot", "RootCall", "find_root_call", "returned", "return_value", "PKG_DIR"]
+__all__ = ["CallSnapshot", "RootCall", "ModelOp", "find_root_call", "find_model_op", "returned",
+           "return_value", "PKG_DIR"]
 
 #: this package's directory: frames in it are the model, the checker or the plugin
 PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -84,8 +85,7 @@ class RootCall:
     """A call the test made (see the module docstring).  ``frame`` is the callee's frame,
     ``parent`` the caller's (the test function) and ``parent_lasti`` where the caller was
     when the call was found; ``driver``: the callee is outside this package (a driver
-    entry point); ``snap``: what the call touched; ``coherence``: the call moved,
-    unmapped or freed a page a hold or device mapping may refer to."""
+    entry point); ``snap``: what the call touched."""
 
     frame: Any
     parent: Any
@@ -95,8 +95,31 @@ class RootCall:
     name: str
     caller: str
     snap: CallSnapshot | None      # None when not a driver call (nothing to judge)
-    coherence: bool = False        # judge every hold and device mapping at its end
-    coherence_folios: set = dataclasses.field(default_factory=set)   # ...or these holds
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class ModelOp:
+    """The model call (the outermost frame of this package on the stack) that moved,
+    unmapped or freed a page a hold or device mapping may refer to: coherence is judged
+    once it returned.  ``all``: every hold and device mapping, else the holds in
+    ``folios``."""
+
+    frame: Any
+    parent: Any
+    parent_lasti: int
+    code: bytes
+    all: bool = False
+    folios: set = dataclasses.field(default_factory=set)
+
+
+def find_model_op() -> tuple[Any, Any]:
+    """(outermost frame of this package on the stack, its caller)."""
+    f = sys._getframe(2)
+    outer = f
+    while f is not None and f.f_code.co_filename.startswith(PKG_DIR):
+        outer = f
+        f = f.f_back
+    return outer, f
 
 
 def find_root_call(hint: Any = None) -> tuple[Any, Any]:
