@@ -29,7 +29,7 @@ import weakref
 from typing import Any, Callable, Hashable, Iterable
 
 from ..mm.fakemm import FakeMM
-from ..mm.folio import PG_isolated, folio_serial
+from ..mm.folio import MAPPING_CHANGE, PG_isolated, folio_serial
 from ..mm.observer import MMObserver
 from ..mm.sched import PF_MEMALLOC_PIN
 from .returns import ReturnRules, return_code
@@ -340,8 +340,10 @@ class Checker(StateRules, ReturnRules, MMObserver):
 
     # ------------------------------------------------------------------ observer events
     def folio_ref(self, folio: Any, new: int | None) -> None:
-        """Observer event: *folio*'s refcount is about to become *new* (None: another
-        field its accounting depends on is about to change) (mm/observer.py)."""
+        """Observer event: *folio*'s refcount is about to become *new*, or
+        (``MAPPING_CHANGE``, None) another field its accounting depends on is about to
+        change (mm/observer.py).  A mapping change of a held or device-mapped page
+        makes the running model call judge coherence once it returned."""
         op = self._coh_op
         if op is not None and returned(op):    # type: ignore[arg-type]
             self._judge_op(op)
@@ -372,7 +374,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
                         s.folios[key] = state
                     else:
                         s.folios[key] = self._state(folio, s)
-        if new is not None and new < folio._rc and (self._device_views or key in self._holds):
+        if new == MAPPING_CHANGE and (self._device_views or key in self._holds):
             op = self._coh_op
             if op is None:
                 frame, parent = find_model_op()

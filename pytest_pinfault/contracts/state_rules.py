@@ -259,10 +259,17 @@ class StateRules:
         acq = k.stats.nr_foll_pin_acquired - self._b_pins[0]
         rel = k.stats.nr_foll_pin_released - self._b_pins[1]
         pinned, leaked = [], []
+        cache = self._ucache
         for f in self._candidates():
             if f.kind not in USER_KINDS or id(f) in holder:
                 continue
-            p, r = self._units(f, holds)
+            if cache is not None:
+                u = cache.get(id(f))
+                if u is None:
+                    u = cache[id(f)] = split_units(k, f, holds)
+                p, r = u
+            else:
+                p, r = split_units(k, f, holds)
             if not (p or r):
                 continue
             bp, br = self._base_units(f)
@@ -348,43 +355,39 @@ class StateRules:
     # rule 10 -----------------------------------------------------------------------
     def _touched_ranges(self) -> list[tuple[int, int]]:
         rngs = list(self._touched)
+        base = self._b_folios
         for f in self._candidates():
-            if f.kind in USER_KINDS and id(f) not in self._b_folios:
+            if id(f) not in base and f.kind in USER_KINDS:
                 rngs.append((f.pfn, f.nr_pages))
         return rngs
 
-    def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool]:
-        """(user folios in [lo, hi) that are held, True if the range must not be judged:
-        a live kernel-owned folio, a declared holder's or fault-injector-held folio)."""
+    def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool, bool]:
+        """One pass over the folios in [lo, hi): (the user folios that are held, True if
+        the range must not be judged -- a live kernel-owned folio, a declared holder's
+        or fault-injector-held folio --, True if a probe would only move folios around:
+        every folio is a user folio, not isolated, locked or under writeback, and holds
+        nothing the model does not account for, so the probe can be skipped)."""
         k = self.fake_mm
         holder = self._holder_folios()
         holds = injector_holds(k)
-        held, skip = [], False
+        cache = self._ucache
+        held, skip, movable = [], False, True
+        busy = PG_isolated | PG_locked | PG_writeback
         for f in k.folios_in_range(lo, hi):
             if f.kind not in USER_KINDS or id(f) in holder or id(f) in holds:
-                if not (f.kind == "hugetlb" and f._refcount == 0):
+                movable = False
+                if not (f.kind == "hugetlb" and f._rc == 0):
                     skip = True
                 continue
-            p, r = self._units(f, holds)
-            if p or r:
+            u = cache.get(id(f)) if cache is not None else None
+            if u is None:
+                u = self._units(f, holds)
+            if u[0] or u[1]:
                 held.append(f)
-        return held, skip
-
-    def _movable_now(self, lo: int, hi: int) -> bool:
-        """A dry run of the migration a probe of [lo, hi) would do: every user folio in
-        it is on the LRU (or a free/in-use hugetlb folio), not isolated and has no
-        reference the model does not account for.  True means the real probe would
-        only move folios around: it is skipped."""
-        k = self.fake_mm
-        for f in k.folios_in_range(lo, hi):
-            if f.kind not in USER_KINDS:
-                return False
-            if f.flags & (PG_isolated | PG_locked | PG_writeback):
-                return False
-            p, r = self._units(f, injector_holds(k))
-            if p or r:
-                return False
-        return True
+                movable = False
+            elif f._flags & busy:
+                movable = False
+        return held, skip, movable and not self._pcp_quirk()
 
     def _check_contiguity(self) -> list[Violation]:
         k = self.fake_mm
@@ -403,10 +406,8 @@ class StateRules:
                     continue
                 if area.available_count != area.count:
                     continue                        # the test holds a cma_alloc() of its own
-                held, skip = self._blockers(lo, hi)
-                if skip:
-                    continue
-                if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
+                held, skip, movable = self._blockers(lo, hi)
+                if skip or movable:
                     continue
                 page = k.cma_alloc(area, area.count, 0, no_warn=True)
                 if self._ucache is not None:
@@ -431,10 +432,8 @@ class StateRules:
                     continue
                 if any(a.base_pfn < hi and a.end_pfn > lo for a in k.cma_areas):
                     continue                        # CMA pageblocks are never offlinable
-                held, skip = self._blockers(lo, hi)
-                if skip:
-                    continue
-                if not held and self._movable_now(lo, hi) and not self._pcp_quirk():
+                held, skip, movable = self._blockers(lo, hi)
+                if skip or movable:
                     continue
                 rc = k.offline_pages(lo, hi - lo)
                 if self._ucache is not None:

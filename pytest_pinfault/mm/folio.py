@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .mmzone import Zone
 
-__all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio"]
+__all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio", "MAPPING_CHANGE"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 4096
@@ -65,6 +65,8 @@ FLAG_NAMES = {
 
 _ZEROS = bytes(PAGE_SIZE)
 _SERIALS = itertools.count(1)
+#: what an observer's ``folio_ref`` gets as *new* before ``_mapcount`` or ``mapping`` change
+MAPPING_CHANGE = -(1 << 62)
 
 
 def folio_serial() -> int:
@@ -113,7 +115,8 @@ class Folio:
     # -- what an observer watches ---------------------------------------------------
     # The machine's attached observer (mm/observer.py) hears of every change of the
     # fields a folio's reference accounting depends on, before it happens: _refcount
-    # (with the new value), _mapcount, flags, mapping and lru_batch (with None).
+    # (with the new value), _mapcount and mapping (with MAPPING_CHANGE: the page
+    # tables or the page cache stop or start mapping it), flags and lru_batch (None).
     @property
     def _refcount(self) -> int:
         return self._rc
@@ -133,7 +136,7 @@ class Folio:
     def _mapcount(self, value: int) -> None:
         watch = self._mm._ref_watch
         if watch is not None:
-            watch(self, None)
+            watch(self, MAPPING_CHANGE)
         self._mc = value
 
     @property
@@ -155,7 +158,7 @@ class Folio:
     def mapping(self, value: Any) -> None:
         watch = self._mm._ref_watch
         if watch is not None:
-            watch(self, None)
+            watch(self, MAPPING_CHANGE)
         self._mapping = value
 
     @property

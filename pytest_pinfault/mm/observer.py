@@ -7,9 +7,11 @@ The model never imports the code that judges it (the contract checker lives in
 these events to it:
 
 * ``attached_to(fake_mm)`` -- once, when it is attached.
-* ``folio_ref(folio, new)`` -- *before* a folio's ``_refcount`` changes to *new*
-  (and, with *new* None, before its ``_mapcount``, ``flags``, ``mapping`` or
-  ``lru_batch`` changes).  Every
+* ``folio_ref(folio, new)`` -- *before* a folio's ``_refcount`` changes to *new*;
+  with *new* ``MAPPING_CHANGE`` (mm/folio.py) before its ``_mapcount`` or ``mapping``
+  changes (a page table or the page cache stops or starts mapping it: migration,
+  unmap, COW, truncation, freeing), with *new* None before its ``flags`` or
+  ``lru_batch`` change.  Every
   hold taken or dropped (a GUP reference or pin, ``folio_get``/``folio_put``, a mapping,
   the page cache, isolation), every migration, unmap, COW and truncation moves a
   refcount, so this one event lets an observer keep the set of folios a call touched
@@ -43,7 +45,8 @@ class MMObserver:
 
     def folio_ref(self, folio: Any, new: int | None) -> None:
         """*folio*'s ``_refcount`` is about to become *new* (still the old value now);
-        None: another field its reference accounting depends on is about to change."""
+        ``MAPPING_CHANGE``: its ``_mapcount`` or ``mapping`` is about to change; None:
+        its ``flags`` or ``lru_batch``."""
 
     def pin_call_begin(self, call: str) -> Any:
         """A core pinning call *call* starts; the return value comes back as *token*."""
