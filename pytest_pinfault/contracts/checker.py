@@ -24,6 +24,7 @@ falls back to one pass over the allocated folios per judged call and per check.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import weakref
 from typing import Any, Callable, Hashable, Iterable
@@ -516,11 +517,16 @@ class Checker(StateRules, ReturnRules, MMObserver):
         and 10 (whose probes migrate folios: run it last).  Returns the violations
         found by this call; new ones are also appended to :attr:`violations`."""
         self._ucache = {}
+        collecting = gc.isenabled()
+        if final and collecting:
+            gc.disable()                 # a final check makes many short-lived tuples, no cycles
         try:
             self.notice(final=final)
             return self._check(final)
         finally:
             self._ucache = None
+            if final and collecting:
+                gc.enable()
 
     def _check(self, final: bool) -> list[Violation]:
         found: list[Violation] = []

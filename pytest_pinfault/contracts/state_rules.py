@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..mm.folio import PG_isolated, PG_locked, PG_writeback
+from ..mm.gfp import ZONE_MOVABLE
 from ..mm.memory_hotplug import MEMORY_BLOCK_PAGES
 from ..mm.sched import PF_MEMALLOC_PIN
 from .rules import (ACCOUNTING, COHERENCE, CONTIGUITY, ISOLATION_HYGIENE, KERNEL_WARNINGS,
@@ -354,10 +355,12 @@ class StateRules:
 
     # rule 10 -----------------------------------------------------------------------
     def _touched_ranges(self) -> list[tuple[int, int]]:
+        """(pfn, nr_pages) of every hold ever taken and every user folio allocated since
+        the baseline that lies in a CMA area or ZONE_MOVABLE (the ranges rule 10 probes)."""
         rngs = list(self._touched)
         base = self._b_folios
         for f in self._candidates():
-            if id(f) not in base and f.kind in USER_KINDS:
+            if id(f) not in base and f.kind in USER_KINDS and (f._zone.idx == ZONE_MOVABLE or f.is_cma):
                 rngs.append((f.pfn, f.nr_pages))
         return rngs
 
@@ -432,6 +435,8 @@ class StateRules:
                     continue
                 if any(a.base_pfn < hi and a.end_pfn > lo for a in k.cma_areas):
                     continue                        # CMA pageblocks are never offlinable
+                if blk.zone != "Movable":
+                    continue                        # only ZONE_MOVABLE promises offlining
                 held, skip, movable = self._blockers(lo, hi)
                 if skip or movable:
                     continue
