@@ -53,13 +53,25 @@ class StateRules:
         k = self.fake_mm
         holds = injector_holds(k)
         groups: dict[tuple[str, str, str, Any], list[Any]] = {}
-        for key, h in list(self._holds.items()):
-            if not self._still_held(h, holds):
-                del self._holds[key]
-                continue
+        cache = self._ucache
+        gone = []
+        for key, h in self._holds.items():
             f = h.folio
+            if f.freed:
+                gone.append(key)
+                continue
+            u = cache.get(key) if cache is not None else None
+            if u is None:
+                u = split_units(k, f, holds)
+                if cache is not None:
+                    cache[key] = u
+            if u[0] + u[1] <= h.base:
+                gone.append(key)
+                continue
             if not k.folio_is_longterm_pinnable(f):
                 groups.setdefault((h.owner, h.call, h.caller, h.vkey), []).append(f)
+        for key in gone:
+            del self._holds[key]
         out = []
         for (owner, call, caller, vkey), fs in groups.items():
             places = sorted({where(k, f) for f in fs})
@@ -359,9 +371,13 @@ class StateRules:
         the baseline that lies in a CMA area or ZONE_MOVABLE (the ranges rule 10 probes)."""
         rngs = list(self._touched)
         base = self._b_folios
+        cma = [(a.base_pfn, a.end_pfn) for a in self.fake_mm.cma_areas]
         for f in self._candidates():
-            if id(f) not in base and f.kind in USER_KINDS and (f._zone.idx == ZONE_MOVABLE or f.is_cma):
-                rngs.append((f.pfn, f.nr_pages))
+            if id(f) in base or f.kind not in USER_KINDS:
+                continue
+            pfn = f.pfn
+            if f._zone.idx == ZONE_MOVABLE or any(lo <= pfn < hi for lo, hi in cma):
+                rngs.append((pfn, f.nr_pages))
         return rngs
 
     def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool, bool]:
