@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 import weakref
 from typing import Any, Callable, Hashable, Iterable
 
@@ -106,6 +107,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._seen_valid = False                # attached since the baseline: _seen is complete
         self._closing = False
         self._ucache: dict[int, tuple[int, int]] | None = None   # hold units during a check
+        self._cand_cache: list[Any] | None = None                 # _candidates() during a check
         self._last_parent: Any = None           # the caller of the last root call (a hint)
         if at_boot:
             self.boot_baseline()
@@ -122,11 +124,24 @@ class Checker(StateRules, ReturnRules, MMObserver):
     def _candidates(self) -> Iterable[Any]:
         """Every folio the final rules must look at: those touched since the baseline
         and those held at the baseline (attached), else every allocated folio."""
+        cached = self._cand_cache
+        if cached is not None:
+            return cached
         if self._seen_valid and self.attached:
-            out = {k: b[0] for k, b in self._b_folios.items()}
-            out.update(self._seen)
-            return [f for f in out.values() if not f.freed]
-        return list(self.fake_mm.iter_folios())
+            seen = self._seen
+            for key in [key for key, f in seen.items() if f.freed]:
+                del seen[key]                 # forget freed folios for good
+            if self._b_folios:
+                out = {k: b[0] for k, b in self._b_folios.items()}
+                out.update(seen)
+                res = [f for f in out.values() if not f.freed]
+            else:
+                res = list(seen.values())
+        else:
+            res = list(self.fake_mm.iter_folios())
+        if self._ucache is not None:
+            self._cand_cache = res            # for the rest of the running check
+        return res
 
     # ------------------------------------------------------------------ baseline
     def baseline(self) -> None:
@@ -391,7 +406,23 @@ class Checker(StateRules, ReturnRules, MMObserver):
 
     def pin_call_begin(self, call: str) -> CallSnapshot:
         """Observer event: a core pinning call starts."""
-        return self.snapshot_call()
+        snap = self.snapshot_call()
+        if self._root is None:
+            # the test calling the core directly (the usual case): this call is the root
+            # call, found without walking the stack
+            frame = sys._getframe(2)
+            parent = frame.f_back
+            if parent is not None and parent is self._last_parent:
+                self._root = RootCall(frame, parent, parent.f_lasti, self._code_bytes(frame.f_code),
+                                      False, "", "", None)
+        return snap
+
+    @staticmethod
+    def _code_bytes(code: Any) -> bytes:
+        co = _CODE_BYTES.get(code)
+        if co is None:
+            co = _CODE_BYTES[code] = code.co_code
+        return co
 
     def pin_call_end(self, call: str, token: Any, ret: Any, entries: Any, longterm: bool,
                      caller: str) -> None:
@@ -412,13 +443,13 @@ class Checker(StateRules, ReturnRules, MMObserver):
         callee, caller = find_root_call(prev)
         code = callee.f_code
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
-        snap = self._new_snapshot(True) if driver else None
-        co = _CODE_BYTES.get(code)
-        if co is None:
-            co = _CODE_BYTES[code] = code.co_code
-        rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1, co,
-                      driver, getattr(code, "co_qualname", code.co_name),
-                      _caller_text(caller) if driver else "", snap)
+        if driver:
+            rc = RootCall(callee, caller, caller.f_lasti, self._code_bytes(code), True,
+                          getattr(code, "co_qualname", code.co_name), _caller_text(caller),
+                          self._new_snapshot(True))
+        else:
+            rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1,
+                          self._code_bytes(code), False, "", "", None)
         self._root = rc
         self._last_parent = caller
         return rc
@@ -525,6 +556,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
             return self._check(final)
         finally:
             self._ucache = None
+            self._cand_cache = None
             if final and collecting:
                 gc.enable()
 

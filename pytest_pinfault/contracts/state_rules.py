@@ -199,7 +199,7 @@ class StateRules:
         k = self.fake_mm
         out = []
         left = [f for f in self._candidates()
-                if f.flags & PG_isolated and id(f) not in self._b_isolated_folios]
+                if f._flags & PG_isolated and id(f) not in self._b_isolated_folios]
         if left:
             out.append(self._v(ISOLATION_HYGIENE,
                                f"{len(left)} folio(s) left isolated from the LRU",
@@ -374,11 +374,19 @@ class StateRules:
         base = self._b_folios
         cma = [(a.base_pfn, a.end_pfn) for a in self.fake_mm.cma_areas]
         for f in self._candidates():
-            if id(f) in base or f.kind not in USER_KINDS:
+            if f._zone.idx == ZONE_MOVABLE:
+                pass
+            elif cma:
+                pfn = f.pfn
+                for lo, hi in cma:
+                    if lo <= pfn < hi:
+                        break
+                else:
+                    continue
+            else:
                 continue
-            pfn = f.pfn
-            if f._zone.idx == ZONE_MOVABLE or any(lo <= pfn < hi for lo, hi in cma):
-                rngs.append((pfn, f.nr_pages))
+            if id(f) not in base and f.kind in USER_KINDS:
+                rngs.append((f.pfn, f.nr_pages))
         return rngs
 
     def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool, bool]:
