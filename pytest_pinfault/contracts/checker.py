@@ -108,6 +108,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._closing = False
         self._ucache: dict[int, tuple[int, int]] | None = None   # hold units during a check
         self._cand_cache: list[Any] | None = None                 # _candidates() during a check
+        self._scan_cache: Any = None                              # _scan() during a check
         self._last_parent: Any = None           # the caller of the last root call (a hint)
         if at_boot:
             self.boot_baseline()
@@ -557,6 +558,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         finally:
             self._ucache = None
             self._cand_cache = None
+            self._scan_cache = None
             if final and collecting:
                 gc.enable()
 

@@ -198,8 +198,7 @@ class StateRules:
     def _check_isolation(self) -> list[Violation]:
         k = self.fake_mm
         out = []
-        left = [f for f in self._candidates()
-                if f._flags & PG_isolated and id(f) not in self._b_isolated_folios]
+        left = self._scan()[0]
         if left:
             out.append(self._v(ISOLATION_HYGIENE,
                                f"{len(left)} folio(s) left isolated from the LRU",
@@ -367,27 +366,40 @@ class StateRules:
         return out
 
     # rule 10 -----------------------------------------------------------------------
-    def _touched_ranges(self) -> list[tuple[int, int]]:
-        """(pfn, nr_pages) of every hold ever taken and every user folio allocated since
-        the baseline that lies in a CMA area or ZONE_MOVABLE (the ranges rule 10 probes)."""
-        rngs = list(self._touched)
+    def _scan(self) -> tuple[list[Any], list[tuple[int, int]]]:
+        """One pass over the candidate folios (kept for the running check): (folios left
+        isolated beyond the baseline, (pfn, nr_pages) of every user folio allocated since
+        the baseline that lies in a CMA area or ZONE_MOVABLE)."""
+        cached = getattr(self, "_scan_cache", None)
+        if cached is not None and self._ucache is not None:
+            return cached
         base = self._b_folios
+        b_iso = self._b_isolated_folios
         cma = [(a.base_pfn, a.end_pfn) for a in self.fake_mm.cma_areas]
+        left: list[Any] = []
+        rngs: list[tuple[int, int]] = []
         for f in self._candidates():
-            if f._zone.idx == ZONE_MOVABLE:
-                pass
-            elif cma:
+            if f._flags & PG_isolated and id(f) not in b_iso:
+                left.append(f)
+            if f._zone.idx != ZONE_MOVABLE:
+                if not cma:
+                    continue
                 pfn = f.pfn
                 for lo, hi in cma:
                     if lo <= pfn < hi:
                         break
                 else:
                     continue
-            else:
-                continue
             if id(f) not in base and f.kind in USER_KINDS:
                 rngs.append((f.pfn, f.nr_pages))
-        return rngs
+        out = (left, rngs)
+        self._scan_cache = out if self._ucache is not None else None
+        return out
+
+    def _touched_ranges(self) -> list[tuple[int, int]]:
+        """(pfn, nr_pages) of every hold ever taken and every user folio allocated since
+        the baseline that lies in a CMA area or ZONE_MOVABLE (the ranges rule 10 probes)."""
+        return list(self._touched) + self._scan()[1]
 
     def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool, bool]:
         """One pass over the folios in [lo, hi): (the user folios that are held, True if
