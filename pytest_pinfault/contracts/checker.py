@@ -34,6 +34,7 @@ from ..mm.fakemm import FakeMM
 from ..mm.folio import MAPPING_CHANGE, PG_isolated, folio_serial
 from ..mm.observer import MMObserver
 from ..mm.sched import PF_MEMALLOC_PIN
+from . import counters as _counters
 from .returns import ReturnRules, return_code
 from .rules import Rule
 from .state_rules import HSTATE_SIZES, StateRules
@@ -163,6 +164,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._b_livelocks = len(k.livelocks)
         self._b_seq = k.trace.seq
         self._b_faults = len(k.faults.log)
+        self._b_counters = _counters.snapshot(k)
         holds = injector_holds(k)
         self._b_folios: dict[int, tuple[Any, int, int]] = {}
         self._b_isolated_folios: set[int] = set()
@@ -200,6 +202,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._b_livelocks = 0
         self._b_seq = seq
         self._b_faults = 0
+        self._b_counters = _counters.boot_snapshot(k)
         self._b_folios = {}
         self._b_isolated_folios = set()
         self._b_huge_inuse = {}
@@ -298,7 +301,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 mms[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
         return CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
                             (st.nr_isolated_anon, st.nr_isolated_file), set(), mms, k.trace.seq,
-                            len(k.faults.log), tracked, folio_serial())
+                            len(k.faults.log), tracked, folio_serial(), _counters.snapshot(k))
 
     def snapshot_call(self) -> CallSnapshot:
         """State before a pinning call.  Attached: filled as the call touches folios
@@ -570,9 +573,11 @@ class Checker(StateRules, ReturnRules, MMObserver):
         found += self._check_isolation()
         found += self._check_scope()
         found += self._check_warnings()
+        found += _counters.probe_violations(self)
         if final:
             found += self._check_balance()
             found += self._check_accounting()
+            found += _counters.teardown_violations(self, self._b_counters)
             found += self._check_contiguity()
             self._root = None
         return self._record(found)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import counters as _counters
 from .rules import COUNT_HONESTY, ERROR_NOTHING_HELD, LONGTERM_PLACEMENT
 from .tracking import CallSnapshot
 from .units import USER_KINDS, compact_folios, errname, placement_bad, short_caller, where
@@ -69,6 +70,7 @@ class ReturnRules:
                     problems.append(f"locked_vm +{mm.locked_vm - lv}")
                 if mm.pinned_vm > pv:
                     problems.append(f"pinned_vm +{mm.pinned_vm - pv}")
+            problems += _counters.error_problems(k, before.counters)
             iso = self._new_isolated(before)
             st = k.stats
             if iso or (st.nr_isolated_anon, st.nr_isolated_file) != before.nr_isolated:

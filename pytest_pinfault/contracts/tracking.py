@@ -72,6 +72,7 @@ class CallSnapshot:
     faults_at: int = 0
     tracked: bool = False
     serial: int = 0               # folios with a higher _serial were created after it
+    counters: dict = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
 
     def units(self, f: Any) -> tuple[int, int]:
         b = self.folios.get(id(f))
