@@ -264,6 +264,92 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
 }
 
 NOT_FUZZED = {
+    # observer interface (mm/observer.py): harness, not kernel functions
+    "FakeMM.attach_observer": "harness: attaches the contract checker",
+    "FakeMM.detach_observer": "harness: detaches the contract checker",
+    "FakeMM.observer_factory": "harness: a class attribute, not a call",
+    # driver plumbing (issue 12) landed after this list: not fuzzed yet
+    "FakeMM.access_ok": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.anon_inode_getfile": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.can_do_mlock": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.capable": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.close_fd": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.copy_from_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.copy_to_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.create_device": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.current_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_attach": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_begin_cpu_access": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_detach": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_dynamic_attach": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_end_cpu_access": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_export": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_fd": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_get": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_map_attachment": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_map_attachment_unlocked": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_put": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_unmap_attachment": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_unmap_attachment_unlocked": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_vmap": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_vmap_unlocked": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_vunmap": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_buf_vunmap_unlocked": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_device_read": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_device_write": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_get_max_seg_size": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_map_page": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_map_page_attrs": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_map_sg": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_map_sg_attrs": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_map_sgtable": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_mapping_error": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_set_mask": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_set_mask_and_coherent": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_set_max_seg_size": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_sg_for_cpu": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_sg_for_device": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_sgtable_for_cpu": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_sgtable_for_device": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_single_for_cpu": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_sync_single_for_device": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_unmap_page": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_unmap_page_attrs": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_unmap_sg": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_unmap_sg_attrs": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.dma_unmap_sgtable": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.fd_file": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.fd_install": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.fget": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.files": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.find_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.fput": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.free_uid": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_current_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_dma_buf": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_file": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_uid": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_unused_fd_flags": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.get_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.memdup_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.mmdrop": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.mmget": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.mmget_not_zero": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.mmgrab": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.mmput": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.put_unused_fd": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.put_user": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.rlimit_memlock": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_alloc_append_table_from_pages": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_alloc_table": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_alloc_table_from_pages": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_alloc_table_from_pages_segment": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_free_append_table": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_free_table": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_init_table": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_mark_end": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.sg_unmark_end": "driver plumbing (issue 12), not fuzzed yet",
+    "FakeMM.unpin_user_page_range_dirty_lock": "driver plumbing (issue 12), not fuzzed yet",
     # harness helpers, not kernel functions: their misuse is a ValueError/UsageError
     "FakeMM.check": "runs the contract checker",
     "FakeMM.create_mm": "no arguments that can be bad",
@@ -321,7 +407,6 @@ def test_arity_matches_signatures():
         assert len(required) <= len(kinds) <= len(params), key
 
 
-@pytest.mark.pin_contract(disable=["kernel-warnings"], reason="the fuzz provokes kernel warnings on purpose")
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_bad_values_get_kernel_answers(entry):
     cname, name = entry.split(".")
@@ -362,7 +447,6 @@ KERNEL_ANSWERED = {("FakeMM.alloc_hugetlb_folio_nodemask", "nmask"), ("FakeMM.kf
                    ("FakeMM.kvfree", "obj"), ("FakeMM.memfd_pin_folios", "memfd")}
 
 
-@pytest.mark.pin_contract(disable=["kernel-warnings"], reason="wrong types next to valid arguments")
 @pytest.mark.parametrize("entry", sorted(k for k, v in ENTRY_POINTS.items() if v))
 def test_wrong_types_are_type_errors_naming_the_parameter(entry):
     """Each parameter in turn gets a value of the wrong Python type, the others valid:
