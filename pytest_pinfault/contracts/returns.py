@@ -70,7 +70,8 @@ class ReturnRules:
                     problems.append(f"locked_vm +{mm.locked_vm - lv}")
                 if mm.pinned_vm > pv:
                     problems.append(f"pinned_vm +{mm.pinned_vm - pv}")
-            problems += _counters.error_problems(k, before.counters)
+            if before.counters:
+                problems += _counters.error_problems(k, before.counters)
             iso = self._new_isolated(before)
             st = k.stats
             if iso or (st.nr_isolated_anon, st.nr_isolated_file) != before.nr_isolated:
