@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..contracts.checker import entry_point
+from ..contracts.entry import entry_point
 from ..mm.folio import PAGE_SHIFT, PAGE_SIZE, Folio, Page
 from ..mm.gfp import GFP_KERNEL
 from ..mm.gup import Out

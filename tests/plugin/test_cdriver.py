@@ -127,7 +127,7 @@ def test_a_buggy_c_driver_fails_with_the_rule_and_its_entry_point(pytester, run,
     r = run("-q")
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
-    assert "[longterm-placement] a long-term hold sits in CMA (taken by pinbuf_ioctl)" in out
+    assert "[longterm-placement] 4 long-term holds sit in CMA (taken by pinbuf_ioctl)" in out
 
 
 def test_relative_paths_resolve_next_to_the_test_file(pytester, run, cache):
