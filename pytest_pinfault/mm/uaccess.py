@@ -101,6 +101,8 @@ class UaccessMixin:
         / -EFAULT (nothing allocated is left behind).
         Kernel: mm/util.c:memdup_user (v6.12; ERR_PTR returns become -errno)."""
         from .gfp import GFP_USER
+        if len < 0:                            # a size_t: far beyond KMALLOC_MAX_SIZE
+            return -errno.ENOMEM
         obj = self.kmalloc(len, GFP_USER)
         if obj is None:
             return -errno.ENOMEM
@@ -109,12 +111,14 @@ class UaccessMixin:
             return -errno.EFAULT
         return obj
 
-    def get_user(self, x: Any, ptr: int, size: int = 8) -> int:
+    def get_user(self: "FakeMM", x: Any, ptr: int, size: int = 8) -> int:
         """Read a *size*-byte little-endian integer at user address *ptr* into the box
         *x* (``x.value``); 0 or -EFAULT (``x.value`` set to 0).
         Kernel: include/linux/uaccess.h / arch/x86/include/asm/uaccess.h:get_user."""
-        if size not in _SIZES:
-            raise ValueError(f"get_user: size must be one of {_SIZES}, got {size}")
+        if size not in _SIZES:                 # __get_user_bad(): a build error in C
+            self._warn("get_user", f"get_user of a {size}-byte object (sizes: {_SIZES})")
+            x.value = 0
+            return -errno.EFAULT
         buf = bytearray(size)
         if self.copy_from_user(buf, ptr, size):
             x.value = 0
@@ -122,10 +126,11 @@ class UaccessMixin:
         x.value = int.from_bytes(buf, "little")
         return 0
 
-    def put_user(self, x: int, ptr: int, size: int = 8) -> int:
+    def put_user(self: "FakeMM", x: int, ptr: int, size: int = 8) -> int:
         """Write *x* as a *size*-byte little-endian integer at user address *ptr*;
         0 or -EFAULT.  Kernel: arch/x86/include/asm/uaccess.h:put_user."""
-        if size not in _SIZES:
-            raise ValueError(f"put_user: size must be one of {_SIZES}, got {size}")
+        if size not in _SIZES:                 # __put_user_bad(): a build error in C
+            self._warn("put_user", f"put_user of a {size}-byte object (sizes: {_SIZES})")
+            return -errno.EFAULT
         data = (x & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         return -errno.EFAULT if self.copy_to_user(ptr, data, size) else 0
