@@ -101,7 +101,12 @@ class CmaMixin:
         Kernel: mm/cma.c:cma_alloc (v6.12).
         """
         area = self._cma_lookup(cma)
-        if area is None or count <= 0 or count > area.count:
+        for name, v in (("count", count), ("align", align)):
+            if not isinstance(v, int):
+                raise TypeError(f"cma_alloc: {name} must be an int, got {type(v).__name__}")
+        # a negative count or align is the kernel's unsigned wrap: far too large
+        if area is None or count <= 0 or count > area.count or not 0 <= align < 64 \
+                or (1 << align) > area.count:
             return None
         mask = (1 << align) - 1
         start = 0
@@ -123,6 +128,11 @@ class CmaMixin:
             self._trace("cma_busy", cma=area.name, pfn=pfn,
                         message=f"memory range at pfn {pfn:#x} is busy, retrying")
             start = pos + mask + 1
+            busy = self._contig_busy_pfn
+            if busy is not None and pfn <= busy < pfn + count and not self.faults.active:
+                # every later slot holding the same busy pfn fails the same way (no
+                # fault is armed to change that): go straight past it
+                start = max(start, busy - area.base_pfn + 1)
         if page is None:
             area.alloc_pages_fail += count
             self.stats.cma_alloc_fail += 1
@@ -133,7 +143,7 @@ class CmaMixin:
             self.stats.cma_alloc_success += 1
         return page
 
-    def cma_release(self, cma: CMA | str, pages: Page | Folio, count: int) -> bool:
+    def cma_release(self, cma: CMA | str, pages: Page | Folio | None, count: int) -> bool:
         """Free pages from :meth:`cma_alloc`; False when they are not from this area.
 
         Kernel: mm/cma.c:cma_release (v6.12).
@@ -173,8 +183,16 @@ class CmaMixin:
         """Make ``[start, end)`` free and allocate it: 0, -EINVAL (bad gfp), -EBUSY
         (unmovable pages, or pages that would not migrate: "PFNs busy"), -ENOMEM, -EINTR.
 
+        *migratetype* is MIGRATE_MOVABLE or MIGRATE_CMA (the kernel's documented
+        values); another is a recorded warning and -EINVAL.
         Kernel: mm/page_alloc.c:alloc_contig_range (v6.12 argument form).
         """
+        for name, v in (("start", start), ("end", end), ("migratetype", migratetype)):
+            if not isinstance(v, int):
+                raise TypeError(f"alloc_contig_range: {name} must be an int, got {type(v).__name__}")
+        if migratetype not in (MIGRATE_MOVABLE, MIGRATE_CMA):
+            self._warn("alloc_contig_range", f"migratetype {migratetype}: expected MIGRATE_MOVABLE or MIGRATE_CMA")
+            return -errno.EINVAL
         gfp = self.current_gfp_context(gfp) & ~_CONTIG_GFP_IGNORED
         if gfp & ~_CONTIG_GFP_ALLOWED:
             return -errno.EINVAL
@@ -183,14 +201,17 @@ class CmaMixin:
             return -errno.EINVAL
         # pageblocks are isolated whole, but only [start, end) is checked for unmovable
         # pages and must end up free: neighbours in the same pageblock may stay in use
+        self._contig_busy_pfn = None
         ret = self.start_isolate_page_range(start, end, migratetype, 0)
         if ret:
+            self._contig_busy_pfn = self._isolate_fail_pfn
             return ret
         try:
             self.drain_all_pages(zone)
             ret = self._alloc_contig_migrate_range(start, end, gfp)
             if ret == 0 and self.test_pages_isolated(start, end, 0):
                 busy = next(iter(self.folios_in_range(start, end)), None)
+                self._contig_busy_pfn = None if busy is None else max(busy.pfn, start)
                 self._trace("contig_busy", folio=busy,
                             message=f"alloc_contig_range: [{start:x}, {end:x}) PFNs busy")
                 ret = -errno.EBUSY
@@ -240,6 +261,8 @@ class CmaMixin:
         finally:
             self.lru_cache_enable()
         if ret < 0:
+            if ret == -errno.EBUSY and lst:
+                self._contig_busy_pfn = max(lst[0].pfn, start)
             if ret == -errno.EBUSY and lst and not gfp & _g._NOWARN:
                 self._trace("contig_busy", folio=lst[0], message="page dumped because: migration failure")
             self.putback_movable_pages(lst)

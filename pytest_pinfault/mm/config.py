@@ -19,6 +19,7 @@ __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "Frozen
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+NR_CPUS_MAX = 8192              # CONFIG_NR_CPUS_RANGE_END on x86-64 with MAXSMP
 
 Size = Union[int, str]
 
@@ -170,7 +171,7 @@ class MMConfig:
     memlock
         RLIMIT_MEMLOCK of the first task, in bytes.
     nr_cpus
-        CPUs, each with its own per-cpu page lists and LRU batches.
+        CPUs (1 to 8192), each with its own per-cpu page lists and LRU batches.
     boot_reserved
         ``"auto"`` reserves the kernel image and the memmap (64 bytes per page, at the top
         of RAM, as memblock does top-down), which makes the top memory block unofflinable,
@@ -237,10 +238,12 @@ class MMConfig:
         if memlock > RLIM_INFINITY:
             raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
         set_(self, "memlock", memlock)
-        for name, lo in (("nr_cpus", 1), ("offline_retry_budget", 1), ("gup_retry_limit", 1)):
+        for name, lo, hi in (("nr_cpus", 1, NR_CPUS_MAX), ("offline_retry_budget", 1, None),
+                             ("gup_retry_limit", 1, None)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"{name}: expected an integer >= {lo}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                want = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi} (x86-64 NR_CPUS with MAXSMP)"
+                raise ConfigError(f"{name}: expected {want}, got {v!r}")
         if self.boot_reserved not in ("auto", "none"):
             raise ConfigError(f"boot_reserved: expected 'auto' or 'none', got {self.boot_reserved!r}")
         if self.firmware not in ("ideal", "seabios"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..faults.injector import Injector, UnknownSite
+from .argcheck import typed_api
 from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import MMConfig
@@ -22,9 +23,9 @@ from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
 from .gup import GupMixin, Out
-from .memfd import MemfdMixin
+from .memfd import MemFile, MemfdMixin
 from .migrate import MigrateMixin
-from .mm_types import AddressSpaceMixin
+from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
 from .counters import CounterRegistry
@@ -93,6 +94,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._gup_last_unpinnable: Folio | None = None
         self._pin_anyway_next = False
         self._notifier_seq = 0
+        self._contig_busy_pfn: int | None = None      # where the last alloc_contig_range failed
+        self._isolate_fail_pfn: int | None = None     # the pfn that refused isolation last
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
@@ -222,6 +225,18 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                 total -= b - a
         return total
 
+    def _memory_pageblocks(self, lo: int, hi: int) -> Iterator[int]:
+        """The pageblocks of ``[lo, hi)`` that hold memory of this machine (present or
+        offline), in order: range walks cost what the machine has, never what a caller
+        passes in."""
+        last = -1
+        for s, e in self._memory:
+            a, b = max(s, lo), min(e, hi)
+            if a < b:
+                for pb in range(max(a >> pageblock_order, last + 1), ((b - 1) >> pageblock_order) + 1):
+                    yield pb
+                    last = pb
+
     def _reserved_count(self, lo: int, hi: int) -> int:
         total = 0
         for s, e in self._reserved:
@@ -274,6 +289,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
     def pfn_to_folio(self, pfn: int) -> Folio | None:
         """The allocated folio containing *pfn*, or None (free, reserved or absent)."""
+        if type(pfn) is not int and not isinstance(pfn, int):
+            raise TypeError(f"pfn_to_folio: pfn must be an int, got {type(pfn).__name__}")
         if self.zero_folio.pfn == pfn:
             return self.zero_folio
         for order in range(_MAX_FOLIO_ORDER + 1):
@@ -297,7 +314,12 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         folios of the sections involved, not the range's size)."""
         out = []
         first = max(0, (lo >> SECTION_SHIFT) - (1 << (_MAX_FOLIO_ORDER - SECTION_SHIFT)))
-        for secno in range(first, ((hi - 1) >> SECTION_SHIFT) + 1):
+        last = ((hi - 1) >> SECTION_SHIFT) + 1
+        if last - first > len(self._sections):      # a range wider than what is allocated
+            secnos = sorted(n for n in self._sections if first <= n < last)
+        else:
+            secnos = range(first, last)
+        for secno in secnos:
             sec = self._sections.get(secno)
             if not sec:
                 continue
@@ -317,8 +339,74 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         return self._nr_allocated
 
     # ------------------------------------------------------------------ references
+    @staticmethod
+    def _folio_of(obj: Any, site: str, param: str = "folio") -> Folio:
+        """``page_folio(obj)`` for a Page or Folio; a TypeError naming *param* else."""
+        if isinstance(obj, (Page, Folio)):
+            return obj.folio
+        raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
+
+    def _usable_folio(self, obj: Any, site: str, param: str = "folio") -> Folio | None:
+        """The folio of *obj* (a :class:`Page` or :class:`Folio`) when *site* may use
+        it; otherwise None after recording the misuse as a kernel warning: a folio of
+        another machine, or one already freed (what KASAN reports as a use-after-free).
+        A wrong Python type is a TypeError naming *param*."""
+        folio = getattr(obj, "folio", None) if isinstance(obj, (Page, Folio)) else None
+        if folio is None:
+            raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
+        if folio._mm is not self:
+            self._warn("foreign_object", f"{site}: {param} {folio!r} belongs to another FakeMM",
+                       folio=folio)
+            return None
+        if folio.freed:
+            self._warn(site, f"BUG: KASAN: use-after-free: {site} on a freed folio", folio=folio)
+            return None
+        return folio
+
+    def _foreign(self, obj: Any, cls: type, site: str, param: str) -> bool:
+        """True (after recording a warning) when *obj*, an instance of *cls* (an
+        mm_struct or a file), belongs to another machine; a wrong type is a TypeError
+        naming *param*."""
+        if not isinstance(obj, cls):
+            raise TypeError(f"{site}: {param} must be a {cls.__name__}, got {type(obj).__name__}")
+        if obj._k is not self:
+            self._warn("foreign_object", f"{site}: {param} {obj!r} belongs to another FakeMM")
+            return True
+        return False
+
+    def _put_refs(self, folio: Folio, refs: int, site: str) -> None:
+        """Drop *refs* references; the last frees the folio.  A put that would take the
+        refcount below what the page tables (and, for a large folio, the pins) hold is
+        refused and recorded as "Bad page state" (the kernel would free a mapped page
+        and later hand it out twice): the model's state stays as it was."""
+        if folio.kind == KIND_ZERO:
+            return
+        left = folio._refcount - refs
+        if left < 0 or folio.freed:
+            self._warn(site, f"refcount underflow (VM_BUG_ON_FOLIO(page_ref_count(page) == 0)): "
+                             f"dropping {refs} of {folio._refcount}"
+                             f"{'; use-after-free of a freed folio' if folio.freed else ''}", folio=folio)
+            return
+        if left < folio._mapcount:
+            mapped = sum(1 for owner, _ in folio.rmap or () if isinstance(owner, MMStruct))
+            if left < mapped:
+                self._warn("bad_page_state",
+                           f"Bad page state: {site} drops a reference it does not hold: refcount "
+                           f"{folio._refcount} - {refs} < {mapped} page-table mappings (nonzero mapcount)",
+                           folio=folio)
+                return
+        if left == 0 and folio.order and folio._pincount:
+            self._warn("free_pinned", f"Bad page state: {site} frees a folio with _pincount "
+                                      f"{folio._pincount} (nonzero pincount)", folio=folio)
+            return
+        folio._refcount = left
+        if left == 0:
+            self._free_folio(folio)
+
     def folio_get(self, folio: Folio) -> None:
         """Take a reference.  Kernel: include/linux/mm.h:folio_get."""
+        if self._usable_folio(folio, "folio_get") is None:
+            return
         if folio._refcount <= 0:
             self._warn("folio_get", "VM_BUG_ON_FOLIO(folio_ref_zero_or_close_to_overflow(folio))", folio=folio)
             return
@@ -326,22 +414,39 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
     def folio_try_get(self, folio: Folio) -> bool:
         """Take a reference unless the refcount is already 0.  Kernel: include/linux/page_ref.h."""
+        if not isinstance(folio, (Page, Folio)):
+            raise TypeError(f"folio_try_get: folio must be a Page or Folio, got {type(folio).__name__}")
+        folio = folio.folio
+        if folio._mm is not self:
+            self._warn("foreign_object", f"folio_try_get: folio {folio!r} belongs to another FakeMM",
+                       folio=folio)
+            return False
         if folio._refcount <= 0 or folio.freed:
             return False
         folio._refcount += 1
         return True
 
     def folio_put(self, folio: Folio) -> None:
-        """Drop a reference; the last one frees the folio.  Kernel: include/linux/mm.h:folio_put."""
+        """Drop a reference; the last one frees the folio.  Misuse is recorded, never
+        absorbed: a put on a freed folio (refcount underflow) or one that would drop a
+        reference the page tables hold ("Bad page state") changes nothing.
+        Kernel: include/linux/mm.h:folio_put, mm/page_alloc.c:free_page_is_bad."""
+        if type(folio) is not Folio or folio._mm is not self:
+            if isinstance(folio, Page):
+                folio = folio.folio
+            if self._usable_folio(folio, "folio_put") is None:
+                return
         if folio.kind == KIND_ZERO:
             return
-        if folio._refcount <= 0:
-            self._warn("folio_put", "refcount underflow (VM_BUG_ON_FOLIO(page_ref_count(page) == 0))",
-                       folio=folio)
+        r = folio._refcount
+        if r > 1 and r > folio._mapcount:           # the common case: nothing to check
+            folio._refcount = r - 1
             return
-        folio._refcount -= 1
-        if folio._refcount == 0:
+        if r == 1 and not folio.rmap and not folio._pincount:
+            folio._refcount = 0
             self._free_folio(folio)
+            return
+        self._put_refs(folio, 1, "folio_put")
 
     def folio_ref_count(self, folio: Folio) -> int:
         return folio._refcount
@@ -405,6 +510,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
 
         Kernel: include/linux/mm.h:folio_is_longterm_pinnable (v6.15+ check order).
         """
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "folio_is_longterm_pinnable")
         mt = self._pb_mt.get(folio.pfn >> pageblock_order)
         if mt is None:
             if self._cma_ranges and self._pfn_in_cma(folio.pfn):
@@ -418,6 +525,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
     def folio_maybe_dma_pinned(self, folio: Folio) -> bool:
         """Large folios: ``_pincount > 0`` (exact).  Small folios: refcount >= 1024
         (false positives possible).  Kernel: include/linux/mm.h:folio_maybe_dma_pinned."""
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "folio_maybe_dma_pinned")
         if folio.order:
             return folio._pincount > 0
         return folio._refcount >= GUP_PIN_COUNTING_BIAS
@@ -480,3 +589,23 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
     def __repr__(self) -> str:
         zones = ", ".join(f"{z.name}={z.present_pages << 2 >> 10}MiB" for z in self._zone_list if z.present_pages)
         return f"<FakeMM {zones} cma={[a.name for a in self.cma_areas]}>"
+
+
+# Wrong Python types are TypeErrors naming the parameter (argcheck.py).  The methods the
+# model itself calls in its per-folio loops check their arguments inline instead.
+_INLINE_CHECKED = ("folio_put", "folio_get", "folio_try_get", "try_grab_folio", "gup_put_folio",
+                   "folio_add_lru", "folio_isolate_lru", "folio_putback_lru", "putback_movable_pages",
+                   "folio_isolate_hugetlb", "folio_putback_hugetlb", "free_huge_folio",
+                   "folio_is_longterm_pinnable", "folio_maybe_dma_pinned", "get_pageblock_migratetype",
+                   "migrate_pages", "handle_mm_fault", "lru_add_drain", "lru_add_drain_all",
+                   "lru_cache_disable", "lru_cache_enable", "pfn_to_folio", "iter_folios",
+                   # judged core pinning calls name their caller by frame depth: inline checks
+                   "get_user_pages", "get_user_pages_remote", "get_user_pages_unlocked",
+                   "get_user_pages_fast", "pin_user_pages", "pin_user_pages_remote",
+                   "pin_user_pages_unlocked", "pin_user_pages_fast", "memfd_pin_folios",
+                   # harness helpers validate their own arguments (ValueError naming them)
+                   "steer", "run_as", "fault_point", "fill_zone", "fragment_zone", "hstate",
+                   "check", "create_task", "alloc_pages", "folio_alloc")
+typed_api(FakeMM, skip=_INLINE_CHECKED)
+typed_api(MMStruct, skip=("find_vma", "lookup", "replace_folio"))
+typed_api(MemFile)

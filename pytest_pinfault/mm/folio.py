@@ -8,8 +8,11 @@ fields are the ones pinning depends on: ``_refcount``, ``_pincount`` (exact for 
 folios), ``_mapcount`` (here: the number of page-table mappings, 0 when unmapped, not the
 kernel's -1 based value), flags, kind, ``mapping``/``index`` and contents.
 
-.. note:: Contents are stored sparsely per base page (``dict`` page index -> bytearray)
-   and only once written: a 1 GiB hugetlb folio costs nothing until it is written to.
+.. note:: Contents are stored sparsely per base page and only once written: a 1 GiB
+   hugetlb folio costs nothing until it is written to.  ``_data`` maps a page index to
+   the page's contents, stored compactly: an ``int`` for a page filled with one byte
+   value (what most test data is), immutable ``bytes`` for a page written whole, and a
+   ``bytearray`` only for a page written in parts; a page written all zero is dropped.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class Folio:
         self.mapping: Any = None
         self.index = 0
         self._zone = zone
-        self._data: dict[int, bytearray] | None = None
+        self._data: dict[int, bytes | bytearray | int] | None = None
         self.private: Any = None
         self.lru_batch = -1          # cpu whose lru_add batch holds a reference, or -1
         self.rmap: Any = None        # page-table mappings (set by the address-space model)
@@ -162,7 +165,12 @@ class Folio:
             pg, off = divmod(offset, PAGE_SIZE)
             take = min(n, PAGE_SIZE - off)
             buf = data.get(pg)
-            out += buf[off:off + take] if buf is not None else _ZEROS[:take]
+            if buf is None:
+                out += _ZEROS[:take]
+            elif type(buf) is int:
+                out += bytes((buf,)) * take
+            else:
+                out += buf[off:off + take]
             offset += take
             n -= take
         return bytes(out)
@@ -180,13 +188,27 @@ class Folio:
         while pos < n:
             pg, off = divmod(offset + pos, PAGE_SIZE)
             take = min(n - pos, PAGE_SIZE - off)
+            if take == PAGE_SIZE:
+                chunk = bytes(mv[pos:pos + PAGE_SIZE])
+                first = chunk[0]
+                if chunk.count(first) == PAGE_SIZE:        # one repeated byte value
+                    if first:
+                        data[pg] = first
+                    else:
+                        data.pop(pg, None)
+                else:
+                    data[pg] = chunk
+                pos += take
+                continue
             page = data.get(pg)
-            if page is None:
-                if take == PAGE_SIZE:
-                    data[pg] = bytearray(mv[pos:pos + take])
-                    pos += take
-                    continue
-                page = data[pg] = bytearray(PAGE_SIZE)
+            if type(page) is not bytearray:
+                if page is None:
+                    page = bytearray(PAGE_SIZE)
+                elif type(page) is int:
+                    page = bytearray(bytes((page,)) * PAGE_SIZE)
+                else:
+                    page = bytearray(page)
+                data[pg] = page
             page[off:off + take] = mv[pos:pos + take]
             pos += take
         self.flags |= PG_dirty

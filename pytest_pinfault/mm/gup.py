@@ -170,6 +170,19 @@ class GupMixin:
         """Take *refs* references (FOLL_GET) or pins (FOLL_PIN) on *folio*: 0, or
         -ENOMEM when the refcount is 0 (WARN).  Hits the ``try_grab_folio`` fault site.
         Kernel: mm/gup.c:try_grab_folio (v6.10+, int-returning)."""
+        if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
+                or (type(flags) is not int and not isinstance(flags, int)):
+            for name, v in (("refs", refs), ("flags", flags)):
+                if not isinstance(v, int):
+                    raise TypeError(f"try_grab_folio: {name} must be an int, got {type(v).__name__}")
+            folio = self._usable_folio(folio, "try_grab_folio")
+            if folio is None:
+                return -errno.EFAULT
+        if refs <= 0:
+            if refs < 0:
+                self._warn("try_grab_folio", f"negative count: {refs} references or pins", folio=folio)
+                return -errno.EINVAL
+            return 0
         fi = self.faults
         if fi.active:
             rc = fi.hit("try_grab_folio", folio=folio, refs=refs, flags=flags)
@@ -194,16 +207,31 @@ class GupMixin:
         return 0
 
     def gup_put_folio(self, folio: Folio, refs: int, flags: int) -> None:
-        """Release what try_grab_folio took.  Kernel: mm/gup.c:gup_put_folio."""
+        """Release what try_grab_folio took.  A count below 1, a folio already freed or
+        of another machine, or more pins than the folio has is a recorded warning and
+        changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
+        if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
+                or (type(flags) is not int and not isinstance(flags, int)):
+            for name, v in (("refs", refs), ("flags", flags)):
+                if not isinstance(v, int):
+                    raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
+            folio = self._usable_folio(folio, "gup_put_folio")
+            if folio is None:
+                return
+        if refs <= 0:
+            self._warn("unpin" if int(flags) & _PIN else "put_page",
+                       f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
+                       f"{'pins' if int(flags) & _PIN else 'references'}", folio=folio)
+            return
         if int(flags) & _PIN:
             if folio.kind == KIND_ZERO:
                 return
-            self.stats.nr_foll_pin_released += refs
             if folio.order:
                 if folio._pincount < refs:
                     self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
                                folio=folio)
                     return
+                self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
                 folio._pincount -= refs
                 self._folio_put_refs(folio, refs)
             else:
@@ -211,28 +239,31 @@ class GupMixin:
                     self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
                                folio=folio)
                     return
+                self.stats.nr_foll_pin_released += refs
                 self._folio_put_refs(folio, refs * GUP_PIN_COUNTING_BIAS)
         else:
             self._folio_put_refs(folio, refs)
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
-        if folio.kind == KIND_ZERO:
+        left = folio._refcount - refs
+        if left > 0 and left >= folio._mapcount and not folio.freed and folio.kind != KIND_ZERO:
+            folio._refcount = left          # the common case: nothing freed, nothing to check
             return
-        if folio._refcount < refs:
-            self._warn("folio_put_refs", "refcount underflow", folio=folio)
-            return
-        folio._refcount -= refs
-        if folio._refcount == 0:
-            self._free_folio(folio)
+        self._put_refs(folio, refs, "folio_put_refs")
 
     def put_page(self, page: Page | Folio) -> None:
-        """Drop a FOLL_GET reference.  Kernel: include/linux/mm.h:put_page."""
-        self.folio_put(page.folio)
+        """Drop a FOLL_GET reference; misuse is recorded as for folio_put.
+        Kernel: include/linux/mm.h:put_page."""
+        folio = self._usable_folio(page, "put_page", "page")
+        if folio is not None:
+            self._put_refs(folio, 1, "put_page")
 
     # ------------------------------------------------------------------ release APIs
     def unpin_user_page(self, page: Page) -> None:
         """Release one pin.  Kernel: mm/gup.c:unpin_user_page."""
-        self.gup_put_folio(page.folio, 1, _PIN)
+        folio = self._usable_folio(page, "unpin_user_page", "page")
+        if folio is not None:
+            self.gup_put_folio(folio, 1, _PIN)
 
     def unpin_user_pages(self, pages: Sequence[Page | None], npages: int) -> None:
         """Release one pin per entry of ``pages[:npages]``, grouping consecutive pages of
@@ -247,6 +278,7 @@ class GupMixin:
         if npages < 0:
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
+        npages = self._array_bound("unpin_user_pages", pages, npages, "pages")
         i = 0
         put = self.gup_put_folio
         while i < npages:
@@ -254,6 +286,11 @@ class GupMixin:
             if page is None:
                 i += 1
                 continue
+            if type(page) is not Page:
+                folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
+                if folio is None:
+                    i += 1
+                    continue
             folio = page.folio
             n = 1
             if folio.order:
@@ -284,12 +321,17 @@ class GupMixin:
             i += nr
 
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
-        """Release *npages* pins of *folio*.  Kernel: mm/gup.c:unpin_user_folio."""
-        self.gup_put_folio(folio, npages, _PIN)
+        """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
+        or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
+        folio = self._usable_folio(folio, "unpin_user_folio")
+        if folio is not None:
+            self.gup_put_folio(folio, npages, _PIN)
 
     def unpin_folio(self, folio: Folio) -> None:
         """Release one pin (memfd_pin_folios' unit).  Kernel: mm/gup.c:unpin_folio."""
-        self.gup_put_folio(folio, 1, _PIN)
+        folio = self._usable_folio(folio, "unpin_folio")
+        if folio is not None:
+            self.gup_put_folio(folio, 1, _PIN)
 
     def unpin_folios(self, folios: Sequence[Folio | None], nfolios: int) -> None:
         """Release one pin per entry of ``folios[:nfolios]``; consecutive identical
@@ -298,10 +340,14 @@ class GupMixin:
         if nfolios < 0:
             self._warn("unpin_folios", f"WARN_ON(IS_ERR_VALUE(nfolios)): nfolios={nfolios}")
             return
+        nfolios = self._array_bound("unpin_folios", folios, nfolios, "folios")
         i = 0
         while i < nfolios:
             folio = folios[i]
             if folio is None:
+                i += 1
+                continue
+            if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
                 i += 1
                 continue
             n = 1
@@ -311,12 +357,50 @@ class GupMixin:
             i += n
 
     def folio_add_pins(self, folio: Folio, pins: int) -> int:
-        """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno."""
+        """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno.
+        An unpinned folio warns (VM_WARN_ON_ONCE) and is pinned anyway, as in the
+        kernel; a negative count (the kernel's unsigned wrap) warns and returns -EINVAL;
+        a freed or foreign folio warns and returns -EFAULT.
+        Kernel: mm/gup.c:folio_add_pins (v6.13)."""
+        folio = self._usable_folio(folio, "folio_add_pins")
+        if folio is None:
+            return -errno.EFAULT
+        if pins < 0:
+            self._warn("folio_add_pins", f"negative count: folio_add_pins(folio, {pins})", folio=folio)
+            return -errno.EINVAL
         if not self.folio_maybe_dma_pinned(folio) and folio.kind != KIND_ZERO:
             self._warn("folio_add_pins", "folio_add_pins on a folio that is not pinned", folio=folio)
         return self.try_grab_folio(folio, pins, _PIN)
 
+    def _array_bound(self, site: str, arr: Any, n: int, param: str) -> int:
+        """*n* clamped to the length of the C array *arr*: reading past its end is what
+        KASAN reports as an out-of-bounds access; recorded as a warning."""
+        if not isinstance(arr, (list, tuple)):
+            raise TypeError(f"{site}: {param} must be a list, got {type(arr).__name__}")
+        if n > len(arr):
+            self._warn(site, f"BUG: KASAN: slab-out-of-bounds: {param}[{len(arr)}..{n - 1}] "
+                             f"read past the array's {len(arr)} entries")
+            return len(arr)
+        return n
+
     # ------------------------------------------------------------------ validation
+    def _gup_arg_types(self, call: str, start: Any, nr_pages: Any, gup_flags: Any, pages: Any,
+                       mm: Any = False) -> bool:
+        """Python-level checks of a GUP call's arguments: a wrong type is a TypeError
+        naming the parameter; *mm* of another machine is a recorded warning (False)."""
+        for name, v in (("start", start), ("nr_pages", nr_pages), ("gup_flags", gup_flags)):
+            if not isinstance(v, int):
+                raise TypeError(f"{call}: {name} must be an int, got {type(v).__name__}")
+        if pages is not None and not isinstance(pages, list):
+            raise TypeError(f"{call}: pages must be a list or None, got {type(pages).__name__}")
+        if mm is not False:
+            if not isinstance(mm, MMStruct):
+                raise TypeError(f"{call}: mm must be an mm_struct (MMStruct), got {type(mm).__name__}")
+            if mm._k is not self:
+                self._warn("foreign_object", f"{call}: mm {mm!r} belongs to another FakeMM")
+                return False
+        return True
+
     def _is_valid_gup_args(self, pages: Any, locked: Any, gup_flags: int, to_set: int) -> tuple[bool, int]:
         """Kernel: mm/gup.c:is_valid_gup_args (v6.3+): each failure is a WARN."""
         if gup_flags & INTERNAL_GUP_FLAGS:
@@ -349,6 +433,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages", GupMixin.get_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
+        if not self._gup_arg_types("get_user_pages", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH)
         if not ok:
             return -errno.EINVAL
@@ -360,6 +446,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_remote", GupMixin.get_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, 0)
+        if not self._gup_arg_types("get_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _TOUCH | _REMOTE)
         if not ok:
             return -errno.EINVAL
@@ -370,6 +458,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_unlocked", GupMixin.get_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, False)
+        if not self._gup_arg_types("get_user_pages_unlocked", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _TOUCH | _UNLOCKABLE)
         if not ok:
             return -errno.EINVAL
@@ -382,6 +472,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages", GupMixin.pin_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages", start, nr_pages, gup_flags, pages):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
         if not ok:
             return 0
@@ -394,6 +486,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_remote", GupMixin.pin_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, locked, int(gup_flags), _PIN | _TOUCH | _REMOTE)
         if not ok:
             return 0
@@ -404,6 +498,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_unlocked", GupMixin.pin_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_unlocked", start, nr_pages, gup_flags, pages):
+            return 0
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN | _TOUCH | _UNLOCKABLE)
         if not ok:
             return 0
@@ -415,6 +511,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_fast", GupMixin.get_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
+        if not self._gup_arg_types("get_user_pages_fast", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _GET)
         if not ok:
             return -errno.EINVAL
@@ -427,6 +525,8 @@ class GupMixin:
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_fast", GupMixin.pin_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
+        if not self._gup_arg_types("pin_user_pages_fast", start, nr_pages, gup_flags, pages):
+            return -errno.EINVAL
         ok, flags = self._is_valid_gup_args(pages, None, int(gup_flags), _PIN)
         if not ok:
             return -errno.EINVAL
@@ -532,7 +632,9 @@ class GupMixin:
                 if ent is not None:
                     folio, idx = ent
                     kind = folio.kind
-                    n = min(folio.nr_pages - idx, nr_pages - i) if folio.order else 1
+                    # a huge leaf never reaches past its VMA (whose flags were checked)
+                    n = min(folio.nr_pages - idx, nr_pages - i, (vma_end - addr) >> PAGE_SHIFT) \
+                        if folio.order else 1
             if ent is None:
                 if flags & _NOFAULT or faulted == addr:
                     return self._gup_done(i, -errno.EFAULT, pins)
@@ -721,6 +823,7 @@ class GupMixin:
     def _check_and_migrate(self, entries: list, nr: int) -> int:
         """Kernel: mm/gup.c:check_and_migrate_movable_pages_or_folios.  Entries are pages
         or folios alike: both have ``.folio``."""
+        nr = self._array_bound("check_and_migrate_movable_pages", entries, nr, "pages")
         if self._pin_anyway_next:
             # quirk gup_keep_pins_on_isolation_failure: after a failed migration the
             # kernel re-pinned with migrate_allow false, without checking again
@@ -809,18 +912,28 @@ class GupMixin:
         hugetlbfs memfd, allocating holes, one pin per folio, migrated out of
         ZONE_MOVABLE/CMA.  Returns the number of folios stored in *folios* (<=
         *max_folios*) and sets ``offset.value`` to ``start``'s offset in the first, or
-        -errno with nothing pinned (-EINVAL: bad range, max_folios 0, not shmem/hugetlbfs,
+        -errno with nothing pinned (-EINVAL: bad range, max_folios 0 or negative, not shmem/hugetlbfs,
         ``end >= i_size``).  Release with unpin_folios.  Kernel: mm/gup.c:memfd_pin_folios
         (v6.11+, with the Sept 2024 fixes)."""
         if self._checker is not None and not self._core_pinning:
             return self._judge_core_pin("memfd_pin_folios", GupMixin.memfd_pin_folios,
                                         (memfd, start, end, folios, max_folios, offset), folios, _LONGTERM)
-        if start < 0 or start > end or not max_folios:
+        for name, v in (("start", start), ("end", end), ("max_folios", max_folios)):
+            if not isinstance(v, int):
+                raise TypeError(f"memfd_pin_folios: {name} must be an int, got {type(v).__name__}")
+        if start < 0 or start > end or max_folios <= 0:
             return -errno.EINVAL
         if memfd is None:
             return -errno.EINVAL
+        if isinstance(memfd, MemFile) and memfd._k is not self:
+            self._warn("foreign_object", f"memfd_pin_folios: memfd {memfd!r} belongs to another FakeMM")
+            return -errno.EINVAL
         if not isinstance(memfd, MemFile) or not (memfd.shmem_file() or memfd.is_file_hugepages()):
             return -errno.EINVAL
+        if not isinstance(folios, list):
+            raise TypeError(f"memfd_pin_folios: folios must be a list, got {type(folios).__name__}")
+        if not hasattr(offset, "value"):
+            raise TypeError(f"memfd_pin_folios: offset must be an Out box, got {type(offset).__name__}")
         if end >= memfd.i_size:
             return -errno.EINVAL
         h = memfd.hstate

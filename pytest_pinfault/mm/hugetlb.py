@@ -154,7 +154,15 @@ class HugetlbMixin:
 
     def free_huge_folio(self, folio: Folio) -> None:
         """Last reference dropped: back to the pool, or to the buddy allocator when
-        temporary.  Kernel: mm/hugetlb.c:free_huge_folio (v6.12)."""
+        temporary.  A folio that is not an in-use hugetlb folio without references is
+        a recorded warning.  Kernel: mm/hugetlb.c:free_huge_folio (v6.12)."""
+        if self._usable_folio(folio, "free_huge_folio") is None:
+            return
+        if folio.kind != KIND_HUGETLB or folio.hstate is None or folio._refcount \
+                or folio in folio.hstate.free_list:
+            self._warn("free_huge_folio", "free_huge_folio of a folio that is not an unreferenced "
+                                          "in-use hugetlb folio (VM_BUG_ON_FOLIO)", folio=folio)
+            return
         h = folio.hstate
         folio.mapping = None
         folio.flags &= ~PG_hugetlb_migratable

@@ -57,6 +57,7 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
 _MAPPING_GFP = int(_g.GFP_HIGHUSER_MOVABLE)
+MAX_LFS_FILESIZE = (1 << 63) - 1    # s_maxbytes of shmem and hugetlbfs; loff_t's limit
 
 
 class AddressSpace:
@@ -166,8 +167,8 @@ class MemFile:
         and unmaps it.  Kernel: mm/shmem.c:shmem_setattr, fs/hugetlbfs/inode.c."""
         if self.closed:
             return -errno.EBADF
-        if length < 0:
-            return -errno.EINVAL
+        if length < 0 or length > MAX_LFS_FILESIZE:
+            return -errno.EINVAL               # a negative loff_t
         if self.hstate is not None and length % self.hstate.size:
             return -errno.EINVAL
         if length < self.i_size and self.seals & F_SEAL_SHRINK:
@@ -193,7 +194,13 @@ class MemFile:
 
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
-        for head, folio in sorted(self.mapping.pages.items()):
+        pages = self.mapping.pages
+        if end is not None and end - index <= len(pages):     # cost follows the range
+            first = index & ~((1 << self.mapping.order) - 1)
+            items = [(i, pages[i]) for i in range(first, end) if i in pages]
+        else:
+            items = sorted(pages.items())
+        for head, folio in items:
             if head + folio.nr_pages <= index or (end is not None and head >= end):
                 continue
             k._unmap_mapping_folio(self, folio)
@@ -208,12 +215,17 @@ class MemFile:
     def fallocate(self, mode: int, offset: int, length: int) -> int:
         """Allocate (mode 0 / FALLOC_FL_KEEP_SIZE) or punch a hole
         (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE): 0, -EINVAL, -EOPNOTSUPP, -EPERM
-        (seals), -ENOMEM (shmem: no memory) / -ENOSPC (hugetlbfs: no free huge page).
-        Kernel: mm/shmem.c:shmem_fallocate, fs/hugetlbfs/inode.c:hugetlbfs_fallocate."""
+        (seals), -EFBIG (end past MAX_LFS_FILESIZE), -ENOMEM (shmem: no memory; the
+        pages this call allocated are freed again, as shmem_undo_range does) / -ENOSPC
+        (hugetlbfs: no free huge page; what was allocated stays, as in the kernel).
+        Kernel: mm/shmem.c:shmem_fallocate, fs/hugetlbfs/inode.c:hugetlbfs_fallocate,
+        fs/open.c:vfs_fallocate."""
         if self.closed:
             return -errno.EBADF
-        if offset < 0 or length <= 0:
+        if offset < 0 or length <= 0 or offset > MAX_LFS_FILESIZE or length > MAX_LFS_FILESIZE:
             return -errno.EINVAL
+        if offset + length > MAX_LFS_FILESIZE:
+            return -errno.EFBIG
         if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
             return -errno.EOPNOTSUPP
         unit = self._unit
@@ -238,13 +250,19 @@ class MemFile:
         start_idx = (offset // unit) * (unit >> PAGE_SHIFT)
         end_idx = -(-end // unit) * (unit >> PAGE_SHIFT)
         step = unit >> PAGE_SHIFT
+        added: list[int] = []
         for idx in range(start_idx, end_idx, step):
             if self.mapping.lookup(idx) is not None:
                 continue
             folio = self._alloc_cache_folio(idx)
             if isinstance(folio, int):
-                return -errno.ENOSPC if self.hstate is not None or folio == -errno.ENOSPC else folio
+                if self.hstate is not None:
+                    return -errno.ENOSPC
+                for i in added:                 # shmem_undo_range of this call's pages
+                    self._truncate_from(i, i + 1)
+                return folio
             self._k.folio_put(folio)
+            added.append(idx)
         if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE:
             self.i_size = end
         return 0
@@ -258,8 +276,10 @@ class MemFile:
             return -errno.EBADF
         if self.hstate is not None:
             return -errno.EINVAL
-        if offset < 0:
+        if offset < 0 or offset > MAX_LFS_FILESIZE:
             return -errno.EINVAL
+        if offset + len(data) > MAX_LFS_FILESIZE:
+            return -errno.EFBIG                 # generic_write_check_limits
         if self.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
             return -errno.EPERM
         end = offset + len(data)
@@ -286,7 +306,7 @@ class MemFile:
         """Read up to *n* bytes at *offset* (short at EOF; holes read as zeros)."""
         if self.closed:
             return -errno.EBADF
-        if offset < 0 or n < 0:
+        if offset < 0 or n < 0 or offset > MAX_LFS_FILESIZE:
             return -errno.EINVAL
         n = max(0, min(n, self.i_size - offset))
         out = bytearray()
@@ -425,6 +445,10 @@ class MemfdMixin:
     def filemap_get_folio(self, mapping: AddressSpace, index: int) -> Folio | int:
         """The folio at *index* with a new reference, or -ENOENT.
         Kernel: mm/filemap.c:filemap_get_folio (v6.12; ERR_PTR(-ENOENT))."""
+        if not isinstance(mapping, AddressSpace):
+            raise TypeError(f"filemap_get_folio: mapping must be an AddressSpace, got {type(mapping).__name__}")
+        if self._foreign(mapping.host, MemFile, "filemap_get_folio", "mapping"):
+            return -errno.ENOENT
         folio = mapping.lookup(index)
         if folio is None:
             return -errno.ENOENT
@@ -437,6 +461,8 @@ class MemfdMixin:
         present entries starting at ``start.value`` up to *end* (inclusive), stopping at
         the first hole; advance ``start.value`` past them; return how many were added.
         Kernel: mm/filemap.c:filemap_get_folios_contig (v6.12)."""
+        if not hasattr(start, "value"):
+            raise TypeError(f"filemap_get_folios_contig: start must be an Out box, got {type(start).__name__}")
         idx = start.value
         n = 0
         while idx <= end and len(batch) < 31:
@@ -458,6 +484,8 @@ class MemfdMixin:
         ``memfd_alloc_folio`` fault site.  shmem: shmem_read_folio; hugetlb (v6.17):
         reserve, allocate a pool folio (long-term pinnable under PF_MEMALLOC_PIN), add it.
         Kernel: mm/memfd.c:memfd_alloc_folio (v6.17)."""
+        if self._foreign(memfd, MemFile, "memfd_alloc_folio", "memfd"):
+            return -errno.EINVAL
         fi = self.faults
         if fi.active:
             rc = fi.hit("memfd_alloc_folio", file=memfd, index=idx)

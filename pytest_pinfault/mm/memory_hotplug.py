@@ -106,10 +106,16 @@ class MemoryHotplugMixin:
         several zones), -EBUSY (unmovable pages), -EINTR (the modelled signal after
         ``offline_retry_budget`` passes that left pages behind).
 
+        The range must be whole memory blocks: the kernel's WARN_ON_ONCE accepts a
+        pageblock-aligned start only for memmap_on_memory, whose vmemmap pages head the
+        block; the model has no memmap_on_memory, so a start inside a block is the
+        same recorded warning and -EINVAL (it used to offline the whole block).
+
         Kernel: mm/memory_hotplug.c:offline_pages (v6.12).
         """
         end_pfn = start_pfn + nr_pages
-        if (not nr_pages or start_pfn % pageblock_nr_pages or end_pfn % PAGES_PER_SECTION):
+        if (nr_pages <= 0 or start_pfn < 0 or start_pfn % PAGES_PER_SECTION
+                or end_pfn % PAGES_PER_SECTION):
             self._warn("offline_pages", f"offline_pages({start_pfn:#x}, {nr_pages}): unaligned range")
             return -errno.EINVAL
         if self._present_in(start_pfn, end_pfn) != nr_pages:
@@ -208,12 +214,14 @@ class MemoryHotplugMixin:
 
     def online_pages(self, pfn: int, nr_pages: int) -> int:
         """Online an offline range again: its pages become free MIGRATE_MOVABLE memory
-        of the zone they belonged to.  0, or -EINVAL when not offline / unaligned.
+        of the zone they belonged to.  0, or -EINVAL when not offline / not whole
+        memory blocks (the latter with the kernel's WARN_ON_ONCE recorded).
 
         Kernel: mm/memory_hotplug.c:online_pages (v6.12).
         """
         end = pfn + nr_pages
-        if not nr_pages or pfn % MEMORY_BLOCK_PAGES or end % MEMORY_BLOCK_PAGES:
+        if nr_pages <= 0 or pfn < 0 or pfn % MEMORY_BLOCK_PAGES or end % MEMORY_BLOCK_PAGES:
+            self._warn("online_pages", f"online_pages({pfn:#x}, {nr_pages}): not whole memory blocks")
             return -errno.EINVAL
         blocks = range(pfn // MEMORY_BLOCK_PAGES, end // MEMORY_BLOCK_PAGES)
         if not all(b in self._offline_blocks for b in blocks):

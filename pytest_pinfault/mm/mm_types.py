@@ -87,6 +87,8 @@ MADV_NOHUGEPAGE = 15
 
 MMAP_BASE = 0x7F0000000000
 TASK_SIZE = 0x7FFFFFFFF000
+MMAP_MIN_ADDR = 0x10000        # vm.mmap_min_addr default
+MAX_LFS_FILESIZE = (1 << 63) - 1
 HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
 
@@ -156,6 +158,8 @@ class MMStruct:
     # ------------------------------------------------------------------ VMAs
     def find_vma(self, addr: int) -> VMA | None:
         """The VMA containing *addr* (vma_lookup semantics), or None."""
+        if type(addr) is not int and not isinstance(addr, int):
+            raise TypeError(f"find_vma: addr must be an int, got {type(addr).__name__}")
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
             vma = self.vmas[i]
@@ -175,10 +179,30 @@ class MMStruct:
     def _overlapping(self, start: int, end: int) -> list[VMA]:
         return [v for v in self.vmas if v.start < end and start < v.end]
 
+    def _may_split(self, *addrs: int) -> int:
+        """0, or -EINVAL when a VMA would be split at an address that is not aligned to
+        its huge page size (``vm_ops->may_split``).  Checked for every split point before
+        anything changes, so a refused call leaves the address space as it was.
+        Kernel: mm/hugetlb.c:hugetlb_vm_op_split, mm/vma.c:__split_vma (v6.12)."""
+        for addr in addrs:
+            vma = self.find_vma(addr)
+            if vma is not None and vma.start != addr and vma.is_hugetlb() \
+                    and addr & (vma.file.hstate.size - 1):
+                return -errno.EINVAL
+        return 0
+
     def _split(self, addr: int) -> None:
         vma = self.find_vma(addr)
         if vma is None or vma.start == addr:
             return
+        # vma_adjust_trans_huge: a PMD-mapped THP straddling the new boundary is
+        # split into PTEs first, so each half's page tables stay inside its VMA
+        vpn = addr >> PAGE_SHIFT
+        head = vpn & ~(HPAGE_PMD_NR - 1)
+        if head != vpn:
+            folio = self.huge.get(head)
+            if folio is not None and folio.kind == KIND_ANON:
+                self._k._split_huge_pmd(self, vma, head << PAGE_SHIFT)
         tail = VMA(self, addr, vma.end, vma.flags, vma.file, vma.file_index(addr) if vma.file else 0)
         tail.anon = vma.anon
         tail._link_file(1)
@@ -195,6 +219,8 @@ class MMStruct:
                 break
             top = v.start
         cand = (top - length) & ~(align - 1)
+        if cand < MMAP_MIN_ADDR:
+            return -errno.ENOMEM             # no hole big enough below the mmap base
         self._mmap_top = min(self._mmap_top, cand)
         return cand
 
@@ -203,7 +229,9 @@ class MMStruct:
              offset: int = 0, addr: int = 0) -> int:
         """Map *length* bytes; the start address or -errno (EINVAL for bad
         flags/length/offset/alignment, EACCES/EPERM for a sealed or read-only memfd,
-        ENOMEM when locking would exceed RLIMIT_MEMLOCK, EBADF for a closed memfd).  Anonymous mappings whose length
+        ENOMEM for a length beyond TASK_SIZE or no room left, EOVERFLOW for a file range
+        past MAX_LFS_FILESIZE, EBADF (and a warning) for another machine's file,
+        EBADF for a closed memfd, ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings whose length
         is a non-zero multiple of 2 MiB are 2 MiB aligned when THP is enabled ("mm, mmap:
         limit THP alignment of anonymous mappings to PMD-aligned sizes", v6.12).
         Kernel: mm/mmap.c:do_mmap, __get_unmapped_area (v6.12).
@@ -212,12 +240,20 @@ class MMStruct:
         mtype = flags & MAP_TYPE
         if mtype == MAP_SHARED_VALIDATE:
             mtype = MAP_SHARED             # the flags it would validate are all known here
-        if length <= 0 or offset % PAGE_SIZE or mtype not in (MAP_SHARED, MAP_PRIVATE):
+        if length == 0 or offset % PAGE_SIZE or mtype not in (MAP_SHARED, MAP_PRIVATE):
             return -errno.EINVAL
+        if length < 0 or length > TASK_SIZE:
+            return -errno.ENOMEM               # PAGE_ALIGN(len) wrapped, or len > TASK_SIZE
         if flags & MAP_ANONYMOUS:
             file = None
-        if file is not None and getattr(file, "closed", False):
-            return -errno.EBADF            # mmap(2) of a closed descriptor
+        elif file is not None:
+            if getattr(file, "_k", None) is not k:
+                k._warn("foreign_object", f"mmap: file {file!r} belongs to another FakeMM")
+                return -errno.EBADF
+            if getattr(file, "closed", False):
+                return -errno.EBADF            # mmap(2) of a closed descriptor
+            if offset < 0 or offset + length > MAX_LFS_FILESIZE:
+                return -errno.EOVERFLOW        # file_mmap_ok
         hstate = getattr(file, "hstate", None) if file is not None else None
         if flags & MAP_HUGETLB and file is None:
             hstate = k.hstate()
@@ -234,11 +270,17 @@ class MMStruct:
             if rc:
                 return rc
         if flags & MAP_FIXED:
-            if addr % PAGE_SIZE or addr + length > TASK_SIZE:
+            if addr % PAGE_SIZE:
                 return -errno.EINVAL
-            self.munmap(addr, length)
+            if addr < 0 or addr + length > TASK_SIZE:
+                return -errno.ENOMEM
+            rc = self.munmap(addr, length)
+            if rc:
+                return rc                       # e.g. would split a hugetlb VMA
         else:
             addr = self._get_unmapped_area(length, align)
+            if addr < 0:
+                return addr
         vmflags = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
         vmflags |= (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
             | (VM_EXEC if prot & PROT_EXEC else 0)
@@ -267,14 +309,12 @@ class MMStruct:
     def munmap(self, addr: int, length: int) -> int:
         """Unmap ``[addr, addr+length)``: 0 or -EINVAL.  Drops the page-table references;
         pinned folios stay allocated for their pinners.  Kernel: mm/mmap.c:do_vmi_munmap."""
-        if addr % PAGE_SIZE or length <= 0 or addr + length > TASK_SIZE:
+        if addr % PAGE_SIZE or length <= 0 or addr < 0 or addr + length > TASK_SIZE:
             return -errno.EINVAL
         end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
-        for v in self._overlapping(addr, end):
-            if v.is_hugetlb():
-                hs = v.file.hstate.size
-                if addr % hs:
-                    return -errno.EINVAL
+        rc = self._may_split(addr, end)
+        if rc:
+            return rc
         self._split(addr)
         self._split(end)
         self._k._mmu_notify(self, addr, end, "unmap")
@@ -316,6 +356,9 @@ class MMStruct:
         for v in self._overlapping(addr, end):
             if prot & PROT_WRITE and v.is_shared() and not v.flags & VM_MAYWRITE:
                 return -errno.EACCES
+        rc = self._may_split(addr, end)
+        if rc:
+            return rc
         self._split(addr)
         self._split(end)
         self._k._mmu_notify(self, addr, end, "protection")
@@ -339,6 +382,9 @@ class MMStruct:
         end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
         vmas = self._overlapping(addr, end)
         covered = sum(min(v.end, end) - max(v.start, addr) for v in vmas)
+        rc = self._may_split(addr, end)
+        if rc:
+            return rc
         self._split(addr)
         self._split(end)
         set_, clear = (VM_HUGEPAGE, VM_NOHUGEPAGE) if advice == MADV_HUGEPAGE else (VM_NOHUGEPAGE, VM_HUGEPAGE)
@@ -352,7 +398,9 @@ class MMStruct:
 
     def mlock2(self, addr: int, length: int, flags: int) -> int:
         """mlock2(2) with MLOCK_ONFAULT: lock without populating.  RLIMIT_MEMLOCK is
-        checked against ``locked_vm`` (-ENOMEM).  Kernel: mm/mlock.c:do_mlock (v6.12)."""
+        checked against ``locked_vm`` (-ENOMEM).  hugetlb VMAs are neither split nor
+        marked VM_LOCKED nor counted, only populated (mlock_fixup skips them).
+        Kernel: mm/mlock.c:do_mlock, mlock_fixup (v6.12)."""
         if flags & ~MLOCK_ONFAULT:
             return -errno.EINVAL
         start = addr & ~(PAGE_SIZE - 1)
@@ -360,17 +408,26 @@ class MMStruct:
         vmas = self._overlapping(start, end)
         if sum(min(v.end, end) - max(v.start, start) for v in vmas) != end - start:
             return -errno.ENOMEM
-        new = sum((min(v.end, end) - max(v.start, start)) >> PAGE_SHIFT for v in vmas if not v.flags & VM_LOCKED)
+        new = sum((min(v.end, end) - max(v.start, start)) >> PAGE_SHIFT for v in vmas
+                  if not v.flags & VM_LOCKED and not v.is_hugetlb())
         if self.locked_vm + new > self.rlimit_memlock >> PAGE_SHIFT and not self._k.current_capable_ipc_lock():
             return -errno.ENOMEM
-        self._split(start)
-        self._split(end)
+        # mlock_fixup leaves hugetlb VMAs alone: not split, not VM_LOCKED, not counted
+        # (their pages are never evictable); they are only populated
+        for at in (start, end):
+            v = self.find_vma(at)
+            if v is None or not v.is_hugetlb():
+                self._split(at)
         for v in self._overlapping(start, end):
+            if v.is_hugetlb():
+                continue
             if not v.flags & VM_LOCKED:
                 self.locked_vm += (v.end - v.start) >> PAGE_SHIFT
             v.flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
         if not flags & MLOCK_ONFAULT:
-            self._k._populate(self, start, end, write=False)
+            rc = self._k._populate(self, start, end, write=False)
+            if rc:
+                return -errno.EAGAIN if rc == -errno.ENOMEM else -errno.ENOMEM  # __mlock_posix_error_return
         return 0
 
     # ------------------------------------------------------------------ user access
@@ -407,6 +464,8 @@ class MMStruct:
     # ------------------------------------------------------------------ lookups
     def lookup(self, addr: int) -> tuple[Folio, int] | None:
         """(folio, page index) mapped at *addr*, or None (follow_page without faulting)."""
+        if type(addr) is not int and not isinstance(addr, int):
+            raise TypeError(f"lookup: addr must be an int, got {type(addr).__name__}")
         vpn = addr >> PAGE_SHIFT
         ent = self.pte.get(vpn)
         if ent is not None:
@@ -468,6 +527,8 @@ class AddressSpaceMixin:
         """
         if pages == 0 or mm is None:
             return 0
+        if self._foreign(mm, MMStruct, "account_locked_vm", "mm"):
+            return -errno.EINVAL
         if inc:
             if (mm.locked_vm + pages > mm.rlimit_memlock >> PAGE_SHIFT
                     and not self.current_capable_ipc_lock()):
@@ -530,15 +591,25 @@ class AddressSpaceMixin:
         # private: writable only if the folio is this mm's exclusive anon page
         return folio.kind == KIND_ANON and bool(folio.flags & PG_anon_exclusive) and bool(vma.flags & VM_WRITE)
 
-    def _populate(self, mm: MMStruct, start: int, end: int, write: bool) -> None:
+    def _populate(self, mm: MMStruct, start: int, end: int, write: bool) -> int:
+        """__mm_populate: fault ``[start, end)`` in; 0, or the first fault's error (the
+        walk stops there, so its cost follows the memory the machine has).  Read faults
+        of private anonymous memory that is not locked would only map the zero page,
+        which an unpopulated entry reads as too: they are skipped."""
         addr = start
         while addr < end:
             vma = mm.find_vma(addr)
             if vma is None:
                 break
+            if vma.file is None and not write and not vma.flags & VM_LOCKED:
+                addr = vma.end
+                continue
             if mm.lookup(addr) is None or write:
-                self.handle_mm_fault(mm, vma, addr, write and bool(vma.flags & VM_WRITE), unshare=False)
+                rc = self.handle_mm_fault(mm, vma, addr, write and bool(vma.flags & VM_WRITE), unshare=False)
+                if rc:
+                    return rc
             addr += PAGE_SIZE
+        return 0
 
     # ------------------------------------------------------------------ faults
     def handle_mm_fault(self, mm: MMStruct, vma: VMA, addr: int, write: bool, unshare: bool) -> int:
@@ -684,7 +755,10 @@ class AddressSpaceMixin:
     def fork(self, mm: MMStruct) -> MMStruct:
         """Duplicate *mm* (dup_mmap): private anonymous pages are shared copy-on-write,
         except pages that may be DMA-pinned in an mm with MMF_HAS_PINNED, which are copied
-        at once (copy_present_page).  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
+        at once (copy_present_page).  Another machine's *mm* is a recorded warning and
+        gives None.  Kernel: kernel/fork.c, mm/memory.c (v6.12)."""
+        if self._foreign(mm, MMStruct, "fork", "mm"):
+            return None  # type: ignore[return-value]
         child = self.create_mm()
         mm.write_protect_seq += 2
         for v in mm.vmas:                     # copy_page_range write-protects COW ranges

@@ -56,7 +56,11 @@ class MMUNotifierMixin:
         """Register ``[start, start+length)`` of *mm*; the notifier, or -EINVAL (length 0
         or overflow).  Kernel: mm/mmu_notifier.c:mmu_interval_notifier_insert."""
         import errno
-        if length <= 0 or start + length > 1 << 64:
+
+        from .mm_types import MMStruct
+        if self._foreign(mm, MMStruct, "mmu_interval_notifier_insert", "mm"):
+            return -errno.EINVAL
+        if length <= 0 or start < 0 or start + length > 1 << 64:
             return -errno.EINVAL
         sub = MMUIntervalNotifier(mm, start, length, ops)
         sub.invalidate_seq = self._notifier_seq

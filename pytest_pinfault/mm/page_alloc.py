@@ -133,8 +133,13 @@ class PageAllocMixin:
 
         The block is a kernel allocation (not on the LRU, refcount 1), released with
         :meth:`__free_pages` / :meth:`put_page`.  Hits the ``alloc_pages`` fault site.
-        Kernel: mm/page_alloc.c:alloc_pages (v6.12; ``alloc_pages_noprof``).
+        An order above MAX_PAGE_ORDER (or negative: the kernel's unsigned wrap) is
+        ``None`` with the WARN_ON_ONCE_GFP recorded unless __GFP_NOWARN.
+        Kernel: mm/page_alloc.c:alloc_pages, __alloc_pages (v6.12; ``alloc_pages_noprof``).
         """
+        if not (type(order) is int and 0 <= order <= MAX_PAGE_ORDER and isinstance(gfp, int)) \
+                and not self._order_ok("alloc_pages", gfp, order):
+            return None
         folio = self._alloc_folio(gfp, order, KIND_KERNEL)
         return None if folio is None else Page(folio, folio.pfn)
 
@@ -143,7 +148,22 @@ class PageAllocMixin:
 
         Kernel: mm/page_alloc.c:folio_alloc / __folio_alloc (v6.12).
         """
+        if not (type(order) is int and 0 <= order <= MAX_PAGE_ORDER and isinstance(gfp, int)) \
+                and not self._order_ok("folio_alloc", gfp, order):
+            return None
         return self._alloc_folio(int(gfp) | _g._COMP, order, KIND_KERNEL)
+
+    def _order_ok(self, site: str, gfp: Any, order: Any) -> bool:
+        """__alloc_pages' bound: ``WARN_ON_ONCE_GFP(order > MAX_PAGE_ORDER, gfp)``."""
+        if not isinstance(gfp, int):
+            raise TypeError(f"{site}: gfp must be an int (gfp_t), got {type(gfp).__name__}")
+        if not isinstance(order, int):
+            raise TypeError(f"{site}: order must be an int, got {type(order).__name__}")
+        if 0 <= order <= MAX_PAGE_ORDER:
+            return True
+        if not int(gfp) & _g._NOWARN:
+            self._warn(site, f"WARN_ON_ONCE_GFP(order > MAX_PAGE_ORDER): order {order}")
+        return False
 
     def free_pages_block(self, page: Page | Folio, order: int) -> None:
         """Drop the allocation reference of a block from :meth:`alloc_pages`.
@@ -468,6 +488,8 @@ class PageAllocMixin:
 
         Kernel: include/linux/mmzone.h:get_pageblock_migratetype (v6.12).
         """
+        if type(pfn) is not int and not isinstance(pfn, int):
+            raise TypeError(f"get_pageblock_migratetype: pfn must be an int, got {type(pfn).__name__}")
         mt = self._pb_mt.get(pfn >> pageblock_order)
         return self._base_migratetype(pfn) if mt is None else mt
 

@@ -14,6 +14,7 @@ migration fail instead.
 from __future__ import annotations
 
 import errno
+from typing import Any
 from .folio import KIND_HUGETLB, PG_lru
 from .gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
 from .mmzone import pageblock_nr_pages, pageblock_order
@@ -24,6 +25,17 @@ REPORT_FAILURE = 0x2
 
 class IsolationMixin:
     """Isolation half of :class:`~pytest_pinfault.FakeMM`."""
+
+    def _restorable_mt(self, site: str, migratetype: Any) -> bool:
+        """A migratetype a pageblock can be given back (not MIGRATE_ISOLATE, inside
+        MIGRATE_TYPES); otherwise a recorded warning (the kernel would index its free
+        lists out of bounds)."""
+        if not isinstance(migratetype, int):
+            raise TypeError(f"{site}: migratetype must be an int, got {type(migratetype).__name__}")
+        if 0 <= migratetype < MIGRATE_ISOLATE:
+            return True
+        self._warn(site, f"migratetype {migratetype} out of range (expected 0..{MIGRATE_ISOLATE - 1})")
+        return False
 
     def has_unmovable_pages(self, start_pfn: int, end_pfn: int, migratetype: int,
                             flags: int = 0) -> int:
@@ -48,11 +60,15 @@ class IsolationMixin:
     def start_isolate_page_range(self, start_pfn: int, end_pfn: int, migratetype: int,
                                  flags: int = 0) -> int:
         """Isolate every pageblock of ``[start_pfn, end_pfn)``; 0 or -EBUSY (nothing
-        left isolated).  Kernel: mm/page_isolation.c:start_isolate_page_range (v6.12)."""
+        left isolated); a *migratetype* that is not a pageblock type to restore
+        (UNMOVABLE..CMA) is a recorded warning and -EINVAL.
+        Kernel: mm/page_isolation.c:start_isolate_page_range (v6.12)."""
+        if not self._restorable_mt("start_isolate_page_range", migratetype):
+            return -errno.EINVAL
         lo = start_pfn & ~(pageblock_nr_pages - 1)
         hi = (end_pfn + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
         done: list[int] = []
-        for pb in range(lo >> pageblock_order, hi >> pageblock_order):
+        for pb in self._memory_pageblocks(lo, hi):
             rc = self._set_migratetype_isolate(pb, migratetype, flags, start_pfn, end_pfn)
             if rc:
                 for d in done:
@@ -74,6 +90,7 @@ class IsolationMixin:
             return -errno.EBUSY
         bad = self.has_unmovable_pages(max(pfn, start_pfn), min(pfn + pageblock_nr_pages, end_pfn),
                                        migratetype, flags)
+        self._isolate_fail_pfn = bad if bad >= 0 else None
         if bad >= 0:
             if flags & REPORT_FAILURE:
                 self._trace("isolate_pageblock_fail", pfn=bad, folio=self.pfn_to_folio(bad))
@@ -89,15 +106,17 @@ class IsolationMixin:
 
     def undo_isolate_page_range(self, start_pfn: int, end_pfn: int, migratetype: int) -> None:
         """Give isolated pageblocks *migratetype* back.  Kernel: mm/page_isolation.c."""
+        if not self._restorable_mt("undo_isolate_page_range", migratetype):
+            return
         lo = start_pfn & ~(pageblock_nr_pages - 1)
         hi = (end_pfn + pageblock_nr_pages - 1) & ~(pageblock_nr_pages - 1)
-        for pb in range(lo >> pageblock_order, hi >> pageblock_order):
+        for pb in self._memory_pageblocks(lo, hi):
             self._unset_migratetype_isolate(pb, migratetype)
 
     def test_pages_isolated(self, start_pfn: int, end_pfn: int, flags: int = 0) -> int:
         """0 when every present page of the range is free in an isolated pageblock, else
         -EBUSY.  Kernel: mm/page_isolation.c:test_pages_isolated (v6.12)."""
-        for pb in range(start_pfn >> pageblock_order, (end_pfn + pageblock_nr_pages - 1) >> pageblock_order):
+        for pb in self._memory_pageblocks(start_pfn, end_pfn):
             if self.get_pageblock_migratetype(pb << pageblock_order) != MIGRATE_ISOLATE \
                     and self._pfn_zone(pb << pageblock_order) is not None:
                 return -errno.EBUSY

@@ -55,7 +55,8 @@ class SlabMixin:
 
     def kmalloc(self, size: int, gfp: int) -> Any:
         """An object of *size* bytes, ZERO_SIZE_PTR for 0, or None (failure, the
-        ``kmalloc`` fault site, or size > KMALLOC_MAX_SIZE)."""
+        ``kmalloc`` fault site, or size > KMALLOC_MAX_SIZE, which also records the
+        page allocator's WARN unless __GFP_NOWARN).  Kernel: mm/slub.c:__kmalloc."""
         return self._kmalloc(size, gfp, 0)
 
     def kzalloc(self, size: int, gfp: int) -> Any:
@@ -66,6 +67,9 @@ class SlabMixin:
         on multiplication overflow, failure, or more than INT_MAX bytes (a warning
         unless __GFP_NOWARN).  Kernel: include/linux/slab.h:kvmalloc_array,
         mm/util.c:__kvmalloc_node (v5.15+ size check)."""
+        for name, v in (("n", n), ("size", size)):
+            if not isinstance(v, int):
+                raise TypeError(f"kvmalloc_array: {name} must be an int, got {type(v).__name__}")
         if n < 0 or size < 0 or n * size > SIZE_MAX:
             return None
         if n * size > INT_MAX:
@@ -77,15 +81,26 @@ class SlabMixin:
     def kmalloc_array(self, n: int, size: int, gfp: int) -> Any:
         """As :meth:`kvmalloc_array` but physically contiguous: None above
         KMALLOC_MAX_SIZE.  Kernel: include/linux/slab.h:kmalloc_array."""
+        for name, v in (("n", n), ("size", size)):
+            if not isinstance(v, int):
+                raise TypeError(f"kmalloc_array: {name} must be an int, got {type(v).__name__}")
         if n < 0 or size < 0 or n * size > SIZE_MAX:
             return None
         return self._kmalloc(n * size, gfp, n)
 
     def _kmalloc(self, size: int, gfp: int, n: int, limit: bool = True) -> Any:
         from .bug import external_caller
+        if not isinstance(size, int):
+            raise TypeError(f"kmalloc: size must be an int, got {type(size).__name__}")
+        if not isinstance(gfp, int):
+            raise TypeError(f"kmalloc: gfp must be an int (gfp_t), got {type(gfp).__name__}")
         if size == 0:
             return ZERO_SIZE_PTR
-        if limit and size > KMALLOC_MAX_SIZE:
+        if size < 0 or (limit and size > KMALLOC_MAX_SIZE):
+            # a negative size_t is huge: the large-kmalloc page allocation's order is
+            # above MAX_PAGE_ORDER, WARN_ON_ONCE_GFP unless __GFP_NOWARN
+            if not int(gfp) & _GFP_NOWARN:
+                self._warn("kmalloc", f"WARN_ON_ONCE_GFP(order > MAX_PAGE_ORDER): kmalloc of {size} bytes")
             return None
         fi = self.faults
         if fi.active and not int(gfp) & _GFP_NOFAIL and fi.hit("kmalloc", size=size, gfp=int(gfp)) is not None:

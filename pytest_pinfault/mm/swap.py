@@ -18,6 +18,8 @@ folio cannot be isolated: the mechanics behind the 2024 "VM fails to start" repo
 
 from __future__ import annotations
 
+from typing import Any
+
 from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
 
@@ -32,6 +34,8 @@ class SwapMixin:
 
         Kernel: mm/swap.c:folio_add_lru (v6.12).
         """
+        if self._usable_folio(folio, "folio_add_lru") is None:
+            return
         if folio._refcount <= 0 or folio.flags & PG_lru:
             self._warn("folio_add_lru", "folio_add_lru on a freed folio or one already on the LRU",
                        folio=folio)
@@ -63,7 +67,14 @@ class SwapMixin:
         self._folio_batch_move_lru(self.current.cpu)
 
     def lru_add_drain_cpu(self, cpu: int) -> None:
-        """Move one cpu's batch to the LRU.  Kernel: mm/swap.c:lru_add_drain_cpu."""
+        """Move one cpu's batch to the LRU; a cpu number outside ``0..nr_cpus-1`` is a
+        recorded warning (per_cpu() of a cpu that does not exist).
+        Kernel: mm/swap.c:lru_add_drain_cpu."""
+        if not isinstance(cpu, int):
+            raise TypeError(f"lru_add_drain_cpu: cpu must be an int, got {type(cpu).__name__}")
+        if not 0 <= cpu < len(self._lru_add):
+            self._warn("lru_add_drain_cpu", f"cpu {cpu} out of range (nr_cpu_ids {len(self._lru_add)})")
+            return
         self._folio_batch_move_lru(cpu)
 
     def lru_add_drain_all(self) -> None:
@@ -111,6 +122,8 @@ class SwapMixin:
         ``folio_isolate_lru`` fault site (failure = the folio is temporarily off the LRU).
         Kernel: mm/vmscan.c:folio_isolate_lru (v6.4+).
         """
+        if self._usable_folio(folio, "folio_isolate_lru") is None:
+            return False
         if folio._refcount <= 0:
             self._warn("folio_isolate_lru", "VM_BUG_ON_FOLIO(!folio_ref_count(folio))", folio=folio)
             return False
@@ -137,7 +150,11 @@ class SwapMixin:
 
     def folio_putback_lru(self, folio: Folio) -> None:
         """Return an isolated folio to the LRU (through the batch) and drop the
-        isolation reference.  Kernel: mm/vmscan.c:folio_putback_lru (v6.12)."""
+        isolation reference; a folio that is not isolated is a recorded warning (the
+        kernel's list corruption) and is left alone.
+        Kernel: mm/vmscan.c:folio_putback_lru (v6.12)."""
+        if not self._isolated_arg(folio, "folio_putback_lru"):
+            return
         folio.flags &= ~PG_isolated
         self.folio_add_lru(folio)
         self.folio_put(folio)
@@ -148,8 +165,12 @@ class SwapMixin:
         hugetlb folios go back to their hstate's active list; the others to the LRU,
         undoing NR_ISOLATED.  Kernel: mm/migrate.c:putback_movable_pages (v6.12).
         """
+        if not isinstance(folios, list):
+            raise TypeError(f"putback_movable_pages: folios must be a list, got {type(folios).__name__}")
         items, folios[:] = list(folios), []
-        for folio in items:
+        for i, folio in enumerate(items):
+            if not self._isolated_arg(folio, "putback_movable_pages", f"folios[{i}]"):
+                continue
             if folio.kind == KIND_HUGETLB:
                 self.folio_putback_hugetlb(folio)
                 continue
@@ -165,6 +186,10 @@ class SwapMixin:
         or its refcount is 0.  Hits the ``folio_isolate_hugetlb`` fault site.
         Kernel: mm/hugetlb.c:folio_isolate_hugetlb (v6.14; isolate_hugetlb before).
         """
+        if self._usable_folio(folio, "folio_isolate_hugetlb") is None:
+            return False
+        if not isinstance(lst, list):
+            raise TypeError(f"folio_isolate_hugetlb: lst must be a list, got {type(lst).__name__}")
         fi = self.faults
         if fi.active and fi.hit("folio_isolate_hugetlb", folio=folio) is not None:
             self._trace("isolate_fail", folio=folio, reason="fault")
@@ -181,10 +206,23 @@ class SwapMixin:
 
     def folio_putback_hugetlb(self, folio: Folio) -> None:
         """Kernel: mm/hugetlb.c:folio_putback_hugetlb (v6.14)."""
+        if not self._isolated_arg(folio, "folio_putback_hugetlb"):
+            return
         folio.flags = (folio.flags & ~PG_isolated) | PG_hugetlb_migratable
         if self.trace.verbose:
             self._trace("putback", folio=folio)
         self.folio_put(folio)
+
+    def _isolated_arg(self, folio: Any, site: str, param: str = "folio") -> bool:
+        """*folio* is a live folio of this machine on an isolation list; otherwise the
+        misuse is recorded and False returned."""
+        if self._usable_folio(folio, site, param) is None:
+            return False
+        folio = folio.folio
+        if not folio.flags & PG_isolated:
+            self._warn(site, f"{site} of a folio that is not isolated", folio=folio)
+            return False
+        return True
 
     def _lru_del_on_free(self, folio: Folio) -> None:
         if folio.flags & PG_lru:

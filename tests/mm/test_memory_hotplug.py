@@ -45,7 +45,7 @@ class TestOfflinePagesErrors:
     @pytest.mark.pin_contract(disable=['kernel-warnings'], reason="model test: triggers the WARN on purpose")
     @pytest.mark.parametrize("start,nr", [(2 * BLOCK + 1, BLOCK), (2 * BLOCK, 0x1000), (2 * BLOCK, 0)])
     def test_unaligned_range_is_einval_and_warns(self, fake_mm, start, nr):
-        """A range not pageblock/section aligned (or empty) is a WARN and -EINVAL."""
+        """A range not made of whole memory blocks (or empty) is a WARN and -EINVAL."""
         assert fake_mm.offline_pages(start, nr) == -errno.EINVAL
         assert [w.site for w in fake_mm.warnings] == ["offline_pages"]
         assert fake_mm.stats.offline_fail == 0
@@ -58,12 +58,17 @@ class TestOfflinePagesErrors:
         assert fake_mm.stats.offline_fail == 1
         assert fake_mm.warnings == []
 
-    def test_multizone_range_is_einval(self, fake_mm):
-        """A hole-free range spanning DMA and DMA32 is refused as multizone."""
+    @pytest.mark.pin_contract(disable=['kernel-warnings'], reason="model test: triggers the WARN on purpose")
+    def test_range_starting_inside_a_block_is_einval(self, fake_mm):
+        """A hole-free range from inside block 0 (spanning DMA and DMA32) is refused
+        with the kernel's WARN_ON_ONCE before anything is isolated: the model has no
+        memmap_on_memory, so ranges are whole memory blocks (issue 18: it used to mark
+        the whole block offline)."""
         assert fake_mm.memory_blocks[0].zone == "none"
         assert fake_mm.offline_pages(0xe00, BLOCK - 0xe00) == -errno.EINVAL
-        assert offline_fail_reasons(fake_mm) == ["multizone range"]
+        assert [w.site for w in fake_mm.warnings] == ["offline_pages"]
         assert fake_mm.stats.migrate_pages_calls == 0
+        assert fake_mm.memory_blocks[0].state == "online"
         assert_nothing_isolated(fake_mm)
 
     def test_top_movable_block_with_memmap_is_ebusy(self, fake_mm):
@@ -266,14 +271,17 @@ class TestOfflineOnline:
         assert (h.nr_huge_pages, h.free_huge_pages, h.surplus_huge_pages) == (1, 0, 0)
         assert fake_mm.stats.migrate_pages_calls == 1
 
+    @pytest.mark.pin_contract(disable=['kernel-warnings'], reason="model test: triggers the WARN on purpose")
     def test_online_errors(self, fake_mm):
-        """online_pages of online memory or an unaligned range is -EINVAL."""
+        """online_pages of online memory or an unaligned range is -EINVAL (the latter
+        two with the kernel's WARN_ON_ONCE recorded)."""
         assert fake_mm.online_pages(2 * BLOCK, BLOCK) == -errno.EINVAL
         assert fake_mm.online_pages(2 * BLOCK + 512, BLOCK) == -errno.EINVAL
         assert fake_mm.online_pages(2 * BLOCK, 0) == -errno.EINVAL
         assert fake_mm.memory_blocks[1].offline() == 0
         assert fake_mm.online_pages(BLOCK, 2 * BLOCK) == -errno.EINVAL     # block 2 is online
         assert fake_mm.online_pages(BLOCK, BLOCK) == 0
+        assert [w.site for w in fake_mm.warnings] == ["online_pages"] * 2
 
 
 class TestMemoryBlock:

@@ -163,6 +163,9 @@ MARKER_CASES = {
     "pinfault callback not callable": ('pinfault("kmalloc=call(f)", f=3)',
                                        "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) "
                                        "actions; expected a callable for 'f', got 3"),
+    "pinfault callback unused": ('pinfault("kmalloc=call(race)", race=print, rase=print)',
+                                 "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) actions; "
+                                 "expected each to be named by a call(...) of the marker's specs, got 'rase' unused"),
     # pinfault_matrix
     "matrix unknown site": ('pinfault_matrix("kmallok")', "*pinfault_matrix: expected a known fault site (*), got 'kmallok'"),
     "matrix site not str": ("pinfault_matrix(3)", "*pinfault_matrix: expected a known fault site (*), got 3"),
@@ -428,7 +431,24 @@ HOOK_CASES = {
     "bad errno": ('declare("drv.x", ["ENOMEN"])', "*cannot declare fault site 'drv.x': not an errno: 'ENOMEN'"),
     "superscript errno": ('declare("drv.x", ["\u00b2"])', "*cannot declare fault site 'drv.x': not an errno*"),
     "built in": ('declare("kmalloc", ["ENOMEM"])', "*cannot declare fault site 'kmalloc': *built in*"),
-    "errnos not iterable": ('declare("drv.x", None)', "*cannot declare fault site 'drv.x': *"),
+    "errnos None": ('declare("drv.x", None)',
+                    "*cannot declare fault site 'drv.x': fault site 'drv.x': errnos: expected errno names or "
+                    "numbers, got None"),
+    "errnos float": ('declare("drv.x", -12.5)', "*cannot declare fault site 'drv.x': *errnos: expected errno names*"),
+    "errno bool": ('declare("drv.x", [True])', "*cannot declare fault site 'drv.x': not an errno: True*"),
+    "errno zero": ('declare("drv.x", [0])', "*cannot declare fault site 'drv.x': not an errno: 0*"),
+    "errno too big": ('declare("drv.x", [5000])', "*cannot declare fault site 'drv.x': not an errno: 5000*"),
+    "kernel not str": ('declare("drv.x", ["ENOMEM"], kernel=5)',
+                       "*cannot declare fault site 'drv.x': fault site 'drv.x': kernel: expected a string, got 5"),
+    "meaning not str": ('declare("drv.x", ["ENOMEM"], meaning=None)',
+                        "*cannot declare fault site 'drv.x': *meaning: expected a string, got None"),
+    "name not str": ('declare(3, ["ENOMEM"])', "*cannot declare fault site 3: fault site name: expected a string, got 3"),
+    "unknown keyword": ('declare("drv.x", ["ENOMEM"], colour=1)',
+                        "*declare(name, errnos, kernel='driver', meaning=''): expected those arguments, got 'colour'"),
+    "too many arguments": ('declare("drv.x", ["ENOMEM"], "k", "m", 5)',
+                           "*declare(name, errnos, kernel='driver', meaning=''): expected those arguments, got 5 "
+                           "positional arguments"),
+    "no errnos": ('declare("drv.x")', "*declare(name, errnos, ...): expected a name and its errnos, got 'drv.x'"),
 }
 
 
