@@ -345,14 +345,12 @@ class ScatterlistMixin:
         link.page, link.offset, link.length = None, 0, 0
         link._chain, link._end = ch, False
 
-    @staticmethod
-    def sg_mark_end(sg: Scatterlist) -> None:
+    def sg_mark_end(self, sg: Scatterlist) -> None:
         """include/linux/scatterlist.h:sg_mark_end."""
         sg._end = True
         sg._chain = None
 
-    @staticmethod
-    def sg_unmark_end(sg: Scatterlist) -> None:
+    def sg_unmark_end(self, sg: Scatterlist) -> None:
         """include/linux/scatterlist.h:sg_unmark_end."""
         sg._end = False
 

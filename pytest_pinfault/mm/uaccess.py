@@ -35,7 +35,10 @@ __all__ = ["TASK_SIZE"]
 _SIZES = (1, 2, 4, 8)
 
 
-def _buf(obj: Any) -> Any:
+def _buf(obj: Any, who: str, name: str) -> Any:
+    from .slab import KmallocObject
+    if not isinstance(obj, (bytearray, bytes, memoryview, KmallocObject)):
+        raise TypeError(f"{who}: {name} must be a bytearray or a kmalloc object, got {type(obj).__name__}")
     data = getattr(obj, "data", obj)
     if data is None and hasattr(obj, "size"):      # a large kmalloc object: contents on demand
         data = obj.data = bytearray(obj.size)
@@ -45,8 +48,7 @@ def _buf(obj: Any) -> Any:
 class UaccessMixin:
     """include/linux/uaccess.h half of :class:`~pytest_pinfault.FakeMM`."""
 
-    @staticmethod
-    def access_ok(addr: int, size: int) -> bool:
+    def access_ok(self, addr: int, size: int) -> bool:
         """The range lies in the user address space.  Kernel: include/asm-generic/access_ok.h."""
         return 0 <= addr and size >= 0 and addr + size <= TASK_SIZE
 
@@ -72,7 +74,9 @@ class UaccessMixin:
         """Copy *n* bytes from user address *from_* into *to*; returns the bytes not
         copied (0 on success), zero-filling them in *to*.
         Kernel: include/linux/uaccess.h:copy_from_user / _copy_from_user (v6.12)."""
-        buf = _buf(to)
+        buf = _buf(to, "copy_from_user", "to")
+        if isinstance(buf, (bytes, memoryview)) and not isinstance(buf, bytearray):
+            buf = bytearray(buf) if isinstance(buf, bytes) else buf
         if n < 0 or n > len(buf):
             self._warn("copy_from_user", f"Buffer overflow detected ({len(buf)} < {n})")
             return n
@@ -87,7 +91,7 @@ class UaccessMixin:
     def copy_to_user(self, to: int, from_: Any, n: int) -> int:
         """Copy *n* bytes of *from_* to user address *to*; returns the bytes not copied.
         Kernel: include/linux/uaccess.h:copy_to_user / _copy_to_user (v6.12)."""
-        src = bytes(_buf(from_)[:n])
+        src = bytes(_buf(from_, "copy_to_user", "from_")[:max(n, 0)])
         if n < 0 or len(src) < n:
             self._warn("copy_to_user", f"Buffer overflow detected ({len(src)} < {n})")
             return n
@@ -115,6 +119,9 @@ class UaccessMixin:
         """Read a *size*-byte little-endian integer at user address *ptr* into the box
         *x* (``x.value``); 0 or -EFAULT (``x.value`` set to 0).
         Kernel: include/linux/uaccess.h / arch/x86/include/asm/uaccess.h:get_user."""
+        from .gup import Out
+        if not isinstance(x, Out):
+            raise TypeError(f"get_user: x must be an Out, got {type(x).__name__}")
         if size not in _SIZES:                 # __get_user_bad(): a build error in C
             self._warn("get_user", f"get_user of a {size}-byte object (sizes: {_SIZES})")
             x.value = 0
