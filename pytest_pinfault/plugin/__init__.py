@@ -10,7 +10,7 @@ per test, ``--pinfault-errpaths``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generator
 
 import pytest
 
@@ -41,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     register_markers(config)
     state = PinfaultState(config, resolve_settings(config))
     config.stash[STATE_KEY] = state
+    state.catalogue          # the ini's and the loaded conftests' declared sites, checked now
     state.validate_global_faults()
     install_summary(config)
     config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
@@ -51,10 +52,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     """Check every pinfault marker before anything runs, then size the matrices (both
     before -k/-m deselect, so case ids are selectable)."""
     state = get_state(config)
-    state.catalogue          # declared sites (ini, every conftest's hook) are checked now
-    for item in items:
-        try:
-            validate_item(item, state)
-        except MarkerError as e:
-            raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+    if not hasattr(config, "workerinput"):     # workers: checked per collector, below
+        state.catalogue      # declared sites (ini, every conftest's hook) are checked now
+        for item in items:
+            try:
+                validate_item(item, state)
+            except MarkerError as e:
+                raise pytest.UsageError(f"{item.nodeid}: {e}") from None
     expand_matrices(config, items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """On a pytest-xdist worker, a bad marker or site declaration is a collection error
+    of the module (a UsageError there would crash the worker and end the run in an
+    INTERNALERROR on the controller); the controller reports it and stops the run."""
+    report = yield
+    config = collector.config
+    if not hasattr(config, "workerinput") or report.outcome != "passed":
+        return report
+    state = get_state(config)
+    try:
+        state.catalogue
+        for node in report.result or ():
+            if isinstance(node, pytest.Item):
+                try:
+                    validate_item(node, state)
+                except MarkerError as e:
+                    raise pytest.UsageError(f"{node.nodeid}: {e}") from None
+    except pytest.UsageError as e:
+        report.outcome = "failed"
+        report.longrepr = f"ERROR: {e}"
+        report.result = []
+    return report

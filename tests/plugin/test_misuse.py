@@ -88,6 +88,8 @@ MARKER_CASES = {
     "mm_config thp list": ('mm_config(thp=["always"])', "*mm_config: thp: expected*got ['always']"),
     "mm_config nr_cpus 0": ("mm_config(nr_cpus=0)", "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got 0"),
     "mm_config nr_cpus str": ('mm_config(nr_cpus="2")', "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got '2'"),
+    "mm_config nr_cpus huge": ("mm_config(nr_cpus=10**8)",
+                               "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got 100000000"),
     "mm_config seed": ('mm_config(seed="x")', "*mm_config: seed: expected an integer, got 'x'"),
     "mm_config firmware": ('mm_config(firmware="uefi")', "*mm_config: firmware: expected 'ideal' or 'seabios'*"),
     "mm_config boot_reserved": ("mm_config(boot_reserved=False)", "*mm_config: boot_reserved: expected 'auto'*"),
@@ -548,3 +550,41 @@ def test_matrix_with_fake_mm_parametrized_by_hand(pytester, run):
     assert "INTERNALERROR" not in out
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*fake_mm*"])
+
+
+# ---------------------------------------------------------------------------- pytest-xdist
+def test_bad_marker_under_xdist_is_a_collection_error(pytester, run_subprocess):
+    """A UsageError in a worker's collection crashed it (INTERNALERROR on the controller)."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_bad=marked('pinfault("kmalloc=\u00b2*return")'))
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*ERROR collecting test_bad.py*",
+                                 esc("ERROR: test_bad.py::test_x: @pytest.mark.pinfault: bad fault spec "
+                                     "'kmalloc=\u00b2*return' at column 9: expected an action*")])
+    assert "test_x PASSED" not in out
+
+
+def test_bad_declaration_in_a_subdirectory_conftest_under_xdist(pytester, run_subprocess):
+    pytest.importorskip("xdist")
+    sub = pytester.mkpydir("drv")
+    sub.joinpath("conftest.py").write_text(
+        "def pytest_pinfault_declare_sites(config, declare):\n    declare('drv.x', [True])\n")
+    sub.joinpath("test_drv.py").write_text("def test_x(fake_mm):\n    pass\n")
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*ERROR: pytest_pinfault_declare_sites: cannot declare fault site 'drv.x': "
+                                 "not an errno: True*"])
+
+
+def test_bad_root_declaration_stops_the_run_before_workers_start(pytester, run_subprocess):
+    pytest.importorskip("xdist")
+    pytester.makeconftest("def pytest_pinfault_declare_sites(config, declare):\n    declare('drv.x', [0])\n")
+    pytester.makepyfile(test_x="def test_x(fake_mm): pass")
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    check_usage_error(result, "ERROR: pytest_pinfault_declare_sites: cannot declare fault site 'drv.x': not an "
+                              "errno: 0*")
