@@ -15,6 +15,7 @@ from typing import Any, Generator
 import pytest
 
 from . import hookspecs as _hookspecs
+from .contract import ViolationFirst
 from .controller import Armed, Pinfault
 from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
@@ -45,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state.validate_global_faults()
     install_summary(config)
     config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
+    config.pluginmanager.register(ViolationFirst(), "pinfault-violation-first")
 
 
 @pytest.hookimpl(tryfirst=True)
