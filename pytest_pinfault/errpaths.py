@@ -224,15 +224,41 @@ _C_RETURN_ERR = re.compile(r"\breturn\s+(?:-E[A-Z0-9]+|ERR_PTR\s*\(|ERR_CAST\s*\
 _C_GOTO = re.compile(r"\bgoto\s+\w+\s*;")
 _C_LABEL = re.compile(r"^(\w+):\s*(?:/\*.*)?$")
 _C_ERR_LABEL = re.compile(r"^(?:err|out_|fail|unwind|undo|free_|cleanup|bail|error|put_|unpin|unmap)", re.I)
-_C_FAIL_IF = re.compile(r"^\s*(?:}\s*else\s+)?if\s*\((?:!|.*(?:<\s*0|IS_ERR|== NULL|!= 0|\bret\b|\berr\b|\brc\b))")
+_C_FAIL_IF = re.compile(r"^\s*(?:}\s*else\s+)?if\s*\((?:!|.*(?:\(\s*!|<\s*0|IS_ERR|WARN_ON|== NULL|!= 0|"
+                        r"\bret\b|\berr\b|\brc\b))")
+#: lines gcov never counts: braces alone, `} else {`, declarations without initializer
+_C_NOT_STMT = re.compile(r"^(?:[{}]+|}\s*else\s*{?|(?:const\s+)?(?:unsigned\s+|signed\s+)?(?:int|long|short|char|bool|"
+                         r"size_t|ssize_t|[us]\d+|pgoff_t|struct\s+\w+)\s*\**\s*\w+(?:\[\w*\])?\s*;)$")
+_C_IF_HEAD = re.compile(r"^\s*(?:}\s*else\s+)?if\s*\(")
+
+
+def _c_if_body(lines: Sequence[str], i: int) -> list[int]:
+    """The 1-based lines of the body of the ``if`` on ``lines[i]``: the next line, or a
+    braced block (comment-only lines left out)."""
+    body: list[int] = []
+    j = i + 1
+    if lines[i].split("//")[0].split("/*")[0].rstrip().endswith("{"):
+        depth = 1
+        while j < len(lines) and depth:
+            if depth == 1 and lines[j].strip().startswith("}"):
+                break                   # the block ends (an `} else {` arm is not the body)
+            depth += lines[j].count("{") - lines[j].count("}")
+            st = lines[j].strip()
+            if depth and st and not st.startswith(("/*", "*", "//")) and not _C_NOT_STMT.match(st):
+                body.append(j + 1)
+            j += 1
+    elif j < len(lines):
+        body.append(j + 1)
+    return body
 
 
 def c_error_lines(source: str) -> dict[int, str]:
     """The C counterpart of :func:`error_lines` for drivers loaded through the C-driver
     bridge (a line heuristic, no C parser): every ``goto``; every ``return`` of ``-E...``,
     ``ERR_PTR``/``ERR_CAST``, ``-1`` or ``NULL``; the statements of the one-line or
-    braced body of an ``if`` testing a failure (``!p``, ``< 0``, ``IS_ERR``, ``ret``/``err``/``rc``)
-    that returns or jumps; and the statements after an error label (``err*:``, ``out_*:``,
+    braced body of an ``if`` testing a failure (``!p``, ``unlikely(!p)``, ``< 0``,
+    ``IS_ERR``, ``ret``/``err``/``rc``) that returns or jumps, of any ``if`` whose body
+    returns ``-E...``/``ERR_PTR``, and of every ``if (WARN_ON...)`` arm; and the statements after an error label (``err*:``, ``out_*:``,
     ``fail*:``, ``unwind*:`` ...) up to the function's closing brace."""
     lines = source.splitlines()
     out: dict[int, str] = {}
@@ -248,36 +274,36 @@ def c_error_lines(source: str) -> dict[int, str]:
         m = _C_LABEL.match(stripped)
         if m and not stripped.startswith(("default", "case")):
             in_label = bool(_C_ERR_LABEL.match(m.group(1)))
-        elif in_label and stripped and not stripped.startswith(("/*", "*", "#")):
+        elif in_label and stripped and not stripped.startswith(("/*", "*", "#")) \
+                and not _C_NOT_STMT.match(stripped):
             out[no] = "error label"
         elif _C_GOTO.search(code):
             out.setdefault(no, "goto")
         elif _C_RETURN_ERR.search(code):
             out.setdefault(no, "return -errno")
-        if _C_FAIL_IF.match(code) and not stripped.endswith(";"):
-            # the body: one statement, or a braced block
-            j = i + 1
-            body: list[int] = []
-            if stripped.endswith("{"):
-                depth = 1
-                while j < len(lines) and depth:
-                    depth += lines[j].count("{") - lines[j].count("}")
-                    if depth and lines[j].strip() and not lines[j].strip().startswith(("/*", "*", "//")):
-                        body.append(j + 1)
-                    j += 1
-            elif j < len(lines):
-                body.append(j + 1)
+        if _C_IF_HEAD.match(code) and not stripped.endswith(";"):
+            body = _c_if_body(lines, i)
             text = " ".join(lines[b - 1] for b in body)
-            if _C_GOTO.search(text) or "return" in text:
+            warn = "WARN_ON" in code
+            if (_C_FAIL_IF.match(code) and (warn or _C_GOTO.search(text) or "return" in text)) \
+                    or _C_RETURN_ERR.search(text):
                 for b in body:
-                    out.setdefault(b, "if")
+                    out.setdefault(b, "WARN_ON arm" if warn else "if")
         i += 1
     return dict(sorted(out.items()))
 
 
 def c_never_lines(source: str) -> set[int]:
-    """C lines marked ``/* pinfault: never */`` (or ``// pinfault: never``)."""
-    return {i for i, ln in enumerate(source.splitlines(), 1) if NEVER_MARK in ln.lower()}
+    """C lines marked ``/* pinfault: never */`` (or ``// pinfault: never``); the mark on
+    an ``if`` line covers its body too (as ``# pinfault: never`` does in Python)."""
+    lines = source.splitlines()
+    out: set[int] = set()
+    for i, ln in enumerate(lines):
+        if NEVER_MARK in ln.lower():
+            out.add(i + 1)
+            if _C_IF_HEAD.match(ln) and not ln.split("/*")[0].split("//")[0].strip().endswith(";"):
+                out.update(_c_if_body(lines, i))
+    return out
 
 
 # ----------------------------------------------------------------------------- the report
@@ -331,7 +357,7 @@ def _matches(path: str, packages: Sequence[str], root: str) -> bool:
         if not pkg:
             continue
         dotted = pkg.replace("/", ".").replace(os.sep, ".")
-        if mod == dotted or mod.startswith(dotted + ".") or f".{dotted}." in f".{mod}":
+        if mod == dotted or mod.startswith(dotted + ".") or f".{dotted}." in f".{mod}.":
             return True
         p = os.path.normpath(os.path.abspath(pkg)) if os.sep in pkg or "/" in pkg else None
         if p and (norm == p or norm.startswith(p + os.sep)):

@@ -138,7 +138,8 @@ static long pinbuf_register(struct pinbuf_ctx *ctx, void __user *uarg)
 
 		ret = pin_user_pages_fast(req.addr + (pinned << PAGE_SHIFT), n, gup_flags, r->pages + pinned);
 		if (ret <= 0) {
-			if (ret == 0)
+			/* 0 only for a zero count: n >= 1 here (defensive) */
+			if (ret == 0)		/* pinfault: never */
 				ret = -EFAULT;
 			goto out_unpin;
 		}
@@ -270,7 +271,8 @@ static int __init pinbuf_init(void)
 		return ret;
 	}
 	ret = dma_set_mask_and_coherent(pinbuf_misc.this_device, DMA_BIT_MASK(64));
-	if (ret) {
+	/* a 64-bit mask fails only on a device that cannot do DMA at all */
+	if (ret) {		/* pinfault: never */
 		misc_deregister(&pinbuf_misc);
 		return ret;
 	}

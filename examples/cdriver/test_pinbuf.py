@@ -190,3 +190,23 @@ def test_the_device_sees_the_pinned_pages(fake_mm, pinbuf, user_buf):
     mapped = {page.pfn for page, _, _, _ in m.segments}
     assert mapped == {fake_mm.current.mm.lookup(addr + i * PAGE_SIZE)[0].pfn for i in range(3)}
     assert pinbuf.unregister(req.id) == 0 and not dev.mappings
+
+
+# ------------------------------------------------------------------ user-copy error paths
+
+
+def test_unregister_with_a_bad_pointer_is_efault(fake_mm, pinbuf):
+    """get_user() of the region id faults: -EFAULT before the lock is taken."""
+    assert pinbuf.file.ioctl(pinbuf.UNREGISTER, 0x10) == -errno.EFAULT
+
+
+def test_register_into_a_read_only_argument_undoes_everything(fake_mm, pinbuf, user_buf):
+    """copy_to_user() of the result faults (the argument is read-only): REGISTER unmaps,
+    frees the table, unpins and unaccounts what it did, and returns -EFAULT."""
+    from pytest_pinfault.mm import PROT_READ
+    mm = fake_mm.current.mm
+    pinbuf.drv.put_user(pinbuf.arg, "struct pinbuf_region", {"addr": user_buf(4), "len": 4 * PAGE_SIZE, "flags": 0})
+    assert mm.mprotect(pinbuf.arg, 4096, PROT_READ) == 0
+    assert pinbuf.file.ioctl(pinbuf.REGISTER, pinbuf.arg) == -errno.EFAULT
+    assert mm.locked_vm == 0
+    assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
