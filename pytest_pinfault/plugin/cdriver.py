@@ -83,10 +83,17 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
         return drv
 
     yield load
+    errors: list[BaseException] = []
     for drv in reversed(loaded):
-        drv.unload()
-        if cov is not None:
-            _add_c_lines(cov, request.node, drv.coverage_lines())
+        try:
+            drv.unload()
+        except BaseException as e:     # the others are still unloaded, their lines recorded
+            errors.append(e)
+        finally:
+            if cov is not None:
+                _add_c_lines(cov, request.node, drv.coverage_lines())
+    if errors:
+        raise errors[0]
 
 
 def _add_c_lines(cov: Any, item: pytest.Item, lines: dict[str, set[int]]) -> None:

@@ -63,3 +63,36 @@ SRC = textwrap.dedent("""\
 def test_c_error_lines():
     assert c_error_lines(SRC) == {7: "if", 10: "if", 11: "if", 14: "if", 17: "error label", 18: "error label"}
     assert c_never_lines(SRC) == {14}
+
+
+ARMS = textwrap.dedent("""\
+    static int g(struct s *s, int n)
+    {
+    	if (WARN_ON(n > 8))
+    		n = 8;
+    	if (unlikely(!s->p)) {
+    		int ret;
+
+    		ret = -ENOMEM;
+    		return ret;
+    	} else {
+    		s->n = n;
+    	}
+    	if (s->mode == 3)
+    		return -EOPNOTSUPP;
+    	if (IS_ERR(s->q)) {		/* pinfault: never */
+    		pr_err("no q");
+    		return PTR_ERR(s->q);
+    	}
+    	if (n == 2)
+    		s->n = 1;
+    	return 0;
+    }
+    """)
+
+
+def test_c_error_lines_arms_and_never_on_an_if():
+    # WARN_ON arm; `unlikely(!p)` body without its declaration nor the `} else {` arm;
+    # an if whose body returns -E...; an IS_ERR branch; not an ordinary `if`
+    assert c_error_lines(ARMS) == {4: "WARN_ON arm", 8: "if", 9: "if", 14: "if", 16: "if", 17: "if"}
+    assert c_never_lines(ARMS) == {15, 16, 17}      # the mark on the if covers its body
