@@ -183,6 +183,59 @@ module_exit(cov_exit);
 '''
 
 
+COV_TEST = """
+        import errno
+        import pytest
+
+        @pytest.mark.pinfault_matrix("kmalloc")
+        def test_ioctl(load_c_driver, pinfault):
+            drv = load_c_driver("covdrv.c", init=False)
+            if pinfault.result(drv.init()) != 0:
+                return
+            assert pinfault.result(drv.open("cov").ioctl(1)) in (0, -errno.ENOMEM)
+        """
+
+
+def _cov_lines():
+    src = C_DRIVER.lstrip("\n").splitlines()
+    no = {text: i for i, text in enumerate(src, 1)}
+    return (no["\t\treturn -ENOMEM;"], no["\t\tgoto err_free_a;"], no["\t\tgoto err_free_b;"], no["err_free_a:"],
+            no["err_free_b:"] + 1)
+
+
+def test_c_lines_keep_their_cases_under_xdist_with_pytest_cov(pytester, cache):
+    """Each pytest-xdist worker records its C lines under the case contexts in its own
+    data; pytest-cov combines them and the controller reports."""
+    pytest.importorskip("xdist")
+    pytest.importorskip("pytest_cov")
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov=COV_TEST)
+    r = pytester.run(sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov", "-n", "2",
+                     "--cov=.", "--pinfault-errpaths=covdrv")
+    assert r.ret == 0, r.stdout.str()
+    enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
+    r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
+                            f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
+                            f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}",
+                            "error-path lines reached / found: 4 / 6 (66.7%)"])
+
+
+def test_c_lines_under_xdist_with_coverage_run_and_combine(pytester, cache):
+    pytest.importorskip("xdist")
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov=COV_TEST)
+    (pytester.path / ".coveragerc").write_text("[run]\nparallel = true\npatch = subprocess\nsource = .\n")
+    r = pytester.run(sys.executable, "-m", "coverage", "run", "-m", "pytest", *INNER, "-p", "xdist.plugin",
+                     "-n", "2", "--pinfault-errpaths=covdrv")
+    assert r.ret == 0, r.stdout.str()
+    assert pytester.run(sys.executable, "-m", "coverage", "combine").ret == 0
+    out = pytester.run(sys.executable, "-m", "pytest_pinfault.errpaths", "--packages", "covdrv")
+    assert out.ret == 0, out.stderr.str()
+    enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
+    out.stdout.fnmatch_lines([f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
+                              f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}"])
+
+
 def test_the_error_path_report_covers_c_drivers(pytester, cache):
     pytester.makefile(".c", covdrv=C_DRIVER)
     pytester.makepyfile(test_cov="""
