@@ -252,28 +252,57 @@ def _c_if_body(lines: Sequence[str], i: int) -> list[int]:
     return body
 
 
+_C_NOT_TEST = re.compile(r"^\s*(?:}\s*else\s+)?if\s*\(\s*(?:unlikely\s*\(\s*)?!\s*([\w.>\-]+)\s*\)*\s*{?\s*(?:/\*.*)?$")
+#: tests whose body is an error arm whatever it does
+_C_STRONG_IF = re.compile(r"<\s*0|IS_ERR|WARN_ON")
+
+
+def _c_after_alloc(lines: Sequence[str], i: int, name: str) -> bool:
+    """Is ``name`` assigned from a call in the few statements before ``lines[i]``?"""
+    seen = 0
+    for j in range(i - 1, -1, -1):
+        st = lines[j].strip()
+        if not st:
+            continue
+        if re.search(re.escape(name) + r"\s*=\s*[^=;]*\w\s*\(", st):
+            return True
+        seen += 1
+        if seen >= 3 or st.endswith("{"):
+            return False
+    return False
+
+
 def c_error_lines(source: str) -> dict[int, str]:
     """The C counterpart of :func:`error_lines` for drivers loaded through the C-driver
-    bridge (a line heuristic, no C parser): every ``goto``; every ``return`` of ``-E...``,
-    ``ERR_PTR``/``ERR_CAST``, ``-1`` or ``NULL``; the statements of the one-line or
-    braced body of an ``if`` testing a failure (``!p``, ``unlikely(!p)``, ``< 0``,
-    ``IS_ERR``, ``ret``/``err``/``rc``) that returns or jumps, of any ``if`` whose body
-    returns ``-E...``/``ERR_PTR``, and of every ``if (WARN_ON...)`` arm; and the statements after an error label (``err*:``, ``out_*:``,
-    ``fail*:``, ``unwind*:`` ...) up to the function's closing brace."""
+    bridge (a line heuristic, no C parser).  Line -> reason:
+
+    * ``"goto"``: every ``goto``;
+    * ``"return -errno"``: every ``return`` of ``-E...``, ``ERR_PTR``/``ERR_CAST``, ``-1``
+      or ``NULL``;
+    * ``"if"``: the statements of the one-line or braced body (an ``else`` arm excluded)
+      of an ``if`` testing ``< 0`` or ``IS_ERR``; of an ``if`` testing ``!p`` /
+      ``unlikely(!p)`` right after ``p = call(...)``, or testing ``ret``/``err``/``rc``,
+      when the body returns or jumps; and of any ``if`` whose body returns ``-E...`` /
+      ``ERR_PTR``;
+    * ``"WARN_ON arm"``: the body of ``if (WARN_ON...)``;
+    * ``"error label"``: the statements after an unwind label (``err*:``, ``out_*:``,
+      ``fail*:``, ``unwind*:`` ...) up to the end of the block holding the label.
+
+    Lines gcov never counts (braces, declarations without initializer) are left out."""
     lines = source.splitlines()
     out: dict[int, str] = {}
     in_label = False
-    i = 0
-    while i < len(lines):
-        ln = lines[i]
+    label_depth = 0
+    depth = 0
+    for i, ln in enumerate(lines):
         code = ln.split("//")[0]
         stripped = code.strip()
         no = i + 1
-        if ln.startswith("}"):
-            in_label = False
         m = _C_LABEL.match(stripped)
+        if stripped.startswith("}") and depth - 1 < label_depth:
+            in_label = False
         if m and not stripped.startswith(("default", "case")):
-            in_label = bool(_C_ERR_LABEL.match(m.group(1)))
+            in_label, label_depth = bool(_C_ERR_LABEL.match(m.group(1))), depth
         elif in_label and stripped and not stripped.startswith(("/*", "*", "#")) \
                 and not _C_NOT_STMT.match(stripped):
             out[no] = "error label"
@@ -281,15 +310,20 @@ def c_error_lines(source: str) -> dict[int, str]:
             out.setdefault(no, "goto")
         elif _C_RETURN_ERR.search(code):
             out.setdefault(no, "return -errno")
+        depth += code.count("{") - code.count("}")
         if _C_IF_HEAD.match(code) and not stripped.endswith(";"):
             body = _c_if_body(lines, i)
             text = " ".join(lines[b - 1] for b in body)
             warn = "WARN_ON" in code
-            if (_C_FAIL_IF.match(code) and (warn or _C_GOTO.search(text) or "return" in text)) \
-                    or _C_RETURN_ERR.search(text):
+            jumps = bool(_C_GOTO.search(text)) or "return" in text
+            neg = _C_NOT_TEST.match(code)
+            if neg:
+                fail = jumps and _c_after_alloc(lines, i, neg.group(1))
+            else:
+                fail = bool(_C_FAIL_IF.match(code)) and (jumps or bool(_C_STRONG_IF.search(code)))
+            if fail or _C_RETURN_ERR.search(text):
                 for b in body:
                     out.setdefault(b, "WARN_ON arm" if warn else "if")
-        i += 1
     return dict(sorted(out.items()))
 
 

@@ -70,6 +70,7 @@ ARMS = textwrap.dedent("""\
     {
     	if (WARN_ON(n > 8))
     		n = 8;
+    	s->p = kmalloc(n, GFP_KERNEL);
     	if (unlikely(!s->p)) {
     		int ret;
 
@@ -84,15 +85,40 @@ ARMS = textwrap.dedent("""\
     		pr_err("no q");
     		return PTR_ERR(s->q);
     	}
+    	if (!s->cache) {
+    		s->cache = make_cache(s);
+    		return 0;
+    	}
     	if (n == 2)
     		s->n = 1;
     	return 0;
+    }
+
+    static int h(struct s *s)
+    {
+    	int i, ret = 0;
+
+    	for (i = 0; i < 4; i++) {
+    		ret = step(s, i);
+    		if (ret)
+    			goto out_unlock;
+    		ret = more(s, i);
+    out_unlock:
+    		unlock(s);
+    	}
+    	ret = last(s);
+    	if (ret < 0)
+    		undo(s);
+    	return ret;
     }
     """)
 
 
 def test_c_error_lines_arms_and_never_on_an_if():
-    # WARN_ON arm; `unlikely(!p)` body without its declaration nor the `} else {` arm;
-    # an if whose body returns -E...; an IS_ERR branch; not an ordinary `if`
-    assert c_error_lines(ARMS) == {4: "WARN_ON arm", 8: "if", 9: "if", 14: "if", 16: "if", 17: "if"}
-    assert c_never_lines(ARMS) == {15, 16, 17}      # the mark on the if covers its body
+    # a WARN_ON arm; `unlikely(!p)` after the allocation (neither the declaration nor the
+    # `} else {` arm); an if whose body returns -E...; an IS_ERR branch; not a lazy
+    # initialisation `if (!p)` nor an ordinary `if`; a label inside a loop ends with the
+    # loop; a `ret < 0` arm that only undoes
+    assert c_error_lines(ARMS) == {4: "WARN_ON arm", 9: "if", 10: "if", 15: "if", 17: "if", 18: "if",
+                                   36: "if", 39: "error label", 43: "if"}
+    assert c_never_lines(ARMS) == {16, 17, 18}      # the mark on the if covers its body
