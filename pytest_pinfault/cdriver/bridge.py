@@ -245,6 +245,7 @@ class CDriver:
             self.set_param(name, value)
         #: built with gcc line coverage (``coverage_lines()``)
         self.coverage = bool(self.lib.pf_coverage(0))
+        self._coverage_done = False
 
     # ------------------------------------------------------------------ params, uapi
     def _param_ptr(self, name: str) -> Any:
@@ -407,19 +408,22 @@ class CDriver:
         self._mm_handles.clear()
         self._mms.clear()
 
-    def coverage_lines(self) -> dict[str, set[int]]:
-        """Lines of the driver's source executed since the load (or the last call), by
-        gcc's coverage counters (a driver built with ``coverage=True``); the counters
-        restart at zero.  ``{}`` for a driver built without coverage."""
-        if not self.coverage:
+    def coverage_lines(self, final: bool = False) -> dict[str, set[int]]:
+        """Lines of the driver's own source (never the bridge's headers or runtime)
+        executed since the load (or the last call), by gcc's coverage counters (a driver
+        built with ``coverage=True``); the counters restart at zero.  ``final=True`` is
+        the last collection of this load: later calls return ``{}``, and nothing is
+        written at process exit.  ``{}`` for a driver built without coverage."""
+        if not self.coverage or self._coverage_done:
             return {}
+        self._coverage_done = final
         import json
         import shutil
         with tempfile.TemporaryDirectory(prefix="pinfault-gcov-") as tmp:
             old = os.environ.get("GCOV_PREFIX")
             os.environ["GCOV_PREFIX"] = tmp
             try:
-                self.lib.pf_coverage(1)
+                self.lib.pf_coverage(2 if final else 1)
             finally:
                 if old is None:
                     del os.environ["GCOV_PREFIX"]

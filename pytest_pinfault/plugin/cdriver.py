@@ -91,7 +91,7 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
             errors.append(e)
         finally:
             if cov is not None:
-                _add_c_lines(cov, request.node, drv.coverage_lines())
+                _add_c_lines(cov, request.node, drv.coverage_lines(final=True))
     if errors:
         raise errors[0]
 

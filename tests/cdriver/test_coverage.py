@@ -1,8 +1,12 @@
 """gcc line coverage of C drivers (``coverage=True``) and the C error-line heuristic the
 error-path report uses for ``.c`` files."""
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from pytest_pinfault.cdriver import load_c_driver
 from pytest_pinfault.errpaths import c_error_lines, c_never_lines
@@ -122,3 +126,27 @@ def test_c_error_lines_arms_and_never_on_an_if():
     assert c_error_lines(ARMS) == {4: "WARN_ON arm", 9: "if", 10: "if", 15: "if", 17: "if", 18: "if",
                                    36: "if", 39: "error label", 43: "if"}
     assert c_never_lines(ARMS) == {16, 17, 18}      # the mark on the if covers its body
+
+
+EXIT_SCRIPT = textwrap.dedent("""\
+    import sys
+    from pytest_pinfault import FakeMM
+    from pytest_pinfault.cdriver import load_c_driver
+    drv = load_c_driver(FakeMM(), sys.argv[1], cache_dir=sys.argv[2], coverage=True)
+    lines = drv.coverage_lines(final=sys.argv[3] == "final")
+    drv.unload()
+    assert lines, lines
+    if sys.argv[3] == "final":
+        assert drv.coverage_lines() == {}      # the last collection of this load
+    """)
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_the_final_collection_leaves_no_counters_for_the_exit_dump(tmp_path, final):
+    """libgcov writes a driver's counters at process exit into the directory it was
+    built in; after the fixture's final collection it has nothing left to write."""
+    cache = tmp_path / "cache"
+    r = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(PROBE), str(cache), "final" if final else "again"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (list(cache.rglob("*.gcda")) == []) == final

@@ -148,8 +148,10 @@ unsigned long pf_load_base(void)
 	return (unsigned long)info.dli_fbase;
 }
 
-/* gcc line coverage of the driver (built with --coverage): write the counters out
- * (under $GCOV_PREFIX) and zero them, so each test's lines are its own. */
+/* gcc line coverage of the driver (built with --coverage): dump 1 writes the counters
+ * out (under $GCOV_PREFIX) and zeroes them, so each test's lines are its own; dump 2 is
+ * the last collection: written out and not zeroed, so libgcov does not write them again
+ * at process exit (into the build's directory); 0 only zeroes them. */
 #ifdef PF_COVERAGE
 extern void __gcov_dump(void);
 extern void __gcov_reset(void);
@@ -157,7 +159,8 @@ int pf_coverage(int dump)
 {
 	if (dump)
 		__gcov_dump();
-	__gcov_reset();
+	if (dump != 2)
+		__gcov_reset();
 	return 1;
 }
 #else
