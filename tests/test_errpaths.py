@@ -163,3 +163,14 @@ def test_plugin_import_does_not_import_coverage():
             "sys.exit(3 if 'coverage' in sys.modules else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_file_stem_or_tail_matches_a_driver_outside_the_root(tmp_path):
+    """A C driver of a fetched kernel tree lies outside the project: its stem, or the
+    tail of its path, names it; a prefix of the stem does not."""
+    path = str(tmp_path / "cache" / "linux-source-6.12" / "drivers" / "dma-buf" / "udmabuf.c")
+    root = str(tmp_path / "project")
+    assert errpaths._matches(path, ["udmabuf"], root)
+    assert errpaths._matches(path, ["linux-source-6.12/drivers/dma-buf/udmabuf"], root)
+    assert not errpaths._matches(path, ["udma"], root)
+    assert not errpaths._matches(path, ["pinbuf"], root)
