@@ -48,3 +48,13 @@ def test_vmap_page_array_allocation_failure_is_enomem(fake_mm, pinfault, udmabuf
 
 def test_create_list_with_a_bad_pointer_is_efault(fake_mm, udmabuf):
     assert udmabuf.dev.ioctl(udmabuf.CREATE_LIST, 0x10) == -errno.EFAULT
+
+
+def test_a_full_descriptor_table_is_emfile_and_drops_the_buffer(fake_mm, udmabuf):
+    """dma_buf_fd() finds no free descriptor: the new dma-buf is put, which unpins its
+    folios (6.12) or drops its page references (6.1)."""
+    fd, _ = udmabuf.memfd(4 * PAGE_SIZE)
+    ft = fake_mm.files()
+    ft.nofile = max(ft.fdt) + 1                               # every descriptor in use
+    assert udmabuf.create(fd, 0, 4 * PAGE_SIZE) == -errno.EMFILE
+    assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
