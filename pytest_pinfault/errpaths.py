@@ -449,7 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "coverage ran?)", file=sys.stderr)
     report = analyze(data, args.packages.split(","), root=args.root)
     if not report.files:
-        print(f"errpaths: no measured file of {args.packages}", file=sys.stderr)
+        # a report of 0 / 0 would read as "nothing to do" and pass CI: refuse it
+        print(f"errpaths: error: {args.data} has no measured file of {args.packages} (was coverage "
+              f"measuring it, and under pytest-xdist with `coverage run`, were the workers' files "
+              f"combined? `[run] patch = subprocess` needs coverage >= 7.10)", file=sys.stderr)
+        return 1
     for line in format_table(report):
         print(line)
     if args.json_path:

@@ -153,8 +153,7 @@ def test_an_invalidation_during_the_fault_makes_the_job_retry(fake_mm, pinfault)
 
 # ---------------------------------------------------------------------------- fault matrix
 @MACHINE
-@pytest.mark.pinfault_matrix("alloc_pages", "try_grab_folio", max_nth=NPAGES,
-                             accept=(-errno.ENOMEM, -errno.EFAULT))
+@pytest.mark.pinfault_matrix("alloc_pages", "try_grab_folio", accept=(-errno.ENOMEM, -errno.EFAULT))
 def test_job_under_faults(fake_mm, pinfault):
     mm = fake_mm.current.mm
     addr = mm.mmap(LENGTH, RW, ANON)              # not populated: the job's fault allocates

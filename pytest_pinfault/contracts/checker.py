@@ -420,9 +420,9 @@ class Checker:
         for i in range(self._b_livelocks, len(lls)):
             ll = lls[i]
             out.append(self._v(TERMINATION,
-                               f"livelock in {ll.loop}: gave up after {ll.iterations} iterations, "
-                               f"kept failing on the folio below",
-                               [ll.folio], caller=ll.caller, key=("livelock", i)))
+                               f"livelock in {ll.loop}: gave up after {ll.iterations} iterations"
+                               + (", kept failing on the folio below" if ll.folio is not None else ""),
+                               [ll.folio] if ll.folio is not None else [], caller=ll.caller, key=("livelock", i)))
         return out
 
     # rule 6 ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 from .sites import BUILTIN_SITES, Site
-from .spec import FaultSpec, FaultSpecError, Term, errno_name, parse_errno, parse_spec, validate_spec
+from .spec import MAX_INT, FaultSpec, FaultSpecError, Term, errno_name, parse_errno, parse_spec, validate_spec
 
 __all__ = ["Injector", "Arming", "FaultRecord", "UnknownSite", "FaultBudgetExceeded", "Hold",
            "DEFAULT_BUDGET"]
@@ -67,12 +67,13 @@ class FaultBudgetExceeded(RuntimeError):
     ends.  ``site`` is the site hit last, ``caller`` the code outside the package that
     hit it (``file:line function``)."""
 
-    def __init__(self, site: str, hits: int, caller: str) -> None:
+    def __init__(self, site: str, hits: int, caller: str, what: str = "") -> None:
         self.site = site
         self.hits = hits
         self.caller = caller
-        super().__init__(f"fault budget exceeded: {hits} fault-site hits in one test, the last at "
-                         f"{site!r} called from {caller or '<unknown>'} (a retry loop that never gives up?)")
+        what = what or f"fault budget exceeded: {hits} fault-site hits in one test"
+        super().__init__(f"{what}, the last at {site!r} called from {caller or '<unknown>'} "
+                         f"(a retry loop that never gives up?)")
 
 
 class FaultRecord:
@@ -206,12 +207,43 @@ def _ctx_attr(name: str) -> Callable[[dict[str, Any]], Any]:
     return get
 
 
+def _qualname(frame: Any) -> str:
+    """The qualified name of the function running in *frame* (``Class.method``).
+
+    ``code.co_qualname`` exists from Python 3.11; on 3.10 the function is found through
+    the frame's first argument (``self`` or ``cls``: the method in its class's MRO whose
+    code is this frame's) or the module globals, else the plain ``co_name``."""
+    q = getattr(frame.f_code, "co_qualname", None)
+    return q if q is not None else _qualname_from_frame(frame)
+
+
+def _qualname_from_frame(frame: Any) -> str:
+    """:func:`_qualname` without ``co_qualname`` (Python 3.10)."""
+    code = frame.f_code
+    name = code.co_name
+    if code.co_argcount:
+        first = frame.f_locals.get(code.co_varnames[0])
+        cls = first if isinstance(first, type) else type(first)
+        for klass in getattr(cls, "__mro__", ()):
+            attr = klass.__dict__.get(name)
+            fn = getattr(attr, "__func__", attr)           # classmethod, staticmethod
+            if getattr(fn, "__code__", None) is code:
+                return str(fn.__qualname__)
+    fn = frame.f_globals.get(name)
+    if getattr(fn, "__code__", None) is code:
+        return str(fn.__qualname__)
+    return name
+
+
 def _on_stack(name: str) -> Callable[[dict[str, Any]], bool]:
+    """``caller=name``: a frame on the stack runs a function called *name*, or, for a
+    dotted *name* (``Class.method``), whose qualified name is *name*."""
+    dotted = "." in name
+
     def check(ctx: dict[str, Any]) -> bool:
         f = sys._getframe(1)
         while f is not None:
-            code = f.f_code
-            if code.co_name == name or code.co_qualname == name:
+            if f.f_code.co_name == name or (dotted and _qualname(f) == name):
                 return True
             f = f.f_back
         return False
@@ -355,6 +387,26 @@ def _errno_value(e: int | str) -> int:
     return abs(int(e))
 
 
+def _check_arm_args(site: Any, errno: Any, nth: Any, times: Any, every: Any,
+                    predicate: Any, callback: Any) -> None:
+    """:meth:`Injector.arm`'s argument checks (``every=0`` used to divide by zero at
+    the next hit)."""
+    if not isinstance(site, str):
+        raise TypeError(f"arm: site: expected a fault site name (str), got {site!r}")
+    if errno is not None and (isinstance(errno, bool) or not isinstance(errno, int)):
+        raise TypeError(f"arm: errno: expected None or an errno (int), got {errno!r}")
+    for name, value, lo in (("nth", nth, 1), ("every", every, 1), ("times", times, -1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"arm: {name}: expected an integer, got {value!r}")
+        if value > MAX_INT or value < lo or (name == "times" and value == 0):
+            want = ("-1 (unlimited) or an integer from 1" if name == "times"
+                    else "an integer from 1")
+            raise ValueError(f"arm: {name}: expected {want} to {MAX_INT}, got {value!r}")
+    for name, fn in (("predicate", predicate), ("callback", callback)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"arm: {name}: expected None or a callable, got {fn!r}")
+
+
 # ---------------------------------------------------------------------------- injector
 class Injector:
     """Fault state of one FakeMM: armed sites, per-site hit counts, the log, holds.
@@ -375,8 +427,10 @@ class Injector:
         self.on_fire: list[Callable[[FaultRecord], None]] = []
         self.budget = DEFAULT_BUDGET
         self.total_hits = 0
+        self.fired_count = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
         self.recording = False
+        self.counting = False              # count hits (no log): a matrix's fault-free run
         self.active = False
         self._enabled = True
 
@@ -393,7 +447,8 @@ class Injector:
         self._update()
 
     def _update(self) -> None:
-        self.active = self._enabled and (self.recording or bool(self.armed) or bool(self.holds))
+        self.active = self._enabled and (self.recording or self.counting or bool(self.armed)
+                                         or bool(self.holds))
 
     # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:
@@ -444,7 +499,12 @@ class Injector:
         """Arm *site* from hit *nth* on, at most *times* times (-1: unlimited), every
         *every*-th eligible hit counted from *nth*; *predicate(ctx)* filters hits;
         *callback(ctx)* runs when it fires — with ``errno=None`` and a callback the site
-        does not fail.  Returns the :class:`Arming` (``disarm(arming)`` removes it)."""
+        does not fail.  Returns the :class:`Arming` (``disarm(arming)`` removes it).
+
+        *nth* and *every* are integers from 1 to ``MAX_INT`` (2**63 - 1), *times* -1 or
+        1 to ``MAX_INT``; out of range is a ValueError, a wrong type (a float, a bool, a
+        non-callable *predicate*) a TypeError, each naming the parameter."""
+        _check_arm_args(site, errno, nth, times, every, predicate, callback)
         s = self._site(site)
         if errno is not None and abs(errno) not in s.errnos:
             raise ValueError(f"fault site {site!r} cannot return -{errno_name(errno)}; "
@@ -460,9 +520,16 @@ class Injector:
         """Arm one spec (text or parsed, grammar in :mod:`.spec`); ``call(name)`` terms
         look *name* up in *callbacks*.  Raises :class:`FaultSpecError` for a bad spec,
         an unknown site, an errno the site cannot return or an unknown callback."""
+        if not isinstance(spec, (str, FaultSpec)):
+            raise TypeError(f"arm_spec: spec: expected a fault spec string or a FaultSpec, got {spec!r}")
         fs = parse_spec(spec) if isinstance(spec, str) else spec
         validate_spec(fs, self.sites)
+        if callbacks is not None and not isinstance(callbacks, Mapping):
+            raise TypeError(f"arm_spec: callbacks: expected a mapping of name -> callable, got {callbacks!r}")
         callbacks = dict(callbacks or {})
+        for name, fn in callbacks.items():
+            if not callable(fn):
+                raise TypeError(f"arm_spec: callbacks[{name!r}]: expected a callable, got {fn!r}")
         for t in fs.terms:
             if t.action == "call" and t.arg not in callbacks:
                 known = ", ".join(sorted(callbacks)) or "none registered"
@@ -493,6 +560,12 @@ class Injector:
     def record(self, on: bool = True) -> None:
         """Count every hit (and log it) even when nothing is armed."""
         self.recording = on
+        self._update()
+
+    def count_hits(self, on: bool = True) -> None:
+        """Count every hit in :attr:`hits` even when nothing is armed, without logging
+        it (memory stays per site, whatever the number of hits)."""
+        self.counting = on
         self._update()
 
     # -- holds -----------------------------------------------------------------------
@@ -548,6 +621,8 @@ class Injector:
                     self._checking = None
         elif armings:
             fired, ret = self._fire(armings, ctx)
+        if fired:
+            self.fired_count += 1
         if fired or self.recording:
             rec = FaultRecord(site, n, fired, ret, ctx, _external_caller() if fired else "")
             self.log.append(rec)
@@ -580,7 +655,9 @@ class Injector:
         self.hits.clear()
         self.log.clear()
         self.total_hits = 0
+        self.fired_count = 0
         self.recording = False
+        self.counting = False
         self.random.seed(self.seed)
         self._update()
 

@@ -25,8 +25,10 @@ between tokens; ``(* *)`` are comments)::
              | "hold" , [ "(" , int , ")" ]            (* short-term reference on ctx folio *)
              | "call" , "(" , name , ")" ;             (* run a registered callable *)
     errno    = [ "-" ] , ( name | int ) ;              (* ENOMEM, -ENOMEM, 12 *)
-    int      = digit , { digit } ;                     (* positive: >= 1 *)
+    int      = digit , { digit } ;                     (* positive: 1 <= n <= MAX_INT *)
     number   = int , [ "." , digit , { digit } ] ;     (* a percentage, 0 <= p <= 100 *)
+    digit    = "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" ;
+    letter   = "A" .. "Z" | "a" .. "z" ;              (* ASCII only *)
 
 Zone and migratetype names are matched case-insensitively and stored as spelled above.
 
@@ -39,6 +41,10 @@ through and then the chain moves on to the next term (fail-rs / FreeBSD fail(9))
 without a count is used for ever.  When the chain is exhausted the site never fires
 again.  ``off`` terms use up hits without firing (they do not count towards ``times``).
 
+Digits and letters are ASCII only: ``²`` or ``١`` are refused like any other stray
+character, never read as numbers.  Integers are at most :data:`MAX_INT` (2**63 - 1, the
+kernel's ``LLONG_MAX``; larger counts could never be reached anyway).
+
 Errors are :class:`FaultSpecError` (a :class:`ValueError`) with the 1-based column of the
 offending token, what was expected there and what was found.
 """
@@ -50,7 +56,7 @@ import errno as _errno
 from typing import Mapping, Union
 
 __all__ = ["FaultSpec", "Term", "FaultSpecError", "parse_spec", "parse_specs", "validate_spec",
-           "parse_errno", "ACTIONS", "FILTERS", "CONTROLS", "ZONES", "MIGRATETYPES"]
+           "parse_errno", "ACTIONS", "FILTERS", "CONTROLS", "ZONES", "MIGRATETYPES", "MAX_INT"]
 
 ACTIONS = ("return", "off", "hold", "call")
 FILTERS = ("zone", "migratetype", "order", "kind", "caller")
@@ -59,6 +65,16 @@ ZONES = ("DMA", "DMA32", "Normal", "Movable")
 MIGRATETYPES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate")
 
 _END = "end of spec"
+
+#: The largest integer a spec (nth, every, times, a count, hold(N), order) may carry.
+MAX_INT = (1 << 63) - 1
+_DIGITS = frozenset("0123456789")
+
+
+def _isdigit(c: str) -> bool:
+    """An ASCII digit (``str.isdigit`` also accepts ``²`` and other scripts' digits,
+    which ``int()`` then rejects or reads as numbers)."""
+    return c != "" and all(ch in _DIGITS for ch in c)
 
 
 class FaultSpecError(ValueError):
@@ -69,7 +85,8 @@ class FaultSpecError(ValueError):
         self.column = column
         self.expected = expected
         self.got = got
-        super().__init__(f"bad fault spec {spec!r} at column {column}: expected {expected}, got {got!r}")
+        shown = got if len(got) <= 40 else got[:37] + "..."
+        super().__init__(f"bad fault spec {spec!r} at column {column}: expected {expected}, got {shown!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +125,13 @@ def parse_errno(text: str) -> int | None:
     t = text.strip()
     if t.startswith("-"):
         t = t[1:].strip()
-    if t.isdigit():
+    if _isdigit(t):
+        if len(t) > 4:
+            return None
         n = int(t)
         return n if 0 < n < 4096 else None
+    if not t.isascii() or not t.isidentifier():
+        return None
     n = getattr(_errno, t, None)
     if isinstance(n, int) and t.isupper() and _errno.errorcode.get(n):
         return n
@@ -155,9 +176,9 @@ class _Scanner:
         if i >= len(t):
             return _END
         c = t[i]
-        if _is_name_char(c) or c.isdigit():
+        if _is_name_char(c):
             j = i
-            while j < len(t) and (_is_name_char(t[j]) or t[j].isdigit()):
+            while j < len(t) and _is_name_char(t[j]):
                 j += 1
             return t[i:j]
         if t.startswith("->", i):
@@ -199,25 +220,42 @@ class _Scanner:
         self.skip_ws()
         t, i = self.text, self.pos
         j = i
-        while j < len(t) and t[j].isdigit():
+        while j < len(t) and _isdigit(t[j]):
             j += 1
         if j == i:
             raise self.fail(what)
-        if not integer and j < len(t) and t[j] == "." and j + 1 < len(t) and t[j + 1].isdigit():
+        if not integer and j < len(t) and t[j] == "." and j + 1 < len(t) and _isdigit(t[j + 1]):
             j += 1
-            while j < len(t) and t[j].isdigit():
+            while j < len(t) and _isdigit(t[j]):
                 j += 1
-        if j < len(t) and (_is_name_start(t[j]) or (integer and t[j] == ".")):
-            raise self.fail(what, column=i + 1, got=self.lexeme())
+        if j < len(t) and (_is_name_start(t[j]) or (integer and t[j] == ".") or
+                           (t[j].isalnum() and not t[j].isascii())):
+            raise self.fail(what, column=i + 1, got=self._word(i))
         self.pos = j
         return t[i:j], i + 1
 
+    def _word(self, i: int) -> str:
+        """The run of letters and digits (of any script) from *i*, for messages."""
+        t, j = self.text, i
+        while j < len(t) and (t[j].isalnum() or t[j] in "_."):
+            j += 1
+        return t[i:j] or t[i:i + 1]
+
     def positive(self, what: str) -> int:
         text, col = self.number(what)
-        n = int(text)
-        if n < 1:
-            raise self.fail(what, column=col, got=text)
+        n = _bounded(text)
+        if n is None or n < 1:
+            raise self.fail(f"{what} (1 to {MAX_INT})" if n is None else what, column=col, got=text)
         return n
+
+
+def _bounded(text: str) -> int | None:
+    """An ASCII digit string as an int, None when above :data:`MAX_INT` (checked on the
+    length first: ``int()`` of thousands of digits is slow or refused)."""
+    if len(text.lstrip("0")) > 19:
+        return None
+    n = int(text)
+    return n if n <= MAX_INT else None
 
 
 # ---------------------------------------------------------------------------- parser
@@ -241,7 +279,9 @@ def _parse_attr(sc: _Scanner, seen: set[str], out: dict) -> None:
         out[key] = sc.positive(f"a positive integer for {key}")
         return
     if key == "order":
-        text, _ = sc.number("an integer order (0, 1, 9 ...)")
+        text, ocol = sc.number("an integer order (0, 1, 9 ...)")
+        if _bounded(text) is None:
+            raise sc.fail(f"an integer order (0 to {MAX_INT})", column=ocol, got=text)
         out["filters"].append((key, text.lstrip("0") or "0"))
         return
     if key in ("zone", "migratetype"):
@@ -249,7 +289,7 @@ def _parse_attr(sc: _Scanner, seen: set[str], out: dict) -> None:
         what = f"a {key} ({', '.join(choices)})"
         sc.skip_ws()
         vcol = sc.pos + 1
-        value, _ = sc.number(what) if sc.peek().isdigit() else sc.name(what)
+        value, _ = sc.number(what) if _isdigit(sc.peek()) else sc.name(what)
         canon = _canonical(value, choices)
         if canon is None:
             raise sc.fail(what, column=vcol, got=value)
@@ -266,16 +306,16 @@ def _parse_term(sc: _Scanner) -> Term:
     prob: float | None = None
     count: int | None = None
     action_what = "an action (" + ", ".join(ACTIONS) + ")"
-    if sc.peek().isdigit():
+    if _isdigit(sc.peek()):
         text, ncol = sc.number("a probability or a count", integer=False)
         nxt = sc.peek()
         if nxt == "%":
-            p = float(text)
+            p = float(text) if len(text) <= 64 else float("inf")
             if p > 100:
                 raise sc.fail("a percentage between 0 and 100", column=ncol, got=text + "%")
             prob = p
             sc.pos += 1
-            if sc.peek().isdigit():
+            if _isdigit(sc.peek()):
                 text, ncol = sc.number("a count", integer=False)
                 if sc.peek() != "*":
                     raise sc.fail("'*' after the count")
@@ -284,9 +324,11 @@ def _parse_term(sc: _Scanner) -> Term:
         elif nxt != "*":
             raise sc.fail("'%' or '*' after a number")
         if text:
-            if not text.isdigit() or int(text) < 1:
-                raise sc.fail("a positive integer count", column=ncol, got=text)
-            count = int(text)
+            n = _bounded(text) if _isdigit(text) else 0
+            if n is None or n < 1:
+                what = "a positive integer count" + (f" (1 to {MAX_INT})" if n is None else "")
+                raise sc.fail(what, column=ncol, got=text)
+            count = n
             sc.pos += 1                                   # the '*'
     action, acol = sc.name(action_what)
     if action not in ACTIONS:
@@ -303,7 +345,7 @@ def _parse_term(sc: _Scanner) -> Term:
             what = "an errno (ENOMEM, -ENOMEM or 12)"
             neg = sc.accept("-")
             sc.skip_ws()
-            if sc.peek().isdigit():
+            if _isdigit(sc.peek()):
                 text, _ = sc.number(what)
             else:
                 text, _ = sc.name(what)
@@ -371,7 +413,11 @@ def parse_specs(text: str) -> list[FaultSpec]:
 
 def validate_spec(spec: FaultSpec, sites: Mapping[str, object]) -> None:
     """Check *spec* against a site catalogue (name -> :class:`~.sites.Site`): the site
-    must exist and every ``return(errno)`` must be one the site may produce."""
+    must exist and every ``return(errno)`` must be one the site may produce.  A
+    :class:`FaultSpec` built in Python rather than parsed is held to the grammar's ranges
+    too (``nth``, ``every``, ``times``, counts and ``hold(N)`` in 1..MAX_INT, a
+    probability in 0..100, a known action, at least one term)."""
+    _check_fields(spec)
     site = sites.get(spec.site)
     if site is None:
         raise FaultSpecError(spec.text, 1, f"a known fault site ({', '.join(sorted(sites))})", spec.site)
@@ -381,3 +427,43 @@ def validate_spec(spec: FaultSpec, sites: Mapping[str, object]) -> None:
             names = ", ".join("-" + errno_name(e) for e in allowed)
             raise FaultSpecError(spec.text, term.arg_column or term.column,
                                  f"an errno {spec.site} may return ({names})", "-" + errno_name(int(term.arg)))
+
+
+def _int_in_range(v: object, lo: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= MAX_INT
+
+
+def _check_fields(spec: FaultSpec) -> None:
+    """The grammar's ranges on a FaultSpec that may not have come from the parser."""
+    text = spec.text or str(spec.site)
+    if not isinstance(spec, FaultSpec):
+        raise FaultSpecError(str(spec), 1, "a FaultSpec", type(spec).__name__)
+    if not isinstance(spec.site, str) or not spec.site:
+        raise FaultSpecError(text, 1, "a fault site name", repr(spec.site))
+    for name in ("nth", "every"):
+        if not _int_in_range(getattr(spec, name)):
+            raise FaultSpecError(text, 1, f"{name} an integer from 1 to {MAX_INT}", repr(getattr(spec, name)))
+    if spec.times is not None and not _int_in_range(spec.times):
+        raise FaultSpecError(text, 1, f"times None (unlimited) or an integer from 1 to {MAX_INT}",
+                             repr(spec.times))
+    for f in spec.filters:
+        if not (isinstance(f, tuple) and len(f) == 2 and f[0] in FILTERS and isinstance(f[1], str)):
+            raise FaultSpecError(text, 1, f"filters as (name, value) pairs with a name from "
+                                 f"{', '.join(FILTERS)}", repr(f))
+    if not spec.terms:
+        raise FaultSpecError(text, len(text) + 1, "at least one term (an action)", _END)
+    for t in spec.terms:
+        col = getattr(t, "column", 0) or 1
+        if not isinstance(t, Term) or t.action not in ACTIONS:
+            raise FaultSpecError(text, col, f"a Term with an action ({', '.join(ACTIONS)})", repr(t))
+        if t.prob is not None and (isinstance(t.prob, bool) or not isinstance(t.prob, (int, float))
+                                   or not 0 <= t.prob <= 100):
+            raise FaultSpecError(text, col, "a percentage between 0 and 100", repr(t.prob))
+        if t.count is not None and not _int_in_range(t.count):
+            raise FaultSpecError(text, col, f"a count from 1 to {MAX_INT}", repr(t.count))
+        if t.action == "hold" and t.arg is not None and not _int_in_range(t.arg):
+            raise FaultSpecError(text, col, f"hold attempts from 1 to {MAX_INT}", repr(t.arg))
+        if t.action == "return" and t.arg is not None and not _int_in_range(t.arg):
+            raise FaultSpecError(text, col, "a positive errno", repr(t.arg))
+        if t.action == "call" and not isinstance(t.arg, str):
+            raise FaultSpecError(text, col, "a callback name", repr(t.arg))

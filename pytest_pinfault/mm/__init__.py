@@ -20,7 +20,7 @@ from .migrate import (MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, MR_COMPAC
 from .mmzone import MAX_PAGE_ORDER, Zone, pageblock_nr_pages, pageblock_order
 from .sched import PF_MEMALLOC_PIN, Task
 from .bug import KernelWarning
-from .gup import Livelock
+from .gup import KernelHang, KernelOutcome, Livelock
 from .memfd import *  # noqa: F401,F403  (MFD_*, F_SEAL_*, FALLOC_FL_*)
 from .memfd import AddressSpace, MemFile
 from .memfd import __all__ as _memfd_all
@@ -49,7 +49,7 @@ __all__ = [
     "MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC", "MR_COMPACTION", "MR_CONTIG_RANGE",
     "MR_LONGTERM_PIN", "MR_MEMORY_HOTPLUG", "MR_SYSCALL", "NR_MAX_MIGRATE_PAGES_RETRY",
     "NUMA_NO_NODE", "MigrationTargetControl",
-    "Livelock", "AddressSpace", "MemFile", "MMStruct", "VMA", "MMUIntervalNotifier",
+    "Livelock", "KernelOutcome", "KernelHang", "AddressSpace", "MemFile", "MMStruct", "VMA", "MMUIntervalNotifier",
     "MMUNotifierRange", "ZERO_SIZE_PTR", "KmallocObject",
     "FOLL_WRITE", "FOLL_GET", "FOLL_DUMP", "FOLL_FORCE", "FOLL_NOWAIT", "FOLL_NOFAULT",
     "FOLL_HWPOISON", "FOLL_ANON", "FOLL_LONGTERM", "FOLL_SPLIT_PMD", "FOLL_PCI_P2PDMA",

@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Union
 
-__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError"]
+__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
+           "RLIM_INFINITY"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -29,7 +30,9 @@ _UNITS = {
     "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
     "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+# ASCII digits only (``\d`` would read Arabic-Indic or fullwidth digits as numbers), and
+# at most 24 of them (int() of thousands of digits is slow or refused).
+_SIZE_RE = re.compile(r"^\s*([0-9]{1,24})\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 #: Historical kernel behaviours that ``MMConfig(quirks=...)`` can switch on.  Each maps
 #: to the upstream change whose *absence* it emulates (see docs/kernel-map.md).
@@ -45,6 +48,13 @@ QUIRKS: Mapping[str, str] = {
         "return an error on migration failure' and 'mm/gup: check for isolation errors')"
     ),
 }
+
+
+#: The most RAM a config may have: 64 TiB, x86-64's physical address space with
+#: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
+MAX_RAM = 1 << 46
+#: RLIMIT_MEMLOCK's largest value (``RLIM_INFINITY``, include/uapi/asm-generic/resource.h).
+RLIM_INFINITY = (1 << 64) - 1
 
 
 class ConfigError(ValueError):
@@ -67,6 +77,42 @@ def parse_size(value: Size, field: str = "size") -> int:
         if m and m.group(2).lower() in _UNITS:
             return int(m.group(1)) * _UNITS[m.group(2).lower()]
     raise ConfigError(f"{field}: expected a size in bytes or a string like '512MiB', got {value!r}")
+
+
+class FrozenMap(Mapping):  # type: ignore[type-arg]
+    """A read-only, hashable mapping (``MMConfig.hugetlb``): a frozen config shared by
+    every test of a run must give no test a way to change another's machine.  Compares
+    equal to a dict with the same items."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Any = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        object.__setattr__(self, "_items", tuple(sorted(dict(pairs).items())))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __getitem__(self, key: Any) -> Any:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items))
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self._items,))
 
 
 def _fmt(nbytes: int) -> str:
@@ -115,7 +161,9 @@ class MMConfig:
         CMA areas: a size (one area named ``"reserved"``, like ``cma=``), a string
         ``"128MiB@256MiB-1GiB"`` with placement bounds, or a mapping ``name -> spec``.
     hugetlb
-        Boot-time hugetlb pools: page size -> number of pages (``{"2MiB": 512}``).
+        Boot-time hugetlb pools: page size -> number of pages (``{"2MiB": 512}``);
+        stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
+        shared by many tests cannot be changed by one of them.
     default_hugepagesz
         The default huge page size (``MFD_HUGETLB`` without a size flag).
     thp
@@ -151,7 +199,7 @@ class MMConfig:
     ram: Size = "4GiB"
     movablecore: Size = 0
     cma: Any = 0
-    hugetlb: Mapping[Size, int] = dataclasses.field(default_factory=dict)
+    hugetlb: Mapping[Size, int] = dataclasses.field(default_factory=FrozenMap)
     default_hugepagesz: Size = "2MiB"
     thp: str = "always"
     memlock: Size = "8MiB"
@@ -168,6 +216,9 @@ class MMConfig:
         ram = parse_size(self.ram, "ram")
         if ram < 64 << 20 or ram % (128 << 20):
             raise ConfigError(f"ram: expected a multiple of 128MiB, at least 128MiB, got {self.ram!r}")
+        if ram > MAX_RAM:
+            raise ConfigError(f"ram: expected at most {_fmt(MAX_RAM)} (x86-64 MAX_PHYSMEM_BITS 46), "
+                              f"got {self.ram!r}")
         set_(self, "ram", ram)
         movable = parse_size(self.movablecore, "movablecore")
         if movable % (128 << 20) or movable >= ram:
@@ -183,7 +234,10 @@ class MMConfig:
         set_(self, "default_hugepagesz", hps)
         if self.thp not in ("always", "madvise", "never"):
             raise ConfigError(f"thp: expected 'always', 'madvise' or 'never', got {self.thp!r}")
-        set_(self, "memlock", parse_size(self.memlock, "memlock"))
+        memlock = parse_size(self.memlock, "memlock")
+        if memlock > RLIM_INFINITY:
+            raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
+        set_(self, "memlock", memlock)
         for name, lo, hi in (("nr_cpus", 1, NR_CPUS_MAX), ("offline_retry_budget", 1, None),
                              ("gup_retry_limit", 1, None)):
             v = getattr(self, name)
@@ -196,9 +250,15 @@ class MMConfig:
             raise ConfigError(f"firmware: expected 'ideal' or 'seabios', got {self.firmware!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed: expected an integer, got {self.seed!r}")
-        quirks = (self.quirks,) if isinstance(self.quirks, str) else tuple(self.quirks)
+        quirks = self.quirks
+        if isinstance(quirks, str):
+            quirks = (quirks,)
+        elif not isinstance(quirks, (tuple, list, set, frozenset)):
+            raise ConfigError(f"quirks: expected a name or a list of names from {sorted(QUIRKS)}, "
+                              f"got {self.quirks!r}")
+        quirks = tuple(quirks)
         for q in quirks:
-            if q not in QUIRKS:
+            if not isinstance(q, str) or q not in QUIRKS:
                 raise ConfigError(f"quirks: expected names from {sorted(QUIRKS)}, got {q!r}")
         set_(self, "quirks", quirks)
 
@@ -218,7 +278,7 @@ class MMConfig:
         return specs
 
     @staticmethod
-    def _parse_hugetlb(pools: Mapping[Size, int]) -> Mapping[int, int]:
+    def _parse_hugetlb(pools: Mapping[Size, int]) -> "FrozenMap":
         if not isinstance(pools, Mapping):
             raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}}, got {pools!r}")
         out: dict[int, int] = {}
@@ -229,7 +289,7 @@ class MMConfig:
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ConfigError(f"hugetlb[{size!r}]: expected a count >= 0, got {count!r}")
             out[nbytes] = count
-        return out
+        return FrozenMap(out)
 
     def replace(self, **changes: Any) -> "MMConfig":
         """A copy with *changes* applied (validated again)."""

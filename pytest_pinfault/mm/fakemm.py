@@ -79,6 +79,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._lru_nr = [0, 0, 0, 0]
         self._next_pid = 1
         self.livelocks: list[Any] = []
+        self.kernel_outcomes: list[Any] = []     # KernelOutcome: loops the kernel itself never leaves
+        self._gup_signalled_calls: dict[int, int] = {}
+        self.killed_tasks: list[Any] = []        # tasks a kernel outcome killed (see mm/gup.py)
         self._gup_last_unpinnable: Folio | None = None
         self._pin_anyway_next = False
         self._notifier_seq = 0

@@ -15,8 +15,26 @@ plus one ``_pincount`` per page to a large folio; the zero folio is never pinned
 Long-term pins run under PF_MEMALLOC_PIN and loop: pin, check that every folio is
 long-term pinnable, and if not isolate and migrate those folios, drop every pin and
 pin again (``-EAGAIN``).  The kernel loop is unbounded; the model stops after
-``MMConfig.gup_retry_limit`` rounds, records a livelock (``fake_mm.livelocks``), drops
-every pin and returns ``-ENOMEM``.
+``MMConfig.gup_retry_limit`` rounds.  What happens then depends on why the loop kept
+going:
+
+* an injected fault fired on the last round (a persistent ``folio_isolate_lru`` failure,
+  say): the real kernel would loop there for ever, and that is the kernel's outcome, not
+  a driver fault.  It is recorded in ``fake_mm.kernel_outcomes`` as a
+  :class:`KernelOutcome`.  ``__gup_longterm_locked`` re-enters ``__get_user_pages`` on
+  every round, which checks ``fatal_signal_pending()``: the task hangs until it is
+  killed, so the model kills it (``signal_pending``) and the next round returns
+  ``-EINTR``, as v6.12 does.  ``memfd_pin_folios`` has no such check in its loop: the
+  task would never return, so the model raises :class:`KernelHang` and the caller never
+  sees a return value.
+* nothing was injected (machine state, such as the ``pcp_thp_shared_list`` quirk handing
+  back CMA pages as migration targets): a livelock (``fake_mm.livelocks``, contract
+  rule 5); every pin is dropped and the call returns ``-ENOMEM``.
+
+A task that keeps calling GUP after a signal is pending (a driver loop retrying on
+``-EINTR``) would never finish either: after ``gup_retry_limit`` such calls the model
+records a livelock naming the caller's loop and raises
+:class:`~pytest_pinfault.faults.injector.FaultBudgetExceeded` to end it.
 """
 
 from __future__ import annotations
@@ -34,7 +52,7 @@ from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, 
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
-__all__ = ["Livelock", "Out"]
+__all__ = ["Livelock", "KernelOutcome", "KernelHang", "Out"]
 
 _WRITE = int(FOLL.WRITE)
 _GET = int(FOLL.GET)
@@ -63,8 +81,61 @@ class Livelock:
     caller: str
 
     def __str__(self) -> str:
-        return (f"livelock in {self.loop}: {self.iterations} iterations, kept failing on "
-                f"{self.folio!r} (called from {self.caller})")
+        on = f", kept failing on {self.folio!r}" if self.folio is not None else ""
+        return f"livelock in {self.loop}: {self.iterations} iterations{on} (called from {self.caller})"
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelOutcome:
+    """A kernel retry loop that an injected fault keeps failing, so the real kernel would
+    never leave it (see the module docstring): ``loop`` (the kernel function),
+    ``rounds`` (the model's bound), ``site`` and ``occurrence`` (the fault that fired on
+    the last round), ``folio`` (the one the loop kept failing on), ``caller`` (the code
+    outside the package that made the call) and ``returned``: ``-EINTR`` when the kernel
+    checks for a fatal signal in the loop (the task hangs until killed, then the call
+    returns that), None when it does not (the task never returns).
+
+    Kernel: mm/gup.c:__gup_longterm_locked, __get_user_pages (fatal_signal_pending),
+    memfd_pin_folios (v6.12)."""
+
+    loop: str
+    rounds: int
+    site: str
+    occurrence: int
+    folio: Any
+    caller: str
+    returned: int | None
+
+    @property
+    def kind(self) -> str:
+        """``"killed"`` (the call returned -EINTR) or ``"hang"`` (never returns)."""
+        return "hang" if self.returned is None else "killed"
+
+    def __str__(self) -> str:
+        why = (f"{self.loop} would retry for ever: the injected {self.site} fault fires on every "
+               f"round (last at {self.site}#{self.occurrence})")
+        if self.returned is None:
+            return (f"{why}; {self.loop} never checks for a fatal signal, so the task would hang "
+                    f"there unkillable (called from {self.caller or '<unknown>'})")
+        return (f"{why}; the task hangs until killed, then __get_user_pages sees the fatal signal "
+                f"and the call returns -EINTR (called from {self.caller or '<unknown>'})")
+
+    def as_dict(self) -> dict[str, Any]:
+        folio = self.folio
+        return {"loop": self.loop, "rounds": self.rounds, "site": self.site,
+                "occurrence": self.occurrence, "kind": self.kind, "returned": self.returned,
+                "pfn": getattr(folio, "pfn", None), "caller": self.caller, "message": str(self)}
+
+
+class KernelHang(BaseException):
+    """Raised out of a kernel call whose retry loop an injected fault keeps failing and
+    that never checks for a fatal signal (:class:`KernelOutcome` with ``returned`` None):
+    the real task would never return, so nothing after the call can run.  A
+    BaseException, so driver code's ``except Exception`` cannot swallow it."""
+
+    def __init__(self, outcome: KernelOutcome) -> None:
+        self.outcome = outcome
+        super().__init__(str(outcome))
 
 
 class GupMixin:
@@ -523,6 +594,7 @@ class GupMixin:
                 vma_end = vma.end
                 shared = vma.is_shared()
             if task.signal_pending:
+                self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
             ent = pte.get(addr >> PAGE_SHIFT)
             if ent is not None:
@@ -581,6 +653,25 @@ class GupMixin:
                 folio.flags |= PG_dirty
             i += n
         return self._gup_done(i, 0, pins)
+
+    def _gup_signalled(self, task: Any) -> None:
+        """One more GUP call cut short by a pending signal.  A task that keeps calling
+        after ``gup_retry_limit`` of them is in a loop that never ends (a killed task's
+        driver retrying on -EINTR): record a livelock and end the loop."""
+        counts = self._gup_signalled_calls
+        n = counts[task.pid] = counts.get(task.pid, 0) + 1
+        if n <= self.config.gup_retry_limit:
+            return
+        from .bug import external_caller
+        from ..faults.injector import FaultBudgetExceeded
+        caller = external_caller(3)
+        ll = Livelock(f"the caller's loop around GUP (task {task.comm}[{task.pid}] has a signal "
+                      f"pending: every call returns -EINTR)", n, None, caller)
+        self.livelocks.append(ll)
+        self.stats.livelocks += 1
+        self._trace("livelock", loop=ll.loop, iterations=n, message=str(ll))
+        raise FaultBudgetExceeded("__get_user_pages", n, caller,
+                                  what=f"{n} GUP calls returned -EINTR to a task with a signal pending")
 
     def _gup_done(self, i: int, rc: int, pins: int) -> int:
         self.stats.nr_foll_pin_acquired += pins
@@ -646,7 +737,9 @@ class GupMixin:
         saved = self.memalloc_pin_save()
         try:
             rounds = 0
+            fi = self.faults
             while True:
+                fired = fi.fired_count
                 nr = self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
                 if nr <= 0:
                     rc = nr
@@ -655,29 +748,48 @@ class GupMixin:
                 if rc != -errno.EAGAIN:
                     break
                 rounds += 1
-                if self._longterm_retry_exhausted("__gup_longterm_locked", rounds):
-                    rc = -errno.ENOMEM
+                rc = self._longterm_retry_exhausted("__gup_longterm_locked", rounds, fired)
+                if rc:
                     break
         finally:
             self._pin_anyway_next = False     # the kernel's migrate_allow is per call
             self.memalloc_pin_restore(saved)
         return rc if rc else nr
 
-    def _longterm_retry_exhausted(self, loop: str, rounds: int) -> bool:
-        """Count one more -EAGAIN round of a long-term pin loop; when ``rounds`` reaches
-        ``gup_retry_limit`` record a :class:`Livelock` and return True.  Every round
-        ended in -EAGAIN, which unpinned and cleared every entry, so the folio named is
-        the last one the collect step found unpinnable."""
+    def _longterm_retry_exhausted(self, loop: str, rounds: int, fired: int) -> int:
+        """Count one more -EAGAIN round of a long-term pin loop (*fired*: the injector's
+        ``fired_count`` when the round began).  Below ``gup_retry_limit`` rounds: 0, go
+        on.  At the limit, when a fault fired during the last round, the kernel's own
+        outcome (module docstring): ``__gup_longterm_locked`` gets its task killed and
+        returns 0 (the next round sees the signal and returns -EINTR);
+        ``memfd_pin_folios`` raises :class:`KernelHang`.  Otherwise a :class:`Livelock`
+        is recorded and -ENOMEM returned.  Every round ended in -EAGAIN, which unpinned
+        and cleared every entry, so the folio named is the last one the collect step
+        found unpinnable."""
         self.stats.gup_longterm_retries += 1
         if rounds < self.config.gup_retry_limit:
-            return False
+            return 0
         from .bug import external_caller
         stuck = self._gup_last_unpinnable
+        fi = self.faults
+        if fi.fired_count > fired:
+            rec = next(r for r in reversed(fi.log) if r.fired)
+            hang = loop == "memfd_pin_folios"
+            out = KernelOutcome(loop, rounds, rec.site, rec.occurrence, stuck, external_caller(3),
+                                None if hang else -errno.EINTR)
+            self.kernel_outcomes.append(out)
+            self._trace("kernel_outcome", loop=loop, iterations=rounds, folio=stuck, message=str(out))
+            if hang:
+                raise KernelHang(out)
+            task = self.current
+            task.signal_pending = True              # killed: the next round returns -EINTR
+            self.killed_tasks.append(task)
+            return 0
         ll = Livelock(loop, rounds, stuck, external_caller(3))
         self.livelocks.append(ll)
         self.stats.livelocks += 1
         self._trace("livelock", loop=loop, iterations=rounds, folio=stuck, message=str(ll))
-        return True
+        return -errno.ENOMEM
 
     # ------------------------------------------------------------------ check & migrate
     def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
@@ -809,8 +921,10 @@ class GupMixin:
         pgshift = h.huge_page_shift() if h is not None else PAGE_SHIFT
         saved = self.memalloc_pin_save()
         rounds = 0
+        fi = self.faults
         try:
             while True:
+                fired = fi.fired_count
                 nr_folios = 0
                 start_idx = start >> pgshift
                 end_idx = end >> pgshift
@@ -851,8 +965,8 @@ class GupMixin:
                 if ret != -errno.EAGAIN:
                     break
                 rounds += 1
-                if self._longterm_retry_exhausted("memfd_pin_folios", rounds):
-                    ret = -errno.ENOMEM
+                ret = self._longterm_retry_exhausted("memfd_pin_folios", rounds, fired)
+                if ret:
                     break
         finally:
             self._pin_anyway_next = False

@@ -20,16 +20,17 @@ from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
 from .markers import MarkerError, register_markers, validate_item
-from .matrix import pytest_generate_tests, pytest_runtest_call
+from .matrix import expand_matrices, pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
-from .report import pytest_configure_node, pytest_report_header, pytest_sessionfinish, \
-    pytest_terminal_summary, install_summary
+from .report import pytest_configure_node, pytest_report_header, pytest_report_teststatus, \
+    pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
 __all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
-           "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node"]
+           "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
+           "pytest_report_teststatus"]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -47,10 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
-    """Check every pinfault marker before anything runs (and before -k/-m deselect)."""
+    """Check every pinfault marker before anything runs, then size the matrices (both
+    before -k/-m deselect, so case ids are selectable)."""
     state = get_state(config)
+    state.catalogue          # declared sites (ini, every conftest's hook) are checked now
     for item in items:
         try:
             validate_item(item, state)
         except MarkerError as e:
             raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+    expand_matrices(config, items)

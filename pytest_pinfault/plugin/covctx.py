@@ -42,11 +42,8 @@ def running_coverage() -> Any:
 
 
 def _context(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    case = callspec.params.get("fake_mm") if callspec is not None else None
-    if case is not None and not all(hasattr(case, a) for a in ("site", "nth", "mode")):
-        case = None
-    return context_name(item.nodeid, case)
+    from .fixtures import case_of
+    return context_name(item.nodeid, case_of(item))
 
 
 def _switch(name: str) -> None:
@@ -118,5 +115,10 @@ def errpaths_summary(config: pytest.Config, terminalreporter: Any, packages: lis
                               "separate files: run `coverage combine` then `python -m "
                               "pytest_pinfault.errpaths --packages ...`")
     report = analyze(data, packages, root=str(config.invocation_params.dir))
+    if not report.files:      # not a "0 / 0" that reads like nothing to do
+        terminalreporter.line(f"error: the coverage data has no measured file of {','.join(packages)}: no "
+                              f"error-path report (is coverage measuring it? --cov=PKG, or coverage run "
+                              f"--source=PKG)", red=True)
+        return
     for line in format_table(report):
         terminalreporter.line(line)

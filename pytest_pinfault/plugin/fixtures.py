@@ -12,19 +12,56 @@ from typing import Any, Iterator
 import pytest
 
 from .. import FakeMM, MMConfig
-from ..faults.matrix import MatrixCase
+from ..faults.matrix import MatrixCase, MatrixPlan
 from ..mm.config import ConfigError
 from .contract import VIOLATIONS_PROP, ContractState
 from .controller import Pinfault
-from .markers import MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
+from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
 from .state import get_state
 
-__all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY"]
+__all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY", "CASE_KEY",
+           "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
 
 #: The test's :class:`Pinfault` controller, set while its fake_mm exists.
 CONTROLLER_KEY = pytest.StashKey[Pinfault]()
 #: Set (by the call-phase hook wrapper) when the test's call phase passed.
 CALL_PASSED_KEY = pytest.StashKey[bool]()
+#: user property listing the kernel outcomes of a test (KernelOutcome.as_dict())
+KERNEL_PROP = "pinfault_kernel"
+#: The matrix case of a case item (set by the matrix expansion, see .matrix).
+CASE_KEY = pytest.StashKey[MatrixCase]()
+#: The plan (reach, cap, cases) of a matrix test, on its fault-free item.
+PLAN_KEY = pytest.StashKey[MatrixPlan]()
+#: Site -> hits of a fault-free matrix run, written when its fake_mm is torn down.
+REACH_KEY = pytest.StashKey["dict[str, int]"]()
+
+
+class _FaultFree:
+    """The ``fake_mm`` parameter of a matrix test's fault-free run (id ``fault-free``)."""
+
+    def __repr__(self) -> str:
+        return "fault-free"
+
+
+FAULT_FREE = _FaultFree()
+
+
+def case_of(item: Any) -> MatrixCase | None:
+    """The matrix case *item* injects, or None."""
+    case = item.stash.get(CASE_KEY, None) if hasattr(item, "stash") else None
+    if case is None:
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("fake_mm") if callspec is not None else None
+        if isinstance(param, MatrixCase):
+            case = param
+    return case
+
+
+def is_fault_free(item: Any) -> bool:
+    """*item* is the fault-free run of a matrix test."""
+    callspec = getattr(item, "callspec", None)
+    return (callspec is not None and callspec.params.get("fake_mm") is FAULT_FREE
+            and item.stash.get(CASE_KEY, None) is None)
 
 
 @pytest.fixture
@@ -40,9 +77,16 @@ def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
     and where the bad value came from."""
     __tracebackhide__ = True
     node = request.node
+    if not isinstance(base, MMConfig):
+        raise pytest.UsageError(f"{node.nodeid}: the mm_config fixture: expected an MMConfig, "
+                                f"got {base!r}")
     try:
         fields = mm_config_fields(node)
-        config = apply_mm_config(base, fields)
+        marked = node.stash.get(MARKED_CONFIG_KEY, None)
+        if marked is not None and base is get_state(request.config).settings.base_config:
+            config = marked                     # resolved (and frozen) at collection
+        else:
+            config = apply_mm_config(base, fields)
     except MarkerError as e:
         raise pytest.UsageError(f"{node.nodeid}: {e}") from None
     if config.seed == 0:   # not chosen by the test: derive it from the run's seed
@@ -63,6 +107,8 @@ def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
     settings = state.settings
     if settings.budget is not None:
         inj.budget = settings.budget
+    if is_fault_free(request.node):
+        inj.count_hits(True)      # the matrix's reach: every hit of every site
     if settings.trace != "off":
         inj.record(True)
         if settings.trace == "verbose":
@@ -95,8 +141,7 @@ def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> Iterator[Fak
     :class:`~pytest_pinfault.faults.matrix.MatrixCase`."""
     __tracebackhide__ = True
     mm = _build_mm(request, mm_config)
-    case: MatrixCase | None = getattr(request, "param", None)
-    ctl = Pinfault(mm, case)
+    ctl = Pinfault(mm, case_of(request.node))
     _arm(request, ctl)
     item = request.node
     try:
@@ -127,6 +172,14 @@ def _finish(item: pytest.Item, ctl: Pinfault) -> None:
     props: list[tuple[str, Any]] = item.user_properties
     if ctl.case is not None:
         props.append(("pinfault_case", ctl.case.id))
+    if is_fault_free(item):
+        item.stash[REACH_KEY] = dict(inj.hits)
+        plan = item.stash.get(PLAN_KEY, None)
+        if plan is not None:
+            props.append(("pinfault_matrix", plan.as_dict()))
+    outcomes = getattr(ctl.fake_mm, "kernel_outcomes", None)
+    if outcomes and not any(k == KERNEL_PROP for k, _ in props):
+        props.append((KERNEL_PROP, kernel_outcomes_json(outcomes)))
     props.append(("pinfault_hits", dict(inj.hits)))
     props.append(("pinfault_fired", [_jsonable(r.as_dict()) for r in inj.fired]))
     if contract is not None:
@@ -139,6 +192,10 @@ def _finish(item: pytest.Item, ctl: Pinfault) -> None:
             item.add_report_section("teardown", "pin contract", failure)
         else:
             raise pytest.fail.Exception(failure, pytrace=False)
+
+
+def kernel_outcomes_json(outcomes: Any) -> list[Any]:
+    return [_jsonable(o.as_dict()) for o in outcomes]
 
 
 def _jsonable(value: Any) -> Any:

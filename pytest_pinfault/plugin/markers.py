@@ -16,10 +16,11 @@ import pytest
 from ..faults.matrix import MODES
 from ..faults.spec import FaultSpec, FaultSpecError, parse_errno
 from ..mm.config import ConfigError, MMConfig
+from .options import MAX_NTH_LIMIT, check_buildable
 from .state import PinfaultState
 
 __all__ = ["MARKERS", "register_markers", "validate_item", "MatrixArgs", "matrix_args",
-           "pinfault_specs", "mm_config_fields", "MarkerError"]
+           "pinfault_specs", "mm_config_fields", "MarkerError", "MARKED_CONFIG_KEY"]
 
 MARKERS = (
     "mm_config(**fields): MMConfig fields for this test's fake_mm (ram='2GiB', cma='128MiB', "
@@ -27,9 +28,10 @@ MARKERS = (
     "pinfault(*specs, **callbacks): arm fault specs (e.g. 'folio_isolate_lru[nth=2]=1*return') on "
     "this test's fake_mm; keyword arguments are the callables that call(name) actions run.",
     "pinfault_matrix(*sites, modes=('transient', 'persistent'), max_nth=N, accept=None): run the "
-    "test once per (site, occurrence 1..N, mode) with exactly that fault armed; no sites: every "
-    "catalogued site; cases the test never reaches are skipped; accept= (negative errnos or a "
-    "predicate) judges the values passed to pinfault.result().",
+    "test fault-free, then once per (site, occurrence, mode) with exactly that fault armed, for "
+    "every occurrence the fault-free run reached up to the cap N (announced when it bites); no "
+    "sites: every site it reached; a matrix that reaches none of its sites fails; accept= "
+    "(negative errnos or a predicate) judges the values passed to pinfault.result().",
     "pin_contract(expect=RULE | disable=[RULE, ...], reason=...): expect a contract-checker "
     "violation, or disable rules for this test.",
 )
@@ -68,8 +70,25 @@ def mm_config_fields(item: pytest.Item) -> dict[str, Any]:
 def apply_mm_config(base: MMConfig, fields: dict[str, Any]) -> MMConfig:
     try:
         return base.replace(**fields) if fields else base
-    except ConfigError as e:
+    except (ConfigError, TypeError) as e:
         raise MarkerError(f"@pytest.mark.mm_config: {e}") from None
+
+
+_BUILDABLE_KEY = pytest.StashKey[dict]()
+#: The MMConfig of an item's mm_config markers over the ini defaults, resolved at collection.
+MARKED_CONFIG_KEY = pytest.StashKey[MMConfig]()
+
+
+def _check_buildable(config: pytest.Config, mm_config: MMConfig) -> None:
+    """Build the machine once per distinct config of the run, at collection: values
+    that only fail when the machine is laid out (a CMA area larger than RAM) stop the
+    run here instead of erroring every test at setup."""
+    cache = config.stash.setdefault(_BUILDABLE_KEY, {})
+    if mm_config not in cache:
+        cache[mm_config] = check_buildable(mm_config)
+    why = cache[mm_config]
+    if why is not None:
+        raise MarkerError(f"@pytest.mark.mm_config: {why}")
 
 
 def _uses_default_mm_config(item: pytest.Item) -> bool:
@@ -147,16 +166,18 @@ def matrix_args(mark: Any, state: PinfaultState) -> MatrixArgs:
     catalogue = state.catalogue
     sites = tuple(mark.args) or tuple(catalogue)
     for s in sites:
-        if s not in catalogue:
+        if not isinstance(s, str) or s not in catalogue:
             raise MarkerError(f"{where}: expected a known fault site ({', '.join(sorted(catalogue))}), "
                               f"got {s!r}")
     modes = mark.kwargs.get("modes", MODES)
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    if not modes or any(m not in MODES for m in modes):
+    modes = ((modes,) if isinstance(modes, str) else
+             tuple(modes) if isinstance(modes, (tuple, list, set, frozenset)) else None)
+    if not modes or any(not isinstance(m, str) or m not in MODES for m in modes):
         raise MarkerError(f"{where}: modes: expected a subset of {MODES}, got {mark.kwargs['modes']!r}")
     max_nth = mark.kwargs.get("max_nth", state.settings.max_nth)
-    if isinstance(max_nth, bool) or not isinstance(max_nth, int) or max_nth < 1:
-        raise MarkerError(f"{where}: max_nth: expected an integer >= 1, got {max_nth!r}")
+    if isinstance(max_nth, bool) or not isinstance(max_nth, int) or not 1 <= max_nth <= MAX_NTH_LIMIT:
+        raise MarkerError(f"{where}: max_nth: expected an integer from 1 to {MAX_NTH_LIMIT}, "
+                          f"got {max_nth!r}")
     return MatrixArgs(sites, modes, max_nth, _accept(mark.kwargs.get("accept")))
 
 
@@ -207,9 +228,25 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
     """Check every pinfault-related marker of *item*; raises :class:`MarkerError`."""
     if not any(m.name in _OURS for m in item.iter_markers()):
         return
+    uses_mm = "fake_mm" in getattr(item, "fixturenames", ())
+    own = sorted({m.name for m in getattr(item, "own_markers", ()) if m.name in _OURS})
+    if own and not uses_mm:
+        # on the function itself: certainly meant for its machine, which it does not have
+        # (a module's or class's marker may cover tests that need no machine)
+        raise MarkerError(f"@pytest.mark.{own[0]}: expected the test to use the fake_mm or pinfault "
+                          f"fixture (the marker applies to its fake_mm), got neither")
+    matrices = [m for m in getattr(item, "own_markers", ()) if m.name == "pinfault_matrix"]
+    if len(matrices) > 1:
+        raise MarkerError(f"@pytest.mark.pinfault_matrix: expected one marker per test (list every "
+                          f"site in it), got {len(matrices)}")
     fields = mm_config_fields(item)
     if fields and _uses_default_mm_config(item):
-        apply_mm_config(state.settings.base_config, fields)
+        mm_config = apply_mm_config(state.settings.base_config, fields)
+        if uses_mm:
+            _check_buildable(item.config, mm_config)
+            # the frozen config is what the test gets: the marker's own dicts may be
+            # changed by the time it runs
+            item.stash[MARKED_CONFIG_KEY] = mm_config
     pinfault_specs(item, state)
     mark = item.get_closest_marker("pinfault_matrix")
     if mark is not None:

@@ -18,9 +18,14 @@ from ..faults.spec import FaultSpec, FaultSpecError, parse_errno, parse_specs
 from ..mm.config import ConfigError, MMConfig
 
 __all__ = ["Settings", "pytest_addoption", "resolve_settings", "parse_mm_config_line",
-           "parse_sites_lines", "MAX_NTH_DEFAULT", "TRACE_LEVELS", "ENV_FAULTS"]
+           "parse_sites_lines", "check_buildable", "MAX_NTH_DEFAULT", "MAX_NTH_LIMIT", "TRACE_LEVELS", "ENV_FAULTS"]
 
-MAX_NTH_DEFAULT = 3
+MAX_NTH_DEFAULT = 32
+#: The highest ``max_nth`` a matrix may ask for (marker, option or ini key): a matrix
+#: has sites x max_nth x modes cases, and a bound checked at collection keeps a typo
+#: (``max_nth=10**7``) from collecting for ever.  Retry loops in the model are bounded
+#: well below it (``NR_MAX_MIGRATE_PAGES_RETRY`` is 10, ``gup_retry_limit`` 64).
+MAX_NTH_LIMIT = 1000
 TRACE_LEVELS = ("off", "on", "verbose")
 #: The environment variable holding global fault specs (same grammar as the marker).
 ENV_FAULTS = "PINFAULT_FAULTS"
@@ -35,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fault specs armed on every fake_mm, separated by ';' "
                          f"(default: ${ENV_FAULTS}, else ini pinfault_faults)")
     group.addoption("--pinfault-json", dest="pinfault_json", metavar="PATH", default=None,
-                    help="write the pinfault JSON report (schema pytest-pinfault/1) to PATH")
+                    help="write the pinfault JSON report (schema pytest-pinfault/2) to PATH")
     group.addoption("--pinfault-trace", dest="pinfault_trace", default=None, choices=TRACE_LEVELS,
                     help="off: nothing (default); on: count every site hit and attach the fired "
                          "faults and the mm trace to failing tests; verbose: also the routine "
@@ -76,13 +81,22 @@ class Settings:
     sites: tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def _int(value: Any, where: str, lo: int | None = None) -> int:
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        n = None
-    if n is None or (lo is not None and n < lo):
-        what = "an integer" if lo is None else f"an integer >= {lo}"
+def _ascii_int(text: str) -> int | None:
+    """``"12"`` or ``"-3"`` -> int; None for anything else, including what ``int()``
+    would take but a reader would not (``"١٢"``, ``"1_000"``, ``" +4"``) and numbers
+    of more than 30 digits."""
+    t = text.strip()
+    digits = t[1:] if t.startswith("-") else t
+    if not digits or len(digits) > 30 or not all(c in "0123456789" for c in digits):
+        return None
+    return int(t)
+
+
+def _int(value: Any, where: str, lo: int | None = None, hi: int | None = None) -> int:
+    n = _ascii_int(str(value))
+    if n is None or (lo is not None and n < lo) or (hi is not None and n > hi):
+        what = ("an integer" if lo is None else f"an integer >= {lo}" if hi is None
+                else f"an integer from {lo} to {hi}")
         raise pytest.UsageError(f"{where}: expected {what}, got {value!r}") from None
     return n
 
@@ -117,9 +131,9 @@ def _resolve_faults(config: pytest.Config) -> tuple[tuple[FaultSpec, ...], str]:
 def _resolve_max_nth(config: pytest.Config) -> int:
     opt = config.getoption("pinfault_max_nth")
     if opt is not None:
-        return _int(opt, "--pinfault-max-nth", 1)
+        return _int(opt, "--pinfault-max-nth", 1, MAX_NTH_LIMIT)
     ini = str(config.getini("pinfault_max_nth")).strip()
-    return _int(ini, "pinfault_max_nth (ini)", 1) if ini else MAX_NTH_DEFAULT
+    return _int(ini, "pinfault_max_nth (ini)", 1, MAX_NTH_LIMIT) if ini else MAX_NTH_DEFAULT
 
 
 def _resolve_trace(config: pytest.Config) -> str:
@@ -139,20 +153,29 @@ _INT_FIELDS = ("nr_cpus", "offline_retry_budget", "gup_retry_limit", "seed")
 
 def _mm_value(key: str, value: str, where: str) -> Any:
     if key in _INT_FIELDS:
-        try:
-            return int(value)
-        except ValueError:
-            raise pytest.UsageError(f"{where}: {key}: expected an integer, got {value!r}") from None
+        n = _ascii_int(value)
+        if n is None:
+            raise pytest.UsageError(f"{where}: {key}: expected an integer, got {value!r}")
+        return n
     if key == "quirks":
         return tuple(q for q in value.split(",") if q)
     if key == "hugetlb" or (key == "cma" and ":" in value):
-        pairs = {}
+        pairs: dict[str, Any] = {}
         for part in value.split(","):
             k, sep, v = part.partition(":")
-            if not sep:
-                raise pytest.UsageError(f"{where}: {key}: expected 'size:count,...' or 'name:size,...', "
-                                        f"got {value!r}")
-            pairs[k] = int(v) if key == "hugetlb" and v.isdigit() else v
+            if not sep or not k or not v:
+                want = "'size:count,...' like 2MiB:16" if key == "hugetlb" else "'name:size,...'"
+                raise pytest.UsageError(f"{where}: {key}: expected {want}, got {value!r}")
+            if k in pairs:
+                raise pytest.UsageError(f"{where}: {key}: expected each {'size' if key == 'hugetlb' else 'name'} "
+                                        f"once, got {k!r} twice")
+            if key == "hugetlb":
+                n = _ascii_int(v)
+                if n is None:
+                    raise pytest.UsageError(f"{where}: hugetlb[{k!r}]: expected a count >= 0, got {v!r}")
+                pairs[k] = n
+            else:
+                pairs[k] = v
         return pairs
     return value
 
@@ -167,11 +190,55 @@ def parse_mm_config_line(text: str, where: str = "pinfault_mm_config (ini)") -> 
         if key not in _MM_FIELDS:
             raise pytest.UsageError(f"{where}: expected an MMConfig field "
                                     f"({', '.join(_MM_FIELDS)}), got {key!r}")
+        if key in fields:
+            raise pytest.UsageError(f"{where}: expected each field once, got {key!r} twice")
         fields[key] = _mm_value(key, value, where)
     try:
         return MMConfig(**fields)
     except ConfigError as e:
         raise pytest.UsageError(f"{where}: {e}") from None
+
+
+def check_buildable(config: MMConfig) -> str | None:
+    """Why a FakeMM cannot be built from *config* (a CMA area that does not fit, a
+    ``movablecore`` larger than the highest zone ...), or None.  Some values are only
+    refused when the machine is laid out; building one (well under a millisecond,
+    whatever the RAM size) finds them before any test runs."""
+    from .. import FakeMM
+    try:
+        FakeMM(config)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _check_json_path(path: str | None, base: str, probe: bool = True) -> str | None:
+    """The ``--pinfault-json`` path, refused at start-up rather than after the run when
+    it cannot be written: empty, a directory, or a file that cannot be created there.
+    With *probe* (not on pytest-xdist workers, which write nothing) the file is opened
+    for appending -- created and removed again if it did not exist -- and its missing
+    directories are created, as the report would."""
+    if path is None:
+        return None
+    where = "--pinfault-json"
+    if not path.strip():
+        raise pytest.UsageError(f"{where}: expected a file path, got {path!r}")
+    full = os.path.join(base, path)
+    if os.path.isdir(full):
+        raise pytest.UsageError(f"{where}: expected a file path, got the directory {path!r}")
+    if not probe:
+        return path
+    existed = os.path.exists(full)
+    try:
+        os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+        with open(full, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            os.remove(full)
+    except OSError as e:
+        raise pytest.UsageError(f"{where}: expected a path where the report can be written, got "
+                                f"{path!r} ({e.strerror or e})") from None
+    return path
 
 
 def parse_sites_lines(lines: list[str], where: str = "pinfault_sites (ini)"
@@ -200,15 +267,28 @@ def parse_sites_lines(lines: list[str], where: str = "pinfault_sites (ini)"
 def resolve_settings(config: pytest.Config) -> Settings:
     """Options > environment > ini > defaults, validated."""
     faults, source = _resolve_faults(config)
+    errpaths = config.getoption("pinfault_errpaths", None)
+    if errpaths is not None and not [p for p in str(errpaths).split(",") if p.strip()]:
+        raise pytest.UsageError(f"--pinfault-errpaths: expected packages PKG[,PKG], got {errpaths!r}")
     budget_ini = str(config.getini("pinfault_budget")).strip()
     return Settings(
         seed=_resolve_seed(config),
         faults=faults,
         faults_source=source,
-        json_path=config.getoption("pinfault_json"),
+        json_path=_check_json_path(config.getoption("pinfault_json"), str(config.invocation_params.dir),
+                                   probe=not hasattr(config, "workerinput")),
         trace=_resolve_trace(config),
         max_nth=_resolve_max_nth(config),
         budget=_int(budget_ini, "pinfault_budget (ini)", 1) if budget_ini else None,
-        base_config=parse_mm_config_line(str(config.getini("pinfault_mm_config"))),
+        base_config=_base_config(config),
         sites=parse_sites_lines(list(config.getini("pinfault_sites"))),
     )
+
+
+def _base_config(config: pytest.Config) -> MMConfig:
+    where = "pinfault_mm_config (ini)"
+    base = parse_mm_config_line(str(config.getini("pinfault_mm_config")), where)
+    why = check_buildable(base)
+    if why is not None:
+        raise pytest.UsageError(f"{where}: {why}")
+    return base

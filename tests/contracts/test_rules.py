@@ -354,17 +354,17 @@ def test_rule3_core_return_with_null_entry():
 
 
 # ---------------------------------------------------------------- rule 5: termination
-def test_rule5_persistent_isolation_failure_is_a_livelock_and_the_call_finishes():
+def test_rule5_persistent_injected_isolation_failure_is_the_kernels_outcome_not_a_livelock():
+    """The kernel itself never leaves that loop: the task is killed out of it (-EINTR),
+    recorded in fake_mm.kernel_outcomes; no termination violation, nothing held."""
     k = machine()
     ck = Checker(k)
     addr = anon_buffer(k, "cma")
     k.faults.arm("folio_isolate_lru", times=-1)
     ret, pages, vs = pin_core(k, ck, addr)
-    assert ret == -errno.ENOMEM and vs == []             # nothing held: rule 2 is fine
-    assert k.livelocks
-    v = only(ck.check(), "termination")
-    assert "livelock in __gup_longterm_locked: gave up after 8 iterations" in str(v)
-    assert "mt=CMA" in str(v)
+    assert ret == -errno.EINTR and vs == []             # nothing held: rule 2 is fine
+    assert not k.livelocks and [o.loop for o in k.kernel_outcomes] == ["__gup_longterm_locked"]
+    assert ck.check() == []
 
 
 def test_rule5_fixed_twin_transient_failure():

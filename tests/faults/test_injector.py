@@ -426,6 +426,24 @@ class TestState:
         assert [(r.occurrence, r.fired) for r in k.faults.log] == [(1, False), (2, True)]
         assert k.faults.hits == {"folio_isolate_lru": 2}
 
+    def test_count_hits_counts_without_logging(self, k):
+        folios = [lru_folio(k) for _ in range(3)]
+        fi = k.faults
+        assert not fi.active
+        fi.count_hits()
+        assert fi.active
+        isolations(k, folios)
+        assert fi.hits == {"folio_isolate_lru": 3} and fi.log == [] and fi.fired_count == 0
+        fi.count_hits(False)
+        assert not fi.active
+        fi.count_hits()
+        fi.reset()
+        assert not fi.counting and not fi.active
+
+    def test_fired_count_counts_firings(self, k):
+        fired_at(k.faults, "kmalloc[every=2]=return", 5)
+        assert k.faults.fired_count == 2
+
     def test_on_fire_listeners_get_each_firing(self, k):
         got = []
         k.faults.on_fire.append(got.append)

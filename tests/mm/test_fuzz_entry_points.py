@@ -321,7 +321,6 @@ def test_arity_matches_signatures():
         assert len(required) <= len(kinds) <= len(params), key
 
 
-@pytest.mark.pin_contract(disable=["kernel-warnings"], reason="the fuzz provokes kernel warnings on purpose")
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_bad_values_get_kernel_answers(entry):
     cname, name = entry.split(".")
@@ -362,7 +361,6 @@ KERNEL_ANSWERED = {("FakeMM.alloc_hugetlb_folio_nodemask", "nmask"), ("FakeMM.kf
                    ("FakeMM.kvfree", "obj"), ("FakeMM.memfd_pin_folios", "memfd")}
 
 
-@pytest.mark.pin_contract(disable=["kernel-warnings"], reason="wrong types next to valid arguments")
 @pytest.mark.parametrize("entry", sorted(k for k, v in ENTRY_POINTS.items() if v))
 def test_wrong_types_are_type_errors_naming_the_parameter(entry):
     """Each parameter in turn gets a value of the wrong Python type, the others valid:

@@ -17,8 +17,9 @@ from pytest_pinfault.mm import (FOLL_ANON, FOLL_FORCE, FOLL_GET, FOLL_LONGTERM, 
                                 FOLL_PCI_P2PDMA, FOLL_PIN, FOLL_REMOTE, FOLL_TOUCH, FOLL_WRITE,
                                 GUP_PIN_COUNTING_BIAS, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE,
                                 MAP_SHARED, MFD_ALLOW_SEALING, MFD_HUGETLB, PAGE_SIZE,
-                                PF_MEMALLOC_PIN, PROT_NONE, PROT_READ, PROT_WRITE, VM_IO, Livelock,
-                                Page, page_folio)
+                                PF_MEMALLOC_PIN, PROT_NONE, PROT_READ, PROT_WRITE, VM_IO, KernelHang,
+                                KernelOutcome, Livelock, Page, page_folio)
+from pytest_pinfault.faults.injector import FaultBudgetExceeded
 from pytest_pinfault.mm.folio import PG_dirty
 
 RW = PROT_READ | PROT_WRITE
@@ -913,25 +914,59 @@ class TestLongtermErrorPaths:
         assert_nothing_held(k)
 
     @pytest.mark.parametrize("limit", [1, 3, 8])
-    def test_isolation_always_fails_livelock(self, limit):
-        """Persistent isolation failure: livelock recorded after gup_retry_limit rounds, -ENOMEM."""
+    def test_isolation_always_fails_is_the_kernels_outcome(self, limit):
+        """Persistent injected isolation failure: the kernel would re-pin for ever; the
+        task is killed out of the loop after gup_retry_limit rounds and the next round's
+        __get_user_pages returns -EINTR (mm/gup.c v6.12); no livelock is recorded."""
         k = machine(gup_retry_limit=limit)
         addr = anon(k, 4, where="cma")
         k.faults.arm("folio_isolate_lru", times=-1)
-        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, []) == -errno.ENOMEM
-        (ll,) = k.livelocks
-        assert isinstance(ll, Livelock)
-        assert (ll.loop, ll.iterations) == ("__gup_longterm_locked", limit)
-        assert ll.folio is not None and ll.folio.is_cma
-        assert "test_gup.py" in ll.caller
-        assert k.stats.livelocks == 1 and k.stats.gup_longterm_retries == limit
+        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, []) == -errno.EINTR
+        assert k.livelocks == [] and k.stats.livelocks == 0
+        (out,) = k.kernel_outcomes
+        assert isinstance(out, KernelOutcome)
+        assert (out.loop, out.rounds, out.site, out.kind, out.returned) == \
+            ("__gup_longterm_locked", limit, "folio_isolate_lru", "killed", -errno.EINTR)
+        assert out.folio is not None and out.folio.is_cma
+        assert "test_gup.py" in out.caller
+        assert k.current.signal_pending and k.killed_tasks == [k.current]
+        assert k.stats.gup_longterm_retries == limit
         assert k.stats.nr_foll_pin_acquired == 4 * limit
+        assert_nothing_held(k)
+
+    def test_machine_state_loop_is_a_livelock(self, monkeypatch):
+        """A loop nothing injected keeps going (machine state): a Livelock and -ENOMEM."""
+        k = machine(gup_retry_limit=3)
+        addr = anon(k, 2, where="cma")
+
+        def again(self, nr, pages):
+            self.unpin_user_pages(pages, nr)
+            return -errno.EAGAIN
+        monkeypatch.setattr(FakeMM, "check_and_migrate_movable_pages", again)
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, []) == -errno.ENOMEM
+        (ll,) = k.livelocks
+        assert isinstance(ll, Livelock) and (ll.loop, ll.iterations) == ("__gup_longterm_locked", 3)
+        assert k.kernel_outcomes == [] and not k.current.signal_pending
+        assert_nothing_held(k)
+
+    def test_killed_task_retrying_is_a_livelock(self):
+        """A caller that keeps calling GUP once its task was killed never finishes: after
+        gup_retry_limit -EINTR returns a livelock is recorded and the loop is ended."""
+        k = machine(gup_retry_limit=3)
+        addr = anon(k, 2, where="cma")
+        k.faults.arm("folio_isolate_lru", times=-1)
+        with pytest.raises(FaultBudgetExceeded, match="GUP calls returned -EINTR to a task with a signal pending"):
+            while k.pin_user_pages(addr, 2, FOLL_LONGTERM, []) < 0:
+                pass
+        (ll,) = k.livelocks
+        assert "signal pending" in ll.loop and ll.iterations == 4
+        assert ll.folio is None and "kept failing" not in str(ll)
         assert_nothing_held(k)
 
     @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast", "pin_user_pages_remote",
                                      "pin_user_pages_unlocked"])
     @pytest.mark.parametrize("site, arm, expect", [
-        ("folio_isolate_lru", dict(times=-1), -errno.ENOMEM),
+        ("folio_isolate_lru", dict(times=-1), -errno.EINTR),
         ("alloc_migration_target", dict(times=1), -errno.ENOMEM),
         ("alloc_migration_target", dict(times=-1), -errno.ENOMEM),
         ("migrate_folio", dict(times=-1), -errno.ENOMEM),
@@ -953,6 +988,7 @@ class TestLongtermErrorPaths:
         if site in ("try_grab_folio", "alloc_migration_target", "folio_isolate_lru"):
             assert all(mm.lookup(addr + i * PAGE_SIZE)[0] is before[i] for i in range(8))
         k.faults.disarm()
+        k.current.signal_pending = False      # a task killed out of the kernel loop: start afresh
         pages = []
         assert ENTRY_POINTS[api](k, addr, 8, FOLL_LONGTERM | FOLL_WRITE, pages) == 8
         k.unpin_user_pages(pages, 8)
@@ -1056,10 +1092,11 @@ class TestLongtermErrorPaths:
         with k.run_as(other):
             addr = anon(k, 2, where="cma")
         k.faults.arm("lru_add_drain_all", times=-1)
-        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, []) == -errno.ENOMEM
-        assert len(k.livelocks) == 1
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, []) == -errno.EINTR   # the kernel's outcome
+        assert [o.site for o in k.kernel_outcomes] == ["lru_add_drain_all"] and k.livelocks == []
         assert_nothing_held(k)
         k.faults.disarm()
+        k.current.signal_pending = False
         pages = []
         assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
         k.unpin_user_pages(pages, 2)
@@ -1087,7 +1124,7 @@ class TestPinAnywayQuirk:
         k = machine(gup_retry_limit=3)
         addr = anon(k, 4, where="cma")
         k.faults.arm("folio_isolate_lru", times=-1)
-        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, []) == -errno.ENOMEM
+        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, []) == -errno.EINTR    # loops until killed
         assert_nothing_held(k)
 
     def test_pre_5_13_keeps_pins_on_isolation_failure(self):
@@ -1294,11 +1331,10 @@ class TestMemfdPinFoliosErrors:
         ("try_grab_folio", {}, -errno.EINVAL),
         ("try_grab_folio", dict(nth=5), -errno.EINVAL),
         ("alloc_migration_target", {}, -errno.ENOMEM),
-        ("folio_isolate_lru", dict(times=-1), -errno.ENOMEM),
         ("migrate_folio", dict(times=-1), -errno.ENOMEM),
         ("alloc_pages", dict(times=-1), -errno.ENOMEM),
     ], ids=["alloc-enomem", "alloc-enospc", "alloc-third", "grab-first", "grab-fifth",
-            "target", "isolate-always", "migrate-always", "alloc-pages"])
+            "target", "migrate-always", "alloc-pages"])
     def test_nothing_pinned_on_error(self, site, arm, expect):
         """Every failure of memfd_pin_folios returns its errno with nothing pinned."""
         k = machine(gup_retry_limit=4)
@@ -1336,14 +1372,19 @@ class TestMemfdPinFoliosErrors:
         assert k.stats.pgmigrate_success == 1 and k.folio_is_longterm_pinnable(folios[0])
         k.unpin_folios(folios, 1)
 
-    def test_livelock_recorded(self):
-        """Persistent isolation failure in memfd_pin_folios is a recorded livelock."""
+    def test_persistent_isolation_failure_never_returns(self):
+        """Persistent injected isolation failure: memfd_pin_folios' loop never checks for
+        a fatal signal, so the call never returns (KernelHang); nothing is left pinned."""
         k = machine(gup_retry_limit=3)
         f = shmem(k, fill=b"q" * PAGE_SIZE, where="cma")
         k.faults.arm("folio_isolate_lru", times=-1)
-        assert k.memfd_pin_folios(f, 0, PAGE_SIZE - 1, [], 1, Out()) == -errno.ENOMEM
-        (ll,) = k.livelocks
-        assert (ll.loop, ll.iterations) == ("memfd_pin_folios", 3)
+        with pytest.raises(KernelHang) as e:
+            k.memfd_pin_folios(f, 0, PAGE_SIZE - 1, [], 1, Out())
+        (out,) = k.kernel_outcomes
+        assert e.value.outcome is out
+        assert (out.loop, out.rounds, out.kind, out.returned) == ("memfd_pin_folios", 3, "hang", None)
+        assert "never checks for a fatal signal" in str(out)
+        assert k.livelocks == [] and not k.current.signal_pending
         assert_nothing_held(k)
 
 

@@ -77,8 +77,9 @@ def test_contexts_and_the_terminal_report(pytester):
     data.read()
     contexts = data.measured_contexts()
     assert "test_drv.py::test_plain|nofault" in contexts
-    assert "test_drv.py::test_create[kmalloc#1-transient]|kmalloc#1/transient" in contexts
-    assert "test_drv.py::test_create[kmalloc#1-persistent]|kmalloc#1/persistent" in contexts
+    assert "test_drv.py::test_create[kmalloc-1-transient]|kmalloc#1/transient" in contexts
+    assert "test_drv.py::test_create[kmalloc-1-persistent]|kmalloc#1/persistent" in contexts
+    assert "test_drv.py::test_create[fault-free]|nofault" in contexts
     # the command line reads the same data
     out = _errpaths(pytester, ".coverage", "--packages", "drv", "--json", "ep.json")
     assert out.ret == 0, out.stderr.str()
@@ -92,7 +93,10 @@ def test_contexts_and_the_terminal_report(pytester):
 def test_removing_the_site_from_the_matrix_makes_the_path_unreached(pytester):
     _project(pytester, sites='"alloc_pages"')
     result = _coverage_run(pytester, "--pinfault-errpaths=drv")
-    assert result.ret == 0, result.stdout.str()
+    # the driver never reaches alloc_pages: the matrix has no case, and says so
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*pinfault_matrix: no case to run: the fault-free run never reached "
+                                 "alloc_pages*"])
     result.stdout.fnmatch_lines([f"drv.py: error-path lines no run reached: {ENOMEM_LINE}, {EINVAL_LINE}",
                                  "error-path lines reached / found: 0 / 2 (0.0%)"])
     assert "reached only under injected faults" not in result.stdout.str()

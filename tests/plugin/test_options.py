@@ -104,23 +104,28 @@ class TestMaxNth:
         pytester.makepyfile("""
             import pytest
 
+            def allocate(k):
+                for _ in range(8):            # 8 kmalloc hits: the matrix's reach
+                    k.kfree(k.kmalloc(8, 0))
+
             @pytest.mark.pinfault_matrix("kmalloc", modes=("transient",))
             def test_default(fake_mm):
-                pass
+                allocate(fake_mm)
 
             @pytest.mark.pinfault_matrix("kmalloc", modes=("transient",), max_nth=1)
             def test_marker(fake_mm):
-                pass
+                allocate(fake_mm)
         """)
-        run("--collect-only", "-q").stdout.fnmatch_lines(["4 tests collected*"])
-        run("--collect-only", "-q", "--pinfault-max-nth=5").stdout.fnmatch_lines(["6 tests collected*"])
+        # each test: its fault-free run + one case per kmalloc reached, up to the cap
+        run("--collect-only", "-q").stdout.fnmatch_lines(["11 tests collected*"])     # 1+8, 1+1
+        run("--collect-only", "-q", "--pinfault-max-nth=5").stdout.fnmatch_lines(["8 tests collected*"])
         pytester.makeini("""
             [pytest]
             pinfault_max_nth = 2
         """)
-        run("--collect-only", "-q").stdout.fnmatch_lines(["3 tests collected*"])
+        run("--collect-only", "-q").stdout.fnmatch_lines(["5 tests collected*"])
         result = run("--pinfault-max-nth=0")
-        result.stderr.fnmatch_lines(["ERROR: --pinfault-max-nth: expected an integer >= 1, got '0'"])
+        result.stderr.fnmatch_lines(["ERROR: --pinfault-max-nth: expected an integer from 1 to 1000, got '0'"])
 
 
 class TestSites:

@@ -34,11 +34,19 @@ def test_header_and_summary(pytester, run):
     pytester.makepyfile(test_drv=MATRIX_TEST)
     result = run("--pinfault-seed=5", "--pinfault-max-nth=2")
     result.stdout.fnmatch_lines(["pinfault: seed=5 kernel=6.17 (pytest-pinfault 0.1.0.dev0)"])
+    # one failing case, which injected kmalloc: only kmalloc's row counts it as failed;
+    # the two sites it merely passed through count it in hit-in-failed
     assert summary_lines(result) == [
-        "site                hits  injections   tests  failed  violations",
-        "alloc_pages           10           0      10       1           1",
-        "kmalloc               22           5      12       1           1",
-        "try_grab_folio        10           2      10       1           1",
+        "site              hits  injections   tests  failed  violations  kernel  hit-in-failed",
+        "alloc_pages          5           0       5       0           0       0              1",
+        "kmalloc             12           5       7       1           1       0              0",
+        "try_grab_folio       5           2       5       0           0       0              1",
+        "failing tests by the fault they injected:",
+        "  test_drv.py::test_create[kmalloc-2-persistent]: injected kmalloc#2 -ENOMEM (+1 more firing); "
+        "violated pin-balance",
+        "pinfault_matrix:",
+        "  not reached: test_drv.py::test_create: alloc_migration_target (the fault-free run never hit it: "
+        "no case)",
     ]
 
 
@@ -53,23 +61,28 @@ def test_json_report_schema(pytester, run):
                  "--pinfault-faults=alloc_pages[order=9]=return")
     result.stdout.fnmatch_lines(["pinfault JSON report: out/pinfault.json"])
     data = json.loads(pytester.path.joinpath("out", "pinfault.json").read_text())
-    assert set(data) == {"schema", "version", "kernel", "seed", "faults", "sites", "tests"}
-    assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/1", "6.17", 5)
+    assert set(data) == {"schema", "version", "kernel", "seed", "faults", "sites", "matrices", "tests"}
+    assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/2", "6.17", 5)
     assert data["faults"] == ["alloc_pages[order=9]=return"]
-    assert data["sites"]["kmalloc"] == {"hits": 22, "injections": 5, "tests": 12, "failed": 1,
-                                        "violations": 1}
+    assert data["sites"]["kmalloc"] == {"hits": 12, "injections": 5, "tests": 7, "failed": 1,
+                                        "violations": 1, "kernel": 0, "hit_in_failed": 0}
+    assert data["matrices"] == {"test_drv.py::test_create[fault-free]": {
+        "sites": ["kmalloc", "try_grab_folio", "alloc_migration_target"], "cap": 2, "cases": 6,
+        "reach": {"kmalloc": 2, "try_grab_folio": 1, "alloc_migration_target": 0}, "capped": {},
+        "unreached": ["alloc_migration_target"]}}
     tests = {t["nodeid"]: t for t in data["tests"]}
-    assert list(tests) == sorted(tests) and len(tests) == 12
-    bad = tests["test_drv.py::test_create[kmalloc#2-persistent]"]
-    assert bad["outcome"] == "failed" and bad["case"] == "kmalloc#2-persistent"
+    assert list(tests) == sorted(tests) and len(tests) == 7
+    bad = tests["test_drv.py::test_create[kmalloc-2-persistent]"]
+    assert bad["outcome"] == "failed" and bad["case"] == "kmalloc-2-persistent"
+    assert bad["injected"] == ["kmalloc"] and bad["kernel"] == []
     assert bad["hits"] == {"alloc_pages": 1, "kmalloc": 3, "try_grab_folio": 1}
     assert [(r["site"], r["occurrence"], r["errno"], r["errno_name"]) for r in bad["fired"]] == [
         ("kmalloc", 2, -12, "-ENOMEM"), ("kmalloc", 3, -12, "-ENOMEM")]
     assert set(bad["fired"][0]) == {"site", "occurrence", "fired", "errno", "errno_name", "context", "caller"}
     assert [v["rule"] for v in bad["violations"]] == ["pin-balance"]     # the leaked pin
-    assert tests["test_drv.py::test_create[kmalloc#2-transient]"]["outcome"] == "passed"
-    assert tests["test_drv.py::test_create[kmalloc#2-transient]"]["violations"] == []
-    assert tests["test_drv.py::test_create[alloc_migration_target#1-transient]"]["outcome"] == "skipped"
+    assert tests["test_drv.py::test_create[kmalloc-2-transient]"]["outcome"] == "passed"
+    assert tests["test_drv.py::test_create[kmalloc-2-transient]"]["violations"] == []
+    assert tests["test_drv.py::test_create[fault-free]"]["injected"] == []
 
 
 def test_summary_is_the_same_under_xdist(pytester, run_subprocess):
@@ -77,12 +90,12 @@ def test_summary_is_the_same_under_xdist(pytester, run_subprocess):
     pytester.makepyfile(test_drv=MATRIX_TEST)
     pytester.makepyfile(test_prob=PROBABILISTIC)
     serial = run_subprocess("--pinfault-seed=11", "--pinfault-json=serial.json")
-    serial.assert_outcomes(failed=1, passed=11, skipped=12)
+    serial.assert_outcomes(failed=1, passed=6 + 6)
     dist = run_subprocess("--pinfault-seed=11", "--pinfault-json=dist.json", "-p", "xdist.plugin", "-n", "2")
-    dist.assert_outcomes(failed=1, passed=11, skipped=12)
+    dist.assert_outcomes(failed=1, passed=6 + 6)
     dist.stdout.fnmatch_lines(["pinfault: seed=11 kernel=6.17 *", "created: 2/2 workers*"])
     assert summary_lines(dist) == summary_lines(serial)
-    assert len(summary_lines(serial)) == 4
+    assert len(summary_lines(serial)) == 8
     s, d = (json.loads(pytester.path.joinpath(n).read_text()) for n in ("serial.json", "dist.json"))
     assert s == d
 
