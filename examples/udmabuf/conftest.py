@@ -5,7 +5,7 @@ import pytest
 from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE, MAP_SHARED, MFD_ALLOW_SEALING, MFD_HUGETLB, PAGE_SIZE,
                                 PROT_READ, PROT_WRITE)
 
-from .driver import SITES, Files, UdmabufDevice
+from .driver import SITES, UdmabufDevice
 
 _WRITE_SEALS = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
 
@@ -17,12 +17,11 @@ def pytest_pinfault_declare_sites(config, declare):
 
 class MemfdHelper:
     """Creates memfds the way the kernel selftest does (memfd_create, F_ADD_SEALS,
-    ftruncate), installs them in the process's file table and closes everything at
-    teardown (dma-bufs first, so their release unpins)."""
+    ftruncate; memfd_create installs each in the process's descriptor table) and closes
+    every descriptor above 2 at teardown."""
 
-    def __init__(self, k, files):
+    def __init__(self, k):
         self.k = k
-        self.files = files
         self.maps = []
 
     def create(self, size, huge=False, seals=F_SEAL_SHRINK, allow_sealing=True, name="udmabuf-test"):
@@ -35,7 +34,7 @@ class MemfdHelper:
         assert memfile.ftruncate(size) == 0
         if seals & _WRITE_SEALS:
             assert memfile.add_seals(seals & _WRITE_SEALS) == 0
-        return self.files.install(memfile), memfile
+        return memfile.fd, memfile
 
     def map(self, memfile, size):
         """mmap(MAP_SHARED) of the memfd in the test task: the address."""
@@ -52,22 +51,23 @@ class MemfdHelper:
             assert mm.write(addr + off, ch) == 1
 
     def teardown(self):
-        for fd in sorted(self.files.fds):
+        for fd in sorted(self.k.files().fdt):
             if fd > 2:
-                self.files.close(fd)
+                self.k.close_fd(fd)
         mm = self.k.current.mm
         for addr, size in self.maps:
             mm.munmap(addr, size)
 
 
 @pytest.fixture
-def files():
-    return Files()
+def files(fake_mm):
+    """The test task's descriptor table."""
+    return fake_mm.files()
 
 
 @pytest.fixture
-def memfds(fake_mm, files):
-    helper = MemfdHelper(fake_mm, files)
+def memfds(fake_mm):
+    helper = MemfdHelper(fake_mm)
     yield helper
     helper.teardown()
 
@@ -75,4 +75,4 @@ def memfds(fake_mm, files):
 @pytest.fixture
 def udmabuf_dev(fake_mm, files, memfds):
     """``/dev/udmabuf`` with the default module parameters (size_limit_mb=64, list_limit=1024)."""
-    return UdmabufDevice(fake_mm, files)
+    return UdmabufDevice(fake_mm)

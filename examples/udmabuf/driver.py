@@ -7,17 +7,24 @@ mmap/vmap/the sg tables read through, and unpins everything when the dma-buf is 
 or any step of the create path fails.
 
 Written against pytest-pinfault's public API only: the fake mm (``memfd_pin_folios``,
-``unpin_folio(s)``, ``kmalloc``/``kvmalloc_array``/``kfree``, ``fault_point``) and
-``pin_entry_point``.  Kernel references: include/uapi/linux/udmabuf.h,
+``unpin_folio(s)``, ``kmalloc``/``kvmalloc_array``/``kfree``, ``fault_point``, the
+descriptor table -- ``fget``/``fput``, the dma-buf core -- ``dma_buf_export``,
+``dma_buf_fd``, ``dma_buf_put``, and the sg/DMA API -- ``sg_alloc_table``,
+``sg_set_folio``, ``dma_map_sgtable`` on the misc device) and ``pin_entry_point``.  Kernel references: include/uapi/linux/udmabuf.h,
 drivers/dma-buf/udmabuf.c (``udmabuf_ioctl``, ``udmabuf_create``, ``check_memfd_seals``,
 ``udmabuf_pin_folios``, ``release_udmabuf``, ``mmap_udmabuf``, ``vmap_udmabuf``,
 ``begin_cpu_udmabuf``, ``map_udmabuf``); see kernel-contract.md section 5.
 
 Driver fault sites (declared by this directory's conftest.py):
 
-* ``udmabuf.dma_buf_export`` (-ENOMEM): ``dma_buf_export()`` fails;
-* ``udmabuf.dma_buf_fd`` (-EMFILE): ``dma_buf_fd()`` finds no free descriptor;
-* ``udmabuf.sg_alloc`` (-ENOMEM): the sg table of ``map_dma_buf``/``begin_cpu_access``.
+* ``udmabuf.dma_buf_export`` (-ENOMEM): ``dma_buf_export()`` fails for a reason the
+  core does not model (the anonymous inode); its own allocations hit ``kmalloc``;
+* ``udmabuf.dma_buf_fd`` (-EMFILE): ``dma_buf_fd()`` finds no free descriptor (the core
+  gives -EMFILE too when RLIMIT_NOFILE is reached).
+
+The sg tables of ``map_dma_buf``/``begin_cpu_access`` are real ``sg_alloc_table`` tables:
+they fail at the ``kmalloc``/``alloc_pages`` sites, and their DMA mapping at
+``dma_map_sg``/``dma_map_page``.
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ from dataclasses import dataclass, field
 from pytest_pinfault import Out, pin_entry_point
 from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE, GFP_KERNEL, MAP_SHARED,
                                 PAGE_SHIFT, PAGE_SIZE)
+from pytest_pinfault.mm.dma_buf import DmaBufExportInfo
+from pytest_pinfault.mm.dma_mapping import DMA_BIDIRECTIONAL
+from pytest_pinfault.mm.file import O_CLOEXEC, O_RDWR
+from pytest_pinfault.mm.scatterlist import SgTable, for_each_sgtable_sg, sg_set_folio
 
 __all__ = ["UDMABUF_FLAGS_CLOEXEC", "UDMABUF_CREATE", "UDMABUF_CREATE_LIST", "udmabuf_create",
-           "udmabuf_create_item", "udmabuf_create_list", "Files", "UdmabufDevice", "UdmaBuf",
+           "udmabuf_create_item", "udmabuf_create_list", "UdmabufDevice", "UdmaBuf", "UdmabufOps",
            "SITES", "EBADFD"]
 
 EBADFD = errno.EBADFD
@@ -79,68 +90,9 @@ UDMABUF_CREATE_LIST = _IOW("u", 0x43, 8)     # sizeof(struct udmabuf_create_list
 SITES = {
     "udmabuf.dma_buf_export": (["ENOMEM"], "dma_buf_export() fails in udmabuf_create"),
     "udmabuf.dma_buf_fd": (["EMFILE"], "dma_buf_fd() finds no free file descriptor"),
-    "udmabuf.sg_alloc": (["ENOMEM"], "sg table allocation fails in map_dma_buf / begin_cpu_access"),
 }
 
-# ----------------------------------------------------------------------------- files
-
-
-class CharFile:
-    """A file that is not a memfd (stdin, /dev/null ...)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<file {self.name}>"
-
-
-class Files:
-    """The calling process's descriptor table (what ``fget``/``fd_install`` see).
-    Descriptors 0-2 are ordinary files; ``nofile`` is RLIMIT_NOFILE."""
-
-    def __init__(self, nofile: int = 1024) -> None:
-        self.nofile = nofile
-        self.fds: dict[int, object] = {0: CharFile("stdin"), 1: CharFile("stdout"), 2: CharFile("stderr")}
-        self.cloexec: set[int] = set()
-
-    def install(self, file: object, cloexec: bool = False) -> int:
-        """get_unused_fd_flags + fd_install: the lowest free fd or -EMFILE."""
-        for fd in range(self.nofile):
-            if fd not in self.fds:
-                self.fds[fd] = file
-                if cloexec:
-                    self.cloexec.add(fd)
-                return fd
-        return -errno.EMFILE
-
-    def fget(self, fd: int) -> object | None:
-        return self.fds.get(fd)
-
-    def close(self, fd: int) -> int:
-        """close(2): the last close of a dma-buf calls its release."""
-        file = self.fds.pop(fd, None)
-        if file is None:
-            return -errno.EBADF
-        self.cloexec.discard(fd)
-        if isinstance(file, UdmaBuf):
-            file.release()
-        elif hasattr(file, "close"):
-            file.close()
-        return 0
-
-
 # ----------------------------------------------------------------------------- the buffer
-
-
-class SgTable:
-    """``struct sg_table``: one PAGE_SIZE entry per page (``sg_set_folio``)."""
-
-    def __init__(self, obj, entries, direction) -> None:
-        self.obj = obj                # the kmalloc'd table
-        self.entries = entries        # [(folio, byte offset in folio, length)]
-        self.direction = direction
-
 
 class UdmaBuf:
     """``struct udmabuf`` behind an exported dma-buf: ``pagecount``, the per-page
@@ -154,6 +106,7 @@ class UdmaBuf:
         self.folios_arr = self.offsets_arr = self.pinned_arr = None
         self.nr_pinned = 0
         self.sg: SgTable | None = None
+        self.sg_objs: dict = {}
         self.released = False
 
     # the C arrays live in the kvmalloc'd objects' ``items``
@@ -209,7 +162,7 @@ class UdmaBuf:
             return
         self.released = True
         if self.sg is not None:
-            self._put_sg(self.sg)
+            self._put_sg(self.dev.misc, self.sg, DMA_BIDIRECTIONAL)
             self.sg = None
         self.deinit()
         self.k.kfree(self.obj)
@@ -270,38 +223,60 @@ class UdmaBuf:
         self.k.kfree(vmap.pfns)
         vmap.pfns = None
 
-    def _get_sg(self, direction: str) -> SgTable | int:
-        """get_sg_table: sg_alloc_table + one sg_set_folio per page (+ dma_map_sgtable)."""
-        rc = self.k.fault_point("udmabuf.sg_alloc", size=self.pagecount)
-        if rc is not None:
-            return rc
-        obj = self.k.kmalloc(64, GFP_KERNEL)
+    def _get_sg(self, dev, direction: int) -> SgTable | int:
+        """get_sg_table: kzalloc the table, sg_alloc_table, one sg_set_folio per page,
+        dma_map_sgtable for *dev*; each failure undoes the steps before it."""
+        k = self.k
+        obj = k.kzalloc(16, GFP_KERNEL)                         # sizeof(struct sg_table)
         if obj is None:
             return -errno.ENOMEM
-        entries = [(self.folios[i], self.offsets[i], PAGE_SIZE) for i in range(self.pagecount)]
-        return SgTable(obj, entries, direction)
+        sg = SgTable()
+        ret = k.sg_alloc_table(sg, self.pagecount, GFP_KERNEL)
+        if ret < 0:
+            k.kfree(obj)
+            return ret
+        for i, sgl in for_each_sgtable_sg(sg):
+            sg_set_folio(sgl, self.folios[i], PAGE_SIZE, self.offsets[i])
+        ret = k.dma_map_sgtable(dev, sg, direction, 0)
+        if ret < 0:
+            k.sg_free_table(sg)
+            k.kfree(obj)
+            return ret
+        self.sg_objs[id(sg)] = obj
+        return sg
 
-    def _put_sg(self, sg: SgTable) -> None:
-        self.k.kfree(sg.obj)
-        sg.obj = None
+    def _put_sg(self, dev, sg: SgTable, direction: int) -> None:
+        """put_sg_table: unmap, free the table and its allocation."""
+        self.k.dma_unmap_sgtable(dev, sg, direction, 0)
+        self.k.sg_free_table(sg)
+        self.k.kfree(self.sg_objs.pop(id(sg), None))
 
-    def map_dma_buf(self, direction: str = "bidirectional") -> SgTable | int:
-        return self._get_sg(direction)
+    def map_dma_buf(self, dev=None, direction: int = DMA_BIDIRECTIONAL) -> SgTable | int:
+        """map_udmabuf: a mapped table for the importer's device (the misc device by default)."""
+        return self._get_sg(dev or self.dev.misc, direction)
 
-    def unmap_dma_buf(self, sg: SgTable) -> None:
-        self._put_sg(sg)
+    def unmap_dma_buf(self, sg: SgTable, dev=None, direction: int = DMA_BIDIRECTIONAL) -> None:
+        """unmap_udmabuf."""
+        self._put_sg(dev or self.dev.misc, sg, direction)
 
-    def begin_cpu_access(self, direction: str = "bidirectional") -> int:
-        """First call: build and cache the device's own sg table; later: sync for cpu."""
+    def begin_cpu_access(self, direction: int = DMA_BIDIRECTIONAL) -> int:
+        """begin_cpu_udmabuf: first call builds and caches the misc device's table; later
+        calls sync it for the cpu."""
         if self.sg is None:
-            sg = self._get_sg(direction)
+            sg = self._get_sg(self.dev.misc, direction)
             if isinstance(sg, int):
                 return sg
             self.sg = sg
+        else:
+            self.k.dma_sync_sg_for_cpu(self.dev.misc, self.sg.sgl, self.sg.nents, direction)
         return 0
 
-    def end_cpu_access(self, direction: str = "bidirectional") -> int:
-        return 0 if self.sg is not None else -errno.EINVAL
+    def end_cpu_access(self, direction: int = DMA_BIDIRECTIONAL) -> int:
+        """end_cpu_udmabuf: -EINVAL without a cached table, else sync for the device."""
+        if self.sg is None:
+            return -errno.EINVAL
+        self.k.dma_sync_sg_for_device(self.dev.misc, self.sg.sgl, self.sg.nents, direction)
+        return 0
 
 
 class UdmabufMapping:
@@ -320,6 +295,40 @@ class UdmabufMapping:
         return self.ubuf._write(self.base + off, data)
 
 
+class UdmabufOps:
+    """udmabuf_ops (``struct dma_buf_ops``) with the kernel's callback signatures."""
+
+    cache_sgt_mapping = False
+
+    def __init__(self, k) -> None:
+        self.k = k
+
+    def map_dma_buf(self, attach, direction: int):
+        return attach.dmabuf.priv.map_dma_buf(attach.dev, direction)
+
+    def unmap_dma_buf(self, attach, sg, direction: int) -> None:
+        attach.dmabuf.priv.unmap_dma_buf(sg, attach.dev, direction)
+
+    def release(self, dmabuf) -> None:
+        dmabuf.priv.release()
+
+    def begin_cpu_access(self, dmabuf, direction: int) -> int:
+        return dmabuf.priv.begin_cpu_access(direction)
+
+    def end_cpu_access(self, dmabuf, direction: int) -> int:
+        return dmabuf.priv.end_cpu_access(direction)
+
+    def vmap(self, dmabuf, map) -> int:
+        v = dmabuf.priv.vmap()
+        if isinstance(v, int):
+            return v
+        map.vaddr = v
+        return 0
+
+    def vunmap(self, dmabuf, map) -> None:
+        dmabuf.priv.vunmap(map.vaddr)
+
+
 # ----------------------------------------------------------------------------- the device
 
 
@@ -329,15 +338,23 @@ class UdmabufDevice:
 
     ubuf_class = UdmaBuf
 
-    def __init__(self, k, files: Files | None = None, size_limit_mb: int = 64, list_limit: int = 1024) -> None:
+    def __init__(self, k, size_limit_mb: int = 64, list_limit: int = 1024) -> None:
         self.k = k                    # pin_entry_point finds the fake mm here
-        self.files = files if files is not None else Files()
+        self.misc = k.create_device("udmabuf")     # udmabuf_misc.this_device
+        self.ops = UdmabufOps(k)
         self.size_limit_mb = size_limit_mb
         self.list_limit = list_limit
 
+    @property
+    def files(self):
+        """The calling process's descriptor table."""
+        return self.k.files()
+
     def dmabuf(self, fd: int) -> UdmaBuf | None:
-        f = self.files.fget(fd)
-        return f if isinstance(f, UdmaBuf) else None
+        """The udmabuf behind a dma-buf descriptor (no reference taken; test helper)."""
+        f = self.k.fd_file(fd)
+        buf = getattr(f, "private_data", None)
+        return buf.priv if getattr(buf, "ops", None) is self.ops else None
 
     @pin_entry_point(name="udmabuf_ioctl")
     def ioctl(self, cmd: int, arg) -> int:
@@ -432,12 +449,13 @@ class UdmabufDevice:
             return self._fail(ubuf, -errno.ENOMEM)
         try:
             for item in items[:head.count]:
-                memfd = self.files.fget(item.memfd)
+                memfd = k.fget(item.memfd)
                 if memfd is None:
                     return self._fail(ubuf, -EBADFD)
                 ret = self.check_memfd_seals(memfd)       # under inode_lock_shared
                 if ret == 0:
                     ret = self.pin_item(ubuf, memfd, item.offset, item.size, scratch_obj.items)
+                k.fput(memfd)
                 if ret:
                     return self._fail(ubuf, ret)
         finally:
@@ -445,14 +463,18 @@ class UdmabufDevice:
         return self.export(ubuf, head.flags)
 
     def export(self, ubuf: UdmaBuf, flags: int) -> int:
-        """export_udmabuf: dma_buf_export (size = pagecount pages, O_RDWR), dma_buf_fd."""
-        rc = self.k.fault_point("udmabuf.dma_buf_export", size=ubuf.size)
-        if rc is not None:
-            return self._fail(ubuf, rc)
-        rc = self.k.fault_point("udmabuf.dma_buf_fd")
-        fd = rc if rc is not None else self.files.install(ubuf, bool(flags & UDMABUF_FLAGS_CLOEXEC))
+        """export_udmabuf: dma_buf_export (size = pagecount pages, O_RDWR), dma_buf_fd;
+        a failed dma_buf_fd puts the dma-buf, whose release unpins (v6.13)."""
+        k = self.k
+        rc = k.fault_point("udmabuf.dma_buf_export", size=ubuf.size)
+        buf = rc if rc is not None else k.dma_buf_export(
+            DmaBufExportInfo(ops=self.ops, size=ubuf.size, priv=ubuf, flags=O_RDWR, exp_name="udmabuf"))
+        if isinstance(buf, int):
+            return self._fail(ubuf, buf)
+        rc = k.fault_point("udmabuf.dma_buf_fd")
+        fd = rc if rc is not None else k.dma_buf_fd(buf, O_CLOEXEC if flags & UDMABUF_FLAGS_CLOEXEC else 0)
         if fd < 0:
-            ubuf.release()                # dma_buf_put(): the release callback unpins
+            k.dma_buf_put(buf)
         return fd
 
     def _fail(self, ubuf: UdmaBuf, ret: int) -> int:

@@ -7,6 +7,8 @@ import pytest
 
 from pytest_pinfault.mm import F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE, MAP_PRIVATE, PAGE_SIZE
 
+from pytest_pinfault.mm.scatterlist import for_each_sgtable_sg
+
 from .buggy import LeakyErrorPathDevice, PreV611Device, TrustCountDevice
 from .driver import (EBADFD, UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, udmabuf_create,
                      udmabuf_create_item, udmabuf_create_list)
@@ -157,7 +159,8 @@ def test_dma_buf_ops(fake_mm, udmabuf_dev, memfds):
     assert ubuf.end_cpu_access() == -errno.EINVAL                     # no cached sg yet
     assert ubuf.begin_cpu_access() == 0 and ubuf.end_cpu_access() == 0
     sg = ubuf.map_dma_buf()
-    assert len(sg.entries) == 4 and sg.entries[1][0] is ubuf.folios[1]
+    ents = [e for _, e in for_each_sgtable_sg(sg)]
+    assert len(ents) == 4 and ents[1].page.folio is ubuf.folios[1] and ents[1].dma_address
     ubuf.unmap_dma_buf(sg)
 
 
@@ -166,8 +169,8 @@ def test_release_on_close_unpins_everything(fake_mm, udmabuf_dev, memfds):
     before = fake_mm.stats.nr_foll_pin_released
     buf = create(udmabuf_dev, fd, 0, 8 * PAGE_SIZE)
     ubuf = udmabuf_dev.dmabuf(buf)
-    assert udmabuf_dev.files.close(buf) == 0
-    assert udmabuf_dev.files.close(buf) == -errno.EBADF                # already closed
+    assert fake_mm.close_fd(buf) == 0
+    assert fake_mm.close_fd(buf) == -errno.EBADF                # already closed
     assert ubuf.mmap() == -errno.EBADF                                 # a stale reference
     assert fake_mm.stats.nr_foll_pin_released - before == 8
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
@@ -246,8 +249,8 @@ def test_errno_ioctl_level(fake_mm, udmabuf_dev, memfds):
 # ------------------------------------------------------------------ the fault matrix
 
 CREATE_SITES = ("memfd_alloc_folio", "try_grab_folio", "alloc_migration_target", "migrate_folio",
-                "folio_isolate_lru", "kmalloc", "udmabuf.dma_buf_export", "udmabuf.dma_buf_fd",
-                "udmabuf.sg_alloc")
+                "folio_isolate_lru", "kmalloc", "udmabuf.dma_buf_export",
+                "udmabuf.dma_buf_fd", "dma_map_sg")
 
 
 @pytest.mark.mm_config(gup_retry_limit=8)
@@ -268,14 +271,15 @@ def test_create_matrix(fake_mm, pinfault, udmabuf_dev, memfds):
         assert ubuf.mmap().read(PAGE_SIZE, 1) == b"p"                      # migrated with its data
         if pinfault.result(ubuf.begin_cpu_access()) == 0:
             assert ubuf.end_cpu_access() == 0
-        assert udmabuf_dev.files.close(buf) == 0
+        assert fake_mm.close_fd(buf) == 0
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
     assert not fake_mm.slab_live
 
 
-# the matrix is sized from the fault-free run: every kmalloc/kvmalloc_array call of one
+# the matrix is sized from the fault-free run: every kmalloc-site allocation of one
 # create_list and of the dma-buf ops below (memdup, ubuf, folios, offsets, pinned, scratch,
-# the cached sg table, vmap's pfn array, map_dma_buf's table) fails in turn
+# dma_buf_export's file and dma_buf, the cached sg table and its chunk, vmap's pfn array,
+# map_dma_buf's table and its chunk) fails in turn
 @pytest.mark.mm_config(movablecore=0, cma=0)
 @pytest.mark.pinfault_matrix("kmalloc", accept=(-errno.ENOMEM,))
 def test_kmalloc_matrix_every_allocation(fake_mm, pinfault, udmabuf_dev, memfds):
@@ -292,7 +296,7 @@ def test_kmalloc_matrix_every_allocation(fake_mm, pinfault, udmabuf_dev, memfds)
         sg = pinfault.result(ubuf.map_dma_buf())
         if not isinstance(sg, int):
             ubuf.unmap_dma_buf(sg)
-        assert udmabuf_dev.files.close(buf) == 0
+        assert fake_mm.close_fd(buf) == 0
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
     assert not fake_mm.slab_live
 
@@ -303,7 +307,7 @@ def test_kmalloc_matrix_every_allocation(fake_mm, pinfault, udmabuf_dev, memfds)
 @pytest.mark.pin_contract(expect="longterm-placement")
 def test_twin_a_pre_611_plain_references_block_cma(fake_mm, files, memfds):
     """Pre-6.11: the pages stay in CMA; cma_alloc fails while the buffer exists."""
-    dev = PreV611Device(fake_mm, files)
+    dev = PreV611Device(fake_mm)
     fd, mf = memfds.create(4 * PAGE_SIZE)
     with fake_mm.steer("cma"):
         assert mf.pwrite(b"c" * (4 * PAGE_SIZE), 0) == 4 * PAGE_SIZE
@@ -313,7 +317,7 @@ def test_twin_a_pre_611_plain_references_block_cma(fake_mm, files, memfds):
     assert all(f.is_cma for f in ubuf.pinned_folios)                          # never migrated
     area = fake_mm.cma_areas[0]
     assert fake_mm.cma_alloc(area, area.count, 0, no_warn=True) is None       # blocked while held
-    files.close(buf)                                                          # put_page per page
+    fake_mm.close_fd(buf)                                                          # put_page per page
     page = fake_mm.cma_alloc(area, area.count, 0, no_warn=True)
     assert page is not None
     fake_mm.cma_release(area, page, area.count)
@@ -323,7 +327,7 @@ def test_twin_a_pre_611_plain_references_block_cma(fake_mm, files, memfds):
 @pytest.mark.pin_contract(expect="longterm-placement")
 def test_twin_a_pre_611_plain_references_block_offline(fake_mm, files, memfds):
     """Pre-6.11: the pages stay in ZONE_MOVABLE; offline_pages fails while held."""
-    dev = PreV611Device(fake_mm, files)
+    dev = PreV611Device(fake_mm)
     fd, mf = memfds.create(4 * PAGE_SIZE)
     with fake_mm.steer("movable"):
         assert mf.pwrite(b"m" * (4 * PAGE_SIZE), 0) == 4 * PAGE_SIZE
@@ -333,7 +337,7 @@ def test_twin_a_pre_611_plain_references_block_offline(fake_mm, files, memfds):
     block = next(b for b in fake_mm.memory_blocks.in_zone("Movable")
                  if b.start_pfn <= folio.pfn < b.start_pfn + b.nr_pages)
     assert block.offline() in (-errno.EBUSY, -errno.EINTR)
-    files.close(buf)
+    fake_mm.close_fd(buf)
 
 
 def test_twin_a_fixed_driver_keeps_cma_free(fake_mm, udmabuf_dev, memfds):
@@ -353,7 +357,7 @@ def test_twin_a_fixed_driver_keeps_cma_free(fake_mm, udmabuf_dev, memfds):
 
 @pytest.mark.pin_contract(expect="error-nothing-held")
 def test_twin_b_error_path_forgets_to_unpin(fake_mm, pinfault, files, memfds):
-    dev = LeakyErrorPathDevice(fake_mm, files)
+    dev = LeakyErrorPathDevice(fake_mm)
     fd, _ = memfds.create(8 * PAGE_SIZE)
     with pinfault.arm("udmabuf.dma_buf_export=1*return"):
         assert create(dev, fd, 0, 8 * PAGE_SIZE) == -errno.ENOMEM
@@ -362,7 +366,7 @@ def test_twin_b_error_path_forgets_to_unpin(fake_mm, pinfault, files, memfds):
 
 
 def test_twin_b_leak_caught_at_teardown_as_pin_balance(fake_mm, pinfault, files, memfds):
-    dev = LeakyErrorPathDevice(fake_mm, files)
+    dev = LeakyErrorPathDevice(fake_mm)
     fd, _ = memfds.create(8 * PAGE_SIZE)
     bad = udmabuf_create_item(memfd=77, size=PAGE_SIZE)                 # 2nd item: -EBADFD
     with pinfault.expect_violation("error-nothing-held") as caught:
@@ -377,7 +381,7 @@ def test_twin_b_leak_caught_at_teardown_as_pin_balance(fake_mm, pinfault, files,
 @HUGETLB
 @pytest.mark.pin_contract(expect="count-honesty")
 def test_twin_c_trusts_requested_count(fake_mm, files, memfds):
-    dev = TrustCountDevice(fake_mm, files)
+    dev = TrustCountDevice(fake_mm)
     fd, mf = memfds.create(2 * HPAGE, huge=True)
     folios = [None] * 1024
     n = dev.udmabuf_pin_folios(mf, 0, 2 * HPAGE, folios)   # 2 huge folios pinned ...
@@ -390,7 +394,7 @@ def test_twin_c_trusts_requested_count(fake_mm, files, memfds):
 def test_twin_c_is_invisible_with_small_folios(fake_mm, files, memfds):
     """With 4 KiB shmem folios the requested and returned counts agree: only large
     folios expose the bug, which is why the hugetlb selftests matter."""
-    dev = TrustCountDevice(fake_mm, files)
+    dev = TrustCountDevice(fake_mm)
     fd, _ = memfds.create(4 * PAGE_SIZE)
     buf = create(dev, fd, 0, 4 * PAGE_SIZE)
     assert buf >= 0 and dev.dmabuf(buf).nr_pinned == 4

@@ -3,143 +3,65 @@
 Pure Python; never imports pytest.  One :class:`Checker` watches one
 :class:`~pytest_pinfault.mm.FakeMM`:
 
-* :meth:`Checker.baseline` snapshots the machine at test start (done by the
-  constructor);
+* the constructor snapshots the machine (:meth:`Checker.baseline`) and registers the
+  checker for ``@pin_entry_point`` functions (:func:`checker_for`);
+* attached as the machine's observer (``fake_mm._checker = checker``, what the plugin
+  does; mm/observer.py) it also hears of every refcount change and every core pinning
+  call: it judges core pin returns (rules 1-3), finds the driver calls the test made
+  without any declaration and judges them once they returned (rules 1-2), and judges
+  coherence (rule 6) whenever a call moved, unmapped, truncated or freed a page that a
+  hold or device mapping may still refer to (:mod:`.tracking`);
 * :meth:`Checker.check` judges the rules that can be read from state (on demand: 1, 5,
-  6, 7, 8, 11; with ``final=True`` also 4, 9 and 10);
-* :func:`pin_entry_point` judges rules 1-3 at the return of a driver entry point,
-  :func:`check_core_pin_return` at the return of a core pinning call;
-* :func:`expect_violation` asserts that a block breaks a rule.
+  6, 7, 8, 11; with ``final=True`` also 4, 9 and 10) (:mod:`.state_rules`);
+* :func:`pin_entry_point` names a driver entry point explicitly (:mod:`.entry`),
+  :func:`expect_violation` asserts that a block breaks a rule (:mod:`.expect`).
 
-Hold accounting
----------------
-For a user folio (anon, shmem, file, hugetlb) the checker splits the refcount into
-what the model itself accounts for -- ``folio_expected_ref_count()`` (page cache,
-PG_private, one per mapping), one for an ``lru_add`` batch, one for LRU/hugetlb
-isolation, one per live fault-injector hold -- and the rest, which is held by somebody:
-``pins`` (``_pincount`` for large folios, ``refcount // 1024`` for small ones) and
-``refs`` (the plain references left over).  ``pins + refs`` is the folio's *hold units*.
-Kernel-owned folios (``alloc_pages``, slab, balloon, cma/contig blocks) are never judged
-by hold units.  Cost: one pass over the allocated folios per entry-point call and per
-check, i.e. proportional to the folios the test allocated, not to RAM.
+Cost: an attached checker's judgement of a call is proportional to the folios the call
+touched; its final check to the folios the test touched.  A checker that is not attached
+falls back to one pass over the allocated folios per judged call and per check.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno as _errno
-import functools
-import inspect
+import gc
 import os
 import sys
 import weakref
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable
 
 from ..mm.fakemm import FakeMM
-from ..mm.folio import GUP_PIN_COUNTING_BIAS, PG_isolated
-from ..mm.gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
-from ..mm.memory_hotplug import MEMORY_BLOCK_PAGES
-from ..mm.mm_types import MMStruct
+from ..mm.folio import MAPPING_CHANGE, PG_isolated, folio_serial
+from ..mm.observer import MMObserver
 from ..mm.sched import PF_MEMALLOC_PIN
-from .rules import (ACCOUNTING, COHERENCE, CONTIGUITY, COUNT_HONESTY, ERROR_NOTHING_HELD,
-                    ISOLATION_HYGIENE, KERNEL_WARNINGS, LONGTERM_PLACEMENT, PIN_BALANCE,
-                    SCOPE_HYGIENE, TERMINATION, Rule, get_rule)
+from . import counters as _counters
+from .returns import ReturnRules, return_code
+from .rules import Rule
+from .state_rules import HSTATE_SIZES, StateRules
+from .tracking import (_RETURN_OPS, PKG_DIR, CallSnapshot, ModelOp, RootCall, find_model_op, find_root_call,
+                       return_value, returned)
+from .units import USER_KINDS, fault_lines, injector_holds, short_caller, split_units
 from .violation import Violation, snapshot_folio
 
-__all__ = ["Checker", "CallSnapshot", "pin_entry_point", "entry_point", "check_core_pin_return",
-           "expect_violation", "checker_for", "USER_KINDS", "LIST_PARAMS"]
+__all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 
-#: Folio kinds whose references belong to user memory and are judged by hold units.
-USER_KINDS = frozenset({"anon", "shmem", "file", "hugetlb"})
-#: Parameter names an entry point's entry array must have for rule 3 (count honesty).
-LIST_PARAMS = ("pages", "folios")
-
-_HSTATE_SIZES = (2 << 20, 1 << 30)
 _N_EVENTS = 6
 
-# FakeMM -> the Checker watching it (the newest one wins)
-_CHECKERS: "weakref.WeakKeyDictionary[FakeMM, Checker]" = weakref.WeakKeyDictionary()
+
+_CODE_BYTES: "weakref.WeakKeyDictionary[Any, bytes]" = weakref.WeakKeyDictionary()
 
 
-def checker_for(fake_mm: FakeMM) -> "Checker | None":
-    """The :class:`Checker` watching *fake_mm*, or None."""
-    return _CHECKERS.get(fake_mm)
-
-
-def _errname(ret: int) -> str:
-    name = _errno.errorcode.get(-ret)
-    return f"-{name}" if name else str(ret)
-
-
-def _short_caller(frame: Any) -> str:
-    if frame is None:
-        return ""
+def _caller_text(frame: Any) -> str:
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
 
 
-# ------------------------------------------------------------------------ hold units
-def _pins(f: Any) -> int:
-    return f._pincount if f.order else f._refcount // GUP_PIN_COUNTING_BIAS
+def checker_for(fake_mm: FakeMM) -> "Checker | None":
+    """The :class:`Checker` registered for *fake_mm* (the newest one), or None."""
+    return getattr(fake_mm, "_registered_checker", None)
 
 
-def _split(k: FakeMM, f: Any, inj_holds: dict[int, int]) -> tuple[int, int]:
-    """(pins, refs) held on user folio *f* beyond what the model accounts for."""
-    if f.freed or f._refcount <= 0:
-        return 0, 0
-    acc = k.folio_expected_ref_count(f)
-    if f.lru_batch != -1:
-        acc += 1
-    if f.flags & PG_isolated:
-        acc += 1
-    acc += inj_holds.get(id(f), 0)
-    pins = _pins(f)
-    weight = pins if f.order else pins * GUP_PIN_COUNTING_BIAS
-    return pins, max(0, f._refcount - acc - weight)
-
-
-def _inj_holds(k: FakeMM) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for h in k.faults.holds:
-        if not h.released:
-            out[id(h.folio)] = out.get(id(h.folio), 0) + 1
-    return out
-
-
-def _where(k: FakeMM, f: Any) -> str:
-    mt = k.get_pageblock_migratetype(f.pfn)
-    if mt == MIGRATE_ISOLATE:
-        return "an isolated pageblock"
-    if mt == MIGRATE_CMA or f.is_cma:
-        return "CMA"
-    if f._zone.idx == ZONE_MOVABLE:
-        return "ZONE_MOVABLE"
-    return "a pageblock that is not long-term pinnable"
-
-
-@dataclasses.dataclass
-class CallSnapshot:
-    """State before a pinning call: per user folio ``id -> (folio, pins, refs)``, pin
-    counters, isolation counters and isolated folios, per-mm locked_vm/pinned_vm, and
-    the trace position."""
-
-    folios: dict[int, tuple[Any, int, int]]
-    pins_acquired: int
-    pins_released: int
-    nr_isolated: tuple[int, int]
-    isolated: set[int]
-    mms: dict[int, tuple[Any, int, int]]
-    seq: int
-
-    def units(self, f: Any) -> tuple[int, int]:
-        b = self.folios.get(id(f))
-        if b is None or b[0] is not f:
-            return 0, 0
-        return b[1], b[2]
-
-
-@dataclasses.dataclass
-class _Hold:
+@dataclasses.dataclass(eq=False, slots=True)
+class Hold:
     """A long-term hold the checker remembers until it is released."""
 
     folio: Any
@@ -150,9 +72,10 @@ class _Hold:
     mapping: Any = None
     index: int = 0
     rmap: tuple = ()
+    vkey: Any = None               # key of the rule 1 violation that named it at its call
 
 
-class Checker:
+class Checker(StateRules, ReturnRules, MMObserver):
     """Contract checker for one fake mm (see the module docstring).
 
     ``violations`` collects every violation found (each persistent one once);
@@ -165,25 +88,62 @@ class Checker:
         ``@pin_entry_point`` functions report to; the newest one wins).  *at_boot*: take
         the baseline of the machine as ``FakeMM()`` construction left it
         (:meth:`boot_baseline`) instead of now (:meth:`baseline`).  Attaching the checker
-        as ``fake_mm._checker`` (what the plugin does) additionally judges the return of
-        every core pinning call (rules 1-3)."""
+        as ``fake_mm._checker`` (what the plugin does) additionally judges every core
+        pinning call, every undeclared driver call and coherence as the model changes."""
         self.fake_mm = fake_mm
         self.on_violation = on_violation
         self.violations: list[Violation] = []
         self._reported: set[Hashable] = set()
         self._expected: set[Hashable] = set()
-        self._holds: dict[int, _Hold] = {}
+        self._holds: dict[int, Hold] = {}
         self._holders: dict[Any, list[Any]] = {}
         self._device_views: dict[Any, Callable[[], Iterable[tuple[Any, int, int]]]] = {}
-        self._touched: list[tuple[int, int]] = []
+        self._touched: dict[tuple[int, int], None] = {}   # (pfn, nr_pages) ever held
         self._depth = 0
         self._call_seq = 0
+        self._open: list[CallSnapshot] = []     # explicit call snapshots being filled
+        self._root: RootCall | None = None      # the root call running now (attached)
+        self._coh_op: ModelOp | None = None     # a model call to judge coherence after
+        self._seen: dict[int, Any] = {}         # user folios touched since the baseline
+        self._seen_valid = False                # attached since the baseline: _seen is complete
+        self._closing = False
+        self._ucache: dict[int, tuple[int, int]] | None = None   # hold units during a check
+        self._cand_cache: list[Any] | None = None                 # _candidates() during a check
+        self._scan_cache: Any = None                              # _scan() during a check
+        self._last_parent: Any = None           # the caller of the last root call (a hint)
         if at_boot:
             self.boot_baseline()
         else:
             self.baseline()
         if register:
-            _CHECKERS[fake_mm] = self
+            fake_mm._registered_checker = self   # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ attachment
+    @property
+    def attached(self) -> bool:
+        return self.fake_mm._observer is self
+
+    def _candidates(self) -> Iterable[Any]:
+        """Every folio the final rules must look at: those touched since the baseline
+        and those held at the baseline (attached), else every allocated folio."""
+        cached = self._cand_cache
+        if cached is not None:
+            return cached
+        if self._seen_valid and self.attached:
+            seen = self._seen
+            for key in [key for key, f in seen.items() if f.freed]:
+                del seen[key]                 # forget freed folios for good
+            if self._b_folios:
+                out = {k: b[0] for k, b in self._b_folios.items()}
+                out.update(seen)
+                res = [f for f in out.values() if not f.freed]
+            else:
+                res = list(seen.values())
+        else:
+            res = list(self.fake_mm.iter_folios())
+        if self._ucache is not None:
+            self._cand_cache = res            # for the rest of the running check
+        return res
 
     # ------------------------------------------------------------------ baseline
     def baseline(self) -> None:
@@ -200,19 +160,28 @@ class Checker:
         for t in k.tasks:
             if t.mm is not None:
                 self._b_mm[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
-        self._b_hugetlb = {size: self._hstate_state(size) for size in _HSTATE_SIZES}
         self._b_warnings = len(k.warnings)
         self._b_livelocks = len(k.livelocks)
         self._b_seq = k.trace.seq
-        holds = _inj_holds(k)
+        self._b_faults = len(k.faults.log)
+        self._b_counters = _counters.snapshot(k)
+        holds = injector_holds(k)
         self._b_folios: dict[int, tuple[Any, int, int]] = {}
         self._b_isolated_folios: set[int] = set()
+        self._b_huge_inuse: dict[int, Any] = {}
         for f in k.iter_folios():
             if f.flags & PG_isolated:
                 self._b_isolated_folios.add(id(f))
             if f.kind in USER_KINDS:
-                p, r = _split(k, f, holds)
+                p, r = split_units(k, f, holds)
                 self._b_folios[id(f)] = (f, p, r)
+                if f.kind == "hugetlb" and f._refcount > 0:
+                    self._b_huge_inuse[id(f)] = f
+        self._b_hugetlb = {size: self._hstate_state(size) for size in HSTATE_SIZES}
+        self._seen = {}
+        self._root = None
+        self._coh_op = None
+        self._seen_valid = self.attached
 
     def boot_baseline(self) -> None:
         """The baseline :meth:`baseline` would have taken right after ``FakeMM()``
@@ -228,19 +197,19 @@ class Checker:
         self._b_isolate_pb = {z.name: 0 for z in k.zones.values()}
         self._b_task_flags = {}
         self._b_mm = {}
-        self._b_hugetlb = {size: pool + (0,) for size, pool in zip(_HSTATE_SIZES, pools)}
+        self._b_hugetlb = {size: pool + (0,) for size, pool in zip(HSTATE_SIZES, pools)}
         self._b_warnings = 0
         self._b_livelocks = 0
         self._b_seq = seq
+        self._b_faults = 0
+        self._b_counters = _counters.boot_snapshot(k)
         self._b_folios = {}
         self._b_isolated_folios = set()
-
-    def _hstate_state(self, size: int) -> tuple[int, int, int, int, int]:
-        k = self.fake_mm
-        h = k.hstate(size)
-        inuse = sum(1 for f in k.iter_folios()
-                    if f.kind == "hugetlb" and f.hstate is h and f._refcount > 0)
-        return h.nr_huge_pages, h.free_huge_pages, h.resv_huge_pages, h.surplus_huge_pages, inuse
+        self._b_huge_inuse = {}
+        self._seen = {}
+        self._root = None
+        self._coh_op = None
+        self._seen_valid = False
 
     def _base_units(self, f: Any) -> tuple[int, int]:
         b = self._b_folios.get(id(f))
@@ -252,6 +221,7 @@ class Checker:
     def declare_longterm(self, folios: Iterable[Any], owner: str = "test") -> None:
         """Declare holds as long-term: rule 1 judges them until they are released (the
         folio is freed or nothing holds it any more)."""
+        self.notice()
         for f in folios:
             if f is None:
                 continue
@@ -275,70 +245,267 @@ class Checker:
         if owner not in self._holders:
             raise ValueError(f"no holder {owner!r} was declared "
                              f"(declared: {', '.join(map(repr, self._holders)) or 'none'})")
+        self.notice()
         del self._holders[owner]
 
     def declare_device_mapping(self, owner: Any, view: Callable[[], Iterable[tuple[Any, int, int]]]) -> None:
         """A driver keeps a device-side mapping of user memory without holding the pages
         (the mmu-notifier design): *view()* returns ``(mm, addr, pfn)`` for every entry
         the device would use now.  Rule 6 then checks that each entry is the page the CPU
-        page table maps at *addr*: an entry that survived a migration, unmap or COW means
-        the driver missed an invalidation.  Undo with :meth:`release_device_mapping`."""
+        page table maps at *addr* -- on demand, at teardown, and (attached) after every
+        call that moved, unmapped or freed a page.  Undo with
+        :meth:`release_device_mapping`."""
         self._device_views[owner] = view
 
     def release_device_mapping(self, owner: Any) -> None:
-        """The device mapping of *owner* is gone (the driver unregistered its notifier)."""
+        """The device mapping of *owner* is gone (the driver unregistered its notifier).
+        What the calls so far did to it is judged first."""
+        if owner in self._device_views:
+            self.notice()
+            if self._coh_op is not None and self._coh_op.all:
+                # a model call still running moved pages under this mapping: judge it now
+                self._record(self._check_device_view(owner, self._device_views[owner]))
         self._device_views.pop(owner, None)
 
     def _holder_folios(self) -> dict[int, Any]:
         return {id(f): f for lst in self._holders.values() for f in lst if not f.freed}
 
-    def _remember(self, f: Any, owner: str, call: str, caller: str, base: int) -> None:
+    def _remember(self, f: Any, owner: str, call: str, caller: str, base: int,
+                  vkey: Any = None) -> Hold | None:
         if f.kind == "zero":
-            return
+            return None
         rmap = tuple(f.rmap or ()) if f.kind == "anon" else ()
-        self._holds[id(f)] = _Hold(f, owner, call, caller, base, f.mapping, f.index, rmap)
+        h = self._holds[id(f)] = Hold(f, owner, call, caller, base, f.mapping, f.index, rmap, vkey)
         self._touch(f)
+        return h
 
     def _touch(self, f: Any) -> None:
-        self._touched.append((f.pfn, f.nr_pages))
+        self._touched[(f.pfn, f.nr_pages)] = None
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot_call(self) -> CallSnapshot:
-        """State before a pinning call (cost: one pass over the allocated folios)."""
+    def _state(self, f: Any, snap: CallSnapshot) -> tuple[Any, int, int, bool]:
+        """What *f* looked like before *snap*'s call: its hold units now (it is about to
+        change for the first time in that call), or nothing for a folio the call made."""
+        if f._serial > snap.serial:
+            return f, 0, 0, False
         k = self.fake_mm
-        holds = _inj_holds(k)
-        folios: dict[int, tuple[Any, int, int]] = {}
-        isolated: set[int] = set()
-        for f in k.iter_folios():
-            if f.flags & PG_isolated:
-                isolated.add(id(f))
-            if f.kind in USER_KINDS:
-                p, r = _split(k, f, holds)
-                if p or r:
-                    folios[id(f)] = (f, p, r)
+        p, r = split_units(k, f, injector_holds(k))
+        return f, p, r, bool(f._flags & PG_isolated)
+
+    def _new_snapshot(self, tracked: bool, counters: bool = True) -> CallSnapshot:
+        k = self.fake_mm
         st = k.stats
         mms = {}
         for t in k.tasks:
             if t.mm is not None:
                 mms[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
-        return CallSnapshot(folios, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
-                            (st.nr_isolated_anon, st.nr_isolated_file), isolated, mms, k.trace.seq)
+        return CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
+                            (st.nr_isolated_anon, st.nr_isolated_file), set(), mms, k.trace.seq,
+                            len(k.faults.log), tracked, folio_serial(),
+                            _counters.snapshot(k) if counters else {})
+
+    def snapshot_call(self, counters: bool = True) -> CallSnapshot:
+        """State before a pinning call.  Attached: filled as the call touches folios
+        (cost: what the call touches), until :meth:`judge_return` closes it; otherwise
+        one pass over the allocated folios now."""
+        if self.attached:
+            rc = self._root
+            if rc is not None:
+                i = rc.frame.f_lasti
+                if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
+                        rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
+                    self._close_root(rc)
+            snap = self._new_snapshot(True, counters)
+            self._open.append(snap)
+            return snap
+        snap = self._new_snapshot(False, counters)
+        k = self.fake_mm
+        holds = injector_holds(k)
+        for f in k.iter_folios():
+            if f.flags & PG_isolated:
+                snap.isolated.add(id(f))
+            if f.kind in USER_KINDS:
+                p, r = split_units(k, f, holds)
+                if p or r:
+                    snap.folios[id(f)] = (f, p, r, bool(f.flags & PG_isolated))
+        return snap
+
+    def _close_snapshot(self, snap: CallSnapshot) -> None:
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i] is snap:
+                del self._open[i]
+                break
 
     def _grown(self, before: CallSnapshot) -> list[tuple[Any, int, int]]:
         """User folios whose hold units grew since *before*: (folio, +pins, +refs)."""
         k = self.fake_mm
-        holds = _inj_holds(k)
+        holds = injector_holds(k)
         out = []
-        for f in k.iter_folios():
+        folios = ([b[0] for b in before.folios.values()] if before.tracked else k.iter_folios())
+        for f in folios:
             if f.kind not in USER_KINDS:
                 continue
-            p, r = _split(k, f, holds)
+            p, r = split_units(k, f, holds)
             if not (p or r):
                 continue
             bp, br = before.units(f)
             if p + r > bp + br:
                 out.append((f, p - bp, r - br))
         return out
+
+    def _new_isolated(self, before: CallSnapshot) -> list[Any]:
+        if before.tracked:
+            return [b[0] for b in before.folios.values() if b[0].flags & PG_isolated and not b[3]]
+        return [f for f in self.fake_mm.iter_folios()
+                if f.flags & PG_isolated and id(f) not in before.isolated]
+
+    # ------------------------------------------------------------------ observer events
+    def folio_ref(self, folio: Any, new: int | None) -> None:
+        """Observer event: *folio*'s refcount is about to become *new*, or
+        (``MAPPING_CHANGE``, None) another field its accounting depends on is about to
+        change (mm/observer.py).  A mapping change of a held or device-mapped page
+        makes the running model call judge coherence once it returned."""
+        op = self._coh_op
+        if op is not None and returned(op):    # type: ignore[arg-type]
+            self._judge_op(op)
+        rc = self._root
+        if rc is not None:
+            fr = rc.frame
+            i = fr.f_lasti
+            if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
+                    rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
+                self._close_root(rc)
+                rc = self._open_root()
+        else:
+            rc = self._open_root()
+        if folio.kind not in USER_KINDS:
+            return
+        key = id(folio)
+        snap = rc.snap
+        state = None
+        if snap is None:                       # not a driver call: nothing to judge
+            self._seen[key] = folio
+        elif key not in snap.folios:
+            state = snap.folios[key] = self._state(folio, snap)
+            self._seen[key] = folio
+        if self._open:
+            for s in self._open:
+                if key not in s.folios:
+                    if state is not None and (folio._serial > s.serial) == (folio._serial > snap.serial):  # type: ignore[union-attr]
+                        s.folios[key] = state
+                    else:
+                        s.folios[key] = self._state(folio, s)
+        if new == MAPPING_CHANGE and (self._device_views or key in self._holds):
+            op = self._coh_op
+            if op is None:
+                frame, parent = find_model_op()
+                code = frame.f_code
+                co = _CODE_BYTES.get(code)
+                if co is None:
+                    co = _CODE_BYTES[code] = code.co_code
+                op = self._coh_op = ModelOp(frame, parent, parent.f_lasti if parent is not None else -1, co)
+            if key in self._holds:
+                op.folios.add(key)
+            else:
+                op.all = True
+
+    def pin_call_begin(self, call: str) -> CallSnapshot:
+        """Observer event: a core pinning call starts.  (The named counters --
+        locked_vm, mm and file references, DMA mappings -- are the driver's to give back:
+        they are judged for driver calls, not for the core's own error paths.)"""
+        snap = self.snapshot_call(counters=False)
+        if self._root is None:
+            # the test calling the core directly (the usual case): this call is the root
+            # call, found without walking the stack
+            frame = sys._getframe(2)
+            parent = frame.f_back
+            if parent is not None and parent is self._last_parent:
+                self._root = RootCall(frame, parent, parent.f_lasti, self._code_bytes(frame.f_code),
+                                      False, "", "", None)
+        return snap
+
+    @staticmethod
+    def _code_bytes(code: Any) -> bytes:
+        co = _CODE_BYTES.get(code)
+        if co is None:
+            co = _CODE_BYTES[code] = code.co_code
+        return co
+
+    def pin_call_end(self, call: str, token: Any, ret: Any, entries: Any, longterm: bool,
+                     caller: str) -> None:
+        """Observer event: the core pinning call returned: judge rules 1-3."""
+        self.judge_return(call, ret, entries, token, caller=caller, count=True,
+                          longterm=longterm, core=True)
+
+    def attached_to(self, fake_mm: Any) -> None:
+        """Observer event: attached.  What changed since the baseline is unknown, so
+        every allocated user folio counts as touched."""
+        for f in fake_mm.iter_folios():
+            if f.kind in USER_KINDS:
+                self._seen[id(f)] = f
+        self._seen_valid = True
+
+    def _open_root(self) -> RootCall:
+        prev = self._last_parent
+        callee, caller = find_root_call(prev)
+        code = callee.f_code
+        driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
+        if driver:
+            rc = RootCall(callee, caller, caller.f_lasti, self._code_bytes(code), True,
+                          getattr(code, "co_qualname", code.co_name), _caller_text(caller),
+                          self._new_snapshot(True))
+        else:
+            rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1,
+                          self._code_bytes(code), False, "", "", None)
+        self._root = rc
+        self._last_parent = caller
+        return rc
+
+    def notice(self, final: bool = False) -> None:
+        """Judge the model call and the root call that have returned (every one with
+        *final*: the test is over), if any."""
+        op = self._coh_op
+        if op is not None and (final or returned(op)):   # type: ignore[arg-type]
+            self._judge_op(op)
+        rc = self._root
+        if rc is not None and (final or returned(rc)):
+            self._close_root(rc, final)
+        if final:
+            self._last_parent = None
+
+    def _judge_op(self, op: ModelOp) -> None:
+        """Coherence after a model call that moved, unmapped or freed held or
+        device-mapped pages."""
+        self._coh_op = None
+        op.frame = op.parent = None
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._record(self._check_coherence(None if op.all else op.folios))
+        finally:
+            self._closing = False
+
+    def _close_root(self, rc: RootCall, final: bool = False) -> None:
+        self._root = None
+        if not rc.driver:
+            rc.frame = rc.parent = None
+            return
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            found: list[Violation] = []
+            if rc.driver and rc.snap is not None:
+                value = return_value(rc)
+                found += self.judge_return(rc.name, value, None, rc.snap, caller=rc.caller,
+                                           count=False, auto=True, record=False)
+            self._record(found)
+        finally:
+            self._closing = False
+            rc.frame = rc.parent = None        # never keep a test's frames alive
+            if final:
+                self._last_parent = None
 
     # ------------------------------------------------------------------ reporting
     def _events(self, folios: Iterable[Any] = (), since: int | None = None) -> tuple[str, ...]:
@@ -347,16 +514,26 @@ class Checker:
         objs = [f for f in folios if f is not None]
         evs = tr.since(since)
         if objs:
-            rel = [e for e in evs if any(v is o for v in e.fields.values() for o in objs)]
+            ids = {id(o) for o in objs}
+            rel = [e for e in evs if any(id(v) in ids for v in e.fields.values())]
             if rel:
                 evs = rel
         return tuple(str(e) for e in evs[-_N_EVENTS:])
 
+    def _faults(self, since: int | None = None) -> tuple[str, ...]:
+        log = self.fake_mm.faults.log
+        start = self._b_faults if since is None else since
+        if start > len(log):
+            start = 0
+        return fault_lines(log[start:])
+
     def _v(self, rule: Rule, message: str, folios: Iterable[Any] = (), call: str = "",
-           caller: str = "", key: Hashable = None, since: int | None = None) -> Violation:
+           caller: str = "", key: Hashable = None, since: int | None = None,
+           faults_since: int | None = None, hint: str = "") -> Violation:
         folios = [getattr(f, "folio", f) for f in folios if f is not None]
         return Violation(rule, message, tuple(snapshot_folio(f) for f in folios), call, caller,
-                         self._events(folios, since), key if key is not None else (rule.id, message))
+                         self._events(folios[:64], since), key if key is not None else (rule.id, message),
+                         faults=self._faults(faults_since), hint=hint)
 
     def _record(self, found: list[Violation]) -> list[Violation]:
         out = []
@@ -377,6 +554,21 @@ class Checker:
         """Judge the state-readable rules now; with *final* (teardown) also rules 4, 9
         and 10 (whose probes migrate folios: run it last).  Returns the violations
         found by this call; new ones are also appended to :attr:`violations`."""
+        self._ucache = {}
+        collecting = gc.isenabled()
+        if final and collecting:
+            gc.disable()                 # a final check makes many short-lived tuples, no cycles
+        try:
+            self.notice(final=final)
+            return self._check(final)
+        finally:
+            self._ucache = None
+            self._cand_cache = None
+            self._scan_cache = None
+            if final and collecting:
+                gc.enable()
+
+    def _check(self, final: bool) -> list[Violation]:
         found: list[Violation] = []
         found += self._check_longterm()
         found += self._check_termination()
@@ -384,509 +576,20 @@ class Checker:
         found += self._check_isolation()
         found += self._check_scope()
         found += self._check_warnings()
+        found += _counters.probe_violations(self)
         if final:
             found += self._check_balance()
             found += self._check_accounting()
+            found += _counters.teardown_violations(self, self._b_counters)
             found += self._check_contiguity()
+            self._root = None
         return self._record(found)
 
-    # rule 1 ------------------------------------------------------------------------
-    def _still_held(self, h: _Hold, holds: dict[int, int]) -> bool:
-        f = h.folio
-        if f.freed:
-            return False
-        p, r = _split(self.fake_mm, f, holds)
-        return p + r > h.base
 
-    def _check_longterm(self) -> list[Violation]:
-        k = self.fake_mm
-        holds = _inj_holds(k)
-        out = []
-        for key, h in list(self._holds.items()):
-            if not self._still_held(h, holds):
-                del self._holds[key]
-                continue
-            f = h.folio
-            if not k.folio_is_longterm_pinnable(f):
-                by = f" (held by {h.owner})" if h.owner else ""
-                out.append(self._v(LONGTERM_PLACEMENT, f"a long-term hold sits in {_where(k, f)}{by}",
-                                   [f], h.call, h.caller, key=("longterm", id(f))))
-        return out
-
-    # rule 5 ------------------------------------------------------------------------
-    def _check_termination(self) -> list[Violation]:
-        out = []
-        lls = self.fake_mm.livelocks
-        for i in range(self._b_livelocks, len(lls)):
-            ll = lls[i]
-            out.append(self._v(TERMINATION,
-                               f"livelock in {ll.loop}: gave up after {ll.iterations} iterations"
-                               + (", kept failing on the folio below" if ll.folio is not None else ""),
-                               [ll.folio] if ll.folio is not None else [], caller=ll.caller, key=("livelock", i)))
-        return out
-
-    # rule 6 ------------------------------------------------------------------------
-    def _check_coherence(self) -> list[Violation]:
-        out = []
-        holds = _inj_holds(self.fake_mm)
-        for h in list(self._holds.values()):
-            if not self._still_held(h, holds):
-                continue
-            f = h.folio
-            if h.mapping is not None:
-                now = h.mapping.lookup(h.index)
-                if now is not None and now is not f:
-                    host = getattr(h.mapping, "host", None)
-                    name = getattr(host, "name", "?")
-                    out.append(self._v(COHERENCE,
-                                       f"held folio is no longer what the page cache maps at index "
-                                       f"{h.index} of memfd:{name} (it now maps pfn={now.pfn:#x})",
-                                       [f, now], h.call, h.caller, key=("coherence", id(f), "pc")))
-            for mm, (kind, vpn) in h.rmap:
-                ent = mm.pte.get(vpn) if kind == "pte" else mm.huge.get(vpn)
-                now = ent[0] if isinstance(ent, tuple) else ent
-                if now is not None and now is not f:
-                    out.append(self._v(COHERENCE,
-                                       f"held anonymous folio is no longer what the page table maps at "
-                                       f"{vpn << 12:#x} (it now maps pfn={now.pfn:#x})",
-                                       [f, now], h.call, h.caller, key=("coherence", id(f), vpn)))
-        for owner, view in list(self._device_views.items()):
-            for mm, addr, pfn in view():
-                ent = mm.lookup(addr)
-                cpu = None if ent is None else ent[0].pfn + ent[1]
-                if cpu != pfn:
-                    dev = self.fake_mm.pfn_to_folio(pfn)
-                    where = "nothing" if ent is None else f"pfn={cpu:#x}"
-                    out.append(self._v(COHERENCE,
-                                       f"device mapping of {owner!r} at {addr:#x} still points at "
-                                       f"pfn={pfn:#x}, but the page table maps {where} "
-                                       f"(a missed mmu notifier invalidation)",
-                                       [dev, None if ent is None else ent[0]],
-                                       key=("coherence-device", id(owner), addr, pfn)))
-        return out
-
-    # rule 7 ------------------------------------------------------------------------
-    def _check_isolation(self) -> list[Violation]:
-        k = self.fake_mm
-        out = []
-        left = [f for f in k.iter_folios() if f.flags & PG_isolated and id(f) not in self._b_isolated_folios]
-        if left:
-            out.append(self._v(ISOLATION_HYGIENE,
-                               f"{len(left)} folio(s) left isolated from the LRU",
-                               left, key=("isolated", tuple(id(f) for f in left))))
-        st = k.stats
-        now = (st.nr_isolated_anon, st.nr_isolated_file)
-        if now != self._b_isolated:
-            out.append(self._v(ISOLATION_HYGIENE,
-                               f"NR_ISOLATED not back to baseline: nr_isolated_anon={now[0]} "
-                               f"nr_isolated_file={now[1]} (baseline {self._b_isolated[0]}, "
-                               f"{self._b_isolated[1]})", key=("nr_isolated", now)))
-        for z in k.zones.values():
-            base = self._b_isolate_pb.get(z.name, 0)
-            if z.nr_isolate_pageblock > base:
-                out.append(self._v(ISOLATION_HYGIENE,
-                                   f"zone {z.name}: {z.nr_isolate_pageblock - base} pageblock(s) left "
-                                   f"MIGRATE_ISOLATE", key=("isolate_pb", z.name, z.nr_isolate_pageblock)))
-        return out
-
-    # rule 8 ------------------------------------------------------------------------
-    def _check_scope(self) -> list[Violation]:
-        out = []
-        for t in self.fake_mm.tasks:
-            now = t.flags & PF_MEMALLOC_PIN
-            if now != self._b_task_flags.get(t.pid, 0):
-                state = "left set" if now else "cleared"
-                out.append(self._v(SCOPE_HYGIENE,
-                                   f"PF_MEMALLOC_PIN {state} on task {t.comm}[{t.pid}] "
-                                   f"(memalloc_pin_save without memalloc_pin_restore?)",
-                                   key=("scope", t.pid, now)))
-        return out
-
-    # rule 11 -----------------------------------------------------------------------
-    def _check_warnings(self) -> list[Violation]:
-        out = []
-        ws = self.fake_mm.warnings
-        for i in range(self._b_warnings, len(ws)):
-            w = ws[i]
-            out.append(self._v(KERNEL_WARNINGS, f"WARNING: {w.site}: {w.message}",
-                               [w.folio] if w.folio is not None else [],
-                               caller=w.caller, key=("warning", i)))
-        return out
-
-    # rule 4 ------------------------------------------------------------------------
-    def _check_balance(self) -> list[Violation]:
-        k = self.fake_mm
-        out = []
-        holder = self._holder_folios()
-        holds = _inj_holds(k)
-        excused = sum(_pins(f) for f in holder.values())
-        acq = k.stats.nr_foll_pin_acquired - self._b_pins[0]
-        rel = k.stats.nr_foll_pin_released - self._b_pins[1]
-        pinned, leaked = [], []
-        for f in k.iter_folios():
-            if f.kind not in USER_KINDS or id(f) in holder:
-                continue
-            p, r = _split(k, f, holds)
-            bp, br = self._base_units(f)
-            if p > bp:
-                pinned.append(f)
-            if r > br:
-                leaked.append((f, r - br))
-        if acq - rel > excused:
-            what = f" ({excused} owned by declared holders)" if excused else ""
-            out.append(self._v(PIN_BALANCE,
-                               f"{acq - rel - excused} pin(s) never released: acquired {acq}, "
-                               f"released {rel} since the test started{what}",
-                               pinned, key=("pins", acq, rel)))
-        elif acq < rel:
-            out.append(self._v(PIN_BALANCE,
-                               f"more pins released than acquired: acquired {acq}, released {rel}",
-                               key=("pins", acq, rel)))
-        if leaked:
-            n = sum(d for _, d in leaked)
-            out.append(self._v(PIN_BALANCE,
-                               f"{n} leaked reference(s) on {len(leaked)} folio(s): refcount above what "
-                               f"the model accounts for (a FOLL_GET/folio_get never put)",
-                               [f for f, _ in leaked], key=("refs", tuple(id(f) for f, _ in leaked))))
-        return out
-
-    # rule 9 ------------------------------------------------------------------------
-    def _check_accounting(self) -> list[Violation]:
-        k = self.fake_mm
-        out = []
-        seen: set[int] = set()
-        for t in k.tasks:
-            mm = t.mm
-            if mm is None or id(mm) in seen:
-                continue
-            seen.add(id(mm))
-            _, lv, pv = self._b_mm.get(id(mm), (mm, 0, 0))
-            for name, now, base in (("locked_vm", mm.locked_vm, lv), ("pinned_vm", mm.pinned_vm, pv)):
-                if now != base:
-                    out.append(self._v(ACCOUNTING,
-                                       f"{name} of {t.comm}[{t.pid}]'s mm is {now} pages, baseline {base}"
-                                       f" ({now - base:+d} not returned)", key=("acct", id(mm), name, now)))
-        for size in _HSTATE_SIZES:
-            nr, free, resv, surplus, inuse = self._hstate_state(size)
-            bnr, bfree, bresv, bsurplus, binuse = self._b_hugetlb[size]
-            name = k.hstate(size).name
-            if nr != bnr or surplus != bsurplus:
-                out.append(self._v(ACCOUNTING, f"{name}: nr_huge_pages={nr} surplus={surplus}, baseline "
-                                               f"{bnr}/{bsurplus}", key=("hugetlb-nr", size, nr, surplus)))
-            if free + inuse != nr:
-                out.append(self._v(ACCOUNTING, f"{name}: free_huge_pages={free} + in use {inuse} != "
-                                               f"nr_huge_pages={nr}", key=("hugetlb-sum", size, free, inuse)))
-            if inuse == binuse and (free, resv) != (bfree, bresv):
-                out.append(self._v(ACCOUNTING, f"{name}: free_huge_pages={free} resv_huge_pages={resv}, "
-                                               f"baseline {bfree}/{bresv} with no more pages in use",
-                                   key=("hugetlb-resv", size, free, resv)))
-        return out
-
-    # rule 10 -----------------------------------------------------------------------
-    def _touched_ranges(self) -> list[tuple[int, int]]:
-        k = self.fake_mm
-        rngs = list(self._touched)
-        for f in k.iter_folios():
-            if f.kind in USER_KINDS and self._base_units(f) == (0, 0) and id(f) not in self._b_folios:
-                rngs.append((f.pfn, f.nr_pages))
-        return rngs
-
-    def _blockers(self, lo: int, hi: int) -> tuple[list[Any], bool]:
-        """(user folios in [lo, hi) that are held, True if the range must not be judged:
-        a live kernel-owned folio, a declared holder's or fault-injector-held folio)."""
-        k = self.fake_mm
-        holder = self._holder_folios()
-        holds = _inj_holds(k)
-        held, skip = [], False
-        for f in k.folios_in_range(lo, hi):
-            if f.kind not in USER_KINDS or id(f) in holder or id(f) in holds:
-                if not (f.kind == "hugetlb" and f._refcount == 0):
-                    skip = True
-                continue
-            p, r = _split(k, f, holds)
-            if p or r:
-                held.append(f)
-        return held, skip
-
-    def _check_contiguity(self) -> list[Violation]:
-        k = self.fake_mm
-        rngs = self._touched_ranges()
-        if not rngs:
-            return []
-        out = []
-        fi = k.faults
-        saved_enabled = fi.enabled
-        saved_stats = k.stats.as_dict()
-        fi.enabled = False                  # the setter recomputes fi.active
-        try:
-            for area in k.cma_areas:
-                lo, hi = area.base_pfn, area.end_pfn
-                if not any(p < hi and p + n > lo for p, n in rngs):
-                    continue
-                if area.available_count != area.count:
-                    continue                        # the test holds a cma_alloc() of its own
-                held, skip = self._blockers(lo, hi)
-                if skip:
-                    continue
-                page = k.cma_alloc(area, area.count, 0, no_warn=True)
-                if page is not None:
-                    k.cma_release(area, page, area.count)
-                    continue
-                out.append(self._v(CONTIGUITY,
-                                   f"cma_alloc of the whole CMA area '{area.name}' ({area.count} pages at "
-                                   f"pfn {lo:#x}) fails with no holder left",
-                                   held, key=("cma", area.name)))
-            blocks = sorted({p // MEMORY_BLOCK_PAGES for p, n in rngs}
-                            | {(p + n - 1) // MEMORY_BLOCK_PAGES for p, n in rngs})
-            for b in blocks:
-                lo, hi = b * MEMORY_BLOCK_PAGES, (b + 1) * MEMORY_BLOCK_PAGES
-                if b not in k.memory_blocks:
-                    continue
-                blk = k.memory_blocks[b]
-                if blk.state != "online" or blk.zone == "none" or k._reserved_in(lo, hi) >= 0:
-                    continue
-                if k._present_in(lo, hi) != hi - lo:
-                    continue
-                if any(a.base_pfn < hi and a.end_pfn > lo for a in k.cma_areas):
-                    continue                        # CMA pageblocks are never offlinable
-                held, skip = self._blockers(lo, hi)
-                if skip:
-                    continue
-                rc = k.offline_pages(lo, hi - lo)
-                if rc == 0:
-                    k.online_pages(lo, hi - lo)
-                    continue
-                out.append(self._v(CONTIGUITY,
-                                   f"offline_pages of memory block {b} (pfn {lo:#x}-{hi:#x}, zone "
-                                   f"{blk.zone}) fails with {_errname(rc)} with no holder left",
-                                   held, key=("offline", b)))
-        finally:
-            fi.enabled = saved_enabled
-            for name, value in saved_stats.items():
-                setattr(k.stats, name, value)
-        return out
-
-    # ------------------------------------------------------------------ return judging
-    def judge_return(self, call: str, ret: Any, entries: Any, before: CallSnapshot, *,
-                     caller: str = "", count: bool | None = None, longterm: bool = True,
-                     core: bool = False) -> list[Violation]:
-        """Judge rules 1-3 at the return of a pinning call (see :func:`pin_entry_point`
-        and :func:`check_core_pin_return`).  Returns the new violations."""
-        self._call_seq += 1
-        seq = self._call_seq
-        k = self.fake_mm
-        rc = _return_code(ret)
-        grown = self._grown(before)
-        found: list[Violation] = []
-        if rc is not None and rc < 0:
-            problems = []
-            if grown:
-                pins = sum(p for _, p, _ in grown)
-                refs = sum(r for _, _, r in grown)
-                problems.append(f"{pins} new pin(s) and {refs} new reference(s) on {len(grown)} folio(s)")
-            else:
-                dp = ((k.stats.nr_foll_pin_acquired - before.pins_acquired)
-                      - (k.stats.nr_foll_pin_released - before.pins_released))
-                if dp > 0:
-                    problems.append(f"{dp} new pin(s)")
-            for mm, lv, pv in before.mms.values():
-                if mm.locked_vm > lv:
-                    problems.append(f"locked_vm +{mm.locked_vm - lv}")
-                if mm.pinned_vm > pv:
-                    problems.append(f"pinned_vm +{mm.pinned_vm - pv}")
-            iso = [f for f in k.iter_folios() if f.flags & PG_isolated and id(f) not in before.isolated]
-            st = k.stats
-            if iso or (st.nr_isolated_anon, st.nr_isolated_file) != before.nr_isolated:
-                problems.append(f"{len(iso)} isolated folio(s)")
-            if problems:
-                found.append(self._v(ERROR_NOTHING_HELD,
-                                     f"{call} returned {_errname(rc)} but left " + ", ".join(problems)
-                                     + " behind", [f for f, _, _ in grown] + iso, call, caller,
-                                     key=("call", seq, 2), since=before.seq))
-            return self._record(found)
-        # success: rule 3 (count honesty)
-        if count and isinstance(rc, int) and entries is not None:
-            found += self._count_honesty(call, rc, entries, grown, caller, seq, before)
-        # rule 1: placement of what the call holds after it returned
-        if core:
-            held = []
-            if longterm and isinstance(rc, int) and entries is not None:
-                for e in list(entries)[:rc]:
-                    if e is not None and not any(x is e.folio for x in held):
-                        held.append(e.folio)
-        else:
-            held = [f for f, _, _ in grown]
-        bad = []
-        for f in held:
-            bp, br = before.units(f)
-            self._remember(f, call, call, caller, base=bp + br)
-            if not k.folio_is_longterm_pinnable(f):
-                bad.append(f)
-        for f in bad:
-            found.append(self._v(LONGTERM_PLACEMENT,
-                                 f"a long-term hold sits in {_where(k, f)} (taken by {call})",
-                                 [f], call, caller, key=("longterm", id(f)), since=before.seq))
-        return self._record(found)
-
-    def _count_honesty(self, call: str, n: int, entries: Any, grown: list, caller: str,
-                       seq: int, before: CallSnapshot) -> list[Violation]:
-        ents = list(entries)
-        if len(ents) < n:
-            return [self._v(COUNT_HONESTY, f"{call} returned {n} but filled only {len(ents)} entries",
-                            [], call, caller, key=("call", seq, 3), since=before.seq)]
-        nulls = [i for i in range(n) if ents[i] is None]
-        if nulls:
-            return [self._v(COUNT_HONESTY, f"{call} returned {n} but entry {nulls[0]} is NULL",
-                            [], call, caller, key=("call", seq, 3), since=before.seq)]
-        units = sum(p + r for _, p, r in grown)
-        # entries on folios whose refcount is not judged (the zero folio a read-only pin
-        # may return, kernel-owned pages) carry no counted unit
-        uncounted = sum(1 for e in ents[:n] if getattr(e, "folio", e).kind not in USER_KINDS)
-        if units != n - uncounted:
-            also = f" ({uncounted} on the zero folio or kernel pages)" if uncounted else ""
-            return [self._v(COUNT_HONESTY,
-                            f"{call} returned {n} but {units} entr{'y is' if units == 1 else 'ies are'} held"
-                            + also,
-                            [f for f, _, _ in grown], call, caller, key=("call", seq, 3), since=before.seq)]
-        return []
+def _make_private_checker(fake_mm: FakeMM) -> Checker:
+    return Checker(fake_mm, register=False, at_boot=True)
 
 
-def _return_code(ret: Any) -> int | None:
-    """The int a pinning call returned: an int, or the first item of a tuple/list
-    ``(rc, ...)``; None for anything else (a non-int return counts as success)."""
-    if isinstance(ret, bool):
-        return None
-    if isinstance(ret, int):
-        return ret
-    if isinstance(ret, (tuple, list)) and ret and isinstance(ret[0], int) and not isinstance(ret[0], bool):
-        return ret[0]
-    return None
+FakeMM.observer_factory = staticmethod(_make_private_checker)
 
-
-# ------------------------------------------------------------------------ core returns
-def check_core_pin_return(checker: Checker, call: str, ret: int, entries: Any,
-                          before: CallSnapshot, *, longterm: bool = True,
-                          caller: str | None = None) -> list[Violation]:
-    """Judge the return of a core pinning call (``pin_user_pages*``,
-    ``memfd_pin_folios``): a negative *ret* must leave nothing held (rule 2); a
-    non-negative one must hold exactly ``entries[:ret]`` (rule 3) and, for a long-term
-    call (FOLL_LONGTERM or memfd_pin_folios), every returned folio must be long-term
-    pinnable (rule 1) and is remembered for teardown.  *before* is
-    :meth:`Checker.snapshot_call` taken just before the call."""
-    if caller is None:
-        caller = _short_caller(sys._getframe(1))
-    return checker.judge_return(call, ret, entries, before, caller=caller, count=True,
-                                longterm=longterm, core=True)
-
-
-# ------------------------------------------------------------------------ entry points
-def _find_fake_mm(args: tuple, kwargs: dict) -> FakeMM | None:
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, FakeMM):
-            return a
-    if args:
-        for attr in ("fake_mm", "k", "mm_k"):
-            v = getattr(args[0], attr, None)
-            if isinstance(v, FakeMM):
-                return v
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, MMStruct):
-            return a._k
-    return None
-
-
-def entry_point(name: str | None = None, *, count: bool | None = None) -> Callable[[Callable], Callable]:
-    """Decorator factory for driver entry points; see :func:`pin_entry_point`."""
-    def deco(func: Callable) -> Callable:
-        call = name or func.__name__
-        sig = inspect.signature(func)
-        list_param = next((p for p in LIST_PARAMS if p in sig.parameters), None)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            k = _find_fake_mm(args, kwargs)
-            checker = _CHECKERS.get(k) if k is not None else None
-            if checker is None or checker._depth:
-                return func(*args, **kwargs)
-            caller = _short_caller(sys._getframe(1))
-            before = checker.snapshot_call()
-            checker._depth += 1
-            try:
-                ret = func(*args, **kwargs)
-            finally:
-                checker._depth -= 1
-            entries = None
-            if list_param is not None:
-                try:
-                    entries = sig.bind_partial(*args, **kwargs).arguments.get(list_param)
-                except TypeError:                         # pragma: no cover - call already ran
-                    entries = None
-                if not isinstance(entries, list):
-                    entries = None
-            use_count = count
-            if use_count is None:
-                use_count = (entries is not None and isinstance(ret, int) and not isinstance(ret, bool))
-            checker.judge_return(call, ret, entries, before, caller=caller, count=use_count)
-            return ret
-
-        wrapper.__pin_entry_point__ = call  # type: ignore[attr-defined]
-        return wrapper
-    return deco
-
-
-def pin_entry_point(func: Callable | None = None, *, name: str | None = None,
-                    count: bool | None = None) -> Any:
-    """Declare a driver entry point (``@pin_entry_point`` or
-    ``@pin_entry_point(name=..., count=...)``); its returns are judged like a core
-    pinning call's.
-
-    Finding the fake mm: the first argument (positional or keyword) that is a
-    ``FakeMM``; else the ``fake_mm``, ``k`` or ``mm_k`` attribute of the first
-    positional argument (a driver object); else the mm of the first ``MMStruct``
-    argument.  Without a :class:`Checker` watching that fake mm (or when called from
-    inside another entry point) the function just runs.
-
-    Return convention: an ``int`` is the return code; a tuple/list whose first item is
-    an ``int`` gives it as its first item; anything else counts as success.
-    Negative -> rule 2 (no new pin, reference, locked_vm or isolated folio compared with
-    just before the call).  Otherwise every user folio whose pins/references grew during
-    the call and are still held is a long-term hold: rule 1 now, remembered for
-    on-demand and teardown checks.  Rule 3 applies when the function has a parameter
-    named ``pages`` or ``folios`` that received a list and it returned a plain ``int``
-    (``count=False`` switches it off, ``count=True`` forces it): the first *ret*
-    entries must be non-NULL and the call must hold exactly *ret* units (one pin or
-    reference per entry).
-    """
-    deco = entry_point(name, count=count)
-    if func is None:
-        return deco
-    return deco(func)
-
-
-# ------------------------------------------------------------------------ expectations
-@contextlib.contextmanager
-def expect_violation(checker: Checker, rule: "int | str | Rule", *,
-                     final: bool | None = None) -> Iterator[list[Violation]]:
-    """Assert that the block violates *rule*: on exit the checker runs (with
-    ``final=True`` by default for rules 4, 9 and 10, whose checks are teardown-only)
-    and the block must have produced at least one violation of that rule, else
-    ``AssertionError`` naming it.  Those violations are removed from
-    ``checker.violations`` (and not reported again); any other violation stays.  The
-    yielded list receives the caught violations."""
-    r = get_rule(rule)
-    if final is None:
-        final = r.number in (4, 9, 10)
-    start = len(checker.violations)
-    caught: list[Violation] = []
-    yield caught
-    checker.check(final=final)
-    new = checker.violations[start:]
-    hits = [v for v in new if v.rule == r]
-    if not hits:
-        others = "; ".join(f"[{v.rule.id}] {v.message}" for v in new) or "none"
-        raise AssertionError(f"expected a violation of rule {r.number} ({r.id}: {r.meaning}), "
-                             f"but none happened (other violations: {others})")
-    for v in hits:
-        checker.violations.remove(v)
-        checker._expected.add(v.key)
-    caught.extend(hits)
+__all__ += ["return_code"]

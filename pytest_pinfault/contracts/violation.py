@@ -7,7 +7,7 @@ from typing import Any, Hashable
 
 from .rules import Rule
 
-__all__ = ["Violation", "FolioSnapshot", "snapshot_folio"]
+__all__ = ["Violation", "FolioSnapshot", "snapshot_folio", "compact"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,10 @@ class Violation:
     (:class:`FolioSnapshot` tuple), ``call`` (the pinning call or entry point that broke
     it, "" when judged from state), ``caller`` (``file:line function`` of whoever made
     that call), ``events`` (the last relevant trace lines), ``key`` (identity used to
-    report a persistent state violation once; not part of equality).
+    report a persistent state violation once; not part of equality), ``faults`` (the
+    injected faults that fired during the call or, for a state violation, since the
+    test started: ``"site#occurrence -ERRNO at file:line function"``, the line that called
+    the failing function) and ``hint`` (the likely fix, "" when there is no single one).
     """
 
     rule: Rule
@@ -61,6 +64,8 @@ class Violation:
     caller: str = ""
     events: tuple[str, ...] = ()
     key: Hashable = dataclasses.field(default=None, compare=False, repr=False)
+    faults: tuple[str, ...] = ()
+    hint: str = ""
 
     @property
     def rule_id(self) -> str:
@@ -69,16 +74,51 @@ class Violation:
     def __str__(self) -> str:
         lines = [f"pin contract violation: [{self.rule.id}] {self.message}",
                  f"  {self.rule}"]
-        for f in self.folios[:8]:
+        if self.faults:
+            lines.append("  injected fault(s) that fired: " + "; ".join(self.faults[:8])
+                         + (f"; ... and {len(self.faults) - 8} more" if len(self.faults) > 8 else ""))
+        n = len(self.folios)
+        if n > _SHOWN:
+            lines.append(f"  {compact(self.folios)}; the first {_SHOWN - 1}:")
+            shown = self.folios[:_SHOWN - 1]
+        else:
+            shown = self.folios
+        for f in shown:
             lines.append(f"  {f}")
-        if len(self.folios) > 8:
-            lines.append(f"  ... and {len(self.folios) - 8} more folios")
         if self.call:
             where = f" (called from {self.caller})" if self.caller else ""
             lines.append(f"  call: {self.call}{where}")
         elif self.caller:
             lines.append(f"  caller: {self.caller}")
+        if self.hint:
+            lines.append(f"  likely fix: {self.hint}")
         if self.events:
             lines.append("  last events:")
             lines.extend(f"    {e}" for e in self.events)
         return "\n".join(lines)
+
+
+_SHOWN = 4
+
+
+def compact(folios: "tuple[FolioSnapshot, ...]") -> str:
+    """``"1024 folios (1024 pages) in zone=Movable mt=Movable: pfn 0x40000-0x403ff"``."""
+    fs = sorted(folios, key=lambda f: f.pfn)
+    runs: list[list[int]] = []
+    pages = 0
+    seen = set()
+    for f in fs:
+        if f.pfn in seen:
+            continue
+        seen.add(f.pfn)
+        pages += 1 << f.order
+        if runs and runs[-1][1] == f.pfn:
+            runs[-1][1] = f.pfn + (1 << f.order)
+        else:
+            runs.append([f.pfn, f.pfn + (1 << f.order)])
+    shown = ", ".join(f"{lo:#x}" if hi - lo == 1 else f"{lo:#x}-{hi - 1:#x}" for lo, hi in runs[:6])
+    if len(runs) > 6:
+        shown += f", ... ({len(runs) - 6} more runs)"
+    zones = sorted({f"zone={f.zone} mt={f.migratetype}" for f in fs})
+    place = zones[0] if len(zones) == 1 else f"{len(zones)} zone/migratetype pairs"
+    return f"{len(seen)} folios ({pages} pages) in {place}: pfn {shown}"

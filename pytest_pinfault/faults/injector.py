@@ -384,7 +384,11 @@ def _errno_value(e: int | str) -> int:
         if n is None:
             raise ValueError(f"not an errno: {e!r}")
         return n
-    return abs(int(e))
+    if isinstance(e, bool) or not isinstance(e, int):
+        raise TypeError(f"not an errno: {e!r} (expected a name like 'ENOMEM' or an int)")
+    if not 0 < abs(e) < 4096:
+        raise ValueError(f"not an errno: {e!r} (expected 1 to 4095, or its negative)")
+    return abs(e)
 
 
 def _check_arm_args(site: Any, errno: Any, nth: Any, times: Any, every: Any,
@@ -463,6 +467,13 @@ class Injector:
         again with the same errnos returns the existing one; a built-in name or a
         conflicting redeclaration is a ValueError.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"fault site name: expected a string, got {name!r}")
+        for what, value in (("kernel", kernel), ("meaning", meaning)):
+            if not isinstance(value, str):
+                raise TypeError(f"fault site {name!r}: {what}: expected a string, got {value!r}")
+        if errnos is None or isinstance(errnos, (bool, float, bytes)):
+            raise TypeError(f"fault site {name!r}: errnos: expected errno names or numbers, got {errnos!r}")
         try:
             spec = parse_spec(f"{name}=off")
         except FaultSpecError:

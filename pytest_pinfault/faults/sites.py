@@ -56,6 +56,12 @@ BUILTIN_SITES: dict[str, Site] = {s.name: s for s in (
     _s("kmalloc", "mm/slub.c:__kmalloc",
        "slab allocation fails (failslab); driver code hits it through fake_mm.kmalloc",
        "NULL", errno.ENOMEM),
+    _s("dma_map_page", "kernel/dma/mapping.c:dma_map_page_attrs",
+       "mapping one page (or one sg entry) for a device fails (IOMMU/bounce buffer exhausted)",
+       "DMA_MAPPING_ERROR (dma_map_sg: -EIO, nothing left mapped)", errno.EIO, errno.ENOMEM),
+    _s("dma_map_sg", "kernel/dma/mapping.c:__dma_map_sg_attrs",
+       "the whole scatterlist cannot be mapped (an IOMMU out of IOVA space, a P2PDMA page)",
+       "-ENOMEM/-EIO/-EREMOTEIO (dma_map_sg_attrs: 0)", errno.ENOMEM, errno.EIO, errno.EREMOTEIO),
 )}
 
 

@@ -28,6 +28,13 @@ from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
 from .slab import SlabMixin
+from .counters import CounterRegistry
+from .scatterlist import ScatterlistMixin
+from .dma_mapping import DmaMappingMixin
+from .uaccess import UaccessMixin
+from .file import FileMixin
+from .dma_buf import DmaBufMixin
+from .user import UserMixin
 from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
@@ -47,14 +54,23 @@ _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
-             MMUNotifierMixin, SlabMixin):
+             MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
+             DmaMappingMixin, UaccessMixin, FileMixin, DmaBufMixin):
     """A fake Linux mm built from an :class:`MMConfig` (see the package docs).
 
     Attributes: ``zones`` (name -> :class:`Zone`), ``cma_areas``, ``memory_blocks``,
     ``zero_folio``, ``stats`` (:class:`VMStat`), ``trace`` (:class:`Trace`), ``faults``
     (:class:`Injector`), ``warnings`` (recorded :class:`KernelWarning`), ``current``
-    (the running :class:`Task`).
+    (the running :class:`Task`), ``counters`` (:class:`CounterRegistry`: named
+    counters the contract checker judges, drivers may add their own).
     """
+
+    #: ``observer.folio_ref`` of the attached observer, or None (read by every
+    #: ``Folio._refcount`` write; see :mod:`pytest_pinfault.mm.observer`)
+    _ref_watch: Any = None
+    #: what :meth:`check` builds when no observer is attached: a callable taking the
+    #: FakeMM and returning an observer (the contract checker package installs one)
+    observer_factory: Any = None
 
     def __init__(self, config: MMConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -90,7 +106,15 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current = self.create_task("init")
-        self._checker: Any = None           # contracts.Checker judging core pin returns
+        self.counters = CounterRegistry()   # what the checker judges beyond folios
+        self._sg_live: dict[int, Any] = {}
+        self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
+                               doc="scatterlist chunks allocated and not freed")
+        self._init_user()
+        self._init_dma()
+        self._init_files()
+        self._init_dma_buf()
+        self._observer: Any = None          # the attached observer (mm/observer.py)
         self._own_checker: Any = None       # check()'s lazily created one
         self._build(config)
         self.current.mm = self.create_mm()
@@ -539,23 +563,49 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         return None
 
     # ------------------------------------------------------------------ contracts
+    def attach_observer(self, observer: Any) -> None:
+        """Report the model's events to *observer* (an
+        :class:`~pytest_pinfault.mm.observer.MMObserver`, typically the contract
+        checker), replacing any observer attached before; None detaches.  The model's
+        own interface (no kernel counterpart)."""
+        self._observer = observer
+        self._ref_watch = None if observer is None else observer.folio_ref
+        if observer is not None and hasattr(observer, "attached_to"):
+            observer.attached_to(self)
+
+    def detach_observer(self, observer: Any = None) -> None:
+        """Stop reporting to *observer* (or to whatever is attached, when None)."""
+        if observer is None or self._observer is observer:
+            self.attach_observer(None)
+
+    @property
+    def _checker(self) -> Any:
+        """The attached observer (the contract checker the plugin attaches)."""
+        return self._observer
+
+    @_checker.setter
+    def _checker(self, observer: Any) -> None:
+        self.attach_observer(observer)
+
     def check(self, final: bool = False) -> list[Any]:
         """Judge the pin contract now (:meth:`Checker.check
         <pytest_pinfault.contracts.Checker.check>`): rules 1, 5, 6, 7, 8 and 11, with
         *final* also 4, 9 and 10 (their probes migrate folios: run it last).  Returns the
         :class:`~pytest_pinfault.contracts.Violation` list this call found.
 
-        Uses the checker attached as ``fake_mm._checker`` (the plugin attaches one; it
-        also judges every core pinning call's return).  Without one, a private checker
-        is created on first use with the baseline of the machine as construction left
-        it; it is neither attached (core returns stay unjudged) nor registered for
-        ``@pin_entry_point`` functions.  Works without pytest."""
-        ck = self._checker
+        Asks the attached observer (the plugin attaches its checker, which also judges
+        every core pinning call's return).  Without one, a private checker is made on
+        first use by :attr:`observer_factory` (installed by
+        :mod:`pytest_pinfault.contracts`) with the baseline of the machine as
+        construction left it; it is not attached (core returns stay unjudged).  Works
+        without pytest."""
+        ck = self._observer
         if ck is None:
             ck = self._own_checker
             if ck is None:
-                from ..contracts.checker import Checker
-                ck = self._own_checker = Checker(self, register=False, at_boot=True)
+                if self.observer_factory is None:
+                    return []
+                ck = self._own_checker = self.observer_factory(self)
         return ck.check(final=final)
 
     # ------------------------------------------------------------------ diagnostics

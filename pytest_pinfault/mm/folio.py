@@ -17,12 +17,13 @@ kernel's -1 based value), flags, kind, ``mapping``/``index`` and contents.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mmzone import Zone
 
-__all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio"]
+__all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio", "MAPPING_CHANGE"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 4096
@@ -66,6 +67,14 @@ FLAG_NAMES = {
 }
 
 _ZEROS = bytes(PAGE_SIZE)
+_SERIALS = itertools.count(1)
+#: what an observer's ``folio_ref`` gets as *new* before ``_mapcount`` or ``mapping`` change
+MAPPING_CHANGE = -(1 << 62)
+
+
+def folio_serial() -> int:
+    """A number above the ``_serial`` of every folio created so far (creation order)."""
+    return next(_SERIALS)
 
 
 class Folio:
@@ -79,30 +88,92 @@ class Folio:
     """
 
     __slots__ = (
-        "pfn", "order", "nr_pages", "_refcount", "_pincount", "_mapcount", "flags",
-        "kind", "mapping", "index", "_zone", "_data", "private", "lru_batch",
-        "rmap", "hstate", "freed", "_mm", "__weakref__",
+        "pfn", "order", "nr_pages", "_rc", "_pincount", "_mc", "_flags",
+        "kind", "_mapping", "index", "_zone", "_data", "private", "_lru",
+        "rmap", "hstate", "freed", "_mm", "_serial", "__weakref__",
     )
 
     def __init__(self, mm: Any, pfn: int, order: int, zone: "Zone", kind: str) -> None:
         self._mm = mm
+        self._serial = next(_SERIALS)  # creation order (an observer tells new folios apart)
         self.pfn = pfn
         self.order = order
         self.nr_pages = 1 << order
-        self._refcount = 1
+        # a new folio: the watched fields are set without telling the observer
+        self._rc = 1                 # _refcount
         self._pincount = 0
-        self._mapcount = 0
-        self.flags = 0
+        self._mc = 0                 # _mapcount
+        self._flags = 0              # flags
         self.kind = kind
-        self.mapping: Any = None
+        self._mapping: Any = None    # mapping
         self.index = 0
         self._zone = zone
         self._data: dict[int, bytes | bytearray | int] | None = None
         self.private: Any = None
-        self.lru_batch = -1          # cpu whose lru_add batch holds a reference, or -1
+        self._lru = -1               # lru_batch: cpu whose lru_add batch holds a reference, or -1
         self.rmap: Any = None        # page-table mappings (set by the address-space model)
         self.hstate: Any = None
         self.freed = False
+
+    # -- what an observer watches ---------------------------------------------------
+    # The machine's attached observer (mm/observer.py) hears of every change of the
+    # fields a folio's reference accounting depends on, before it happens: _refcount
+    # (with the new value), _mapcount and mapping (with MAPPING_CHANGE: the page
+    # tables or the page cache stop or start mapping it), flags and lru_batch (None).
+    @property
+    def _refcount(self) -> int:
+        return self._rc
+
+    @_refcount.setter
+    def _refcount(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, value)
+        self._rc = value
+
+    @property
+    def _mapcount(self) -> int:
+        return self._mc
+
+    @_mapcount.setter
+    def _mapcount(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, MAPPING_CHANGE)
+        self._mc = value
+
+    @property
+    def flags(self) -> int:
+        return self._flags
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._flags = value
+
+    @property
+    def mapping(self) -> Any:
+        return self._mapping
+
+    @mapping.setter
+    def mapping(self, value: Any) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, MAPPING_CHANGE)
+        self._mapping = value
+
+    @property
+    def lru_batch(self) -> int:
+        return self._lru
+
+    @lru_batch.setter
+    def lru_batch(self, value: int) -> None:
+        watch = self._mm._ref_watch
+        if watch is not None:
+            watch(self, None)
+        self._lru = value
 
     # -- read-only views ----------------------------------------------------------
     @property

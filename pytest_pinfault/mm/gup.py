@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import sys
 from typing import Any, Sequence
 
@@ -141,28 +142,26 @@ class KernelHang(BaseException):
 class GupMixin:
     """GUP half of :class:`~pytest_pinfault.FakeMM`."""
 
-    _checker: Any = None               # set per instance by FakeMM.__init__
+    _observer: Any = None              # set per instance by FakeMM.__init__
     _core_pinning = False              # inside a judged core pinning call
 
     # ------------------------------------------------------------------ contract judging
     def _judge_core_pin(self, call: str, func: Any, args: tuple, entries: Any, gup_flags: int) -> int:
-        """Run core pinning call *func* with the attached checker judging its return
-        (rules 1-3, :func:`~pytest_pinfault.contracts.check_core_pin_return`; long-term
-        when *gup_flags* has FOLL_LONGTERM).  Only the
-        outermost core call is judged; a call from inside an entry point is judged too.
-        Reached only when ``self._checker`` is set: without one each entry point costs
+        """Run core pinning call *func* and report it to the attached observer
+        (``pin_call_begin``/``pin_call_end``, mm/observer.py; long-term when
+        *gup_flags* has FOLL_LONGTERM).  Only the outermost core call is reported.
+        Reached only when an observer is attached: without one each entry point costs
         one attribute check."""
-        from ..contracts.checker import _short_caller, check_core_pin_return
-        ck = self._checker
-        caller = _short_caller(sys._getframe(2))
-        before = ck.snapshot_call()
+        obs = self._observer
+        f = sys._getframe(2)
+        caller = f"{f.f_code.co_filename.rpartition(os.sep)[2]}:{f.f_lineno} {f.f_code.co_name}"
+        token = obs.pin_call_begin(call)
         self._core_pinning = True
         try:
             ret = func(self, *args)
         finally:
             self._core_pinning = False
-        check_core_pin_return(ck, call, ret, entries, before, longterm=bool(int(gup_flags) & _LONGTERM),
-                              caller=caller)
+        obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
         return ret
 
     # ------------------------------------------------------------------ grab / put
@@ -301,6 +300,25 @@ class GupMixin:
             put(folio, n, _PIN)
             i += n
 
+    def unpin_user_page_range_dirty_lock(self, page: Page, npages: int, make_dirty: bool) -> None:
+        """Release one pin on each of *npages* physically consecutive pages from *page*
+        (one ``gup_put_folio`` per folio run), dirtying each folio first if
+        *make_dirty*.  A pfn in the range with no folio is a recorded warning.
+        Kernel: mm/gup.c:unpin_user_page_range_dirty_lock / gup_folio_range_next (v6.12)."""
+        i = 0
+        while i < npages:
+            pfn = page.pfn + i
+            folio = page.folio if page.folio.pfn <= pfn < page.folio.pfn + page.folio.nr_pages \
+                else self.pfn_to_folio(pfn)
+            if folio is None:
+                self._warn("unpin_user_page_range_dirty_lock", f"no folio at pfn {pfn:#x} inside the range")
+                return
+            nr = min(npages - i, folio.nr_pages - (pfn - folio.pfn)) if folio.order else 1
+            if make_dirty and folio.kind != KIND_ZERO:
+                folio.flags |= PG_dirty
+            self.gup_put_folio(folio, nr, _PIN)
+            i += nr
+
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
         """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
         or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
@@ -411,7 +429,7 @@ class GupMixin:
     def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
         """Take FOLL_GET references on the pages of ``current->mm`` at *start*: count,
         -errno, or -EINVAL for invalid flags.  Kernel: mm/gup.c:get_user_pages (v6.5+)."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages", GupMixin.get_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
         if not self._gup_arg_types("get_user_pages", start, nr_pages, gup_flags, pages):
@@ -424,7 +442,7 @@ class GupMixin:
     def get_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
                               pages: list | None, locked: Any = None) -> int:
         """As get_user_pages on another *mm*.  Kernel: mm/gup.c:get_user_pages_remote."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_remote", GupMixin.get_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, 0)
         if not self._gup_arg_types("get_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
@@ -436,7 +454,7 @@ class GupMixin:
 
     def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:get_user_pages_unlocked (note the argument order)."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_unlocked", GupMixin.get_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, False)
         if not self._gup_arg_types("get_user_pages_unlocked", start, nr_pages, gup_flags, pages):
@@ -450,7 +468,7 @@ class GupMixin:
         """Pin (FOLL_PIN) the pages of ``current->mm`` at *start*; with FOLL_LONGTERM,
         migrate them out of ZONE_MOVABLE/CMA first.  Count, -errno, or **0** for invalid
         flags.  Release with unpin_user_pages.  Kernel: mm/gup.c:pin_user_pages (v6.5+)."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages", GupMixin.pin_user_pages,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
         if not self._gup_arg_types("pin_user_pages", start, nr_pages, gup_flags, pages):
@@ -464,7 +482,7 @@ class GupMixin:
                               pages: list | None, locked: Any = None) -> int:
         """As pin_user_pages on another *mm* (0 for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_remote."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_remote", GupMixin.pin_user_pages_remote,
                                         (mm, start, nr_pages, gup_flags, pages, locked), pages, gup_flags)
         if not self._gup_arg_types("pin_user_pages_remote", start, nr_pages, gup_flags, pages, mm):
@@ -476,7 +494,7 @@ class GupMixin:
 
     def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:pin_user_pages_unlocked (0 for invalid flags)."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_unlocked", GupMixin.pin_user_pages_unlocked,
                                         (start, nr_pages, pages, gup_flags), pages, gup_flags)
         if not self._gup_arg_types("pin_user_pages_unlocked", start, nr_pages, gup_flags, pages):
@@ -489,7 +507,7 @@ class GupMixin:
     def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
         """Lockless walk first, slow path for the rest (-EINVAL for invalid flags).
         Kernel: mm/gup.c:get_user_pages_fast."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_fast", GupMixin.get_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, 0)
         if not self._gup_arg_types("get_user_pages_fast", start, nr_pages, gup_flags, pages):
@@ -503,7 +521,7 @@ class GupMixin:
         """Fast-path pin; folios that are not long-term pinnable leave the rest to the
         slow path, which migrates (-EINVAL for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_fast."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_fast", GupMixin.pin_user_pages_fast,
                                         (start, nr_pages, gup_flags, pages), pages, gup_flags)
         if not self._gup_arg_types("pin_user_pages_fast", start, nr_pages, gup_flags, pages):
@@ -896,7 +914,7 @@ class GupMixin:
         -errno with nothing pinned (-EINVAL: bad range, max_folios 0 or negative, not shmem/hugetlbfs,
         ``end >= i_size``).  Release with unpin_folios.  Kernel: mm/gup.c:memfd_pin_folios
         (v6.11+, with the Sept 2024 fixes)."""
-        if self._checker is not None and not self._core_pinning:
+        if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("memfd_pin_folios", GupMixin.memfd_pin_folios,
                                         (memfd, start, end, folios, max_folios, offset), folios, _LONGTERM)
         for name, v in (("start", start), ("end", end), ("max_folios", max_folios)):

@@ -101,6 +101,8 @@ class MemFile:
         self._writable_maps = 0
         self._resv: set[int] = set()           # reserved hugetlb indices (head, base pages)
         self.closed = False
+        self.f_count = 1                       # struct file references (mm/file.py)
+        self.fd = -1                           # the descriptor memfd_create installed
 
     @property
     def is_hugetlb(self) -> bool:
@@ -119,12 +121,16 @@ class MemFile:
     # ------------------------------------------------------------------ seals
     def get_seals(self) -> int:
         """F_GET_SEALS.  Kernel: mm/memfd.c:memfd_get_seals."""
+        if self.closed:
+            return -errno.EBADF
         return self.seals
 
     def add_seals(self, seals: int) -> int:
         """F_ADD_SEALS: 0, -EINVAL (unknown bits), -EPERM (F_SEAL_SEAL set, or not
         sealable), -EBUSY (F_SEAL_WRITE with writable shared mappings or pinned pages).
         Kernel: mm/memfd.c:memfd_add_seals (v6.12)."""
+        if self.closed:
+            return -errno.EBADF
         if seals & ~F_ALL_SEALS:
             return -errno.EINVAL
         if self.seals & F_SEAL_SEAL:
@@ -160,6 +166,8 @@ class MemFile:
         """Set the size: 0, -EINVAL (negative; unaligned on hugetlbfs), -EPERM (sealed
         against shrinking/growing).  Shrinking drops the page cache beyond the new size
         and unmaps it.  Kernel: mm/shmem.c:shmem_setattr, fs/hugetlbfs/inode.c."""
+        if self.closed:
+            return -errno.EBADF
         if length < 0 or length > MAX_LFS_FILESIZE:
             return -errno.EINVAL               # a negative loff_t
         if self.hstate is not None and length % self.hstate.size:
@@ -213,6 +221,8 @@ class MemFile:
         (hugetlbfs: no free huge page; what was allocated stays, as in the kernel).
         Kernel: mm/shmem.c:shmem_fallocate, fs/hugetlbfs/inode.c:hugetlbfs_fallocate,
         fs/open.c:vfs_fallocate."""
+        if self.closed:
+            return -errno.EBADF
         if offset < 0 or length <= 0 or offset > MAX_LFS_FILESIZE or length > MAX_LFS_FILESIZE:
             return -errno.EINVAL
         if offset + length > MAX_LFS_FILESIZE:
@@ -263,6 +273,8 @@ class MemFile:
         """Write at *offset*: bytes written, or -EINVAL (hugetlbfs has no write(2)),
         -EPERM (F_SEAL_WRITE/F_SEAL_FUTURE_WRITE, or growing with F_SEAL_GROW), -ENOSPC.
         Kernel: mm/shmem.c:shmem_file_write_iter (v6.12)."""
+        if self.closed:
+            return -errno.EBADF
         if self.hstate is not None:
             return -errno.EINVAL
         if offset < 0 or offset > MAX_LFS_FILESIZE:
@@ -295,6 +307,8 @@ class MemFile:
         """Read up to *n* bytes at *offset* (short at EOF and beyond MAX_RW_COUNT; holes
         read as zeros); -EINVAL for a negative count or an offset past ``loff_t``.
         Kernel: mm/shmem.c:shmem_file_read_iter, fs/read_write.c:rw_verify_area."""
+        if self.closed:
+            return -errno.EBADF
         if offset < 0 or n < 0 or offset > MAX_LFS_FILESIZE:
             return -errno.EINVAL
         n = max(0, min(n, self.i_size - offset, MAX_RW_COUNT))     # rw_verify_area's cap
@@ -359,8 +373,18 @@ class MemFile:
         return 0
 
     def close(self) -> None:
-        """Last close of the file with no mappings left: the page cache goes away
-        (pinned folios stay allocated for their pinners)."""
+        """close(2) of the descriptor ``memfd_create`` installed: it drops that reference;
+        when the last one goes (a driver may hold ``fget`` references, a mapping holds
+        the file) the file is closed, answers -EBADF, and with no mappings left its page
+        cache goes away (pinned folios stay allocated for their pinners)."""
+        ft = getattr(self, "_fdtable", None)
+        if self.fd >= 0 and ft is not None and ft.fdt.get(self.fd) is self:
+            self._k._close_in(ft, self.fd)
+            return
+        if self.f_count > 0 and not self.closed:
+            self._k._fput_table_ref(self)
+
+    def _last_fput(self) -> None:
         if self.closed:
             return
         self.closed = True
@@ -405,15 +429,20 @@ class MemfdMixin:
             if hstate is None:
                 return -errno.ENODEV       # hugetlb_file_setup: no hstate of that size
         sealable = bool(flags & (MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL))
+        fd = self.get_unused_fd_flags(0o2000000 if flags & MFD_CLOEXEC else 0)
+        if fd < 0:
+            return fd
         f = MemFile(self, name, flags, hstate, sealable)
         if flags & MFD_NOEXEC_SEAL:
             f.seals |= F_SEAL_EXEC
+        self.fd_install(fd, f)
         return f
 
     def _shmem_zero_setup(self, length: int, hstate: Any) -> MemFile | int:
         f = MemFile(self, "dev/zero" if hstate is None else "anon_hugepage", 0, hstate, False)
         f.i_size = length
         f.closed = True
+        f.f_count = 0
         return f
 
     def filemap_get_folio(self, mapping: AddressSpace, index: int) -> Folio | int:

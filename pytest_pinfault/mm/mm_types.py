@@ -152,7 +152,8 @@ class MMStruct:
         self.write_protect_seq = 0
         self.notifiers: list[Any] = []
         self._mmap_top = MMAP_BASE
-        self.users = 1
+        self.users = 1                                   # mm_users (mmget/mmput)
+        self.mm_count = 1                                # mm_count (mmgrab/mmdrop)
 
     # ------------------------------------------------------------------ VMAs
     def find_vma(self, addr: int) -> VMA | None:
@@ -229,7 +230,8 @@ class MMStruct:
         """Map *length* bytes; the start address or -errno (EINVAL for bad
         flags/length/offset/alignment, EACCES/EPERM for a sealed or read-only memfd,
         ENOMEM for a length beyond TASK_SIZE or no room left, EOVERFLOW for a file range
-        past MAX_LFS_FILESIZE, EBADF (and a warning) for another machine's file).  Anonymous mappings whose length
+        past MAX_LFS_FILESIZE, EBADF (and a warning) for another machine's file,
+        EBADF for a closed memfd, ENOMEM when locking would exceed RLIMIT_MEMLOCK).  Anonymous mappings whose length
         is a non-zero multiple of 2 MiB are 2 MiB aligned when THP is enabled ("mm, mmap:
         limit THP alignment of anonymous mappings to PMD-aligned sizes", v6.12).
         Kernel: mm/mmap.c:do_mmap, __get_unmapped_area (v6.12).
@@ -248,6 +250,8 @@ class MMStruct:
             if getattr(file, "_k", None) is not k:
                 k._warn("foreign_object", f"mmap: file {file!r} belongs to another FakeMM")
                 return -errno.EBADF
+            if getattr(file, "closed", False):
+                return -errno.EBADF            # mmap(2) of a closed descriptor
             if offset < 0 or offset + length > MAX_LFS_FILESIZE:
                 return -errno.EOVERFLOW        # file_mmap_ok
         hstate = getattr(file, "hstate", None) if file is not None else None

@@ -10,11 +10,12 @@ per test, ``--pinfault-errpaths``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generator
 
 import pytest
 
 from . import hookspecs as _hookspecs
+from .contract import ViolationFirst
 from .controller import Armed, Pinfault
 from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
@@ -41,9 +42,11 @@ def pytest_configure(config: pytest.Config) -> None:
     register_markers(config)
     state = PinfaultState(config, resolve_settings(config))
     config.stash[STATE_KEY] = state
+    state.catalogue          # the ini's and the loaded conftests' declared sites, checked now
     state.validate_global_faults()
     install_summary(config)
     config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
+    config.pluginmanager.register(ViolationFirst(), "pinfault-violation-first")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -51,10 +54,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     """Check every pinfault marker before anything runs, then size the matrices (both
     before -k/-m deselect, so case ids are selectable)."""
     state = get_state(config)
-    state.catalogue          # declared sites (ini, every conftest's hook) are checked now
-    for item in items:
-        try:
-            validate_item(item, state)
-        except MarkerError as e:
-            raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+    if not hasattr(config, "workerinput"):     # workers: checked per collector, below
+        state.catalogue      # declared sites (ini, every conftest's hook) are checked now
+        for item in items:
+            try:
+                validate_item(item, state)
+            except MarkerError as e:
+                raise pytest.UsageError(f"{item.nodeid}: {e}") from None
     expand_matrices(config, items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """On a pytest-xdist worker, a bad marker or site declaration is a collection error
+    of the module (a UsageError there would crash the worker and end the run in an
+    INTERNALERROR on the controller); the controller reports it and stops the run."""
+    report = yield
+    config = collector.config
+    if not hasattr(config, "workerinput") or report.outcome != "passed":
+        return report
+    state = get_state(config)
+    try:
+        state.catalogue
+        for node in report.result or ():
+            if isinstance(node, pytest.Item):
+                try:
+                    validate_item(node, state)
+                except MarkerError as e:
+                    raise pytest.UsageError(f"{node.nodeid}: {e}") from None
+    except pytest.UsageError as e:
+        report.outcome = "failed"
+        report.longrepr = f"ERROR: {e}"
+        report.result = []
+    return report

@@ -11,6 +11,9 @@ per ``fake_mm``, the ``pin_contract`` marker and the failure reports.
   (nothing can release a hold later); otherwise it runs when the ``fake_mm`` fixture is
   torn down, after every fixture that depends on it, and a violation is reported as an
   error at teardown of the test.
+* When the test fails on its own (an assert) while a violation is pending, the
+  violation leads the failure and the test's own failure follows it
+  (:class:`ViolationFirst`).
 * ``@pytest.mark.pin_contract(expect=RULE)``: the test must violate RULE (those
   violations are swallowed); ``disable=[RULE, ...], reason="..."`` switches rules off.
 """
@@ -18,14 +21,17 @@ per ``fake_mm``, the ``pin_contract`` marker and the failure reports.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+import os
+import traceback
+from typing import Any, Generator, Iterable
 
 import pytest
 
 from ..contracts import Checker, Violation, get_rule
 from ..contracts.rules import Rule
 
-__all__ = ["ContractPolicy", "ContractState", "policy_for", "validate_pin_contract", "VIOLATIONS_PROP"]
+__all__ = ["ContractPolicy", "ContractState", "policy_for", "validate_pin_contract", "VIOLATIONS_PROP",
+           "ViolationFirst"]
 
 #: user property naming the test's violations (JSON-able, carried by pytest-xdist)
 VIOLATIONS_PROP = "pinfault_violations"
@@ -186,3 +192,42 @@ class ContractState:
             return None
         return (f"pin contract: expected a {r.id} violation, none happened "
                 f"(@pytest.mark.pin_contract(expect={r.id!r}): {r})")
+
+
+def _own_failure(item: pytest.Item, exc: BaseException) -> str:
+    """``test_x.py:12: assert ret == 0`` + the exception line, for the test's own failure."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    path = str(getattr(item, "path", "") or getattr(item, "fspath", ""))
+    loc = next((f for f in reversed(tb) if f.filename == path), tb[-1] if tb else None)
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if loc is None:
+        return text
+    return f"{os.path.basename(loc.filename)}:{loc.lineno}: {(loc.line or '').strip()}\n{text}"
+
+
+class ViolationFirst:
+    """When a test fails on its own (its assert, an exception) and the checker found a
+    contract violation, the violation leads the failure: the test fails with the splat,
+    followed by the test's own failure.  Innermost call-phase wrapper (``trylast``), so
+    it sees the test's exception before the plugin's other wrappers."""
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        from ..faults.injector import FaultBudgetExceeded
+        from .fixtures import CONTROLLER_KEY
+        ctl = item.stash.get(CONTROLLER_KEY, None)
+        if ctl is None or ctl.contract is None:
+            return (yield)
+        try:
+            return (yield)
+        except FaultBudgetExceeded:
+            raise
+        except Exception as exc:          # not pytest's skip/fail/xfail outcomes
+            if item.get_closest_marker("xfail") is not None:
+                raise
+            failure = ctl.contract.judge(final=False)
+            if failure is None:
+                raise
+            raise pytest.fail.Exception(
+                f"{failure}\n\nThe test's own check failed too:\n{_own_failure(item, exc)}",
+                pytrace=False) from exc

@@ -124,6 +124,13 @@ def pinfault_specs(item: pytest.Item, state: PinfaultState
                                          "a callback given as a keyword argument of the marker", str(term.arg))
                     raise MarkerError(f"@pytest.mark.pinfault: {err}")
             out.append((spec, dict(mark.kwargs)))
+        used = {t.arg for text in mark.args if isinstance(text, str)
+                for t in state.spec(text).terms if t.action == "call"}
+        unused = sorted(set(mark.kwargs) - used)
+        if unused:
+            raise MarkerError(f"@pytest.mark.pinfault: keyword arguments are callbacks for call(name) "
+                              f"actions; expected each to be named by a call(...) of the marker's specs, "
+                              f"got {unused[0]!r} unused")
     return out
 
 

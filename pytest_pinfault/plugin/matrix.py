@@ -43,7 +43,7 @@ from .controller import Pinfault
 from .contract import splat
 from .fixtures import (CALL_PASSED_KEY, CASE_KEY, CONTROLLER_KEY, FAULT_FREE, KERNEL_PROP, PLAN_KEY,
                        REACH_KEY, is_fault_free, kernel_outcomes_json)
-from .markers import MarkerError, errno_text, matrix_args
+from .markers import MARKED_CONFIG_KEY, MarkerError, errno_text, matrix_args
 from .state import get_state
 
 __all__ = ["pytest_generate_tests", "pytest_runtest_call", "expand_matrices", "FAULT_FREE_ID"]
@@ -97,9 +97,13 @@ def _clone(item: Any, case: MatrixCase | None = None) -> Any:
         object.__setattr__(callspec, "_idlist", idlist)
         object.__setattr__(callspec, "params", {**callspec.params, "fake_mm": case})
     name = f"{item.originalname}[{callspec.id}]"
-    return type(item).from_parent(item.parent, name=name, callspec=callspec,
-                                  fixtureinfo=item._fixtureinfo, keywords={callspec.id: True},
-                                  originalname=item.originalname)
+    clone = type(item).from_parent(item.parent, name=name, callspec=callspec,
+                                   fixtureinfo=item._fixtureinfo, keywords={callspec.id: True},
+                                   originalname=item.originalname)
+    marked = item.stash.get(MARKED_CONFIG_KEY, None)
+    if marked is not None:              # the machine config resolved at collection
+        clone.stash[MARKED_CONFIG_KEY] = marked
+    return clone
 
 
 def _probe(items: list[Any]) -> list[dict[str, int]]:

@@ -9,7 +9,7 @@ sites plus the user sites declared by the ``pinfault_sites`` ini key and by
 from __future__ import annotations
 
 import zlib
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -36,9 +36,25 @@ class PinfaultState:
         """(name, errnos, kernel, meaning, where) of every user site declaration."""
         out = [(n, e, "driver", "", "pinfault_sites (ini)") for n, e in self.settings.sites]
 
-        def declare(name: str, errnos: Iterable[Any] | str, kernel: str = "driver",
-                    meaning: str = "") -> None:
-            out.append((name, errnos, kernel, meaning, "pytest_pinfault_declare_sites"))
+        def declare(*args: Any, **kwargs: Any) -> None:
+            """declare(name, errnos, kernel="driver", meaning=""); a wrong call is a
+            UsageError naming the hook, not a TypeError out of the plugin."""
+            where = "pytest_pinfault_declare_sites"
+            names = ("name", "errnos", "kernel", "meaning")
+            unknown = sorted(set(kwargs) - set(names))
+            given = dict(zip(names, args))
+            twice = sorted(set(given) & set(kwargs))
+            if len(args) > len(names) or unknown or twice:
+                got = (f"{len(args)} positional arguments" if len(args) > len(names) else
+                       f"{unknown[0]!r}" if unknown else f"{twice[0]!r} twice")
+                raise pytest.UsageError(f"{where}: declare(name, errnos, kernel='driver', meaning=''): "
+                                        f"expected those arguments, got {got}")
+            given.update(kwargs)
+            if "name" not in given or "errnos" not in given:
+                raise pytest.UsageError(f"{where}: declare(name, errnos, ...): expected a name and its "
+                                        f"errnos, got {', '.join(map(repr, args)) or 'nothing'}")
+            out.append((given["name"], given["errnos"], given.get("kernel", "driver"),
+                        given.get("meaning", ""), where))
 
         self.config.hook.pytest_pinfault_declare_sites(config=self.config, declare=declare)
         return out

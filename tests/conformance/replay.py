@@ -23,7 +23,7 @@ from pytest_pinfault.mm import (F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SHRINK,
 from pytest_pinfault.mm.folio import KIND_ANON
 
 from examples.udmabuf.buggy import PreV611Device
-from examples.udmabuf.driver import (SITES, UDMABUF_CREATE, CharFile, Files, UdmabufDevice,
+from examples.udmabuf.driver import (SITES, UDMABUF_CREATE, UdmabufDevice,
                                      udmabuf_create)
 
 #: The probe guest's command line, as an MMConfig.  The probe's offline attempt is cut
@@ -341,14 +341,13 @@ def replay_udmabuf(series: str, where: str) -> dict[str, str]:
     """``udmabuf/<where>``: UDMABUF_CREATE over a sealed shmem memfd placed in *where*."""
     k = new_machine()
     buf = Buffer(k, "shmem", where, seals=F_SEAL_SHRINK)
-    files = Files()
-    dev = udmabuf_device(series)(k, files)
-    memfd = files.install(buf.memfile)
+    dev = udmabuf_device(series)(k)
+    memfd = buf.memfile.fd
     fd = dev.ioctl(UDMABUF_CREATE, udmabuf_create(memfd=memfd, offset=0, size=buf.size))
     out = {"pin": outcome(fd), "moved": buf.moved(), "data": buf.data()}
     out[f"{buf.probe_key}_held"] = buf.probe()
     if fd >= 0:
-        files.close(fd)
+        k.close_fd(fd)
     out[f"{buf.probe_key}_released"] = buf.probe()
     return out
 
@@ -383,23 +382,23 @@ def replay_udmabuf_errno(series: str, case: str) -> dict[str, str]:
         raise LookupError(f"udmabuf-errno case {case!r} has no replay: add it to ERRNO_CASES")
     what, offset, size = ERRNO_CASES[case]
     k = new_machine()
-    files = Files()
     if what is None:
         fd = BAD_FD
-        assert files.fget(fd) is None
+        assert k.fd_file(fd) is None
     elif isinstance(what, str):
-        fd = files.install(CharFile(what))
+        fd = k.get_unused_fd_flags(0)
+        k.fd_install(fd, k.anon_inode_getfile(what, None, None, 0))
     else:
         length, sealable, seals = what
         memfile = k.memfd_create("udmabuf-errno", MFD_ALLOW_SEALING if sealable else 0)
         assert memfile.ftruncate(length) == 0
         if seals:
             assert memfile.add_seals(seals) == 0
-        fd = files.install(memfile)
-    dev = udmabuf_device(series)(k, files)
+        fd = memfile.fd
+    dev = udmabuf_device(series)(k)
     ret = dev.ioctl(UDMABUF_CREATE, udmabuf_create(memfd=fd, offset=offset, size=size))
     if ret >= 0:
-        files.close(ret)
+        k.close_fd(ret)
     return {"ret": outcome(ret)}
 
 

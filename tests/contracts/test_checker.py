@@ -90,3 +90,26 @@ def test_contracts_never_import_pytest():
     code = "import sys, pytest_pinfault.contracts; sys.exit(3 if 'pytest' in sys.modules else 0)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr or "pytest was imported by the contracts"
+
+
+def test_hold_units_use_the_models_expected_ref_count():
+    """split_units writes folio_expected_ref_count out for speed: both must agree on
+    every kind of user folio (anon mapped, shmem in the page cache, private flag)."""
+    from pytest_pinfault.contracts.units import split_units
+    from pytest_pinfault.mm.folio import PG_private
+    from tests.contracts.helpers import anon_buffer, machine
+    k = machine()
+    addr = anon_buffer(k, "normal")
+    f = k.memfd_create("u", 0)
+    assert f.ftruncate(8192) == 0 and f.pwrite(b"s" * 8192, 0) == 8192
+    folios = [k.current.mm.lookup(addr)[0], f.mapping.lookup(0), f.mapping.lookup(1)]
+    folios[2].flags |= PG_private
+    for folio in folios:
+        base = folio._rc - k.folio_expected_ref_count(folio) - (folio.lru_batch != -1)
+        assert split_units(k, folio, {}) == (0, max(0, base)), folio
+        k.folio_get(folio)
+        k.folio_get(folio)
+        assert split_units(k, folio, {}) == (0, max(0, base + 2)), folio
+        k.folio_put(folio)
+        k.folio_put(folio)
+    folios[2].flags &= ~PG_private

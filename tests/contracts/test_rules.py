@@ -64,15 +64,17 @@ def test_rule1_forgot_foll_longterm_is_caught_at_entry_point_return():
     drv = PinDriver(k)
     assert buggy_register(drv, addr, NPAGES) == 0
     bad = [v for v in ck.violations if v.rule.id == "longterm-placement"]
-    assert len(bad) == NPAGES
+    assert len(bad) == 1                       # one splat per call, every folio in it
     text = str(bad[0])
-    assert text.startswith("pin contract violation: [longterm-placement] a long-term hold sits in CMA "
-                           "(taken by buggy_register)")
+    assert text.startswith(f"pin contract violation: [longterm-placement] {NPAGES} long-term holds sit "
+                           "in CMA (taken by buggy_register)")
+    assert len(bad[0].folios) == NPAGES
     assert "mt=CMA" in text and "call: buggy_register (called from test_rules.py:" in text
     assert "test_rule1_forgot_foll_longterm" in text
+    assert "likely fix: a hold that outlives the entry point is long-term" in text
     # still flagged on demand while held, not reported twice
-    assert [v.rule.id for v in ck.check()] == ["longterm-placement"] * NPAGES
-    assert len(ck.violations) == NPAGES
+    assert [v.rule.id for v in ck.check()] == ["longterm-placement"]
+    assert len(ck.violations) == 1
     k.unpin_user_pages(drv.pages, NPAGES)
     assert ck.check(final=True) == []
 
@@ -107,7 +109,8 @@ def test_rule1_pins_left_in_zone_movable_when_lru_isolation_fails():
     assert ret == NPAGES
     v = vs[0]
     assert {x.rule.id for x in vs} == {"longterm-placement"}
-    assert "a long-term hold sits in ZONE_MOVABLE (taken by pin_user_pages)" in str(v)
+    assert f"{NPAGES} long-term holds sit in ZONE_MOVABLE (taken by pin_user_pages)" in str(v)
+    assert f"injected fault(s) that fired: folio_isolate_lru#1-#{NPAGES} -EBUSY at test_rules.py:" in str(v)
     assert "zone=Movable" in str(v)
     k.faults.disarm()
     k.unpin_user_pages(pages, ret)
@@ -173,7 +176,7 @@ def test_rules_1_and_10_plain_references_on_memfd_pages():
     assert buggy_udmabuf_create(buf, fd, NPAGES) == 0
     v = ck.violations[0]
     assert v.rule.id == "longterm-placement"
-    assert "a long-term hold sits in CMA (taken by buggy_udmabuf_create)" in str(v)
+    assert f"{NPAGES} long-term holds sit in CMA (taken by buggy_udmabuf_create)" in str(v)
     buggy_udmabuf_release(buf)
     final = ck.check(final=True)
     ids = [x.rule.id for x in final]
@@ -183,7 +186,7 @@ def test_rules_1_and_10_plain_references_on_memfd_pages():
     assert "fails with no holder left" in cont.message
     assert cont.folios and cont.folios[0].migratetype == "CMA"
     bal = next(x for x in final if x.rule.id == "pin-balance")
-    assert "1 leaked reference(s) on 1 folio(s)" in bal.message
+    assert "1 leaked reference(s) on 1 folio (1 page): pfn " in bal.message
 
 
 def test_rules_1_and_10_fixed_twin_pins_with_memfd_pin_folios():
@@ -256,7 +259,7 @@ def test_rule2_error_path_leaks_pins():
     assert buggy_pin_buffer(k, addr, NPAGES, []) == -errno.ENOMEM
     v = only(ck.violations, "error-nothing-held")
     assert v.message == "buggy_pin_buffer returned -ENOMEM but left 4 new pin(s) and 0 new reference(s) " \
-                        "on 4 folio(s) behind"
+                        "on 4 folios (4 pages): pfn 0x33ffc-0x33fff behind"
     assert len(v.folios) == NPAGES and v.folios[0].pincount == 1
 
 
@@ -279,7 +282,8 @@ def test_rule4_forgotten_unpin_on_error_path_found_at_teardown():
     assert buggy_pin_buffer.__wrapped__(k, addr, NPAGES, []) == -errno.ENOMEM
     assert ck.check() == []
     v = only(ck.check(final=True), "pin-balance")
-    assert v.message == "4 pin(s) never released: acquired 4, released 0 since the test started"
+    assert v.message == ("4 pin(s) never released: acquired 4, released 0 since the test started; "
+                         "still pinned: 4 folios (4 pages): pfn 0x33ffc-0x33fff")
     assert len(v.folios) == NPAGES
 
 
@@ -449,7 +453,8 @@ def test_rule6_pinned_page_no_longer_in_the_page_cache_after_truncate_and_refill
     assert buggy_export_memfd(buf, fd, NPAGES) == 0
     assert truncate_and_refill(fd) == 0
     v = only(ck.check(), "coherence")
-    assert "held folio is no longer what the page cache maps at index 0 of memfd:buf" in v.message
+    assert "stale page: the held folio pfn=" in v.message
+    assert "is no longer what the page cache maps at index 0 of memfd:buf; it now maps pfn=" in v.message
     assert v.call == "buggy_export_memfd"
     fixed_udmabuf_release(buf)
 
@@ -468,7 +473,9 @@ def test_rule6_anon_pin_vs_pte_after_replacement():
     assert mm.mmap(PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, addr=addr) == addr
     mm.write(addr, b"fresh")                               # a different page now
     v = only(ck.check(), "coherence")
-    assert f"held anonymous folio is no longer what the page table maps at {addr:#x}" in v.message
+    assert "stale page: the held anonymous folio pfn=" in v.message
+    assert f"is no longer what the page table maps at {addr:#x}; it now maps pfn=" in v.message
+    assert "copy-on-write" in v.message
     assert v.call == "fixed_register"
     k.unpin_user_pages(drv.pages, NPAGES)
 
@@ -690,8 +697,9 @@ def test_rule1_migration_failure_returns_success_with_cma_pages_pinned():
     k.faults.arm("alloc_migration_target", times=-1)
     ret, pages, vs = pin_core(k, ck, addr)
     assert ret == NPAGES
-    assert {v.rule.id for v in vs} == {"longterm-placement"} and len(vs) == NPAGES
-    assert "a long-term hold sits in CMA (taken by pin_user_pages)" in str(vs[0])
+    assert {v.rule.id for v in vs} == {"longterm-placement"} and len(vs) == 1
+    assert f"{NPAGES} long-term holds sit in CMA (taken by pin_user_pages)" in str(vs[0])
+    assert "alloc_migration_target#1" in str(vs[0])
     k.faults.disarm()
     k.unpin_user_pages(pages, ret)
 

@@ -264,6 +264,10 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
 }
 
 NOT_FUZZED = {
+    # observer interface (mm/observer.py): harness, not kernel functions
+    "FakeMM.attach_observer": "harness: attaches the contract checker",
+    "FakeMM.detach_observer": "harness: detaches the contract checker",
+    "FakeMM.observer_factory": "harness: a class attribute, not a call",
     # harness helpers, not kernel functions: their misuse is a ValueError/UsageError
     "FakeMM.check": "runs the contract checker",
     "FakeMM.create_mm": "no arguments that can be bad",
@@ -286,6 +290,37 @@ NOT_FUZZED = {
     "FakeMM.mmu_interval_read_retry": "takes a notifier object",
     "MMStruct.replace_folio": "migration's rmap callback, not driver API",
 }
+
+# The driver plumbing (sg tables, the DMA API, dma-buf, descriptors, uaccess, user_struct,
+# mm counts) came in with issue 12 after this list was drawn up: not fuzzed yet.
+NOT_FUZZED.update({name: "driver plumbing (issue 12): not fuzzed yet" for name in (
+    "FakeMM.access_ok", "FakeMM.anon_inode_getfile", "FakeMM.can_do_mlock", "FakeMM.capable",
+    "FakeMM.close_fd", "FakeMM.copy_from_user", "FakeMM.copy_to_user", "FakeMM.create_device",
+    "FakeMM.current_user", "FakeMM.dma_buf_attach", "FakeMM.dma_buf_begin_cpu_access",
+    "FakeMM.dma_buf_detach", "FakeMM.dma_buf_dynamic_attach", "FakeMM.dma_buf_end_cpu_access",
+    "FakeMM.dma_buf_export", "FakeMM.dma_buf_fd", "FakeMM.dma_buf_get",
+    "FakeMM.dma_buf_map_attachment", "FakeMM.dma_buf_map_attachment_unlocked", "FakeMM.dma_buf_put",
+    "FakeMM.dma_buf_unmap_attachment", "FakeMM.dma_buf_unmap_attachment_unlocked",
+    "FakeMM.dma_buf_vmap", "FakeMM.dma_buf_vmap_unlocked", "FakeMM.dma_buf_vunmap",
+    "FakeMM.dma_buf_vunmap_unlocked", "FakeMM.dma_device_read", "FakeMM.dma_device_write",
+    "FakeMM.dma_get_max_seg_size", "FakeMM.dma_map_page", "FakeMM.dma_map_page_attrs",
+    "FakeMM.dma_map_sg", "FakeMM.dma_map_sg_attrs", "FakeMM.dma_map_sgtable",
+    "FakeMM.dma_mapping_error", "FakeMM.dma_set_mask", "FakeMM.dma_set_mask_and_coherent",
+    "FakeMM.dma_set_max_seg_size", "FakeMM.dma_sync_sg_for_cpu", "FakeMM.dma_sync_sg_for_device",
+    "FakeMM.dma_sync_sgtable_for_cpu", "FakeMM.dma_sync_sgtable_for_device",
+    "FakeMM.dma_sync_single_for_cpu", "FakeMM.dma_sync_single_for_device", "FakeMM.dma_unmap_page",
+    "FakeMM.dma_unmap_page_attrs", "FakeMM.dma_unmap_sg", "FakeMM.dma_unmap_sg_attrs",
+    "FakeMM.dma_unmap_sgtable", "FakeMM.fd_file", "FakeMM.fd_install", "FakeMM.fget",
+    "FakeMM.files", "FakeMM.find_user", "FakeMM.fput", "FakeMM.free_uid", "FakeMM.get_current_user",
+    "FakeMM.get_dma_buf", "FakeMM.get_file", "FakeMM.get_uid", "FakeMM.get_unused_fd_flags",
+    "FakeMM.get_user", "FakeMM.memdup_user", "FakeMM.mmdrop", "FakeMM.mmget",
+    "FakeMM.mmget_not_zero", "FakeMM.mmgrab", "FakeMM.mmput", "FakeMM.put_unused_fd",
+    "FakeMM.put_user", "FakeMM.rlimit_memlock", "FakeMM.sg_alloc_append_table_from_pages",
+    "FakeMM.sg_alloc_table", "FakeMM.sg_alloc_table_from_pages",
+    "FakeMM.sg_alloc_table_from_pages_segment", "FakeMM.sg_free_append_table",
+    "FakeMM.sg_free_table", "FakeMM.sg_init_table", "FakeMM.sg_mark_end", "FakeMM.sg_unmark_end",
+    "FakeMM.unpin_user_page_range_dirty_lock",
+)})
 
 CLASSES = {"FakeMM": FakeMM, "MMStruct": MMStruct, "MemFile": MemFile}
 

@@ -86,8 +86,10 @@ MARKER_CASES = {
     "mm_config thp": ('mm_config(thp="sometimes")',
                       "*mm_config: thp: expected 'always', 'madvise' or 'never', got 'sometimes'"),
     "mm_config thp list": ('mm_config(thp=["always"])', "*mm_config: thp: expected*got ['always']"),
-    "mm_config nr_cpus 0": ("mm_config(nr_cpus=0)", "*mm_config: nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got 0"),
-    "mm_config nr_cpus str": ('mm_config(nr_cpus="2")', "*mm_config: nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got '2'"),
+    "mm_config nr_cpus 0": ("mm_config(nr_cpus=0)", "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got 0"),
+    "mm_config nr_cpus str": ('mm_config(nr_cpus="2")', "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got '2'"),
+    "mm_config nr_cpus huge": ("mm_config(nr_cpus=10**8)",
+                               "*mm_config: nr_cpus: expected an integer from 1 to 8192*, got 100000000"),
     "mm_config seed": ('mm_config(seed="x")', "*mm_config: seed: expected an integer, got 'x'"),
     "mm_config firmware": ('mm_config(firmware="uefi")', "*mm_config: firmware: expected 'ideal' or 'seabios'*"),
     "mm_config boot_reserved": ("mm_config(boot_reserved=False)", "*mm_config: boot_reserved: expected 'auto'*"),
@@ -163,6 +165,9 @@ MARKER_CASES = {
     "pinfault callback not callable": ('pinfault("kmalloc=call(f)", f=3)',
                                        "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) "
                                        "actions; expected a callable for 'f', got 3"),
+    "pinfault callback unused": ('pinfault("kmalloc=call(race)", race=print, rase=print)',
+                                 "*@pytest.mark.pinfault: keyword arguments are callbacks for call(name) actions; "
+                                 "expected each to be named by a call(...) of the marker's specs, got 'rase' unused"),
     # pinfault_matrix
     "matrix unknown site": ('pinfault_matrix("kmallok")', "*pinfault_matrix: expected a known fault site (*), got 'kmallok'"),
     "matrix site not str": ("pinfault_matrix(3)", "*pinfault_matrix: expected a known fault site (*), got 3"),
@@ -428,7 +433,24 @@ HOOK_CASES = {
     "bad errno": ('declare("drv.x", ["ENOMEN"])', "*cannot declare fault site 'drv.x': not an errno: 'ENOMEN'"),
     "superscript errno": ('declare("drv.x", ["\u00b2"])', "*cannot declare fault site 'drv.x': not an errno*"),
     "built in": ('declare("kmalloc", ["ENOMEM"])', "*cannot declare fault site 'kmalloc': *built in*"),
-    "errnos not iterable": ('declare("drv.x", None)', "*cannot declare fault site 'drv.x': *"),
+    "errnos None": ('declare("drv.x", None)',
+                    "*cannot declare fault site 'drv.x': fault site 'drv.x': errnos: expected errno names or "
+                    "numbers, got None"),
+    "errnos float": ('declare("drv.x", -12.5)', "*cannot declare fault site 'drv.x': *errnos: expected errno names*"),
+    "errno bool": ('declare("drv.x", [True])', "*cannot declare fault site 'drv.x': not an errno: True*"),
+    "errno zero": ('declare("drv.x", [0])', "*cannot declare fault site 'drv.x': not an errno: 0*"),
+    "errno too big": ('declare("drv.x", [5000])', "*cannot declare fault site 'drv.x': not an errno: 5000*"),
+    "kernel not str": ('declare("drv.x", ["ENOMEM"], kernel=5)',
+                       "*cannot declare fault site 'drv.x': fault site 'drv.x': kernel: expected a string, got 5"),
+    "meaning not str": ('declare("drv.x", ["ENOMEM"], meaning=None)',
+                        "*cannot declare fault site 'drv.x': *meaning: expected a string, got None"),
+    "name not str": ('declare(3, ["ENOMEM"])', "*cannot declare fault site 3: fault site name: expected a string, got 3"),
+    "unknown keyword": ('declare("drv.x", ["ENOMEM"], colour=1)',
+                        "*declare(name, errnos, kernel='driver', meaning=''): expected those arguments, got 'colour'"),
+    "too many arguments": ('declare("drv.x", ["ENOMEM"], "k", "m", 5)',
+                           "*declare(name, errnos, kernel='driver', meaning=''): expected those arguments, got 5 "
+                           "positional arguments"),
+    "no errnos": ('declare("drv.x")', "*declare(name, errnos, ...): expected a name and its errnos, got 'drv.x'"),
 }
 
 
@@ -528,3 +550,41 @@ def test_matrix_with_fake_mm_parametrized_by_hand(pytester, run):
     assert "INTERNALERROR" not in out
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*fake_mm*"])
+
+
+# ---------------------------------------------------------------------------- pytest-xdist
+def test_bad_marker_under_xdist_is_a_collection_error(pytester, run_subprocess):
+    """A UsageError in a worker's collection crashed it (INTERNALERROR on the controller)."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_bad=marked('pinfault("kmalloc=\u00b2*return")'))
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*ERROR collecting test_bad.py*",
+                                 esc("ERROR: test_bad.py::test_x: @pytest.mark.pinfault: bad fault spec "
+                                     "'kmalloc=\u00b2*return' at column 9: expected an action*")])
+    assert "test_x PASSED" not in out
+
+
+def test_bad_declaration_in_a_subdirectory_conftest_under_xdist(pytester, run_subprocess):
+    pytest.importorskip("xdist")
+    sub = pytester.mkpydir("drv")
+    sub.joinpath("conftest.py").write_text(
+        "def pytest_pinfault_declare_sites(config, declare):\n    declare('drv.x', [True])\n")
+    sub.joinpath("test_drv.py").write_text("def test_x(fake_mm):\n    pass\n")
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*ERROR: pytest_pinfault_declare_sites: cannot declare fault site 'drv.x': "
+                                 "not an errno: True*"])
+
+
+def test_bad_root_declaration_stops_the_run_before_workers_start(pytester, run_subprocess):
+    pytest.importorskip("xdist")
+    pytester.makeconftest("def pytest_pinfault_declare_sites(config, declare):\n    declare('drv.x', [0])\n")
+    pytester.makepyfile(test_x="def test_x(fake_mm): pass")
+    result = run_subprocess("-p", "xdist.plugin", "-n", "2")
+    check_usage_error(result, "ERROR: pytest_pinfault_declare_sites: cannot declare fault site 'drv.x': not an "
+                              "errno: 0*")
