@@ -206,6 +206,22 @@ class TestDriverMisuse:
         assert mm.munmap(a, PAGE) == 0 and folio.freed
         assert len(k.warnings) == 1
 
+    def test_put_page_too_many_on_a_page_cache_page(self, k):
+        """A put that would take the page cache's own reference: "Bad page state", the
+        folio stays in the cache and keeps its data (it used to be freed on unmap while
+        the cache still pointed at it)."""
+        f = k.memfd_create("c", 0)
+        assert f.pwrite(b"cache", 0) == 5
+        mm = k.current.mm
+        a = mm.mmap(PAGE, RW, MAP_SHARED, file=f)
+        assert mm.read(a, 5) == b"cache"
+        k.lru_add_drain()
+        folio = f.mapping.lookup(0)
+        k.put_page(folio)                       # the driver never took this reference
+        assert sites(k) == ["bad_page_state"] and "page-cache" in k.warnings[0].message
+        assert mm.munmap(a, PAGE) == 0
+        assert not folio.freed and f.mapping.lookup(0) is folio and f.pread(5, 0) == b"cache"
+
     def test_unpin_never_pinned(self, k):
         mm, a, folio = mapped_page(k)
         before = folio.refcount
