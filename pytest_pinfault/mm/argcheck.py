@@ -43,6 +43,8 @@ def _types_for(annotation: str, names: dict[str, Any]) -> tuple[tuple[type, ...]
         types, what = (names["CMA"], str), "a CMA area or its name"
     elif ann == "int|str":
         types, what = (int, str), "an int or a size string"
+    elif ann in names:                         # the driver plumbing's structs
+        types, what = (names[ann],), f"a {ann}"
     else:
         return None
     if optional:
@@ -107,9 +109,18 @@ def typed_api(cls: type, skip: tuple[str, ...] = ()) -> type:
     from .migrate import MigrationTargetControl
     from .mm_types import VMA, MMStruct
     from .mmzone import Zone
+    from .dma_buf import DmaBuf, DmaBufAttachment, DmaBufExportInfo, IosysMap
+    from .dma_mapping import Device
+    from .scatterlist import Scatterlist, SgAppendTable, SgTable
+    from .sched import Task
+    from .user import UserStruct
     names = {"Folio": Folio, "Page": Page, "CMA": CMA, "HState": HState, "MemFile": MemFile,
              "AddressSpace": AddressSpace, "MMStruct": MMStruct, "VMA": VMA, "Zone": Zone,
-             "MigrationTargetControl": MigrationTargetControl}
+             "MigrationTargetControl": MigrationTargetControl, "Device": Device,
+             "Scatterlist": Scatterlist, "SgTable": SgTable, "SgAppendTable": SgAppendTable,
+             "DmaBuf": DmaBuf, "DmaBufAttachment": DmaBufAttachment,
+             "DmaBufExportInfo": DmaBufExportInfo, "IosysMap": IosysMap, "UserStruct": UserStruct,
+             "Task": Task}
     for name in dir(cls):
         if name.startswith("_") or name in skip:
             continue
