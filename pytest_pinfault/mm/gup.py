@@ -611,7 +611,7 @@ class GupMixin:
                     return self._gup_done(i, rc, pins)
                 vma_end = vma.end
                 shared = vma.is_shared()
-            if task.signal_pending:
+            if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
             ent = pte.get(addr >> PAGE_SHIFT)
@@ -673,7 +673,7 @@ class GupMixin:
         return self._gup_done(i, 0, pins)
 
     def _gup_signalled(self, task: Any) -> None:
-        """One more GUP call cut short by a pending signal.  A task that keeps calling
+        """One more GUP call cut short by a pending fatal signal.  A task that keeps calling
         after ``gup_retry_limit`` of them is in a loop that never ends (a killed task's
         driver retrying on -EINTR): record a livelock and end the loop."""
         counts = self._gup_signalled_calls
@@ -800,7 +800,7 @@ class GupMixin:
             if hang:
                 raise KernelHang(out)
             task = self.current
-            task.signal_pending = True              # killed: the next round returns -EINTR
+            task.fatal_signal_pending = True        # killed: the next round returns -EINTR
             self.killed_tasks.append(task)
             return 0
         ll = Livelock(loop, rounds, stuck, external_caller(3))

@@ -296,11 +296,26 @@ class TestReturnValues:
         assert k.pin_user_pages(addr, 2, FOLL_NOFAULT | FOLL_WRITE, pages) == 1
         k.unpin_user_pages(pages, 1)
 
-    def test_signal_pending(self, k):
-        """A pending signal gives -EINTR."""
+    def test_fatal_signal_pending(self, k):
+        """A pending fatal signal gives -EINTR.  Kernel: mm/gup.c:__get_user_pages
+        (fatal_signal_pending before each page), v6.12.117."""
+        addr = anon(k, 2)
+        k.current.fatal_signal_pending = True
+        assert k.current.signal_pending
+        assert k.pin_user_pages(addr, 2, 0, []) == -errno.EINTR
+        assert_nothing_held(k)
+
+    def test_non_fatal_signal_does_not_stop_gup(self, k):
+        """A pending non-fatal signal does not stop GUP: only fatal signals do (and plain
+        ones only under FOLL_INTERRUPTIBLE, on the VM_FAULT_RETRY path the model lacks).
+        Kernel: mm/gup.c:__get_user_pages, gup_signal_pending, v6.12.117."""
         addr = anon(k, 2)
         k.current.signal_pending = True
-        assert k.pin_user_pages(addr, 2, 0, []) == -errno.EINTR
+        assert not k.current.fatal_signal_pending
+        pages = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        k.unpin_user_pages(pages, 2)
+        k.current.signal_pending = False
         assert_nothing_held(k)
 
     def test_unaligned_start(self, k):
