@@ -72,6 +72,11 @@ _FAST_ONLY = int(FOLL.FAST_ONLY)
 _LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
 
 
+def _is_cow_mapping(vma: Any) -> bool:
+    """include/linux/mm.h:is_cow_mapping (v6.12): private and may be written."""
+    return vma.flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
+
+
 @dataclasses.dataclass(frozen=True)
 class Livelock:
     """A retry loop that exceeded its bound (contract rule 5)."""
@@ -561,6 +566,8 @@ class GupMixin:
             if (flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive
                     and not vma.is_shared()):
                 break                      # gup_must_unshare: the slow path unshares
+            if flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM and folio.kind != KIND_ANON:
+                break                      # gup_must_unshare(NULL, ...): the slow path decides
             if flags & _LONGTERM and not self.folio_is_longterm_pinnable(folio):
                 break
             if self.try_grab_folio(folio, 1, flags) < 0:
@@ -593,6 +600,9 @@ class GupMixin:
         pin = flags & _PIN
         grab = flags & (_GET | _PIN)
         write = flags & _WRITE
+        # gup_must_unshare for what is not anonymous: a read-only long-term pin of a
+        # page-cache or zero page in a COW mapping needs an unshare fault first
+        unshare_ro = flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM
         fi = self.faults
         pte = mm.pte
         task = self.current
@@ -623,7 +633,8 @@ class GupMixin:
                 if (write and not (shared and vma.flags & VM_WRITE) and
                         not (kind == KIND_ANON and folio.flags & PG_anon_exclusive
                              and (vma.flags & VM_WRITE or flags & _FORCE))) \
-                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive):
+                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive) \
+                        or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma)):
                     ent = None
                 n = 1
             else:
@@ -727,11 +738,19 @@ class GupMixin:
         if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
                 and not vma.is_shared():
             return None                    # -EMLINK internally: unshare fault first
+        if flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM and folio.kind != KIND_ANON \
+                and not vma.is_hugetlb() and _is_cow_mapping(vma):
+            return None                    # gup_must_unshare: page cache or zero page
         return ent
 
     def _faultin_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> int:
+        """faultin_page: a read-only pin of a present page is an unshare fault.  A
+        read-only long-term pin of an empty PTE in a COW mapping faults and unshares at
+        once (the kernel maps the zero or page-cache page, gup_must_unshare() then makes
+        follow_page_pte() fail with -EMLINK and a second fault unshares: same result)."""
         ent = mm.lookup(addr)
-        unshare = bool(flags & _PIN) and ent is not None and not flags & _WRITE
+        unshare = bool(flags & _PIN) and not flags & _WRITE and (
+            ent is not None or (bool(flags & _LONGTERM) and not vma.is_hugetlb() and _is_cow_mapping(vma)))
         return self.handle_mm_fault(mm, vma, addr, bool(flags & _WRITE), unshare=unshare)
 
     def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
