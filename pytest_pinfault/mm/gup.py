@@ -855,11 +855,16 @@ class GupMixin:
         return self._migrate_longterm_unpinnable(entries, nr, movable)
 
     def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
-        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic):
-        isolate the unpinnable folios onto *movable*; return how many were found."""
+        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic; the
+        6.12.y logic, which drains only on an unexpected reference, under the quirk
+        ``gup_drain_on_unexpected_ref_only``, as in 6.12.118): isolate the unpinnable
+        folios onto *movable*; return how many were found."""
         collected = 0
         drained = 0
         prev = None
+        # v6.17 compares a small folio's count with expected + 1, which every pinned one
+        # fails (always draining); 6.12.y counts the pin itself (GUP_PIN_COUNTING_BIAS)
+        pin_refs = GUP_PIN_COUNTING_BIAS if self.config.has_quirk("gup_drain_on_unexpected_ref_only") else 1
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -875,11 +880,11 @@ class GupMixin:
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
-            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
                 if drained == 0:
                     self.lru_add_drain()
                     drained = 1
-                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
                     self.lru_add_drain_all()
                     drained = 2
             if not self.folio_isolate_lru(folio):

@@ -1554,3 +1554,42 @@ class TestLongtermReadOnlyUnshare:
         assert k.folio_maybe_dma_pinned(cached)
         k.unpin_user_pages(pages, 1)
         assert_nothing_held(k)
+
+
+class TestLongtermDrainVersions:
+    """When collect_longterm_unpinnable_folios drains the LRU caches.  v6.17 compares a
+    small folio's count with folio_expected_ref_count() + 1, which a pinned folio (+1024)
+    never matches, so it drains whenever it collects one; 6.12.y counts the pin
+    (``pin_refs``: GUP_PIN_COUNTING_BIAS) and drains only on an unexpected reference.
+    Kernel: mm/gup.c:collect_longterm_unpinnable_folios, v6.17 and 6.12.118."""
+
+    @pytest.mark.parametrize("quirks,drains", [((), 1), (("gup_drain_on_unexpected_ref_only",), 0)],
+                             ids=["v6.17", "6.12.y"])
+    def test_drain_without_unexpected_reference(self, quirks, drains):
+        """Drained CMA folios, nothing unexpected: v6.17 drains all CPUs anyway, 6.12.y not;
+        both migrate and pin."""
+        k = machine(thp="never", quirks=quirks)
+        addr = anon(k, 4, where="cma")
+        k.lru_add_drain_all()
+        before = k.stats.lru_add_drain_all
+        pages = []
+        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, pages) == 4
+        assert k.stats.lru_add_drain_all - before == drains
+        assert not any(p.folio.is_cma for p in pages)
+        k.unpin_user_pages(pages, 4)
+        assert_nothing_held(k)
+
+    @pytest.mark.parametrize("quirks", [(), ("gup_drain_on_unexpected_ref_only",)], ids=["v6.17", "6.12.y"])
+    def test_remote_batch_reference_is_drained_in_both(self, quirks):
+        """A folio held by another CPU's LRU batch is an unexpected reference: both
+        versions drain every CPU once and the pin succeeds."""
+        k = machine(thp="never", quirks=quirks)
+        other = k.create_task("faulter", mm=k.current.mm)
+        with k.run_as(other):
+            addr = anon(k, 2, where="cma")
+        before = k.stats.lru_add_drain_all
+        pages = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        assert k.stats.lru_add_drain_all - before == 1
+        k.unpin_user_pages(pages, 2)
+        assert_nothing_held(k)
