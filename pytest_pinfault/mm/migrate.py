@@ -255,8 +255,10 @@ class MigrateMixin:
         extent within the VMA).  Runs are collected first: a callback may change them.
         Owners without notifiers (an mm with none registered, a test's page table) are
         skipped."""
-        runs: list[list[Any]] = []
         entries = [(mm, key) for mm, key in src.rmap if getattr(mm, "notifiers", None)]
+        if not entries:
+            return
+        runs: list[list[Any]] = []
         for mm, (kind, vpn) in sorted(entries, key=lambda e: (id(e[0]), e[1][1])):
             end = vpn + (1 if kind == "pte" else src.nr_pages)
             if runs and runs[-1][0] is mm and runs[-1][2] == vpn:
