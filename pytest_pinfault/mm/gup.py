@@ -23,7 +23,7 @@ going:
   a driver fault.  It is recorded in ``fake_mm.kernel_outcomes`` as a
   :class:`KernelOutcome`.  ``__gup_longterm_locked`` re-enters ``__get_user_pages`` on
   every round, which checks ``fatal_signal_pending()``: the task hangs until it is
-  killed, so the model kills it (``signal_pending``) and the next round returns
+  killed, so the model kills it (``fatal_signal_pending``) and the next round returns
   ``-EINTR``, as v6.12 does.  ``memfd_pin_folios`` has no such check in its loop: the
   task would never return, so the model raises :class:`KernelHang` and the caller never
   sees a return value.
