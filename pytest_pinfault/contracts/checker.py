@@ -47,6 +47,7 @@ __all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 _N_EVENTS = 6
 _NO_ISOLATED: frozenset = frozenset()   # a tracked snapshot's (unused) set of isolated folios
 _NO_COUNTERS: dict = {}                 # a core call's snapshot: named counters not judged
+_NO_INJ: dict = {}                      # no fault-injector holds (injector_holds)
 
 
 #: code object -> its bytecode, for the cheap "has this frame returned?" test.  A plain
@@ -301,7 +302,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         if f._serial > snap.serial:
             return f, 0, 0, False
         k = self.fake_mm
-        p, r = split_units(k, f, injector_holds(k))
+        p, r = split_units(k, f, injector_holds(k) if k.faults.holds else _NO_INJ)
         return f, p, r, bool(f._flags & PG_isolated)
 
     def _new_snapshot(self, tracked: bool, counters: bool = True) -> CallSnapshot:
@@ -404,7 +405,11 @@ class Checker(StateRules, ReturnRules, MMObserver):
             p = rc.parent
             if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
                     p is not None and p.f_lasti != rc.parent_lasti):
-                self._close_root(rc)
+                if rc.driver:
+                    self._close_root(rc)
+                else:                          # nothing to judge (_close_root)
+                    self._root = None
+                    rc.frame = rc.parent = None
                 rc = self._open_root()
         else:
             rc = self._open_root()
@@ -443,7 +448,23 @@ class Checker(StateRules, ReturnRules, MMObserver):
         """Observer event: a core pinning call starts.  (The named counters --
         locked_vm, mm and file references, DMA mappings -- are the driver's to give back:
         they are judged for driver calls, not for the core's own error paths.)"""
-        snap = self.snapshot_call(counters=False)
+        if self.fake_mm._observer is not self:
+            return self.snapshot_call(counters=False)
+        # snapshot_call(counters=False), written out: this runs for every core call
+        rc = self._root
+        if rc is not None:
+            i = rc.frame.f_lasti
+            code = rc.code
+            p = rc.parent
+            if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
+                    p is not None and p.f_lasti != rc.parent_lasti):
+                if rc.driver:
+                    self._close_root(rc)
+                else:
+                    self._root = None
+                    rc.frame = rc.parent = None
+        snap = self._new_snapshot(True, False)
+        self._open.append(snap)
         if self._root is None:
             # the test calling the core directly (the usual case): this call is the root
             # call, found without walking the stack
@@ -467,9 +488,19 @@ class Checker(StateRules, ReturnRules, MMObserver):
             if held is not None:
                 self._close_snapshot(token)
                 self._call_seq += 1
-                for f in held:
-                    bp, br = token.units(f)
-                    self._remember(f, call, call, caller, base=bp + br)
+                before = token.folios
+                hs = self._holds
+                touched = self._touched
+                for f in held:                 # _remember, written out
+                    kind = f.kind
+                    if kind == "zero":
+                        continue
+                    key = id(f)
+                    b = before.get(key)
+                    base = b[1] + b[2] if b is not None and b[0] is f else 0
+                    hs[key] = Hold(f, call, call, caller, base, f._mapping, f.index,
+                                   tuple(f.rmap or ()) if kind == "anon" else (), None)
+                    touched[(f.pfn, f.nr_pages)] = None
                 return
         self.judge_return(call, ret, entries, token, caller=caller, count=True,
                           longterm=longterm, core=True)
@@ -481,7 +512,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         same tests as :meth:`judge_return` (rule 3: ``_count_honesty``; rule 1: the
         placement of ``entries[:n]``), without building a violation."""
         k = self.fake_mm
-        holds = injector_holds(k)
+        holds = injector_holds(k) if k.faults.holds else _NO_INJ
         units = 0
         for f, bp, br, _ in before.folios.values():
             if f.kind not in USER_KINDS:
