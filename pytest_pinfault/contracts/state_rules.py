@@ -54,26 +54,24 @@ class StateRules:
         holds = injector_holds(k)
         groups: dict[tuple[str, str, str, Any], list[Any]] = {}
         cache = self._ucache
-        gone = []
         pinnable = k.folio_is_longterm_pinnable
         if cache is None:
             cache = {}
         hs = self._holds
         # every remembered hold (after a 1 GiB pin: 262,144) in one tight loop first
         fill_units(k, [h.folio for h in hs.values()], holds, cache)
+        kept = {}                  # the holds still held (usually few: rebuilt, not deleted from)
         for key, h in hs.items():
             f = h.folio
             if f.freed:
-                gone.append(key)
                 continue
             u = cache[key]
             if u[0] + u[1] <= h.base:
-                gone.append(key)
                 continue
+            kept[key] = h
             if not pinnable(f):
                 groups.setdefault((h.owner, h.call, h.caller, h.vkey), []).append(f)
-        for key in gone:
-            del hs[key]
+        self._holds = kept
         out = []
         for (owner, call, caller, vkey), fs in groups.items():
             places = sorted({where(k, f) for f in fs})
