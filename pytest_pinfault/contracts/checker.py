@@ -124,6 +124,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._cand_cache: list[Any] | None = None                 # _candidates() during a check
         self._scan_cache: Any = None                              # _scan() during a check
         self._last_parent: Any = None           # the caller of the last root call (a hint)
+        self._root_depth = 0                    # where _open_root last found a root call
         if at_boot:
             self.boot_baseline()
         else:
@@ -431,8 +432,12 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 if key not in sf:
                     if state is not None and (serial > s.serial) == (serial > snap.serial):  # type: ignore[union-attr]
                         sf[key] = state
+                    elif serial > s.serial:        # _state, written out
+                        sf[key] = (folio, 0, 0, False)
                     else:
-                        sf[key] = self._state(folio, s)
+                        k = self.fake_mm
+                        p, r = split_units(k, folio, injector_holds(k) if k.faults.holds else _NO_INJ)
+                        sf[key] = (folio, p, r, bool(folio._flags & PG_isolated))
         if new == MAPPING_CHANGE and (self._device_views or key in self._holds):
             op = self._coh_op
             if op is None:
@@ -554,7 +559,34 @@ class Checker(StateRules, ReturnRules, MMObserver):
 
     def _open_root(self) -> RootCall:
         prev = self._last_parent
-        callee, caller = find_root_call(prev)
+        callee = caller = None
+        if prev is not None:
+            # find_root_call's first step, written out: the caller of the previous root
+            # call (the test function) is usually still on the stack, and the new root
+            # call is the frame it called.  Tried first at the depth where it was found
+            # last time (a repeated call: sys._getframe(depth) materialises one frame,
+            # a walk every frame on the way).
+            d = self._root_depth
+            if d:
+                try:
+                    g = sys._getframe(d)
+                except ValueError:
+                    g = None
+                if g is not None and g.f_back is prev:
+                    callee, caller = g, prev
+            if callee is None:
+                g, inner, d = sys._getframe(1), None, 0
+                while g is not None:
+                    if g is prev:
+                        if inner is not None:
+                            callee, caller = inner, g
+                            self._root_depth = d
+                        break
+                    inner = g
+                    g = g.f_back
+                    d += 1
+        if callee is None:
+            callee, caller = find_root_call(None)
         code = callee.f_code
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
         if driver:
