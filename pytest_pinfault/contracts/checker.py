@@ -145,14 +145,16 @@ class Checker(StateRules, ReturnRules, MMObserver):
             return cached
         if self._seen_valid and self.attached:
             seen = self._seen
-            for key in [key for key, f in seen.items() if f.freed]:
-                del seen[key]                 # forget freed folios for good
+            live = [f for f in seen.values() if not f.freed]
+            if len(live) != len(seen):
+                for key in [key for key, f in seen.items() if f.freed]:
+                    del seen[key]             # forget freed folios for good
             if self._b_folios:
                 out = {k: b[0] for k, b in self._b_folios.items()}
                 out.update(seen)
                 res = [f for f in out.values() if not f.freed]
             else:
-                res = list(seen.values())
+                res = live
         else:
             res = list(self.fake_mm.iter_folios())
         if self._ucache is not None:

@@ -60,17 +60,15 @@ class StateRules:
         hs = self._holds
         # every remembered hold (after a 1 GiB pin: 262,144) in one tight loop first
         fill_units(k, [h.folio for h in hs.values()], holds, cache)
-        kept = {}                  # the holds still held (usually few: rebuilt, not deleted from)
+        # the holds still held (usually few: a new dict, not a deletion per released
+        # hold); a freed folio has no units, so its hold goes too
+        kept = {}
         for key, h in hs.items():
-            f = h.folio
-            if f.freed:
-                continue
             u = cache[key]
-            if u[0] + u[1] <= h.base:
-                continue
-            kept[key] = h
-            if not pinnable(f):
-                groups.setdefault((h.owner, h.call, h.caller, h.vkey), []).append(f)
+            if u[0] + u[1] > h.base:
+                kept[key] = h
+                if not pinnable(h.folio):
+                    groups.setdefault((h.owner, h.call, h.caller, h.vkey), []).append(h.folio)
         self._holds = kept
         out = []
         for (owner, call, caller, vkey), fs in groups.items():
@@ -459,8 +457,11 @@ class StateRules:
                                    f"cma_alloc of the whole CMA area '{area.name}' ({area.count} pages at "
                                    f"pfn {lo:#x}) fails with no holder left",
                                    held, key=("cma", area.name)))
-            blocks = sorted({p // MEMORY_BLOCK_PAGES for p, n in rngs}
-                            | {(p + n - 1) // MEMORY_BLOCK_PAGES for p, n in rngs})
+            # the first and last memory block of each range (only a range of more than
+            # one page can end in another block than it starts)
+            starts = {p // MEMORY_BLOCK_PAGES for p, n in rngs}
+            starts.update([(p + n - 1) // MEMORY_BLOCK_PAGES for p, n in rngs if n > 1])
+            blocks = sorted(starts)
             for b in blocks:
                 lo, hi = b * MEMORY_BLOCK_PAGES, (b + 1) * MEMORY_BLOCK_PAGES
                 if b not in k.memory_blocks:
