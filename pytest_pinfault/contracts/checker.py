@@ -470,7 +470,16 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 else:
                     self._root = None
                     rc.frame = rc.parent = None
-        snap = self._new_snapshot(True, False)
+        k = self.fake_mm                       # _new_snapshot(True, False), written out
+        st = k.stats
+        mms = {}
+        for t in k.tasks:
+            mm = t.mm
+            if mm is not None:
+                mms[id(mm)] = (mm, mm.locked_vm, mm.pinned_vm)
+        snap = CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
+                            (st.nr_isolated_anon, st.nr_isolated_file), _NO_ISOLATED, mms, k.trace.seq,
+                            len(k.faults.log), True, folio_serial(), _NO_COUNTERS)
         self._open.append(snap)
         if self._root is None:
             # the test calling the core directly (the usual case): this call is the root
@@ -498,11 +507,10 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 before = token.folios
                 hs = self._holds
                 touched = self._touched
-                for f in held:                 # _remember, written out
+                for key, f in held.items():    # _remember, written out
                     kind = f.kind
                     if kind == "zero":
                         continue
-                    key = id(f)
                     b = before.get(key)
                     base = b[1] + b[2] if b is not None and b[0] is f else 0
                     hs[key] = Hold(f, call, call, caller, base, f._mapping, f.index,
@@ -513,11 +521,11 @@ class Checker(StateRules, ReturnRules, MMObserver):
                           longterm=longterm, core=True)
 
     def _clean_core_return(self, n: int, entries: list, before: CallSnapshot,
-                           longterm: bool) -> list[Any] | None:
-        """The folios a core call that returned *n* now holds long-term (none unless
-        *longterm*), when rules 1 and 3 have nothing to say about it; else None.  The
-        same tests as :meth:`judge_return` (rule 3: ``_count_honesty``; rule 1: the
-        placement of ``entries[:n]``), without building a violation."""
+                           longterm: bool) -> dict[int, Any] | None:
+        """The folios a core call that returned *n* now holds long-term (``id -> folio``;
+        none unless *longterm*), when rules 1 and 3 have nothing to say about it; else
+        None.  The same tests as :meth:`judge_return` (rule 3: ``_count_honesty``; rule
+        1: the placement of ``entries[:n]``), without building a violation."""
         k = self.fake_mm
         holds = injector_holds(k) if k.faults.holds else _NO_INJ
         units = 0
@@ -544,12 +552,12 @@ class Checker(StateRules, ReturnRules, MMObserver):
         if units != n - uncounted:
             return None
         if not longterm:
-            return []
+            return held
         pinnable = k.folio_is_longterm_pinnable
         for f in held.values():
             if not pinnable(f):
                 return None
-        return list(held.values())
+        return held
 
     def attached_to(self, fake_mm: Any) -> None:
         """Observer event: attached.  What changed since the baseline is unknown, so

@@ -16,7 +16,8 @@ from ..mm.memory_hotplug import MEMORY_BLOCK_PAGES
 from ..mm.sched import PF_MEMALLOC_PIN
 from .rules import (ACCOUNTING, COHERENCE, CONTIGUITY, ISOLATION_HYGIENE, KERNEL_WARNINGS,
                     LONGTERM_PLACEMENT, PIN_BALANCE, SCOPE_HYGIENE, TERMINATION)
-from .units import USER_KINDS, compact_folios, errname, fill_units, injector_holds, pins_of, split_units, where
+from .units import (USER_KINDS, compact_folios, errname, fill_units, injector_holds, pins_of, split_units,
+                    where)
 from .violation import Violation
 
 __all__ = ["StateRules", "HSTATE_SIZES"]
