@@ -28,11 +28,13 @@ import html
 import io
 import json
 import os
+import re
 import sys
 import tokenize
 from typing import Any, Iterable, Sequence
 
-__all__ = ["NOFAULT", "NEVER_MARK", "parse_context", "error_lines", "never_lines", "FileReport",
+__all__ = ["NOFAULT", "NEVER_MARK", "parse_context", "error_lines", "never_lines", "c_error_lines",
+           "c_never_lines", "FileReport",
            "Report", "analyze", "load", "format_table", "write_html", "main"]
 
 #: The context suffix of a test that ran without a matrix case.
@@ -217,6 +219,67 @@ def never_lines(source: str) -> set[int]:
     return out
 
 
+# ----------------------------------------------------------------------------- C sources
+_C_RETURN_ERR = re.compile(r"\breturn\s+(?:-E[A-Z0-9]+|ERR_PTR\s*\(|ERR_CAST\s*\(|-1\s*;|NULL\s*;)")
+_C_GOTO = re.compile(r"\bgoto\s+\w+\s*;")
+_C_LABEL = re.compile(r"^(\w+):\s*(?:/\*.*)?$")
+_C_ERR_LABEL = re.compile(r"^(?:err|out_|fail|unwind|undo|free_|cleanup|bail|error|put_|unpin|unmap)", re.I)
+_C_FAIL_IF = re.compile(r"^\s*(?:}\s*else\s+)?if\s*\((?:!|.*(?:<\s*0|IS_ERR|== NULL|!= 0|\bret\b|\berr\b|\brc\b))")
+
+
+def c_error_lines(source: str) -> dict[int, str]:
+    """The C counterpart of :func:`error_lines` for drivers loaded through the C-driver
+    bridge (a line heuristic, no C parser): every ``goto``; every ``return`` of ``-E...``,
+    ``ERR_PTR``/``ERR_CAST``, ``-1`` or ``NULL``; the statements of the one-line or
+    braced body of an ``if`` testing a failure (``!p``, ``< 0``, ``IS_ERR``, ``ret``/``err``/``rc``)
+    that returns or jumps; and the statements after an error label (``err*:``, ``out_*:``,
+    ``fail*:``, ``unwind*:`` ...) up to the function's closing brace."""
+    lines = source.splitlines()
+    out: dict[int, str] = {}
+    in_label = False
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        code = ln.split("//")[0]
+        stripped = code.strip()
+        no = i + 1
+        if ln.startswith("}"):
+            in_label = False
+        m = _C_LABEL.match(stripped)
+        if m and not stripped.startswith(("default", "case")):
+            in_label = bool(_C_ERR_LABEL.match(m.group(1)))
+        elif in_label and stripped and not stripped.startswith(("/*", "*", "#")):
+            out[no] = "error label"
+        elif _C_GOTO.search(code):
+            out.setdefault(no, "goto")
+        elif _C_RETURN_ERR.search(code):
+            out.setdefault(no, "return -errno")
+        if _C_FAIL_IF.match(code) and not stripped.endswith(";"):
+            # the body: one statement, or a braced block
+            j = i + 1
+            body: list[int] = []
+            if stripped.endswith("{"):
+                depth = 1
+                while j < len(lines) and depth:
+                    depth += lines[j].count("{") - lines[j].count("}")
+                    if depth and lines[j].strip() and not lines[j].strip().startswith(("/*", "*", "//")):
+                        body.append(j + 1)
+                    j += 1
+            elif j < len(lines):
+                body.append(j + 1)
+            text = " ".join(lines[b - 1] for b in body)
+            if _C_GOTO.search(text) or "return" in text:
+                for b in body:
+                    out.setdefault(b, "if")
+        i += 1
+    return dict(sorted(out.items()))
+
+
+def c_never_lines(source: str) -> set[int]:
+    """C lines marked ``/* pinfault: never */`` (or ``// pinfault: never``)."""
+    return {i for i, ln in enumerate(source.splitlines(), 1) if NEVER_MARK in ln.lower()}
+
+
 # ----------------------------------------------------------------------------- the report
 @dataclasses.dataclass
 class FileReport:
@@ -287,7 +350,8 @@ def analyze(data: Any, packages: Sequence[str], root: str | None = None,
     packages = [p for p in packages if p.strip()]
     files = []
     for path in sorted(data.measured_files()):
-        if not path.endswith(".py") or not _matches(path, packages, root):
+        is_c = path.endswith(".c")
+        if not (path.endswith(".py") or is_c) or not _matches(path, packages, root):
             continue
         if sources is not None and path in sources:
             text = sources[path]
@@ -298,10 +362,10 @@ def analyze(data: Any, packages: Sequence[str], root: str | None = None,
             except OSError:
                 continue
         try:
-            err = error_lines(text)
+            err = c_error_lines(text) if is_c else error_lines(text)
         except SyntaxError:
             continue
-        never = never_lines(text)
+        never = c_never_lines(text) if is_c else never_lines(text)
         by_line = data.contexts_by_lineno(path)
         fault_only: dict[int, list[str]] = {}
         fault_cases: dict[int, list[str]] = {}

@@ -43,6 +43,8 @@ def _types_for(annotation: str, names: dict[str, Any]) -> tuple[tuple[type, ...]
         types, what = (names["CMA"], str), "a CMA area or its name"
     elif ann == "int|str":
         types, what = (int, str), "an int or a size string"
+    elif ann in names:                         # the driver plumbing's structs
+        types, what = (names[ann],), f"a {ann}"
     else:
         return None
     if optional:
@@ -51,10 +53,11 @@ def _types_for(annotation: str, names: dict[str, Any]) -> tuple[tuple[type, ...]
     return types, what
 
 
-def _wrap(qualname: str, func: Callable[..., Any], names: dict[str, Any]) -> Callable[..., Any]:
+def _wrap(qualname: str, func: Callable[..., Any], names: dict[str, Any],
+          static: bool = False) -> Callable[..., Any]:
     sig = inspect.signature(func)
     checks = []
-    for i, p in enumerate(list(sig.parameters.values())[1:]):
+    for i, p in enumerate(list(sig.parameters.values())[0 if static else 1:]):
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             continue
         if not isinstance(p.annotation, str):
@@ -65,6 +68,18 @@ def _wrap(qualname: str, func: Callable[..., Any], names: dict[str, Any]) -> Cal
     if not checks:
         return func
     checks_t = tuple(checks)
+
+    if static:
+        @functools.wraps(func)
+        def checked_static(*args: Any, **kwargs: Any) -> Any:
+            n = len(args)
+            for i, name, types, what in checks_t:
+                v = args[i] if i < n else kwargs.get(name, None)
+                if (i < n or name in kwargs) and not isinstance(v, types):
+                    raise TypeError(f"{qualname}: {name} must be {what}, got {type(v).__name__}")
+            return func(*args, **kwargs)
+        checked_static.__wrapped_unchecked__ = func  # type: ignore[attr-defined]
+        return checked_static
 
     @functools.wraps(func)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -94,14 +109,27 @@ def typed_api(cls: type, skip: tuple[str, ...] = ()) -> type:
     from .migrate import MigrationTargetControl
     from .mm_types import VMA, MMStruct
     from .mmzone import Zone
+    from .dma_buf import DmaBuf, DmaBufAttachment, DmaBufExportInfo, IosysMap
+    from .dma_mapping import Device
+    from .scatterlist import Scatterlist, SgAppendTable, SgTable
+    from .sched import Task
+    from .user import UserStruct
     names = {"Folio": Folio, "Page": Page, "CMA": CMA, "HState": HState, "MemFile": MemFile,
              "AddressSpace": AddressSpace, "MMStruct": MMStruct, "VMA": VMA, "Zone": Zone,
-             "MigrationTargetControl": MigrationTargetControl}
+             "MigrationTargetControl": MigrationTargetControl, "Device": Device,
+             "Scatterlist": Scatterlist, "SgTable": SgTable, "SgAppendTable": SgAppendTable,
+             "DmaBuf": DmaBuf, "DmaBufAttachment": DmaBufAttachment,
+             "DmaBufExportInfo": DmaBufExportInfo, "IosysMap": IosysMap, "UserStruct": UserStruct,
+             "Task": Task}
     for name in dir(cls):
         if name.startswith("_") or name in skip:
             continue
         attr = inspect.getattr_static(cls, name)
-        if isinstance(attr, (property, staticmethod, classmethod)) or not inspect.isfunction(attr):
+        if isinstance(attr, staticmethod) and inspect.isfunction(attr.__func__):
+            if getattr(attr.__func__, "__wrapped_unchecked__", None) is None:
+                setattr(cls, name, staticmethod(_wrap(name, attr.__func__, names, static=True)))
+            continue
+        if isinstance(attr, (property, classmethod)) or not inspect.isfunction(attr):
             continue
         if getattr(attr, "__wrapped_unchecked__", None) is not None:
             continue

@@ -37,6 +37,7 @@ from .file import File
 from .gfp import GFP_KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .dma_mapping import Device
     from .fakemm import FakeMM
 
 __all__ = ["DmaBuf", "DmaBufAttachment", "DmaBufExportInfo", "IosysMap", "SIZEOF_DMA_BUF"]
@@ -225,7 +226,7 @@ class DmaBufMixin:
         self.fput(dmabuf.file)
 
     # ---------------------------------------------------------------- attachments
-    def dma_buf_dynamic_attach(self: "FakeMM", dmabuf: DmaBuf, dev: Any, importer_ops: Any,
+    def dma_buf_dynamic_attach(self: "FakeMM", dmabuf: DmaBuf, dev: "Device", importer_ops: Any,
                                importer_priv: Any) -> DmaBufAttachment | int:
         """Attach *dev*; the exporter's ``attach`` op may refuse (its errno).  An
         exporter with ``pin``/``unpin`` (dynamic) and a static importer get the mapping
@@ -261,7 +262,7 @@ class DmaBufMixin:
             attach.sgt, attach.dir = sgt, DMA_BIDIRECTIONAL
         return attach
 
-    def dma_buf_attach(self, dmabuf: DmaBuf, dev: Any) -> DmaBufAttachment | int:
+    def dma_buf_attach(self, dmabuf: DmaBuf, dev: "Device") -> DmaBufAttachment | int:
         """Kernel: drivers/dma-buf/dma-buf.c:dma_buf_attach (v6.12)."""
         return self.dma_buf_dynamic_attach(dmabuf, dev, None, None)
 

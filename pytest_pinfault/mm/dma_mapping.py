@@ -144,8 +144,7 @@ class DmaMappingMixin:
         """Kernel: include/linux/dma-mapping.h:dma_set_max_seg_size (v6.12)."""
         dev.max_segment_size = size
 
-    @staticmethod
-    def dma_mapping_error(dev: Device, dma_addr: int) -> int:
+    def dma_mapping_error(self, dev: Device, dma_addr: int) -> int:
         """-ENOMEM for DMA_MAPPING_ERROR, else 0.
         Kernel: include/linux/dma-mapping.h:dma_mapping_error."""
         return -errno.ENOMEM if dma_addr == DMA_MAPPING_ERROR else 0

@@ -23,7 +23,7 @@ from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
 from .gup import GupMixin, Out
-from .memfd import MemFile, MemfdMixin
+from .memfd import AddressSpace, MemFile, MemfdMixin
 from .migrate import MigrateMixin
 from .mm_types import AddressSpaceMixin, MMStruct
 from .mmu_notifier import MMUNotifierMixin
@@ -394,12 +394,15 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                              f"dropping {refs} of {folio._refcount}"
                              f"{'; use-after-free of a freed folio' if folio.freed else ''}", folio=folio)
             return
-        if left < folio._mapcount:
+        if left < folio._mapcount or folio.mapping is not None:
             mapped = sum(1 for owner, _ in folio.rmap or () if isinstance(owner, MMStruct))
-            if left < mapped:
+            m = folio.mapping
+            cached = folio.nr_pages if isinstance(m, AddressSpace) and m.lookup(folio.index) is folio else 0
+            if left < mapped + cached:
                 self._warn("bad_page_state",
                            f"Bad page state: {site} drops a reference it does not hold: refcount "
-                           f"{folio._refcount} - {refs} < {mapped} page-table mappings (nonzero mapcount)",
+                           f"{folio._refcount} - {refs} < {mapped} page-table mappings"
+                           f"{f' + {cached} page-cache references' if cached else ''}",
                            folio=folio)
                 return
         if left == 0 and folio.order and folio._pincount:
@@ -446,10 +449,11 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if folio.kind == KIND_ZERO:
             return
         r = folio._refcount
-        if r > 1 and r > folio._mapcount:           # the common case: nothing to check
+        if r > 1 and r > folio._mapcount + (folio.nr_pages if folio.mapping is not None else 0):
+            # the common case: more references than the page tables and page cache hold
             folio._refcount = r - 1
             return
-        if r == 1 and not folio.rmap and not folio._pincount:
+        if r == 1 and not folio.rmap and not folio._pincount and folio.mapping is None:
             folio._refcount = 0
             self._free_folio(folio)
             return

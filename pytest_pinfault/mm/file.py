@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
+    from .sched import Task
+
+
+def _not_a_file(k: Any, who: str, file: Any) -> bool:
+    """A NULL or non-file argument: the kernel dereferences it; recorded here."""
+    if file is None or not hasattr(file, "f_count"):
+        k._warn(who, f"{who} of {file!r}, which is not a struct file")
+        return True
+    return False
 
 __all__ = ["File", "FilesStruct", "O_CLOEXEC", "O_RDWR", "O_RDONLY", "O_WRONLY", "NR_OPEN_DEFAULT"]
 
@@ -88,7 +97,7 @@ class FileMixin:
         self.counters.register("fd.open", lambda: {t: len(t.files) for t in self.tasks if t.files is not None},
                                at_teardown=False, doc="open file descriptors")
 
-    def files(self, task: Any = None) -> FilesStruct:
+    def files(self, task: "Task | None" = None) -> FilesStruct:
         """The descriptor table of *task* (default current), created on first use with
         descriptors 0-2 open on character files (stdin, stdout, stderr)."""
         task = task or self.current
@@ -124,6 +133,8 @@ class FileMixin:
         """Install *file* at the reserved *fd*; the table takes over the caller's
         reference.  Kernel: fs/file.c:fd_install (v6.12; BUG_ON on an installed fd)."""
         ft = self.files()
+        if _not_a_file(self, "fd_install", file):
+            return
         if fd not in ft.reserved:
             self._warn("fd_install", f"BUG_ON(fdt->fd[{fd}] != NULL): fd {fd} was not reserved")
             return
@@ -144,6 +155,8 @@ class FileMixin:
 
     def get_file(self, file: Any) -> Any:
         """Take another reference on *file*.  Kernel: include/linux/fs.h:get_file."""
+        if _not_a_file(self, "get_file", file):
+            return file
         if file.f_count <= 0:
             self._warn("get_file", f"get_file on a file with no references left ({file!r})")
             return file
@@ -156,6 +169,8 @@ class FileMixin:
         """Drop a reference; the last one releases the file (__fput).
         Kernel: fs/file_table.c:fput (v6.12)."""
         if file is None:
+            return
+        if _not_a_file(self, "fput", file):
             return
         if file.f_count <= 0:
             self._warn("fput", f"fput of a file with no references left ({file!r})")

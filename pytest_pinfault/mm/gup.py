@@ -252,7 +252,8 @@ class GupMixin:
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
         left = folio._refcount - refs
-        if left > 0 and left >= folio._mapcount and not folio.freed and folio.kind != KIND_ZERO:
+        if left > 0 and left >= folio._mapcount + (folio.nr_pages if folio.mapping is not None else 0) \
+                and not folio.freed and folio.kind != KIND_ZERO:
             folio._refcount = left          # the common case: nothing freed, nothing to check
             return
         self._put_refs(folio, refs, "folio_put_refs")

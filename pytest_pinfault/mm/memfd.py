@@ -58,6 +58,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 
 _MAPPING_GFP = int(_g.GFP_HIGHUSER_MOVABLE)
 MAX_LFS_FILESIZE = (1 << 63) - 1    # s_maxbytes of shmem and hugetlbfs; loff_t's limit
+MAX_RW_COUNT = 0x7FFFF000           # INT_MAX & PAGE_MASK: the most one read(2) transfers
 
 
 class AddressSpace:
@@ -303,12 +304,14 @@ class MemFile:
         return pos
 
     def pread(self, n: int, offset: int) -> bytes | int:
-        """Read up to *n* bytes at *offset* (short at EOF; holes read as zeros)."""
+        """Read up to *n* bytes at *offset* (short at EOF and beyond MAX_RW_COUNT; holes
+        read as zeros); -EINVAL for a negative count or an offset past ``loff_t``.
+        Kernel: mm/shmem.c:shmem_file_read_iter, fs/read_write.c:rw_verify_area."""
         if self.closed:
             return -errno.EBADF
         if offset < 0 or n < 0 or offset > MAX_LFS_FILESIZE:
             return -errno.EINVAL
-        n = max(0, min(n, self.i_size - offset))
+        n = max(0, min(n, self.i_size - offset, MAX_RW_COUNT))     # rw_verify_area's cap
         out = bytearray()
         pos = offset
         while len(out) < n:

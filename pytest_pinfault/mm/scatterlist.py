@@ -252,6 +252,10 @@ class ScatterlistMixin:
         """Clear the chunk *sgl* starts and mark entry ``nents - 1`` as the end.
         Kernel: lib/scatterlist.c:sg_init_table (v6.12)."""
         ch = sgl._chunk
+        if ch is None or not 0 < nents <= ch.nents:
+            self._warn("sg_init_table", f"sg_init_table of {nents} entries on an allocation of "
+                                        f"{0 if ch is None else ch.nents}")
+            return
         for e in ch.entries[:nents]:
             e.page, e.offset, e.length, e.dma_address, e.dma_length = None, 0, 0, 0, 0
             e._chain, e._end = None, False
@@ -286,6 +290,8 @@ class ScatterlistMixin:
     def sg_free_append_table(self, table: SgAppendTable) -> None:
         """Free an append table (its ``total_nents`` chunks' worth of entries).
         Kernel: lib/scatterlist.c:sg_free_append_table (v6.12)."""
+        if not isinstance(table, SgAppendTable):
+            raise TypeError(f"sg_free_append_table: table must be an SgAppendTable, got {type(table).__name__}")
         self._sg_free(table.sgt, SG_MAX_SINGLE_ALLOC, table.total_nents)
 
     def sg_alloc_table(self, table: SgTable, nents: int, gfp_mask: int) -> int:
@@ -298,6 +304,10 @@ class ScatterlistMixin:
             return -errno.EINVAL
         if nents < 0 or nents > UINT_MAX:
             return -errno.EINVAL
+        # a table that needs more full chunks than the machine has free pages fails at the
+        # first chunk that cannot be had; answer that now instead of building it
+        if (nents - 1) // (SG_MAX_SINGLE_ALLOC - 1) > sum(z.free_pages for z in self.zones.values()):
+            return -errno.ENOMEM
         left = nents
         prv: _Chunk | None = None
         prv_max = 0
@@ -335,14 +345,12 @@ class ScatterlistMixin:
         link.page, link.offset, link.length = None, 0, 0
         link._chain, link._end = ch, False
 
-    @staticmethod
-    def sg_mark_end(sg: Scatterlist) -> None:
+    def sg_mark_end(self, sg: Scatterlist) -> None:
         """include/linux/scatterlist.h:sg_mark_end."""
         sg._end = True
         sg._chain = None
 
-    @staticmethod
-    def sg_unmark_end(sg: Scatterlist) -> None:
+    def sg_unmark_end(self, sg: Scatterlist) -> None:
         """include/linux/scatterlist.h:sg_unmark_end."""
         sg._end = False
 
@@ -384,6 +392,10 @@ class ScatterlistMixin:
         failed; the previous last entry is restored and the caller must call
         :meth:`sg_free_append_table`).
         Kernel: lib/scatterlist.c:sg_alloc_append_table_from_pages (v6.12)."""
+        if n_pages < 0 or n_pages > len(pages):   # the kernel would read past the array
+            self._warn("sg_alloc_append_table_from_pages",
+                       f"n_pages={n_pages} but the page array has {len(pages)} entries")
+            return -errno.EINVAL
         max_segment = max_segment & ~(PAGE_SIZE - 1)
         if max_segment < PAGE_SIZE:
             self._warn("sg_alloc_append_table_from_pages", "WARN_ON(max_segment < PAGE_SIZE)")

@@ -35,7 +35,10 @@ __all__ = ["TASK_SIZE"]
 _SIZES = (1, 2, 4, 8)
 
 
-def _buf(obj: Any) -> Any:
+def _buf(obj: Any, who: str, name: str) -> Any:
+    from .slab import KmallocObject
+    if not isinstance(obj, (bytearray, bytes, memoryview, KmallocObject)):
+        raise TypeError(f"{who}: {name} must be a bytearray or a kmalloc object, got {type(obj).__name__}")
     data = getattr(obj, "data", obj)
     if data is None and hasattr(obj, "size"):      # a large kmalloc object: contents on demand
         data = obj.data = bytearray(obj.size)
@@ -45,8 +48,7 @@ def _buf(obj: Any) -> Any:
 class UaccessMixin:
     """include/linux/uaccess.h half of :class:`~pytest_pinfault.FakeMM`."""
 
-    @staticmethod
-    def access_ok(addr: int, size: int) -> bool:
+    def access_ok(self, addr: int, size: int) -> bool:
         """The range lies in the user address space.  Kernel: include/asm-generic/access_ok.h."""
         return 0 <= addr and size >= 0 and addr + size <= TASK_SIZE
 
@@ -72,7 +74,9 @@ class UaccessMixin:
         """Copy *n* bytes from user address *from_* into *to*; returns the bytes not
         copied (0 on success), zero-filling them in *to*.
         Kernel: include/linux/uaccess.h:copy_from_user / _copy_from_user (v6.12)."""
-        buf = _buf(to)
+        buf = _buf(to, "copy_from_user", "to")
+        if isinstance(buf, (bytes, memoryview)) and not isinstance(buf, bytearray):
+            buf = bytearray(buf) if isinstance(buf, bytes) else buf
         if n < 0 or n > len(buf):
             self._warn("copy_from_user", f"Buffer overflow detected ({len(buf)} < {n})")
             return n
@@ -87,7 +91,7 @@ class UaccessMixin:
     def copy_to_user(self, to: int, from_: Any, n: int) -> int:
         """Copy *n* bytes of *from_* to user address *to*; returns the bytes not copied.
         Kernel: include/linux/uaccess.h:copy_to_user / _copy_to_user (v6.12)."""
-        src = bytes(_buf(from_)[:n])
+        src = bytes(_buf(from_, "copy_to_user", "from_")[:max(n, 0)])
         if n < 0 or len(src) < n:
             self._warn("copy_to_user", f"Buffer overflow detected ({len(src)} < {n})")
             return n
@@ -101,6 +105,8 @@ class UaccessMixin:
         / -EFAULT (nothing allocated is left behind).
         Kernel: mm/util.c:memdup_user (v6.12; ERR_PTR returns become -errno)."""
         from .gfp import GFP_USER
+        if len < 0:                            # a size_t: far beyond KMALLOC_MAX_SIZE
+            return -errno.ENOMEM
         obj = self.kmalloc(len, GFP_USER)
         if obj is None:
             return -errno.ENOMEM
@@ -109,12 +115,17 @@ class UaccessMixin:
             return -errno.EFAULT
         return obj
 
-    def get_user(self, x: Any, ptr: int, size: int = 8) -> int:
+    def get_user(self: "FakeMM", x: Any, ptr: int, size: int = 8) -> int:
         """Read a *size*-byte little-endian integer at user address *ptr* into the box
         *x* (``x.value``); 0 or -EFAULT (``x.value`` set to 0).
         Kernel: include/linux/uaccess.h / arch/x86/include/asm/uaccess.h:get_user."""
-        if size not in _SIZES:
-            raise ValueError(f"get_user: size must be one of {_SIZES}, got {size}")
+        from .gup import Out
+        if not isinstance(x, Out):
+            raise TypeError(f"get_user: x must be an Out, got {type(x).__name__}")
+        if size not in _SIZES:                 # __get_user_bad(): a build error in C
+            self._warn("get_user", f"get_user of a {size}-byte object (sizes: {_SIZES})")
+            x.value = 0
+            return -errno.EFAULT
         buf = bytearray(size)
         if self.copy_from_user(buf, ptr, size):
             x.value = 0
@@ -122,10 +133,11 @@ class UaccessMixin:
         x.value = int.from_bytes(buf, "little")
         return 0
 
-    def put_user(self, x: int, ptr: int, size: int = 8) -> int:
+    def put_user(self: "FakeMM", x: int, ptr: int, size: int = 8) -> int:
         """Write *x* as a *size*-byte little-endian integer at user address *ptr*;
         0 or -EFAULT.  Kernel: arch/x86/include/asm/uaccess.h:put_user."""
-        if size not in _SIZES:
-            raise ValueError(f"put_user: size must be one of {_SIZES}, got {size}")
+        if size not in _SIZES:                 # __put_user_bad(): a build error in C
+            self._warn("put_user", f"put_user of a {size}-byte object (sizes: {_SIZES})")
+            return -errno.EFAULT
         data = (x & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         return -errno.EFAULT if self.copy_to_user(ptr, data, size) else 0

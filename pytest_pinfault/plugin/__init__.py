@@ -4,7 +4,7 @@ The hooks and fixtures live in the submodules and are re-exported here, where py
 finds them: :mod:`.options` (command line and ini), :mod:`.fixtures` (``mm_config``,
 ``fake_mm``, ``pinfault``), :mod:`.markers` (registration and collection-time checks),
 :mod:`.matrix` (``pinfault_matrix``), :mod:`.report` (header, summary, JSON) and
-:mod:`.hookspecs` (the plugin's own hooks) and :mod:`.covctx` (coverage dynamic contexts
+:mod:`.hookspecs` (the plugin's own hooks), :mod:`.cdriver` (``load_c_driver``) and :mod:`.covctx` (coverage dynamic contexts
 per test, ``--pinfault-errpaths``).
 """
 
@@ -15,6 +15,7 @@ from typing import Any, Generator
 import pytest
 
 from . import hookspecs as _hookspecs
+from .cdriver import load_c_driver  # noqa: F401  (the C-driver bridge is imported when used)
 from .contract import ViolationFirst
 from .controller import Armed, Pinfault
 from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
@@ -27,7 +28,7 @@ from .report import pytest_configure_node, pytest_report_header, pytest_report_t
     pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
-__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault",
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "load_c_driver",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",

@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pinfault_budget", "fault-site hits allowed per test before a livelock failure "
                   "(default: the injector's)", default="")
     parser.addini("pinfault_trace", "default of --pinfault-trace", default="")
+    parser.addini("pinfault_cdriver_cache", "where the C-driver bridge caches compiled drivers "
+                  "(default: $PINFAULT_CDRIVER_CACHE, else $XDG_CACHE_HOME/pytest-pinfault/cdriver)",
+                  default="")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,6 +72,19 @@ def _kind(name: str):
         "mtc": st.sampled_from(["mtc", "mtc:pin", None]),
         "zone": st.sampled_from(["zone", None]),
         "cursor": st.sampled_from(["out0", "outbig", "outneg"]),
+        # the driver plumbing's objects (live, released/freed, another machine's)
+        "dev": st.sampled_from(["dev", "dev:other"]),
+        "sgt": st.sampled_from(["sgt", "sgt:empty", "sgt:freed", "sgt:mapped"]),
+        "sgapp": st.sampled_from(["sgapp", "sgapp:empty"]),
+        "sg": st.sampled_from(["sg", "sg:freed", "sg:mapped"]),
+        "dmabuf": st.sampled_from(["dmabuf", "dmabuf:released", None]),
+        "attach": st.sampled_from(["attach", "attach:detached", None]),
+        "iosys": st.sampled_from(["iosys", "iosys:set"]),
+        "user": st.sampled_from(["user", None]),
+        "expinfo": st.sampled_from(["expinfo", "expinfo:noops", "expinfo:nopriv", "expinfo:pinonly"]),
+        "buf": st.sampled_from(["buf", "buf:small", "kobj"]),
+        "file": st.sampled_from(["file", "memfd", "file:closed", "dmabuf:file", None]),
+        "any": st.sampled_from([None, 0, "x"]),
     }
     return table[name]
 
@@ -105,6 +118,7 @@ def _machine():
     k.kfree(kfreed)
     with k.steer("cma"):
         in_cma = k.alloc_pages(GFP_HIGHUSER_MOVABLE, 0).folio
+    plumbing = _plumbing(k, other, pinned)
     objs = {
         "small": mm.lookup(anon)[0], "thp": mm.lookup(anon + 2 * MiB)[0],
         "hugetlb": mm.lookup(ha)[0], "freed": freed, "zero": k.zero_folio,
@@ -124,7 +138,71 @@ def _machine():
         "zone": k.zones["DMA32"],
     }
     objs["page"] = objs["small"]
+    objs.update(plumbing)
     return k, objs
+
+
+class _FuzzOps:
+    """A dma-buf exporter for the fuzz: maps the fixed table it was given."""
+
+    def __init__(self, sgt):
+        self.sgt = sgt
+
+    def map_dma_buf(self, attach, direction):
+        return self.sgt
+
+    def unmap_dma_buf(self, attach, sgt, direction):
+        pass
+
+    def release(self, dmabuf):
+        pass
+
+    def vmap(self, dmabuf, map):
+        map.vaddr = self.sgt
+        return 0
+
+
+class _PinOnlyOps(_FuzzOps):
+    def pin(self, attach):
+        return 0
+
+
+def _plumbing(k, other, pinned):
+    """The driver plumbing's objects on machine *k* (and a device of *other*)."""
+    from pytest_pinfault.mm.dma_buf import DmaBufExportInfo, IosysMap
+    from pytest_pinfault.mm.dma_mapping import DMA_BIDIRECTIONAL
+    from pytest_pinfault.mm.scatterlist import SgAppendTable, SgTable
+    dev = k.create_device("fuzzdev")
+    sgt, freed, mapped = SgTable(), SgTable(), SgTable()
+    for t in (sgt, freed, mapped):
+        assert k.sg_alloc_table_from_pages(t, pinned, 1, 0, 4096, GFP_KERNEL) == 0
+    freed_sg = freed.sgl
+    k.sg_free_table(freed)
+    assert k.dma_map_sgtable(dev, mapped, DMA_BIDIRECTIONAL, 0) == 0
+    ops = _FuzzOps(sgt)
+    buf = k.dma_buf_export(DmaBufExportInfo(ops=ops, size=4096, priv=ops))
+    gone = k.dma_buf_export(DmaBufExportInfo(ops=ops, size=4096, priv=ops))
+    k.dma_buf_put(gone)
+    attach, detached = k.dma_buf_attach(buf, dev), k.dma_buf_attach(buf, dev)
+    k.dma_buf_detach(buf, detached)
+    closed = k.anon_inode_getfile("fz-closed", None, None, 0)
+    k.fput(closed)
+    return {
+        "dev": dev, "dev:other": other.create_device("other"),
+        "sgt": sgt, "sgt:empty": SgTable(), "sgt:freed": freed, "sgt:mapped": mapped,
+        "sgapp": SgAppendTable(), "sgapp:empty": SgAppendTable(),
+        "sg": sgt.sgl, "sg:freed": freed_sg, "sg:mapped": mapped.sgl,
+        "dmabuf": buf, "dmabuf:released": gone, "dmabuf:file": buf.file,
+        "attach": attach, "attach:detached": detached,
+        "iosys": IosysMap(), "iosys:set": IosysMap(sgt),
+        "user": k.current_user(),
+        "expinfo": DmaBufExportInfo(ops=ops, size=4096, priv=ops),
+        "expinfo:noops": DmaBufExportInfo(ops=None, size=4096, priv=ops),
+        "expinfo:nopriv": DmaBufExportInfo(ops=ops, size=-1, priv=None),
+        "expinfo:pinonly": DmaBufExportInfo(ops=_PinOnlyOps(sgt), size=1, priv=ops),
+        "buf": bytearray(64), "buf:small": bytearray(1),
+        "file": k.anon_inode_getfile("fz", None, None, 0), "file:closed": closed,
+    }
 
 
 def objs_normal(k):
@@ -144,6 +222,9 @@ def _resolve(k, objs, kind, value):
     if kind == "pfn" and isinstance(value, str):
         return objs[value]
     if kind in ("mm", "memfd", "mapping", "cma", "hstate", "mtc", "zone") and value is not None:
+        return objs[value]
+    if kind in ("dev", "sgt", "sgapp", "sg", "dmabuf", "attach", "iosys", "user", "expinfo", "buf",
+                "file") and value is not None:
         return objs[value]
     if kind == "kobj":
         return ZERO_SIZE_PTR if value == "zero_size" else (None if value is None else objs[value])
@@ -260,6 +341,88 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "MemFile.is_file_hugepages": (),
     "MemFile.pread": ("small", "int"),
     "MemFile.pwrite": ("data", "int"),
+    # driver plumbing (scatterlist, DMA, dma-buf, files, uaccess, user accounting)
+    "FakeMM.access_ok": ("int", "int"),
+    "FakeMM.anon_inode_getfile": ("name", "any", "any", "int"),
+    "FakeMM.can_do_mlock": (),
+    "FakeMM.capable": ("int",),
+    "FakeMM.close_fd": ("int",),
+    "FakeMM.copy_from_user": ("buf", "addr", "int"),
+    "FakeMM.copy_to_user": ("addr", "data", "int"),
+    "FakeMM.create_device": ("name", "int"),
+    "FakeMM.current_user": (),
+    "FakeMM.dma_buf_attach": ("dmabuf", "dev"),
+    "FakeMM.dma_buf_begin_cpu_access": ("dmabuf", "int"),
+    "FakeMM.dma_buf_detach": ("dmabuf", "attach"),
+    "FakeMM.dma_buf_dynamic_attach": ("dmabuf", "dev", "any", "any"),
+    "FakeMM.dma_buf_end_cpu_access": ("dmabuf", "int"),
+    "FakeMM.dma_buf_export": ("expinfo",),
+    "FakeMM.dma_buf_fd": ("dmabuf", "int"),
+    "FakeMM.dma_buf_get": ("int",),
+    "FakeMM.dma_buf_map_attachment": ("attach", "int"),
+    "FakeMM.dma_buf_map_attachment_unlocked": ("attach", "int"),
+    "FakeMM.dma_buf_put": ("dmabuf",),
+    "FakeMM.dma_buf_unmap_attachment": ("attach", "sgt", "int"),
+    "FakeMM.dma_buf_unmap_attachment_unlocked": ("attach", "sgt", "int"),
+    "FakeMM.dma_buf_vmap": ("dmabuf", "iosys"),
+    "FakeMM.dma_buf_vmap_unlocked": ("dmabuf", "iosys"),
+    "FakeMM.dma_buf_vunmap": ("dmabuf", "iosys"),
+    "FakeMM.dma_buf_vunmap_unlocked": ("dmabuf", "iosys"),
+    "FakeMM.dma_device_read": ("dev", "int", "int"),
+    "FakeMM.dma_device_write": ("dev", "int", "data"),
+    "FakeMM.dma_get_max_seg_size": ("dev",),
+    "FakeMM.dma_map_page": ("dev", "page", "int", "int", "small"),
+    "FakeMM.dma_map_page_attrs": ("dev", "page", "int", "int", "small", "int"),
+    "FakeMM.dma_map_sg": ("dev", "sg", "int", "small"),
+    "FakeMM.dma_map_sg_attrs": ("dev", "sg", "int", "small", "int"),
+    "FakeMM.dma_map_sgtable": ("dev", "sgt", "small", "int"),
+    "FakeMM.dma_mapping_error": ("dev", "int"),
+    "FakeMM.dma_set_mask": ("dev", "int"),
+    "FakeMM.dma_set_mask_and_coherent": ("dev", "int"),
+    "FakeMM.dma_set_max_seg_size": ("dev", "int"),
+    "FakeMM.dma_sync_sg_for_cpu": ("dev", "sg", "int", "small"),
+    "FakeMM.dma_sync_sg_for_device": ("dev", "sg", "int", "small"),
+    "FakeMM.dma_sync_sgtable_for_cpu": ("dev", "sgt", "small"),
+    "FakeMM.dma_sync_sgtable_for_device": ("dev", "sgt", "small"),
+    "FakeMM.dma_sync_single_for_cpu": ("dev", "int", "int", "small"),
+    "FakeMM.dma_sync_single_for_device": ("dev", "int", "int", "small"),
+    "FakeMM.dma_unmap_page": ("dev", "int", "int", "small"),
+    "FakeMM.dma_unmap_page_attrs": ("dev", "int", "int", "small", "int"),
+    "FakeMM.dma_unmap_sg": ("dev", "sg", "int", "small"),
+    "FakeMM.dma_unmap_sg_attrs": ("dev", "sg", "int", "small", "int"),
+    "FakeMM.dma_unmap_sgtable": ("dev", "sgt", "small", "int"),
+    "FakeMM.fd_file": ("int",),
+    "FakeMM.fd_install": ("int", "file"),
+    "FakeMM.fget": ("int",),
+    "FakeMM.files": ("any",),
+    "FakeMM.find_user": ("int",),
+    "FakeMM.fput": ("file",),
+    "FakeMM.free_uid": ("user",),
+    "FakeMM.get_current_user": (),
+    "FakeMM.get_dma_buf": ("dmabuf",),
+    "FakeMM.get_file": ("file",),
+    "FakeMM.get_uid": ("user",),
+    "FakeMM.get_unused_fd_flags": ("int",),
+    "FakeMM.get_user": ("out", "addr", "small"),
+    "FakeMM.memdup_user": ("addr", "int"),
+    "FakeMM.mmdrop": ("mm",),
+    "FakeMM.mmget": ("mm",),
+    "FakeMM.mmget_not_zero": ("mm",),
+    "FakeMM.mmgrab": ("mm",),
+    "FakeMM.mmput": ("mm",),
+    "FakeMM.put_unused_fd": ("int",),
+    "FakeMM.put_user": ("int", "addr", "small"),
+    "FakeMM.rlimit_memlock": (),
+    "FakeMM.sg_alloc_append_table_from_pages": ("sgapp", "pages", "int", "int", "int", "int", "int", "int"),
+    "FakeMM.sg_alloc_table": ("sgt", "int", "int"),
+    "FakeMM.sg_alloc_table_from_pages": ("sgt", "pages", "int", "int", "int", "int"),
+    "FakeMM.sg_alloc_table_from_pages_segment": ("sgt", "pages", "int", "int", "int", "int", "int"),
+    "FakeMM.sg_free_append_table": ("sgapp",),
+    "FakeMM.sg_free_table": ("sgt",),
+    "FakeMM.sg_init_table": ("sg", "int"),
+    "FakeMM.sg_mark_end": ("sg",),
+    "FakeMM.sg_unmark_end": ("sg",),
+    "FakeMM.unpin_user_page_range_dirty_lock": ("page", "int", "bool"),
     "MemFile.shmem_file": (),
 }
 
@@ -290,37 +453,6 @@ NOT_FUZZED = {
     "FakeMM.mmu_interval_read_retry": "takes a notifier object",
     "MMStruct.replace_folio": "migration's rmap callback, not driver API",
 }
-
-# The driver plumbing (sg tables, the DMA API, dma-buf, descriptors, uaccess, user_struct,
-# mm counts) came in with issue 12 after this list was drawn up: not fuzzed yet.
-NOT_FUZZED.update({name: "driver plumbing (issue 12): not fuzzed yet" for name in (
-    "FakeMM.access_ok", "FakeMM.anon_inode_getfile", "FakeMM.can_do_mlock", "FakeMM.capable",
-    "FakeMM.close_fd", "FakeMM.copy_from_user", "FakeMM.copy_to_user", "FakeMM.create_device",
-    "FakeMM.current_user", "FakeMM.dma_buf_attach", "FakeMM.dma_buf_begin_cpu_access",
-    "FakeMM.dma_buf_detach", "FakeMM.dma_buf_dynamic_attach", "FakeMM.dma_buf_end_cpu_access",
-    "FakeMM.dma_buf_export", "FakeMM.dma_buf_fd", "FakeMM.dma_buf_get",
-    "FakeMM.dma_buf_map_attachment", "FakeMM.dma_buf_map_attachment_unlocked", "FakeMM.dma_buf_put",
-    "FakeMM.dma_buf_unmap_attachment", "FakeMM.dma_buf_unmap_attachment_unlocked",
-    "FakeMM.dma_buf_vmap", "FakeMM.dma_buf_vmap_unlocked", "FakeMM.dma_buf_vunmap",
-    "FakeMM.dma_buf_vunmap_unlocked", "FakeMM.dma_device_read", "FakeMM.dma_device_write",
-    "FakeMM.dma_get_max_seg_size", "FakeMM.dma_map_page", "FakeMM.dma_map_page_attrs",
-    "FakeMM.dma_map_sg", "FakeMM.dma_map_sg_attrs", "FakeMM.dma_map_sgtable",
-    "FakeMM.dma_mapping_error", "FakeMM.dma_set_mask", "FakeMM.dma_set_mask_and_coherent",
-    "FakeMM.dma_set_max_seg_size", "FakeMM.dma_sync_sg_for_cpu", "FakeMM.dma_sync_sg_for_device",
-    "FakeMM.dma_sync_sgtable_for_cpu", "FakeMM.dma_sync_sgtable_for_device",
-    "FakeMM.dma_sync_single_for_cpu", "FakeMM.dma_sync_single_for_device", "FakeMM.dma_unmap_page",
-    "FakeMM.dma_unmap_page_attrs", "FakeMM.dma_unmap_sg", "FakeMM.dma_unmap_sg_attrs",
-    "FakeMM.dma_unmap_sgtable", "FakeMM.fd_file", "FakeMM.fd_install", "FakeMM.fget",
-    "FakeMM.files", "FakeMM.find_user", "FakeMM.fput", "FakeMM.free_uid", "FakeMM.get_current_user",
-    "FakeMM.get_dma_buf", "FakeMM.get_file", "FakeMM.get_uid", "FakeMM.get_unused_fd_flags",
-    "FakeMM.get_user", "FakeMM.memdup_user", "FakeMM.mmdrop", "FakeMM.mmget",
-    "FakeMM.mmget_not_zero", "FakeMM.mmgrab", "FakeMM.mmput", "FakeMM.put_unused_fd",
-    "FakeMM.put_user", "FakeMM.rlimit_memlock", "FakeMM.sg_alloc_append_table_from_pages",
-    "FakeMM.sg_alloc_table", "FakeMM.sg_alloc_table_from_pages",
-    "FakeMM.sg_alloc_table_from_pages_segment", "FakeMM.sg_free_append_table",
-    "FakeMM.sg_free_table", "FakeMM.sg_init_table", "FakeMM.sg_mark_end", "FakeMM.sg_unmark_end",
-    "FakeMM.unpin_user_page_range_dirty_lock",
-)})
 
 CLASSES = {"FakeMM": FakeMM, "MMStruct": MMStruct, "MemFile": MemFile}
 
@@ -386,14 +518,27 @@ def test_bad_values_get_kernel_answers(entry):
 VALID = {"int": 1, "small": 0, "bool": False, "addr": "anon", "pfn": "pfn:folio", "folio": "small",
          "page": "small", "pages": [], "mm": "mm", "memfd": "memfd", "mapping": "mapping",
          "cma": "cma", "hstate": "h2m", "data": b"x", "name": "n", "out": "out", "kobj": None,
-         "mtc": "mtc", "zone": None, "cursor": "out0"}
+         "mtc": "mtc", "zone": None, "cursor": "out0", "dev": "dev", "sgt": "sgt", "sgapp": "sgapp",
+         "sg": "sg", "dmabuf": "dmabuf", "attach": "attach", "iosys": "iosys", "user": "user",
+         "expinfo": "expinfo", "buf": "buf", "file": "file", "any": None}
 WRONG = {"int": "7", "small": 1.5, "bool": "yes", "addr": "x", "pfn": 2.0, "folio": 7, "page": "p",
          "pages": 5, "mm": 3, "memfd": 3, "mapping": 3, "cma": 3.0, "hstate": 3, "data": 5,
-         "name": 5, "out": 5, "kobj": 5, "mtc": 5, "zone": 5, "cursor": 5}
+         "name": 5, "out": 5, "kobj": 5, "mtc": 5, "zone": 5, "cursor": 5, "dev": 5, "sgt": 5,
+         "sgapp": 5, "sg": 5, "dmabuf": 5, "attach": 5, "iosys": 5, "user": 5, "expinfo": 5,
+         "buf": 5, "file": 5, "any": 5}
 # parameters whose kernel answer to a non-object is not a TypeError: ignored (nmask), a
 # recorded "kfree of a non-kmalloc object" warning, -EINVAL for an fd that is no memfd
 KERNEL_ANSWERED = {("FakeMM.alloc_hugetlb_folio_nodemask", "nmask"), ("FakeMM.kfree", "obj"),
-                   ("FakeMM.kvfree", "obj"), ("FakeMM.memfd_pin_folios", "memfd")}
+                   ("FakeMM.kvfree", "obj"), ("FakeMM.memfd_pin_folios", "memfd"),
+                   # void * arguments: any object is the driver's own business
+                   ("FakeMM.anon_inode_getfile", "fops"), ("FakeMM.anon_inode_getfile", "priv"),
+                   ("FakeMM.dma_buf_dynamic_attach", "importer_ops"),
+                   ("FakeMM.dma_buf_dynamic_attach", "importer_priv"),
+                   # whatever the exporter's map op returned; struct file * of any kind:
+                   # a non-file is a recorded warning
+                   ("FakeMM.dma_buf_unmap_attachment", "sg_table"),
+                   ("FakeMM.dma_buf_unmap_attachment_unlocked", "sg_table"),
+                   ("FakeMM.fd_install", "file"), ("FakeMM.fput", "file"), ("FakeMM.get_file", "file")}
 
 
 @pytest.mark.parametrize("entry", sorted(k for k, v in ENTRY_POINTS.items() if v))

@@ -206,6 +206,22 @@ class TestDriverMisuse:
         assert mm.munmap(a, PAGE) == 0 and folio.freed
         assert len(k.warnings) == 1
 
+    def test_put_page_too_many_on_a_page_cache_page(self, k):
+        """A put that would take the page cache's own reference: "Bad page state", the
+        folio stays in the cache and keeps its data (it used to be freed on unmap while
+        the cache still pointed at it)."""
+        f = k.memfd_create("c", 0)
+        assert f.pwrite(b"cache", 0) == 5
+        mm = k.current.mm
+        a = mm.mmap(PAGE, RW, MAP_SHARED, file=f)
+        assert mm.read(a, 5) == b"cache"
+        k.lru_add_drain()
+        folio = f.mapping.lookup(0)
+        k.put_page(folio)                       # the driver never took this reference
+        assert sites(k) == ["bad_page_state"] and "page-cache" in k.warnings[0].message
+        assert mm.munmap(a, PAGE) == 0
+        assert not folio.freed and f.mapping.lookup(0) is folio and f.pread(5, 0) == b"cache"
+
     def test_unpin_never_pinned(self, k):
         mm, a, folio = mapped_page(k)
         before = folio.refcount
@@ -410,3 +426,36 @@ class TestBadValues:
         from pytest_pinfault.mm import ConfigError
         with pytest.raises(ConfigError, match="nr_cpus: expected an integer from 1 to 8192"):
             MMConfig(nr_cpus=10**8)
+
+
+# ---------------------------------------------------------------- compact page contents
+class TestCompactContents:
+    def test_single_byte_pages_are_one_int_and_read_back(self):
+        k = FakeMM(MMConfig(ram="256MiB"))
+        folio = k.alloc_pages(GFP_KERNEL, 2).folio
+        folio.write(0, b"x" * (2 * PAGE))
+        assert folio._data == {0: ord("x"), 1: ord("x")}
+        folio.write(PAGE + 5, b"ab")                      # a partial write over it
+        assert type(folio._data[1]) is bytearray
+        assert folio.read(PAGE, 8) == b"xxxxxabx"
+        folio.write(0, bytes(PAGE))                       # all zero: nothing stored
+        assert 0 not in folio._data and folio.read(0, 4) == bytes(4)
+        page = bytes(range(256)) * 16
+        folio.write(2 * PAGE, page)
+        assert type(folio._data[2]) is bytes and folio.read(2 * PAGE, PAGE) == page
+        folio.write(3 * PAGE + PAGE - 1, b"z")
+        assert folio.read(3 * PAGE, PAGE) == bytes(PAGE - 1) + b"z"
+
+    def test_contents_survive_migration_and_fork(self):
+        k = FakeMM(MMConfig(ram="512MiB", cma="64MiB", thp="never"))
+        mm = k.current.mm
+        a = mm.mmap(4 * PAGE, RW, ANON)
+        with k.steer("cma"):
+            assert mm.write(a, b"q" * (4 * PAGE)) == 4 * PAGE
+        pages: list = []
+        from pytest_pinfault.mm import FOLL_LONGTERM
+        assert k.pin_user_pages(a, 4, FOLL_LONGTERM, pages) == 4      # migrated out of CMA
+        assert all(not p.folio.is_cma for p in pages)
+        child = k.fork(mm)
+        assert mm.read(a, 4 * PAGE) == b"q" * (4 * PAGE) == child.read(a, 4 * PAGE)
+        k.unpin_user_pages(pages, 4)

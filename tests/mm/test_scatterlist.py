@@ -65,6 +65,16 @@ class TestAllocTable:
     def test_zero_nents(self, k):
         assert k.sg_alloc_table(SgTable(), 0, GFP_KERNEL) == -errno.EINVAL
 
+    def test_more_chunks_than_memory_fails_without_building(self, k):
+        """512 MiB of RAM cannot hold 2**31 entries' chunks: -ENOMEM at once."""
+        assert k.sg_alloc_table(SgTable(), 1 << 31, GFP_KERNEL) == -errno.ENOMEM
+        assert k.sg_chunks_live == 0
+
+    def test_n_pages_beyond_the_array(self, k):
+        pages = _pages(k, [2])
+        assert k.sg_alloc_table_from_pages(SgTable(), pages, 5, 0, 5 * PAGE_SIZE, GFP_KERNEL) == -errno.EINVAL
+        assert "page array has 2" in k.warnings[-1].message
+
     def test_second_chunk_fails_frees_first(self, k):
         """A failing second chunk (kmalloc site): -ENOMEM and the first page freed."""
         k.faults.arm("kmalloc")
@@ -209,3 +219,13 @@ class TestSetters:
         sg_set_page(sg_next(t.sgl), page, 10, 5)
         assert (sg_next(t.sgl).offset, sg_next(t.sgl).length) == (5, 10)
         k.sg_free_table(t)
+
+
+def test_misuse_is_recorded_or_a_type_error(k):
+    t = SgTable()
+    k.sg_alloc_table(t, 2, GFP_KERNEL)
+    k.sg_init_table(t.sgl, 4095)
+    assert "4095 entries on an allocation of 2" in k.warnings[-1].message
+    with pytest.raises(TypeError, match="SgAppendTable"):
+        k.sg_free_append_table(t)
+    k.sg_free_table(t)

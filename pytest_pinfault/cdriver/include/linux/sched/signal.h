@@ -1,0 +1,2 @@
+/* pytest-pinfault C-driver bridge. */
+#include <pinfault/kapi.h>

@@ -1,0 +1,2 @@
+/* pytest-pinfault C-driver bridge: <linux/string.h> declares the kernel API subset in <pinfault/kapi.h>. */
+#include <pinfault/kapi.h>

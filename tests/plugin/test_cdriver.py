@@ -1,0 +1,211 @@
+"""The ``load_c_driver`` fixture end to end: a C driver under an inner pytest run, a crash
+that fails one test with the driver's line while the run goes on, a missing kernel API
+reported in a few lines, the build cache shared by pytest-xdist workers, and the pinbuf
+example suite."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import INNER
+
+pytest_plugins = ["pytester"]
+
+pytest.importorskip("cffi", reason="the C-driver bridge needs the [c] extra (cffi)")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "cdriver" / "drivers" / "probe.c"
+
+
+@pytest.fixture
+def cache(pytester, tmp_path):
+    d = tmp_path / "cdriver-cache"
+    pytester.makeini(f"[pytest]\npinfault_cdriver_cache = {d}\n")
+    return d
+
+
+def test_a_driver_runs_under_the_fixture_and_a_crash_fails_only_its_test(pytester, run_subprocess, cache):
+    pytester.makepyfile(test_drv=f"""
+        import errno
+        PROBE = {str(PROBE)!r}
+
+        def test_ioctl(load_c_driver):
+            f = load_c_driver(PROBE).open("probe")
+            assert f.ioctl(1, 64) == 0 and f.ioctl(99) == -errno.ENOTTY
+
+        def test_crash(fake_mm, load_c_driver):
+            load_c_driver(fake_mm, PROBE).open("probe").ioctl(4)
+
+        def test_after_the_crash(load_c_driver):
+            assert load_c_driver(PROBE).open("probe").ioctl(1, 8) == 0
+        """)
+    r = run_subprocess("-q")
+    r.assert_outcomes(passed=2, failed=1)
+    out = r.stdout.str()
+    line = next(i for i, ln in enumerate(PROBE.read_text().splitlines(), 1) if "PROBE-NULL" in ln)
+    assert "DriverCrash: driver crash in probe_ioctl: SIGSEGV, NULL pointer dereference at 0x8" in out
+    assert f"at probe_ioctl ({PROBE}:{line})" in out
+    assert len(list(cache.iterdir())) == 1          # one compile for the three tests
+
+
+def test_a_missing_kernel_api_fails_with_a_short_report(pytester, run, cache):
+    pytester.makefile(".c", drv="""
+        #include <linux/mm.h>
+        int f(void) { return iommu_map_pages(0, 1); }
+        """)
+    pytester.makepyfile(test_missing="""
+        def test_load(load_c_driver):
+            load_c_driver("drv.c")
+        """)
+    r = run("-q")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "the C-driver bridge lacks 1 kernel API(s) this driver uses" in out
+    assert "iommu_map_pages (function) used at" in out and "drv.c:2" in out
+    assert "implicit declaration" not in out         # not gcc's output
+    assert "Traceback" not in out
+
+
+def test_a_bad_call_of_the_fixture_is_a_usage_error(pytester, run, cache):
+    pytester.makepyfile(test_bad="""
+        def test_load(load_c_driver):
+            load_c_driver("a.c", "b.c")
+        """)
+    r = run("-q")
+    assert "load_c_driver([fake_mm,] source, **options): expected one source path" in r.stdout.str() + r.stderr.str()
+
+
+def test_xdist_workers_share_one_cache_entry(pytester, run_subprocess, cache):
+    pytester.makepyfile(test_par=f"""
+        import pytest
+        PROBE = {str(PROBE)!r}
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_load(load_c_driver, i):
+            assert load_c_driver(PROBE).open("probe").ioctl(1, 16 * (i + 1)) == 0
+        """)
+    r = run_subprocess("-q", "-p", "xdist.plugin", "-n", "2")
+    r.assert_outcomes(passed=4)
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and (entries[0] / "driver.so").is_file()
+
+
+def test_the_pinbuf_example_suite_passes(tmp_path):
+    env = dict(os.environ, PINFAULT_CDRIVER_CACHE=str(tmp_path / "cache"))
+    env.pop("PINFAULT_FAULTS", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", *INNER, "examples/cdriver"],
+                       cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary) and "failed" not in summary and "error" not in summary, summary
+
+
+def test_a_buggy_c_driver_fails_with_the_rule_and_its_entry_point(pytester, run, cache):
+    pinbuf = ROOT / "examples" / "cdriver"
+    pytester.makepyfile(test_buggy=f"""
+        import pytest
+        from pytest_pinfault.mm import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+
+        @pytest.mark.mm_config(cma="64MiB")
+        def test_register(fake_mm, load_c_driver):
+            drv = load_c_driver({str(pinbuf / "pinbuf.c")!r}, include_dirs=[{str(pinbuf / "uapi")!r}],
+                                uapi_headers=[{str(pinbuf / "uapi" / "linux" / "pinbuf.h")!r}],
+                                defines={{"PINBUF_BUG_NO_LONGTERM": 1}})
+            mm = fake_mm.current.mm
+            buf = mm.mmap(4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+            with fake_mm.steer("cma"):
+                for i in range(4):
+                    mm.write(buf + i * 4096, b"x")
+            arg = drv.user_alloc(4096)
+            drv.put_user(arg, "struct pinbuf_region", {{"addr": buf, "len": 4 * 4096}})
+            assert drv.open("pinbuf").ioctl(drv.const("PINBUF_REGISTER"), arg) == 0
+        """)
+    r = run("-q")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "[longterm-placement] 4 long-term holds sit in CMA (taken by pinbuf_ioctl)" in out
+
+
+def test_relative_paths_resolve_next_to_the_test_file(pytester, run, cache):
+    sub = pytester.mkdir("sub")
+    (sub / "mini.c").write_text(
+        "#include <linux/module.h>\n#include <linux/miscdevice.h>\n#include <linux/fs.h>\n"
+        "static long mini_ioctl(struct file *f, unsigned int cmd, unsigned long arg) { return cmd * 2; }\n"
+        "static const struct file_operations mini_fops = { .unlocked_ioctl = mini_ioctl };\n"
+        "static struct miscdevice mini = { .minor = MISC_DYNAMIC_MINOR, .name = \"mini\", .fops = &mini_fops };\n"
+        "static int __init mini_init(void) { return misc_register(&mini); }\n"
+        "static void __exit mini_exit(void) { misc_deregister(&mini); }\n"
+        "module_init(mini_init);\nmodule_exit(mini_exit);\n")
+    (sub / "test_mini.py").write_text(
+        "def test_mini(load_c_driver):\n"
+        "    assert load_c_driver('mini.c').open('mini').ioctl(21) == 42\n")
+    run("-q", "sub").assert_outcomes(passed=1)
+
+
+C_DRIVER = r'''
+#include <linux/module.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/slab.h>
+
+static long cov_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	void *a, *b;
+
+	a = kmalloc(64, GFP_KERNEL);
+	if (!a)
+		return -ENOMEM;
+	b = kmalloc(64, GFP_KERNEL);
+	if (!b)
+		goto err_free_a;
+	if (arg == 77)
+		goto err_free_b;
+	kfree(b);
+	kfree(a);
+	return 0;
+err_free_b:
+	kfree(b);
+err_free_a:
+	kfree(a);
+	return -ENOMEM;
+}
+
+static const struct file_operations cov_fops = { .unlocked_ioctl = cov_ioctl };
+static struct miscdevice cov_misc = { .minor = MISC_DYNAMIC_MINOR, .name = "cov", .fops = &cov_fops };
+static int __init cov_init(void) { return misc_register(&cov_misc); }
+static void __exit cov_exit(void) { misc_deregister(&cov_misc); }
+module_init(cov_init);
+module_exit(cov_exit);
+'''
+
+
+def test_the_error_path_report_covers_c_drivers(pytester, cache):
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov="""
+        import errno
+        import pytest
+
+        @pytest.mark.pinfault_matrix("kmalloc")
+        def test_ioctl(load_c_driver, pinfault):
+            drv = load_c_driver("covdrv.c", init=False)
+            if pinfault.result(drv.init()) != 0:
+                return
+            assert pinfault.result(drv.open("cov").ioctl(1)) in (0, -errno.ENOMEM)
+        """)
+    r = pytester.run(sys.executable, "-m", "coverage", "run", "--source=.", "-m", "pytest", *INNER,
+                     "--pinfault-errpaths=covdrv")
+    assert r.ret == 0, r.stdout.str()
+    src = C_DRIVER.lstrip("\n").splitlines()
+    no = {text: i for i, text in enumerate(src, 1)}
+    enomem, goto_a = no["\t\treturn -ENOMEM;"], no["\t\tgoto err_free_a;"]
+    goto_b, label_a = no["\t\tgoto err_free_b;"], no["err_free_a:"]
+    free_b = no["err_free_b:"] + 1
+    # the first allocation's failure path and the second's (with the label it jumps to)
+    # ran only under kmalloc faults; the arg == 77 path never ran
+    r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
+                            f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
+                            f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}"])
