@@ -21,7 +21,7 @@ import errno
 from pytest_pinfault import Out, pin_entry_point
 from pytest_pinfault.mm import PAGE_SHIFT
 
-from .driver import EBADFD, UdmaBuf, UdmabufDevice
+from .driver import UdmaBuf, UdmabufDevice
 
 
 # --------------------------------------------------------------------- (a) pre-6.11
@@ -35,20 +35,28 @@ class _RefUdmaBuf(UdmaBuf):
 
 
 class PreV611Device(UdmabufDevice):
-    """udmabuf as of v6.10: shmem only, ``shmem_read_mapping_page()`` per page."""
+    """udmabuf as 6.1.y has it (6.1.176): a plain page reference per page, from
+    ``shmem_read_mapping_page()`` for shmem and ``get_page()`` on the subpage of the huge
+    page ``find_get_page_flags()`` finds for hugetlbfs (a missing huge page is -EINVAL;
+    nothing is allocated).  Kernel: drivers/dma-buf/udmabuf.c:udmabuf_create, 6.1.176."""
 
     ubuf_class = _RefUdmaBuf
-
-    def check_memfd_seals(self, memfd) -> int:
-        if not (hasattr(memfd, "shmem_file") and memfd.shmem_file()):
-            return -EBADFD                    # hugetlb support was reverted in v6.4
-        return super().check_memfd_seals(memfd)
 
     def pin_item(self, ubuf, memfd, start, size, scratch) -> int:
         k = self.k
         pgoff = start >> PAGE_SHIFT
+        huge = memfd.is_file_hugepages()
         for i in range(size >> PAGE_SHIFT):
             folio = k.filemap_get_folio(memfd.mapping, pgoff + i)    # a plain reference
+            if huge:
+                if isinstance(folio, int):
+                    return -errno.EINVAL          # no huge page there: not faulted in
+                ubuf.pinned_arr.items[ubuf.nr_pinned] = folio
+                ubuf.nr_pinned += 1
+                ubuf.folios[ubuf.pagecount] = folio
+                ubuf.offsets[ubuf.pagecount] = (pgoff + i - folio.index) << PAGE_SHIFT
+                ubuf.pagecount += 1
+                continue
             if isinstance(folio, int):
                 folio = k.memfd_alloc_folio(memfd, pgoff + i)         # shmem_read_mapping_page
                 if isinstance(folio, int):

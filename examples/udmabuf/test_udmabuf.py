@@ -340,6 +340,29 @@ def test_twin_a_pre_611_plain_references_block_offline(fake_mm, files, memfds):
     fake_mm.close_fd(buf)
 
 
+@HUGETLB
+def test_twin_a_6_1_accepts_hugetlb_memfds(fake_mm, memfds):
+    """6.1.y accepts a hugetlbfs memfd: one get_page() per 4 KiB page on the huge folio
+    (find_get_page_flags), offsets inside it; a huge page not faulted in yet is -EINVAL.
+    Kernel: drivers/dma-buf/udmabuf.c:udmabuf_create, 6.1.176."""
+    dev = PreV611Device(fake_mm)
+    fd, mf = memfds.create(2 * HPAGE, huge=True)
+    addr = memfds.map(mf, 2 * HPAGE)
+    fake_mm.current.mm.write(addr + HPAGE - PAGE_SIZE, b"X")
+    folio = mf.mapping.lookup(0)
+    refs = folio.refcount
+    buf = create(dev, fd, HPAGE - 2 * PAGE_SIZE, 2 * PAGE_SIZE)
+    assert buf >= 0
+    ubuf = dev.dmabuf(buf)
+    assert ubuf.pagecount == 2 and ubuf.folios[:2] == [folio, folio]
+    assert ubuf.offsets[:2] == [HPAGE - 2 * PAGE_SIZE, HPAGE - PAGE_SIZE]
+    assert folio.refcount == refs + 2 and not fake_mm.folio_maybe_dma_pinned(folio)
+    assert ubuf.mmap().read(PAGE_SIZE, 1) == b"X"
+    assert create(dev, fd, HPAGE, PAGE_SIZE) == -errno.EINVAL     # second huge page: absent
+    fake_mm.close_fd(buf)
+    assert folio.refcount == refs
+
+
 def test_twin_a_fixed_driver_keeps_cma_free(fake_mm, udmabuf_dev, memfds):
     """The same scenario with the v6.11+ model: migrated out, cma_alloc succeeds."""
     fd, mf = memfds.create(4 * PAGE_SIZE)

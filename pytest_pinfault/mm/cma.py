@@ -209,12 +209,17 @@ class CmaMixin:
         try:
             self.drain_all_pages(zone)
             ret = self._alloc_contig_migrate_range(start, end, gfp)
-            if ret == 0 and self.test_pages_isolated(start, end, 0):
+            # a migration -EBUSY is not returned as such: the kernel falls through to
+            # test_pages_isolated, which decides (busy pages may have been freed since)
+            if ret in (0, -errno.EBUSY) and self.test_pages_isolated(start, end, 0):
                 busy = next(iter(self.folios_in_range(start, end)), None)
-                self._contig_busy_pfn = None if busy is None else max(busy.pfn, start)
+                if ret == 0 or self._contig_busy_pfn is None:
+                    self._contig_busy_pfn = None if busy is None else max(busy.pfn, start)
                 self._trace("contig_busy", folio=busy,
                             message=f"alloc_contig_range: [{start:x}, {end:x}) PFNs busy")
                 ret = -errno.EBUSY
+            elif ret == -errno.EBUSY:
+                ret = 0
             if ret == 0:
                 self._take_isolated(zone, start, end)
         finally:
@@ -241,7 +246,7 @@ class CmaMixin:
         pfn = start
         try:
             while pfn < end or lst:
-                if self.current.signal_pending:
+                if self.current.fatal_signal_pending:
                     ret = -errno.EINTR
                     break
                 if not lst:

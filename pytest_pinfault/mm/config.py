@@ -34,8 +34,9 @@ _UNITS = {
 # at most 24 of them (int() of thousands of digits is slow or refused).
 _SIZE_RE = re.compile(r"^\s*([0-9]{1,24})\s*([a-zA-Z]*)\s*$", re.ASCII)
 
-#: Historical kernel behaviours that ``MMConfig(quirks=...)`` can switch on.  Each maps
-#: to the upstream change whose *absence* it emulates (see docs/kernel-map.md).
+#: Kernel behaviours other than v6.17's that ``MMConfig(quirks=...)`` can switch on.  Each
+#: maps to the upstream change whose *absence* it emulates, or for a stable-branch
+#: behaviour to the branch that has it (see docs/kernel-map.md).
 QUIRKS: Mapping[str, str] = {
     "pcp_thp_shared_list": (
         "one per-cpu THP list shared by every migratetype (5d0a661d808f, v6.0..v6.9): a "
@@ -46,6 +47,12 @@ QUIRKS: Mapping[str, str] = {
         "pre-v5.13 GUP: when LRU isolation or migration of an unpinnable folio fails, keep "
         "the pins and return success (pin-anyway of 9a4e9f3b2d73, removed by 'mm/gup: "
         "return an error on migration failure' and 'mm/gup: check for isolation errors')"
+    ),
+    "gup_drain_on_unexpected_ref_only": (
+        "6.12.y stable (since 6.12.111): the long-term pin's collect step counts the pin "
+        "itself (GUP_PIN_COUNTING_BIAS for a small folio) in the expected reference count, "
+        "so it drains the LRU caches only for a folio holding an unexpected reference; "
+        "v6.17 compares with expected + 1 and drains whenever it collects a pinned small folio"
     ),
 }
 

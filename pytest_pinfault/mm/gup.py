@@ -23,7 +23,7 @@ going:
   a driver fault.  It is recorded in ``fake_mm.kernel_outcomes`` as a
   :class:`KernelOutcome`.  ``__gup_longterm_locked`` re-enters ``__get_user_pages`` on
   every round, which checks ``fatal_signal_pending()``: the task hangs until it is
-  killed, so the model kills it (``signal_pending``) and the next round returns
+  killed, so the model kills it (``fatal_signal_pending``) and the next round returns
   ``-EINTR``, as v6.12 does.  ``memfd_pin_folios`` has no such check in its loop: the
   task would never return, so the model raises :class:`KernelHang` and the caller never
   sees a return value.
@@ -71,6 +71,11 @@ _FAST_ONLY = int(FOLL.FAST_ONLY)
 
 _LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
 _CALLERS: dict[tuple[Any, int], str] = {}   # (code, instruction) -> "file:line function"
+
+
+def _is_cow_mapping(vma: Any) -> bool:
+    """include/linux/mm.h:is_cow_mapping (v6.12): private and may be written."""
+    return vma.flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -569,6 +574,8 @@ class GupMixin:
             if (flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive
                     and not vma.is_shared()):
                 break                      # gup_must_unshare: the slow path unshares
+            if flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM and folio.kind != KIND_ANON:
+                break                      # gup_must_unshare(NULL, ...): the slow path decides
             if flags & _LONGTERM and not self.folio_is_longterm_pinnable(folio):
                 break
             if self.try_grab_folio(folio, 1, flags) < 0:
@@ -601,6 +608,9 @@ class GupMixin:
         pin = flags & _PIN
         grab = flags & (_GET | _PIN)
         write = flags & _WRITE
+        # gup_must_unshare for what is not anonymous: a read-only long-term pin of a
+        # page-cache or zero page in a COW mapping needs an unshare fault first
+        unshare_ro = flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM
         fi = self.faults
         pte = mm.pte
         task = self.current
@@ -619,7 +629,7 @@ class GupMixin:
                     return self._gup_done(i, rc, pins)
                 vma_end = vma.end
                 shared = vma.is_shared()
-            if task.signal_pending:
+            if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
             ent = pte.get(addr >> PAGE_SHIFT)
@@ -631,7 +641,8 @@ class GupMixin:
                 if (write and not (shared and vma.flags & VM_WRITE) and
                         not (kind == KIND_ANON and folio.flags & PG_anon_exclusive
                              and (vma.flags & VM_WRITE or flags & _FORCE))) \
-                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive):
+                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive) \
+                        or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma)):
                     ent = None
                 n = 1
             else:
@@ -681,7 +692,7 @@ class GupMixin:
         return self._gup_done(i, 0, pins)
 
     def _gup_signalled(self, task: Any) -> None:
-        """One more GUP call cut short by a pending signal.  A task that keeps calling
+        """One more GUP call cut short by a pending fatal signal.  A task that keeps calling
         after ``gup_retry_limit`` of them is in a loop that never ends (a killed task's
         driver retrying on -EINTR): record a livelock and end the loop."""
         counts = self._gup_signalled_calls
@@ -735,11 +746,19 @@ class GupMixin:
         if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
                 and not vma.is_shared():
             return None                    # -EMLINK internally: unshare fault first
+        if flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM and folio.kind != KIND_ANON \
+                and not vma.is_hugetlb() and _is_cow_mapping(vma):
+            return None                    # gup_must_unshare: page cache or zero page
         return ent
 
     def _faultin_page(self, mm: MMStruct, vma: Any, addr: int, flags: int) -> int:
+        """faultin_page: a read-only pin of a present page is an unshare fault.  A
+        read-only long-term pin of an empty PTE in a COW mapping faults and unshares at
+        once (the kernel maps the zero or page-cache page, gup_must_unshare() then makes
+        follow_page_pte() fail with -EMLINK and a second fault unshares: same result)."""
         ent = mm.lookup(addr)
-        unshare = bool(flags & _PIN) and ent is not None and not flags & _WRITE
+        unshare = bool(flags & _PIN) and not flags & _WRITE and (
+            ent is not None or (bool(flags & _LONGTERM) and not vma.is_hugetlb() and _is_cow_mapping(vma)))
         return self.handle_mm_fault(mm, vma, addr, bool(flags & _WRITE), unshare=unshare)
 
     def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
@@ -808,7 +827,7 @@ class GupMixin:
             if hang:
                 raise KernelHang(out)
             task = self.current
-            task.signal_pending = True              # killed: the next round returns -EINTR
+            task.fatal_signal_pending = True        # killed: the next round returns -EINTR
             self.killed_tasks.append(task)
             return 0
         ll = Livelock(loop, rounds, stuck, external_caller(3))
@@ -844,11 +863,16 @@ class GupMixin:
         return self._migrate_longterm_unpinnable(entries, nr, movable)
 
     def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
-        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic):
-        isolate the unpinnable folios onto *movable*; return how many were found."""
+        """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic; the
+        6.12.y logic, which drains only on an unexpected reference, under the quirk
+        ``gup_drain_on_unexpected_ref_only``, as in 6.12.118): isolate the unpinnable
+        folios onto *movable*; return how many were found."""
         collected = 0
         drained = 0
         prev = None
+        # v6.17 compares a small folio's count with expected + 1, which every pinned one
+        # fails (always draining); 6.12.y counts the pin itself (GUP_PIN_COUNTING_BIAS)
+        pin_refs = GUP_PIN_COUNTING_BIAS if self.config.has_quirk("gup_drain_on_unexpected_ref_only") else 1
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -864,11 +888,11 @@ class GupMixin:
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
-            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
                 if drained == 0:
                     self.lru_add_drain()
                     drained = 1
-                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + 1:
+                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
                     self.lru_add_drain_all()
                     drained = 2
             if not self.folio_isolate_lru(folio):

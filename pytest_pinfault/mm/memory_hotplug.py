@@ -103,7 +103,8 @@ class MemoryHotplugMixin:
 
     def offline_pages(self, start_pfn: int, nr_pages: int) -> int:
         """Offline ``[start_pfn, start_pfn + nr_pages)``: 0, -EINVAL (unaligned, holes,
-        several zones), -EBUSY (unmovable pages), -EINTR (the modelled signal after
+        several zones), -EBUSY (unmovable pages), -EINTR (a signal, fatal or not, already
+        pending before the first scan, or the modelled signal after
         ``offline_retry_budget`` passes that left pages behind).
 
         The range must be whole memory blocks: the kernel's WARN_ON_ONCE accepts a
@@ -144,7 +145,9 @@ class MemoryHotplugMixin:
         passes = 0
         while True:
             while True:
-                if passes >= budget:
+                # the kernel checks signal_pending() (any signal) before every scan,
+                # the first one included; the budget stands for a signal arriving later
+                if passes >= budget or self.current.signal_pending:
                     stuck = next(iter(self.folios_in_range(start_pfn, end_pfn)), None)
                     self._trace("offline_signal", folio=stuck, passes=passes,
                                 message="offline_pages: signal backoff")

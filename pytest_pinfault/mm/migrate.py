@@ -5,7 +5,10 @@ migrate_folio_unmap, migrate_folio_move, __folio_migrate_mapping, alloc_migratio
 unmap_and_move_huge_page), include/linux/mm.h (folio_expected_ref_count), v6.12–v6.16.
 
 ``migrate_pages`` tries every isolated folio of *from_list*: it allocates a target with
-*get_new_folio*, checks that nobody but the expected holders (page cache, page tables,
+*get_new_folio* (first, as migrate_folio_unmap does: a target failure ends the call
+with -ENOMEM even for a locked or writeback folio), invalidates the mmu interval
+notifiers of every mapping (mm/rmap.c:try_to_migrate_one, on every attempt), checks that
+nobody but the expected holders (page cache, page tables,
 PG_private, the isolation reference) holds the folio, and then moves contents, flags, the
 page-cache slot and every page-table entry to the new folio.  An unexpected reference (a
 GUP pin or get, an LRU batch reference, a driver's ``get_page``) gives ``-EAGAIN``; the
@@ -28,7 +31,7 @@ from errno import EAGAIN, EBUSY, ENOMEM
 from typing import Any, Callable, Optional
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_HUGETLB, PG_anon_exclusive, PG_dirty,
+from .folio import (KIND_ANON, KIND_HUGETLB, PAGE_SHIFT, PG_anon_exclusive, PG_dirty,
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_uptodate,
                     PG_writeback, Folio)
 from .gfp import ZONE_MOVABLE
@@ -222,14 +225,18 @@ class MigrateMixin:
             src.flags &= ~PG_isolated
             self.folio_put(src)
             return 0
-        flags = src.flags
-        if flags & PG_writeback and mode != MIGRATE_SYNC:
-            return -EBUSY
-        if flags & PG_locked:
-            return -EAGAIN
+        # migrate_folio_unmap: the target first; its failure ends the whole call
         dst = get_new(src, private)
         if dst is None:
             return -ENOMEM
+        flags = src.flags
+        if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
+            self._free_target(dst, put_new, private)
+            return -EAGAIN if flags & PG_locked else -EBUSY
+        if src.rmap:
+            # try_to_migrate -> try_to_migrate_one: every mapping's notifiers hear of
+            # the unmap before the reference count is judged, on every attempt
+            self._migrate_invalidate(src)
         expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
@@ -241,6 +248,25 @@ class MigrateMixin:
             return -EAGAIN
         self._move_to_new_folio(src, dst, expected - 1)
         return 0
+
+    def _migrate_invalidate(self, src: Folio) -> None:
+        """Invalidate the notifiers over every page-table mapping of *src*, one range per
+        run of contiguous entries in one mm (try_to_migrate_one's range: the folio's
+        extent within the VMA).  Runs are collected first: a callback may change them.
+        Owners without notifiers (an mm with none registered, a test's page table) are
+        skipped."""
+        entries = [(mm, key) for mm, key in src.rmap if getattr(mm, "notifiers", None)]
+        if not entries:
+            return
+        runs: list[list[Any]] = []
+        for mm, (kind, vpn) in sorted(entries, key=lambda e: (id(e[0]), e[1][1])):
+            end = vpn + (1 if kind == "pte" else src.nr_pages)
+            if runs and runs[-1][0] is mm and runs[-1][2] == vpn:
+                runs[-1][2] = end
+            else:
+                runs.append([mm, vpn, end])
+        for mm, start, end in runs:
+            self._mmu_notify(mm, start << PAGE_SHIFT, end << PAGE_SHIFT, "migrate")
 
     def _free_target(self, dst: Folio, put_new: FreeFolio | None, private: Any) -> None:
         if put_new is not None:

@@ -479,11 +479,9 @@ class MMStruct:
 
     def replace_folio(self, key: tuple[str, int], old: Folio, new: Folio) -> None:
         """Migration moved *old* to *new*: repoint the page-table entry *key* (the
-        notifiers hear of it first, while the entry still maps *old*)."""
+        notifiers heard of it when the attempt unmapped *old*, see
+        ``MigrateMixin._migrate_invalidate``)."""
         kind, vpn = key
-        if self.notifiers:
-            self._k._mmu_notify(self, vpn << PAGE_SHIFT, (vpn + (1 if kind == "pte" else new.nr_pages)) << PAGE_SHIFT,
-                                "migrate")
         if kind == "pte":
             _, idx = self.pte[vpn]
             self.pte[vpn] = (new, idx)

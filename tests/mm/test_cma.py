@@ -362,7 +362,10 @@ class TestAllocContigRange:
     @pytest.mark.pin_contract(disable=['pin-balance'],
                               reason="model test: keeps an extra reference on purpose (the failure under test)")
     def test_referenced_page_cache_folio_ebusy_after_five_tries(self, fake_mm):
-        """An LRU folio with an extra reference: 5 migrate_pages calls, then -EBUSY."""
+        """An LRU folio with an extra reference: 5 migrate_pages calls, then -EBUSY, decided
+        by test_pages_isolated after the migration's -EBUSY fell through (the failure dump
+        comes first, then the busy range).  Kernel: mm/page_alloc.c:alloc_contig_range_noprof
+        (``if (ret && ret != -EBUSY) goto done``) and __alloc_contig_migrate_range, v6.12.117."""
         mapping = FakeMapping()
         held = lru_cache_folio(fake_mm, "normal", mapping)
         held.write(0, b"held")
@@ -374,7 +377,9 @@ class TestAllocContigRange:
         assert fake_mm.stats.pgmigrate_fail == 5
         assert fake_mm.stats.pgmigrate_success == 0
         dumped = fake_mm.trace.filter(kind="contig_busy")
-        assert len(dumped) == 1 and dumped[0].fields["folio"] is held
+        assert [e.fields["folio"] for e in dumped] == [held, held]
+        assert "migration failure" in dumped[0].fields["message"]
+        assert "PFNs busy" in dumped[1].fields["message"]
         assert mapping.pages[0] is held and held.read(0, 4) == b"held"
         assert held.refcount == 1 + 1 + 1            # cache + get + LRU batch after putback
         assert_nothing_isolated(fake_mm)
@@ -394,6 +399,29 @@ class TestAllocContigRange:
         assert len(busy) == 1 and busy[0].fields["folio"] is held
         assert "PFNs busy" in busy[0].fields["message"]
         assert fake_mm.folio_test_lru(held) and held.refcount == 2
+        assert_nothing_isolated(fake_mm)
+
+    @pytest.mark.parametrize("fatal", [False, True], ids=["signal", "fatal_signal"])
+    def test_only_a_fatal_signal_stops_the_migration(self, fake_mm, fatal):
+        """__alloc_contig_migrate_range checks fatal_signal_pending(): a plain pending
+        signal does not stop it, SIGKILL gives -EINTR before the first isolation.
+        Kernel: mm/page_alloc.c:__alloc_contig_migrate_range, v6.12.117."""
+        mapping = FakeMapping()
+        folio = lru_cache_folio(fake_mm, "normal", mapping)
+        s = folio.pfn & ~(pageblock_nr_pages - 1)
+        if fatal:
+            fake_mm.current.fatal_signal_pending = True
+        else:
+            fake_mm.current.signal_pending = True
+        rc = fake_mm.alloc_contig_range(s, s + pageblock_nr_pages)
+        fake_mm.current.signal_pending = False
+        if fatal:
+            assert rc == -errno.EINTR and fake_mm.stats.migrate_pages_calls == 0
+            assert mapping.pages[0] is folio
+        else:
+            assert rc == 0 and fake_mm.stats.migrate_pages_calls == 1
+            assert folio.freed and mapping.pages[0] is not folio
+            fake_mm.free_contig_range(s, pageblock_nr_pages)
         assert_nothing_isolated(fake_mm)
 
     def test_no_migration_target_is_enomem(self, fake_mm):

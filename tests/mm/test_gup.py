@@ -20,7 +20,7 @@ from pytest_pinfault.mm import (FOLL_ANON, FOLL_FORCE, FOLL_GET, FOLL_LONGTERM, 
                                 PF_MEMALLOC_PIN, PROT_NONE, PROT_READ, PROT_WRITE, VM_IO, KernelHang,
                                 KernelOutcome, Livelock, Page, page_folio)
 from pytest_pinfault.faults.injector import FaultBudgetExceeded
-from pytest_pinfault.mm.folio import PG_dirty
+from pytest_pinfault.mm.folio import PG_anon_exclusive, PG_dirty
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -296,11 +296,26 @@ class TestReturnValues:
         assert k.pin_user_pages(addr, 2, FOLL_NOFAULT | FOLL_WRITE, pages) == 1
         k.unpin_user_pages(pages, 1)
 
-    def test_signal_pending(self, k):
-        """A pending signal gives -EINTR."""
+    def test_fatal_signal_pending(self, k):
+        """A pending fatal signal gives -EINTR.  Kernel: mm/gup.c:__get_user_pages
+        (fatal_signal_pending before each page), v6.12.117."""
+        addr = anon(k, 2)
+        k.current.fatal_signal_pending = True
+        assert k.current.signal_pending
+        assert k.pin_user_pages(addr, 2, 0, []) == -errno.EINTR
+        assert_nothing_held(k)
+
+    def test_non_fatal_signal_does_not_stop_gup(self, k):
+        """A pending non-fatal signal does not stop GUP: only fatal signals do (and plain
+        ones only under FOLL_INTERRUPTIBLE, on the VM_FAULT_RETRY path the model lacks).
+        Kernel: mm/gup.c:__get_user_pages, gup_signal_pending, v6.12.117."""
         addr = anon(k, 2)
         k.current.signal_pending = True
-        assert k.pin_user_pages(addr, 2, 0, []) == -errno.EINTR
+        assert not k.current.fatal_signal_pending
+        pages = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        k.unpin_user_pages(pages, 2)
+        k.current.signal_pending = False
         assert_nothing_held(k)
 
     def test_unaligned_start(self, k):
@@ -480,10 +495,11 @@ class TestPinArithmetic:
         k.unpin_user_pages(pages, 512)
         assert (folio.refcount, folio._pincount) == (513, 0)
 
-    @pytest.mark.parametrize("flags", [0, FOLL_LONGTERM])
+    @pytest.mark.parametrize("flags", [0])
     @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast"])
     def test_zero_page_not_pinned(self, k, api, flags):
-        """A read-only pin of the zero page returns it without pinning (refcount unchanged)."""
+        """A read-only short-term pin of the zero page returns it without pinning
+        (refcount unchanged); a long-term one unshares it (TestLongtermReadOnlyUnshare)."""
         addr = anon(k, 4, fill=False)
         mm = k.current.mm
         mm.read(addr, 4 * PAGE_SIZE)
@@ -735,8 +751,9 @@ class TestGupLongtermSelftest:
         assert k.warnings == []
 
     @pytest.mark.parametrize("api", APIS)
-    def test_ro_pin_of_private_file_pins_page_cache(self, api):
-        """A R/O long-term pin of an untouched private file mapping pins the page-cache page."""
+    def test_ro_pin_of_private_file_pins_an_unshared_copy(self, api):
+        """A R/O long-term pin of a private file mapping succeeds and pins anonymous copies
+        (gup_must_unshare, 84209e87c696), not the page-cache pages."""
         k = FakeMM(MMConfig(ram="1GiB"))
         f = k.memfd_create("test", 0)
         f.ftruncate(4 * PAGE_SIZE)
@@ -750,7 +767,11 @@ class TestGupLongtermSelftest:
         else:
             ret = ENTRY_POINTS[api](k, addr, 4, FOLL_LONGTERM, pages)
         assert ret == 4
-        assert [p.folio for p in pages] == [f.mapping.lookup(i) for i in range(4)]
+        cache = [f.mapping.lookup(i) for i in range(4)]
+        assert all(p.folio.kind == "anon" and p.folio not in cache for p in pages)
+        assert [p.folio for p in pages] == [mm.lookup(addr + i * PAGE_SIZE)[0] for i in range(4)]
+        assert pages[0].folio.read(0, 4) == b"file"
+        assert not any(k.folio_maybe_dma_pinned(c) for c in cache)
         k.unpin_user_pages(pages, 4)
 
 
@@ -1458,3 +1479,117 @@ class TestMemfdPinFoliosHugetlb:
         f.close()
         h = k.hstate()
         assert (h.free_huge_pages, h.resv_huge_pages) == (4, 0)
+
+
+class TestLongtermReadOnlyUnshare:
+    """A read-only FOLL_LONGTERM pin in a private (COW) mapping must not pin a page that a
+    later write fault would replace: page-cache and zero pages are unshared into an
+    exclusive anonymous copy first, as anonymous pages that are not exclusive already are.
+    Kernel: mm/internal.h:gup_must_unshare (84209e87c696, v6.12.117), mm/gup.c:
+    follow_page_pte (-EMLINK) and faultin_page (FAULT_FLAG_UNSHARE), mm/memory.c:do_wp_page."""
+
+    @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast"])
+    @pytest.mark.parametrize("touched", [True, False], ids=["zero_page_mapped", "untouched"])
+    def test_anon_zero_page_is_unshared(self, k, api, touched):
+        """Untouched private anon memory (or the zero page a read mapped there) pinned
+        read-only for the long term: exclusive anonymous pages, really pinned, mapped."""
+        addr = anon(k, 4, fill=False)
+        mm = k.current.mm
+        if touched:
+            mm.read(addr, 4 * PAGE_SIZE)
+            assert mm.lookup(addr)[0] is k.zero_folio
+        zero_refs = k.zero_folio.refcount
+        pages = []
+        assert ENTRY_POINTS[api](k, addr, 4, FOLL_LONGTERM, pages) == 4
+        folios = [p.folio for p in pages]
+        assert all(f is not k.zero_folio and f.kind == "anon" for f in folios)
+        assert all(f.flags & PG_anon_exclusive for f in folios)
+        assert [mm.lookup(addr + i * PAGE_SIZE)[0] for i in range(4)] == folios
+        assert all(k.folio_maybe_dma_pinned(f) for f in folios)
+        assert k.stats.nr_foll_pin_acquired == 4
+        assert k.zero_folio.refcount == zero_refs
+        assert mm.read(addr, 4 * PAGE_SIZE) == bytes(4 * PAGE_SIZE)
+        k.unpin_user_pages(pages, 4)
+        assert_nothing_held(k)
+
+    @pytest.mark.parametrize("api", ["pin_user_pages", "pin_user_pages_fast"])
+    @pytest.mark.parametrize("touched", [True, False], ids=["mapped", "unmapped"])
+    def test_private_file_page_is_unshared(self, k, api, touched):
+        """A MAP_PRIVATE memfd page pinned read-only for the long term: an anonymous copy
+        with the file's contents is pinned and mapped; the page cache is left unpinned, so
+        a later write by the process cannot leave the device on a stale page."""
+        f = k.memfd_create("priv", MFD_ALLOW_SEALING)
+        f.ftruncate(PAGE_SIZE)
+        f.pwrite(b"file", 0)
+        cached = f.mapping.lookup(0)
+        mm = k.current.mm
+        addr = mm.mmap(PAGE_SIZE, PROT_READ, MAP_PRIVATE, file=f)
+        if touched:
+            mm.read(addr, 4)
+            assert mm.lookup(addr)[0] is cached
+        pages = []
+        assert ENTRY_POINTS[api](k, addr, 1, FOLL_LONGTERM, pages) == 1
+        copy = pages[0].folio
+        assert copy is not cached and copy.kind == "anon" and copy.flags & PG_anon_exclusive
+        assert mm.lookup(addr)[0] is copy and copy.read(0, 4) == b"file"
+        assert not k.folio_maybe_dma_pinned(cached) and f.mapping.lookup(0) is cached
+        k.unpin_user_pages(pages, 1)
+        assert_nothing_held(k)
+
+    @pytest.mark.parametrize("flags,shared", [(0, False), (FOLL_LONGTERM, True)],
+                             ids=["short_term_private", "longterm_shared"])
+    def test_no_unshare_outside_longterm_cow(self, k, flags, shared):
+        """A short-term read-only pin of a private file page, or a long-term one of a
+        shared mapping, pins the page-cache page itself (gup_must_unshare is false)."""
+        f = k.memfd_create("keep", MFD_ALLOW_SEALING)
+        f.ftruncate(PAGE_SIZE)
+        f.pwrite(b"keep", 0)
+        cached = f.mapping.lookup(0)
+        mm = k.current.mm
+        addr = mm.mmap(PAGE_SIZE, PROT_READ, MAP_SHARED if shared else MAP_PRIVATE, file=f)
+        pages = []
+        assert k.pin_user_pages(addr, 1, flags, pages) == 1
+        cached = f.mapping.lookup(0)          # a long-term pin may have migrated it
+        assert pages[0].folio is cached is mm.lookup(addr)[0] and cached.kind == "shmem"
+        assert k.folio_maybe_dma_pinned(cached)
+        k.unpin_user_pages(pages, 1)
+        assert_nothing_held(k)
+
+
+class TestLongtermDrainVersions:
+    """When collect_longterm_unpinnable_folios drains the LRU caches.  v6.17 compares a
+    small folio's count with folio_expected_ref_count() + 1, which a pinned folio (+1024)
+    never matches, so it drains whenever it collects one; 6.12.y counts the pin
+    (``pin_refs``: GUP_PIN_COUNTING_BIAS) and drains only on an unexpected reference.
+    Kernel: mm/gup.c:collect_longterm_unpinnable_folios, v6.17 and 6.12.118."""
+
+    @pytest.mark.parametrize("quirks,drains", [((), 1), (("gup_drain_on_unexpected_ref_only",), 0)],
+                             ids=["v6.17", "6.12.y"])
+    def test_drain_without_unexpected_reference(self, quirks, drains):
+        """Drained CMA folios, nothing unexpected: v6.17 drains all CPUs anyway, 6.12.y not;
+        both migrate and pin."""
+        k = machine(thp="never", quirks=quirks)
+        addr = anon(k, 4, where="cma")
+        k.lru_add_drain_all()
+        before = k.stats.lru_add_drain_all
+        pages = []
+        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, pages) == 4
+        assert k.stats.lru_add_drain_all - before == drains
+        assert not any(p.folio.is_cma for p in pages)
+        k.unpin_user_pages(pages, 4)
+        assert_nothing_held(k)
+
+    @pytest.mark.parametrize("quirks", [(), ("gup_drain_on_unexpected_ref_only",)], ids=["v6.17", "6.12.y"])
+    def test_remote_batch_reference_is_drained_in_both(self, quirks):
+        """A folio held by another CPU's LRU batch is an unexpected reference: both
+        versions drain every CPU once and the pin succeeds."""
+        k = machine(thp="never", quirks=quirks)
+        other = k.create_task("faulter", mm=k.current.mm)
+        with k.run_as(other):
+            addr = anon(k, 2, where="cma")
+        before = k.stats.lru_add_drain_all
+        pages = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        assert k.stats.lru_add_drain_all - before == 1
+        k.unpin_user_pages(pages, 2)
+        assert_nothing_held(k)

@@ -102,6 +102,26 @@ class TestOfflinePagesErrors:
         assert fake_mm.memory_blocks[2].offline() == -errno.EBUSY
         assert fake_mm.memory_blocks[1].offline() == 0
 
+    def test_pending_signal_gives_eintr_before_the_first_scan(self, fake_mm):
+        """Any pending signal (not only a fatal one) ends offlining with -EINTR before the
+        first scan: nothing is migrated and the block stays online.
+        Kernel: mm/memory_hotplug.c:offline_pages (signal_pending, "signal backoff"), v6.12.117."""
+        pt = FakePageTable()
+        movable = lru_anon_folio(fake_mm, "normal", pt, 0x1000)
+        assert in_block(movable.pfn, 2)
+        fake_mm.current.signal_pending = True
+        assert not fake_mm.current.fatal_signal_pending
+        assert fake_mm.memory_blocks[2].offline() == -errno.EINTR
+        fake_mm.current.signal_pending = False
+        assert fake_mm.stats.migrate_pages_calls == 0 and pt.ptes[0x1000] is movable
+        (signal,) = fake_mm.trace.filter(kind="offline_signal")
+        assert signal.fields["passes"] == 0
+        (fail,) = fake_mm.trace.filter(kind="offline_fail")
+        assert fail.fields["reason"] == "signal backoff"
+        assert fake_mm.memory_blocks[2].state == "online"
+        assert_nothing_isolated(fake_mm)
+        assert fake_mm.memory_blocks[2].offline() == 0
+
     @pytest.mark.pin_contract(disable=['pin-balance', 'contiguity'],
                               reason="model test: keeps an extra reference on purpose (the failure under test)")
     @pytest.mark.mm_config(offline_retry_budget=5)

@@ -629,3 +629,55 @@ class TestHugetlbMigration:
         fake_mm.putback_movable_pages(lst)
         assert old.flags & PG_hugetlb_migratable and not old.flags & PG_isolated
         assert old.refcount == 512 + 1
+
+
+class TestTargetAllocatedFirst:
+    """migrate_folio_unmap allocates the target before it tries the source's lock or
+    looks at writeback, so a target failure ends the whole call with -ENOMEM even for a
+    folio that would have failed anyway.  Kernel: mm/migrate.c:migrate_folio_unmap and
+    migrate_pages_batch (``case -ENOMEM``), v6.12.117."""
+
+    @pytest.mark.pin_contract(disable=['isolation-hygiene', 'contiguity'],
+                              reason="model test: leaves the isolated folios on its list to inspect them")
+    @pytest.mark.parametrize("flag,mode", [(PG_locked, MIGRATE_SYNC), (PG_locked, MIGRATE_ASYNC),
+                                           (PG_writeback, MIGRATE_SYNC_LIGHT), (PG_writeback, MIGRATE_ASYNC)],
+                             ids=["locked-sync", "locked-async", "writeback-sync_light", "writeback-async"])
+    def test_target_failure_wins_over_lock_and_writeback(self, fake_mm, flag, mode):
+        """A locked or writeback folio whose target cannot be allocated: -ENOMEM, not a
+        counted -EAGAIN/-EBUSY failure; the later folio is never tried."""
+        blocked = anon_folio(fake_mm, where="cma")
+        blocked.flags |= flag
+        other = anon_folio(fake_mm, where="cma")
+        fake_mm.faults.arm("alloc_migration_target")
+        lst = isolate(fake_mm, blocked, other)
+        out = Out()
+        assert migrate(fake_mm, lst, mode=mode, out=out) == -errno.ENOMEM
+        assert lst == [blocked, other] and out.value == 0
+        assert fake_mm.stats.pgmigrate_success == 0
+        fake_mm.putback_movable_pages(lst)
+        assert_nothing_isolated(fake_mm)
+
+    @pytest.mark.pin_contract(disable=['isolation-hygiene', 'contiguity'],
+                              reason="model test: leaves the isolated folio on its list to inspect it")
+    def test_locked_folio_allocates_and_frees_a_target_per_attempt(self, fake_mm):
+        """Each attempt on a locked folio allocates a target and hands it back through
+        put_new_folio (migrate_folio_undo_dst)."""
+        folio = anon_folio(fake_mm, where="cma")
+        folio.flags |= PG_locked
+        lst = isolate(fake_mm, folio)
+        got, put = [], []
+
+        def get_new(src, private):
+            dst = fake_mm.alloc_migration_target(src, private)
+            got.append(dst)
+            return dst
+
+        def put_new(dst, private):
+            put.append(dst)
+            fake_mm.folio_put(dst)
+
+        rc = fake_mm.migrate_pages(lst, get_new, put_new, MigrationTargetControl(reason=MR_SYSCALL),
+                                   MIGRATE_SYNC, MR_SYSCALL)
+        assert rc == 1 and lst == [folio]
+        assert len(got) == NR_MAX_MIGRATE_PAGES_RETRY and put == got
+        assert all(d.freed for d in got)

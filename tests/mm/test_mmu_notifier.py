@@ -13,7 +13,8 @@ import pytest
 from pytest_pinfault import FakeMM, MMConfig
 from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE,
                                 MAP_SHARED, MFD_ALLOW_SEALING, PAGE_SIZE, PROT_READ, PROT_WRITE,
-                                MMUIntervalNotifier, MMUNotifierRange)
+                                MIGRATE_SYNC, MR_SYSCALL, NR_MAX_MIGRATE_PAGES_RETRY,
+                                MMUIntervalNotifier, MMUNotifierRange, MigrationTargetControl)
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -271,6 +272,69 @@ class TestInvalidation:
         assert mirror.lookup(addr)[0] is pages[0].folio is f.mapping.lookup(0)
         assert k.mmu_interval_read_retry(sub, 0) is True
         k.unpin_user_pages(pages, 2)
+
+    def test_invalidate_dropping_reference_lets_migration_succeed(self, k):
+        """A driver holding a plain page reference (get_user_pages, no pin) that drops it in
+        invalidate() lets migration succeed: the unmap invalidates before the reference
+        count is judged.  Kernel: mm/rmap.c:try_to_migrate_one (mmu_notifier_invalidate_
+        range_start before the PTE walk), mm/migrate.c:migrate_folio_unmap then
+        migrate_folio_move, v6.12.117."""
+        mm = k.current.mm
+        f = k.memfd_create("dev", MFD_ALLOW_SEALING)     # page cache: compaction isolates
+        f.ftruncate(PAGE_SIZE)                            # it despite the extra reference
+        with k.steer("cma"):
+            f.pwrite(b"d", 0)
+        addr = mm.mmap(PAGE_SIZE, RW, MAP_SHARED, file=f)
+        mm.read(addr, 1)
+        old = mm.lookup(addr)[0]
+        assert old.is_cma
+        held = []
+        assert k.get_user_pages(addr, 1, FOLL_WRITE, held) == 1
+
+        class Dropper(Recorder):
+            def invalidate(self, sub, rng, cur_seq):
+                while held:
+                    k.put_page(held.pop())
+                return super().invalidate(sub, rng, cur_seq)
+
+        ops = Dropper()
+        sub = k.mmu_interval_notifier_insert(mm, addr, PAGE_SIZE, ops)
+        area = k.cma_areas[0]
+        page = k.cma_alloc(area, area.count, 0)
+        assert page is not None
+        assert held == [] and ops.seen == [old] and ops.events == ["migrate"]
+        assert mm.lookup(addr)[0] is not old and mm.read(addr, 1) == b"d"
+        assert k.cma_release(area, page, area.count) is True
+
+    def test_every_attempt_invalidates_again(self, k):
+        """A driver that keeps its reference hears one invalidation per migration attempt
+        (NR_MAX_MIGRATE_PAGES_RETRY of them), each with a fresh odd sequence, so its
+        handling of repeated invalidations is exercised.  Kernel: mm/migrate.c:
+        migrate_pages_batch/migrate_pages_sync retry loops calling migrate_folio_unmap ->
+        mm/rmap.c:try_to_migrate_one, v6.12.117."""
+        mm = k.current.mm
+        addr = anon(mm, 1)
+        with k.steer("cma"):
+            mm.write(addr, b"k")
+        held = []
+        assert k.get_user_pages(addr, 1, FOLL_WRITE, held) == 1
+        sub, ops = register(k, mm, addr, PAGE_SIZE)
+        folio = mm.lookup(addr)[0]
+        k.lru_add_drain()
+        assert k.folio_isolate_lru(folio)
+        k.node_stat_mod_isolated(folio, 1)
+        lst = [folio]
+        k.faults.record()
+        rc = k.migrate_pages(lst, k.alloc_migration_target, None,
+                             MigrationTargetControl(reason=MR_SYSCALL), MIGRATE_SYNC, MR_SYSCALL)
+        assert rc == 1 and lst == [folio]
+        assert len(ops.calls) == k.faults.hits["migrate_folio"] == NR_MAX_MIGRATE_PAGES_RETRY
+        seqs = [c[3] for c in ops.calls]
+        assert len(set(seqs)) == len(seqs) and all(q % 2 for q in seqs)
+        assert mm.lookup(addr)[0] is folio and mm.read(addr, 1) == b"k"
+        assert k.mmu_interval_read_retry(sub, 0) is True
+        k.putback_movable_pages(lst)
+        k.put_page(held.pop())
 
     def test_pin_without_migration_is_silent(self, k):
         """Pinning pinnable memory changes no PTE and invalidates nothing."""

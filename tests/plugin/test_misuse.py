@@ -63,7 +63,8 @@ MARKER_CASES = {
     "mm_config ram thousands of digits": (f'mm_config(ram="{"9" * 5000}")', "*mm_config: ram: expected a size*"),
     "mm_config quirks None": ("mm_config(quirks=None)",
                               "*@pytest.mark.mm_config: quirks: expected a name or a list of names from "
-                              "['gup_keep_pins_on_isolation_failure', 'pcp_thp_shared_list'], got None"),
+                              "['gup_drain_on_unexpected_ref_only', 'gup_keep_pins_on_isolation_failure', "
+                              "'pcp_thp_shared_list'], got None"),
     "mm_config quirks int": ("mm_config(quirks=3)", "*mm_config: quirks: expected a name or a list*got 3"),
     "mm_config quirks unknown": ('mm_config(quirks=["nope"])', "*mm_config: quirks: expected names from*got 'nope'"),
     "mm_config quirks nested": ('mm_config(quirks=[["x"]])', "*mm_config: quirks: expected names from*got ['x']"),
