@@ -27,7 +27,6 @@ import dataclasses
 import gc
 import os
 import sys
-import weakref
 from typing import Any, Callable, Hashable, Iterable
 
 from ..mm.fakemm import FakeMM
@@ -46,9 +45,23 @@ from .violation import Violation, snapshot_folio
 __all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 
 _N_EVENTS = 6
+_NO_ISOLATED: frozenset = frozenset()   # a tracked snapshot's (unused) set of isolated folios
+_NO_COUNTERS: dict = {}                 # a core call's snapshot: named counters not judged
+_NO_INJ: dict = {}                      # no fault-injector holds (injector_holds)
 
 
-_CODE_BYTES: "weakref.WeakKeyDictionary[Any, bytes]" = weakref.WeakKeyDictionary()
+#: code object -> its bytecode, for the cheap "has this frame returned?" test.  A plain
+#: dict (a weak one costs a weakref per lookup, on every root call), cleared when large.
+_CODE_BYTES: dict[Any, bytes] = {}
+
+
+def _code_bytes(code: Any) -> bytes:
+    co = _CODE_BYTES.get(code)
+    if co is None:
+        if len(_CODE_BYTES) > 4096:
+            _CODE_BYTES.clear()
+        co = _CODE_BYTES[code] = code.co_code
+    return co
 
 
 def _caller_text(frame: Any) -> str:
@@ -111,6 +124,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self._cand_cache: list[Any] | None = None                 # _candidates() during a check
         self._scan_cache: Any = None                              # _scan() during a check
         self._last_parent: Any = None           # the caller of the last root call (a hint)
+        self._root_depth = 0                    # where _open_root last found a root call
         if at_boot:
             self.boot_baseline()
         else:
@@ -131,14 +145,16 @@ class Checker(StateRules, ReturnRules, MMObserver):
             return cached
         if self._seen_valid and self.attached:
             seen = self._seen
-            for key in [key for key, f in seen.items() if f.freed]:
-                del seen[key]                 # forget freed folios for good
+            live = [f for f in seen.values() if not f.freed]
+            if len(live) != len(seen):
+                for key in [key for key, f in seen.items() if f.freed]:
+                    del seen[key]             # forget freed folios for good
             if self._b_folios:
                 out = {k: b[0] for k, b in self._b_folios.items()}
                 out.update(seen)
                 res = [f for f in out.values() if not f.freed]
             else:
-                res = list(seen.values())
+                res = live
         else:
             res = list(self.fake_mm.iter_folios())
         if self._ucache is not None:
@@ -275,8 +291,8 @@ class Checker(StateRules, ReturnRules, MMObserver):
         if f.kind == "zero":
             return None
         rmap = tuple(f.rmap or ()) if f.kind == "anon" else ()
-        h = self._holds[id(f)] = Hold(f, owner, call, caller, base, f.mapping, f.index, rmap, vkey)
-        self._touch(f)
+        h = self._holds[id(f)] = Hold(f, owner, call, caller, base, f._mapping, f.index, rmap, vkey)
+        self._touched[(f.pfn, f.nr_pages)] = None
         return h
 
     def _touch(self, f: Any) -> None:
@@ -289,7 +305,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         if f._serial > snap.serial:
             return f, 0, 0, False
         k = self.fake_mm
-        p, r = split_units(k, f, injector_holds(k))
+        p, r = split_units(k, f, injector_holds(k) if k.faults.holds else _NO_INJ)
         return f, p, r, bool(f._flags & PG_isolated)
 
     def _new_snapshot(self, tracked: bool, counters: bool = True) -> CallSnapshot:
@@ -297,28 +313,32 @@ class Checker(StateRules, ReturnRules, MMObserver):
         st = k.stats
         mms = {}
         for t in k.tasks:
-            if t.mm is not None:
-                mms[id(t.mm)] = (t.mm, t.mm.locked_vm, t.mm.pinned_vm)
+            mm = t.mm
+            if mm is not None:
+                mms[id(mm)] = (mm, mm.locked_vm, mm.pinned_vm)
         return CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
-                            (st.nr_isolated_anon, st.nr_isolated_file), set(), mms, k.trace.seq,
+                            (st.nr_isolated_anon, st.nr_isolated_file), _NO_ISOLATED, mms, k.trace.seq,
                             len(k.faults.log), tracked, folio_serial(),
-                            _counters.snapshot(k) if counters else {})
+                            _counters.snapshot(k) if counters else _NO_COUNTERS)
 
     def snapshot_call(self, counters: bool = True) -> CallSnapshot:
         """State before a pinning call.  Attached: filled as the call touches folios
         (cost: what the call touches), until :meth:`judge_return` closes it; otherwise
         one pass over the allocated folios now."""
-        if self.attached:
+        if self.fake_mm._observer is self:
             rc = self._root
             if rc is not None:
                 i = rc.frame.f_lasti
-                if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
-                        rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
+                code = rc.code
+                p = rc.parent
+                if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
+                        p is not None and p.f_lasti != rc.parent_lasti):
                     self._close_root(rc)
             snap = self._new_snapshot(True, counters)
             self._open.append(snap)
             return snap
         snap = self._new_snapshot(False, counters)
+        snap.isolated = set()
         k = self.fake_mm
         holds = injector_holds(k)
         for f in k.iter_folios():
@@ -331,9 +351,13 @@ class Checker(StateRules, ReturnRules, MMObserver):
         return snap
 
     def _close_snapshot(self, snap: CallSnapshot) -> None:
-        for i in range(len(self._open) - 1, -1, -1):
-            if self._open[i] is snap:
-                del self._open[i]
+        opened = self._open
+        if opened and opened[-1] is snap:     # the usual case: the innermost call
+            opened.pop()
+            return
+        for i in range(len(opened) - 1, -1, -1):
+            if opened[i] is snap:
+                del opened[i]
                 break
 
     def _grown(self, before: CallSnapshot) -> list[tuple[Any, int, int]]:
@@ -341,8 +365,16 @@ class Checker(StateRules, ReturnRules, MMObserver):
         k = self.fake_mm
         holds = injector_holds(k)
         out = []
-        folios = ([b[0] for b in before.folios.values()] if before.tracked else k.iter_folios())
-        for f in folios:
+        if before.tracked:
+            # each entry is the folio's own (recorded by folio_ref), so no identity test
+            for f, bp, br, _ in before.folios.values():
+                if f.kind not in USER_KINDS:
+                    continue
+                p, r = split_units(k, f, holds)
+                if (p or r) and p + r > bp + br:
+                    out.append((f, p - bp, r - br))
+            return out
+        for f in k.iter_folios():
             if f.kind not in USER_KINDS:
                 continue
             p, r = split_units(k, f, holds)
@@ -365,16 +397,22 @@ class Checker(StateRules, ReturnRules, MMObserver):
         (``MAPPING_CHANGE``, None) another field its accounting depends on is about to
         change (mm/observer.py).  A mapping change of a held or device-mapped page
         makes the running model call judge coherence once it returned."""
+        # the hot path of every model call: the tests of returned() are written out
         op = self._coh_op
         if op is not None and returned(op):    # type: ignore[arg-type]
             self._judge_op(op)
         rc = self._root
         if rc is not None:
-            fr = rc.frame
-            i = fr.f_lasti
-            if (0 <= i < len(rc.code) and rc.code[i] in _RETURN_OPS) or (
-                    rc.parent is not None and rc.parent.f_lasti != rc.parent_lasti):
-                self._close_root(rc)
+            i = rc.frame.f_lasti
+            code = rc.code
+            p = rc.parent
+            if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
+                    p is not None and p.f_lasti != rc.parent_lasti):
+                if rc.driver:
+                    self._close_root(rc)
+                else:                          # nothing to judge (_close_root)
+                    self._root = None
+                    rc.frame = rc.parent = None
                 rc = self._open_root()
         else:
             rc = self._open_root()
@@ -388,22 +426,26 @@ class Checker(StateRules, ReturnRules, MMObserver):
         elif key not in snap.folios:
             state = snap.folios[key] = self._state(folio, snap)
             self._seen[key] = folio
-        if self._open:
-            for s in self._open:
-                if key not in s.folios:
-                    if state is not None and (folio._serial > s.serial) == (folio._serial > snap.serial):  # type: ignore[union-attr]
-                        s.folios[key] = state
+        opened = self._open
+        if opened:
+            serial = folio._serial
+            for s in opened:
+                sf = s.folios
+                if key not in sf:
+                    if state is not None and (serial > s.serial) == (serial > snap.serial):  # type: ignore[union-attr]
+                        sf[key] = state
+                    elif serial > s.serial:        # _state, written out
+                        sf[key] = (folio, 0, 0, False)
                     else:
-                        s.folios[key] = self._state(folio, s)
+                        k = self.fake_mm
+                        p, r = split_units(k, folio, injector_holds(k) if k.faults.holds else _NO_INJ)
+                        sf[key] = (folio, p, r, bool(folio._flags & PG_isolated))
         if new == MAPPING_CHANGE and (self._device_views or key in self._holds):
             op = self._coh_op
             if op is None:
                 frame, parent = find_model_op()
-                code = frame.f_code
-                co = _CODE_BYTES.get(code)
-                if co is None:
-                    co = _CODE_BYTES[code] = code.co_code
-                op = self._coh_op = ModelOp(frame, parent, parent.f_lasti if parent is not None else -1, co)
+                op = self._coh_op = ModelOp(frame, parent, parent.f_lasti if parent is not None else -1,
+                                            _code_bytes(frame.f_code))
             if key in self._holds:
                 op.folios.add(key)
             else:
@@ -413,29 +455,109 @@ class Checker(StateRules, ReturnRules, MMObserver):
         """Observer event: a core pinning call starts.  (The named counters --
         locked_vm, mm and file references, DMA mappings -- are the driver's to give back:
         they are judged for driver calls, not for the core's own error paths.)"""
-        snap = self.snapshot_call(counters=False)
+        if self.fake_mm._observer is not self:
+            return self.snapshot_call(counters=False)
+        # snapshot_call(counters=False), written out: this runs for every core call
+        rc = self._root
+        if rc is not None:
+            i = rc.frame.f_lasti
+            code = rc.code
+            p = rc.parent
+            if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
+                    p is not None and p.f_lasti != rc.parent_lasti):
+                if rc.driver:
+                    self._close_root(rc)
+                else:
+                    self._root = None
+                    rc.frame = rc.parent = None
+        k = self.fake_mm                       # _new_snapshot(True, False), written out
+        st = k.stats
+        mms = {}
+        for t in k.tasks:
+            mm = t.mm
+            if mm is not None:
+                mms[id(mm)] = (mm, mm.locked_vm, mm.pinned_vm)
+        snap = CallSnapshot({}, st.nr_foll_pin_acquired, st.nr_foll_pin_released,
+                            (st.nr_isolated_anon, st.nr_isolated_file), _NO_ISOLATED, mms, k.trace.seq,
+                            len(k.faults.log), True, folio_serial(), _NO_COUNTERS)
+        self._open.append(snap)
         if self._root is None:
             # the test calling the core directly (the usual case): this call is the root
             # call, found without walking the stack
             frame = sys._getframe(2)
             parent = frame.f_back
             if parent is not None and parent is self._last_parent:
-                self._root = RootCall(frame, parent, parent.f_lasti, self._code_bytes(frame.f_code),
+                self._root = RootCall(frame, parent, parent.f_lasti, _code_bytes(frame.f_code),
                                       False, "", "", None)
         return snap
 
-    @staticmethod
-    def _code_bytes(code: Any) -> bytes:
-        co = _CODE_BYTES.get(code)
-        if co is None:
-            co = _CODE_BYTES[code] = code.co_code
-        return co
-
     def pin_call_end(self, call: str, token: Any, ret: Any, entries: Any, longterm: bool,
                      caller: str) -> None:
-        """Observer event: the core pinning call returned: judge rules 1-3."""
+        """Observer event: the core pinning call returned: judge rules 1-3.
+
+        The usual return (a count, every entry filled and held, every long-term folio
+        pinnable) is recognised here without side effects first; anything else goes
+        through :meth:`judge_return`, which finds and words the violation."""
+        if type(ret) is int and ret >= 0 and type(entries) is list and token.tracked \
+                and len(entries) >= ret:
+            held = self._clean_core_return(ret, entries, token, longterm)
+            if held is not None:
+                self._close_snapshot(token)
+                self._call_seq += 1
+                before = token.folios
+                hs = self._holds
+                touched = self._touched
+                for key, f in held.items():    # _remember, written out
+                    kind = f.kind
+                    if kind == "zero":
+                        continue
+                    b = before.get(key)
+                    base = b[1] + b[2] if b is not None and b[0] is f else 0
+                    hs[key] = Hold(f, call, call, caller, base, f._mapping, f.index,
+                                   tuple(f.rmap or ()) if kind == "anon" else (), None)
+                    touched[(f.pfn, f.nr_pages)] = None
+                return
         self.judge_return(call, ret, entries, token, caller=caller, count=True,
                           longterm=longterm, core=True)
+
+    def _clean_core_return(self, n: int, entries: list, before: CallSnapshot,
+                           longterm: bool) -> dict[int, Any] | None:
+        """The folios a core call that returned *n* now holds long-term (``id -> folio``;
+        none unless *longterm*), when rules 1 and 3 have nothing to say about it; else
+        None.  The same tests as :meth:`judge_return` (rule 3: ``_count_honesty``; rule
+        1: the placement of ``entries[:n]``), without building a violation."""
+        k = self.fake_mm
+        holds = injector_holds(k) if k.faults.holds else _NO_INJ
+        units = 0
+        for f, bp, br, _ in before.folios.values():
+            if f.kind not in USER_KINDS:
+                continue
+            p, r = split_units(k, f, holds)
+            if (p or r) and p + r > bp + br:
+                units += p + r - bp - br
+        uncounted = 0
+        held: dict[int, Any] = {}
+        for i in range(n):
+            e = entries[i]
+            if e is None:
+                return None
+            try:
+                f = e.folio
+            except AttributeError:
+                return None
+            if f.kind not in USER_KINDS:
+                uncounted += 1
+            if longterm:
+                held[id(f)] = f
+        if units != n - uncounted:
+            return None
+        if not longterm:
+            return held
+        pinnable = k.folio_is_longterm_pinnable
+        for f in held.values():
+            if not pinnable(f):
+                return None
+        return held
 
     def attached_to(self, fake_mm: Any) -> None:
         """Observer event: attached.  What changed since the baseline is unknown, so
@@ -447,16 +569,43 @@ class Checker(StateRules, ReturnRules, MMObserver):
 
     def _open_root(self) -> RootCall:
         prev = self._last_parent
-        callee, caller = find_root_call(prev)
+        callee = caller = None
+        if prev is not None:
+            # find_root_call's first step, written out: the caller of the previous root
+            # call (the test function) is usually still on the stack, and the new root
+            # call is the frame it called.  Tried first at the depth where it was found
+            # last time (a repeated call: sys._getframe(depth) materialises one frame,
+            # a walk every frame on the way).
+            d = self._root_depth
+            if d:
+                try:
+                    g = sys._getframe(d)
+                except ValueError:
+                    g = None
+                if g is not None and g.f_back is prev:
+                    callee, caller = g, prev
+            if callee is None:
+                g, inner, d = sys._getframe(1), None, 0
+                while g is not None:
+                    if g is prev:
+                        if inner is not None:
+                            callee, caller = inner, g
+                            self._root_depth = d
+                        break
+                    inner = g
+                    g = g.f_back
+                    d += 1
+        if callee is None:
+            callee, caller = find_root_call(None)
         code = callee.f_code
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
         if driver:
-            rc = RootCall(callee, caller, caller.f_lasti, self._code_bytes(code), True,
+            rc = RootCall(callee, caller, caller.f_lasti, _code_bytes(code), True,
                           getattr(code, "co_qualname", code.co_name), _caller_text(caller),
                           self._new_snapshot(True))
         else:
             rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1,
-                          self._code_bytes(code), False, "", "", None)
+                          _code_bytes(code), False, "", "", None)
         self._root = rc
         self._last_parent = caller
         return rc

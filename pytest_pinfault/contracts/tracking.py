@@ -8,11 +8,12 @@ costs what the call touched, never what the machine holds.
 
 **Root calls.**  Every refcount change happens inside some call that the test (or a
 fixture, or a pytest hook) made: the *root call*, the frame whose caller is the test
-function, found by walking the stack once when the call first touches a folio.  When the
-root call is driver code (outside this package) it is a driver entry point, declared
-or not: once it has returned, the folios it touched that are still held are holds that
-outlived the call -- long-term holds whatever flag took them (rule 1), and a negative
-return must have left none (rule 2).  That the root call returned is noticed cheaply at
+function, found when the call first touches a folio (a walk up the stack, or one look at
+the depth where the previous root call was found).  When the root call is driver code
+(outside this package) it is a driver entry point, declared or not: once it has
+returned, the folios it touched that are still held are holds that outlived the call --
+long-term holds whatever flag took them (rule 1), and a negative return must have left
+none (rule 2).  That the root call returned is noticed cheaply at
 the next refcount change, core pinning call, ``check()`` or teardown: its frame's last
 instruction is a return, or its caller has moved on.
 """

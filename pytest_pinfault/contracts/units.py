@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from ..mm.folio import GUP_PIN_COUNTING_BIAS, PG_isolated, PG_private
 from ..mm.gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
 
-__all__ = ["USER_KINDS", "pins_of", "split_units", "injector_holds", "where", "errname",
+__all__ = ["USER_KINDS", "pins_of", "split_units", "fill_units", "injector_holds", "where", "errname",
            "short_caller", "compact_folios", "fault_lines", "placement_bad"]
 
 #: Folio kinds whose references belong to user memory and are judged by hold units.
@@ -71,6 +71,44 @@ def split_units(k: Any, f: Any, inj_holds: dict[int, int]) -> tuple[int, int]:
         pins = rc // GUP_PIN_COUNTING_BIAS
         left = rc - acc - pins * GUP_PIN_COUNTING_BIAS
     return pins, left if left > 0 else 0
+
+
+def fill_units(k: Any, folios: Iterable[Any], inj_holds: dict[int, int],
+               cache: dict[int, tuple[int, int]]) -> None:
+    """``cache[id(f)] = split_units(k, f, inj_holds)`` for every folio of *folios* not
+    in *cache* yet: the same arithmetic written out in one loop, for the final check
+    over every folio a test touched (a 1 GiB buffer: 262,144)."""
+    bias = GUP_PIN_COUNTING_BIAS
+    for f in folios:
+        key = id(f)
+        if key in cache:
+            continue
+        rc = f._rc
+        if rc <= 0 or f.freed:
+            cache[key] = (0, 0)
+            continue
+        flags = f._flags
+        if f.kind == "anon":
+            acc = f._mc
+        else:
+            acc = f._mc
+            if f._mapping is not None:
+                acc += f.nr_pages
+            if flags & PG_private:
+                acc += 1
+        if f._lru != -1:
+            acc += 1
+        if flags & PG_isolated:
+            acc += 1
+        if inj_holds:
+            acc += inj_holds.get(key, 0)
+        if f.order:
+            pins = f._pincount
+            left = rc - acc - pins
+        else:
+            pins = rc // bias
+            left = rc - acc - pins * bias
+        cache[key] = (pins, left if left > 0 else 0)
 
 
 def where(k: Any, f: Any) -> str:

@@ -70,6 +70,7 @@ _UNLOCKABLE = int(FOLL.UNLOCKABLE)
 _FAST_ONLY = int(FOLL.FAST_ONLY)
 
 _LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
+_CALLERS: dict[tuple[Any, int], str] = {}   # (code, instruction) -> "file:line function"
 
 
 def _is_cow_mapping(vma: Any) -> bool:
@@ -159,7 +160,13 @@ class GupMixin:
         one attribute check."""
         obs = self._observer
         f = sys._getframe(2)
-        caller = f"{f.f_code.co_filename.rpartition(os.sep)[2]}:{f.f_lineno} {f.f_code.co_name}"
+        where = (f.f_code, f.f_lasti)
+        caller = _CALLERS.get(where)
+        if caller is None:
+            if len(_CALLERS) > 4096:
+                _CALLERS.clear()
+            caller = _CALLERS[where] = \
+                f"{f.f_code.co_filename.rpartition(os.sep)[2]}:{f.f_lineno} {f.f_code.co_name}"
         token = obs.pin_call_begin(call)
         self._core_pinning = True
         try:
