@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fault specs armed on every fake_mm, separated by ';' "
                          f"(default: ${ENV_FAULTS}, else ini pinfault_faults)")
     group.addoption("--pinfault-json", dest="pinfault_json", metavar="PATH", default=None,
-                    help="write the pinfault JSON report (schema pytest-pinfault/2) to PATH")
+                    help="write the pinfault JSON report (schema pytest-pinfault/3) to PATH")
     group.addoption("--pinfault-trace", dest="pinfault_trace", default=None, choices=TRACE_LEVELS,
                     help="off: nothing (default); on: count every site hit and attach the fired "
                          "faults and the mm trace to failing tests; verbose: also the routine "

@@ -11,20 +11,29 @@ site that fired): a site's ``failed``, ``violations`` and ``kernel`` count those
 only.  A failing test that merely hit a site (its fault was injected elsewhere, or
 nowhere) is counted in that site's ``hit_in_failed``, apart.
 
-JSON report schema ``pytest-pinfault/2`` (documented in docs/configuration.md)::
+JSON report schema ``pytest-pinfault/3`` (documented in docs/configuration.md, JSON
+Schema in ``pytest_pinfault/report/schema-3.json``)::
 
-    {"schema": "pytest-pinfault/2", "version": "<pytest-pinfault>", "kernel": "6.17",
+    {"schema": "pytest-pinfault/3", "version": "<pytest-pinfault>", "kernel": "6.17",
      "seed": 123, "faults": ["<global spec>", ...],
      "sites": {"<site>": {"hits": n, "injections": n, "tests": n, "failed": n,
                           "violations": n, "kernel": n, "hit_in_failed": n}, ...},
      "matrices": {"<nodeid of the fault-free run>": {"sites": [...], "reach": {"<site>": n},
                   "cap": n, "cases": n, "capped": {"<site>": hits}, "unreached": [...]}},
-     "tests": [{"nodeid": "...", "outcome": "passed|failed|skipped|kernel",
+     "tests": [{"nodeid": "...",
+                "outcome": "passed|failed|error|skipped|xfailed|xpassed|kernel",
                 "case": "<id>|null", "injected": ["<site>", ...],
-                "hits": {"<site>": n}, "fired": [<FaultRecord.as_dict()>, ...],
+                "hits": {"<site>": n}, "fired_total": n,
+                "fired": [<FaultRecord.as_dict()>, ...],     # the first FIRED_CAP
                 "kernel": [<KernelOutcome.as_dict()>, ...],
                 "violations": [{"rule": "<rule id>", "number": n, "message": "...",
                                 "expected": bool}, ...]}, ...]}
+
+``outcome``: ``error`` -- the setup failed; ``xfailed`` / ``xpassed`` -- an ``xfail`` test
+that failed / passed (a strict xpass is ``failed``); a failing teardown (the final
+contract check) makes a passed test ``failed``.  ``caller`` paths are relative to the
+rootdir when inside it; strings are capped at :data:`VALUE_CAP` characters and ``fired`` at
+:data:`FIRED_CAP` records (``fired_total`` counts them all).
 
 ``outcome`` ``kernel``: the test passed, and a kernel retry loop that an injected fault
 kept failing was the kernel's own outcome (the task killed out of it, or never
@@ -47,11 +56,15 @@ from .contract import VIOLATIONS_PROP
 from .fixtures import KERNEL_PROP
 from .state import get_state
 
-__all__ = ["SCHEMA", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
+__all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
            "pytest_report_teststatus"]
 
-SCHEMA = "pytest-pinfault/2"
+SCHEMA = "pytest-pinfault/3"
+#: the most characters of one junit-xml property value, or of one string in the JSON report
+VALUE_CAP = 1024
+#: the most fired records listed per test in the JSON report (``fired_total`` counts all)
+FIRED_CAP = 50
 _PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case", "pinfault_matrix", KERNEL_PROP,
           VIOLATIONS_PROP)
 _COLUMNS = ("hits", "injections", "tests", "failed", "violations", "kernel", "hit_in_failed")
@@ -63,20 +76,125 @@ def _case_site(case: str | None) -> str | None:
     return case.rsplit("#", 1)[0] if "#" in case else case.rsplit("-", 2)[0]
 
 
+def cap_text(text: str, cap: int = VALUE_CAP) -> str:
+    """``text`` if it has at most ``cap`` characters, else its head and a marker saying how
+    many characters were cut; the result never exceeds ``cap``."""
+    if len(text) <= cap:
+        return text
+    cut = len(text) - cap
+    while True:
+        marker = f" ...[{cut} more chars cut]"
+        if len(text) - (cap - len(marker)) == cut:
+            return text[:cap - len(marker)] + marker
+        cut = len(text) - (cap - len(marker))
+
+
+def _rel(path_text: str, root: str) -> str:
+    """A ``file:line function`` caller (or a path) relative to ``root`` when inside it."""
+    prefix = root.rstrip(os.sep) + os.sep
+    return path_text[len(prefix):] if root and path_text.startswith(prefix) else path_text
+
+
+def _rel_record(rec: Any, root: str) -> Any:
+    if isinstance(rec, dict) and isinstance(rec.get("caller"), str):
+        return {**rec, "caller": _rel(rec["caller"], root)}
+    return rec
+
+
+def _capped(value: Any) -> Any:
+    """Every string inside ``value`` capped at :data:`VALUE_CAP` characters."""
+    if isinstance(value, str):
+        return cap_text(value)
+    if isinstance(value, dict):
+        return {k: _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    return value
+
+
+def _short(rec: dict[str, Any]) -> str:
+    text = f"{rec.get('site')}#{rec.get('occurrence')}"
+    if rec.get("errno_name"):
+        text += f" {rec['errno_name']}"
+    if rec.get("caller"):
+        text += f" at {rec['caller']}"
+    return text
+
+
+def junit_text(name: str, value: Any, root: str = "") -> str:
+    """The readable, capped text a junit-xml property shows for a pinfault value:
+    ``site=n, ...`` for hits, ``site#N -ERRNO at file:line function; ...`` for fired
+    records, ``rule: message; ...`` for violations, ``message; ...`` for kernel
+    outcomes, compact JSON otherwise."""
+    if isinstance(value, str):
+        text = value
+    elif name == "pinfault_hits" and isinstance(value, dict):
+        text = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    elif name == "pinfault_fired" and isinstance(value, list):
+        text = "; ".join(_short(_rel_record(r, root)) if isinstance(r, dict) else str(r)
+                         for r in value) or "none"
+    elif name == VIOLATIONS_PROP and isinstance(value, list):
+        text = "; ".join(f"{v.get('rule')}{' (expected)' if v.get('expected') else ''}: {v.get('message')}"
+                         if isinstance(v, dict) else str(v) for v in value) or "none"
+    elif name == KERNEL_PROP and isinstance(value, list):
+        text = "; ".join(_rel(str(o.get("message")), root) if isinstance(o, dict) else str(o)
+                         for o in value) or "none"
+    else:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return cap_text(text)
+
+
+class _JunitDict(dict):   # type: ignore[type-arg]
+    """A property value that stays the plain data for Python readers but shows
+    :func:`junit_text` to ``str()`` (what junit-xml writes)."""
+    text = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _JunitList(list):   # type: ignore[type-arg]
+    text = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def readable_properties(report: pytest.TestReport, root: str) -> None:
+    """Give the pinfault values in ``report.user_properties`` a readable, capped ``str``
+    (junit-xml writes ``str(value)``); they stay equal to the plain data."""
+    props = getattr(report, "user_properties", None)
+    if not props:
+        return
+    for i, (name, value) in enumerate(props):
+        if name not in _PROPS or type(value) not in (dict, list):
+            continue
+        wrapped: Any = _JunitDict(value) if isinstance(value, dict) else _JunitList(value)
+        wrapped.text = junit_text(name, value, root)
+        props[i] = (name, wrapped)
+
+
 class Summary:
     """Per-test fault data gathered from reports, and the per-site totals."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: str = "") -> None:
         self.tests: dict[str, dict[str, Any]] = {}
         self.matrices: dict[str, dict[str, Any]] = {}
         self._outcome: dict[str, str] = {}
+        self.root = root
 
     def add(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
+        xfail = hasattr(report, "wasxfail")
         if report.failed:
-            self._outcome[nodeid] = "failed"
-        elif report.skipped and self._outcome.get(nodeid) != "failed":
-            self._outcome[nodeid] = "skipped"
+            if report.when == "setup":
+                self._outcome[nodeid] = "error"
+            elif self._outcome.get(nodeid) != "error":
+                self._outcome[nodeid] = "failed"
+        elif report.skipped and self._outcome.get(nodeid) not in ("failed", "error"):
+            self._outcome[nodeid] = "xfailed" if xfail else "skipped"
+        elif report.passed and report.when == "call" and xfail:
+            self._outcome[nodeid] = "xpassed"
         if report.when != "teardown":
             return
         outcome = self._outcome.pop(nodeid, "passed")
@@ -85,10 +203,10 @@ class Summary:
             self.matrices[nodeid] = dict(props["pinfault_matrix"])
         if "pinfault_hits" not in props:
             return
-        kernel = list(props.get(KERNEL_PROP, ()))
+        kernel = [_rel_record(o, self.root) for o in props.get(KERNEL_PROP, ())]
         if outcome == "passed" and kernel:
             outcome = "kernel"
-        fired = list(props.get("pinfault_fired", ()))
+        fired = [_rel_record(r, self.root) for r in props.get("pinfault_fired", ())]
         injected = {rec["site"] for rec in fired}
         site = _case_site(props.get("pinfault_case"))
         if site is not None and fired:
@@ -104,7 +222,7 @@ class Summary:
             injections: dict[str, int] = {}
             for rec in test["fired"]:
                 injections[rec["site"]] = injections.get(rec["site"], 0) + 1
-            failed = test["outcome"] == "failed"
+            failed = test["outcome"] in ("failed", "error")
             violated = any(not v.get("expected") for v in test["violations"])
             for site in set(test["hits"]) | set(injections):
                 row = rows.setdefault(site, dict.fromkeys(_COLUMNS, 0))
@@ -134,7 +252,7 @@ class Summary:
         lines = []
         for nodeid in sorted(self.tests):
             t = self.tests[nodeid]
-            if t["outcome"] != "failed":
+            if t["outcome"] not in ("failed", "error"):
                 continue
             recs = [r for r in t["fired"] if r.get("fired")]
             if recs:
@@ -176,7 +294,14 @@ class Summary:
         return {"schema": SCHEMA, "version": __version__, "kernel": KERNEL_VERSION, "seed": seed,
                 "faults": faults, "sites": self.sites(),
                 "matrices": {k: self.matrices[k] for k in sorted(self.matrices)},
-                "tests": [self.tests[k] for k in sorted(self.tests)]}
+                "tests": [self._test_json(self.tests[k]) for k in sorted(self.tests)]}
+
+    @staticmethod
+    def _test_json(test: dict[str, Any]) -> dict[str, Any]:
+        out = _capped(test)
+        out["fired_total"] = len(test["fired"])
+        out["fired"] = out["fired"][:FIRED_CAP]
+        return out
 
 
 SUMMARY_KEY = pytest.StashKey[Summary]()
@@ -266,13 +391,15 @@ class SummaryPlugin:
     def __init__(self, summary: Summary) -> None:
         self.summary = summary
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.summary.add(report)
+        readable_properties(report, self.summary.root)
 
 
 def install_summary(config: pytest.Config) -> None:
     if _is_worker(config):
         return
-    summary = Summary()
+    summary = Summary(str(config.rootpath))
     config.stash[SUMMARY_KEY] = summary
     config.pluginmanager.register(SummaryPlugin(summary), "pinfault-summary")

@@ -217,7 +217,7 @@ def test_summary_attributes_failures_to_the_injected_site(pytester, run):
     result.assert_outcomes(failed=1, passed=6)
     import json
     data = json.loads((pytester.path / "out.json").read_text())
-    assert data["schema"] == "pytest-pinfault/2"
+    assert data["schema"] == "pytest-pinfault/3"
     rows = data["sites"]
     # one failing case injected kmalloc: kmalloc's row carries it; the sites that case
     # merely hit on its way (try_grab_folio, alloc_pages) count it apart

@@ -62,7 +62,7 @@ def test_json_report_schema(pytester, run):
     result.stdout.fnmatch_lines(["pinfault JSON report: out/pinfault.json"])
     data = json.loads(pytester.path.joinpath("out", "pinfault.json").read_text())
     assert set(data) == {"schema", "version", "kernel", "seed", "faults", "sites", "matrices", "tests"}
-    assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/2", "6.17", 5)
+    assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/3", "6.17", 5)
     assert data["faults"] == ["alloc_pages[order=9]=return"]
     assert data["sites"]["kmalloc"] == {"hits": 12, "injections": 5, "tests": 7, "failed": 1,
                                         "violations": 1, "kernel": 0, "hit_in_failed": 0}
@@ -131,3 +131,163 @@ def test_fired_log_does_not_depend_on_test_order(pytester, run):
     every = {t["nodeid"]: t["fired"] for t in json.loads(pytester.path.joinpath("all.json").read_text())["tests"]}
     (one,) = json.loads(pytester.path.joinpath("one.json").read_text())["tests"]
     assert one["fired"] == every[one["nodeid"]]
+
+
+FIRES_A_LOT = """
+    import pytest
+    from pytest_pinfault.mm import GFP_KERNEL
+
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_many(fake_mm, pinfault):
+        for _ in range(300):
+            fake_mm.kmalloc(8, GFP_KERNEL)
+"""
+
+
+def test_junit_properties_are_short_readable_and_capped(pytester, run):
+    from xml.etree import ElementTree
+
+    from pytest_pinfault.plugin.report import VALUE_CAP
+    pytester.makepyfile(test_many=FIRES_A_LOT)
+    run("--junitxml=out.xml", "--pinfault-json=out.json").assert_outcomes(passed=1)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    (test,) = data["tests"]
+    assert (test["fired_total"], len(test["fired"])) == (300, 50)     # the uncapped value is long
+    xml_text = pytester.path.joinpath("out.xml").read_text()
+    assert len(xml_text.encode()) < 4 * VALUE_CAP + 1500     # four properties, capped, plus the frame
+    props = {p.get("name"): p.get("value") for p in ElementTree.fromstring(xml_text).iter("property")}
+    assert set(props) == {"pinfault_hits", "pinfault_fired", "pinfault_violations"}
+    assert props["pinfault_hits"] == "kmalloc=300"
+    assert props["pinfault_violations"] == "none"
+    fired = props["pinfault_fired"]
+    assert len(fired) == VALUE_CAP
+    assert fired.startswith("kmalloc#1 -ENOMEM at test_many.py:7 test_many; kmalloc#2 -ENOMEM")
+    cut = int(fired.rsplit("...[", 1)[1].split()[0])
+    full = "; ".join(f"kmalloc#{n} -ENOMEM at test_many.py:7 test_many" for n in range(1, 301))
+    assert cut == len(full) - len(fired[:fired.rindex(" ...[")])       # the marker says how much was cut
+    assert all("{'" not in v and "['" not in v for v in props.values())    # no Python reprs
+
+
+def test_cap_text_marker_counts_what_was_cut():
+    from pytest_pinfault.plugin.report import cap_text
+    assert cap_text("x" * 10, 10) == "x" * 10
+    for n in (41, 50, 999, 100_000):
+        out = cap_text("x" * n, 40)
+        assert len(out) == 40
+        head, marker = out.split(" ...[")
+        assert marker == f"{n - len(head)} more chars cut]"
+
+
+OUTCOMES = """
+    import pytest
+    from pytest_pinfault.mm import GFP_KERNEL
+
+    @pytest.fixture
+    def broken(fake_mm, pinfault):
+        fake_mm.kmalloc(8, GFP_KERNEL)
+        raise RuntimeError("set-up failed")
+
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_error(broken):
+        pass
+
+    @pytest.mark.xfail(reason="known")
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_xfailed(fake_mm, pinfault):
+        assert fake_mm.kmalloc(8, GFP_KERNEL) is not None
+
+    @pytest.mark.xfail(reason="fixed")
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_xpassed(fake_mm, pinfault):
+        assert fake_mm.kmalloc(8, GFP_KERNEL) is None
+
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_skipped(fake_mm, pinfault):
+        fake_mm.kmalloc(8, GFP_KERNEL)
+        pytest.skip("not here")
+
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_failed(fake_mm, pinfault):
+        assert fake_mm.kmalloc(8, GFP_KERNEL) is not None
+"""
+
+
+def _check(value, schema, where="$"):
+    """A checker for the subset of JSON Schema the report's schema uses (type, enum,
+    required, properties, additionalProperties, items, minimum, maxItems, maxLength)."""
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+
+        def is_a(t):
+            if t == "integer":
+                return isinstance(value, int) and not isinstance(value, bool)
+            return isinstance(value, kinds[t])
+        assert any(is_a(t) for t in types), f"{where}: {value!r} is not {types}"
+    known = {"$schema", "$id", "title", "type", "enum", "required", "properties", "additionalProperties",
+             "items", "minimum", "maxItems", "maxLength"}
+    assert set(schema) <= known, f"schema keyword the checker does not know: {set(schema) - known}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if "minimum" in schema:
+        assert value >= schema["minimum"], f"{where}: {value} < {schema['minimum']}"
+    if "maxLength" in schema and isinstance(value, str):
+        assert len(value) <= schema["maxLength"], f"{where}: longer than {schema['maxLength']}"
+    if isinstance(value, dict):
+        for key in schema.get("required", ()):
+            assert key in value, f"{where}: missing {key!r}"
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                _check(item, props[key], f"{where}.{key}")
+            elif extra is False:
+                raise AssertionError(f"{where}: unexpected key {key!r}")
+            elif isinstance(extra, dict):
+                _check(item, extra, f"{where}.{key}")
+    if isinstance(value, list):
+        if "maxItems" in schema:
+            assert len(value) <= schema["maxItems"], f"{where}: more than {schema['maxItems']} items"
+        for i, item in enumerate(value):
+            _check(item, schema.get("items", {}), f"{where}[{i}]")
+
+
+def _schema():
+    from importlib.resources import files
+    return json.loads(files("pytest_pinfault").joinpath("report", "schema-3.json").read_text())
+
+
+def test_schema_checker_rejects_bad_reports():
+    schema = _schema()
+    good = {"schema": "pytest-pinfault/3", "version": "1", "kernel": "6.17", "seed": 1, "faults": [],
+            "sites": {}, "matrices": {}, "tests": []}
+    _check(good, schema)
+    for bad in ({**good, "schema": "pytest-pinfault/2"}, {**good, "seed": "1"}, {**good, "extra": 1},
+                {k: v for k, v in good.items() if k != "tests"},
+                {**good, "tests": [{"nodeid": "t", "outcome": "crashed", "case": None, "injected": [],
+                                    "hits": {}, "fired_total": 0, "fired": [], "kernel": [],
+                                    "violations": []}]}):
+        with pytest.raises(AssertionError):
+            _check(bad, schema)
+
+
+def test_json_report_outcomes_paths_and_schema(pytester, run):
+    pytester.makepyfile(test_out=OUTCOMES)
+    pytester.makepyfile(test_drv=MATRIX_TEST)
+    pytester.makepyfile(test_many=FIRES_A_LOT)
+    result = run("--pinfault-json=out.json", "--pinfault-max-nth=2")
+    result.assert_outcomes(passed=7, failed=2, errors=1, skipped=1, xfailed=1, xpassed=1)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    _check(data, _schema())
+    tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    assert {n: tests[n]["outcome"] for n in ("test_error", "test_xfailed", "test_xpassed", "test_skipped",
+                                            "test_failed")} == {
+        "test_error": "error", "test_xfailed": "xfailed", "test_xpassed": "xpassed", "test_skipped": "skipped",
+        "test_failed": "failed"}
+    assert tests["test_error"]["fired"][0]["caller"] == "test_out.py:6 broken"   # relative to the rootdir
+    assert str(pytester.path) not in json.dumps(data)
+    many = tests["test_many"]
+    assert (many["fired_total"], len(many["fired"])) == (300, 50)
+    assert data["sites"]["kmalloc"]["injections"] == 300 + 5 + 5   # counted before the cap
+    assert "test_out.py::test_error: injected kmalloc#1 -ENOMEM" in result.stdout.str()
