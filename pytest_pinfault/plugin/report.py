@@ -96,9 +96,16 @@ def _rel(path_text: str, root: str) -> str:
 
 
 def _rel_record(rec: Any, root: str) -> Any:
-    if isinstance(rec, dict) and isinstance(rec.get("caller"), str):
-        return {**rec, "caller": _rel(rec["caller"], root)}
-    return rec
+    """``rec`` with its ``caller`` relative to ``root``, and ``root`` taken out of the
+    paths its ``message`` names."""
+    if not isinstance(rec, dict) or not root:
+        return rec
+    out = dict(rec)
+    if isinstance(out.get("caller"), str):
+        out["caller"] = _rel(out["caller"], root)
+    if isinstance(out.get("message"), str):
+        out["message"] = out["message"].replace(root.rstrip(os.sep) + os.sep, "")
+    return out
 
 
 def _capped(value: Any) -> Any:
@@ -134,10 +141,11 @@ def junit_text(name: str, value: Any, root: str = "") -> str:
         text = "; ".join(_short(_rel_record(r, root)) if isinstance(r, dict) else str(r)
                          for r in value) or "none"
     elif name == VIOLATIONS_PROP and isinstance(value, list):
-        text = "; ".join(f"{v.get('rule')}{' (expected)' if v.get('expected') else ''}: {v.get('message')}"
-                         if isinstance(v, dict) else str(v) for v in value) or "none"
+        text = "; ".join(f"{v.get('rule')}{' (expected)' if v.get('expected') else ''}: "
+                         f"{_rel_record(v, root).get('message')}" if isinstance(v, dict) else str(v)
+                         for v in value) or "none"
     elif name == KERNEL_PROP and isinstance(value, list):
-        text = "; ".join(_rel(str(o.get("message")), root) if isinstance(o, dict) else str(o)
+        text = "; ".join(str(_rel_record(o, root).get("message")) if isinstance(o, dict) else str(o)
                          for o in value) or "none"
     else:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
@@ -214,7 +222,8 @@ class Summary:
         self.tests[nodeid] = {"nodeid": nodeid, "outcome": outcome, "case": props.get("pinfault_case"),
                               "injected": sorted(injected),
                               "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
-                              "violations": list(props.get(VIOLATIONS_PROP, ()))}
+                              "violations": [_rel_record(v, self.root)
+                                             for v in props.get(VIOLATIONS_PROP, ())]}
 
     def sites(self) -> dict[str, dict[str, int]]:
         rows: dict[str, dict[str, int]] = {}

@@ -339,6 +339,9 @@ def test_memfd(fake_mm, pinfault):
     memfd = tests["test_memfd[folio_isolate_lru-1-persistent]"]["kernel"]
     assert [(o["loop"], o["kind"], o["returned"]) for o in memfd] == [("memfd_pin_folios", "hang", None)]
     assert data["sites"]["folio_isolate_lru"]["kernel"] == 3
+    from tests.plugin.test_report import check_report
+    check_report(data)                                  # kernel records fit the shipped schema
+    assert str(pytester.path) not in json.dumps(data)   # callers and messages relative to the rootdir
     assert tests["test_driver_loop[folio_isolate_lru-1-persistent]"]["outcome"] == "failed"
     result.stdout.fnmatch_lines([
         "kernel outcomes (the kernel itself never leaves the loop; not a driver fault):",

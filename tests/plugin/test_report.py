@@ -258,6 +258,11 @@ def _schema():
     return json.loads(files("pytest_pinfault").joinpath("report", "schema-3.json").read_text())
 
 
+def check_report(data):
+    """Validate a JSON report against the shipped schema (raises AssertionError)."""
+    _check(data, _schema())
+
+
 def test_schema_checker_rejects_bad_reports():
     schema = _schema()
     good = {"schema": "pytest-pinfault/3", "version": "1", "kernel": "6.17", "seed": 1, "faults": [],
@@ -279,7 +284,7 @@ def test_json_report_outcomes_paths_and_schema(pytester, run):
     result = run("--pinfault-json=out.json", "--pinfault-max-nth=2")
     result.assert_outcomes(passed=7, failed=2, errors=1, skipped=1, xfailed=1, xpassed=1)
     data = json.loads(pytester.path.joinpath("out.json").read_text())
-    _check(data, _schema())
+    check_report(data)
     tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
     assert {n: tests[n]["outcome"] for n in ("test_error", "test_xfailed", "test_xpassed", "test_skipped",
                                             "test_failed")} == {
