@@ -89,15 +89,23 @@ def test_summary_is_the_same_under_xdist(pytester, run_subprocess):
     pytest.importorskip("xdist")
     pytester.makepyfile(test_drv=MATRIX_TEST)
     pytester.makepyfile(test_prob=PROBABILISTIC)
-    serial = run_subprocess("--pinfault-seed=11", "--pinfault-json=serial.json")
+    serial = run_subprocess("--pinfault-seed=11", "--pinfault-json=serial.json", "--junitxml=serial.xml")
     serial.assert_outcomes(failed=1, passed=6 + 6)
-    dist = run_subprocess("--pinfault-seed=11", "--pinfault-json=dist.json", "-p", "xdist.plugin", "-n", "2")
+    dist = run_subprocess("--pinfault-seed=11", "--pinfault-json=dist.json", "--junitxml=dist.xml",
+                          "-p", "xdist.plugin", "-n", "2")
     dist.assert_outcomes(failed=1, passed=6 + 6)
     dist.stdout.fnmatch_lines(["pinfault: seed=11 kernel=6.17 *", "created: 2/2 workers*"])
     assert summary_lines(dist) == summary_lines(serial)
     assert len(summary_lines(serial)) == 8
     s, d = (json.loads(pytester.path.joinpath(n).read_text()) for n in ("serial.json", "dist.json"))
     assert s == d
+    # junit-xml: the controller writes the same readable text from the workers' reports
+    from xml.etree import ElementTree
+    props = [sorted((c.get("name"), c.get("classname"), p.get("name"), p.get("value"))
+                    for c in ElementTree.parse(pytester.path / n).iter("testcase") for p in c.iter("property"))
+             for n in ("serial.xml", "dist.xml")]
+    assert props[0] == props[1] and len(props[0]) >= 13 * 3
+    assert not any(v.startswith(("{'", "['")) for *_, v in props[0])
 
 
 def test_random_seed_reaches_xdist_workers(pytester, run_subprocess):
