@@ -5,7 +5,7 @@ give back -- a user's ``locked_vm``, mm references, DMA mappings, dma-buf refere
 file descriptors, scatterlist chunks -- is a :class:`Counter` in ``fake_mm.counters``.  A
 counter reads its current values as a mapping ``key -> int`` (the key says whose: a
 ``user_struct``, an ``mm``, a device, a task; a plain int is one unnamed value).  The
-checker (``pytest_pinfault.contracts``) judges every counter the same way:
+checker (the ``contracts`` package) judges every counter the same way:
 
 * **error path** (rule 2): a driver entry point or core pinning call that returns a
   negative errno must leave no value higher than just before the call

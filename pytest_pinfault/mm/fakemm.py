@@ -592,15 +592,15 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self.attach_observer(observer)
 
     def check(self, final: bool = False) -> list[Any]:
-        """Judge the pin contract now (:meth:`Checker.check
-        <pytest_pinfault.contracts.Checker.check>`): rules 1, 5, 6, 7, 8 and 11, with
+        """Judge the pin contract now (the checker's ``check``, in the ``contracts``
+        package): rules 1, 5, 6, 7, 8 and 11, with
         *final* also 4, 9 and 10 (their probes migrate folios: run it last).  Returns the
-        :class:`~pytest_pinfault.contracts.Violation` list this call found.
+        list of ``Violation`` records this call found.
 
         Asks the attached observer (the plugin attaches its checker, which also judges
         every core pinning call's return).  Without one, a private checker is made on
         first use by :attr:`observer_factory` (installed by
-        :mod:`pytest_pinfault.contracts`) with the baseline of the machine as
+        the ``contracts`` package) with the baseline of the machine as
         construction left it; it is not attached (core returns stay unjudged).  Works
         without pytest."""
         ck = self._observer

@@ -1,7 +1,7 @@
 """Observers: how the model reports what happens to whatever watches it.
 
 The model never imports the code that judges it (the contract checker lives in
-``pytest_pinfault.contracts`` and imports the model, not the other way round).  Instead a
+the ``contracts`` package and imports the model, not the other way round).  Instead a
 :class:`~pytest_pinfault.FakeMM` carries at most one attached observer
 (:meth:`FakeMM.attach_observer <pytest_pinfault.FakeMM.attach_observer>`), and reports
 these events to it:
