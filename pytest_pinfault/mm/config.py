@@ -220,6 +220,7 @@ class MMConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        _from_text(self)
         ram = parse_size(self.ram, "ram")
         if ram < 64 << 20 or ram % (128 << 20):
             raise ConfigError(f"ram: expected a multiple of 128MiB, at least 128MiB, got {self.ram!r}")
@@ -258,8 +259,8 @@ class MMConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed: expected an integer, got {self.seed!r}")
         quirks = self.quirks
-        if isinstance(quirks, str):
-            quirks = (quirks,)
+        if isinstance(quirks, str):            # "a,b": the ini spelling
+            quirks = tuple(q.strip() for q in quirks.split(",") if q.strip())
         elif not isinstance(quirks, (tuple, list, set, frozenset)):
             raise ConfigError(f"quirks: expected a name or a list of names from {sorted(QUIRKS)}, "
                               f"got {self.quirks!r}")
@@ -275,6 +276,8 @@ class MMConfig:
             return ()
         if isinstance(cma, tuple) and all(isinstance(c, CMASpec) for c in cma):
             return cma
+        if isinstance(cma, str) and ":" in cma:     # "name:size,...": the ini spelling
+            cma = _pairs(cma, "cma", "'name:size,...' like 'a:64MiB,b:32MiB@1GiB'", "name")
         if isinstance(cma, Mapping):
             specs = tuple(CMASpec.parse(str(n), s, f"cma[{n!r}]") for n, s in cma.items())
         else:
@@ -285,17 +288,24 @@ class MMConfig:
         return specs
 
     @staticmethod
-    def _parse_hugetlb(pools: Mapping[Size, int]) -> "FrozenMap":
+    def _parse_hugetlb(pools: Mapping[Size, int] | str) -> "FrozenMap":
+        if isinstance(pools, str):                 # "2MiB:512,1GiB:1": the ini spelling
+            pools = {} if pools.strip() in ("", "0") else _pairs(
+                pools, "hugetlb", "'size:count,...' like 2MiB:16", "size")
         if not isinstance(pools, Mapping):
-            raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}}, got {pools!r}")
+            raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}} "
+                              f"or a string like '2MiB:512', got {pools!r}")
         out: dict[int, int] = {}
         for size, count in pools.items():
             nbytes = parse_size(size, "hugetlb")
             if nbytes not in (2 << 20, 1 << 30):
                 raise ConfigError(f"hugetlb: expected page sizes '2MiB' or '1GiB', got {size!r}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            n = _ascii_int(count) if isinstance(count, str) else count    # "512": the ini spelling
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"hugetlb[{size!r}]: expected a count >= 0, got {count!r}")
-            out[nbytes] = count
+            if nbytes in out:
+                raise ConfigError(f"hugetlb: expected each size once, got {size!r} twice")
+            out[nbytes] = n
         return FrozenMap(out)
 
     def replace(self, **changes: Any) -> "MMConfig":
@@ -311,4 +321,91 @@ class MMConfig:
         return new
 
     def has_quirk(self, name: str) -> bool:
+        """Whether the quirk *name* (one of :data:`QUIRKS`) is switched on."""
         return name in self.quirks
+
+    def spelling(self, field: str) -> str:
+        """The value of *field* in the spelling every place accepts: the
+        ``pinfault_mm_config`` ini key, ``@pytest.mark.mm_config(field="...")`` and
+        ``MMConfig(field="...")`` all read it back to the same value.
+
+        Sizes as ``"4GiB"`` (``"0"`` for none), ``hugetlb`` as ``"2MiB:512,1GiB:1"``,
+        ``cma`` as ``"128MiB"`` (one area named ``reserved``, with ``@start-end`` when
+        placed) or ``"name:size,..."``, ``quirks`` as ``"a,b"``, integers in decimal and
+        booleans as ``"true"``/``"false"``.  ``""`` means empty (no pools, no quirks).
+        """
+        if field not in {f.name for f in dataclasses.fields(self)}:
+            raise ConfigError(f"spelling: expected an MMConfig field, got {field!r}")
+        return _spell(field, getattr(self, field))
+
+    def as_ini(self) -> str:
+        """This config as one ``pinfault_mm_config`` ini value (``field=value`` tokens,
+        empty values left out); ``parse_mm_config_line(c.as_ini()) == c``."""
+        tokens = ((f.name, self.spelling(f.name)) for f in dataclasses.fields(self))
+        return " ".join(f"{k}={v}" for k, v in tokens if v != "")
+
+
+_SIZE_FIELDS = ("ram", "movablecore", "memlock", "default_hugepagesz")
+
+
+def _ascii_int(text: str) -> int | None:
+    """``"12"`` or ``"-3"`` -> int; None for anything else (other digits than ASCII's,
+    ``"1_000"``, more than 30 digits)."""
+    t = text.strip()
+    digits = t[1:] if t.startswith("-") else t
+    if not digits or len(digits) > 30 or not all(c in "0123456789" for c in digits):
+        return None
+    return int(t)
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+
+
+def _from_text(config: "MMConfig") -> None:
+    """Read the ini spelling of integer and boolean fields (``nr_cpus="4"``,
+    ``flag="true"``), so a marker, ``MMConfig(...)`` and the ini key take the same text.
+    Text that is no such value is left for the field's own check to refuse by name."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, str) or f.type not in ("int", "bool"):
+            continue
+        parsed: Any = _ascii_int(value) if f.type == "int" else _BOOLS.get(value.strip().lower())
+        if parsed is not None:
+            object.__setattr__(config, f.name, parsed)
+
+
+def _pairs(text: str, field: str, want: str, key: str) -> dict[str, str]:
+    """``"a:1,b:2"`` -> ``{"a": "1", "b": "2"}``; ConfigError naming *field* otherwise."""
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        k, sep, v = (x.strip() for x in part.partition(":"))
+        if not sep or not k or not v:
+            raise ConfigError(f"{field}: expected {want}, got {text!r}")
+        if k in pairs:
+            raise ConfigError(f"{field}: expected each {key} once, got {k!r} twice")
+        pairs[k] = v
+    return pairs
+
+
+def _spell(field: str, value: Any) -> str:
+    if field in _SIZE_FIELDS:
+        return _fmt(value) if value else "0"
+    if field == "hugetlb":
+        return ",".join(f"{_fmt(size)}:{count}" for size, count in value.items())
+    if field == "cma":
+        if not value:
+            return "0"
+
+        def one(s: CMASpec) -> str:
+            where = "" if s.start is None and s.end is None else \
+                f"@{'' if s.start is None else _fmt(s.start)}" + ("" if s.end is None else f"-{_fmt(s.end)}")
+            return f"{_fmt(s.size)}{where}"
+        if len(value) == 1 and value[0].name == "reserved":
+            return one(value[0])
+        return ",".join(f"{s.name}:{one(s)}" for s in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list, frozenset)):
+        return ",".join(str(v) for v in value)
+    return str(value)
