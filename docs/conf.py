@@ -43,3 +43,10 @@ add_module_names = False
 html_theme = "alabaster"
 html_title = f"pytest-pinfault {release}"
 html_theme_options = {"description": "A fake Linux mm with fault injection and a pinning contract checker"}
+
+
+def setup(app):  # type: ignore[no-untyped-def]
+    # The grammar block in configuration.md is ```ebnf (tests/faults/test_spec.py finds it
+    # by that name); Pygments has no EBNF lexer, so show it as plain text.
+    from pygments.lexers.special import TextLexer
+    app.add_lexer("ebnf", TextLexer)

@@ -108,7 +108,7 @@ def public_api() -> list[ApiName]:
     out = []
     for modname in PUBLIC_MODULES:
         mod = importlib.import_module(modname)
-        for name in mod.__all__:
+        for name in dict.fromkeys(mod.__all__):         # a name listed twice: once
             obj = getattr(mod, name)
             kind = _kind(modname, name, obj)
             full = f"{modname}.{name}"
@@ -268,8 +268,8 @@ def _entry(mod: Any, n: ApiName) -> list[str]:
     if n.kind in ("class", "function") and n.canonical != n.full:
         role = "class" if n.kind == "class" else "func"
         directive = "py:class" if n.kind == "class" else "py:function"
-        return [f".. {directive}:: {n.full}", "",
-                f"   Re-exported here; documented as :py:{role}:`{n.canonical}`.", ""]
+        return [f".. {directive}:: {n.name}", "",
+                f"   The same object as :py:{role}:`{n.canonical}`, documented there.", ""]
     if n.kind == "class":
         opts = ["   :members:", "   :undoc-members:", "   :show-inheritance:"]
         if any(b.__module__.startswith("pytest_pinfault") for b in obj.__mro__[1:]):
@@ -281,7 +281,7 @@ def _entry(mod: Any, n: ApiName) -> list[str]:
         return [f".. autofunction:: {n.full}", ""]
     if n.kind == "fixture":
         fn = fixture_function(obj)
-        return [f".. py:function:: {n.full}{_signature(fn)}", "",
+        return [f".. py:function:: {n.name}{_signature(fn)}", "",
                 _indent(f"A pytest fixture (``{n.name}``): request it by that name as a test "
                         f"argument; see :fixture:`{n.name}`."), "",
                 _indent(_doc(fn)), ""]
@@ -289,8 +289,32 @@ def _entry(mod: Any, n: ApiName) -> list[str]:
         return [f".. autofunction:: {n.full}", "",
                 _indent("pytest hook implementation: pytest calls it, tests do not."), ""]
     if n.kind == "module":
-        return [f".. py:data:: {n.full}", "", _indent(f"The module :py:mod:`{obj.__name__}`."), ""]
-    return [f".. autodata:: {n.full}", "   :annotation: = " + _short_repr(obj), ""]
+        return [f".. py:data:: {n.name}", "", _indent(f"The module :py:mod:`{obj.__name__}`."), ""]
+    return [f".. py:data:: {n.name}", f"   :value: {_short_repr(obj)}", "",
+            _indent(_data_doc(n.module, n.name, obj) or
+                    f"A constant of type ``{type(obj).__name__}``."), ""]
+
+
+def _data_doc(modname: str, name: str, obj: Any) -> str:
+    """The ``#:`` comment documenting *name* where it is assigned: in *modname* or in
+    whichever pytest-pinfault module it was imported from."""
+    import sys
+    from sphinx.pycode import ModuleAnalyzer
+    candidates = [modname] + sorted(m for m, mod in list(sys.modules.items())
+                                    if m.startswith("pytest_pinfault") and m != modname
+                                    and getattr(mod, name, _MISSING) is obj)
+    for m in candidates:
+        try:
+            docs = ModuleAnalyzer.for_module(m).find_attr_docs()
+        except Exception:
+            continue
+        lines = docs.get(("", name))
+        if lines:
+            return "\n".join(lines).strip()
+    return ""
+
+
+_MISSING = object()
 
 
 def _short_repr(obj: Any) -> str:
@@ -424,6 +448,11 @@ def _check_coverage(app: Any, env: Any) -> None:
     from sphinx.util import logging
     log = logging.getLogger("pinfault_ref")
     py = env.get_domain("py").objects
+    # A re-export's entry is an alias: a short cross-reference (``FakeMM``) resolves to
+    # the documented object rather than being ambiguous between the two.
+    for n in public_api():
+        if n.canonical != n.full and n.full in py:
+            py[n.full] = py[n.full]._replace(aliased=True)
     std = env.get_domain("std")
     documented = {(t, n) for (t, n) in std.objects}
     for n in public_api():
@@ -435,7 +464,7 @@ def _check_coverage(app: Any, env: Any) -> None:
     for t, n in want:
         if (t, n) not in documented:
             log.warning("%s %s is not in the reference", t, n)
-    progs = std._progoptions
+    progs = std.progoptions
     for o in options():
         for name in o.names:
             if ("pytest", name) not in progs:
