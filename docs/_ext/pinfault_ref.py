@@ -230,6 +230,42 @@ def mmconfig_defaults() -> list[tuple[str, str]]:
     return [(f.name, default.spelling(f.name)) for f in dataclasses.fields(MMConfig)]
 
 
+def mmconfig_fields_doc() -> dict[str, str]:
+    """Field -> its paragraph in the ``MMConfig`` docstring (``name`` on a line, the text
+    indented below it)."""
+    from pytest_pinfault.mm.config import MMConfig
+    out: dict[str, str] = {}
+    name = None
+    for line in inspect.cleandoc(MMConfig.__doc__ or "").splitlines():
+        if re.fullmatch(r"[a-z_][a-z0-9_]*", line):
+            name = line
+            out[name] = ""
+        elif name is not None and line.startswith("    "):
+            out[name] = (out[name] + " " + line.strip()).strip()
+        elif line.strip():
+            name = None
+    return out
+
+
+def _first_sentence(text: str) -> str:
+    m = re.match(r"(.+?[.)])(\s|$)", text)
+    return m.group(1) if m else text
+
+
+def mmconfig_markdown() -> str:
+    """The machine defaults as the Markdown table in docs/configuration.md (checked by
+    tests/docs/test_reference.py; refresh with ``python docs/_ext/pinfault_ref.py``)."""
+    from pytest_pinfault.mm.config import MMConfig
+    docs = mmconfig_fields_doc()
+    rows = ["| field | default | what it is |", "|---|---|---|"]
+    for name, text in mmconfig_defaults():
+        what = " ".join(_first_sentence(docs.get(name, "")).split()).replace("|", "\\|")
+        what = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", re.sub(r"``(.+?)``", r"`\1`", what))
+        rows.append(f"| `{name}` | {f'`{text}`' if text else '(none)'} | {what} |")
+    rows += ["", "As one ini line: `pinfault_mm_config = " + MMConfig().as_ini() + "`."]
+    return "\n".join(rows) + "\n"
+
+
 # ------------------------------------------------------------------ rendering (RST text)
 def _indent(text: str, n: int = 3) -> str:
     return textwrap.indent(text, " " * n)
@@ -498,3 +534,7 @@ def iter_all_names() -> Iterator[str]:
     yield from (k.name for k in ini_keys())
     yield from (h for h, _ in hooks())
     yield from (s.name for s in sites())
+
+
+if __name__ == "__main__":
+    print(mmconfig_markdown(), end="")

@@ -165,11 +165,12 @@ class MMConfig:
     movablecore
         Size of ZONE_MOVABLE, carved from the top of the highest zone (``movablecore=``).
     cma
-        CMA areas: a size (one area named ``"reserved"``, like ``cma=``), a string
-        ``"128MiB@256MiB-1GiB"`` with placement bounds, or a mapping ``name -> spec``.
+        CMA areas: a size (one area named ``"reserved"``, like ``cma=``, placed with
+        ``"128MiB@256MiB-1GiB"``), or several as ``"a:64MiB,b:32MiB@1GiB"`` or a mapping
+        ``{"a": "64MiB", ...}``.
     hugetlb
-        Boot-time hugetlb pools: page size -> number of pages (``{"2MiB": 512}``);
-        stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
+        Boot-time hugetlb pools: page size and number of pages, ``"2MiB:512,1GiB:1"``
+        or ``{"2MiB": 512, "1GiB": 1}``; stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
         shared by many tests cannot be changed by one of them.
     default_hugepagesz
         The default huge page size (``MFD_HUGETLB`` without a size flag).
@@ -200,7 +201,12 @@ class MMConfig:
         Seed for probabilistic fault injection and generated layouts (the model itself
         makes no random choices).
     quirks
-        Names from :data:`QUIRKS`.
+        Historical kernel behaviours to emulate: names from :data:`QUIRKS`, ``"a,b"`` or
+        a list.
+
+    Every field takes the text the ``pinfault_mm_config`` ini key uses (integers as
+    ``"4"`` too), so one spelling works in the ini key, in
+    ``@pytest.mark.mm_config(...)`` and here; :meth:`spelling` gives it for a value.
     """
 
     ram: Size = "4GiB"
