@@ -145,6 +145,8 @@ class CMASpec:
 
     @classmethod
     def parse(cls, name: str, spec: Size, field: str) -> "CMASpec":
+        """One area from *spec*: a size, or ``"size@start-end"`` with placement bounds
+        (either bound may be left out); a ConfigError naming *field* otherwise."""
         if isinstance(spec, str) and "@" in spec:
             size_s, _, where = spec.partition("@")
             start_s, dash, end_s = where.partition("-")

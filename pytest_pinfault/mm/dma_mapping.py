@@ -213,6 +213,8 @@ class DmaMappingMixin:
         del dev.mappings[("page", addr)]
 
     def dma_unmap_page(self, dev: Device, addr: int, size: int, dir: int) -> None:
+        """``dma_unmap_page_attrs(dev, addr, size, dir, 0)``.
+        Kernel: include/linux/dma-mapping.h:dma_unmap_page (a macro, v6.12)."""
         self.dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
     def dma_map_sg_attrs(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int,
@@ -224,6 +226,9 @@ class DmaMappingMixin:
         return rc if rc > 0 else 0
 
     def dma_map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> int:
+        """``dma_map_sg_attrs(dev, sg, nents, dir, 0)``: the number of DMA entries, or 0 on
+        failure with nothing left mapped.  Kernel: include/linux/dma-mapping.h:dma_map_sg
+        (a macro, v6.12)."""
         return self.dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
     def _map_sg(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int, attrs: int) -> int:
@@ -273,6 +278,8 @@ class DmaMappingMixin:
         del dev.mappings[("sg", id(sg))]
 
     def dma_unmap_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> None:
+        """``dma_unmap_sg_attrs(dev, sg, nents, dir, 0)``; *nents* is the count passed to
+        :meth:`dma_map_sg`.  Kernel: include/linux/dma-mapping.h:dma_unmap_sg (a macro, v6.12)."""
         self.dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
 
     def dma_map_sgtable(self, dev: Device, sgt: SgTable, dir: int, attrs: int) -> int:

@@ -48,19 +48,24 @@ class HState:
 
     @property
     def size(self) -> int:
+        """Huge page size in bytes (``huge_page_size``)."""
         return 4096 << self.order
 
     @property
     def name(self) -> str:
+        """The pool's sysfs name, ``hugepages-2048kB``."""
         return f"hugepages-{self.size >> 10}kB"
 
     def huge_page_shift(self) -> int:
+        """``PAGE_SHIFT + order`` (include/linux/hugetlb.h:huge_page_shift)."""
         return 12 + self.order
 
     def huge_page_order(self) -> int:
+        """The huge page order (include/linux/hugetlb.h:huge_page_order)."""
         return self.order
 
     def pages_per_huge_page(self) -> int:
+        """Base pages per huge page (include/linux/hugetlb.h:pages_per_huge_page)."""
         return 1 << self.order
 
     @property
@@ -194,4 +199,6 @@ class HugetlbMixin:
         return 0
 
     def folio_test_hugetlb(self, folio: Folio) -> bool:
+        """Whether *folio* is a hugetlb folio.  Kernel: include/linux/page-flags.h:folio_test_hugetlb
+        (a page type since v6.10; v6.12)."""
         return folio.kind == KIND_HUGETLB

@@ -73,6 +73,8 @@ class AddressSpace:
         self.nrpages = 0
 
     def lookup(self, index: int) -> Folio | None:
+        """The folio caching file page *index* (the folio containing it, for a large folio),
+        or None."""
         return self.pages.get(index & ~((1 << self.order) - 1))
 
     def replace_folio(self, index: int, old: Folio, new: Folio) -> None:
@@ -106,12 +108,15 @@ class MemFile:
 
     @property
     def is_hugetlb(self) -> bool:
+        """Whether the file is on hugetlbfs (``MFD_HUGETLB``)."""
         return self.hstate is not None
 
     def shmem_file(self) -> bool:
+        """Whether the file is a shmem file (include/linux/shmem_fs.h:shmem_file)."""
         return self.hstate is None
 
     def is_file_hugepages(self) -> bool:
+        """Whether the file is on hugetlbfs (include/linux/hugetlb.h:is_file_hugepages)."""
         return self.hstate is not None
 
     @property

@@ -82,6 +82,10 @@ class MMUNotifierMixin:
         return sub.invalidate_seq != seq
 
     def mmu_interval_check_retry(self, sub: MMUIntervalNotifier, seq: int) -> bool:
+        """True when an invalidation collided with the critical section begun by
+        :meth:`mmu_interval_read_begin` returning *seq* (False is only a hint; the
+        authoritative test is :meth:`mmu_interval_read_retry`).  Kernel:
+        include/linux/mmu_notifier.h:mmu_interval_check_retry (v6.12)."""
         return sub.invalidate_seq != seq
 
     def _mmu_notify(self, mm: Any, start: int, end: int, event: str) -> None:

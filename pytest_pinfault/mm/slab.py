@@ -60,6 +60,9 @@ class SlabMixin:
         return self._kmalloc(size, gfp, 0)
 
     def kzalloc(self, size: int, gfp: int) -> Any:
+        """Like :meth:`kmalloc`, zeroed (the model's objects always start zeroed): an object
+        of *size* bytes, ZERO_SIZE_PTR for 0, or None; hits the ``kmalloc`` fault site.
+        Kernel: include/linux/slab.h:kzalloc (kmalloc with __GFP_ZERO, v6.12)."""
         return self._kmalloc(size, gfp, 0)
 
     def kvmalloc_array(self, n: int, size: int, gfp: int) -> Any:
