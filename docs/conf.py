@@ -34,6 +34,9 @@ exclude_patterns = ["_build", "_ext"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
+# Option names and quotes as written (``--cov``, not an en dash; straight quotes).
+smartquotes = False
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True

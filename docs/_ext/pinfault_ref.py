@@ -307,7 +307,9 @@ def _entry(mod: Any, n: ApiName) -> list[str]:
         return [f".. {directive}:: {n.name}", "",
                 f"   The same object as :py:{role}:`{n.canonical}`, documented there.", ""]
     if n.kind == "class":
-        opts = ["   :members:", "   :undoc-members:", "   :show-inheritance:"]
+        opts = ["   :members:", "   :undoc-members:"]
+        if obj.__bases__ != (object,):
+            opts.append("   :show-inheritance:")
         if any(b.__module__.startswith("pytest_pinfault") for b in obj.__mro__[1:]):
             opts.append(f"   :inherited-members: {','.join(_FOREIGN_BASES)}")
         if issubclass(obj, enum.Enum):
@@ -414,8 +416,9 @@ def options_rst() -> str:
 def ini_rst() -> str:
     out = []
     for k in ini_keys():
+        default = "" if k.default in (None, "", []) else f"; default: {_literal(k.default)}"
         out += [f".. confval:: {k.name}", "", _indent(_escape(k.help)), "",
-                _indent(f"Type: ``{k.type or 'string'}``; built-in default: {_literal(k.default)}."), ""]
+                _indent(f"Type: ``{k.type or 'string'}``{default}."), ""]
     return "\n".join(out) + "\n"
 
 
