@@ -192,7 +192,8 @@ class DmaMappingMixin:
         return addr
 
     def dma_map_page(self, dev: Device, page: Page | Folio, offset: int, size: int, dir: int) -> int:
-        """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``."""
+        """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``.
+        Kernel: include/linux/dma-mapping.h:dma_map_page (a macro, v6.12)."""
         return self.dma_map_page_attrs(dev, page, offset, size, dir, 0)
 
     def dma_unmap_page_attrs(self: "FakeMM", dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:

@@ -83,7 +83,8 @@ class HugetlbMixin:
 
     def hstate(self, size: int | str | None = None) -> HState:
         """The pool for huge page *size* (bytes or ``"2MiB"``/``"1GiB"``; default size
-        when omitted).  Raises ValueError for a size without a pool."""
+        when omitted).  Raises ValueError for a size without a pool, where the kernel's
+        lookup returns NULL.  Kernel: mm/hugetlb.c:size_to_hstate, default_hstate (v6.12)."""
         from .config import parse_size
         nbytes = self.config.default_hugepagesz if size is None else parse_size(size, "hstate")
         h = self._hstates.get(nbytes)

@@ -114,7 +114,8 @@ class SlabMixin:
 
     def kfree(self, obj: Any) -> None:
         """Free a kmalloc object; None and ZERO_SIZE_PTR are no-ops; a double free is a
-        recorded warning."""
+        recorded warning.  ``kvfree`` is the same function here (the model has no vmalloc
+        side).  Kernel: mm/slub.c:kfree, mm/util.c:kvfree (v6.12)."""
         if obj is None or obj is ZERO_SIZE_PTR:
             return
         if not isinstance(obj, KmallocObject) or obj.freed:
