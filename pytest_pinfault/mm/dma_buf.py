@@ -40,6 +40,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dma_mapping import Device
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["DmaBuf", "DmaBufAttachment", "DmaBufExportInfo", "IosysMap", "SIZEOF_DMA_BUF"]
 
 SIZEOF_DMA_BUF = 512
@@ -135,10 +140,10 @@ def _is_err(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x < 0
 
 
-class DmaBufMixin:
+class DmaBufMixin(_Base):
     """drivers/dma-buf/dma-buf.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_dma_buf(self: "FakeMM") -> None:
+    def _init_dma_buf(self) -> None:
         self._dmabufs: dict[int, DmaBuf] = {}
         self._dma_buf_fops = _DmaBufFops(self)
         c = self.counters
@@ -150,7 +155,7 @@ class DmaBufMixin:
                    doc="dma-buf vmaps never vunmapped")
 
     # ---------------------------------------------------------------- export
-    def dma_buf_export(self: "FakeMM", exp_info: DmaBufExportInfo) -> DmaBuf | int:
+    def dma_buf_export(self, exp_info: DmaBufExportInfo) -> DmaBuf | int:
         """A new dma-buf with one reference (its file's), or -EINVAL (a WARN: no priv, no
         ops, or ops without map_dma_buf/unmap_dma_buf/release; pin without unpin; a
         cached sgt mapping with pin) / -ENOMEM (the file or the dma_buf allocation).
@@ -182,7 +187,7 @@ class DmaBufMixin:
         self._trace("dma_buf_export", name=exp_info.exp_name, size=exp_info.size)
         return dmabuf
 
-    def _dma_buf_release(self: "FakeMM", dmabuf: DmaBuf) -> None:
+    def _dma_buf_release(self, dmabuf: DmaBuf) -> None:
         """dma_buf_release: the exporter's release, then the dma_buf is freed."""
         if dmabuf.vmapping_counter:
             self._warn("dma_buf_release", f"BUG_ON(dmabuf->vmapping_counter): {dmabuf!r} released while vmapped")
@@ -226,7 +231,7 @@ class DmaBufMixin:
         self.fput(dmabuf.file)
 
     # ---------------------------------------------------------------- attachments
-    def dma_buf_dynamic_attach(self: "FakeMM", dmabuf: DmaBuf, dev: "Device", importer_ops: Any,
+    def dma_buf_dynamic_attach(self, dmabuf: DmaBuf, dev: "Device", importer_ops: Any,
                                importer_priv: Any) -> DmaBufAttachment | int:
         """Attach *dev*; the exporter's ``attach`` op may refuse (its errno).  An
         exporter with ``pin``/``unpin`` (dynamic) and a static importer get the mapping
@@ -266,7 +271,7 @@ class DmaBufMixin:
         """Kernel: drivers/dma-buf/dma-buf.c:dma_buf_attach (v6.12)."""
         return self.dma_buf_dynamic_attach(dmabuf, dev, None, None)
 
-    def dma_buf_detach(self: "FakeMM", dmabuf: DmaBuf, attach: DmaBufAttachment) -> None:
+    def dma_buf_detach(self, dmabuf: DmaBuf, attach: DmaBufAttachment) -> None:
         """Unmap a cached mapping, call the exporter's ``detach``, free the attachment.
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_detach (v6.12)."""
         if dmabuf is None or attach is None or attach.dmabuf is not dmabuf or attach not in dmabuf.attachments:
@@ -283,7 +288,7 @@ class DmaBufMixin:
             op(dmabuf, attach)
         self.kfree(attach.kobj)
 
-    def dma_buf_map_attachment(self: "FakeMM", attach: DmaBufAttachment, direction: int) -> Any:
+    def dma_buf_map_attachment(self, attach: DmaBufAttachment, direction: int) -> Any:
         """The exporter's sg table for the attachment (cached when the exporter says
         ``cache_sgt_mapping``), or -errno (-EBUSY: a cached mapping in another
         direction; -ENOMEM for a NULL from the exporter).
@@ -312,7 +317,7 @@ class DmaBufMixin:
 
     dma_buf_map_attachment_unlocked = dma_buf_map_attachment
 
-    def dma_buf_unmap_attachment(self: "FakeMM", attach: DmaBufAttachment, sg_table: Any,
+    def dma_buf_unmap_attachment(self, attach: DmaBufAttachment, sg_table: Any,
                                  direction: int) -> None:
         """Give a mapping back (a cached one stays until detach).
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_unmap_attachment (v6.12)."""
@@ -345,7 +350,7 @@ class DmaBufMixin:
         op = _op(dmabuf.ops, "end_cpu_access")
         return op(dmabuf, direction) if op is not None else 0
 
-    def dma_buf_vmap(self: "FakeMM", dmabuf: DmaBuf, map: IosysMap) -> int:
+    def dma_buf_vmap(self, dmabuf: DmaBuf, map: IosysMap) -> int:
         """Map the buffer for the kernel, counted: the first call asks the exporter's
         ``vmap(dmabuf, map)``; *map* gets the shared mapping.  0, or -EINVAL (no vmap
         op) / the exporter's errno (a WARN).
@@ -373,7 +378,7 @@ class DmaBufMixin:
 
     dma_buf_vmap_unlocked = dma_buf_vmap
 
-    def dma_buf_vunmap(self: "FakeMM", dmabuf: DmaBuf, map: IosysMap) -> None:
+    def dma_buf_vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
         """Drop a vmap; the last one calls the exporter's ``vunmap``.  Unbalanced or
         mismatched calls are the kernel's BUG_ON: recorded warnings here.
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_vunmap (v6.12)."""

@@ -41,6 +41,11 @@ from .scatterlist import Scatterlist, SgTable, for_each_sg, sg_next
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["Device", "DmaMapping", "DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE",
            "DMA_NONE", "DMA_MAPPING_ERROR", "DMA_BIT_MASK", "DMA_ATTR_SKIP_CPU_SYNC",
            "DMA_ATTR_WEAK_ORDERING", "SZ_64K"]
@@ -102,10 +107,10 @@ def _valid_dir(dir: int) -> bool:
     return dir in (DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE)
 
 
-class DmaMappingMixin:
+class DmaMappingMixin(_Base):
     """kernel/dma/mapping.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_dma(self: "FakeMM") -> None:
+    def _init_dma(self) -> None:
         self._devices: list[Device] = []
         self.counters.register("dma.mappings", lambda: {d: len(d.mappings) for d in self._devices},
                                doc="streaming DMA mappings never unmapped")
@@ -150,7 +155,7 @@ class DmaMappingMixin:
         return -errno.ENOMEM if dma_addr == DMA_MAPPING_ERROR else 0
 
     # ---------------------------------------------------------------- mapping
-    def _direct_map_page(self: "FakeMM", dev: Device, page: Page, offset: int, size: int) -> int:
+    def _direct_map_page(self, dev: Device, page: Page, offset: int, size: int) -> int:
         """kernel/dma/direct.h:dma_direct_map_page: the physical address, or
         DMA_MAPPING_ERROR (fault site, or above the mask: dev_WARN_ONCE)."""
         fi = self.faults
@@ -170,7 +175,7 @@ class DmaMappingMixin:
         rmap = tuple(f.rmap or ()) if f.kind == KIND_ANON else ()
         m._views.append((f, f.mapping, f.index, rmap))
 
-    def dma_map_page_attrs(self: "FakeMM", dev: Device, page: Page | Folio, offset: int, size: int,
+    def dma_map_page_attrs(self, dev: Device, page: Page | Folio, offset: int, size: int,
                            dir: int, attrs: int) -> int:
         """Map *size* bytes of *page* from *offset* for *dev*: the DMA address, or
         DMA_MAPPING_ERROR (check with :meth:`dma_mapping_error`).  An invalid direction
@@ -195,7 +200,7 @@ class DmaMappingMixin:
         """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``."""
         return self.dma_map_page_attrs(dev, page, offset, size, dir, 0)
 
-    def dma_unmap_page_attrs(self: "FakeMM", dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:
+    def dma_unmap_page_attrs(self, dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:
         """Unmap a :meth:`dma_map_page` mapping; an address never mapped, or another
         size or direction, is recorded as DMA-API debug does ("device driver tries to
         free DMA memory it has not allocated").
@@ -215,7 +220,7 @@ class DmaMappingMixin:
     def dma_unmap_page(self, dev: Device, addr: int, size: int, dir: int) -> None:
         self.dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
-    def dma_map_sg_attrs(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int,
+    def dma_map_sg_attrs(self, dev: Device, sg: Scatterlist, nents: int, dir: int,
                          attrs: int) -> int:
         """Map *nents* entries from *sg*: the number of DMA entries (each entry's
         ``dma_address``/``dma_length`` set), or 0 on failure with nothing left mapped.
@@ -226,7 +231,7 @@ class DmaMappingMixin:
     def dma_map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> int:
         return self.dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
-    def _map_sg(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int, attrs: int) -> int:
+    def _map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int, attrs: int) -> int:
         """kernel/dma/mapping.c:__dma_map_sg_attrs + kernel/dma/direct.c:dma_direct_map_sg."""
         from .bug import external_caller
         if not _valid_dir(dir):
@@ -255,7 +260,7 @@ class DmaMappingMixin:
         self._trace("dma_map_sg", dev=dev.name, nents=nents)
         return nents
 
-    def dma_unmap_sg_attrs(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int,
+    def dma_unmap_sg_attrs(self, dev: Device, sg: Scatterlist, nents: int, dir: int,
                            attrs: int) -> None:
         """Unmap what :meth:`dma_map_sg` mapped; *nents* must be the count passed to it
         (not the one it returned), *dir* the same direction (else a recorded DMA-API
@@ -298,7 +303,7 @@ class DmaMappingMixin:
                     return m
         return None
 
-    def _sync_single(self: "FakeMM", dev: Device, addr: int, size: int, dir: int, who: str) -> None:
+    def _sync_single(self, dev: Device, addr: int, size: int, dir: int, who: str) -> None:
         m = self._find_mapping(dev, addr, size)
         if m is None:
             self._warn(who, f"{dev.name}: device driver tries to sync DMA memory it has not allocated "
@@ -316,7 +321,7 @@ class DmaMappingMixin:
         """Kernel: kernel/dma/mapping.c:__dma_sync_single_for_device (v6.12)."""
         self._sync_single(dev, addr, size, dir, "dma_sync_single_for_device")
 
-    def _sync_sg(self: "FakeMM", dev: Device, sg: Scatterlist, nelems: int, dir: int, who: str) -> None:
+    def _sync_sg(self, dev: Device, sg: Scatterlist, nelems: int, dir: int, who: str) -> None:
         m = dev.mappings.get(("sg", id(sg)))
         if m is None:
             self._warn(who, f"{dev.name}: device driver tries to sync an sg list it has not mapped")
@@ -350,7 +355,7 @@ class DmaMappingMixin:
                     return page, off + addr - a, a + size - addr
         return None
 
-    def _dma_access(self: "FakeMM", dev: Device, addr: int, n: int, data: bytes | None) -> bytes | int:
+    def _dma_access(self, dev: Device, addr: int, n: int, data: bytes | None) -> bytes | int:
         out = bytearray()
         pos = 0
         while pos < n:

@@ -105,7 +105,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._isolate_fail_pfn: int | None = None     # the pfn that refused isolation last
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
-        self.current = self.create_task("init")
+        self.current: Task = self.create_task("init")
         self.counters = CounterRegistry()   # what the checker judges beyond folios
         self._sg_live: dict[int, Any] = {}
         self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),

@@ -38,6 +38,11 @@ def _not_a_file(k: Any, who: str, file: Any) -> bool:
         return True
     return False
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["File", "FilesStruct", "O_CLOEXEC", "O_RDWR", "O_RDONLY", "O_WRONLY", "NR_OPEN_DEFAULT"]
 
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -86,10 +91,10 @@ class FilesStruct:
         return f"<files {sorted(self.fdt)}>"
 
 
-class FileMixin:
+class FileMixin(_Base):
     """fs/file.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_files(self: "FakeMM") -> None:
+    def _init_files(self) -> None:
         self._file_refs: dict[int, Any] = {}          # id -> file with fget/get_file references
         self.counters.register("file.refs", lambda: {f: f._extra_refs for f in self._file_refs.values()
                                                      if getattr(f, "_extra_refs", 0)},

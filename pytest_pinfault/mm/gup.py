@@ -43,7 +43,7 @@ import dataclasses
 import errno
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
@@ -52,6 +52,11 @@ from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, 
                        VM_SHARED, VM_WRITE, MMStruct)
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["Livelock", "KernelOutcome", "KernelHang", "Out"]
 
@@ -145,7 +150,7 @@ class KernelHang(BaseException):
         super().__init__(str(outcome))
 
 
-class GupMixin:
+class GupMixin(_Base):
     """GUP half of :class:`~pytest_pinfault.FakeMM`."""
 
     _observer: Any = None              # set per instance by FakeMM.__init__

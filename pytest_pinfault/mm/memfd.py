@@ -29,6 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
     from .hugetlb import HState
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["MemFile", "AddressSpace", "MFD_CLOEXEC", "MFD_ALLOW_SEALING", "MFD_HUGETLB",
            "MFD_NOEXEC_SEAL", "MFD_EXEC", "MFD_HUGE_2MB", "MFD_HUGE_1GB", "F_SEAL_SEAL",
            "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE", "F_SEAL_FUTURE_WRITE", "F_SEAL_EXEC",
@@ -402,7 +407,7 @@ class MemFile:
         return f"<memfd:{self.name} {kind} size={self.i_size} seals={self.seals:#x} pages={self.mapping.nrpages}>"
 
 
-class MemfdMixin:
+class MemfdMixin(_Base):
     """memfd half of :class:`~pytest_pinfault.FakeMM`."""
 
     def memfd_create(self, name: str, flags: int) -> MemFile | int:

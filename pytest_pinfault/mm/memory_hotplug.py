@@ -98,7 +98,13 @@ class MemoryBlocks(Mapping[int, MemoryBlock]):
         return [b for b in (self[i] for i in self) if b.zone == zone]
 
 
-class MemoryHotplugMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class MemoryHotplugMixin(_Base):
     """Offlining half of :class:`~pytest_pinfault.FakeMM`."""
 
     def offline_pages(self, start_pfn: int, nr_pages: int) -> int:

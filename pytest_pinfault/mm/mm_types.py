@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
     from .memfd import MemFile
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
@@ -492,7 +497,7 @@ class MMStruct:
         return f"<mm {len(self.vmas)} vmas, {len(self.pte)} ptes, locked_vm={self.locked_vm} pinned_vm={self.pinned_vm}>"
 
 
-class AddressSpaceMixin:
+class AddressSpaceMixin(_Base):
     """Address-space half of :class:`~pytest_pinfault.FakeMM`: tasks' mms, faults, fork."""
 
     def create_mm(self) -> MMStruct:

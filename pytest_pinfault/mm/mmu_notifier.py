@@ -17,7 +17,12 @@ the range.  Readers bracket their device mapping with ``read_begin``/``read_retr
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["MMUIntervalNotifier", "MMUNotifierRange"]
 
@@ -49,7 +54,7 @@ class MMUIntervalNotifier:
         self._seq_set = cur_seq
 
 
-class MMUNotifierMixin:
+class MMUNotifierMixin(_Base):
     """Notifier half of :class:`~pytest_pinfault.FakeMM`."""
 
     def mmu_interval_notifier_insert(self, mm: Any, start: int, length: int, ops: Any) -> MMUIntervalNotifier | int:

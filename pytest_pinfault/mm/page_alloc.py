@@ -76,7 +76,13 @@ def account_freepages(zone: "Zone", nr: int, mt: int) -> None:
         zone.nr_free_cma += nr
 
 
-class PageAllocMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class PageAllocMixin(_Base):
     """Allocator half of :class:`~pytest_pinfault.FakeMM` (see module docstring)."""
 
     # ------------------------------------------------------------------ gfp context

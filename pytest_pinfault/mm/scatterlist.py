@@ -30,6 +30,11 @@ from .folio import PAGE_SHIFT, PAGE_SIZE, Folio, Page
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["Scatterlist", "SgTable", "SgAppendTable", "SG_MAX_SINGLE_ALLOC", "SCATTERLIST_SIZE",
            "UINT_MAX", "sg_next", "sg_page", "sg_is_last", "sg_is_chain", "sg_set_page",
            "sg_set_folio", "sg_dma_address", "sg_dma_len", "for_each_sg", "for_each_sgtable_sg",
@@ -211,11 +216,11 @@ def _pages_are_mergeable(a: Page, b: Page) -> bool:
     return a.pfn == b.pfn + 1
 
 
-class ScatterlistMixin:
+class ScatterlistMixin(_Base):
     """lib/scatterlist.c half of :class:`~pytest_pinfault.FakeMM`."""
 
     # ---------------------------------------------------------------- allocation
-    def _sg_kmalloc(self: "FakeMM", nents: int, gfp: int) -> _Chunk | None:
+    def _sg_kmalloc(self, nents: int, gfp: int) -> _Chunk | None:
         """lib/scatterlist.c:sg_kmalloc: a page for a full chunk, kmalloc_array otherwise."""
         if nents == SG_MAX_SINGLE_ALLOC:
             alloc = self.alloc_pages(gfp, 0)
@@ -227,7 +232,7 @@ class ScatterlistMixin:
         self._sg_live[id(ch)] = ch
         return ch
 
-    def _sg_kfree(self: "FakeMM", ch: _Chunk, nents: int) -> None:
+    def _sg_kfree(self, ch: _Chunk, nents: int) -> None:
         """lib/scatterlist.c:sg_kfree."""
         if self._sg_live.pop(id(ch), None) is None:
             self._warn("sg_kfree", f"freeing a scatterlist chunk twice ({nents} entries)")

@@ -9,7 +9,12 @@ model tracks what is live so leaks are visible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["ZERO_SIZE_PTR", "KmallocObject", "KMALLOC_MAX_SIZE"]
 
@@ -50,7 +55,7 @@ class KmallocObject:
         return f"<kmalloc {self.size}B from {self.caller}>"
 
 
-class SlabMixin:
+class SlabMixin(_Base):
     """Slab half of :class:`~pytest_pinfault.FakeMM`."""
 
     def kmalloc(self, size: int, gfp: int) -> Any:

@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
     from .mm_types import MMStruct
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["UserStruct", "CAP_IPC_LOCK", "GLOBAL_ROOT_UID"]
 
 CAP_IPC_LOCK = 14
@@ -49,7 +54,7 @@ class UserStruct:
         return f"<user_struct uid={self.uid} locked_vm={self.locked_vm}>"
 
 
-class UserMixin:
+class UserMixin(_Base):
     """Per-user accounting and mm reference half of :class:`~pytest_pinfault.FakeMM`."""
 
     def _init_user(self) -> None:
