@@ -37,6 +37,7 @@ from .file import File
 from .gfp import GFP_KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .dma_mapping import Device
     from .fakemm import FakeMM
 
@@ -129,7 +130,7 @@ class DmaBufAttachment:
 class _DmaBufFops:
     """dma_buf_fops: the file's last reference releases the dma-buf."""
 
-    def __init__(self, k: "FakeMM") -> None:
+    def __init__(self, k: "FakeMMProto") -> None:
         self.k = k
 
     def release(self, file: File) -> None:

@@ -9,7 +9,7 @@ injector.  Construction costs O(zones + CMA areas + hugetlb pool pages), never O
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..faults.injector import Injector, UnknownSite
 from .argcheck import typed_api
@@ -323,7 +323,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         first = max(0, (lo >> SECTION_SHIFT) - (1 << (_MAX_FOLIO_ORDER - SECTION_SHIFT)))
         last = ((hi - 1) >> SECTION_SHIFT) + 1
         if last - first > len(self._sections):      # a range wider than what is allocated
-            secnos = sorted(n for n in self._sections if first <= n < last)
+            secnos: Iterable[int] = sorted(n for n in self._sections if first <= n < last)
         else:
             secnos = range(first, last)
         for secno in secnos:
@@ -358,7 +358,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         it; otherwise None after recording the misuse as a kernel warning: a folio of
         another machine, or one already freed (what KASAN reports as a use-after-free).
         A wrong Python type is a TypeError naming *param*."""
-        folio = getattr(obj, "folio", None) if isinstance(obj, (Page, Folio)) else None
+        folio: Folio | None = obj.folio if isinstance(obj, (Page, Folio)) else None
         if folio is None:
             raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
         if folio._mm is not self:
@@ -370,7 +370,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
             return None
         return folio
 
-    def _foreign(self, obj: Any, cls: type, site: str, param: str) -> bool:
+    def _foreign(self, obj: Any, cls: type[Any], site: str, param: str) -> bool:
         """True (after recording a warning) when *obj*, an instance of *cls* (an
         mm_struct or a file), belongs to another machine; a wrong type is a TypeError
         naming *param*."""

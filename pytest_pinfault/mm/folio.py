@@ -21,6 +21,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .mmzone import Zone
 
 __all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio", "MAPPING_CHANGE"]
@@ -93,7 +94,7 @@ class Folio:
         "rmap", "hstate", "freed", "_mm", "_serial", "__weakref__",
     )
 
-    def __init__(self, mm: Any, pfn: int, order: int, zone: "Zone", kind: str) -> None:
+    def __init__(self, mm: FakeMMProto, pfn: int, order: int, zone: "Zone", kind: str) -> None:
         self._mm = mm
         self._serial = next(_SERIALS)  # creation order (an observer tells new folios apart)
         self.pfn = pfn
@@ -241,7 +242,7 @@ class Folio:
             elif type(buf) is int:
                 out += bytes((buf,)) * take
             else:
-                out += buf[off:off + take]
+                out += buf[off:off + take]  # type: ignore[index]  # not an int: `type(buf) is int` (kept for speed) does not narrow
             offset += take
             n -= take
         return bytes(out)

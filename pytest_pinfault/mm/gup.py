@@ -444,7 +444,7 @@ class GupMixin(_Base):
         return True, gup_flags
 
     # ------------------------------------------------------------------ entry points
-    def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Take FOLL_GET references on the pages of ``current->mm`` at *start*: count,
         -errno, or -EINVAL for invalid flags.  Kernel: mm/gup.c:get_user_pages (v6.5+)."""
         if self._observer is not None and not self._core_pinning:
@@ -458,7 +458,7 @@ class GupMixin(_Base):
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
     def get_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
-                              pages: list | None, locked: Any = None) -> int:
+                              pages: list[Page] | None, locked: Any = None) -> int:
         """As get_user_pages on another *mm*.  Kernel: mm/gup.c:get_user_pages_remote."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_remote", GupMixin.get_user_pages_remote,
@@ -470,7 +470,7 @@ class GupMixin(_Base):
             return -errno.EINVAL
         return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
 
-    def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+    def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list[Page] | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:get_user_pages_unlocked (note the argument order)."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_unlocked", GupMixin.get_user_pages_unlocked,
@@ -482,7 +482,7 @@ class GupMixin(_Base):
             return -errno.EINVAL
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
-    def pin_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def pin_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Pin (FOLL_PIN) the pages of ``current->mm`` at *start*; with FOLL_LONGTERM,
         migrate them out of ZONE_MOVABLE/CMA first.  Count, -errno, or **0** for invalid
         flags.  Release with unpin_user_pages.  Kernel: mm/gup.c:pin_user_pages (v6.5+)."""
@@ -497,7 +497,7 @@ class GupMixin(_Base):
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
     def pin_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
-                              pages: list | None, locked: Any = None) -> int:
+                              pages: list[Page] | None, locked: Any = None) -> int:
         """As pin_user_pages on another *mm* (0 for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_remote."""
         if self._observer is not None and not self._core_pinning:
@@ -510,7 +510,7 @@ class GupMixin(_Base):
             return 0
         return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
 
-    def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+    def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list[Page] | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:pin_user_pages_unlocked (0 for invalid flags)."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_unlocked", GupMixin.pin_user_pages_unlocked,
@@ -522,7 +522,7 @@ class GupMixin(_Base):
             return 0
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
-    def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Lockless walk first, slow path for the rest (-EINVAL for invalid flags).
         Kernel: mm/gup.c:get_user_pages_fast."""
         if self._observer is not None and not self._core_pinning:
@@ -535,7 +535,7 @@ class GupMixin(_Base):
             return -errno.EINVAL
         return self._gup_fast_fallback(start, nr_pages, flags, pages)
 
-    def pin_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def pin_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Fast-path pin; folios that are not long-term pinnable leave the rest to the
         slow path, which migrates (-EINVAL for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_fast."""
@@ -550,7 +550,7 @@ class GupMixin(_Base):
         return self._gup_fast_fallback(start, nr_pages, flags, pages)
 
     # ------------------------------------------------------------------ fast path
-    def _gup_fast_fallback(self, start: int, nr_pages: int, flags: int, pages: list | None) -> int:
+    def _gup_fast_fallback(self, start: int, nr_pages: int, flags: int, pages: list[Page] | None) -> int:
         if flags & ~int(FOLL.WRITE | FOLL.LONGTERM | FOLL.FORCE | FOLL.PIN | FOLL.GET
                         | FOLL.FAST_ONLY | FOLL.NOFAULT | FOLL.PCI_P2PDMA | FOLL.HONOR_NUMA_FAULT):
             return -errno.EINVAL
@@ -592,7 +592,7 @@ class GupMixin(_Base):
             nr = 0
         if nr == nr_pages or flags & _FAST_ONLY:
             return nr
-        sub: list | None = [] if pages is not None else None
+        sub: list[Page] | None = [] if pages is not None else None
         ret = self.__gup_longterm_locked(mm, start + (nr << PAGE_SHIFT), nr_pages - nr, sub,
                                          None, flags | _TOUCH | _UNLOCKABLE)
         if sub is not None:
@@ -604,7 +604,7 @@ class GupMixin(_Base):
 
     # ------------------------------------------------------------------ slow path
     def __get_user_pages(self, mm: MMStruct, start: int, nr_pages: int, flags: int,
-                         pages: list | None) -> int:
+                         pages: list[Page] | None) -> int:
         """Kernel: mm/gup.c:__get_user_pages (v6.12): VMA checks, faults, grabs.  Returns
         the number of pages grabbed; an error is returned only if none was."""
         if nr_pages == 0:
@@ -766,7 +766,7 @@ class GupMixin(_Base):
             ent is not None or (bool(flags & _LONGTERM) and not vma.is_hugetlb() and _is_cow_mapping(vma)))
         return self.handle_mm_fault(mm, vma, addr, bool(flags & _WRITE), unshare=unshare)
 
-    def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+    def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list[Page] | None,
                                 locked: Any, flags: int) -> int:
         """Kernel: mm/gup.c:__get_user_pages_locked: FOLL_PIN sets MMF_HAS_PINNED; a
         final 0 becomes -EFAULT unless FOLL_NOWAIT."""
@@ -779,7 +779,7 @@ class GupMixin(_Base):
             return -errno.EFAULT
         return ret
 
-    def __gup_longterm_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+    def __gup_longterm_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list[Page] | None,
                               locked: Any, flags: int) -> int:
         """Kernel: mm/gup.c:__gup_longterm_locked (v6.12+ contract, bounded here)."""
         if not flags & _LONGTERM:
@@ -842,16 +842,16 @@ class GupMixin(_Base):
         return -errno.ENOMEM
 
     # ------------------------------------------------------------------ check & migrate
-    def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
+    def check_and_migrate_movable_pages(self, nr_pages: int, pages: list[Page]) -> int:
         """0 (all pinnable, pins kept), -EAGAIN (migrated; every pin dropped; re-pin), or
         -ENOMEM/-EBUSY (failed; every pin dropped).  Kernel: mm/gup.c (v6.12+)."""
         return self._check_and_migrate(pages, nr_pages)
 
-    def check_and_migrate_movable_folios(self, nr_folios: int, folios: list) -> int:
+    def check_and_migrate_movable_folios(self, nr_folios: int, folios: list[Folio]) -> int:
         """The folio-array form used by memfd_pin_folios.  Kernel: mm/gup.c (v6.11+)."""
         return self._check_and_migrate(folios, nr_folios)
 
-    def _check_and_migrate(self, entries: list, nr: int) -> int:
+    def _check_and_migrate(self, entries: list[Page] | list[Folio], nr: int) -> int:
         """Kernel: mm/gup.c:check_and_migrate_movable_pages_or_folios.  Entries are pages
         or folios alike: both have ``.folio``."""
         nr = self._array_bound("check_and_migrate_movable_pages", entries, nr, "pages")
@@ -867,7 +867,7 @@ class GupMixin(_Base):
             return self._pin_anyway(entries, nr, movable)
         return self._migrate_longterm_unpinnable(entries, nr, movable)
 
-    def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _collect_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic; the
         6.12.y logic, which drains only on an unexpected reference, under the quirk
         ``gup_drain_on_unexpected_ref_only``, as in 6.12.118): isolate the unpinnable
@@ -906,7 +906,7 @@ class GupMixin(_Base):
             self.node_stat_mod_isolated(folio, folio.nr_pages)
         return collected
 
-    def _migrate_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _migrate_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Kernel: mm/gup.c:migrate_longterm_unpinnable_folios (v6.12+): unpin every
         entry, migrate the isolated folios; any migrate_pages failure becomes -ENOMEM."""
         self._unpin_entries(entries, nr)
@@ -914,7 +914,7 @@ class GupMixin(_Base):
         self.putback_movable_pages(movable)
         return -errno.ENOMEM if failed else -errno.EAGAIN
 
-    def _pin_anyway(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _pin_anyway(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Quirk gup_keep_pins_on_isolation_failure (v5.1..v5.12): folios that could not be
         isolated stay pinned where they are; if migration fails, pin anyway."""
         if not movable:
@@ -925,7 +925,7 @@ class GupMixin(_Base):
         self.putback_movable_pages(movable)
         return -errno.EAGAIN
 
-    def _unpin_entries(self, entries: list, nr: int) -> None:
+    def _unpin_entries(self, entries: list[Page] | list[Folio], nr: int) -> None:
         """Drop the pin of every entry and clear it (unpin_folio + pofs_clear_entry)."""
         put = self.gup_put_folio
         for i in range(nr):
@@ -942,7 +942,7 @@ class GupMixin(_Base):
                                   MR_LONGTERM_PIN)
 
     # ------------------------------------------------------------------ memfd
-    def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list,
+    def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list[Folio],
                          max_folios: int, offset: Any) -> int:
         """Pin the folios backing bytes ``[start, end]`` (inclusive) of a shmem or
         hugetlbfs memfd, allocating holes, one pin per folio, migrated out of
@@ -1041,7 +1041,7 @@ class Out:
         return f"Out({self.value!r})"
 
 
-def _set(arr: list | None, i: int, value: Any) -> None:
+def _set(arr: list[Any] | None, i: int, value: Any) -> None:
     """Write ``arr[i]`` like a C array: overwrite a pre-sized list, grow a shorter one."""
     if arr is None:
         return

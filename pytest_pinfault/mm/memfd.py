@@ -26,6 +26,7 @@ from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG_
 from .mm_types import PROT_WRITE
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .fakemm import FakeMM
     from .hugetlb import HState
 
@@ -93,7 +94,7 @@ class MemFile:
     """An open memfd (``struct file`` + inode): ``ftruncate``, ``fallocate``, ``pread``,
     ``pwrite``, ``add_seals``/``get_seals``, and its page cache ``mapping``."""
 
-    def __init__(self, kmm: "FakeMM", name: str, flags: int, hstate: "HState | None",
+    def __init__(self, kmm: "FakeMMProto", name: str, flags: int, hstate: "HState | None",
                  sealable: bool) -> None:
         self._k = kmm
         self.name = name

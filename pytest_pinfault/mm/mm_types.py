@@ -29,6 +29,7 @@ from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
 from .mmzone import HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .fakemm import FakeMM
     from .memfd import MemFile
 
@@ -144,7 +145,7 @@ class MMStruct:
     """``mm_struct`` of one process.  Methods with a system call's name behave like the
     call and return ``-errno`` on failure."""
 
-    def __init__(self, kmm: "FakeMM", rlimit_memlock: int) -> None:
+    def __init__(self, kmm: "FakeMMProto", rlimit_memlock: int) -> None:
         self._k = kmm
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
@@ -714,7 +715,7 @@ class AddressSpaceMixin(_Base):
         self.folio_add_lru(new)
         return 0
 
-    def _split_huge_pmd(self, mm: MMStruct, vma: VMA, addr: int) -> None:
+    def _split_huge_pmd(self, mm: MMStruct, vma: VMA | None, addr: int) -> None:
         """Replace a PMD mapping of a THP by 512 PTEs of the same folio."""
         head = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
         folio = mm.huge.pop(head, None)

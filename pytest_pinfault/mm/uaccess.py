@@ -45,7 +45,7 @@ def _buf(obj: Any, who: str, name: str) -> Any:
     if not isinstance(obj, (bytearray, bytes, memoryview, KmallocObject)):
         raise TypeError(f"{who}: {name} must be a bytearray or a kmalloc object, got {type(obj).__name__}")
     data = getattr(obj, "data", obj)
-    if data is None and hasattr(obj, "size"):      # a large kmalloc object: contents on demand
+    if data is None and isinstance(obj, KmallocObject):      # a large kmalloc object: contents on demand
         data = obj.data = bytearray(obj.size)
     return data
 
