@@ -217,7 +217,8 @@ class DmaBufMixin(_Base):
         if getattr(file, "f_op", None) is not self._dma_buf_fops:
             self.fput(file)
             return -errno.EINVAL
-        return file.private_data
+        dmabuf: DmaBuf = file.private_data        # dma-buf files carry their DmaBuf
+        return dmabuf
 
     def get_dma_buf(self, dmabuf: DmaBuf) -> None:
         """Take a reference.  Kernel: include/linux/dma-buf.h:get_dma_buf."""
@@ -247,7 +248,7 @@ class DmaBufMixin(_Base):
         attach.importer_ops, attach.importer_priv = importer_ops, importer_priv
         op = _op(dmabuf.ops, "attach")
         if op is not None:
-            ret = op(dmabuf, attach)
+            ret: int = op(dmabuf, attach)        # the exporter's int
             if ret:
                 self.kfree(kobj)
                 return ret
@@ -368,7 +369,7 @@ class DmaBufMixin(_Base):
             map.vaddr = dmabuf.vmap_ptr.vaddr
             return 0
         ptr = IosysMap()
-        ret = op(dmabuf, ptr)
+        ret: int = op(dmabuf, ptr)                # the exporter's int
         if ret:
             self._warn("dma_buf_vmap", f"WARN_ON_ONCE(ret): exporter vmap failed with {ret}")
             return ret

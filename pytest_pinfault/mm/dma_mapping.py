@@ -95,7 +95,7 @@ class DmaMapping:
         self.handle = handle
         self.nents = nents
         self.segments: list[tuple[Page, int, int, int]] = []
-        self._views: list[tuple[Folio, Any, int, tuple]] = []
+        self._views: list[tuple[Folio, Any, int, tuple[Any, ...]]] = []
         self.caller = caller
 
     def __repr__(self) -> str:
@@ -231,7 +231,7 @@ class DmaMappingMixin(_Base):
     def dma_map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> int:
         return self.dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
-    def _map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int, attrs: int) -> int:
+    def _map_sg(self, dev: Device, sg: Scatterlist | None, nents: int, dir: int, attrs: int) -> int:
         """kernel/dma/mapping.c:__dma_map_sg_attrs + kernel/dma/direct.c:dma_direct_map_sg."""
         from .bug import external_caller
         if not _valid_dir(dir):
@@ -293,7 +293,7 @@ class DmaMappingMixin(_Base):
     def dma_unmap_sgtable(self, dev: Device, sgt: SgTable, dir: int, attrs: int) -> None:
         """``dma_unmap_sg_attrs(dev, sgt->sgl, sgt->orig_nents, dir, attrs)``.
         Kernel: include/linux/dma-mapping.h:dma_unmap_sgtable (v6.12)."""
-        self.dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)
+        self.dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)  # type: ignore[arg-type]  # sgl is None only for an empty table, which the call refuses (TypeError)
 
     # ---------------------------------------------------------------- sync
     def _find_mapping(self, dev: Device, addr: int, size: int) -> DmaMapping | None:
@@ -321,7 +321,7 @@ class DmaMappingMixin(_Base):
         """Kernel: kernel/dma/mapping.c:__dma_sync_single_for_device (v6.12)."""
         self._sync_single(dev, addr, size, dir, "dma_sync_single_for_device")
 
-    def _sync_sg(self, dev: Device, sg: Scatterlist, nelems: int, dir: int, who: str) -> None:
+    def _sync_sg(self, dev: Device, sg: Scatterlist | None, nelems: int, dir: int, who: str) -> None:
         m = dev.mappings.get(("sg", id(sg)))
         if m is None:
             self._warn(who, f"{dev.name}: device driver tries to sync an sg list it has not mapped")
@@ -385,7 +385,7 @@ class DmaMappingMixin(_Base):
         return self._dma_access(dev, addr, n, None)
 
     # ---------------------------------------------------------------- coherence probe
-    def _dma_coherence(self) -> Iterator[tuple[str, tuple, Any]]:
+    def _dma_coherence(self) -> Iterator[tuple[str, tuple[Any, ...], Any]]:
         for dev in self._devices:
             for m in list(dev.mappings.values()):
                 for (page, _, _, addr), (f, mapping, index, rmap) in zip(m.segments, m._views):

@@ -610,7 +610,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                 if self.observer_factory is None:
                     return []
                 ck = self._own_checker = self.observer_factory(self)
-        return ck.check(final=final)
+        found: list[Any] = ck.check(final=final)     # Violation records
+        return found
 
     # ------------------------------------------------------------------ diagnostics
     def _warn(self, site: str, message: str, folio: Folio | None = None) -> None:

@@ -54,6 +54,9 @@ class File:
     """``struct file`` for a file the driver side owns: ``name``, ``f_op`` (an object with
     an optional ``release(file)``), ``private_data``, ``f_flags``, ``f_count``."""
 
+    #: a dma-buf file's kmalloc'ed ``struct file`` (set by dma_buf_export only)
+    _fobj: Any
+
     def __init__(self, name: str, f_op: Any, private_data: Any, f_flags: int) -> None:
         self.name = name
         self.f_op = f_op
@@ -106,11 +109,12 @@ class FileMixin(_Base):
         """The descriptor table of *task* (default current), created on first use with
         descriptors 0-2 open on character files (stdin, stdout, stderr)."""
         task = task or self.current
-        if task.files is None:
+        ft: FilesStruct | None = task.files
+        if ft is None:
             ft = task.files = FilesStruct()
             for fd, name in enumerate(("stdin", "stdout", "stderr")):   # a process's first three
                 ft.fdt[fd] = File(name, None, None, O_RDWR)
-        return task.files
+        return ft
 
     # ---------------------------------------------------------------- descriptors
     def get_unused_fd_flags(self, flags: int) -> int:

@@ -49,7 +49,7 @@ from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
-                       VM_SHARED, VM_WRITE, MMStruct)
+                       VM_SHARED, VM_WRITE, VMA, MMStruct)
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
@@ -78,7 +78,7 @@ _LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
 _CALLERS: dict[tuple[Any, int], str] = {}   # (code, instruction) -> "file:line function"
 
 
-def _is_cow_mapping(vma: Any) -> bool:
+def _is_cow_mapping(vma: VMA) -> bool:
     """include/linux/mm.h:is_cow_mapping (v6.12): private and may be written."""
     return vma.flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
 
@@ -157,7 +157,7 @@ class GupMixin(_Base):
     _core_pinning = False              # inside a judged core pinning call
 
     # ------------------------------------------------------------------ contract judging
-    def _judge_core_pin(self, call: str, func: Any, args: tuple, entries: Any, gup_flags: int) -> int:
+    def _judge_core_pin(self, call: str, func: Any, args: tuple[Any, ...], entries: Any, gup_flags: int) -> int:
         """Run core pinning call *func* and report it to the attached observer
         (``pin_call_begin``/``pin_call_end``, mm/observer.py; long-term when
         *gup_flags* has FOLL_LONGTERM).  Only the outermost core call is reported.
@@ -175,7 +175,7 @@ class GupMixin(_Base):
         token = obs.pin_call_begin(call)
         self._core_pinning = True
         try:
-            ret = func(self, *args)
+            ret: int = func(self, *args)        # a core pinning call: count or -errno
         finally:
             self._core_pinning = False
         obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
@@ -191,9 +191,10 @@ class GupMixin(_Base):
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"try_grab_folio: {name} must be an int, got {type(v).__name__}")
-            folio = self._usable_folio(folio, "try_grab_folio")
-            if folio is None:
+            usable = self._usable_folio(folio, "try_grab_folio")
+            if usable is None:
                 return -errno.EFAULT
+            folio = usable
         if refs <= 0:
             if refs < 0:
                 self._warn("try_grab_folio", f"negative count: {refs} references or pins", folio=folio)
@@ -231,9 +232,10 @@ class GupMixin(_Base):
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
-            folio = self._usable_folio(folio, "gup_put_folio")
-            if folio is None:
+            usable = self._usable_folio(folio, "gup_put_folio")
+            if usable is None:
                 return
+            folio = usable
         if refs <= 0:
             self._warn("unpin" if int(flags) & _PIN else "put_page",
                        f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
@@ -311,7 +313,7 @@ class GupMixin(_Base):
             folio = page.folio
             n = 1
             if folio.order:
-                while i + n < npages and pages[i + n] is not None and pages[i + n].folio is folio:
+                while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
                     n += 1
             if make_dirty and folio.kind != KIND_ZERO:
                 folio.flags |= PG_dirty
@@ -340,15 +342,15 @@ class GupMixin(_Base):
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
         """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
         or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
-        folio = self._usable_folio(folio, "unpin_user_folio")
-        if folio is not None:
-            self.gup_put_folio(folio, npages, _PIN)
+        usable = self._usable_folio(folio, "unpin_user_folio")
+        if usable is not None:
+            self.gup_put_folio(usable, npages, _PIN)
 
     def unpin_folio(self, folio: Folio) -> None:
         """Release one pin (memfd_pin_folios' unit).  Kernel: mm/gup.c:unpin_folio."""
-        folio = self._usable_folio(folio, "unpin_folio")
-        if folio is not None:
-            self.gup_put_folio(folio, 1, _PIN)
+        usable = self._usable_folio(folio, "unpin_folio")
+        if usable is not None:
+            self.gup_put_folio(usable, 1, _PIN)
 
     def unpin_folios(self, folios: Sequence[Folio | None], nfolios: int) -> None:
         """Release one pin per entry of ``folios[:nfolios]``; consecutive identical
@@ -379,9 +381,10 @@ class GupMixin(_Base):
         kernel; a negative count (the kernel's unsigned wrap) warns and returns -EINVAL;
         a freed or foreign folio warns and returns -EFAULT.
         Kernel: mm/gup.c:folio_add_pins (v6.13)."""
-        folio = self._usable_folio(folio, "folio_add_pins")
-        if folio is None:
+        usable = self._usable_folio(folio, "folio_add_pins")
+        if usable is None:
             return -errno.EFAULT
+        folio = usable
         if pins < 0:
             self._warn("folio_add_pins", f"negative count: folio_add_pins(folio, {pins})", folio=folio)
             return -errno.EINVAL
@@ -588,6 +591,7 @@ class GupMixin(_Base):
             _set(pages, nr, Page(folio, folio.pfn + idx))
             nr += 1
         if flags & _PIN and mm.write_protect_seq != seq:
+            assert pages is not None        # is_valid_gup_args refuses FOLL_PIN without pages
             self.unpin_user_pages(pages, nr)
             nr = 0
         if nr == nr_pages or flags & _FAST_ONLY:
@@ -632,6 +636,7 @@ class GupMixin(_Base):
                 rc = self._check_vma_flags(vma, flags)
                 if rc:
                     return self._gup_done(i, rc, pins)
+                assert vma is not None      # _check_vma_flags refuses a missing VMA
                 vma_end = vma.end
                 shared = vma.is_shared()
             if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
@@ -784,6 +789,7 @@ class GupMixin(_Base):
         """Kernel: mm/gup.c:__gup_longterm_locked (v6.12+ contract, bounded here)."""
         if not flags & _LONGTERM:
             return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
+        assert pages is not None            # is_valid_gup_args refuses FOLL_LONGTERM without pages
         saved = self.memalloc_pin_save()
         try:
             rounds = 0
@@ -889,7 +895,7 @@ class GupMixin(_Base):
             if self.folio_is_longterm_pinnable(folio):
                 continue
             collected += 1
-            self._gup_last_unpinnable = folio
+            self._gup_last_unpinnable: Folio | None = folio
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
@@ -932,7 +938,7 @@ class GupMixin(_Base):
             e = entries[i]
             if e is not None:
                 put(e.folio, 1, _PIN)
-                entries[i] = None
+                entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:
         """migrate_pages of the isolated folios to long-term pinnable targets
@@ -1009,13 +1015,13 @@ class GupMixin(_Base):
                         self.unpin_folios(folios, nr_folios)
                         return err
                     if nr_found == 0:
-                        folio = self.memfd_alloc_folio(memfd, cursor.value)
-                        if isinstance(folio, int):
-                            if folio == -errno.EEXIST:
+                        new = self.memfd_alloc_folio(memfd, cursor.value)
+                        if isinstance(new, int):
+                            if new == -errno.EEXIST:
                                 continue
                             self.unpin_folios(folios, nr_folios)
-                            return folio
-                        self.folio_put(folio)
+                            return new
+                        self.folio_put(new)
                 ret = self.check_and_migrate_movable_folios(nr_folios, folios)
                 if ret != -errno.EAGAIN:
                     break

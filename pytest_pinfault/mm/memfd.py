@@ -299,9 +299,10 @@ class MemFile:
             take = min(len(data) - pos, PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
             if folio is None:
-                folio = self._alloc_cache_folio(idx)
-                if isinstance(folio, int):
-                    return pos if pos else folio
+                new = self._alloc_cache_folio(idx)
+                if isinstance(new, int):
+                    return pos if pos else new
+                folio = new
                 self._k.folio_put(folio)
             folio.write(((idx - folio.index) << PAGE_SHIFT) + off, data[pos:pos + take])
             pos += take
@@ -361,14 +362,15 @@ class MemFile:
         if folio is not None:
             folio._refcount += 1
             return folio
-        folio = self._alloc_cache_folio(index)
-        if isinstance(folio, int):
-            return -errno.EFAULT if self.hstate is not None else folio
-        return folio
+        new = self._alloc_cache_folio(index)
+        if isinstance(new, int):
+            return -errno.EFAULT if self.hstate is not None else new
+        return new
 
     def _hugetlb_reserve(self, start_idx: int, end_idx: int) -> int:
         """hugetlb_reserve_pages for a shared mapping of [start_idx, end_idx)."""
         h = self.hstate
+        assert h is not None        # called for hugetlb files only
         step = 1 << h.order
         need = [i for i in range(start_idx, end_idx, step)
                 if i not in self._resv and self.mapping.lookup(i) is None]
@@ -531,6 +533,7 @@ class MemfdMixin(_Base):
 
     def _hugetlb_cache_folio(self, memfd: MemFile, head: int) -> Folio | int:
         h = memfd.hstate
+        assert h is not None        # called for hugetlb files only
         had_resv = head in memfd._resv
         if not had_resv:
             if h.available <= 0:

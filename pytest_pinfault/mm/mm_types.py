@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import errno
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._proto import FakeMMProto
     from .fakemm import FakeMM
     from .memfd import MemFile
+    from .sched import Task
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -297,9 +298,10 @@ class MMStruct:
         if hstate is not None:
             vmflags |= VM_HUGETLB
         if file is None and (mtype == MAP_SHARED or hstate is not None):
-            file = k._shmem_zero_setup(length, hstate)
-            if isinstance(file, int):
-                return file
+            new = k._shmem_zero_setup(length, hstate)
+            if isinstance(new, int):
+                return new
+            file = new
             offset = 0
         if file is not None and hstate is not None and mtype == MAP_SHARED:
             rc = file._hugetlb_reserve(offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT)
@@ -505,14 +507,14 @@ class AddressSpaceMixin(_Base):
         """A new, empty address space with the configured RLIMIT_MEMLOCK."""
         return MMStruct(self, self.config.memlock)
 
-    def run_as(self, task: Any) -> Any:
+    def run_as(self, task: Task) -> ContextManager[Task]:
         """Context manager: make *task* ``current`` inside the block."""
         import contextlib
 
         @contextlib.contextmanager
-        def _cm() -> Any:
+        def _cm() -> Iterator[Task]:
             old = self.current
-            self.current = task
+            self.current: Task = task
             try:
                 yield task
             finally:
@@ -631,6 +633,7 @@ class AddressSpaceMixin(_Base):
                 if rc:
                     return rc
                 ent = mm.lookup(addr)
+                assert ent is not None      # _file_fault mapped it
             elif not write:
                 if vma.flags & VM_LOCKED or unshare:
                     return self._do_anonymous_page(mm, vma, addr)
@@ -777,6 +780,7 @@ class AddressSpaceMixin(_Base):
             nv._link_file(1)
         for vpn, (folio, idx) in list(mm.pte.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
+            assert vma is not None          # a mapped page lies in a VMA
             if folio.kind == KIND_ANON and not vma.is_shared():
                 if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
                     new = self._new_anon_folio(vma, 0)
@@ -790,6 +794,7 @@ class AddressSpaceMixin(_Base):
             self._map_pte(child, vpn, folio, idx)
         for vpn, folio in list(mm.huge.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
+            assert vma is not None          # a mapped page lies in a VMA
             if folio.kind == KIND_ANON and not vma.is_shared():
                 if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
                     # copy_huge_pmd cannot share a maybe-pinned THP: the PMD is split and

@@ -127,7 +127,7 @@ class PageAllocMixin(_Base):
         if where not in _STEER:
             raise ValueError(f"steer: expected one of {_STEER}, got {where!r}")
         old = self._steer
-        self._steer = where
+        self._steer: str | None = where
         try:
             yield
         finally:

@@ -414,6 +414,7 @@ class ScatterlistMixin(_Base):
                 self._warn("sg_alloc_append_table_from_pages", "WARN_ON(offset) on a continued table")
                 return -errno.EINVAL
             prv_len = prv.length
+            assert prv.page is not None     # the last entry of a built table has its page
             next_pfn = ((prv.page.pfn << PAGE_SHIFT) + prv.offset + prv.length) >> PAGE_SHIFT
             if n_pages and pages[0].pfn == next_pfn:
                 last_pfn = next_pfn - 1
