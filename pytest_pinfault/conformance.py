@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SCHEMA = "pytest-pinfault-conformance/1"
 
@@ -32,7 +33,7 @@ def _words(lineno: int, line: str, words: list[str]) -> dict[str, str]:
     return out
 
 
-def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) -> dict:
+def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) -> dict[Any, Any]:
     """Check ``kv`` has exactly ``keys`` (space-separated); convert ``ints`` to int."""
     if set(kv) != set(keys.split()):
         raise ConformanceError(f"line {lineno}: malformed PF line (expected keys {keys.split()}, "
@@ -43,7 +44,7 @@ def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) ->
         raise ConformanceError(f"line {lineno}: malformed PF line (not an integer): {line!r}") from None
 
 
-def parse_console(text: str) -> dict:
+def parse_console(text: str) -> dict[Any, Any]:
     """Parse the ``PF `` lines of a serial log into a partial result dict.
 
     Returns ``{"schema", "layout": {"zones", "cma", "block_pages", "baseline"},
@@ -53,7 +54,7 @@ def parse_console(text: str) -> dict:
     1-based line number and the line for a malformed PF line, a duplicate zone / CMA area /
     baseline block / scenario id, and for a log without ``PF done``.
     """
-    layout: dict = {"zones": {}, "cma": {}, "block_pages": None, "baseline": {}}
+    layout: dict[Any, Any] = {"zones": {}, "cma": {}, "block_pages": None, "baseline": {}}
     scenarios: dict[str, dict[str, str]] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
@@ -102,7 +103,7 @@ def parse_console(text: str) -> dict:
     return {"schema": SCHEMA, "layout": layout, "scenarios": scenarios}
 
 
-def qualitative(result: dict) -> dict:
+def qualitative(result: dict[Any, Any]) -> dict[Any, Any]:
     """The part of a result that must not change between point releases of a series.
 
     Keeps every scenario's outcomes, the zone names (with ``start_pfn``/``spanned`` for
@@ -127,7 +128,7 @@ def qualitative(result: dict) -> dict:
             "scenarios": result.get("scenarios", {})}
 
 
-def _keyed(prefix: str, old: dict, new: dict, what: str, changed) -> list[str]:
+def _keyed(prefix: str, old: dict[Any, Any], new: dict[Any, Any], what: str, changed) -> list[str]:
     lines = [f"{prefix}+ {what} {k}" for k in sorted(new.keys() - old.keys())]
     lines += [f"{prefix}- {what} {k}" for k in sorted(old.keys() - new.keys())]
     for k in sorted(old.keys() & new.keys()):
@@ -135,7 +136,7 @@ def _keyed(prefix: str, old: dict, new: dict, what: str, changed) -> list[str]:
     return lines
 
 
-def diff_results(old: dict, new: dict) -> list[str]:
+def diff_results(old: dict[Any, Any], new: dict[Any, Any]) -> list[str]:
     """Readable differences between the qualitative parts of two results, sorted by area.
 
     Lines look like ``+ scenario X`` / ``- scenario X``, ``X: key old -> new`` (``(absent)``
@@ -176,7 +177,7 @@ def _check_schema(result, where: str) -> None:
             raise ConformanceError(f"{where}: missing {key!r} mapping")
 
 
-def load_result(path) -> dict:
+def load_result(path) -> dict[Any, Any]:
     """Read a result file; raises :class:`ConformanceError` unless its schema is :data:`SCHEMA`."""
     try:
         result = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -186,7 +187,7 @@ def load_result(path) -> dict:
     return result
 
 
-def dump_result(result: dict, path) -> None:
+def dump_result(result: dict[Any, Any], path) -> None:
     """Write a result file (sorted keys, indent 2, trailing newline) after checking its schema."""
     _check_schema(result, str(path))
     Path(path).write_text(json.dumps(result, sort_keys=True, indent=2) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ __all__ = ["pin_entry_point", "entry_point", "LIST_PARAMS"]
 LIST_PARAMS = ("pages", "folios")
 
 
-def _find_fake_mm(args: tuple, kwargs: dict) -> FakeMM | None:
+def _find_fake_mm(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> FakeMM | None:
     for a in list(args) + list(kwargs.values()):
         if isinstance(a, FakeMM):
             return a
@@ -45,7 +45,7 @@ def _is_entry(x: Any) -> bool:
     return isinstance(x, (Page, Folio))
 
 
-def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list, int]]:
+def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list[Any], int]]:
     """(name, list, length before the call) of every list argument, named ones first."""
     out = []
     for name, v in bound.items():
@@ -55,7 +55,7 @@ def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list, int]]:
     return out
 
 
-def _filled(arrays: list[tuple[str, list, int]], before_ids: dict[int, list]) -> list | None:
+def _filled(arrays: list[tuple[str, list[Any], int]], before_ids: dict[int, list[Any]]) -> list[Any] | None:
     """The out-array the call filled: a ``pages``/``folios`` list, else the first list
     argument now holding pages or folios that it did not hold before the call."""
     for name, lst, _ in arrays:

@@ -73,7 +73,7 @@ class CallSnapshot:
     faults_at: int = 0
     tracked: bool = False
     serial: int = 0               # folios with a higher _serial were created after it
-    counters: dict = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
+    counters: dict[Any, Any] = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
 
     def units(self, f: Any) -> tuple[int, int]:
         b = self.folios.get(id(f))
@@ -111,7 +111,7 @@ class ModelOp:
     parent_lasti: int
     code: bytes
     all: bool = False
-    folios: set = dataclasses.field(default_factory=set)
+    folios: set[Any] = dataclasses.field(default_factory=set)
 
 
 def find_model_op() -> tuple[Any, Any]:

@@ -301,7 +301,7 @@ class Arming:
         self._terms = list(terms or ())
         self._ti = 0
         self._left = self._terms[0].count if self._terms else None
-        self._held: weakref.WeakSet | None = None
+        self._held: weakref.WeakSet[Any] | None = None
         self._callbacks = dict(callbacks or {})
         self._default_errno = default_errno
 
