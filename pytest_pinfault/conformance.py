@@ -8,8 +8,9 @@ tests compare recordings through :func:`qualitative` / :func:`diff_results`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA = "pytest-pinfault-conformance/1"
 
@@ -128,7 +129,8 @@ def qualitative(result: dict[Any, Any]) -> dict[Any, Any]:
             "scenarios": result.get("scenarios", {})}
 
 
-def _keyed(prefix: str, old: dict[Any, Any], new: dict[Any, Any], what: str, changed) -> list[str]:
+def _keyed(prefix: str, old: dict[Any, Any], new: dict[Any, Any], what: str,
+           changed: Callable[[Any, Any, Any], list[str]]) -> list[str]:
     lines = [f"{prefix}+ {what} {k}" for k in sorted(new.keys() - old.keys())]
     lines += [f"{prefix}- {what} {k}" for k in sorted(old.keys() - new.keys())]
     for k in sorted(old.keys() & new.keys()):
@@ -147,14 +149,14 @@ def diff_results(old: dict[Any, Any], new: dict[Any, Any]) -> list[str]:
     """
     a, b = qualitative(old), qualitative(new)
 
-    def zone(name, za, zb):
+    def zone(name: str, za: dict[str, Any], zb: dict[str, Any]) -> list[str]:
         return [f"layout: {name} {k} {za.get(k, '(absent)')} -> {zb.get(k, '(absent)')}"
                 for k in sorted(za.keys() | zb.keys()) if za.get(k) != zb.get(k)]
 
-    def cma(name, ca, cb):
+    def cma(name: str, ca: int, cb: int) -> list[str]:
         return [f"layout: cma {name} count {ca} -> {cb}"] if ca != cb else []
 
-    def scenario(sid, sa, sb):
+    def scenario(sid: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[str]:
         return [f"{sid}: {k} {sa.get(k, '(absent)')} -> {sb.get(k, '(absent)')}"
                 for k in sorted(sa.keys() | sb.keys()) if sa.get(k) != sb.get(k)]
 
@@ -168,7 +170,7 @@ def diff_results(old: dict[Any, Any], new: dict[Any, Any]) -> list[str]:
     return lines + _keyed("", a["scenarios"], b["scenarios"], "scenario", scenario)
 
 
-def _check_schema(result, where: str) -> None:
+def _check_schema(result: Any, where: str) -> None:
     if not isinstance(result, dict) or result.get("schema") != SCHEMA:
         got = result.get("schema") if isinstance(result, dict) else type(result).__name__
         raise ConformanceError(f"{where}: schema is {got!r}, expected {SCHEMA!r}")
@@ -177,17 +179,17 @@ def _check_schema(result, where: str) -> None:
             raise ConformanceError(f"{where}: missing {key!r} mapping")
 
 
-def load_result(path) -> dict[Any, Any]:
+def load_result(path: str | os.PathLike[str]) -> dict[Any, Any]:
     """Read a result file; raises :class:`ConformanceError` unless its schema is :data:`SCHEMA`."""
     try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
+        result: dict[Any, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConformanceError(f"{path}: not JSON: {exc}") from None
     _check_schema(result, str(path))
     return result
 
 
-def dump_result(result: dict[Any, Any], path) -> None:
+def dump_result(result: dict[Any, Any], path: str | os.PathLike[str]) -> None:
     """Write a result file (sorted keys, indent 2, trailing newline) after checking its schema."""
     _check_schema(result, str(path))
     Path(path).write_text(json.dumps(result, sort_keys=True, indent=2) + "\n", encoding="utf-8")

@@ -106,7 +106,8 @@ class MachineProvider(BaseProvider):
 
     # ------------------------------------------------------------------ helpers
     def _chance(self, p: float) -> bool:
-        return self.generator.random.random() < p
+        r: float = self.generator.random.random()
+        return r < p
 
     def _weighted(self, choices: Mapping[Any, float]) -> Any:
         keys = list(choices)

@@ -355,9 +355,9 @@ class CDriver:
             self._open.clear()
             self._slab.clear()
             return
-        for f in list(self._open):
-            if not f.closed:
-                f.close()
+        for dev_file in list(self._open):
+            if not dev_file.closed:
+                dev_file.close()
         k = self.fake_mm
         ft = k.files()
         for fd in sorted(ft.fdt):          # descriptors of the driver's own files (its dma-bufs)
@@ -1015,8 +1015,10 @@ class CDriver:
             return k.account_locked_vm(self._mm(mmp), arg, op == 0)
         mm = self._mm(mmp) if op <= 7 else None
         if op == 2:
+            assert mm is not None
             return mm.locked_vm
         if op == 3:
+            assert mm is not None
             mm.pinned_vm += arg
             return mm.pinned_vm
         if op in (4, 5, 6, 7):            # mmgrab/mmdrop (mm_count), mmget/mmput (users): the model's
@@ -1204,11 +1206,11 @@ class CDriver:
             mobj = self.fake_mm.fget(a)
             if mobj is None:
                 return -errno.EBADF
-            f = self._by_model.get(id(mobj))
-            if f is None or not isinstance(f.obj, DmaBuf):
+            held = self._by_model.get(id(mobj))
+            if held is None or not isinstance(held.obj, DmaBuf):
                 self.fake_mm.fput(mobj)
                 return -errno.EINVAL
-            return int(ffi.cast("uintptr_t", f.obj.cptr))
+            return int(ffi.cast("uintptr_t", held.obj.cptr))
         return 0
 
     def _model_device(self, cdev: Any) -> Any:

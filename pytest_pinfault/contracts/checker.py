@@ -45,7 +45,7 @@ from .violation import Violation, snapshot_folio
 __all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 
 _N_EVENTS = 6
-_NO_ISOLATED: frozenset[Any] = frozenset()   # a tracked snapshot's (unused) set of isolated folios
+_NO_ISOLATED: frozenset[int] = frozenset()   # a tracked snapshot's (unused) set of isolated folios
 _NO_COUNTERS: dict[Any, Any] = {}                 # a core call's snapshot: named counters not judged
 _NO_INJ: dict[Any, Any] = {}                      # no fault-injector holds (injector_holds)
 
@@ -334,7 +334,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
                         p is not None and p.f_lasti != rc.parent_lasti):
                     self._close_root(rc)
-            snap = self._new_snapshot(True, counters)
+            snap: CallSnapshot = self._new_snapshot(True, counters)
             self._open.append(snap)
             return snap
         snap = self._new_snapshot(False, counters)
@@ -599,7 +599,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
             callee, caller = find_root_call(None)
         code = callee.f_code
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
-        if driver:
+        if driver and caller is not None:
             rc = RootCall(callee, caller, caller.f_lasti, _code_bytes(code), True,
                           getattr(code, "co_qualname", code.co_name), _caller_text(caller),
                           self._new_snapshot(True))

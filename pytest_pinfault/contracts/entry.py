@@ -36,7 +36,7 @@ def _find_fake_mm(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> FakeMM | Non
             if isinstance(v, FakeMM):
                 return v
     for a in list(args) + list(kwargs.values()):
-        if isinstance(a, MMStruct):
+        if isinstance(a, MMStruct) and isinstance(a._k, FakeMM):
             return a._k
     return None
 

@@ -185,5 +185,6 @@ def check_core_pin_return(checker: Any, call: str, ret: int, entries: Any,
     import sys
     if caller is None:
         caller = short_caller(sys._getframe(1))
-    return checker.judge_return(call, ret, entries, before, caller=caller, count=True,
-                                longterm=longterm, core=True)
+    found: list[Violation] = checker.judge_return(call, ret, entries, before, caller=caller, count=True,
+                                                  longterm=longterm, core=True)
+    return found

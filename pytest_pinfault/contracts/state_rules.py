@@ -21,6 +21,7 @@ from .units import (USER_KINDS, compact_folios, errname, fill_units, injector_ho
 from .violation import Violation
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .checker import Hold
     from .rules import Rule
 
 __all__ = ["StateRules", "HSTATE_SIZES"]
@@ -37,6 +38,7 @@ class StateRules:
         # What these rules use of the Checker they are part of (checker.py sets or defines
         # it; a checker verifies the definitions match these declarations).
         _seen: dict[int, Any]
+        _holds: dict[int, Hold]
         _touched: dict[tuple[int, int], None]
         _ucache: dict[int, tuple[int, int]] | None
         _device_views: dict[Any, Callable[[], Iterable[tuple[Any, int, int]]]]
@@ -72,7 +74,7 @@ class StateRules:
             u = c[id(f)] = split_units(self.fake_mm, f, holds)
         return u
 
-    def _still_held(self, h: Any, holds: dict[int, int]) -> bool:
+    def _still_held(self, h: Hold, holds: dict[int, int]) -> bool:
         f = h.folio
         if f.freed:
             return False
@@ -400,7 +402,7 @@ class StateRules:
         """One pass over the candidate folios (kept for the running check): (folios left
         isolated beyond the baseline, (pfn, nr_pages) of every user folio allocated since
         the baseline that lies in a CMA area or ZONE_MOVABLE)."""
-        cached = getattr(self, "_scan_cache", None)
+        cached: tuple[list[Any], list[tuple[int, int]]] | None = getattr(self, "_scan_cache", None)
         if cached is not None and self._ucache is not None:
             return cached
         base = self._b_folios

@@ -20,6 +20,7 @@ import errno as _errno
 import os
 import random
 import sys
+from types import FrameType
 import weakref
 from typing import Any, Callable, Iterable, Mapping
 
@@ -42,7 +43,7 @@ _inside: dict[Any, bool] = {}       # code object -> is it pytest_pinfault's (or
 def _external_caller() -> str:
     """The nearest frame outside pytest_pinfault (comprehensions and lambdas skipped),
     as ``file:line function``."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     inside = _inside
     while f is not None:
         code = f.f_code
@@ -155,6 +156,7 @@ class Hold:
         if self in inj.holds:
             inj.holds.remove(self)
         mm = inj.mm if inj.mm is not None else getattr(self.folio, "_mm", None)
+        assert mm is not None               # a held folio belongs to a machine
         mm.folio_put(self.folio)
         inj._update()
 
@@ -213,14 +215,14 @@ def _qualname(frame: Any) -> str:
     ``code.co_qualname`` exists from Python 3.11; on 3.10 the function is found through
     the frame's first argument (``self`` or ``cls``: the method in its class's MRO whose
     code is this frame's) or the module globals, else the plain ``co_name``."""
-    q = getattr(frame.f_code, "co_qualname", None)
+    q: str | None = getattr(frame.f_code, "co_qualname", None)
     return q if q is not None else _qualname_from_frame(frame)
 
 
 def _qualname_from_frame(frame: Any) -> str:
     """:func:`_qualname` without ``co_qualname`` (Python 3.10)."""
     code = frame.f_code
-    name = code.co_name
+    name: str = code.co_name
     if code.co_argcount:
         first = frame.f_locals.get(code.co_varnames[0])
         cls = first if isinstance(first, type) else type(first)
@@ -241,7 +243,7 @@ def _on_stack(name: str) -> Callable[[dict[str, Any]], bool]:
     dotted = "." in name
 
     def check(ctx: dict[str, Any]) -> bool:
-        f = sys._getframe(1)
+        f: FrameType | None = sys._getframe(1)
         while f is not None:
             if f.f_code.co_name == name or (dotted and _qualname(f) == name):
                 return True
@@ -335,7 +337,10 @@ class Arming:
                 return _NO
             if self.callback is not None:
                 self.callback(ctx)
-            return (True, -self.errno) if self.fail else (True, None)
+            if not self.fail:
+                return (True, None)
+            assert self.errno is not None   # an arming that fails has its errno
+            return (True, -self.errno)
         for check in self._checks:
             if not check(ctx):
                 return _NO
@@ -354,6 +359,7 @@ class Arming:
         if term.prob is not None and inj.random.random() * 100.0 >= term.prob:
             return _NO
         if term.count is not None:
+            assert self._left is not None   # set from the counted term
             self._left -= 1
             if self._left <= 0:
                 self._ti = ti + 1

@@ -132,9 +132,9 @@ def parse_errno(text: str) -> int | None:
         return n if 0 < n < 4096 else None
     if not t.isascii() or not t.isidentifier():
         return None
-    n = getattr(_errno, t, None)
-    if isinstance(n, int) and t.isupper() and _errno.errorcode.get(n):
-        return n
+    code = getattr(_errno, t, None)
+    if isinstance(code, int) and t.isupper() and _errno.errorcode.get(code):
+        return code
     return None
 
 
