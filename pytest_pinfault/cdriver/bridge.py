@@ -189,14 +189,14 @@ class CDriver:
         self.ffi = ffi
         self.fake_mm = fake_mm
         self.built = built
-        self.source = built.source
+        self.source: Path = built.source
         # a private copy per load: dlopen of the same path would share the first load's
         # statics (module params, the driver's globals) between tests
         fd, private = tempfile.mkstemp(prefix=f"pinfault-{built.source.stem}-", suffix=".so")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(built.so_path.read_bytes())
-            self.lib = ffi.dlopen(private, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
+            self.lib: Any = ffi.dlopen(private, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
         finally:
             os.unlink(private)
         self._base = self.lib.pf_load_base()
@@ -236,7 +236,7 @@ class CDriver:
         self._dev = self.lib.pf_device_new(b"pinfault-importer")
         fake_mm.files()      # the task's descriptor table exists before any driver call
         self._open: list[DeviceFile] = []
-        self.loaded = False
+        self.loaded: bool = False
         self._unloaded = False
         #: the DriverCrash that tainted the module: no driver code runs after it (the
         #: kernel kills the task after an oops; its state is not judged any further)
@@ -244,7 +244,7 @@ class CDriver:
         for name, value in (params or {}).items():
             self.set_param(name, value)
         #: built with gcc line coverage (``coverage_lines()``)
-        self.coverage = bool(self.lib.pf_coverage(0))
+        self.coverage: bool = bool(self.lib.pf_coverage(0))
         self._coverage_done = False
 
     # ------------------------------------------------------------------ params, uapi
@@ -1305,11 +1305,11 @@ class DeviceFile:
 
     def __init__(self, drv: CDriver, name: str, fops: Any) -> None:
         self.drv = drv
-        self.fake_mm = drv.fake_mm
+        self.fake_mm: Any = drv.fake_mm
         self.name = name
         self.fops = fops
         self._file: Any = None
-        self.closed = False
+        self.closed: bool = False
 
     def _entry(self, kind: str, fn: Any, args: tuple[Any, ...], ret: str = "long") -> int:
         __tracebackhide__ = True
@@ -1364,10 +1364,10 @@ class DmaBuf:
 
     def __init__(self, drv: CDriver, cptr: Any) -> None:
         self.drv = drv
-        self.fake_mm = drv.fake_mm
+        self.fake_mm: Any = drv.fake_mm
         self.cptr = cptr
         self._file: Any = None
-        self.released = False
+        self.released: bool = False
 
     @property
     def size(self) -> int:

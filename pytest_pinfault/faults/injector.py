@@ -22,7 +22,7 @@ import random
 import sys
 from types import FrameType
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from .sites import BUILTIN_SITES, Site
 from .spec import MAX_INT, FaultSpec, FaultSpecError, Term, errno_name, parse_errno, parse_spec, validate_spec
@@ -89,19 +89,19 @@ class FaultRecord:
 
     def __init__(self, site: str, occurrence: int, fired: bool, errno: int | None,
                  context: dict[str, Any], caller: str = "") -> None:
-        self.site = site
-        self.occurrence = occurrence
-        self.fired = fired
-        self.errno = errno
-        self.context = context
-        self.caller = caller
+        self.site: str = site
+        self.occurrence: int = occurrence
+        self.fired: bool = fired
+        self.errno: int | None = errno
+        self.context: dict[str, Any] = context
+        self.caller: str = caller
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FaultRecord):
             return NotImplemented
         return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # unhashable: compares by value
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (folios become pfn/zone/migratetype/order/kind)."""
@@ -142,10 +142,10 @@ class Hold:
 
     def __init__(self, inj: "Injector", folio: Any, attempts: int | None, seen: int = 0) -> None:
         self._inj = inj
-        self.folio = folio
-        self.attempts = attempts
-        self.seen = seen
-        self.released = False
+        self.folio: Any = folio
+        self.attempts: int | None = attempts
+        self.seen: int = seen
+        self.released: bool = False
 
     def release(self) -> None:
         """Drop the reference (idempotent)."""
@@ -288,17 +288,17 @@ class Arming:
                  terms: list[Term] | None = None,
                  callbacks: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
                  default_errno: int = _errno.EIO) -> None:
-        self.site = site
-        self.spec = spec
-        self.errno = errno              # positive; the default errno of `arm()`
-        self.nth = nth
-        self.times = times              # remaining firings, -1 unlimited
-        self.every = every
-        self.predicate = predicate
-        self.callback = callback
-        self.fail = fail
-        self.eligible = 0
-        self.fired = 0
+        self.site: str = site
+        self.spec: FaultSpec | None = spec
+        self.errno: int | None = errno              # positive; the default errno of `arm()`
+        self.nth: int = nth
+        self.times: int = times              # remaining firings, -1 unlimited
+        self.every: int = every
+        self.predicate: Callable[[dict[str, Any]], bool] | None = predicate
+        self.callback: Callable[[dict[str, Any]], Any] | None = callback
+        self.fail: bool = fail
+        self.eligible: int = 0
+        self.fired: int = 0
         self._checks = tuple(_compile_filter(k, v) for k, v in spec.filters) if spec else ()
         self._terms = list(terms or ())
         self._ti = 0
@@ -429,19 +429,19 @@ class Injector:
         self.sites: dict[str, Site] = dict(BUILTIN_SITES if sites is None else sites)
         self.mm = mm
         self.seed = seed
-        self.random = random.Random(seed)
+        self.random: random.Random = random.Random(seed)
         self.armed: dict[str, list[Arming]] = {}
         self.hits: dict[str, int] = {}
         self.log: list[FaultRecord] = []
         self.holds: list[Hold] = []
         self.on_fire: list[Callable[[FaultRecord], None]] = []
         self.budget = DEFAULT_BUDGET
-        self.total_hits = 0
-        self.fired_count = 0               # firings so far (kernel loops compare it per round)
+        self.total_hits: int = 0
+        self.fired_count: int = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
-        self.recording = False
-        self.counting = False              # count hits (no log): a matrix's fault-free run
-        self.active = False
+        self.recording: bool = False
+        self.counting: bool = False              # count hits (no log): a matrix's fault-free run
+        self.active: bool = False
         self._enabled = True
 
     @property

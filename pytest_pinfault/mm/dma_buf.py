@@ -78,7 +78,7 @@ class IosysMap:
     __slots__ = ("vaddr",)
 
     def __init__(self, vaddr: Any = None) -> None:
-        self.vaddr = vaddr
+        self.vaddr: Any = vaddr
 
     def is_null(self) -> bool:
         return self.vaddr is None
@@ -92,16 +92,16 @@ class DmaBuf:
     ``attachments``, ``vmapping_counter``/``vmap_ptr``."""
 
     def __init__(self, info: DmaBufExportInfo, file: File, kobj: Any) -> None:
-        self.size = info.size
-        self.ops = info.ops
-        self.priv = info.priv
-        self.exp_name = info.exp_name
-        self.owner = info.owner
+        self.size: int = info.size
+        self.ops: Any = info.ops
+        self.priv: Any = info.priv
+        self.exp_name: str = info.exp_name
+        self.owner: Any = info.owner
         self.file = file
         self.kobj = kobj
         self.attachments: list[DmaBufAttachment] = []
         self.vmapping_counter = 0
-        self.vmap_ptr = IosysMap()
+        self.vmap_ptr: IosysMap = IosysMap()
         self.released = False
 
     def __repr__(self) -> str:

@@ -72,10 +72,10 @@ class Device:
                  "__weakref__")
 
     def __init__(self, name: str, dma_mask: int) -> None:
-        self.name = name
-        self.dma_mask = dma_mask
-        self.coherent_dma_mask = dma_mask
-        self.max_segment_size = 0
+        self.name: str = name
+        self.dma_mask: int = dma_mask
+        self.coherent_dma_mask: int = dma_mask
+        self.max_segment_size: int = 0
         self.mappings: dict[Any, DmaMapping] = {}
 
     def __repr__(self) -> str:
@@ -90,13 +90,13 @@ class DmaMapping:
     __slots__ = ("dev", "dir", "handle", "nents", "segments", "_views", "caller")
 
     def __init__(self, dev: Device, dir: int, handle: Any, nents: int, caller: str) -> None:
-        self.dev = dev
-        self.dir = dir
-        self.handle = handle
-        self.nents = nents
+        self.dev: Device = dev
+        self.dir: int = dir
+        self.handle: Any = handle
+        self.nents: int = nents
         self.segments: list[tuple[Page, int, int, int]] = []
         self._views: list[tuple[Folio, Any, int, tuple[Any, ...]]] = []
-        self.caller = caller
+        self.caller: str = caller
 
     def __repr__(self) -> str:
         return (f"<dma mapping {self.dev.name} {_DIR_NAMES.get(self.dir, self.dir)} "

@@ -78,9 +78,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
-        self.stats = VMStat()
-        self.trace = Trace()
-        self.faults = Injector(mm=self, seed=config.seed)
+        self.stats: VMStat = VMStat()
+        self.trace: Trace = Trace()
+        self.faults: Injector = Injector(mm=self, seed=config.seed)
         self.warnings: list[KernelWarning] = []
         self._steer: str | None = None
         self._pcp_thp_shared = config.has_quirk("pcp_thp_shared_list")
@@ -106,7 +106,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
         self.current: Task = self.create_task("init")
-        self.counters = CounterRegistry()   # what the checker judges beyond folios
+        self.counters: CounterRegistry = CounterRegistry()   # what the checker judges beyond folios
         self._sg_live: dict[int, Any] = {}
         self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
                                doc="scatterlist chunks allocated and not freed")
@@ -130,7 +130,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._memory = lay.memory
         self._reserved = lay.reserved
         self._cma_ranges = [(b, b + c) for _, b, c in lay.cma]
-        self.cma_areas = [CMA(name, b, c) for name, b, c in lay.cma]
+        self.cma_areas: list[CMA] = [CMA(name, b, c) for name, b, c in lay.cma]
         self._zone_list: list[Zone] = []
         self.zones: dict[str, Zone] = {}
         for idx in sorted(lay.zones):
@@ -151,9 +151,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                         for _ in range(cfg.nr_cpus)]
             self._free_zone_memory(zone)
         self._setup_watermarks()
-        self.memory_blocks = MemoryBlocks(self)
+        self.memory_blocks: MemoryBlocks = MemoryBlocks(self)
         dma32 = self.zones.get("DMA32") or self.zones["DMA"]
-        self.zero_folio = Folio(self, lay.zero_pfn, 0, dma32, KIND_ZERO)
+        self.zero_folio: Folio = Folio(self, lay.zero_pfn, 0, dma32, KIND_ZERO)
         self.zero_folio.flags |= PG_reserved
         self._hstates: dict[int, HState] = {}
         for nbytes in (2 << 20, 1 << 30):

@@ -65,7 +65,7 @@ class File:
         self.f_count = 1
         self.fd = -1
         self._fdtable: Any = None
-        self.closed = False
+        self.closed: bool = False
 
     def _last_fput(self) -> None:
         self.closed = True

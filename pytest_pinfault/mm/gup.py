@@ -1041,7 +1041,7 @@ class Out:
     __slots__ = ("value",)
 
     def __init__(self, value: Any = None) -> None:
-        self.value = value
+        self.value: Any = value
 
     def __repr__(self) -> str:
         return f"Out({self.value!r})"

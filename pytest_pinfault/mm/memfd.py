@@ -73,10 +73,10 @@ class AddressSpace:
     __slots__ = ("host", "pages", "order", "nrpages")
 
     def __init__(self, host: "MemFile", order: int) -> None:
-        self.host = host
+        self.host: MemFile = host
         self.pages: dict[int, Folio] = {}       # head index -> folio
-        self.order = order
-        self.nrpages = 0
+        self.order: int = order
+        self.nrpages: int = 0
 
     def lookup(self, index: int) -> Folio | None:
         return self.pages.get(index & ~((1 << self.order) - 1))
@@ -100,13 +100,13 @@ class MemFile:
         self.name = name
         self.flags = flags
         self.hstate = hstate
-        self.mapping = AddressSpace(self, hstate.order if hstate else 0)
-        self.i_size = 0
+        self.mapping: AddressSpace = AddressSpace(self, hstate.order if hstate else 0)
+        self.i_size: int = 0
         self.seals = 0 if sealable else F_SEAL_SEAL
         self._mappers = 0
         self._writable_maps = 0
         self._resv: set[int] = set()           # reserved hugetlb indices (head, base pages)
-        self.closed = False
+        self.closed: bool = False
         self.f_count = 1                       # struct file references (mm/file.py)
         self.fd = -1                           # the descriptor memfd_create installed
 

@@ -39,9 +39,9 @@ class MemoryBlock:
 
     def __init__(self, mm: "FakeMM", block_id: int) -> None:
         self._mm = mm
-        self.id = block_id
-        self.start_pfn = block_id * MEMORY_BLOCK_PAGES
-        self.nr_pages = MEMORY_BLOCK_PAGES
+        self.id: int = block_id
+        self.start_pfn: int = block_id * MEMORY_BLOCK_PAGES
+        self.nr_pages: int = MEMORY_BLOCK_PAGES
 
     @property
     def state(self) -> str:

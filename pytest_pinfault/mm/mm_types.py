@@ -107,13 +107,13 @@ class VMA:
     __slots__ = ("mm", "start", "end", "flags", "file", "pgoff", "anon")
 
     def __init__(self, mm: "MMStruct", start: int, end: int, flags: int, file: Any, pgoff: int) -> None:
-        self.mm = mm
-        self.start = start
-        self.end = end
-        self.flags = flags
-        self.file = file
-        self.pgoff = pgoff
-        self.anon = file is None
+        self.mm: MMStruct = mm
+        self.start: int = start
+        self.end: int = end
+        self.flags: int = flags
+        self.file: Any = file
+        self.pgoff: int = pgoff
+        self.anon: bool = file is None
 
     def is_hugetlb(self) -> bool:
         return bool(self.flags & VM_HUGETLB)
@@ -152,7 +152,7 @@ class MMStruct:
         self._starts: list[int] = []
         self.pte: dict[int, tuple[Folio, int]] = {}      # vpn -> (folio, page index in folio)
         self.huge: dict[int, Folio] = {}                 # aligned vpn -> huge-leaf-mapped folio
-        self.locked_vm = 0
+        self.locked_vm: int = 0
         self.pinned_vm = 0
         self.rlimit_memlock = rlimit_memlock
         self.has_pinned = False                          # MMF_HAS_PINNED

@@ -44,7 +44,7 @@ class MMUIntervalNotifier:
     def __init__(self, mm: Any, start: int, length: int, ops: Any) -> None:
         self.mm = mm
         self.start = start
-        self.last = start + length - 1
+        self.last: int = start + length - 1
         self.ops = ops
         self.invalidate_seq = 0
         self._seq_set = 0

@@ -51,9 +51,9 @@ class _Chunk:
     __slots__ = ("entries", "alloc", "nents")
 
     def __init__(self, nents: int, alloc: Any) -> None:
-        self.nents = nents
-        self.alloc = alloc
-        self.entries = [Scatterlist(self, i) for i in range(nents)]
+        self.nents: int = nents
+        self.alloc: Any = alloc
+        self.entries: list[Scatterlist] = [Scatterlist(self, i) for i in range(nents)]
         self.entries[-1]._end = True                     # sg_init_table: sg_mark_end(&sgl[nents - 1])
 
 
@@ -70,10 +70,10 @@ class Scatterlist:
         self._chain: _Chunk | None = None
         self._end = False
         self.page: Page | None = None
-        self.offset = 0
-        self.length = 0
-        self.dma_address = 0
-        self.dma_length = 0
+        self.offset: int = 0
+        self.length: int = 0
+        self.dma_address: int = 0
+        self.dma_length: int = 0
 
     def __repr__(self) -> str:
         if self._chain is not None:
@@ -91,8 +91,8 @@ class SgTable:
 
     def __init__(self) -> None:
         self.sgl: Scatterlist | None = None
-        self.nents = 0
-        self.orig_nents = 0
+        self.nents: int = 0
+        self.orig_nents: int = 0
 
     def __repr__(self) -> str:
         return f"<sg_table nents={self.nents} orig_nents={self.orig_nents}>"
@@ -105,9 +105,9 @@ class SgAppendTable:
     __slots__ = ("sgt", "prv", "total_nents")
 
     def __init__(self) -> None:
-        self.sgt = SgTable()
+        self.sgt: SgTable = SgTable()
         self.prv: Scatterlist | None = None
-        self.total_nents = 0
+        self.total_nents: int = 0
 
     def __repr__(self) -> str:
         return f"<sg_append_table {self.sgt!r} total_nents={self.total_nents}>"

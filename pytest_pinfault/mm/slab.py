@@ -45,11 +45,11 @@ class KmallocObject:
     __slots__ = ("size", "data", "items", "caller", "freed")
 
     def __init__(self, size: int, caller: str, n: int = 0) -> None:
-        self.size = size
-        self.data = bytearray(size) if size <= 4096 else None
+        self.size: int = size
+        self.data: bytearray | None = bytearray(size) if size <= 4096 else None
         self.items: list[Any] = [None] * n
-        self.caller = caller
-        self.freed = False
+        self.caller: str = caller
+        self.freed: bool = False
 
     def __repr__(self) -> str:
         return f"<kmalloc {self.size}B from {self.caller}>"

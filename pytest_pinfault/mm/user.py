@@ -46,8 +46,8 @@ class UserStruct:
     __slots__ = ("uid", "locked_vm", "_count", "__weakref__")
 
     def __init__(self, uid: int) -> None:
-        self.uid = uid
-        self.locked_vm = 0
+        self.uid: int = uid
+        self.locked_vm: int = 0
         self._count = 1
 
     def __repr__(self) -> str:
