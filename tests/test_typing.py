@@ -34,6 +34,18 @@ def test_vmstat_declares_every_counter_in_order():
     assert all(t is int for t in typing.get_type_hints(vmstat.VMStat).values())
 
 
+def test_gfp_bits_are_spelled_out_for_checkers():
+    """The ``__GFP_*`` names gfp.py makes from gfp_t are listed statically in its
+    ``__all__`` and declared for type checkers, one per member."""
+    from pytest_pinfault.mm import gfp
+    want = [f"__GFP_{m.name}" for m in gfp.gfp_t]
+    assert [n for n in gfp.__all__ if n.startswith("__GFP_")] == want
+    tree = ast.parse((ROOT / "pytest_pinfault" / "mm" / "gfp.py").read_text())
+    declared = [n.target.id for b in tree.body if isinstance(b, ast.If) and ast.unparse(b.test) == "TYPE_CHECKING"
+                for n in b.body if isinstance(n, ast.AnnAssign)]
+    assert declared == want
+
+
 def test_mmconfig_constructor_for_checkers_takes_every_field_in_order():
     """MMConfig's ``if TYPE_CHECKING: def __init__`` (the input forms) must list the
     dataclass fields, or type checkers reject (or miss) a field users may pass."""
@@ -87,15 +99,24 @@ def _readme_modules(tmp_path):
     return paths
 
 
+def _need_typecheck_extra():
+    from importlib.metadata import PackageNotFoundError, version
+    for dist in ("mypy", "types-cffi"):
+        try:
+            version(dist)
+        except PackageNotFoundError:
+            pytest.skip(f"needs the typecheck extra ({dist})")
+
+
 def test_mypy_strict_passes_on_the_package(tmp_path):
-    pytest.importorskip("mypy", reason="needs the typecheck extra")
+    _need_typecheck_extra()
     proc = _run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"),
                  "pytest_pinfault"])          # strict and per-module settings: pyproject.toml
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_readme_code_passes_mypy_strict(tmp_path):
-    pytest.importorskip("mypy", reason="needs the typecheck extra")
+    _need_typecheck_extra()
     env = dict(os.environ, MYPYPATH=str(ROOT))
     proc = _run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
                  "--config-file=", "--cache-dir", str(tmp_path / "cache"),
