@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_HUGETLB, PAGE_SHIFT, PG_anon_exclusive, PG_dirty,
-                    PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_uptodate,
+                    PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
                     PG_writeback, Folio)
 from .gfp import ZONE_MOVABLE
 
@@ -58,7 +58,7 @@ NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 NUMA_NO_NODE = -1
 
-_MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private
+_MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private | PG_swapbacked
 
 NewFolio = Callable[[Folio, Any], Optional[Folio]]
 FreeFolio = Callable[[Folio, Any], None]

@@ -24,7 +24,7 @@ from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
+from .folio import (KIND_ANON, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
                     PG_anon_exclusive, PG_dirty, PG_mlocked, Folio)
 from .mmzone import HPAGE_PMD_ORDER
 
@@ -203,6 +203,8 @@ class MMStruct:
             folio = self.huge.get(head)
             if folio is not None and folio.kind == KIND_ANON:
                 self._k._split_huge_pmd(self, vma, head << PAGE_SHIFT)
+            elif folio is not None and folio.kind == KIND_SHMEM:
+                self._k._zap_huge_pmd(self, head)
         tail = VMA(self, addr, vma.end, vma.flags, vma.file, vma.file_index(addr) if vma.file else 0)
         tail.anon = vma.anon
         tail._link_file(1)
@@ -265,6 +267,9 @@ class MMStruct:
         length = (length + align - 1) & ~(align - 1)
         if file is None and hstate is None and k.config.thp != "never" and length >= (2 << 20) and not length % (2 << 20):
             align = 2 << 20
+        elif hstate is None and length >= (2 << 20) and not offset % (2 << 20) and k._shmem_huge_possible \
+                and (file is not None or mtype == MAP_SHARED):
+            align = 2 << 20        # shmem_get_unmapped_area: room for PMD-mapped shmem THPs
         if file is not None:
             rc = file._mmap_check(prot, mtype)
             if rc:
@@ -336,6 +341,8 @@ class MMStruct:
             folio = self.huge.get(head)
             if head != edge and folio is not None and folio.kind == KIND_ANON:
                 k._split_huge_pmd(self, None, head << PAGE_SHIFT)
+            elif head != edge and folio is not None and folio.kind == KIND_SHMEM:
+                k._zap_huge_pmd(self, head)
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             ent = self.pte.pop(vpn, None)
             if ent is not None:
@@ -709,6 +716,16 @@ class AddressSpaceMixin:
         self.folio_add_lru(new)
         return 0
 
+    def _zap_huge_pmd(self, mm: MMStruct, head: int) -> None:
+        """__split_huge_pmd of a file (shmem) THP: the PMD mapping is removed and the
+        pages fault back in by PTEs.  Kernel: mm/huge_memory.c:__split_huge_pmd_locked
+        (v6.12, the !vma_is_anonymous branch)."""
+        folio = mm.huge.pop(head, None)
+        if folio is None:
+            return
+        self._mmu_notify(mm, head << PAGE_SHIFT, (head + HPAGE_PMD_NR) << PAGE_SHIFT, "unmap")
+        self._unmap_folio(mm, ("huge", head), folio)
+
     def _split_huge_pmd(self, mm: MMStruct, vma: VMA, addr: int) -> None:
         """Replace a PMD mapping of a THP by 512 PTEs of the same folio."""
         head = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
@@ -720,16 +737,50 @@ class AddressSpaceMixin:
         self._unmap_folio(mm, ("huge", head), folio)
 
     def _file_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+        """shmem_fault + finish_fault: look the page up (allocating it, large if the
+        shmem settings allow) and map it.  A PMD-sized folio in a shared mapping whose
+        2 MiB range fits the VMA at a matching file offset, with no PTE there yet, is
+        mapped by one huge leaf (do_set_pmd); a large folio of a shared anonymous
+        mapping is mapped whole by PTEs when it lies inside the VMA and one page table;
+        otherwise the faulting page alone is mapped.  Kernel: mm/memory.c:finish_fault,
+        do_set_pmd (v6.12).  (Private mappings of a large folio are PTE-mapped only.)"""
         file = vma.file
         index = vma.file_index(addr)
-        folio = file._get_folio_for_fault(index)
+        folio = file._get_folio_for_fault(index, vma)
         if isinstance(folio, int):
             return folio
         vpn = addr >> PAGE_SHIFT
         if vpn not in mm.pte:
-            self._map_pte(mm, vpn, folio, index - folio.index)
+            idx = index - folio.index
+            if not folio.order or not self._map_large_file_folio(mm, vma, vpn, folio, idx):
+                self._map_pte(mm, vpn, folio, idx)
         self.folio_put(folio)
         return 0
+
+    def _map_large_file_folio(self, mm: MMStruct, vma: VMA, vpn: int, folio: Folio, idx: int) -> bool:
+        pte = mm.pte
+        if folio.order == HPAGE_PMD_ORDER and vma.is_shared() and not vma.flags & VM_NOHUGEPAGE:
+            head = vpn & ~(HPAGE_PMD_NR - 1)
+            haddr = head << PAGE_SHIFT
+            if idx == vpn - head and not ((vma.start >> PAGE_SHIFT) - vma.pgoff) & (HPAGE_PMD_NR - 1) \
+                    and vma.start <= haddr and haddr + (2 << 20) <= vma.end \
+                    and head not in mm.huge and not any((head + i) in pte for i in range(HPAGE_PMD_NR)):
+                self._map_huge(mm, head, folio)
+                return True
+        if not getattr(vma.file, "anon_shmem", False):
+            return False
+        nr = folio.nr_pages
+        vma_off = vpn - (vma.start >> PAGE_SHIFT)
+        pte_off = vpn & (HPAGE_PMD_NR - 1)
+        if vma_off < idx or vma_off + nr - idx > (vma.end - vma.start) >> PAGE_SHIFT \
+                or pte_off < idx or pte_off + nr - idx > HPAGE_PMD_NR:
+            return False
+        first = vpn - idx
+        if any((first + i) in pte for i in range(nr)):
+            return False
+        for i in range(nr):
+            self._map_pte(mm, first + i, folio, i)
+        return True
 
     def _hugetlb_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
         file = vma.file

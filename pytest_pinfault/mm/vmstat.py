@@ -15,6 +15,7 @@ _COUNTERS = (
     "oom", "offline_fail", "pageblock_claimed",
     "lru_add_drain_all", "migrate_pages_calls",
     "gup_longterm_retries", "livelocks",
+    "thp_file_alloc", "thp_file_fallback", "thp_migration_split", "thp_split_page",
 )
 
 
