@@ -337,3 +337,24 @@ def test_checker_clean_over_large_folios_pinned_and_released():
     assert ck.violations == []
     k.unpin_folios(folios, 2)
     assert ck.check(final=True) == []
+
+
+def test_unpin_user_pages_releases_each_run_of_a_large_folio_at_once():
+    """unpin_user_pages groups consecutive pages of one folio (gup_folio_next): one
+    gup_put_folio per run, as the kernel's per-folio batching does."""
+    k = machine(cma=0)
+    f = memfd(k, 2 * HPAGE)
+    mm = k.current.mm
+    addr = mm.mmap(2 * HPAGE, PROT_READ | PROT_WRITE, MAP_SHARED, f)
+    pages = []
+    assert k.pin_user_pages(addr + HPAGE - 2 * PAGE_SIZE, 6, FOLL_WRITE | FOLL_LONGTERM, pages) == 6
+    calls = []
+    put = k.gup_put_folio
+
+    def spy(folio, refs, flags):
+        calls.append((folio.index, refs))
+        put(folio, refs, flags)
+
+    k.gup_put_folio = spy
+    k.unpin_user_pages(pages, 6)
+    assert calls == [(0, 2), (512, 4)]
