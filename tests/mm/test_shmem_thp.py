@@ -358,3 +358,16 @@ def test_unpin_user_pages_releases_each_run_of_a_large_folio_at_once():
     k.gup_put_folio = spy
     k.unpin_user_pages(pages, 6)
     assert calls == [(0, 2), (512, 4)]
+
+
+def test_longterm_pin_migrates_a_thp_out_of_zone_movable():
+    k = machine(cma=0, movablecore="512MiB")
+    f = memfd(k, HPAGE)
+    with k.steer("movable"):
+        assert f.pwrite(b"m", 0) == 1
+    old = f.mapping.pages[0]
+    assert old.order == 9 and old.zone == "Movable"
+    folios, off = [], Out()
+    assert k.memfd_pin_folios(f, 0, HPAGE - 1, folios, 1, off) == 1
+    assert folios[0].order == 9 and folios[0].zone != "Movable" and folios[0].read(0, 1) == b"m"
+    k.unpin_folios(folios, 1)
