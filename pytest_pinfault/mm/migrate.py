@@ -296,7 +296,8 @@ class MigrateMixin:
         mappings come back as PTEs of the pieces, a shmem folio's fault back in later.
         *folio* stays the first piece; the others, each with the state and references
         the first one has (isolated ones with an isolation reference), are appended to
-        *lst* when given (else they join the LRU beside the first).
+        *lst* when given (else they stay on the LRU beside the first; an isolated folio
+        without *lst* is a recorded warning and -EINVAL).
         Kernel: mm/huge_memory.c:split_huge_page_to_list_to_order, can_split_folio,
         __split_huge_page (v6.12, new_order 0)."""
         if lst is not None and not isinstance(lst, list):
@@ -308,6 +309,10 @@ class MigrateMixin:
             return -EINVAL                 # new_order >= folio_order(folio)
         if folio.kind not in (KIND_ANON, KIND_SHMEM):
             self._warn("split_folio_to_list", f"split of a {folio.kind} folio (VM_BUG_ON_FOLIO)", folio=folio)
+            return -EINVAL
+        if folio.flags & PG_isolated and lst is None:
+            self._warn("split_folio_to_list", "VM_WARN_ON(!folio_test_lru(folio)): an isolated folio "
+                                              "split without a list for its pieces", folio=folio)
             return -EINVAL
         shmem = folio.kind == KIND_SHMEM
         mapping = folio.mapping
@@ -322,6 +327,8 @@ class MigrateMixin:
         extra = folio.nr_pages if shmem else 0
         if folio._mapcount != folio._refcount - extra - 1:
             return -EAGAIN                 # can_split_folio(folio, 1, ...)
+        if any(not hasattr(owner, "huge") for owner, _ in folio.rmap or ()):
+            return -EAGAIN                 # mapped by something that is no address space
         rmap, folio.rmap = folio.rmap or [], None
         if rmap:
             # unmap_folio: try_to_migrate (anon) / try_to_unmap (file) tell the notifiers

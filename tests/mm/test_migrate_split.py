@@ -215,3 +215,16 @@ def test_split_folio_to_list_directly():
     assert hf.ftruncate(HPAGE) == 0 and hf.fallocate(0, 0, HPAGE) == 0
     assert hk.split_folio_to_list(hf.mapping.pages[0], []) == -errno.EINVAL
     assert hk.warnings and h.nr_huge_pages == 1
+
+
+def test_splitting_an_isolated_folio_needs_a_list_for_its_pieces():
+    k = machine()
+    f, old = shmem_thp_in_cma(k)
+    lst = isolate(k, old)
+    assert k.split_folio_to_list(old, None) == -errno.EINVAL
+    assert old.order == 9 and any("without a list" in str(w) for w in k.warnings)
+    assert k.split_folio_to_list(old, lst) == 0 and len(lst) == 512
+    k.putback_movable_pages(lst)
+    k.lru_add_drain_all()
+    assert k.stats.nr_isolated_anon == 0
+    assert all(k.folio_test_lru(f.mapping.lookup(i)) for i in range(512))
