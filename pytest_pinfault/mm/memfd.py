@@ -400,9 +400,8 @@ class MemFile:
             folio = k._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
             if folio is None:
                 return -errno.ENOMEM
-        folio.flags |= PG_swapbacked
         self._add_to_page_cache(folio, index)
-        folio.flags |= PG_uptodate
+        folio.flags |= PG_uptodate | PG_swapbacked
         k.folio_add_lru(folio)
         return folio
 
