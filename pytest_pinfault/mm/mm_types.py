@@ -20,8 +20,9 @@ a write or unshare fault (hugetlb_wp); munmap gives the unused reservations back
 
 .. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP mapping is not split by a COW
    fault (it re-maps it with 512 PTEs and copies the touched page); mlock'ed folios do
-   not go through the mlock batch; MAP_NORESERVE is not modelled, nor the hugetlb COW
-   of an owner whose pool is exhausted (unmap_ref_private): that fault fails.
+   not go through the mlock batch; MAP_NORESERVE matters for hugetlb only (no
+   reservation); the hugetlb COW of an owner whose pool is exhausted
+   (unmap_ref_private) is not modelled: that fault fails.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
+           "MAP_NORESERVE", "VM_NORESERVE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
            "VM_MAYREAD", "VM_MAYWRITE", "VM_LOCKED", "VM_IO", "VM_PFNMAP", "VM_HUGETLB",
            "VM_LOCKONFAULT", "VM_HUGEPAGE", "VM_NOHUGEPAGE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE"]
@@ -81,12 +83,14 @@ INTERNAL_GUP_FLAGS = int(FOLL.TOUCH | FOLL.TRIED | FOLL.REMOTE | FOLL.PIN | FOLL
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_TYPE = 0x01, 0x02, 0x03, 0x0F
 MAP_FIXED, MAP_ANONYMOUS, MAP_POPULATE, MAP_HUGETLB = 0x10, 0x20, 0x8000, 0x40000
+MAP_NORESERVE = 0x4000
 MLOCK_ONFAULT = 0x01
 
 VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE = 0x10, 0x20, 0x40, 0x80
 VM_IO, VM_PFNMAP = 0x4000, 0x400
 VM_LOCKED = 0x2000
+VM_NORESERVE = 0x00200000
 VM_HUGETLB = 0x400000
 VM_LOCKONFAULT = 0x00080000
 VM_HUGEPAGE = 0x20000000
@@ -308,13 +312,17 @@ class MMStruct:
                 vmflags &= ~VM_MAYWRITE
         if hstate is not None:
             vmflags |= VM_HUGETLB
+            if flags & MAP_NORESERVE:
+                vmflags |= VM_NORESERVE    # do_mmap: always honoured for hugetlbfs files
         if file is None and (mtype == MAP_SHARED or hstate is not None):
             file = k._shmem_zero_setup(length, hstate)
             if isinstance(file, int):
                 return file
             offset = 0
         resv = None
-        if file is not None and hstate is not None and mtype == MAP_SHARED:
+        if vmflags & VM_NORESERVE:
+            pass                           # hugetlb_reserve_pages: nothing reserved, no resv_map
+        elif file is not None and hstate is not None and mtype == MAP_SHARED:
             rc = file._hugetlb_reserve(offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT)
             if rc:
                 return rc

@@ -133,3 +133,21 @@ def test_longterm_pin_migrates_a_private_hugetlb_page_out_of_zone_movable():
     assert mm.write(addr, b"w") == 1 and mm.huge[addr >> 12] is new     # still exclusive
     k.unpin_user_pages(pages, 512)
     assert mm.munmap(addr, HPAGE) == 0 and h.resv_huge_pages == 0
+
+
+def test_map_noreserve_reserves_nothing_and_faults_from_the_free_pool():
+    k = machine(hugetlb={"2MiB": 1})
+    h = k.hstate()
+    mm = k.current.mm
+    from pytest_pinfault.mm import MAP_NORESERVE, VM_NORESERVE
+    addr = mm.mmap(3 * HPAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_NORESERVE)
+    assert addr > 0 and pool(h) == (1, 1, 0)        # more than the pool: no reservation
+    assert mm.find_vma(addr).flags & VM_NORESERVE and mm.find_vma(addr).resv is None
+    assert mm.write(addr, b"a") == 1 and pool(h) == (1, 0, 0)
+    assert mm.write(addr + HPAGE, b"b") == -errno.EFAULT     # SIGBUS: the pool is empty
+    assert mm.munmap(addr, 3 * HPAGE) == 0 and pool(h) == (1, 1, 0)
+    f = k.memfd_create("s", MFD_HUGETLB)
+    assert f.ftruncate(2 * HPAGE) == 0
+    s = mm.mmap(2 * HPAGE, RW, MAP_SHARED | MAP_NORESERVE, f)
+    assert s > 0 and pool(h) == (1, 1, 0)
+    assert mm.write(s, b"x") == 1 and mm.write(s + HPAGE, b"y") == -errno.EFAULT
