@@ -137,6 +137,7 @@ class MemFile:
         self.f_count = 1                       # struct file references (mm/file.py)
         self.fd = -1                           # the descriptor memfd_create installed
         self.anon_shmem = False                # backs a MAP_SHARED|MAP_ANONYMOUS mapping
+        self.fallocend = 0                     # shmem_inode_info.fallocend (pages)
 
     @property
     def is_hugetlb(self) -> bool:
@@ -230,6 +231,8 @@ class MemFile:
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
         pages = self.mapping.pages
+        if index < self.fallocend and (end is None or self.fallocend <= end):
+            self.fallocend = index                # shmem_undo_range
         if end is not None and end - index <= len(pages):     # cost follows the range
             first = index & ~((1 << self.mapping.max_order) - 1)
             items = [(i, pages[i]) for i in range(first, end) if i in pages]
@@ -308,6 +311,8 @@ class MemFile:
             added.append((folio.index, folio.nr_pages))
         if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE:
             self.i_size = end
+        if self.hstate is None:
+            self.fallocend = max(self.fallocend, end_idx)
         return 0
 
     # ------------------------------------------------------------------ data

@@ -372,7 +372,19 @@ class MigrateMixin:
                 mapping.pages[folio.index + i] = new
             sec_for(pfn + i)[pfn + i] = new
             pieces.append(new)
-        if not shmem:
+        if shmem:
+            # tails beyond EOF (and beyond what fallocate allocated) leave the page cache
+            host = mapping.host
+            end = max((host.i_size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT, getattr(host, "fallocend", 0))
+            for piece in pieces[1:]:
+                if piece.index >= end:
+                    del mapping.pages[piece.index]
+                    mapping.nrpages -= 1
+                    piece.mapping = None
+                    piece._refcount -= 1
+                    if not piece._refcount:
+                        self._free_folio(piece)
+        else:
             for mm, vpn, idx in remap:     # remap_page: anonymous pages only
                 self._map_pte(mm, vpn, pieces[idx], 0)
             for piece in pieces[1:]:
@@ -381,7 +393,7 @@ class MigrateMixin:
         if nr == 1 << 9:
             self.stats.thp_split_page += 1
         if lst is not None:
-            lst.extend(pieces[1:])
+            lst.extend(reversed(pieces[1:]))   # lru_add_page_tail, last tail first
         # (else: the pieces carry PG_lru like the first one; the LRU's page count is unchanged)
         if self.trace.on:
             self._trace("split", folio=folio, pieces=nr)

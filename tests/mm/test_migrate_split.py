@@ -127,15 +127,15 @@ def test_split_pieces_that_fail_stay_on_the_list_and_the_folio_counts_once():
     f, old = shmem_thp_in_cma(k)
     balloons = fragment(k)
     lst = isolate(k, old)
-    # hit 1: the THP's target; then the pieces, tails first and the head last (split
-    # adds the tails to the list, try_split_folio moves the head after them).  The
-    # pieces' pass is MIGRATE_ASYNC and once: the failure at hit 7 (pfn + 6) ends it
+    # hit 1: the THP's target; then the pieces: the tails from the last one down (split
+    # adds them to the list so), then the head (try_split_folio moves it after them).
+    # The pieces' pass is MIGRATE_ASYNC and once: the failure at hit 7 (pfn + 506) ends it
     k.faults.arm("alloc_migration_target", nth=7)
     rc = k.migrate_pages(lst, k.alloc_migration_target, None, MigrationTargetControl(),
                          MIGRATE_SYNC, MR_SYSCALL)
     assert rc == 1                                    # the split folio, as one failure
     assert len(lst) == 512 - 5 and all(x.order == 0 for x in lst)
-    assert lst[0].pfn == old.pfn + 6 and lst[-1] is old
+    assert lst[0].pfn == old.pfn + 506 and lst[-2].pfn == old.pfn + 1 and lst[-1] is old
     k.putback_movable_pages(lst)
     assert k.stats.nr_isolated_anon == 0
     assert f.pread(5, 7 * PAGE_SIZE) == b"hello"
@@ -228,3 +228,27 @@ def test_splitting_an_isolated_folio_needs_a_list_for_its_pieces():
     k.lru_add_drain_all()
     assert k.stats.nr_isolated_anon == 0
     assert all(k.folio_test_lru(f.mapping.lookup(i)) for i in range(512))
+
+
+def test_split_drops_the_pieces_beyond_eof_from_the_page_cache():
+    k = machine(cma=0)
+    f = k.memfd_create("thp", MFD_ALLOW_SEALING)
+    assert f.ftruncate(HPAGE // 2 + 1) == 0              # 257 pages of i_size
+    assert f.pwrite(b"z", 0) == 1
+    folio = f.mapping.pages[0]
+    assert folio.order == 9                              # always: a THP past EOF
+    lst = isolate(k, folio)
+    assert k.split_folio_to_list(folio, lst) == 0
+    assert len(f.mapping) == 257 and f.mapping.nrpages == 257
+    assert len(lst) == 512
+    assert lst[0] is folio                               # the head was on the list already
+    assert all(x.mapping is None and x.refcount == 1 for x in lst[1:256])      # 511 .. 257
+    assert all(x.mapping is not None for x in lst[256:])
+    rc = k.migrate_pages(lst, k.alloc_migration_target, None, MigrationTargetControl(),
+                         MIGRATE_SYNC, MR_SYSCALL)
+    assert rc == 0 and lst == [] and f.pread(1, 0) == b"z"
+    assert k.nr_allocated_pages == k.nr_allocated_pages
+    g = k.memfd_create("falloc", MFD_ALLOW_SEALING)
+    assert g.fallocate(1, 0, HPAGE) == 0 and g.i_size == 0     # KEEP_SIZE: fallocend counts
+    gf = g.mapping.pages[0]
+    assert k.split_folio_to_list(gf, isolate(k, gf)) == 0 and len(g.mapping) == 512
