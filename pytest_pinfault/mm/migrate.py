@@ -296,7 +296,7 @@ class MigrateMixin:
         mappings come back as PTEs of the pieces, a shmem folio's fault back in later.
         *folio* stays the first piece; the others, each with the state and references
         the first one has (isolated ones with an isolation reference), are appended to
-        *lst* when given (else they stay on the LRU beside the first; an isolated folio
+        *lst* (the last one first) when given (else they stay on the LRU beside the first; an isolated folio
         without *lst* is a recorded warning and -EINVAL).
         Kernel: mm/huge_memory.c:split_huge_page_to_list_to_order, can_split_folio,
         __split_huge_page (v6.12, new_order 0)."""
