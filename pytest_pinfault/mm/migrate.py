@@ -296,8 +296,9 @@ class MigrateMixin:
         mappings come back as PTEs of the pieces, a shmem folio's fault back in later.
         *folio* stays the first piece; the others, each with the state and references
         the first one has (isolated ones with an isolation reference), are appended to
-        *lst* (the last one first) when given (else they stay on the LRU beside the first; an isolated folio
-        without *lst* is a recorded warning and -EINVAL).
+        *lst* (the last one first) when given, else they stay on the LRU beside the
+        first (an isolated folio without *lst* is a recorded warning and -EINVAL).
+        Shmem pieces at or beyond ``max(i_size, fallocend)`` leave the page cache.
         Kernel: mm/huge_memory.c:split_huge_page_to_list_to_order, can_split_folio,
         __split_huge_page (v6.12, new_order 0)."""
         if lst is not None and not isinstance(lst, list):
