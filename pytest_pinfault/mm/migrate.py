@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from errno import EAGAIN, EBUSY, EINVAL, ENOMEM
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, PG_anon_exclusive,
@@ -43,6 +43,11 @@ from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, 
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
                     PG_writeback, Folio)
 from .gfp import ZONE_MOVABLE
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = [
     "MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC", "MR_COMPACTION",
@@ -91,7 +96,7 @@ class MigrationTargetControl:
     nmask: Any = None
 
 
-class MigrateMixin:
+class MigrateMixin(_Base):
     """Migration half of :class:`~pytest_pinfault.FakeMM`."""
 
     def folio_expected_ref_count(self, folio: Folio) -> int:
@@ -303,9 +308,10 @@ class MigrateMixin:
         __split_huge_page (v6.12, new_order 0)."""
         if lst is not None and not isinstance(lst, list):
             raise TypeError(f"split_folio_to_list: lst must be a list or None, got {type(lst).__name__}")
-        folio = self._usable_folio(folio, "split_folio_to_list")
-        if folio is None:
+        usable = self._usable_folio(folio, "split_folio_to_list")
+        if usable is None:
             return -EINVAL
+        folio = usable
         if not folio.order:
             return -EINVAL                 # new_order >= folio_order(folio)
         if folio.kind not in (KIND_ANON, KIND_SHMEM):
