@@ -26,7 +26,7 @@ class VMStat:
     __slots__ = _COUNTERS
 
     # One declaration per name of _COUNTERS, in its order, so type checkers know them
-    # (tests/mm/test_vmstat_types.py keeps the two lists equal).
+    # (tests/test_typing.py keeps the two lists equal).
     nr_foll_pin_acquired: int
     nr_foll_pin_released: int
     pgmigrate_success: int
