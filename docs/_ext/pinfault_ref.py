@@ -248,7 +248,7 @@ def mmconfig_fields_doc() -> dict[str, str]:
 
 
 def _first_sentence(text: str) -> str:
-    m = re.match(r"(.+?[.)])(\s|$)", text)
+    m = re.match(r"(.+?\.)(\s|$)", text)
     return m.group(1) if m else text
 
 

@@ -12,7 +12,8 @@ MiB, GiB = 1 << 20, 1 << 30
 RICH = MMConfig(ram="8GiB", movablecore="1GiB", cma={"a": "64MiB", "b": "32MiB@1GiB-2GiB"},
                 hugetlb={"2MiB": 4, "1GiB": 1}, default_hugepagesz="1GiB", thp="madvise",
                 memlock="64MiB", nr_cpus=4, boot_reserved="none", firmware="seabios",
-                offline_retry_budget=7, gup_retry_limit=9, seed=5, quirks=tuple(QUIRKS))
+                offline_retry_budget=7, gup_retry_limit=9, seed=5, quirks=tuple(QUIRKS),
+                shmem_enabled="within_size", shmem_mthp={"64KiB": "always", "2MiB": "never"})
 
 
 @pytest.mark.parametrize("config", [MMConfig(), RICH, MMConfig(cma="128MiB@256MiB-1GiB"),
@@ -47,6 +48,7 @@ def test_as_ini_round_trips_through_the_ini_parser():
     ("seed", "17", 17),
     ("offline_retry_budget", "3", 3),
     ("ram", "2GiB", 2 * GiB),
+    ("shmem_mthp", "64KiB:always,2MiB:never", {"64KiB": "always", "2MiB": "never"}),
 ])
 def test_text_and_native_forms_give_the_same_config(field, text, native):
     assert MMConfig(**{field: text}) == MMConfig(**{field: native})
