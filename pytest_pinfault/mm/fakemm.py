@@ -484,9 +484,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if self.trace.verbose:
             self._trace("free", folio=folio)
         zone = folio._zone
-        if folio.kind == KIND_CONTIG:
+        if folio.kind == KIND_CONTIG:       # free_contig_range: __free_page per page
             self._contig_blocks.pop(pfn, None)
-            self._buddy_put(zone, pfn, folio.nr_pages)
+            self._free_pages_one_by_one(zone, pfn, folio.nr_pages)
         else:                   # gigantic orders bypass the per-cpu lists in there
             self._free_block(zone, pfn, folio.order)
 

@@ -421,6 +421,35 @@ class PageAllocMixin:
         if pcp.count >= pcp.high:
             self._free_pcppages_bulk(zone, pcp, pcp.batch)
 
+    def _free_pages_one_by_one(self, zone: "Zone", pfn: int, n: int) -> None:
+        """``__free_page`` of each page of ``[pfn, pfn+n)`` in turn, as
+        ``free_contig_range`` does: order-0 frees through ``free_unref_page``, so the
+        pages go to the current cpu's per-cpu list of their pageblock's type (CMA on the
+        movable list) and only what ``high`` pushes out reaches the buddy lists; the last
+        ones freed sit on the list's head for the next order-0 allocation.
+
+        Done a run at a time: the list takes pages up to ``high`` at once, then
+        ``free_pcppages_bulk`` runs, exactly where the page-by-page loop would run it.
+        Kernel: mm/page_alloc.c:free_contig_range, free_unref_page,
+        free_unref_page_commit (v6.12; v6.1 frees the same way through __free_page).
+        """
+        if self._pcp_disabled:
+            self._buddy_put(zone, pfn, n)
+            return
+        pcp = zone.pcp[self.current.cpu]
+        for a, b, mt in self._mt_runs(pfn, pfn + n):
+            if mt == MIGRATE_ISOLATE:
+                self._buddy_put(zone, a, b - a)
+                continue
+            lst = pcp.lists[mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE]
+            while a < b:
+                take = min(b - a, max(pcp.high - pcp.count, 1))
+                lst.extend(range(a, a + take))
+                pcp.count += take
+                a += take
+                if pcp.count >= pcp.high:
+                    self._free_pcppages_bulk(zone, pcp, pcp.batch)
+
     def _free_pcppages_bulk(self, zone: "Zone", pcp: Any, count: int) -> None:
         """Move about *count* pages from the per-cpu lists back to the buddy lists:
         round robin over the non-empty lists, one block from each per round, in list
