@@ -177,6 +177,10 @@ class MMConfig:
         ``"always" | "madvise" | "never"`` (``/sys/kernel/mm/transparent_hugepage/enabled``).
     memlock
         RLIMIT_MEMLOCK of the first task, in bytes.
+    swap
+        Size of the one fake swap device (bytes or ``"1GiB"``, a multiple of 4 KiB); 0,
+        the default, is a machine without swap, where reclaim can free only clean page
+        cache (mm/vmscan.c, mm/swapfile.c).
     nr_cpus
         CPUs (1 to 8192), each with its own per-cpu page lists and LRU batches.
     boot_reserved
@@ -210,6 +214,7 @@ class MMConfig:
     default_hugepagesz: Size = "2MiB"
     thp: str = "always"
     memlock: Size = "8MiB"
+    swap: Size = 0
     nr_cpus: int = 2
     boot_reserved: str = "auto"
     firmware: str = "ideal"
@@ -245,6 +250,10 @@ class MMConfig:
         if memlock > RLIM_INFINITY:
             raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
         set_(self, "memlock", memlock)
+        swap = parse_size(self.swap, "swap")
+        if swap % 4096:
+            raise ConfigError(f"swap: expected a multiple of 4KiB, got {self.swap!r}")
+        set_(self, "swap", swap)
         for name, lo, hi in (("nr_cpus", 1, NR_CPUS_MAX), ("offline_retry_budget", 1, None),
                              ("gup_retry_limit", 1, None)):
             v = getattr(self, name)

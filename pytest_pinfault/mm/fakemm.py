@@ -40,6 +40,7 @@ from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
 from .sched import Task
 from .swap import SwapMixin
+from .vmscan import ReclaimMixin
 from .trace import Trace
 from .vmstat import VMStat
 
@@ -52,7 +53,7 @@ SECTION_SHIFT = 15           # 128 MiB memory sections (SECTION_SIZE_BITS 27)
 _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 
-class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
+class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
              MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
              DmaMappingMixin, UaccessMixin, FileMixin, DmaBufMixin):
@@ -93,6 +94,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._lru_disable_count = 0
         self._lru_add: list[list[Folio]] = [[] for _ in range(config.nr_cpus)]
         self._lru_nr = [0, 0, 0, 0]
+        self._init_reclaim()
         self._next_pid = 1
         self.livelocks: list[Any] = []
         self.kernel_outcomes: list[Any] = []     # KernelOutcome: loops the kernel itself never leaves

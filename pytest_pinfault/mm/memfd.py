@@ -64,13 +64,14 @@ MAX_RW_COUNT = 0x7FFFF000           # INT_MAX & PAGE_MASK: the most one read(2) 
 class AddressSpace:
     """``struct address_space``: the page cache of one file (index -> folio)."""
 
-    __slots__ = ("host", "pages", "order", "nrpages")
+    __slots__ = ("host", "pages", "order", "nrpages", "swapped")
 
     def __init__(self, host: "MemFile", order: int) -> None:
         self.host = host
         self.pages: dict[int, Folio] = {}       # head index -> folio
         self.order = order
         self.nrpages = 0
+        self.swapped: dict[int, Any] = {}       # index -> SwapEntry (shmem pages in swap)
 
     def lookup(self, index: int) -> Folio | None:
         return self.pages.get(index & ~((1 << self.order) - 1))
@@ -188,6 +189,11 @@ class MemFile:
         pos = start
         while pos < end:
             folio = self.mapping.lookup(pos >> PAGE_SHIFT)
+            if folio is None and pos >> PAGE_SHIFT in self.mapping.swapped:
+                got = self._k._shmem_swapin(self, pos >> PAGE_SHIFT)   # the kept partial page
+                if not isinstance(got, int):
+                    self._k.folio_put(got)
+                    folio = got
             stop = min(end, ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT)
             if folio is not None and folio._data:
                 folio.write(pos - (folio.index << PAGE_SHIFT), bytes(stop - pos))
@@ -195,6 +201,10 @@ class MemFile:
 
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
+        swapped = self.mapping.swapped
+        if swapped:                          # shmem_undo_range: swap entries go too
+            for i in [i for i in swapped if i >= index and (end is None or i < end)]:
+                k._swap_entry_put(swapped.pop(i))
         pages = self.mapping.pages
         if end is not None and end - index <= len(pages):     # cost follows the range
             first = index & ~((1 << self.mapping.order) - 1)
@@ -319,6 +329,11 @@ class MemFile:
             off = pos & (PAGE_SIZE - 1)
             take = min(n - len(out), PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
+            if folio is None and idx in self.mapping.swapped:     # shmem_get_folio(SGP_READ)
+                folio = self._k._shmem_swapin(self, idx)
+                if isinstance(folio, int):
+                    return bytes(out) if out else folio
+                self._k.folio_put(folio)
             out += folio.read(((idx - folio.index) << PAGE_SHIFT) + off, take) if folio else bytes(take)
             pos += take
         return bytes(out)
@@ -331,6 +346,8 @@ class MemFile:
         k = self._k
         if self.hstate is not None:
             return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1))
+        if index in self.mapping.swapped:
+            return k._shmem_swapin(self, index)     # shmem_get_folio_gfp: shmem_swapin_folio
         folio = k._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
         if folio is None:
             return -errno.ENOMEM
@@ -356,8 +373,8 @@ class MemFile:
             folio._refcount += 1
             return folio
         folio = self._alloc_cache_folio(index)
-        if isinstance(folio, int):
-            return -errno.EFAULT if self.hstate is not None else folio
+        if isinstance(folio, int):          # a swap read error is VM_FAULT_SIGBUS too
+            return -errno.EFAULT if self.hstate is not None or folio == -errno.EIO else folio
         return folio
 
     def _hugetlb_reserve(self, start_idx: int, end_idx: int) -> int:

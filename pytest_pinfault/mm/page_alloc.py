@@ -20,8 +20,9 @@ The kernel's rules the model keeps:
   CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
   not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
 
-.. note:: No reclaim, compaction or kswapd: an allocation that finds no free block in
-   its zonelist returns ``None`` (OOM).  ``lowmem_reserve`` and ``ALLOC_HIGHATOMIC`` are
+.. note:: No kswapd.  An allocation that finds no free block in its zonelist and may
+   reclaim (``__GFP_DIRECT_RECLAIM``) reclaims and compacts first (mm/vmscan.py);
+   otherwise, or when that frees nothing usable, it returns ``None`` (OOM).  ``lowmem_reserve`` and ``ALLOC_HIGHATOMIC`` are
    not modelled.
 """
 
@@ -60,6 +61,7 @@ GFP_ZONE_TABLE = tuple(_g.gfp_zone(bits) for bits in range(GFP_ZONEMASK + 1))
 _MOVABLE = _g._MOVABLE
 _RECLAIMABLE = _g._RECLAIMABLE
 _NOFAIL = _g._NOFAIL
+_DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 
 _STEER = ("cma", "movable", "normal")
 
@@ -189,6 +191,8 @@ class PageAllocMixin:
             self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
             return None
         pfn, zone = self._get_page_from_freelist(gfp, order)
+        if pfn < 0 and gfp & _DIRECT_RECLAIM:
+            pfn, zone = self._alloc_slowpath(gfp, order)     # reclaim, compaction (mm/vmscan.py)
         if pfn < 0:
             self.stats.oom += 1
             if self.trace.on:

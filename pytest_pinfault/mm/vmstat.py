@@ -15,6 +15,10 @@ _COUNTERS = (
     "oom", "offline_fail", "pageblock_claimed",
     "lru_add_drain_all", "migrate_pages_calls",
     "gup_longterm_retries", "livelocks",
+    # reclaim and compaction (mm/vmscan.py)
+    "allocstall", "pgscan_direct", "pgsteal_direct", "pgscan_anon", "pgscan_file",
+    "pgsteal_anon", "pgsteal_file", "pswpin", "pswpout",
+    "compact_stall", "compact_fail", "compact_success", "compact_isolated",
 )
 
 
