@@ -53,6 +53,7 @@ __all__ = ["SwapEntry", "SWAP_CLUSTER_MAX", "DEF_PRIORITY", "MAX_RECLAIM_RETRIES
 SWAP_CLUSTER_MAX = 32           # include/linux/swap.h
 DEF_PRIORITY = 12               # mm/vmscan.c: scan lru_size >> priority per round
 MAX_RECLAIM_RETRIES = 16        # mm/internal.h (should_reclaim_retry)
+COMPACT_MAX_DEFER_SHIFT = 6     # mm/compaction.c
 
 _DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 _IO = int(_g.gfp_t.IO)
@@ -88,6 +89,8 @@ class ReclaimMixin:
         self._swap_next_slot = 0
         self.nr_swap_used = 0
         self._in_reclaim = False
+        # per zone index: [considered, defer_shift, order_failed] (compaction_deferred)
+        self._compact_defer = [[0, 0, 1 << 30] for _ in range(4)]
 
     # ------------------------------------------------------------------ swap device
     @property
@@ -278,6 +281,9 @@ class ReclaimMixin:
             return False                       # !folio_evictable / VM_LOCKED: culled
         if folio.flags & _BUSY or folio.order:
             return False
+        for mm, _ in folio.rmap or ():
+            if not hasattr(mm, "swap_pte"):
+                return False                   # mapped by something that is no mm_struct
         if folio._pincount or folio._refcount - 1 >= 1024 + self.folio_expected_ref_count(folio):
             return False                       # folio_maybe_dma_pinned: keep
         if folio._refcount - 1 != self.folio_expected_ref_count(folio):
@@ -321,7 +327,7 @@ class ReclaimMixin:
     def _mapped_locked(self, folio: Folio) -> bool:
         from .mm_types import VM_LOCKED
         for mm, key in folio.rmap or ():
-            vma = mm.find_vma(key[1] << PAGE_SHIFT)
+            vma = mm.find_vma(key[1] << PAGE_SHIFT) if hasattr(mm, "find_vma") else None
             if vma is not None and vma.flags & VM_LOCKED:
                 return True
         return False
@@ -353,8 +359,11 @@ class ReclaimMixin:
         (MR_COMPACTION) and allocate again.  Counts compact_stall, compact_success,
         compact_fail.  Kernel: mm/compaction.c:try_to_compact_pages, compact_zone;
         mm/page_alloc.c:__alloc_pages_direct_compact (v6.12)."""
-        self.stats.compact_stall += 1
         n = 1 << order
+        zones = [z for z in zones if not self._compaction_deferred(z, order)]
+        if not zones:
+            return -1, None
+        self.stats.compact_stall += 1
         for zone in zones:
             blocks: dict[int, list[Folio]] = {}
             for lru in self._lru_lists[zone.idx]:
@@ -372,9 +381,22 @@ class ReclaimMixin:
                     pfn, z = self._get_page_from_freelist(gfp, order)
                     if pfn >= 0:
                         self.stats.compact_success += 1
+                        self._compact_defer[zone.idx][:2] = [0, 0]      # compaction_defer_reset
                         return pfn, z
+            d = self._compact_defer[zone.idx]                           # defer_compaction
+            d[0], d[1], d[2] = 0, min(d[1] + 1, COMPACT_MAX_DEFER_SHIFT), min(d[2], order)
         self.stats.compact_fail += 1
         return -1, None
+
+    def _compaction_deferred(self, zone: "Zone", order: int) -> bool:
+        """After a failure, skip the next ``1 << defer_shift`` attempts at that order or
+        above (up to 64), so a zone that cannot be compacted is not rescanned by every
+        allocation.  Kernel: mm/compaction.c:compaction_deferred, defer_compaction."""
+        d = self._compact_defer[zone.idx]
+        if order < d[2]:
+            return False
+        d[0] += 1
+        return d[0] < 1 << d[1]
 
     def _movable_for_compaction(self, folio: Folio) -> bool:
         return (folio.kind in (KIND_ANON, KIND_SHMEM, KIND_FILE) and not folio._pincount
@@ -382,13 +404,17 @@ class ReclaimMixin:
                 and folio._refcount < 1024 + self.folio_expected_ref_count(folio) + 1)
 
     def _compact_block(self, zone: "Zone", lo: int, n: int, folios: list[Folio]) -> bool:
-        """Hold the block's free pages, migrate its folios elsewhere, give the block
-        back to the buddy allocator in one piece.  True when every folio moved."""
+        """Migrate the folios of ``[lo, lo+n)`` elsewhere while its pageblocks are
+        isolated, so that neither the targets nor the pages freed on the way are handed
+        out from the block (the kernel's free scanner takes targets away from the
+        migration scanner's block); then the block's pages merge in the buddy lists.
+        True when every folio moved."""
+        from .gfp import MIGRATE_ISOLATE
         from .migrate import MIGRATE_SYNC_LIGHT, MR_COMPACTION, MigrationTargetControl
-        held: list[Folio] = []
-        for mt, fl in enumerate(zone.free):
-            if fl.count_range(lo, lo + n):
-                held += self._take_exact(zone, mt, lo, n)
+        from .mmzone import pageblock_order
+        saved = []
+        for pb in range(lo >> pageblock_order, ((lo + n - 1) >> pageblock_order) + 1):
+            saved.append((pb, self._set_pageblock_migratetype(zone, pb, MIGRATE_ISOLATE)))
         isolated: list[Folio] = []
         for folio in folios:
             if not folio.flags & PG_lru:
@@ -407,7 +433,6 @@ class ReclaimMixin:
         ok = rc == 0 and not isolated
         if isolated:
             self.putback_movable_pages(isolated)
-        for f in held:
-            self.folio_put(f)
-        self.drain_all_pages(zone)
+        for pb, mt in saved:
+            self._set_pageblock_migratetype(zone, pb, mt)
         return ok
