@@ -281,9 +281,11 @@ class ReclaimMixin:
             return False                       # !folio_evictable / VM_LOCKED: culled
         if folio.flags & _BUSY or folio.order:
             return False
-        for mm, _ in folio.rmap or ():
-            if not hasattr(mm, "swap_pte"):
-                return False                   # mapped by something that is no mm_struct
+        rmap = folio.rmap or ()
+        if len(rmap) != folio._mapcount or any(not hasattr(mm, "swap_pte") for mm, _ in rmap):
+            return False                       # mappings the model cannot walk (test doubles)
+        if folio.kind == KIND_SHMEM and not hasattr(folio.mapping, "swapped"):
+            return False                       # out of the page cache already, or no shmem file
         if folio._pincount or folio._refcount - 1 >= 1024 + self.folio_expected_ref_count(folio):
             return False                       # folio_maybe_dma_pinned: keep
         if folio._refcount - 1 != self.folio_expected_ref_count(folio):
