@@ -44,6 +44,8 @@ from . import gfp as _g
 from .folio import (KIND_ANON, KIND_FILE, KIND_SHMEM, PAGE_SHIFT, PG_dirty, PG_isolated, PG_locked, PG_lru,
                     PG_mlocked, PG_unevictable, PG_uptodate, PG_writeback, Folio)
 
+from .mm_types import VM_LOCKED
+
 if TYPE_CHECKING:  # pragma: no cover
     from .mm_types import MMStruct, VMA
     from .mmzone import Zone
@@ -251,12 +253,19 @@ class ReclaimMixin:
             stats.pgscan_anon += len(batch)
         stats.pgscan_direct += len(batch)
         freed = 0
+        nr = self._lru_nr
+        zidx = zone.idx
+        keep = self._keep_folio
         for folio in batch:
+            if keep(folio, is_file):            # kept: rotated to the young end
+                del lru[folio]
+                lru[folio] = None
+                continue
             # isolate_lru_folios: off the LRU with a reference
             del lru[folio]
             folio.flags = (folio.flags & ~PG_lru) | PG_isolated
             folio._refcount += 1
-            self._lru_nr[zone.idx] -= folio.nr_pages
+            nr[zidx] -= folio.nr_pages
             if self._reclaim_folio(folio, is_file):
                 freed += 1
                 folio.flags &= ~PG_isolated
@@ -264,7 +273,7 @@ class ReclaimMixin:
                 continue
             folio.flags = (folio.flags & ~PG_isolated) | PG_lru   # putback, young end
             lru[folio] = None
-            self._lru_nr[zone.idx] += folio.nr_pages
+            nr[zidx] += folio.nr_pages
             self.folio_put(folio)
         if is_file:
             stats.pgsteal_file += freed
@@ -273,23 +282,42 @@ class ReclaimMixin:
         stats.pgsteal_direct += freed
         return freed
 
-    def _reclaim_folio(self, folio: Folio, is_file: bool) -> bool:
-        """shrink_folio_list for one isolated folio: True when it was unmapped, taken
-        out of its mapping or written to swap, and holds only the isolation reference.
+    def _keep_folio(self, folio: Folio, is_file: bool) -> bool:
+        """What shrink_folio_list keeps without changing anything (checked before the
+        folio is isolated, which the kernel does first: the outcome is the same):
+        large, locked or under-writeback folios, maybe-DMA-pinned ones
+        (``folio_maybe_dma_pinned``), unevictable or mlocked ones (``folio_evictable``,
+        VM_LOCKED mappings), dirty page cache, and folios with references beyond their
+        mappings and page cache (``folio_ref_freeze`` would fail).
         Kernel: mm/vmscan.c:shrink_folio_list (v6.12)."""
-        if folio.flags & _UNEVICTABLE or self._mapped_locked(folio):
-            return False                       # !folio_evictable / VM_LOCKED: culled
-        if folio.flags & _BUSY or folio.order:
-            return False
-        rmap = folio.rmap or ()
-        if len(rmap) != folio._mapcount or any(not hasattr(mm, "swap_pte") for mm, _ in rmap):
-            return False                       # mappings the model cannot walk (test doubles)
-        if folio.kind == KIND_SHMEM and not hasattr(folio.mapping, "swapped"):
-            return False                       # out of the page cache already, or no shmem file
-        if folio._pincount or folio._refcount - 1 >= 1024 + self.folio_expected_ref_count(folio):
-            return False                       # folio_maybe_dma_pinned: keep
-        if folio._refcount - 1 != self.folio_expected_ref_count(folio):
-            return False                       # an extra reference: folio_ref_freeze would fail
+        flags = folio.flags
+        if folio.order or flags & (_BUSY | _UNEVICTABLE):
+            return True
+        refs = folio._refcount
+        if folio._pincount or refs != self.folio_expected_ref_count(folio):
+            return True                        # pinned, or an extra reference
+        rmap = folio.rmap
+        if rmap:
+            if len(rmap) != folio._mapcount:
+                return True                    # mappings the model cannot walk (test doubles)
+            for mm, key in rmap:
+                if not hasattr(mm, "swap_pte"):
+                    return True
+                vma = mm.find_vma(key[1] << PAGE_SHIFT)
+                if vma is not None and vma.flags & VM_LOCKED:
+                    return True                # try_to_unmap under VM_LOCKED: culled
+        elif folio._mapcount:
+            return True
+        if is_file:
+            return bool(folio._data and flags & PG_dirty)      # no writeback modelled
+        return folio.kind == KIND_SHMEM and not hasattr(folio.mapping, "swapped")
+
+    def _reclaim_folio(self, folio: Folio, is_file: bool) -> bool:
+        """shrink_folio_list's work for one isolated folio :meth:`_keep_folio` let
+        through: True when it was unmapped and taken out of its page cache (file) or
+        written to swap (anon, shmem), holding only the isolation reference now.
+        Kernel: mm/vmscan.c:shrink_folio_list, mm/swap_state.c:add_to_swap,
+        mm/shmem.c:shmem_writepage (v6.12)."""
         if is_file:
             if folio._data and folio.flags & PG_dirty:
                 return False                   # dirty page cache: no writeback here
@@ -325,14 +353,6 @@ class ReclaimMixin:
                 self._swap_entry_put(entry)
         self.stats.pswpout += 1
         return folio._refcount == 1
-
-    def _mapped_locked(self, folio: Folio) -> bool:
-        from .mm_types import VM_LOCKED
-        for mm, key in folio.rmap or ():
-            vma = mm.find_vma(key[1] << PAGE_SHIFT) if hasattr(mm, "find_vma") else None
-            if vma is not None and vma.flags & VM_LOCKED:
-                return True
-        return False
 
     def _unmap_all(self, folio: Folio) -> None:
         for mm, key in list(folio.rmap or ()):
