@@ -30,7 +30,9 @@ lacks ``__GFP_IO``, and dirty file folios (no writeback is modelled).
    readahead: a folio is either kept (moved to the young end) or reclaimed at once.  A
    folio with references beyond its mappings and page cache (a FOLL_GET reference, a
    driver's ``folio_get``) is kept before unmapping; the kernel unmaps it and fails
-   later at ``folio_ref_freeze``, leaving it in the swap cache.  Large folios are not
+   later at ``folio_ref_freeze``, leaving it in the swap cache, where the next fault
+   finds the same folio again (with its exclusive marker since v6.1): the same folio,
+   the same data, only the page-table entry differs in between.  Large folios are not
    reclaimed (the kernel splits them first).  Compaction is one pass over the zone's LRU
    folios, not the kernel's two scanners.
 """
@@ -41,23 +43,23 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_FILE, KIND_SHMEM, PAGE_SHIFT, PG_dirty, PG_isolated, PG_locked, PG_lru,
-                    PG_mlocked, PG_unevictable, PG_uptodate, PG_writeback, Folio)
-
+from .folio import (KIND_ANON, KIND_FILE, KIND_SHMEM, PAGE_SHIFT, PG_dirty, PG_isolated,
+                    PG_locked, PG_lru, PG_mlocked, PG_unevictable, PG_uptodate, PG_writeback,
+                    Folio)
 from .mm_types import VM_LOCKED
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mm_types import MMStruct, VMA
     from .mmzone import Zone
 
-__all__ = ["SwapEntry", "SWAP_CLUSTER_MAX", "DEF_PRIORITY", "MAX_RECLAIM_RETRIES"]
+__all__ = ["SwapEntry", "SWAP_CLUSTER_MAX", "DEF_PRIORITY", "MAX_RECLAIM_RETRIES",
+           "COMPACT_MAX_DEFER_SHIFT"]
 
 SWAP_CLUSTER_MAX = 32           # include/linux/swap.h
 DEF_PRIORITY = 12               # mm/vmscan.c: scan lru_size >> priority per round
 MAX_RECLAIM_RETRIES = 16        # mm/internal.h (should_reclaim_retry)
 COMPACT_MAX_DEFER_SHIFT = 6     # mm/compaction.c
 
-_DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 _IO = int(_g.gfp_t.IO)
 _NORETRY = int(_g.gfp_t.NORETRY)
 _UNEVICTABLE = PG_unevictable | PG_mlocked
@@ -144,8 +146,7 @@ class ReclaimMixin:
         folio = self._new_anon_folio(vma, 0)
         if folio is None:
             return -errno.ENOMEM
-        if entry.data:
-            folio._data = dict(entry.data)
+        folio._data = _swapped_data(entry)
         folio.flags |= PG_uptodate
         del mm.swap_pte[vpn]
         self._swap_entry_put(entry)
@@ -168,8 +169,7 @@ class ReclaimMixin:
         folio = self._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
         if folio is None:
             return -errno.ENOMEM
-        if entry.data:
-            folio._data = dict(entry.data)
+        folio._data = _swapped_data(entry)
         del mapping.swapped[index]
         self._swap_entry_put(entry)
         memfd._add_to_page_cache(folio, index)
@@ -352,6 +352,8 @@ class ReclaimMixin:
                 entry.count = 1
                 self._swap_entry_put(entry)
         self.stats.pswpout += 1
+        if folio._refcount != 1 and entry.data:      # kept after all: no shared contents
+            entry.data = _copy_data(entry.data)
         return folio._refcount == 1
 
     def _unmap_all(self, folio: Folio) -> None:
@@ -458,3 +460,16 @@ class ReclaimMixin:
         for pb, mt in saved:
             self._set_pageblock_migratetype(zone, pb, mt)
         return ok
+
+
+def _copy_data(data: dict[int, Any]) -> dict[int, Any]:
+    """A copy of a folio's sparse contents that shares no mutable page (bytearray)."""
+    return {i: bytearray(v) if isinstance(v, bytearray) else v for i, v in data.items()}
+
+
+def _swapped_data(entry: SwapEntry) -> dict[int, Any] | None:
+    """The contents a swap-in gets: the entry's own when this is its last reference,
+    otherwise a copy (another page table or a fork child still refers to the slot)."""
+    if not entry.data:
+        return None
+    return entry.data if entry.count <= 1 else _copy_data(entry.data)

@@ -175,7 +175,9 @@ class TestAnonReclaim:
         assert out > 0
         child = k.fork(mm)
         assert swapped(child, BASE, n) == out and k.nr_swap_used == out   # swap_duplicate
-        assert intact(mm, BASE, 64) and intact(child, BASE, 64)
+        assert child.write(BASE + 2, b"child") == 5      # the child's copy only
+        assert intact(mm, BASE, 64) and intact(child, BASE + PAGE_SIZE, 63, start=1)
+        assert child.read(BASE, 8) == b"\x01\x01child\x01"
         k.mmput(child)
         mm.munmap(BASE, n * PAGE_SIZE)
         mm.munmap(OTHER, 64 * PAGE_SIZE)
