@@ -397,3 +397,24 @@ class TestCompaction:
         assert k.alloc_pages(GFP_HIGHUSER_MOVABLE, 9) is None
         assert s.compact_stall == 1                      # deferred: not rescanned at once
         k.unpin_user_pages(pins, len(pins))
+
+
+def test_lru_folios_lists_each_type_oldest_first_and_checks_its_arguments():
+    k = machine()
+    mm = k.current.mm
+    write_pages(mm, BASE, 40)
+    k.lru_add_drain()
+    memfd = k.memfd_create("m", 0)
+    memfd.pwrite(b"s", 0)
+    k.lru_add_drain()
+    anon = k.lru_folios("DMA32", "anon")
+    assert anon[0] is mm.lookup(BASE)[0] and anon[-1] is memfd.mapping.lookup(0)
+    assert k.lru_folios("DMA32", "file") == [] and k.lru_folios("DMA") == []
+    k.folio_isolate_lru(anon[0])                         # isolation takes it off the list
+    assert anon[0] not in k.lru_folios("DMA32")
+    with pytest.raises(ValueError, match="lru must be 'anon' or 'file'"):
+        k.lru_folios("DMA32", "active")
+    with pytest.raises(ValueError):
+        k.lru_folios("HighMem")
+    with pytest.raises(TypeError):
+        k.lru_folios(3)
