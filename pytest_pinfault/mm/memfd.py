@@ -337,10 +337,11 @@ class MemFile:
             take = min(n - len(out), PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
             if folio is None and idx in self.mapping.swapped:     # shmem_get_folio(SGP_READ)
-                folio = self._k._shmem_swapin(self, idx)
-                if isinstance(folio, int):
-                    return bytes(out) if out else folio
-                self._k.folio_put(folio)
+                got = self._k._shmem_swapin(self, idx)
+                if isinstance(got, int):
+                    return bytes(out) if out else got
+                self._k.folio_put(got)
+                folio = got
             out += folio.read(((idx - folio.index) << PAGE_SHIFT) + off, take) if folio else bytes(take)
             pos += take
         return bytes(out)

@@ -49,8 +49,14 @@ from .folio import (KIND_ANON, KIND_FILE, KIND_SHMEM, PAGE_SHIFT, PG_dirty, PG_i
 from .mm_types import VM_LOCKED
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .memfd import MemFile
     from .mm_types import MMStruct, VMA
     from .mmzone import Zone
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["SwapEntry", "SWAP_CLUSTER_MAX", "DEF_PRIORITY", "MAX_RECLAIM_RETRIES",
            "COMPACT_MAX_DEFER_SHIFT"]
@@ -82,7 +88,7 @@ class SwapEntry:
         return f"<swp_entry slot={self.slot} count={self.count}>"
 
 
-class ReclaimMixin:
+class ReclaimMixin(_Base):
     """Reclaim half of :class:`~pytest_pinfault.FakeMM`."""
 
     def _init_reclaim(self) -> None:
@@ -156,7 +162,7 @@ class ReclaimMixin:
         self.stats.pswpin += 1
         return 0
 
-    def _shmem_swapin(self, memfd: Any, index: int) -> Folio | int:
+    def _shmem_swapin(self, memfd: "MemFile", index: int) -> Folio | int:
         """Bring page *index* of a shmem file back from swap into its page cache; the
         folio with a reference, or -EIO (read error) / -ENOMEM.
         Kernel: mm/shmem.c:shmem_swapin_folio (v6.12)."""
