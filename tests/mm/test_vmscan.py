@@ -216,6 +216,38 @@ class TestPinUnderPressure:
         assert intact(mm, BASE, 16)
         k.unpin_user_pages(pages, 16)
 
+    @pytest.mark.parametrize("swap", ["64MiB", 0])
+    def test_memfd_pin_folios_under_memory_pressure(self, swap):
+        """udmabuf's path: shmem folios in CMA migrate into reclaimed memory; with
+        nothing reclaimable memfd_pin_folios returns -ENOMEM."""
+        k = machine(swap=swap, cma="16MiB")
+        memfd = k.memfd_create("buf", 0)
+        assert memfd.ftruncate(16 * PAGE_SIZE) == 0
+        with k.steer("cma"):
+            for i in range(16):
+                assert memfd.pwrite(bytes([i + 1]) * 8, i * PAGE_SIZE) == 8
+        k.lru_add_drain()
+        mm = k.current.mm
+        z = k.zones["DMA32"]
+        squeeze(k, leave=z.free_cma_pages + 600)
+        area = k.cma_areas[0]
+        addr = OTHER
+        while True:                                     # fill what non-CMA memory is left
+            with k.steer("normal"):
+                r = write_pages(mm, addr, 1)
+            if r != [8] or area.base_pfn <= mm.lookup(addr)[0].pfn < area.base_pfn + area.count:
+                break
+            addr += PAGE_SIZE
+        folios = []
+        ret = k.memfd_pin_folios(memfd, 0, 16 * PAGE_SIZE - 1, folios, 16, Out(0))
+        if not swap:
+            assert ret == -errno.ENOMEM and k.stats.pswpout == 0
+            return
+        assert ret == 16 and k.stats.pswpout > 0
+        assert all(not area.base_pfn <= f.pfn < area.base_pfn + area.count for f in folios)
+        assert [f.read(0, 8) for f in folios] == [bytes([i + 1]) * 8 for i in range(16)]
+        k.unpin_folios(folios, 16)
+
     def test_without_anything_reclaimable_the_pin_fails(self):
         k, mm, filler = self._setup(0)
         pages = []
