@@ -15,6 +15,7 @@ _COUNTERS = (
     "oom", "offline_fail", "pageblock_claimed",
     "lru_add_drain_all", "migrate_pages_calls",
     "gup_longterm_retries", "livelocks",
+    "thp_file_alloc", "thp_file_fallback", "thp_migration_split", "thp_split_page",
     # reclaim and compaction (mm/vmscan.py)
     "allocstall", "pgscan_direct", "pgsteal_direct", "pgscan_anon", "pgscan_file",
     "pgsteal_anon", "pgsteal_file", "pswpin", "pswpout",
@@ -29,7 +30,7 @@ class VMStat:
     __slots__ = _COUNTERS
 
     # One declaration per name of _COUNTERS, in its order, so type checkers know them
-    # (tests/mm/test_vmstat_types.py keeps the two lists equal).
+    # (tests/test_typing.py keeps the two lists equal).
     nr_foll_pin_acquired: int
     nr_foll_pin_released: int
     pgmigrate_success: int
@@ -45,6 +46,10 @@ class VMStat:
     migrate_pages_calls: int
     gup_longterm_retries: int
     livelocks: int
+    thp_file_alloc: int
+    thp_file_fallback: int
+    thp_migration_split: int
+    thp_split_page: int
     allocstall: int
     pgscan_direct: int
     pgsteal_direct: int
