@@ -20,6 +20,7 @@ from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE,
                                 MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROT_READ,
                                 PROT_WRITE, ConfigError, MigrationTargetControl)
 from pytest_pinfault.mm.folio import KIND_FILE
+from pytest_pinfault.mm.mm_types import MADV_HUGEPAGE
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -305,6 +306,23 @@ class TestShmem:
         assert mm.read(addr + 3 * PAGE_SIZE, 16) == bytes([4]) * 16
         assert set(memfd.mapping.swapped) == {1, 2}
 
+    def test_swap_entries_keep_a_large_folio_from_covering_them(self):
+        """shmem_alloc_and_add_folio needs the whole aligned range empty, and a swap
+        entry is an entry of the mapping: a fault next to swapped pages gets order 0,
+        and the swapped pages still read back (mm/shmem.c, v6.12)."""
+        k = machine(shmem_enabled="advise")
+        memfd = self._swapped_memfd(k)
+        mm = k.current.mm
+        mm.munmap(OTHER, (usable(k) + 1) * PAGE_SIZE)
+        assert memfd.ftruncate(2 << 20) == 0
+        addr = 0x60000000                                # 2 MiB aligned
+        assert mm.mmap(2 << 20, RW, MAP_SHARED | MAP_FIXED, memfd, addr=addr) == addr
+        assert mm.madvise(addr, 2 << 20, MADV_HUGEPAGE) == 0
+        assert mm.read(addr + 100 * PAGE_SIZE, 4) == bytes(4)
+        assert memfd.mapping.lookup(100).order == 0
+        assert memfd.pread(16, 3 * PAGE_SIZE) == bytes([4]) * 16
+        assert len(memfd.mapping.swapped) == 15
+
     def test_truncate_frees_swap_slots(self):
         k = machine()
         memfd = self._swapped_memfd(k, 8)
@@ -429,6 +447,23 @@ class TestCompaction:
         assert k.alloc_pages(GFP_HIGHUSER_MOVABLE, 9) is None
         assert s.compact_stall == 1                      # deferred: not rescanned at once
         k.unpin_user_pages(pins, len(pins))
+
+
+def test_split_tails_join_the_lru_lists():
+    """A large folio split without a list leaves every piece on the LRU (reclaim sees
+    them), as lru_add_split_folio does (mm/huge_memory.c, v6.12)."""
+    k = machine(thp="always")
+    mm = k.current.mm
+    assert mm.mmap(2 << 20, RW, ANON | MAP_FIXED, addr=BASE) == BASE
+    assert mm.write(BASE, b"t") == 1
+    k.lru_add_drain()
+    thp = mm.lookup(BASE)[0]
+    assert thp.order == 9 and k.lru_folios("DMA32") == [thp]
+    k.folio_get(thp)
+    assert k.split_folio_to_list(thp, None) == 0
+    k.folio_put(thp)
+    lru = k.lru_folios("DMA32")
+    assert len(lru) == 512 and all(f.order == 0 and k.folio_test_lru(f) for f in lru)
 
 
 def test_lru_folios_lists_each_type_oldest_first_and_checks_its_arguments():
