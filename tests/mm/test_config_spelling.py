@@ -13,7 +13,8 @@ RICH = MMConfig(ram="8GiB", movablecore="1GiB", cma={"a": "64MiB", "b": "32MiB@1
                 hugetlb={"2MiB": 4, "1GiB": 1}, default_hugepagesz="1GiB", thp="madvise",
                 memlock="64MiB", nr_cpus=4, boot_reserved="none", firmware="seabios",
                 offline_retry_budget=7, gup_retry_limit=9, seed=5, quirks=tuple(QUIRKS),
-                shmem_enabled="within_size", shmem_mthp={"64KiB": "always", "2MiB": "never"})
+                shmem_enabled="within_size", shmem_mthp={"64KiB": "always", "2MiB": "never"},
+                swap="1GiB")
 
 
 @pytest.mark.parametrize("config", [MMConfig(), RICH, MMConfig(cma="128MiB@256MiB-1GiB"),
