@@ -50,6 +50,7 @@ from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, P
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE, MMStruct)
+from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
@@ -199,21 +200,25 @@ class GupMixin:
             rc = fi.hit("try_grab_folio", folio=folio, refs=refs, flags=flags)
             if rc is not None:
                 return rc
-        if folio._refcount <= 0:
+        r = folio._rc                         # folio._refcount, read from its slot
+        if r <= 0:
             self._warn("try_grab_folio", "WARN_ON_ONCE(folio_ref_count(folio) <= 0)", folio=folio)
             return -errno.ENOMEM
-        flags = int(flags)
+        if type(flags) is not int:
+            flags = int(flags)
         if flags & _GET:
             if folio.kind != KIND_ZERO:       # folio_put ignores the zero folio: so do gets
-                folio._refcount += refs
+                folio._refcount = r + refs
         elif flags & _PIN:
             if folio.kind == KIND_ZERO:
                 return 0
+            r += refs if folio.order else refs * GUP_PIN_COUNTING_BIAS
+            watch = self._ref_watch
+            if watch is not None:             # folio._refcount = r, written out
+                watch(folio, r)
+            folio._rc = r
             if folio.order:
-                folio._refcount += refs
                 folio._pincount += refs
-            else:
-                folio._refcount += refs * GUP_PIN_COUNTING_BIAS
             self.stats.nr_foll_pin_acquired += refs
         return 0
 
@@ -229,12 +234,14 @@ class GupMixin:
             folio = self._usable_folio(folio, "gup_put_folio")
             if folio is None:
                 return
+        if type(flags) is not int:
+            flags = int(flags)
         if refs <= 0:
-            self._warn("unpin" if int(flags) & _PIN else "put_page",
+            self._warn("unpin" if flags & _PIN else "put_page",
                        f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
-                       f"{'pins' if int(flags) & _PIN else 'references'}", folio=folio)
+                       f"{'pins' if flags & _PIN else 'references'}", folio=folio)
             return
-        if int(flags) & _PIN:
+        if flags & _PIN:
             if folio.kind == KIND_ZERO:
                 return
             if folio.order:
@@ -245,21 +252,32 @@ class GupMixin:
                 self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
                 folio._pincount -= refs
                 self._folio_put_refs(folio, refs)
-            else:
-                if folio._refcount < refs * GUP_PIN_COUNTING_BIAS:
-                    self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
-                               folio=folio)
-                    return
-                self.stats.nr_foll_pin_released += refs
-                self._folio_put_refs(folio, refs * GUP_PIN_COUNTING_BIAS)
-        else:
-            self._folio_put_refs(folio, refs)
+                return
+            refs *= GUP_PIN_COUNTING_BIAS
+            if folio._rc < refs:
+                self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
+                           folio=folio)
+                return
+            self.stats.nr_foll_pin_released += refs // GUP_PIN_COUNTING_BIAS
+        # _folio_put_refs, written out for the common case
+        left = folio._rc - refs
+        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                and folio.kind != KIND_ZERO:
+            watch = self._ref_watch
+            if watch is not None:           # folio._refcount = left, written out
+                watch(folio, left)
+            folio._rc = left                # nothing freed, nothing to check
+            return
+        self._put_refs(folio, refs, "folio_put_refs")
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
-        left = folio._refcount - refs
-        if left > 0 and left >= folio._mapcount + (folio.nr_pages if folio.mapping is not None else 0) \
+        left = folio._rc - refs
+        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
                 and not folio.freed and folio.kind != KIND_ZERO:
-            folio._refcount = left          # the common case: nothing freed, nothing to check
+            watch = self._ref_watch
+            if watch is not None:           # folio._refcount = left, written out
+                watch(folio, left)
+            folio._rc = left                # the common case: nothing freed, nothing to check
             return
         self._put_refs(folio, refs, "folio_put_refs")
 
@@ -639,9 +657,9 @@ class GupMixin:
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
                 if (write and not (shared and vma.flags & VM_WRITE) and
-                        not (kind == KIND_ANON and folio.flags & PG_anon_exclusive
+                        not (kind == KIND_ANON and folio._flags & PG_anon_exclusive
                              and (vma.flags & VM_WRITE or flags & _FORCE))) \
-                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive) \
+                        or (pin and kind == KIND_ANON and not shared and not folio._flags & PG_anon_exclusive) \
                         or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma)):
                     ent = None
                 n = 1
@@ -662,20 +680,22 @@ class GupMixin:
                 faulted = addr
                 continue
             if grab:
-                if fi.active or folio._refcount <= 0:
+                r = folio._rc
+                if fi.active or r <= 0:
                     rc = self.try_grab_folio(folio, n, flags)
                     if rc:
                         return self._gup_done(i, rc, pins)
-                elif not pin:
-                    if kind != KIND_ZERO:      # the zero folio's refcount is not kept
-                        folio._refcount += n
-                elif kind != KIND_ZERO:
-                    if folio.order:
-                        folio._refcount += n
-                        folio._pincount += n
-                    else:
-                        folio._refcount += GUP_PIN_COUNTING_BIAS
-                    pins += n
+                elif kind != KIND_ZERO:        # the zero folio's refcount is not kept
+                    # folio._refcount += ..., written out (observer first)
+                    r += GUP_PIN_COUNTING_BIAS if pin and not folio.order else n
+                    watch = self._ref_watch
+                    if watch is not None:
+                        watch(folio, r)
+                    folio._rc = r
+                    if pin:
+                        if folio.order:
+                            folio._pincount += n
+                        pins += n
             if pages is not None:
                 base = folio.pfn + idx
                 for j in range(n):
@@ -687,7 +707,10 @@ class GupMixin:
                     else:
                         _set(pages, i + j, page)
             if write and kind != KIND_ZERO:
-                folio.flags |= PG_dirty
+                watch = self._ref_watch
+                if watch is not None:          # folio.flags |= PG_dirty, written out
+                    watch(folio, None)
+                folio._flags |= PG_dirty
             i += n
         return self._gup_done(i, 0, pins)
 
@@ -780,6 +803,7 @@ class GupMixin:
         if not flags & _LONGTERM:
             return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
         saved = self.memalloc_pin_save()
+        paused = gc_pause()                   # mm/hostgc.py: a walk over many folios
         try:
             rounds = 0
             fi = self.faults
@@ -799,6 +823,7 @@ class GupMixin:
         finally:
             self._pin_anyway_next = False     # the kernel's migrate_allow is per call
             self.memalloc_pin_restore(saved)
+            gc_resume(paused)
         return rc if rc else nr
 
     def _longterm_retry_exhausted(self, loop: str, rounds: int, fired: int) -> int:
@@ -873,6 +898,10 @@ class GupMixin:
         # v6.17 compares a small folio's count with expected + 1, which every pinned one
         # fails (always draining); 6.12.y counts the pin itself (GUP_PIN_COUNTING_BIAS)
         pin_refs = GUP_PIN_COUNTING_BIAS if self.config.has_quirk("gup_drain_on_unexpected_ref_only") else 1
+        pinnable = self.folio_is_longterm_pinnable
+        expected = self.folio_expected_ref_count
+        isolate = self.folio_isolate_lru
+        mod_isolated = self.node_stat_mod_isolated
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -881,24 +910,25 @@ class GupMixin:
             if folio is prev:
                 continue
             prev = folio
-            if self.folio_is_longterm_pinnable(folio):
+            if pinnable(folio):
                 continue
             collected += 1
             self._gup_last_unpinnable = folio
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
-            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
+            # (once both drains ran, the kernel no longer compares the counts)
+            if drained < 2 and not folio.order and folio._rc != expected(folio) + pin_refs:
                 if drained == 0:
                     self.lru_add_drain()
                     drained = 1
-                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
+                if drained == 1 and folio._rc != expected(folio) + pin_refs:
                     self.lru_add_drain_all()
                     drained = 2
-            if not self.folio_isolate_lru(folio):
+            if not isolate(folio):
                 continue
             movable.append(folio)
-            self.node_stat_mod_isolated(folio, folio.nr_pages)
+            mod_isolated(folio, folio.nr_pages)
         return collected
 
     def _migrate_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
@@ -972,6 +1002,8 @@ class GupMixin:
         saved = self.memalloc_pin_save()
         rounds = 0
         fi = self.faults
+        stats = self.stats
+        paused = gc_pause()                   # mm/hostgc.py: a walk over many folios
         try:
             while True:
                 fired = fi.fired_count
@@ -986,20 +1018,37 @@ class GupMixin:
                     batch: list[Folio] = []
                     nr_found = self.filemap_get_folios_contig(memfd.mapping, cursor, end_idx, batch)
                     err = 0
+                    watch = self._ref_watch
                     for folio in batch:
                         if nr_folios and folios[nr_folios - 1] is folio:
                             continue
                         if nr_folios >= max_folios:
                             break
-                        if self.try_grab_folio(folio, 1, _PIN):
-                            err = -errno.EINVAL
-                            break
+                        r = folio._rc
+                        if fi.active or r <= 0 or folio.freed or folio.kind == KIND_ZERO:
+                            if self.try_grab_folio(folio, 1, _PIN):
+                                err = -errno.EINVAL
+                                break
+                        else:
+                            # try_grab_folio(folio, 1, FOLL_PIN), written out for the
+                            # usual case: no fault armed, a live folio of this machine
+                            r += 1 if folio.order else GUP_PIN_COUNTING_BIAS
+                            if watch is not None:
+                                watch(folio, r)
+                            folio._rc = r
+                            if folio.order:
+                                folio._pincount += 1
+                            stats.nr_foll_pin_acquired += 1
                         if nr_folios == 0:
                             offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
-                        _set(folios, nr_folios, folio)
+                        if nr_folios < len(folios):
+                            folios[nr_folios] = folio
+                        else:
+                            _set(folios, nr_folios, folio)
                         nr_folios += 1
+                    put = self.folio_put
                     for folio in batch:
-                        self.folio_put(folio)
+                        put(folio)
                     if err:
                         self.unpin_folios(folios, nr_folios)
                         return err
@@ -1021,6 +1070,7 @@ class GupMixin:
         finally:
             self._pin_anyway_next = False
             self.memalloc_pin_restore(saved)
+            gc_resume(paused)
         return ret if ret else nr_folios
 
 

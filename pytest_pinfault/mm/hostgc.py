@@ -1,0 +1,33 @@
+"""The host's cyclic garbage collector during long model calls.
+
+A model call that walks many folios (a long-term pin that migrates them, a
+``migrate_pages`` of a long list) allocates and frees a few Python objects per folio
+that never form reference cycles: new folios, page-table tuples, ``Page`` entries,
+trace events.  Each allocation still counts toward CPython's collection thresholds, and
+the full collections they trigger scan every tracked object of the process: for a
+machine with 1 GiB mapped, millions of them, several times per call, which costs about
+as much as the model's own work.  Such calls pause the automatic collector while they
+run and resume it when they return (or raise); the objects they left behind are then
+collected as usual, once.  A collector the caller had disabled stays disabled.  This
+is host memory management only: nothing the model or its observer does depends on it.
+"""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["gc_pause", "gc_resume"]
+
+
+def gc_pause() -> bool:
+    """Stop automatic collections; True if they were running (pass it to gc_resume)."""
+    if gc.isenabled():
+        gc.disable()
+        return True
+    return False
+
+
+def gc_resume(paused: bool) -> None:
+    """Undo :func:`gc_pause` (*paused*: what it returned)."""
+    if paused:
+        gc.enable()
