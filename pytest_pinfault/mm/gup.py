@@ -906,7 +906,7 @@ class GupMixin:
             e = entries[i]
             if e is None:
                 continue
-            folio = e.folio
+            folio = e if type(e) is Folio else e.folio
             if folio is prev:
                 continue
             prev = folio
@@ -956,7 +956,7 @@ class GupMixin:
         for i in range(nr):
             e = entries[i]
             if e is not None:
-                put(e.folio, 1, _PIN)
+                put(e if type(e) is Folio else e.folio, 1, _PIN)
                 entries[i] = None
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:

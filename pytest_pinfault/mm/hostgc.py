@@ -7,9 +7,12 @@ trace events.  Each allocation still counts toward CPython's collection threshol
 the full collections they trigger scan every tracked object of the process: for a
 machine with 1 GiB mapped, millions of them, several times per call, which costs about
 as much as the model's own work.  Such calls pause the automatic collector while they
-run and resume it when they return (or raise); the objects they left behind are then
-collected as usual, once.  A collector the caller had disabled stays disabled.  This
-is host memory management only: nothing the model or its observer does depends on it.
+run and resume it when they return (or raise).  On resuming, when the call allocated
+past the collector's first threshold, the young generation is collected at once (one
+pass over the objects the call allocated, never over the whole heap), so the call pays
+for its own garbage rather than whatever code allocates next.  A collector the caller
+had disabled stays disabled.  This is host memory management only: nothing the model or
+its observer does depends on it.
 """
 
 from __future__ import annotations
@@ -31,3 +34,5 @@ def gc_resume(paused: bool) -> None:
     """Undo :func:`gc_pause` (*paused*: what it returned)."""
     if paused:
         gc.enable()
+        if gc.get_count()[0] > gc.get_threshold()[0]:
+            gc.collect(0)
