@@ -696,7 +696,15 @@ class GupMixin:
                         if folio.order:
                             folio._pincount += n
                         pins += n
-            if pages is not None:
+            if pages is not None and n == 1:
+                page = Page(folio, folio.pfn + idx)
+                if i < len(pages):
+                    pages[i] = page
+                elif i == len(pages):
+                    pages.append(page)
+                else:
+                    _set(pages, i, page)
+            elif pages is not None:
                 base = folio.pfn + idx
                 for j in range(n):
                     page = Page(folio, base + j)
@@ -1043,6 +1051,8 @@ class GupMixin:
                             offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
                         if nr_folios < len(folios):
                             folios[nr_folios] = folio
+                        elif nr_folios == len(folios):
+                            folios.append(folio)
                         else:
                             _set(folios, nr_folios, folio)
                         nr_folios += 1
