@@ -227,48 +227,49 @@ class GupMixin:
         of another machine, or more pins than the folio has is a recorded warning and
         changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
         if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
-                or (type(flags) is not int and not isinstance(flags, int)):
+                or type(flags) is not int:
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
             folio = self._usable_folio(folio, "gup_put_folio")
             if folio is None:
                 return
-        if type(flags) is not int:
             flags = int(flags)
         if refs <= 0:
             self._warn("unpin" if flags & _PIN else "put_page",
                        f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
                        f"{'pins' if flags & _PIN else 'references'}", folio=folio)
             return
-        if flags & _PIN:
-            if folio.kind == KIND_ZERO:
-                return
-            if folio.order:
-                if folio._pincount < refs:
-                    self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
-                               folio=folio)
-                    return
-                self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
-                folio._pincount -= refs
-                self._folio_put_refs(folio, refs)
-                return
-            refs *= GUP_PIN_COUNTING_BIAS
-            if folio._rc < refs:
-                self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
+        if not flags & _PIN:
+            self._folio_put_refs(folio, refs)
+            return
+        if folio.kind == KIND_ZERO:
+            return
+        if folio.order:
+            if folio._pincount < refs:
+                self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
                            folio=folio)
                 return
-            self.stats.nr_foll_pin_released += refs // GUP_PIN_COUNTING_BIAS
-        # _folio_put_refs, written out for the common case
-        left = folio._rc - refs
-        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
-                and folio.kind != KIND_ZERO:
+            self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
+            folio._pincount -= refs
+            self._folio_put_refs(folio, refs)
+            return
+        r = folio._rc
+        bias = refs * GUP_PIN_COUNTING_BIAS
+        if r < bias:
+            self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
+                       folio=folio)
+            return
+        self.stats.nr_foll_pin_released += refs
+        # _folio_put_refs(folio, bias), written out for the common case
+        left = r - bias
+        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0):
             watch = self._ref_watch
             if watch is not None:           # folio._refcount = left, written out
                 watch(folio, left)
             folio._rc = left                # nothing freed, nothing to check
             return
-        self._put_refs(folio, refs, "folio_put_refs")
+        self._put_refs(folio, bias, "folio_put_refs")
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
         left = folio._rc - refs
