@@ -17,7 +17,7 @@ from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import MMConfig
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_CONTIG, KIND_HUGETLB, KIND_ZERO,
-                    MAPPING_CHANGE, PG_lru, PG_reserved, Folio, Page)
+                    MAPPING_CHANGE, PG_reserved, Folio, Page)
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
 from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
@@ -474,8 +474,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if folio.kind == KIND_HUGETLB and folio.hstate is not None:
             self.free_huge_folio(folio)
             return
-        if folio._flags & PG_lru:
-            self._lru_del_on_free(folio)
+        self._lru_del_on_free(folio)
         if folio._pincount:
             self._warn("free_pinned", "freeing a folio with _pincount != 0", folio=folio)
         self._free_folio_to_buddy(folio)
