@@ -812,7 +812,7 @@ class GupMixin:
         if not flags & _LONGTERM:
             return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
         saved = self.memalloc_pin_save()
-        paused = gc_pause()                   # mm/hostgc.py: a walk over many folios
+        paused = gc_pause(nr_pages)           # mm/hostgc.py: a walk over many folios
         try:
             rounds = 0
             fi = self.faults
@@ -1012,7 +1012,8 @@ class GupMixin:
         rounds = 0
         fi = self.faults
         stats = self.stats
-        paused = gc_pause()                   # mm/hostgc.py: a walk over many folios
+        # mm/hostgc.py: a walk over many folios
+        paused = gc_pause(min(max_folios, ((end - start) >> pgshift) + 1))
         try:
             while True:
                 fired = fi.fired_count

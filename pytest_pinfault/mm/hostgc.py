@@ -11,20 +11,27 @@ run and resume it when they return (or raise).  On resuming, when the call alloc
 past the collector's first threshold, the young generation is collected at once (one
 pass over the objects the call allocated, never over the whole heap), so the call pays
 for its own garbage rather than whatever code allocates next.  A collector the caller
-had disabled stays disabled.  This is host memory management only: nothing the model or
-its observer does depends on it.
+had disabled stays disabled.  A call over fewer than :data:`PAUSE_MIN` folios or pages
+allocates too little to reach even the first threshold more than once, so it is not
+paused.  This is host memory management only: nothing the model or its observer does
+depends on it.
 """
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["gc_pause", "gc_resume"]
+__all__ = ["gc_pause", "gc_resume", "PAUSE_MIN"]
+
+#: calls over fewer folios or pages than this run with the collector as it is (a few
+#: Python objects each: well below one young collection's threshold of 700)
+PAUSE_MIN = 64
 
 
-def gc_pause() -> bool:
-    """Stop automatic collections; True if they were running (pass it to gc_resume)."""
-    if gc.isenabled():
+def gc_pause(nr: int) -> bool:
+    """Stop automatic collections for a call over *nr* folios or pages; True if they
+    were running and are now paused (pass it to gc_resume)."""
+    if nr >= PAUSE_MIN and gc.isenabled():
         gc.disable()
         return True
     return False

@@ -141,7 +141,7 @@ class MigrateMixin:
 
         Kernel: mm/migrate.c:migrate_pages (v6.12).
         """
-        paused = gc_pause()      # mm/hostgc.py: a walk over many folios
+        paused = gc_pause(len(from_list))    # mm/hostgc.py: a walk over many folios
         try:
             return self._migrate_pages(from_list, get_new_folio, put_new_folio, private, mode, reason,
                                        ret_succeeded)

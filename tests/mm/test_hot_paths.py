@@ -20,9 +20,11 @@ from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE,
                                 MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
                                 PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
 from pytest_pinfault.mm.folio import MAPPING_CHANGE
+from pytest_pinfault.mm.hostgc import PAUSE_MIN
 from pytest_pinfault.mm.observer import MMObserver
 
-NR = 40                  # more than one LRU batch (31) and one page-cache lookup batch (31)
+NR = 70                  # more than two LRU batches (31) and page-cache lookup batches (31),
+                         # at least hostgc.PAUSE_MIN
 
 
 class Strict(MMObserver):
@@ -145,9 +147,9 @@ def test_long_term_pin_runs_with_the_collector_paused(k):
 
 def test_migrate_pages_pauses_and_resumes_the_collector(k):
     """migrate_pages pauses the collector too, and resumes it when a callback raises."""
-    f = cma_memfd(k, 4)
+    f = cma_memfd(k, NR)
     lst: list = []
-    for i in range(4):
+    for i in range(NR):
         folio = f.mapping.lookup(i)
         assert k.folio_isolate_lru(folio) or (k.lru_add_drain_all() or k.folio_isolate_lru(folio))
         k.node_stat_mod_isolated(folio, 1)
@@ -165,6 +167,18 @@ def test_migrate_pages_pauses_and_resumes_the_collector(k):
         k.migrate_pages(lst, target, None, mtc, MIGRATE_SYNC, MR_LONGTERM_PIN)
     assert seen == [False, False]
     assert gc.isenabled()
+
+
+def test_short_calls_leave_the_collector_alone(k):
+    """A pin of fewer than PAUSE_MIN pages runs with the collector as it is."""
+    f = cma_memfd(k, PAUSE_MIN - 1)
+    obs = Strict()
+    k.attach_observer(obs)
+    folios: list = []
+    n = PAUSE_MIN - 1
+    assert k.memfd_pin_folios(f, 0, n * PAGE_SIZE - 1, folios, n, Out(0)) == n
+    assert obs.gc_on_during == {True} and k.stats.pgmigrate_success == n
+    k.unpin_folios(folios, n)
 
 
 def test_a_disabled_collector_stays_disabled(k):
