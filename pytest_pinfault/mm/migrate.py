@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from errno import EAGAIN, EBUSY, ENOMEM
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_HUGETLB, MAPPING_CHANGE, PAGE_SHIFT, PG_anon_exclusive,
@@ -36,6 +36,11 @@ from .folio import (KIND_ANON, KIND_HUGETLB, MAPPING_CHANGE, PAGE_SHIFT, PG_anon
                     PG_writeback, Folio, Page)
 from .gfp import ZONE_MOVABLE
 from .hostgc import gc_pause, gc_resume
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = [
     "MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC", "MR_COMPACTION",
@@ -78,7 +83,7 @@ class MigrationTargetControl:
     nmask: Any = None
 
 
-class MigrateMixin:
+class MigrateMixin(_Base):
     """Migration half of :class:`~pytest_pinfault.FakeMM`."""
 
     def folio_expected_ref_count(self, folio: Folio) -> int:

@@ -18,7 +18,7 @@ folio cannot be isolated: the mechanics behind the 2024 "VM fails to start" repo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
@@ -26,7 +26,13 @@ from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, 
 FOLIO_BATCH_SIZE = 31
 
 
-class SwapMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class SwapMixin(_Base):
     """LRU half of :class:`~pytest_pinfault.FakeMM`."""
 
     def folio_add_lru(self, folio: Folio) -> None:
@@ -35,9 +41,10 @@ class SwapMixin:
         Kernel: mm/swap.c:folio_add_lru (v6.12).
         """
         if type(folio) is not Folio or folio._mm is not self or folio.freed:
-            folio = self._usable_folio(folio, "folio_add_lru")
-            if folio is None:
+            usable = self._usable_folio(folio, "folio_add_lru")
+            if usable is None:
                 return
+            folio = usable
         r = folio._rc
         if r <= 0 or folio._flags & PG_lru:
             self._warn("folio_add_lru", "folio_add_lru on a freed folio or one already on the LRU",
@@ -137,9 +144,10 @@ class SwapMixin:
         Kernel: mm/vmscan.c:folio_isolate_lru (v6.4+).
         """
         if type(folio) is not Folio or folio._mm is not self or folio.freed:
-            folio = self._usable_folio(folio, "folio_isolate_lru")
-            if folio is None:
+            usable = self._usable_folio(folio, "folio_isolate_lru")
+            if usable is None:
                 return False
+            folio = usable
         if folio._rc <= 0:
             self._warn("folio_isolate_lru", "VM_BUG_ON_FOLIO(!folio_ref_count(folio))", folio=folio)
             return False
