@@ -317,27 +317,31 @@ class GupMixin(_Base):
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
         npages = self._array_bound("unpin_user_pages", pages, npages, "pages")
-        i = 0
-        put = self.gup_put_folio
-        while i < npages:
-            page = pages[i]
-            if page is None:
-                i += 1
-                continue
-            if type(page) is not Page:
-                folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
-                if folio is None:
+        paused = gc_pause(npages)           # mm/hostgc.py: an observer records each folio
+        try:
+            i = 0
+            put = self.gup_put_folio
+            while i < npages:
+                page = pages[i]
+                if page is None:
                     i += 1
                     continue
-            folio = page.folio
-            n = 1
-            if folio.order:
-                while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
-                    n += 1
-            if make_dirty and folio.kind != KIND_ZERO:
-                folio.flags |= PG_dirty
-            put(folio, n, _PIN)
-            i += n
+                if type(page) is not Page:
+                    folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
+                    if folio is None:
+                        i += 1
+                        continue
+                folio = page.folio
+                n = 1
+                if folio.order:
+                    while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
+                        n += 1
+                if make_dirty and folio.kind != KIND_ZERO:
+                    folio.flags |= PG_dirty
+                put(folio, n, _PIN)
+                i += n
+        finally:
+            gc_resume(paused)
 
     def unpin_user_page_range_dirty_lock(self, page: Page, npages: int, make_dirty: bool) -> None:
         """Release one pin on each of *npages* physically consecutive pages from *page*
@@ -379,20 +383,24 @@ class GupMixin(_Base):
             self._warn("unpin_folios", f"WARN_ON(IS_ERR_VALUE(nfolios)): nfolios={nfolios}")
             return
         nfolios = self._array_bound("unpin_folios", folios, nfolios, "folios")
-        i = 0
-        while i < nfolios:
-            folio = folios[i]
-            if folio is None:
-                i += 1
-                continue
-            if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
-                i += 1
-                continue
-            n = 1
-            while i + n < nfolios and folios[i + n] is folio:
-                n += 1
-            self.gup_put_folio(folio, n, _PIN)
-            i += n
+        paused = gc_pause(nfolios)          # mm/hostgc.py: an observer records each folio
+        try:
+            i = 0
+            while i < nfolios:
+                folio = folios[i]
+                if folio is None:
+                    i += 1
+                    continue
+                if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
+                    i += 1
+                    continue
+                n = 1
+                while i + n < nfolios and folios[i + n] is folio:
+                    n += 1
+                self.gup_put_folio(folio, n, _PIN)
+                i += n
+        finally:
+            gc_resume(paused)
 
     def folio_add_pins(self, folio: Folio, pins: int) -> int:
         """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno.

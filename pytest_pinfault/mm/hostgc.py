@@ -1,9 +1,10 @@
 """The host's cyclic garbage collector during long model calls.
 
 A model call that walks many folios (a long-term pin that migrates them, a
-``migrate_pages`` of a long list) allocates and frees a few Python objects per folio
-that never form reference cycles: new folios, page-table tuples, ``Page`` entries,
-trace events.  Each allocation still counts toward CPython's collection thresholds, and
+``migrate_pages`` of a long list, an unpin of many pages while an observer such as the
+contract checker records each folio it touches) allocates and frees a few Python
+objects per folio that never form reference cycles: new folios, page-table tuples,
+``Page`` entries, trace events, the observer's records.  Each allocation still counts toward CPython's collection thresholds, and
 the full collections they trigger scan every tracked object of the process: for a
 machine with 1 GiB mapped, millions of them, several times per call, which costs about
 as much as the model's own work.  Such calls pause the automatic collector while they
