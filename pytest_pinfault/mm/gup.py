@@ -179,7 +179,11 @@ class GupMixin(_Base):
             ret: int = func(self, *args)        # a core pinning call: count or -errno
         finally:
             self._core_pinning = False
-        obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
+        paused = gc_pause(ret)                # mm/hostgc.py: the judgement reads each entry
+        try:
+            obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
+        finally:
+            gc_resume(paused)
         return ret
 
     # ------------------------------------------------------------------ grab / put

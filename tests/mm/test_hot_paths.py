@@ -54,6 +54,9 @@ class Strict(MMObserver):
         self.events.append((folio, new))
         self.last[key] = (new, folio._rc, folio._flags, folio._lru, folio._mc, folio._mapping)
 
+    def pin_call_end(self, call, token, ret, entries, longterm, caller) -> None:
+        self.gc_on_during.add(gc.isenabled())
+
     def settle(self) -> None:
         """After the call: every folio's last announced refcount is the one it has."""
         for folio, _ in self.events:
@@ -131,8 +134,8 @@ def test_strict_observer_catches_an_unannounced_write(k):
 
 def test_long_term_pin_runs_with_the_collector_paused(k):
     """No automatic collection runs inside a long-term pin that migrates, nor inside the
-    unpin (an attached observer records every folio it touches); afterwards the
-    collector is on again."""
+    observer's judgement of its return, nor inside the unpin (an attached observer
+    records every folio it touches); afterwards the collector is on again."""
     f = cma_memfd(k)
     obs = Strict()
     k.attach_observer(obs)
