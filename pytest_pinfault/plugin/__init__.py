@@ -19,7 +19,7 @@ from . import hookspecs as _hookspecs
 from .cdriver import load_c_driver  # noqa: F401  (the C-driver bridge is imported when used)
 from .contract import ViolationFirst
 from .controller import Armed, Pinfault
-from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
+from .covctx import CallContext, PhaseContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
 from .machine import CurrentItem, MachineFactory, PinContractFailed, pinfault_machine
@@ -50,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state.validate_global_faults()
     install_summary(config)
     config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
+    config.pluginmanager.register(PhaseContext(), "pinfault-coverage-phase-context")
     config.pluginmanager.register(ViolationFirst(), "pinfault-violation-first")
     config.pluginmanager.register(CurrentItem(config), "pinfault-current-item")
 

@@ -34,6 +34,7 @@ from .. import FakeMM, MMConfig
 from ..faults.spec import FaultSpec, FaultSpecError
 from .contract import ContractState, _own_failure
 from .controller import Pinfault
+from .covctx import clear_fault_context
 from .state import get_state
 
 __all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine"]
@@ -147,6 +148,7 @@ class Machine:
 
     def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
         __tracebackhide__ = True
+        clear_fault_context(self._item)     # the next example's machine starts fault-free
         ctl = self.pinfault
         contract = ctl.contract
         if exc is not None:
