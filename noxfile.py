@@ -1,7 +1,7 @@
 """CI beyond the main step (.ci/run runs these after the README's test command).
 
-* ``tests-3.10``, ``tests-3.12``, ``tests-3.13``: the suite on every supported Python other
-  than the one the main step used (the interpreter is looked up on PATH, then in
+* ``tests-3.X``: the suite on every supported Python other than the one running nox
+  (the main step's; on CI's 3.11: ``tests-3.10``, ``tests-3.12``, ``tests-3.13``) (the interpreter is looked up on PATH, then in
   ``$(pyenv root)/versions``; a missing one is skipped with a message saying where it was
   looked for).
 * ``deps-floor``: the suite with pytest, pluggy, coverage, pytest-xdist and pytest-cov at
@@ -21,11 +21,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import nox
+try:
+    import nox
+except ImportError:          # the helpers below are imported by tests/test_ci.py without nox
+    nox = None
 
-nox.options.sessions = ["tests-3.10", "tests-3.12", "tests-3.13", "deps-floor", "deps-latest"]
-nox.options.reuse_existing_virtualenvs = False
+#: every Python pyproject.toml claims; the one running nox is the main step's (.ci/run)
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+VERSIONS = tuple(v for v in SUPPORTED if v != "%d.%d" % sys.version_info[:2])
+SESSIONS = [f"tests-{v}" for v in VERSIONS] + ["deps-floor", "deps-latest"]
 
 ROOT = Path(__file__).parent
 #: the packages whose floor and latest CI tests (their pyproject floors are installed)
@@ -84,7 +90,7 @@ def declared_floors() -> dict[str, str]:
     return floors
 
 
-def _venv(session: nox.Session, python: str, name: str) -> str:
+def _venv(session: Any, python: str, name: str) -> str:
     """A fresh venv with the project's test extra; returns its python."""
     path = ROOT / ".nox" / name
     if path.exists():
@@ -96,25 +102,24 @@ def _venv(session: nox.Session, python: str, name: str) -> str:
     return py
 
 
-def _suite(session: nox.Session, py: str) -> None:
+def _suite(session: Any, py: str) -> None:
     session.run(py, "-c", "import sys, pytest, pluggy, coverage, xdist; print(sys.version.split()[0], "
                 "'pytest', pytest.__version__, 'pluggy', pluggy.__version__, 'coverage', coverage.__version__, "
                 "'xdist', xdist.__version__)", external=True)
     session.run(py, *PYTEST, *session.posargs, external=True)
 
 
-for _version in ("3.10", "3.12", "3.13"):
-    def _tests(session: nox.Session, version: str = _version) -> None:
+def _make_tests(version: str) -> Any:
+    def tests(session: Any) -> None:
         python, looked = find_python(version)
         if python is None:
             session.skip(f"Python {version} not found (looked for {'; '.join(looked)})")
         _suite(session, _venv(session, python, f"tests-{version}"))
-    _tests.__doc__ = f"The suite on Python {_version}."
-    nox.session(name=f"tests-{_version}", python=False)(_tests)
+    tests.__doc__ = f"The suite on Python {version}."
+    return tests
 
 
-@nox.session(name="deps-floor", python=False)
-def deps_floor(session: nox.Session) -> None:
+def deps_floor(session: Any) -> None:
     """The suite with pytest, pluggy, coverage, pytest-xdist and pytest-cov at their
     declared floors."""
     py = _venv(session, sys.executable, "deps-floor")
@@ -123,9 +128,16 @@ def deps_floor(session: nox.Session) -> None:
     _suite(session, py)
 
 
-@nox.session(name="deps-latest", python=False)
-def deps_latest(session: nox.Session) -> None:
+def deps_latest(session: Any) -> None:
     """The suite with those packages at their newest release."""
     py = _venv(session, sys.executable, "deps-latest")
     session.run(py, "-m", "pip", "install", "--quiet", "--upgrade", *FLOOR_PACKAGES, external=True)
     _suite(session, py)
+
+
+if nox is not None:
+    nox.options.sessions = SESSIONS
+    for _version in VERSIONS:
+        nox.session(name=f"tests-{_version}", python=False)(_make_tests(_version))
+    nox.session(name="deps-floor", python=False)(deps_floor)
+    nox.session(name="deps-latest", python=False)(deps_latest)
