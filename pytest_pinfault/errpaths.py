@@ -74,6 +74,13 @@ def parse_context(ctx: str) -> tuple[str, str | None] | None:
     return nodeid, tail
 
 
+def _case_key(case: str) -> tuple[str, int, str]:
+    """``kmalloc#10/transient`` sorts after ``kmalloc#2/transient``."""
+    site, _, rest = case.rpartition("#")
+    nth, _, mode = rest.partition("/")
+    return site, int(nth) if nth.isdigit() else 0, mode
+
+
 def case_site(case: str) -> str:
     return case.rpartition("#")[0]
 
@@ -493,7 +500,7 @@ def analyze(data: Any, packages: Sequence[str], root: str | None = None,
                 continue
             parsed = [parse_context(c) for c in ctxs]
             if ln not in imported and all(p is not None and p[1] is not None for p in parsed):
-                cases = sorted({p[1] for p in parsed if p is not None and p[1] is not None})
+                cases = sorted({p[1] for p in parsed if p is not None and p[1] is not None}, key=_case_key)
                 fault_cases[ln] = cases
                 fault_only[ln] = sorted({case_site(c) for c in cases})
         executed = sorted(ln for ln, c in by_line.items() if c)
