@@ -97,7 +97,8 @@ def test_pinbuf_reaches_every_c_error_path_and_removing_a_site_unreaches_its_lin
     assert shared                                               # the DMA mapping's unwind
     assert f"error-path lines reached / found: {full['found']} / {full['found']} (100.0%)" in text
     page = next(p for p in html_dir.iterdir() if "pinbuf" in p.name).read_text()
-    assert 'class="fault" title="reached only under: kmalloc#' in page and 'class="never"' in page
+    assert 'class="fault"><td class="n">' in page and '<td class="a"><b>kmalloc</b>: kmalloc#' in page
+    assert 'class="never"' in page
 
     without, text, _ = _c_errpaths(tmp_path, "no-kmalloc", "-k", "not kmalloc")
     assert without["found"] == full["found"]
