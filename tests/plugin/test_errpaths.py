@@ -50,6 +50,13 @@ TEST = textwrap.dedent('''\
     ''')
 
 
+def _validate(js):
+    """The command's JSON against the JSON Schema shipped in the package."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib.resources import files
+    jsonschema.validate(js, json.loads(files("pytest_pinfault").joinpath("report", "errpaths-1.json").read_text()))
+
+
 def _project(pytester, sites='"kmalloc"'):
     pytester.makepyfile(drv=DRIVER, test_drv=TEST.format(sites=sites))
 
@@ -85,6 +92,7 @@ def test_contexts_and_the_terminal_report(pytester):
     assert out.ret == 0, out.stderr.str()
     out.stdout.fnmatch_lines([f"  {ENOMEM_LINE}: kmalloc"])
     js = json.loads((pytester.path / "ep.json").read_text())
+    _validate(js)
     (f,) = js["files"]
     assert f["fault_only"][str(ENOMEM_LINE)]["sites"] == ["kmalloc"]
     assert f["unreached"] == [EINVAL_LINE] and f["never"] == [NEVER_LINE]
@@ -181,7 +189,9 @@ def test_faults_armed_by_the_marker_or_arm_count_as_faulted(pytester):
     result.stdout.fnmatch_lines(["drv.py: reached only under injected faults:", f"  {ENOMEM_LINE}: kmalloc"])
     out = _errpaths(pytester, ".coverage", "--packages", "drv", "--json", "ep.json")
     assert out.ret == 0, out.stderr.str()
-    (f,) = json.loads((pytester.path / "ep.json").read_text())["files"]
+    js = json.loads((pytester.path / "ep.json").read_text())
+    _validate(js)
+    (f,) = js["files"]
     assert f["fault_only"][str(ENOMEM_LINE)] == {"sites": ["kmalloc"], "cases": ["kmalloc#1/armed"]}
     import coverage
     data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
