@@ -92,8 +92,11 @@ def test_fault_drawn_per_example_shrinks_to_the_failing_site_occurrence(pytester
     """)
     result = run("-q")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*PinContractFailed: pin contract violation: [[]pin-balance[]]*",
-                                 "*npages=1,*", "*fail_kmalloc=True,*"])
+    # the driver call is judged when it returns (rule 2), then at the end (rule 4)
+    result.stdout.fnmatch_lines(["*PinContractFailed: pin contract violation: [[]error-nothing-held[]] register "
+                                 "(an undeclared driver call) returned -ENOMEM but left 1 new pin(s) behind*",
+                                 "*injected fault(s) that fired: kmalloc#1 -ENOMEM*",
+                                 "*[[]pin-balance[]]*", "*npages=1,*", "*fail_kmalloc=True,*"])
 
 
 def test_the_examples_own_failure_is_not_masked(pytester, run):
@@ -111,6 +114,37 @@ def test_the_examples_own_failure_is_not_masked(pytester, run):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: own check*"])
     assert "PinContractFailed" not in result.stdout.str()
+
+
+def test_a_pending_violation_leads_when_the_example_fails_on_its_own(pytester, run):
+    """A short-term pin kept in ZONE_MOVABLE by a driver call is judged when the call
+    returns (rule 1); the example's own assert then fails: the violation leads, the
+    assert follows, and Hypothesis shrinks to the smallest buffer."""
+    pytester.makepyfile(test_x=DRIVER + """
+    class Ctx:
+        def __init__(self, k):
+            self.k, self.pages = k, []
+        def map_user(self, addr, npages):            # forgot FOLL_LONGTERM
+            n = self.k.pin_user_pages(addr, npages, FOLL_WRITE, self.pages)
+            return n if n < 0 else 0
+
+    @pytest.mark.mm_config(ram="1GiB", movablecore="128MiB")
+    @settings(database=None, max_examples=10)
+    @given(st.integers(1, 8))
+    def test_both(pinfault_machine, npages):
+        with pinfault_machine() as k:
+            mm = k.current.mm
+            addr = mm.mmap(npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+            with k.steer("movable"):
+                assert mm.write(addr, b"x" * (npages * 4096)) == npages * 4096
+            ctx = Ctx(k)
+            ret = ctx.map_user(addr, npages)
+            assert ret == 1, "own check"
+    """)
+    result = run("-q")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*PinContractFailed: pin contract violation: [[]longterm-placement[]]*",
+                                 "*The example's own check failed too:*", "*own check*", "*npages=1,*"])
 
 
 def test_pin_contract_marker_applies_to_each_machine(pytester, run):
