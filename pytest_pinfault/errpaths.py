@@ -33,7 +33,7 @@ import sys
 import tokenize
 from typing import Any, Iterable, Sequence
 
-__all__ = ["NOFAULT", "NEVER_MARK", "parse_context", "error_lines", "never_lines", "c_error_lines",
+__all__ = ["NOFAULT", "NEVER_MARK", "MODES", "parse_context", "error_lines", "never_lines", "import_time_lines", "c_error_lines",
            "c_never_lines", "FileReport",
            "Report", "analyze", "load", "format_table", "write_html", "main"]
 
@@ -45,6 +45,10 @@ SCHEMA = "pytest-pinfault-errpaths/1"
 
 
 # ----------------------------------------------------------------------------- contexts
+#: The modes of a faulted context: a matrix case's, or ``armed`` (any other armed spec).
+MODES = ("transient", "persistent", "armed")
+
+
 def context_name(nodeid: str, case: Any) -> str:
     """The dynamic context of one test: ``nodeid|site#n/mode`` or ``nodeid|nofault``."""
     if case is None:
@@ -53,7 +57,9 @@ def context_name(nodeid: str, case: Any) -> str:
 
 
 def parse_context(ctx: str) -> tuple[str, str | None] | None:
-    """``"t.py::f|kmalloc#2/transient"`` -> ``("t.py::f", "kmalloc#2/transient")``;
+    """``"t.py::f|kmalloc#2/transient"`` -> ``("t.py::f", "kmalloc#2/transient")`` (mode
+    ``transient``/``persistent`` for a matrix case, ``armed`` for a fault a marker,
+    ``pinfault.arm()`` or a global spec armed);
     ``"t.py::f|nofault"`` -> ``("t.py::f", None)``; a context the plugin did not set
     (``""``, a pytest-cov ``|run`` context...) -> ``None``."""
     nodeid, sep, tail = ctx.rpartition("|")
@@ -63,9 +69,16 @@ def parse_context(ctx: str) -> tuple[str, str | None] | None:
         return nodeid, None
     site, hsep, rest = tail.rpartition("#")
     nth, ssep, mode = rest.partition("/")
-    if not hsep or not site or not ssep or not nth.isdigit() or mode not in ("transient", "persistent"):
+    if not hsep or not site or not ssep or not nth.isdigit() or mode not in MODES:
         return None
     return nodeid, tail
+
+
+def _case_key(case: str) -> tuple[str, int, str]:
+    """``kmalloc#10/transient`` sorts after ``kmalloc#2/transient``."""
+    site, _, rest = case.rpartition("#")
+    nth, _, mode = rest.partition("/")
+    return site, int(nth) if nth.isdigit() else 0, mode
 
 
 def case_site(case: str) -> str:
@@ -124,6 +137,28 @@ def _is_error_test(test: ast.AST, from_calls: set[str]) -> bool:
     return False
 
 
+def _is_strong_test(test: ast.AST) -> bool:
+    """A failure check whatever its body does: ``< 0``, ``== -E``, ``IS_ERR()``..."""
+    if isinstance(test, ast.BoolOp):
+        return any(_is_strong_test(v) for v in test.values)
+    if isinstance(test, ast.Call):
+        return _call_name(test) in _ERR_CALLS - {"unlikely"}
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        op, left, right = test.ops[0], test.left, test.comparators[0]
+        if isinstance(op, (ast.Lt, ast.LtE)):
+            return _is_zero(right) or _is_negative(right)
+        if isinstance(op, (ast.Gt, ast.GtE)):
+            return _is_zero(left) or _is_negative(left)
+        if isinstance(op, (ast.Eq, ast.NotEq)):
+            return _is_negative(right) or _is_negative(left)
+    return False
+
+
+def _only_flow(body: Sequence[ast.stmt]) -> bool:
+    """A body that only steers a loop: ``continue``, ``break``, ``pass``."""
+    return all(isinstance(s, (ast.Continue, ast.Break, ast.Pass)) for s in body)
+
+
 def _returns_error(body: Sequence[ast.stmt]) -> bool:
     return any(isinstance(s, ast.Return) and s.value is not None and _is_negative(s.value) for s in body)
 
@@ -171,7 +206,10 @@ class _Detector(ast.NodeVisitor):
 
     def visit_If(self, node: ast.If) -> None:
         if _is_error_test(node.test, self._calls[-1]) or _returns_error(node.body):
-            self._add(node.lineno, node.body, "if")
+            # `if x is None: continue` skips an entry: a loop filter, not error handling
+            # (a strong test such as `ret < 0` stays an error path whatever the body)
+            if not (_only_flow(node.body) and not _is_strong_test(node.test)):
+                self._add(node.lineno, node.body, "if")
         self.generic_visit(node)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
@@ -197,6 +235,33 @@ def error_lines(source: str) -> dict[int, str]:
     handler, and every ``return -X``.  Lines marked ``# pinfault: never`` are *not*
     removed here (see :func:`never_lines`)."""
     return dict(sorted(_detect(source).lines.items()))
+
+
+def import_time_lines(source: str) -> set[int]:
+    """The lines that run when the module is imported: every statement outside a function
+    body (module level, class bodies, and the ``def``/decorator lines).  They are never
+    reported as reached only under faults -- they ran because the module was first
+    imported then, not because of the fault."""
+    out: set[int] = set()
+
+    def visit(stmts: Iterable[ast.stmt]) -> None:
+        for st in stmts:
+            out.add(st.lineno)
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.update(d.lineno for d in st.decorator_list)
+                if isinstance(st, ast.ClassDef):
+                    visit(st.body)
+                continue
+            for name in ("body", "orelse", "finalbody"):
+                visit(getattr(st, name, None) or ())
+            for h in getattr(st, "handlers", None) or ():
+                out.add(h.lineno)
+                visit(h.body)
+            for case in getattr(st, "cases", None) or ():     # match
+                visit(case.body)
+
+    visit(ast.parse(source).body)
+    return out
 
 
 def never_lines(source: str) -> set[int]:
@@ -431,6 +496,7 @@ def analyze(data: Any, packages: Sequence[str], root: str | None = None,
         except SyntaxError:
             continue
         never = c_never_lines(text) if is_c else never_lines(text)
+        imported = set() if is_c else import_time_lines(text)
         by_line = data.contexts_by_lineno(path)
         fault_only: dict[int, list[str]] = {}
         fault_cases: dict[int, list[str]] = {}
@@ -438,8 +504,8 @@ def analyze(data: Any, packages: Sequence[str], root: str | None = None,
             if not ctxs:
                 continue
             parsed = [parse_context(c) for c in ctxs]
-            if all(p is not None and p[1] is not None for p in parsed):
-                cases = sorted({p[1] for p in parsed if p is not None and p[1] is not None})
+            if ln not in imported and all(p is not None and p[1] is not None for p in parsed):
+                cases = sorted({p[1] for p in parsed if p is not None and p[1] is not None}, key=_case_key)
                 fault_cases[ln] = cases
                 fault_only[ln] = sorted({case_site(c) for c in cases})
         executed = sorted(ln for ln, c in by_line.items() if c)
@@ -507,61 +573,192 @@ def format_table(report: Report) -> list[str]:
     return lines
 
 
-_CSS = """body{font-family:sans-serif} pre{margin:0} table{border-collapse:collapse}
-td.n{color:#888;text-align:right;padding-right:1em} td{font-family:monospace;white-space:pre}
-tr.fault td.s{background:#cfc} tr.unreached td.s{background:#fcc} tr.never td.s{background:#eee}
-tr.reached td.s{background:#eef}"""
+# ----------------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#222;font-size:14px}
+header{position:sticky;top:0;background:#f8f8f8;border-bottom:1px solid #ccc;padding:.5em 1em;z-index:1}
+header h1{font-size:1.2em;margin:.2em 0} header p{margin:.3em 0} nav a{margin-right:1em}
+main{padding:0 1em 2em} a{color:#0645ad}
+.legend span{display:inline-block;padding:0 .5em;margin-right:.5em;border-left:.4em solid transparent}
+table.src{border-collapse:collapse;width:100%;font-family:SFMono-Regular,Consolas,"Liberation Mono",Menlo,monospace;
+  font-size:13px}
+table.src td{vertical-align:top;padding:0 .5em;white-space:pre}
+td.n{color:#999;text-align:right;width:3.5em;user-select:none} td.n a{color:inherit;text-decoration:none}
+td.n a:hover{text-decoration:underline} td.a{white-space:normal!important;color:#333;font-family:sans-serif;
+  font-size:12px;width:32%} td.s{width:60%}
+tr.fault td.s,span.fault{background:#d5f5d5;border-left:.4em solid #2a2} tr.unreached td.s,span.unreached{background:#fdd;
+  border-left:.4em solid #d22}
+tr.never td.s,span.never{background:#eee;border-left:.4em solid #999} tr.reached td.s,span.reached{background:#e6ecff;
+  border-left:.4em solid #58f}
+tr{scroll-margin-top:10em} tr:target td{outline:2px solid #fc0}
+.k{color:#008;font-weight:bold} .str{color:#a31515} .c{color:#080;font-style:italic} .m{color:#905} .p{color:#777}
+table.index{border-collapse:collapse;margin-top:1em} table.index td,table.index th{padding:.2em .8em;
+  border-bottom:1px solid #ddd;text-align:right} table.index td:first-child,table.index th:first-child{text-align:left}
+"""
+
+_LEGEND = ('<p class="legend"><span class="fault">reached only under injected faults (sites and cases '
+           'at the right)</span><span class="unreached">error path no run reached</span>'
+           '<span class="reached">error path reached also without a fault</span>'
+           '<span class="never">marked <code># pinfault: never</code></span></p>')
+
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile "
+    "while bool true false NULL".split())
+_C_TOKEN = re.compile(r'(?P<c>//.*|/\*.*?(?:\*/|$))|(?P<str>"(?:\\.|[^"\\])*"?|\'(?:\\.|[^\'\\])*\'?)'
+                      r'|(?P<p>^\s*#\s*\w+)|(?P<m>\b(?:0[xX][0-9a-fA-F]+|\d+)[uUlL]*\b)|(?P<w>\b[A-Za-z_]\w*\b)')
+
+
+def _classes_py(lines: Sequence[str]) -> list[list[str | None]]:
+    """Per character of each line: the highlight class (``k`` keyword, ``str`` string,
+    ``c`` comment, ``m`` number) or None, from Python's own tokenizer."""
+    import keyword
+    out: list[list[str | None]] = [[None] * len(ln) for ln in lines]
+    src = "".join(ln + "\n" for ln in lines)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            cls = {tokenize.STRING: "str", tokenize.COMMENT: "c", tokenize.NUMBER: "m"}.get(tok.type)
+            if tok.type == tokenize.NAME and (keyword.iskeyword(tok.string) or tok.string in ("self", "None")):
+                cls = "k"
+            if sys.version_info >= (3, 12) and tok.type in (getattr(tokenize, "FSTRING_START", -1),
+                                                           getattr(tokenize, "FSTRING_MIDDLE", -1),
+                                                           getattr(tokenize, "FSTRING_END", -1)):
+                cls = "str"
+            if cls is None:
+                continue
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            for r in range(r0, r1 + 1):
+                if r - 1 >= len(out):
+                    break
+                row = out[r - 1]
+                a = c0 if r == r0 else 0
+                b = c1 if r == r1 else len(row)
+                for i in range(a, min(b, len(row))):
+                    row[i] = cls
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return out
+
+
+def _classes_c(lines: Sequence[str]) -> list[list[str | None]]:
+    """The same for C, with a small lexer (comments, also across lines, strings,
+    preprocessor lines, numbers, keywords)."""
+    out: list[list[str | None]] = []
+    in_comment = False
+    for ln in lines:
+        row: list[str | None] = [None] * len(ln)
+        start = 0
+        if in_comment:
+            end = ln.find("*/")
+            stop = len(ln) if end < 0 else end + 2
+            row[:stop] = ["c"] * stop
+            in_comment = end < 0
+            start = stop
+        for m in _C_TOKEN.finditer(ln, start):
+            kind = m.lastgroup
+            if kind == "w" and m.group() not in _C_KEYWORDS:
+                continue
+            cls = "k" if kind == "w" else kind
+            row[m.start():m.end()] = [cls] * (m.end() - m.start())
+            if kind == "c" and m.group().startswith("/*") and not m.group().endswith("*/"):
+                in_comment = True
+        out.append(row)
+    return out
+
+
+def _highlight(line: str, classes: Sequence[str | None]) -> str:
+    out, i = [], 0
+    while i < len(line):
+        j, cls = i, classes[i] if i < len(classes) else None
+        while j < len(line) and (classes[j] if j < len(classes) else None) == cls:
+            j += 1
+        text = html.escape(line[i:j])
+        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
+        i = j
+    return "".join(out) or " "
+
+
+def _page_name(i: int, f: FileReport) -> str:
+    return f"f{i}_" + "".join(c if c.isalnum() else "_" for c in f.relpath) + ".html"
+
+
+def _line_links(lines: Sequence[int], limit: int = 40) -> str:
+    links = [f'<a href="#L{ln}">{ln}</a>' for ln in lines[:limit]]
+    return ", ".join(links) + (f" ... ({len(lines) - limit} more)" if len(lines) > limit else "")
 
 
 def write_html(report: Report, directory: str) -> str:
-    """One annotated page per file plus ``index.html``; returns the index path.  Lines
-    reached only under faults are green (their sites and cases in the tooltip), unreached
-    error-path lines red, ``# pinfault: never`` lines grey, other reached error-path lines
-    blue."""
+    """``index.html`` (the summary, a legend and a row per file) plus one page per file in
+    the manner of coverage.py's HTML report: the source with syntax highlighting, a
+    numbered anchor per line (``#L12``), and a colour per line -- green: reached only
+    under injected faults, with its sites and cases written beside it; red: an
+    error-path line no run reached; blue: an error-path line reached also without a
+    fault; grey: ``# pinfault: never`` -- a legend, links to the index and the previous
+    and next file, and jump links to every unreached and fault-only line.  Returns the
+    index path."""
     os.makedirs(directory, exist_ok=True)
+    names = [_page_name(i, f) for i, f in enumerate(report.files)]
     rows = []
     for i, f in enumerate(report.files):
-        name = f"f{i}_" + "".join(c if c.isalnum() else "_" for c in f.relpath) + ".html"
         try:
             with open(f.path, encoding="utf-8") as src:
                 text = src.read().splitlines()
         except OSError:
             text = []
+        classes = _classes_c(text) if f.path.endswith(".c") else _classes_py(text)
         unreached, never, reached = set(f.unreached), set(f.never), set(f.reached)
         body = []
         for ln, line in enumerate(text, 1):
-            cls, title = "normal", ""
+            cls, note = "normal", ""
             if ln in f.fault_only:
-                cls, title = "fault", "reached only under: " + ", ".join(f.fault_cases[ln])
+                cls = "fault"
+                cases = f.fault_cases[ln]
+                more = f' <span title="{html.escape(", ".join(cases))}">(+{len(cases) - 6} more)</span>' \
+                    if len(cases) > 6 else ""
+                note = (f'<b>{html.escape(", ".join(f.fault_only[ln]))}</b>: '
+                        f'{html.escape(", ".join(cases[:6]))}{more}')
             elif ln in unreached:
-                cls, title = "unreached", "error path no run reached"
+                cls, note = "unreached", "error path no run reached"
             elif ln in never:
-                cls, title = "never", "marked # pinfault: never"
+                cls, note = "never", "# pinfault: never"
             elif ln in reached:
-                cls, title = "reached", "error path reached (also without a fault)"
-            body.append(f'<tr class="{cls}" title="{html.escape(title)}"><td class="n">{ln}</td>'
-                        f'<td class="s">{html.escape(line) or " "}</td></tr>')
-        with open(os.path.join(directory, name), "w", encoding="utf-8") as out:
-            out.write(f"<!doctype html><meta charset=utf-8><title>{html.escape(f.relpath)}</title>"
-                      f"<style>{_CSS}</style><h1>{html.escape(f.relpath)}</h1>"
-                      f"<p>{len(f.reached)} / {len(f.found)} error-path lines reached</p>"
-                      f"<table>{''.join(body)}</table>\n")
-        rows.append(f'<tr><td><a href="{name}">{html.escape(f.relpath)}</a></td><td>{len(f.found)}</td>'
-                    f'<td>{len(f.reached)}</td><td>{len(f.fault_only)}</td>'
-                    f'<td>{html.escape(_ranges(f.unreached))}</td></tr>')
+                cls, note = "reached", "error path, reached also without a fault"
+            body.append(f'<tr id="L{ln}" class="{cls}"><td class="n"><a href="#L{ln}">{ln}</a></td>'
+                        f'<td class="s">{_highlight(line, classes[ln - 1])}</td><td class="a">{note}</td></tr>')
+        nav = ['<a href="index.html">&#171; index</a>']
+        if i > 0:
+            nav.append(f'<a href="{names[i - 1]}">&#8249; {html.escape(report.files[i - 1].relpath)}</a>')
+        if i + 1 < len(report.files):
+            nav.append(f'<a href="{names[i + 1]}">{html.escape(report.files[i + 1].relpath)} &#8250;</a>')
+        jumps = ""
+        if f.unreached:
+            jumps += f"<p>unreached: {_line_links(f.unreached)}</p>"
+        if f.fault_only:
+            jumps += f"<p>only under faults: {_line_links(sorted(f.fault_only))}</p>"
+        with open(os.path.join(directory, names[i]), "w", encoding="utf-8") as out:
+            out.write(f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(f.relpath)} - "
+                      f"pinfault error paths</title><style>{_CSS}</style><header><nav>{''.join(nav)}</nav>"
+                      f"<h1>{html.escape(f.relpath)}</h1><p>{len(f.reached)} / {len(f.found)} error-path lines "
+                      f"reached, {len(f.fault_only)} lines only under faults, {len(f.never)} marked never</p>"
+                      f"{_LEGEND}{jumps}</header><main><table class=src>{''.join(body)}</table></main></html>\n")
+        rows.append(f'<tr><td><a href="{names[i]}">{html.escape(f.relpath)}</a></td><td>{len(f.found)}</td>'
+                    f'<td>{len(f.reached)}</td><td>{len(f.unreached)}</td><td>{len(f.fault_only)}</td>'
+                    f'<td>{100.0 * len(f.reached) / len(f.found) if f.found else 100.0:.0f}%</td></tr>')
     index = os.path.join(directory, "index.html")
     with open(index, "w", encoding="utf-8") as out:
-        out.write(f"<!doctype html><meta charset=utf-8><title>pinfault error paths</title><style>{_CSS}</style>"
-                  f"<h1>Error-path coverage</h1><p>{html.escape(report.summary())}</p><table>"
-                  f"<tr><th>file</th><th>found</th><th>reached</th><th>fault-only</th><th>unreached</th></tr>"
-                  f"{''.join(rows)}</table>\n")
+        out.write(f"<!doctype html><html lang=en><meta charset=utf-8><title>pinfault error paths</title>"
+                  f"<style>{_CSS}</style><header><h1>Error-path coverage</h1><p>{html.escape(report.summary())}"
+                  f" &#8212; packages: {html.escape(', '.join(report.packages))}</p>{_LEGEND}</header><main>"
+                  f"<table class=index><tr><th>file</th><th>error paths found</th><th>reached</th>"
+                  f"<th>unreached</th><th>only under faults</th><th>reached %</th></tr>{''.join(rows)}</table>"
+                  f"</main></html>\n")
     return index
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (``python -m pytest_pinfault.errpaths``): print the report of the
+    """The command line (``pinfault-errpaths``, or ``python -m pytest_pinfault.errpaths``): print the report of the
     coverage data file for ``--packages``, write ``--json``/``--html``; the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m pytest_pinfault.errpaths",
+    ap = argparse.ArgumentParser(prog="pinfault-errpaths",
                                  description="Error-path coverage from a coverage.py data file "
                                              "recorded with the pytest-pinfault plugin.")
     ap.add_argument("data", nargs="?", default=".coverage", help="coverage data file (default .coverage)")
@@ -575,9 +772,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"errpaths: {e}", file=sys.stderr)
         return 2
-    if not any(parse_context(c) for c in data.measured_contexts()):
-        print("errpaths: warning: the data has no pinfault contexts (was the plugin loaded while "
-              "coverage ran?)", file=sys.stderr)
+    except ImportError as e:
+        print(f"errpaths: error: reading coverage data needs coverage.py, which is not installed "
+              f"({e}); install it with: pip install 'pytest-pinfault[errpaths]'", file=sys.stderr)
+        return 2
+    contexts = data.measured_contexts()
+    if not any(parse_context(c) for c in contexts):
+        if any(c.rpartition("|")[2] in ("setup", "run", "teardown") for c in contexts):
+            print("errpaths: warning: the data holds pytest-cov's --cov-context=test contexts "
+                  "(<nodeid>|setup/run/teardown) and none of the plugin's, so no line can count as "
+                  "reached under a fault: record it again with the pytest-pinfault plugin loaded "
+                  "(its contexts replace pytest-cov's, which name the test too)", file=sys.stderr)
+        else:
+            print("errpaths: warning: the data has no pinfault contexts (was the plugin loaded while "
+                  "coverage ran?)", file=sys.stderr)
     report = analyze(data, args.packages.split(","), root=args.root)
     if not report.files:
         # a report of 0 / 0 would read as "nothing to do" and pass CI: refuse it

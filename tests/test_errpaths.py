@@ -141,8 +141,125 @@ def test_command_line_json_and_html(tmp_path):
     pages = sorted(p.name for p in (tmp_path / "html").iterdir())
     assert "index.html" in pages and len(pages) == 2
     page = (tmp_path / "html" / [p for p in pages if p != "index.html"][0]).read_text()
-    assert 'class="fault" title="reached only under: kmalloc#1/transient"' in page
-    assert 'class="unreached"' in page and 'class="never"' in page
+    # each line: an anchor, its class, the sites and cases written beside it
+    assert ('<tr id="L7" class="fault"><td class="n"><a href="#L7">7</a></td>' in page
+            and '<td class="a"><b>kmalloc</b>: kmalloc#1/transient</td>' in page)
+    assert '<tr id="L17" class="unreached">' in page and '<tr id="L13" class="never">' in page
+    assert 'class="legend"' in page and 'href="index.html"' in page and '<a href="#L17">17</a>' in page
+    assert '<span class="k">return</span> <span class="m">0</span>' in page          # highlighted
+    assert '<span class="c"># pinfault: never</span>' in page
+    index = (tmp_path / "html" / "index.html").read_text()
+    assert 'class="legend"' in index and f'href="{[p for p in pages if p != "index.html"][0]}"' in index
+
+
+def test_html_navigation_between_files_and_c_highlighting(tmp_path):
+    (tmp_path / "a.py").write_text("def f(ret):\n    if ret < 0:\n        return ret\n    return 0\n")
+    (tmp_path / "b.c").write_text("/* a\n * driver */\nint f(int ret)\n{\n\tif (ret < 0)\n\t\treturn -ENOMEM;"
+                                  "\n\treturn 0; // ok\n}\n")
+    data = coverage.CoverageData(basename=str(tmp_path / ".coverage"))
+    data.set_context("t.py::t|nofault")
+    data.add_lines({str(tmp_path / "a.py"): [1, 2, 4], str(tmp_path / "b.c"): [5, 7]})
+    report = analyze(data, ["a", "b"], root=str(tmp_path))
+    index = errpaths.write_html(report, str(tmp_path / "html"))
+    a, b = (tmp_path / "html" / errpaths._page_name(i, f) for i, f in enumerate(report.files))
+    assert f'href="{b.name}"' in a.read_text() and f'href="{a.name}"' in b.read_text()
+    c = b.read_text()
+    assert '<span class="c">/* a</span>' in c and '<span class="c"> * driver */</span>' in c
+    assert '<span class="k">return</span>' in c and '<span class="c">// ok</span>' in c
+    assert '<tr id="L6" class="unreached">' in c
+    assert index.endswith("index.html")
+
+
+def test_json_output_matches_the_shipped_schema(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib.resources import files
+    schema = json.loads(files("pytest_pinfault").joinpath("report", "errpaths-1.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$id"] == errpaths.SCHEMA
+    _, data = _data(tmp_path, {"t.py::ok|nofault": NORMAL,
+                               "t.py::m[kmalloc#1-transient]|kmalloc#1/transient": [5, 6, 7],
+                               "t.py::a|reg#2/armed": [10, 11]})
+    js = json.loads(json.dumps(analyze(data, ["pkg"], root=str(tmp_path)).as_json()))
+    jsonschema.validate(js, schema)
+    assert js["files"][0]["fault_only"]["10"] == {"sites": ["reg"], "cases": ["reg#2/armed"]}
+    for bad in ({**js, "schema": "pytest-pinfault-errpaths/0"}, {**js, "found": -1},
+                {**js, "files": [{**js["files"][0], "fault_only": {"x": {"sites": ["a"], "cases": ["a#1/armed"]}}}]},
+                {**js, "files": [{**js["files"][0], "fault_only": {"7": {"sites": ["a"], "cases": ["a#1/sideways"]}}}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_the_main_report_schema_is_a_valid_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib.resources import files
+    jsonschema.Draft202012Validator.check_schema(
+        json.loads(files("pytest_pinfault").joinpath("report", "schema-3.json").read_text()))
+
+
+def test_loop_filters_are_not_error_paths():
+    src = textwrap.dedent("""\
+        def f(k, items):
+            for x in items:
+                if x is None:
+                    continue
+                if not x.dirty:
+                    continue
+                if x.ret < 0:
+                    continue
+                ret = k.call(x)
+                if ret:
+                    break
+                if ret is None:
+                    k.undo()
+                    continue
+        """)
+    lines = error_lines(src)
+    assert 4 not in lines and 6 not in lines and 11 not in lines   # filters of the loop
+    assert lines[8] == "if"                                           # `< 0` is a failure whatever follows
+    assert lines[13] == "if" and lines[14] == "if"                    # handling, then continue
+
+
+def test_import_time_lines_are_never_fault_only(tmp_path):
+    """A module first imported inside a matrix case: its module-level lines ran under
+    that case's context, but because of the import, not the fault."""
+    _, data = _data(tmp_path, {"t.py::m[kmalloc#1-transient]|kmalloc#1/transient": [1, 4, 5, 6, 7]})
+    (f,) = analyze(data, ["pkg"], root=str(tmp_path)).files
+    assert f.fault_only == {5: ["kmalloc"], 6: ["kmalloc"], 7: ["kmalloc"]}      # not 1 (import), 4 (def)
+    assert errpaths.import_time_lines(DRIVER) == {1, 4}
+    src = "import os\n\n@dec\nclass A:\n    x = 1\n\n    def m(self):\n        return 1\n" \
+          "try:\n    import y\nexcept ImportError:\n    y = None\n"
+    assert errpaths.import_time_lines(src) == {1, 3, 4, 5, 7, 9, 10, 11, 12}
+
+
+def test_armed_contexts_parse():
+    assert parse_context("t.py::f|kmalloc#3/armed") == ("t.py::f", "kmalloc#3/armed")
+
+
+def test_command_line_without_coverage_installed(tmp_path):
+    """No traceback: a message naming the extra to install, exit status 2."""
+    code = ("import sys; sys.modules['coverage'] = None; from pytest_pinfault.errpaths import main; "
+            "sys.exit(main(['.coverage', '--packages', 'pkg']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "needs coverage.py, which is not installed" in proc.stderr
+    assert "pip install 'pytest-pinfault[errpaths]'" in proc.stderr
+
+
+def test_data_with_only_pytest_cov_test_contexts_is_explained(tmp_path):
+    _, data = _data(tmp_path, {"t.py::ok|run": NORMAL, "t.py::ok|setup": [1]})
+    proc = subprocess.run([sys.executable, "-m", "pytest_pinfault.errpaths", ".coverage", "--packages", "pkg"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "pytest-cov's --cov-context=test contexts" in proc.stderr
+
+
+def test_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+    meta = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert meta["project"]["scripts"]["pinfault-errpaths"] == "pytest_pinfault.errpaths:main"
+    assert any(d.startswith("coverage") for d in meta["project"]["optional-dependencies"]["errpaths"])
 
 
 def test_command_line_missing_data(tmp_path):

@@ -29,6 +29,7 @@ import os
 import sys
 from typing import Any, Callable, Hashable, Iterable
 
+from ..faults.injector import _qualname   # co_qualname, or its Python 3.10 fallback
 from ..mm.fakemm import FakeMM
 from ..mm.folio import MAPPING_CHANGE, PG_isolated, folio_serial
 from ..mm.observer import MMObserver
@@ -602,7 +603,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
         if driver and caller is not None:
             rc = RootCall(callee, caller, caller.f_lasti, _code_bytes(code), True,
-                          getattr(code, "co_qualname", code.co_name), _caller_text(caller),
+                          _qualname(callee), _caller_text(caller),
                           self._new_snapshot(True))
         else:
             rc = RootCall(callee, caller, caller.f_lasti if caller is not None else -1,

@@ -36,15 +36,21 @@ PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _RETURN_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST") if n in dis.opmap)
 _STORE_OPS = frozenset(("STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL"))
 _framework_dirs: tuple[str, ...] | None = None
+#: the modules whose directories are the framework's, and how many were loaded when
+#: _framework_dirs was computed (Hypothesis may be imported after the first call)
+_FRAMEWORK_MODULES = ("_pytest", "pluggy", "hypothesis", "pytest")
+_framework_mods = 0
 
 
 def _framework() -> tuple[str, ...]:
-    """Directories of the test framework (pytest, pluggy) if it is loaded: frames there
-    call the test function and fixtures."""
-    global _framework_dirs
-    if _framework_dirs is None or not _framework_dirs:
+    """Directories of the test framework (pytest, pluggy, and Hypothesis, which calls a
+    ``@given`` test's body once per example) if it is loaded: frames there call the test
+    function and fixtures."""
+    global _framework_dirs, _framework_mods
+    loaded = sum(1 for name in _FRAMEWORK_MODULES if name in sys.modules)
+    if _framework_dirs is None or not _framework_dirs or loaded != _framework_mods:
         dirs = []
-        for name in ("_pytest", "pluggy"):
+        for name in ("_pytest", "pluggy", "hypothesis"):
             m = sys.modules.get(name)
             file = getattr(m, "__file__", None) if m is not None else None
             if file:
@@ -54,6 +60,7 @@ def _framework() -> tuple[str, ...]:
         if file:
             dirs.append(os.path.abspath(file))
         _framework_dirs = tuple(dirs)
+        _framework_mods = loaded
     return _framework_dirs
 
 

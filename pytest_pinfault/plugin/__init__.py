@@ -2,7 +2,8 @@
 
 The hooks and fixtures live in the submodules and are re-exported here, where pytest
 finds them: :mod:`.options` (command line and ini), :mod:`.fixtures` (``mm_config``,
-``fake_mm``, ``pinfault``), :mod:`.markers` (registration and collection-time checks),
+``fake_mm``, ``pinfault``), :mod:`.machine` (``pinfault_machine``: a fresh judged machine
+per Hypothesis example), :mod:`.markers` (registration and collection-time checks),
 :mod:`.matrix` (``pinfault_matrix``), :mod:`.report` (header, summary, JSON) and
 :mod:`.hookspecs` (the plugin's own hooks), :mod:`.cdriver` (``load_c_driver``) and :mod:`.covctx` (coverage dynamic contexts
 per test, ``--pinfault-errpaths``).
@@ -18,9 +19,10 @@ from . import hookspecs as _hookspecs
 from .cdriver import load_c_driver  # noqa: F401  (the C-driver bridge is imported when used)
 from .contract import ViolationFirst
 from .controller import Armed, Pinfault
-from .covctx import CallContext, pytest_runtest_setup, pytest_runtest_teardown
+from .covctx import CallContext, PhaseContext, pytest_runtest_setup, pytest_runtest_teardown
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
+from .machine import CurrentItem, MachineFactory, PinContractFailed, pinfault_machine
 from .markers import MarkerError, register_markers, validate_item
 from .matrix import expand_matrices, pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
@@ -28,7 +30,8 @@ from .report import pytest_configure_node, pytest_report_header, pytest_report_t
     pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
-__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_faker", "load_c_driver",
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_faker", "pinfault_machine", "MachineFactory",
+           "PinContractFailed", "load_c_driver",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
@@ -47,7 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state.validate_global_faults()
     install_summary(config)
     config.pluginmanager.register(CallContext(), "pinfault-coverage-context")
+    config.pluginmanager.register(PhaseContext(), "pinfault-coverage-phase-context")
     config.pluginmanager.register(ViolationFirst(), "pinfault-violation-first")
+    config.pluginmanager.register(CurrentItem(config), "pinfault-current-item")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,9 +1,16 @@
 """Coverage dynamic contexts per test, and the ``--pinfault-errpaths`` terminal report.
 
 While coverage.py measures the run (``coverage run -m pytest`` or pytest-cov's
-``--cov``), every test phase (setup, call, teardown) runs under the dynamic context
-``<nodeid>|<site>#<n>/<mode>`` (a ``pinfault_matrix`` case) or ``<nodeid>|nofault``; the
-context is reset to ``""`` after the teardown.  The plugin never starts a measurement
+``--cov``), every test phase (setup, call, teardown) starts under the dynamic context
+``<nodeid>|nofault``; when a fault fires the context becomes
+``<nodeid>|<site>#<n>/<mode>`` -- the matrix case's (``transient``/``persistent``) when it
+is the case's fault, else ``armed`` (a ``pinfault`` marker, ``pinfault.arm()``, a global
+spec) with the occurrence that fired first -- and stays so for the rest of the test (its
+teardown included), so only what ran after an injected failure counts as reached under
+it.  The context is reset to ``""`` after the teardown.  With pytest-cov's
+``--cov-context=test`` both plugins switch the context at every phase; the plugin's switch
+runs after pytest-cov's (a plain hook implementation registered before it), so these
+contexts, which name the test too, replace pytest-cov's ``<nodeid>|setup/run/teardown``.  The plugin never starts a measurement
 itself: it only switches the context of the running :class:`coverage.Coverage`
 (``Coverage.current()``), so nothing is measured twice.  ``coverage`` is looked up in
 ``sys.modules`` -- never imported -- so a run without coverage pays nothing.
@@ -22,8 +29,11 @@ import pytest
 
 from ..errpaths import context_name
 
-__all__ = ["running_coverage", "pytest_runtest_setup", "CallContext",
-           "pytest_runtest_teardown", "errpaths_summary"]
+__all__ = ["running_coverage", "pytest_runtest_setup", "CallContext", "PhaseContext", "watch_faults",
+           "clear_fault_context", "pytest_runtest_teardown", "errpaths_summary"]
+
+#: The context a test switched to when its first fault fired (absent: ``nodeid|nofault``).
+FAULT_CONTEXT_KEY = pytest.StashKey[str]()
 
 
 def running_coverage() -> Any:
@@ -42,8 +52,39 @@ def running_coverage() -> Any:
 
 
 def _context(item: pytest.Item) -> str:
+    """The test's current context: its fault's once one fired, else ``nodeid|nofault``."""
+    ctx = item.stash.get(FAULT_CONTEXT_KEY, None)
+    return ctx if ctx is not None else context_name(item.nodeid, None)
+
+
+def watch_faults(item: pytest.Item, injector: Any) -> None:
+    """While coverage measures the run, switch *item*'s context when a fault fires on
+    *injector* (see the module docstring); nothing is added otherwise."""
+    if running_coverage() is None:
+        return
     from .fixtures import case_of
-    return context_name(item.nodeid, case_of(item))
+    case = case_of(item)
+
+    def fired(record: Any) -> None:
+        current = item.stash.get(FAULT_CONTEXT_KEY, None)
+        if case is not None and record.site == case.site:
+            name = context_name(item.nodeid, case)
+        elif current is not None and current.rpartition("|")[2].startswith(record.site + "#"):
+            return                         # the same site again: keep its first occurrence
+        else:
+            name = f"{item.nodeid}|{record.site}#{record.occurrence}/armed"
+        if name != current:
+            item.stash[FAULT_CONTEXT_KEY] = name
+            _switch(name)
+    injector.on_fire.append(fired)
+
+
+def clear_fault_context(item: pytest.Item) -> None:
+    """Back to ``nodeid|nofault`` (a ``pinfault_machine`` block ended: the next example
+    starts on a fresh machine with no fault fired)."""
+    if item.stash.get(FAULT_CONTEXT_KEY, None) is not None:
+        del item.stash[FAULT_CONTEXT_KEY]
+        _switch(_context(item))
 
 
 def _switch(name: str) -> None:
@@ -79,6 +120,23 @@ class CallContext:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         _switch(_context(item))
         return (yield)
+
+
+class PhaseContext:
+    """The switch again as a plain implementation of each phase hook: registered at
+    configure, before pytest-cov registers its ``--cov-context=test`` plugin at session
+    start, it runs after that plugin's switch (pluggy calls later registrations first) and
+    before pytest's own runner (registered before either), so the test's fixtures and
+    body run under the plugin's context whatever ``--cov-context`` says."""
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        _switch(_context(item))
+
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        _switch(_context(item))
+
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        _switch(_context(item))
 
 
 def _final_coverage(config: pytest.Config) -> Any:
@@ -120,5 +178,9 @@ def errpaths_summary(config: pytest.Config, terminalreporter: Any, packages: lis
                               f"error-path report (is coverage measuring it? --cov=PKG, or coverage run "
                               f"--source=PKG)", red=True)
         return
+    if getattr(config.option, "cov_context", None) == "test":
+        terminalreporter.line("note: --cov-context=test: the plugin's contexts (<nodeid>|nofault, "
+                              "<nodeid>|<site>#<n>/<mode>) replace pytest-cov's <nodeid>|setup/run/teardown "
+                              "ones; they name the test too")
     for line in format_table(report):
         terminalreporter.line(line)

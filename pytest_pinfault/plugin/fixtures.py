@@ -16,6 +16,7 @@ from ..faults.matrix import MatrixCase, MatrixPlan
 from ..mm.config import ConfigError
 from .contract import VIOLATIONS_PROP, ContractState
 from .controller import Pinfault
+from .covctx import watch_faults
 from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
 from .state import get_state
 
@@ -127,6 +128,7 @@ def _arm(request: pytest.FixtureRequest, ctl: Pinfault) -> None:
     if hook.get_hookimpls():
         item = request.node
         inj.on_fire.append(lambda record: hook(record=record, item=item))
+    watch_faults(request.node, inj)         # coverage contexts: faulted once a fault fires
 
 
 @pytest.fixture

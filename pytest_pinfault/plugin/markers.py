@@ -236,13 +236,13 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
     """Check every pinfault-related marker of *item*; raises :class:`MarkerError`."""
     if not any(m.name in _OURS for m in item.iter_markers()):
         return
-    uses_mm = "fake_mm" in getattr(item, "fixturenames", ())
+    uses_mm = bool({"fake_mm", "pinfault_machine"} & set(getattr(item, "fixturenames", ())))
     own = sorted({m.name for m in getattr(item, "own_markers", ()) if m.name in _OURS})
     if own and not uses_mm:
         # on the function itself: certainly meant for its machine, which it does not have
         # (a module's or class's marker may cover tests that need no machine)
         raise MarkerError(f"@pytest.mark.{own[0]}: expected the test to use the fake_mm or pinfault "
-                          f"fixture (the marker applies to its fake_mm), got neither")
+                          f"fixture (the marker applies to its fake_mm) or pinfault_machine, got neither")
     matrices = [m for m in getattr(item, "own_markers", ()) if m.name == "pinfault_matrix"]
     if len(matrices) > 1:
         raise MarkerError(f"@pytest.mark.pinfault_matrix: expected one marker per test (list every "

@@ -50,6 +50,13 @@ TEST = textwrap.dedent('''\
     ''')
 
 
+def _validate(js):
+    """The command's JSON against the JSON Schema shipped in the package."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib.resources import files
+    jsonschema.validate(js, json.loads(files("pytest_pinfault").joinpath("report", "errpaths-1.json").read_text()))
+
+
 def _project(pytester, sites='"kmalloc"'):
     pytester.makepyfile(drv=DRIVER, test_drv=TEST.format(sites=sites))
 
@@ -85,6 +92,7 @@ def test_contexts_and_the_terminal_report(pytester):
     assert out.ret == 0, out.stderr.str()
     out.stdout.fnmatch_lines([f"  {ENOMEM_LINE}: kmalloc"])
     js = json.loads((pytester.path / "ep.json").read_text())
+    _validate(js)
     (f,) = js["files"]
     assert f["fault_only"][str(ENOMEM_LINE)]["sites"] == ["kmalloc"]
     assert f["unreached"] == [EINVAL_LINE] and f["never"] == [NEVER_LINE]
@@ -134,3 +142,125 @@ def test_pytest_cov_terminal_report(pytester):
                                  f"  {ENOMEM_LINE}: kmalloc",
                                  f"drv.py: error-path lines no run reached: {EINVAL_LINE}",
                                  "error-path lines reached / found: 1 / 2 (50.0%)"])
+
+
+def test_cov_context_test_keeps_the_fault_contexts(pytester):
+    """pytest-cov's ``--cov-context=test`` switches the context at every phase too; the
+    plugin's switch runs after it, so the report still finds the fault-only line."""
+    pytest.importorskip("pytest_cov")
+    _project(pytester)
+    result = pytester.runpytest_subprocess(*INNER, "-p", "pytest_cov", "--cov=drv", "--cov-context=test",
+                                           "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*note: --cov-context=test: the plugin's contexts*replace pytest-cov's*",
+                                 "drv.py: reached only under injected faults:",
+                                 f"  {ENOMEM_LINE}: kmalloc",
+                                 "error-path lines reached / found: 1 / 2 (50.0%)"])
+    import coverage
+    data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
+    data.read()
+    assert not any(c.endswith(("|run", "|setup", "|teardown")) for c in data.measured_contexts())
+
+
+ARMED_TEST = textwrap.dedent('''\
+    import errno
+
+    import pytest
+
+    import drv
+
+
+    @pytest.mark.pinfault("kmalloc=return")
+    def test_marker(fake_mm):
+        assert drv.create(fake_mm, 64) == -errno.ENOMEM
+
+
+    def test_arm(fake_mm, pinfault):
+        assert drv.create(fake_mm, 64) == 0
+        with pinfault.arm("kmalloc=return"):
+            assert drv.create(fake_mm, 64) == -errno.ENOMEM
+    ''')
+
+
+def test_faults_armed_by_the_marker_or_arm_count_as_faulted(pytester):
+    pytester.makepyfile(drv=DRIVER, test_drv=ARMED_TEST)
+    result = _coverage_run(pytester, "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["drv.py: reached only under injected faults:", f"  {ENOMEM_LINE}: kmalloc"])
+    out = _errpaths(pytester, ".coverage", "--packages", "drv", "--json", "ep.json")
+    assert out.ret == 0, out.stderr.str()
+    js = json.loads((pytester.path / "ep.json").read_text())
+    _validate(js)
+    (f,) = js["files"]
+    assert f["fault_only"][str(ENOMEM_LINE)] == {"sites": ["kmalloc"], "cases": ["kmalloc#1/armed"]}
+    import coverage
+    data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
+    data.read()
+    assert {"test_drv.py::test_marker|kmalloc#1/armed", "test_drv.py::test_arm|kmalloc#1/armed",
+            "test_drv.py::test_arm|nofault"} <= set(data.measured_contexts())
+
+
+HAPPY_DRIVER = textwrap.dedent('''\
+    import errno
+
+    from pytest_pinfault.mm import GFP_KERNEL
+
+
+    def create(k, n):
+        size = max(n, 1)
+        size = (size + 7) & ~7
+        buf = k.kmalloc(size, GFP_KERNEL)
+        if buf is None:
+            return -errno.ENOMEM
+        return 0
+    ''')
+
+
+def test_happy_path_before_the_fault_is_not_fault_only_when_every_caller_is_a_case(pytester):
+    """In a matrix case the lines before the fault fired ran without one: they are
+    recorded under ``<case nodeid>|nofault``, so a happy path only cases run is not
+    "reached only under faults"; the lines after the fault carry the case."""
+    pytester.makepyfile(drv=HAPPY_DRIVER, test_drv=TEST.format(sites='"kmalloc"'))
+    result = _coverage_run(pytester, "-k", "test_create and not fault-free", "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    import coverage
+    data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
+    data.read()
+    (path,) = data.measured_files()
+    by_line = data.contexts_by_lineno(path)
+    case = "test_drv.py::test_create[kmalloc-1-transient]"
+    for happy in (7, 8, 9):                          # before and at the kmalloc call
+        assert f"{case}|nofault" in by_line[happy] and f"{case}|kmalloc#1/transient" not in by_line[happy]
+    assert sorted(by_line[11]) == sorted([f"{case}|kmalloc#1/transient",
+                                       "test_drv.py::test_create[kmalloc-1-persistent]|kmalloc#1/persistent"])
+    out = _errpaths(pytester, ".coverage", "--packages", "drv", "--json", "ep.json")
+    assert out.ret == 0, out.stderr.str()
+    (f,) = json.loads((pytester.path / "ep.json").read_text())["files"]
+    assert sorted(map(int, f["fault_only"])) == [11]
+
+
+def test_a_module_first_imported_inside_a_case_is_not_fault_only(pytester):
+    pytester.makepyfile(lazy=HAPPY_DRIVER)
+    pytester.makepyfile(test_drv=textwrap.dedent('''\
+        import pytest
+
+
+        @pytest.mark.pinfault_matrix("kmalloc")
+        def test_create(fake_mm, pinfault):
+            fake_mm.kmalloc(8, 0)
+            if pinfault.case is not None:     # not in the fault-free run that sizes the matrix
+                import lazy                   # first imported after the fault fired
+                assert lazy.create(fake_mm, 64) in (0, -12)
+        '''))
+    result = pytester.run(sys.executable, "-m", "coverage", "run", "--source=lazy", "-m", "pytest", *INNER,
+                          "-k", "not fault-free")
+    assert result.ret == 0, result.stdout.str()
+    out = _errpaths(pytester, ".coverage", "--packages", "lazy", "--json", "ep.json")
+    assert out.ret == 0, out.stderr.str()
+    (f,) = json.loads((pytester.path / "ep.json").read_text())["files"]
+    assert not {1, 3, 6} & set(map(int, f["fault_only"])), f["fault_only"]
+    import coverage
+    data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
+    data.read()
+    (path,) = data.measured_files()
+    assert all(c.endswith("/transient") or c.endswith("/persistent") for c in data.contexts_by_lineno(path)[1])

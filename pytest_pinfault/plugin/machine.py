@@ -1,0 +1,188 @@
+"""``pinfault_machine``: a fresh, armed and judged fake mm per Hypothesis example.
+
+``fake_mm`` is one machine per *test*; under ``@given`` a test runs many examples, and a
+function-scoped fixture is shared by all of them (Hypothesis' ``function_scoped_fixture``
+health check refuses it for that reason).  ``pinfault_machine`` is a session-scoped
+factory instead -- Hypothesis accepts it as is -- whose call builds one machine, inside
+the test, for one example::
+
+    @given(st.integers(1, 64))
+    def test_pin(pinfault_machine, npages):
+        with pinfault_machine() as k:          # a fresh FakeMM for this example
+            ...                                # drive the code under test
+
+The machine is built like the test's ``fake_mm`` would be (``mm_config`` marker > the
+``pinfault_mm_config`` ini key > the defaults, or the ``config=`` given; the run's global
+fault specs, the test's ``pinfault`` marker specs and the *faults* given are armed; the
+``pytest_pinfault_configure`` hooks run) and gets its own contract checker, honouring the
+test's ``pin_contract`` marker.  When the block ends the leftover holds are dropped and
+the final contract check runs; a violation (or a missing ``expect=`` violation) raises
+:class:`PinContractFailed`, an :class:`AssertionError` whose text names the rule, so
+Hypothesis shrinks the example to a minimal one that still breaks the contract.  When the
+block raises on its own while a violation is pending, the violation leads (as with
+``fake_mm``).  The injector's seed is the test's seed for every example, so an example
+replays exactly while Hypothesis shrinks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import pytest
+
+from .. import FakeMM, MMConfig
+from ..faults.spec import FaultSpec, FaultSpecError
+from .contract import ContractState, _own_failure
+from .controller import Pinfault
+from .covctx import clear_fault_context
+from .state import get_state
+
+__all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine"]
+
+_CURRENT_KEY = pytest.StashKey["pytest.Item | None"]()
+
+
+class PinContractFailed(AssertionError):
+    """A machine built by ``pinfault_machine`` broke the pin contract.  ``violations``
+    lists the :class:`~pytest_pinfault.contracts.Violation` objects that fail it (empty
+    when only an ``expect=`` violation was missing); the text is the kernel-style splat
+    naming each rule."""
+
+    def __init__(self, text: str, violations: list[Any]) -> None:
+        super().__init__(text)
+        self.violations = violations
+
+
+class CurrentItem:
+    """Remembers the item being run, for the session-scoped factory."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        config.stash[_CURRENT_KEY] = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Any) -> Generator[None, Any, Any]:
+        self.config.stash[_CURRENT_KEY] = item
+        try:
+            return (yield)
+        finally:
+            self.config.stash[_CURRENT_KEY] = None
+
+
+class _Request:
+    """What the ``fake_mm`` fixture's builders read of a request: the node and config."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.node = item
+        self.config = item.config
+
+
+class MachineFactory:
+    """The ``pinfault_machine`` fixture's object; call it for a fresh machine."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        #: how many machines this run's factory built (for the curious and the tests)
+        self.built = 0
+
+    def __repr__(self) -> str:
+        return f"<pinfault_machine: {self.built} built>"
+
+    def _item(self) -> pytest.Item:
+        item = self._config.stash.get(_CURRENT_KEY, None)
+        if item is None:
+            raise pytest.UsageError("pinfault_machine(): call it inside a test (its body, or a "
+                                    "function-scoped fixture), not at import or collection time")
+        return item
+
+    def __call__(self, *faults: str | FaultSpec, config: MMConfig | None = None) -> "Machine":
+        """``with pinfault_machine(*faults, config=None) as k:`` -- a fresh
+        :class:`~pytest_pinfault.FakeMM` for the block, judged by its own contract checker
+        when the block ends (see the module docstring).  *faults* are fault specs armed on
+        top of the test's; *config* replaces the ``mm_config`` marker and ini machine.  A
+        bad spec or config is a :class:`pytest.UsageError`."""
+        __tracebackhide__ = True
+        from .fixtures import _arm, _build_mm
+        item = self._item()
+        request: Any = _Request(item)
+        if config is not None and not isinstance(config, MMConfig):
+            raise pytest.UsageError(f"{item.nodeid}: pinfault_machine(config=...): expected an MMConfig, "
+                                    f"got {config!r}")
+        if config is not None:
+            mm = _build_mm_from(item, config)
+        else:
+            mm = _build_mm(request, get_state(self._config).settings.base_config)
+        ctl = Pinfault(mm)
+        _arm(request, ctl)
+        for spec in faults:
+            try:
+                ctl.injector.arm_spec(spec)
+            except FaultSpecError as e:
+                raise pytest.UsageError(f"{item.nodeid}: pinfault_machine: {e}") from None
+        try:
+            contract = ContractState(item, mm)
+        except ValueError as e:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.pin_contract: {e}") from None
+        mm._checker = contract.checker
+        ctl.contract = contract
+        hook = self._config.hook.pytest_pinfault_configure
+        real_request = getattr(item, "_request", None)
+        if hook.get_hookimpls() and real_request is not None:
+            hook(fake_mm=mm, request=real_request)
+            contract.checker.baseline()
+        self.built += 1
+        return Machine(item, ctl)
+
+
+class Machine:
+    """One ``pinfault_machine()`` block: entering yields the FakeMM; leaving judges it.
+    ``pinfault`` is the machine's fault controller (``fired``, ``hits``, ``arm``...)."""
+
+    def __init__(self, item: pytest.Item, ctl: Pinfault) -> None:
+        self._item = item
+        self.pinfault = ctl
+        self.fake_mm: FakeMM = ctl.fake_mm
+
+    def __enter__(self) -> FakeMM:
+        return self.fake_mm
+
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
+        __tracebackhide__ = True
+        clear_fault_context(self._item)     # the next example's machine starts fault-free
+        ctl = self.pinfault
+        contract = ctl.contract
+        if exc is not None:
+            if not isinstance(exc, Exception):
+                return                      # pytest's skip/fail, KeyboardInterrupt: as is
+            failure = contract.judge(final=False)
+            if failure is None:
+                return
+            raise PinContractFailed(f"{failure}\n\nThe example's own check failed too:\n"
+                                    f"{_own_failure(self._item, exc)}", contract.failing()) from exc
+        if ctl.injector.holds:
+            ctl.injector.release_holds()
+        failure = contract.judge(final=True)
+        if failure is not None:
+            raise PinContractFailed(failure, contract.failing())
+
+
+def _build_mm_from(item: pytest.Item, config: MMConfig) -> FakeMM:
+    """A machine from an explicit config (the test's seed when the config leaves it 0)."""
+    __tracebackhide__ = True
+    from ..mm.config import ConfigError
+    if config.seed == 0:
+        config = config.with_seed(get_state(item.config).test_seed(item.nodeid))
+    try:
+        return FakeMM(config)
+    except ConfigError as e:
+        raise pytest.UsageError(f"{item.nodeid}: pinfault_machine(config=...): {e}") from None
+
+
+@pytest.fixture(scope="session")
+def pinfault_machine(pytestconfig: pytest.Config) -> MachineFactory:
+    """A factory of fresh machines, one per ``with pinfault_machine(*faults, config=None) as
+    k:`` block, each armed like ``fake_mm`` and judged by its own contract checker when the
+    block ends (a violation raises :class:`PinContractFailed`).  Session scoped, so
+    ``@given`` tests use it without suppressing Hypothesis' ``function_scoped_fixture``
+    health check; meant for property tests (docs/fuzzing.md)."""
+    return MachineFactory(pytestconfig)
