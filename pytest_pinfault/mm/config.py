@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
-           "RLIM_INFINITY"]
+           "RLIM_INFINITY", "KERNELS", "DEFAULT_KERNEL", "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -56,6 +56,43 @@ QUIRKS: Mapping[str, str] = {
     ),
 }
 
+
+#: The kernel versions ``MMConfig(kernel=...)`` accepts, oldest first.  A series name
+#: stands for its stable branch as read in source: "6.1" is 6.1.192 and "6.12" is 6.12.118
+#: (Debian's linux-source packages; the conformance recordings are 6.1.176 and 6.12.117),
+#: "6.6" the 6.6.y branch as its upstream commits and backports date it, "6.17" mainline
+#: v6.17 (the default, today's behaviour).  docs/kernel-map.md, "Kernel versions", lists
+#: every difference with its kernel function and commit.
+KERNELS: tuple[str, ...] = ("6.1", "6.6", "6.12", "6.17")
+DEFAULT_KERNEL = "6.17"
+
+#: The quirks a kernel version implies: behaviours of that branch that the default
+#: (v6.17) models differently and that a quirk already names.
+KERNEL_QUIRKS: Mapping[str, tuple[str, ...]] = {
+    "6.1": (),
+    "6.6": (),
+    "6.12": ("gup_drain_on_unexpected_ref_only",),
+    "6.17": (),
+}
+
+#: For each quirk, the versions other than the default whose history contains it: an
+#: explicit ``kernel=`` outside this set with that quirk is a contradiction
+#: (:class:`ConfigError` naming both).  The default "6.17" accepts every quirk: on it a
+#: quirk emulates a historical kernel, as before versions could be chosen.
+QUIRK_KERNELS: Mapping[str, tuple[str, ...]] = {
+    # v6.0..v6.9; 6.1.y and 6.6.y until bf14ed81f571 was backported (6.1.192 has
+    # NR_PCP_THP 2); never in a 6.12 release
+    "pcp_thp_shared_list": ("6.1", "6.6", "6.17"),
+    # v5.1..v5.12: no 6.x release keeps pins on isolation failure
+    "gup_keep_pins_on_isolation_failure": ("6.17",),
+    # 6.12.y since 6.12.111; 6.1.192's collect step compares with expected + 1
+    "gup_drain_on_unexpected_ref_only": ("6.12", "6.17"),
+}
+
+
+def kernel_key(version: str) -> tuple[int, ...]:
+    """``"6.12"`` -> ``(6, 12)``: versions compare as tuples, never as strings."""
+    return tuple(int(p) for p in version.split("."))
 
 #: The most RAM a config may have: 64 TiB, x86-64's physical address space with
 #: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
@@ -200,7 +237,17 @@ class MMConfig:
         Seed for probabilistic fault injection and generated layouts (the model itself
         makes no random choices).
     quirks
-        Names from :data:`QUIRKS`.
+        Names from :data:`QUIRKS`.  They compose with *kernel*: the version's own
+        quirks (:data:`KERNEL_QUIRKS`) are added, and a quirk the chosen version's
+        history cannot have (:data:`QUIRK_KERNELS`) is a :class:`ConfigError` naming
+        both.
+    kernel
+        The kernel version whose behaviour the machine follows: one of :data:`KERNELS`
+        (``"6.1"``, ``"6.6"``, ``"6.12"``, ``"6.17"``; default ``"6.17"``).  Older
+        versions lack the functions added after them (``memfd_pin_folios`` before
+        v6.11 is an ``AttributeError``, as an unknown symbol), imply their quirks and
+        select their behaviour where docs/kernel-map.md ("Kernel versions") says it
+        differs.
     """
 
     ram: Size = "4GiB"
@@ -217,6 +264,7 @@ class MMConfig:
     gup_retry_limit: int = 64
     seed: int = 0
     quirks: tuple[str, ...] = ()
+    kernel: str = DEFAULT_KERNEL
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -267,7 +315,20 @@ class MMConfig:
         for q in quirks:
             if not isinstance(q, str) or q not in QUIRKS:
                 raise ConfigError(f"quirks: expected names from {sorted(QUIRKS)}, got {q!r}")
+        kernel = self.kernel
+        if not isinstance(kernel, str) or kernel not in KERNELS:
+            raise ConfigError(f"kernel: expected one of {', '.join(repr(k) for k in KERNELS)}, got {kernel!r}")
+        for q in quirks:
+            if kernel not in QUIRK_KERNELS[q]:
+                raise ConfigError(
+                    f"quirks: {q!r} contradicts kernel={kernel!r}: that behaviour is not in the "
+                    f"{kernel} branch (it belongs to kernel {' or '.join(repr(k) for k in QUIRK_KERNELS[q] if k != DEFAULT_KERNEL) or 'releases before 6.1'}; "
+                    f"config.QUIRKS[{q!r}])")
         set_(self, "quirks", quirks)
+        # the version's own quirks, then the explicit ones (no duplicates)
+        implied = tuple(q for q in KERNEL_QUIRKS[kernel] if q not in quirks)
+        set_(self, "_effective_quirks", frozenset(quirks + implied))
+        set_(self, "_kernel_key", kernel_key(kernel))
 
     @staticmethod
     def _parse_cma(cma: Any) -> tuple[CMASpec, ...]:
@@ -311,4 +372,11 @@ class MMConfig:
         return new
 
     def has_quirk(self, name: str) -> bool:
-        return name in self.quirks
+        """True when the quirk *name* is in force: given in ``quirks`` or implied by
+        ``kernel`` (:data:`KERNEL_QUIRKS`)."""
+        return name in self._effective_quirks
+
+    def kernel_at_least(self, version: str) -> bool:
+        """True when the configured ``kernel`` is *version* or newer (``"6.11"`` ->
+        False for ``kernel="6.6"``).  Versions compare numerically."""
+        return self._kernel_key >= kernel_key(version)
