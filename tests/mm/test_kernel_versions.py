@@ -258,3 +258,22 @@ class TestHugetlbInContiguousRange:
         assert k.replace_free_hugepage_folios(0, 1 << 40) == 0
         assert (h.nr_huge_pages, h.free_huge_pages) == (8, 8)
 
+
+
+class TestUnpinNullEntries:
+    """mm/gup.c:unpin_user_pages(_dirty_lock): v6.13 skips NULL entries; 6.12.118 skips
+    them in unpin_user_pages only; 6.1.192 has no check (page_folio(NULL) oopses), which
+    the model records as a null_pointer_dereference warning."""
+
+    @pytest.mark.parametrize("kernel,dirty,warns", [
+        ("6.1", False, True), ("6.6", False, True), ("6.12", False, False), ("6.17", False, False),
+        ("6.1", True, True), ("6.12", True, True), ("6.17", True, False)])
+    def test_null_entry(self, kernel, dirty, warns):
+        k = machine(thp="never", kernel=kernel)
+        addr = anon(k, 2)
+        pages: list = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        arr = [pages[0], None, pages[1]]
+        k.unpin_user_pages_dirty_lock(arr, 3, dirty)
+        assert [w.site for w in k.warnings] == (["null_pointer_dereference"] if warns else [])
+        assert_nothing_held(k)         # the real pins are released either way
