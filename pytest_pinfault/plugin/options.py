@@ -282,6 +282,15 @@ def resolve_settings(config: pytest.Config) -> Settings:
     if errpaths is not None and not [p for p in str(errpaths).split(",") if p.strip()]:
         raise pytest.UsageError(f"--pinfault-errpaths: expected packages PKG[,PKG], got {errpaths!r}")
     budget_ini = str(config.getini("pinfault_budget")).strip()
+    base = _base_config(config)
+    kernels = _resolve_kernels(config)
+    for version in kernels or ():
+        try:
+            base.replace(kernel=version)
+        except ConfigError as e:
+            where = ("--pinfault-kernel" if config.getoption("pinfault_kernel", None) is not None
+                     else "pinfault_kernel (ini)")
+            raise pytest.UsageError(f"{where}: kernel {version!r} with pinfault_mm_config (ini): {e}") from None
     return Settings(
         seed=_resolve_seed(config),
         faults=faults,
@@ -291,9 +300,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
         trace=_resolve_trace(config),
         max_nth=_resolve_max_nth(config),
         budget=_int(budget_ini, "pinfault_budget (ini)", 1) if budget_ini else None,
-        base_config=_base_config(config),
+        base_config=base,
         sites=parse_sites_lines(list(config.getini("pinfault_sites"))),
-        kernels=_resolve_kernels(config),
+        kernels=kernels,
     )
 
 

@@ -263,3 +263,16 @@ def test_bad_kernel_in_mm_config_ini(pytester, run):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: pinfault_mm_config (ini): kernel: expected one of {ACCEPTED}, "
                                  f"got '6.13'"])
+
+
+def test_option_contradicting_the_ini_machine(pytester, run):
+    """A run version that contradicts a quirk of the ini's machine stops the run at
+    start-up, naming the option, the version, the ini key and the quirk."""
+    pytester.makepyfile(test_k=BODY)
+    pytester.makeini("[pytest]\npinfault_mm_config = quirks=pcp_thp_shared_list\n")
+    result = run("--pinfault-kernel=6.1,6.12")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --pinfault-kernel: kernel '6.12' with pinfault_mm_config (ini): quirks: "
+                                 "'pcp_thp_shared_list' contradicts kernel='6.12'*"])
+    pytester.makepyfile(test_k="def test_plain(fake_mm):\n    assert fake_mm.config.has_quirk('pcp_thp_shared_list')\n")
+    run("-v", "--pinfault-kernel=6.1,6.6").assert_outcomes(passed=2)
