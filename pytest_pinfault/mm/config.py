@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
            "RLIM_INFINITY", "KERNELS", "DEFAULT_KERNEL", "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
@@ -265,6 +265,10 @@ class MMConfig:
     seed: int = 0
     quirks: tuple[str, ...] = ()
     kernel: str = DEFAULT_KERNEL
+
+    # derived in __post_init__ (not fields: replace() and the plugin's field lists skip them)
+    _effective_quirks: ClassVar[frozenset[str]] = frozenset()
+    _kernel_key: ClassVar[tuple[int, ...]] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
