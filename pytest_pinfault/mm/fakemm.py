@@ -41,7 +41,7 @@ from .page_isolation import IsolationMixin
 from .sched import Task
 from .swap import SwapMixin
 from .trace import Trace
-from .versions import install_versioned
+from .versions import bind_present, install_versioned
 from .vmstat import VMStat
 
 __all__ = ["FakeMM", "Out", "KERNEL_VERSION"]
@@ -80,6 +80,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
+        bind_present(self)          # functions of this kernel version (versions.py)
         self.stats = VMStat()
         self.trace = Trace()
         self.faults = Injector(mm=self, seed=config.seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["SINCE", "VersionedFunction", "install_versioned"]
+__all__ = ["SINCE", "VersionedFunction", "install_versioned", "bind_present"]
 
 #: Function -> (first version that has it in the modelled branches, kernel file, why).
 #: Read in source: 6.1.192 has none of them; 6.12.118 has memfd_pin_folios,
@@ -72,3 +72,16 @@ def install_versioned(cls: Any) -> None:
         if func is None or isinstance(func, VersionedFunction):
             continue
         setattr(cls, name, VersionedFunction(name, func, since, where, why))
+
+
+def bind_present(obj: Any) -> None:
+    """Store the bound methods *obj*'s version has in its instance dict, so that looking
+    them up costs what any method lookup costs (the descriptor then only answers for the
+    absent ones)."""
+    cls = type(obj)
+    key = obj.config._kernel_key
+    d = obj.__dict__
+    for name in SINCE:
+        desc = cls.__dict__.get(name)
+        if isinstance(desc, VersionedFunction) and key >= desc._key and name not in d:
+            d[name] = desc.func.__get__(obj, cls)
