@@ -223,11 +223,12 @@ class HugetlbMixin:
         folio, see :meth:`_alloc_and_dissolve_hugetlb_folio`); -EBUSY when in use and
         not isolable; -ENOMEM for a gigantic (1 GiB) folio, which makes
         ``alloc_contig_range`` give up at once, or when no replacement can be
-        allocated.  Kernel: mm/hugetlb.c:isolate_or_dissolve_huge_page (v5.13+: the same
+        allocated.  A freed folio or one of another machine is a recorded warning and 0.
+        Kernel: mm/hugetlb.c:isolate_or_dissolve_huge_page (v5.13+: the same
         in 6.1.192, 6.12.118 and v6.17 -- v6.16 renamed it isolate_or_dissolve_huge_folio)."""
         import errno
-        folio = page.folio if isinstance(page, Page) else page
-        if folio.kind != KIND_HUGETLB or folio.freed:
+        folio = self._usable_folio(page, "isolate_or_dissolve_huge_page", "page")
+        if folio is None or folio.kind != KIND_HUGETLB:
             return 0
         if folio.order > MAX_PAGE_ORDER:
             return -errno.ENOMEM

@@ -249,6 +249,9 @@ class TestHugetlbInContiguousRange:
         k.putback_movable_pages(lst)
         g = FakeMM(MMConfig(ram="4GiB", hugetlb={"1GiB": 1}))
         assert g.isolate_or_dissolve_huge_page(g.hstate("1GiB").free_list[0], []) == -errno.ENOMEM
+        # another machine's folio: a recorded warning, nothing done
+        assert k.isolate_or_dissolve_huge_page(g.hstate("1GiB").free_list[0], []) == 0
+        assert [w.site for w in k.warnings] == ["foreign_object"]
 
     def test_replace_free_hugepage_folios_absent_before_6_12(self):
         """The 6.1 branch has no replace_free_hugepage_folios (6.1.192)."""
