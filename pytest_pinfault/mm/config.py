@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Union
+from typing import Any, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
            "RLIM_INFINITY", "KERNELS", "DEFAULT_KERNEL", "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
@@ -93,6 +93,9 @@ QUIRK_KERNELS: Mapping[str, tuple[str, ...]] = {
 def kernel_key(version: str) -> tuple[int, ...]:
     """``"6.12"`` -> ``(6, 12)``: versions compare as tuples, never as strings."""
     return tuple(int(p) for p in version.split("."))
+
+
+_KERNEL_KEYS = {k: kernel_key(k) for k in KERNELS}
 
 #: The most RAM a config may have: 64 TiB, x86-64's physical address space with
 #: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
@@ -266,10 +269,6 @@ class MMConfig:
     quirks: tuple[str, ...] = ()
     kernel: str = DEFAULT_KERNEL
 
-    # derived in __post_init__ (not fields: replace() and the plugin's field lists skip them)
-    _effective_quirks: ClassVar[frozenset[str]] = frozenset()
-    _kernel_key: ClassVar[tuple[int, ...]] = ()
-
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         ram = parse_size(self.ram, "ram")
@@ -329,10 +328,6 @@ class MMConfig:
                     f"{kernel} branch (it belongs to kernel {' or '.join(repr(k) for k in QUIRK_KERNELS[q] if k != DEFAULT_KERNEL) or 'releases before 6.1'}; "
                     f"config.QUIRKS[{q!r}])")
         set_(self, "quirks", quirks)
-        # the version's own quirks, then the explicit ones (no duplicates)
-        implied = tuple(q for q in KERNEL_QUIRKS[kernel] if q not in quirks)
-        set_(self, "_effective_quirks", frozenset(quirks + implied))
-        set_(self, "_kernel_key", kernel_key(kernel))
 
     @staticmethod
     def _parse_cma(cma: Any) -> tuple[CMASpec, ...]:
@@ -378,9 +373,9 @@ class MMConfig:
     def has_quirk(self, name: str) -> bool:
         """True when the quirk *name* is in force: given in ``quirks`` or implied by
         ``kernel`` (:data:`KERNEL_QUIRKS`)."""
-        return name in self._effective_quirks
+        return name in self.quirks or name in KERNEL_QUIRKS[self.kernel]
 
     def kernel_at_least(self, version: str) -> bool:
         """True when the configured ``kernel`` is *version* or newer (``"6.11"`` ->
         False for ``kernel="6.6"``).  Versions compare numerically."""
-        return self._kernel_key >= kernel_key(version)
+        return _KERNEL_KEYS[self.kernel] >= kernel_key(version)

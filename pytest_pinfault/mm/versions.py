@@ -37,11 +37,9 @@ class VersionedFunction:
     an instance attribute of the same name still wins, so monkeypatching works)."""
 
     def __init__(self, name: str, func: Callable[..., Any], since: str, where: str, why: str) -> None:
-        from .config import kernel_key
         self.name = name
         self.func = func
         self.since = since
-        self._key = kernel_key(since)
         self.where = where
         self.why = why
         self.__doc__ = func.__doc__
@@ -50,7 +48,7 @@ class VersionedFunction:
     def __get__(self, obj: Any, cls: Any = None) -> Any:
         if obj is None:
             return self.func
-        if obj.config._kernel_key < self._key:
+        if not obj.config.kernel_at_least(self.since):
             raise AttributeError(
                 f"{type(obj).__name__} has no {self.name} with kernel={obj.config.kernel!r}: "
                 f"{self.where}:{self.name} was added in {self.why} (kernel >= {self.since})")
@@ -79,9 +77,9 @@ def bind_present(obj: Any) -> None:
     them up costs what any method lookup costs (the descriptor then only answers for the
     absent ones)."""
     cls = type(obj)
-    key = obj.config._kernel_key
+    config = obj.config
     d = obj.__dict__
     for name in SINCE:
         desc = cls.__dict__.get(name)
-        if isinstance(desc, VersionedFunction) and key >= desc._key and name not in d:
+        if isinstance(desc, VersionedFunction) and config.kernel_at_least(desc.since) and name not in d:
             d[name] = desc.func.__get__(obj, cls)
