@@ -8,7 +8,9 @@ tests compare recordings through :func:`qualitative` / :func:`diff_results`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any, Callable
 
 SCHEMA = "pytest-pinfault-conformance/1"
 
@@ -32,7 +34,7 @@ def _words(lineno: int, line: str, words: list[str]) -> dict[str, str]:
     return out
 
 
-def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) -> dict:
+def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) -> dict[Any, Any]:
     """Check ``kv`` has exactly ``keys`` (space-separated); convert ``ints`` to int."""
     if set(kv) != set(keys.split()):
         raise ConformanceError(f"line {lineno}: malformed PF line (expected keys {keys.split()}, "
@@ -43,7 +45,7 @@ def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) ->
         raise ConformanceError(f"line {lineno}: malformed PF line (not an integer): {line!r}") from None
 
 
-def parse_console(text: str) -> dict:
+def parse_console(text: str) -> dict[Any, Any]:
     """Parse the ``PF `` lines of a serial log into a partial result dict.
 
     Returns ``{"schema", "layout": {"zones", "cma", "block_pages", "baseline"},
@@ -53,7 +55,7 @@ def parse_console(text: str) -> dict:
     1-based line number and the line for a malformed PF line, a duplicate zone / CMA area /
     baseline block / scenario id, and for a log without ``PF done``.
     """
-    layout: dict = {"zones": {}, "cma": {}, "block_pages": None, "baseline": {}}
+    layout: dict[Any, Any] = {"zones": {}, "cma": {}, "block_pages": None, "baseline": {}}
     scenarios: dict[str, dict[str, str]] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
@@ -102,7 +104,7 @@ def parse_console(text: str) -> dict:
     return {"schema": SCHEMA, "layout": layout, "scenarios": scenarios}
 
 
-def qualitative(result: dict) -> dict:
+def qualitative(result: dict[Any, Any]) -> dict[Any, Any]:
     """The part of a result that must not change between point releases of a series.
 
     Keeps every scenario's outcomes, the zone names (with ``start_pfn``/``spanned`` for
@@ -127,7 +129,8 @@ def qualitative(result: dict) -> dict:
             "scenarios": result.get("scenarios", {})}
 
 
-def _keyed(prefix: str, old: dict, new: dict, what: str, changed) -> list[str]:
+def _keyed(prefix: str, old: dict[Any, Any], new: dict[Any, Any], what: str,
+           changed: Callable[[Any, Any, Any], list[str]]) -> list[str]:
     lines = [f"{prefix}+ {what} {k}" for k in sorted(new.keys() - old.keys())]
     lines += [f"{prefix}- {what} {k}" for k in sorted(old.keys() - new.keys())]
     for k in sorted(old.keys() & new.keys()):
@@ -135,7 +138,7 @@ def _keyed(prefix: str, old: dict, new: dict, what: str, changed) -> list[str]:
     return lines
 
 
-def diff_results(old: dict, new: dict) -> list[str]:
+def diff_results(old: dict[Any, Any], new: dict[Any, Any]) -> list[str]:
     """Readable differences between the qualitative parts of two results, sorted by area.
 
     Lines look like ``+ scenario X`` / ``- scenario X``, ``X: key old -> new`` (``(absent)``
@@ -146,14 +149,14 @@ def diff_results(old: dict, new: dict) -> list[str]:
     """
     a, b = qualitative(old), qualitative(new)
 
-    def zone(name, za, zb):
+    def zone(name: str, za: dict[str, Any], zb: dict[str, Any]) -> list[str]:
         return [f"layout: {name} {k} {za.get(k, '(absent)')} -> {zb.get(k, '(absent)')}"
                 for k in sorted(za.keys() | zb.keys()) if za.get(k) != zb.get(k)]
 
-    def cma(name, ca, cb):
+    def cma(name: str, ca: int, cb: int) -> list[str]:
         return [f"layout: cma {name} count {ca} -> {cb}"] if ca != cb else []
 
-    def scenario(sid, sa, sb):
+    def scenario(sid: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[str]:
         return [f"{sid}: {k} {sa.get(k, '(absent)')} -> {sb.get(k, '(absent)')}"
                 for k in sorted(sa.keys() | sb.keys()) if sa.get(k) != sb.get(k)]
 
@@ -167,7 +170,7 @@ def diff_results(old: dict, new: dict) -> list[str]:
     return lines + _keyed("", a["scenarios"], b["scenarios"], "scenario", scenario)
 
 
-def _check_schema(result, where: str) -> None:
+def _check_schema(result: Any, where: str) -> None:
     if not isinstance(result, dict) or result.get("schema") != SCHEMA:
         got = result.get("schema") if isinstance(result, dict) else type(result).__name__
         raise ConformanceError(f"{where}: schema is {got!r}, expected {SCHEMA!r}")
@@ -176,17 +179,17 @@ def _check_schema(result, where: str) -> None:
             raise ConformanceError(f"{where}: missing {key!r} mapping")
 
 
-def load_result(path) -> dict:
+def load_result(path: str | os.PathLike[str]) -> dict[Any, Any]:
     """Read a result file; raises :class:`ConformanceError` unless its schema is :data:`SCHEMA`."""
     try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
+        result: dict[Any, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConformanceError(f"{path}: not JSON: {exc}") from None
     _check_schema(result, str(path))
     return result
 
 
-def dump_result(result: dict, path) -> None:
+def dump_result(result: dict[Any, Any], path: str | os.PathLike[str]) -> None:
     """Write a result file (sorted keys, indent 2, trailing newline) after checking its schema."""
     _check_schema(result, str(path))
     Path(path).write_text(json.dumps(result, sort_keys=True, indent=2) + "\n", encoding="utf-8")

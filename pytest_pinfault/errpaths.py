@@ -471,7 +471,7 @@ def load(path: str) -> Any:
 
 
 def _ranges(lines: Sequence[int]) -> str:
-    out: list[str] = []
+    out: list[list[int]] = []
     for ln in lines:
         if out and isinstance(out[-1], list) and out[-1][1] == ln - 1:
             out[-1][1] = ln
@@ -494,8 +494,8 @@ def format_table(report: Report) -> list[str]:
             groups: dict[tuple[str, ...], list[int]] = {}
             for ln, sites in f.fault_only.items():
                 groups.setdefault(tuple(sites), []).append(ln)
-            for sites, lns in sorted(groups.items(), key=lambda kv: kv[1][0]):
-                lines.append(f"  {_ranges(lns)}: {', '.join(sites)}")
+            for site_names, lns in sorted(groups.items(), key=lambda kv: kv[1][0]):
+                lines.append(f"  {_ranges(lns)}: {', '.join(site_names)}")
         if f.unreached:
             lines.append(f"{f.relpath}: error-path lines no run reached: {_ranges(f.unreached)}")
     lines.append(report.summary())

@@ -106,7 +106,8 @@ class MachineProvider(BaseProvider):
 
     # ------------------------------------------------------------------ helpers
     def _chance(self, p: float) -> bool:
-        return self.generator.random.random() < p
+        r: float = self.generator.random.random()
+        return r < p
 
     def _weighted(self, choices: Mapping[Any, float]) -> Any:
         keys = list(choices)
@@ -383,7 +384,7 @@ def replay(fake_mm: Any, ops: Iterable[tuple[Any, ...]]) -> list[Any]:
 
     mm = fake_mm.current.mm
     regions: list[tuple[int, int] | None] = []
-    pins: list[tuple[list, int] | None] = []
+    pins: list[tuple[list[Any], int] | None] = []
     allocs: list[Any] = []
     out: list[Any] = []
     rw = PROT_READ | PROT_WRITE
@@ -424,7 +425,7 @@ def replay(fake_mm: Any, ops: Iterable[tuple[Any, ...]]) -> list[Any]:
             if reg is None:
                 pins.append(None)
             else:
-                pages: list = []
+                pages: list[Any] = []
                 flags = FOLL_WRITE | (FOLL_LONGTERM if longterm else 0)
                 res = fake_mm.pin_user_pages(reg[0], reg[1] // PAGE_SIZE, flags, pages)
                 pins.append((pages, res) if res > 0 else None)

@@ -184,19 +184,19 @@ class CDriver:
     """A C driver loaded into a fake mm.  Build with :func:`load_c_driver`."""
 
     def __init__(self, fake_mm: Any, built: Built, *, params: Mapping[str, int] | None = None,
-                 uapi_headers: Iterable[str | os.PathLike] = (), include_dirs: Iterable[Path] = ()) -> None:
+                 uapi_headers: Iterable[str | os.PathLike[str]] = (), include_dirs: Iterable[Path] = ()) -> None:
         ffi = _ffi()
         self.ffi = ffi
         self.fake_mm = fake_mm
         self.built = built
-        self.source = built.source
+        self.source: Path = built.source
         # a private copy per load: dlopen of the same path would share the first load's
         # statics (module params, the driver's globals) between tests
         fd, private = tempfile.mkstemp(prefix=f"pinfault-{built.source.stem}-", suffix=".so")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(built.so_path.read_bytes())
-            self.lib = ffi.dlopen(private, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
+            self.lib: Any = ffi.dlopen(private, ffi.RTLD_NOW | ffi.RTLD_LOCAL)
         finally:
             os.unlink(private)
         self._base = self.lib.pf_load_base()
@@ -219,7 +219,7 @@ class CDriver:
         self._next_handle = 1
         self._mms: dict[int, Any] = {}
         self._mm_handles: dict[int, int] = {}
-        self._mm_ptrs: dict[int, list] = {}
+        self._mm_ptrs: dict[int, list[Any]] = {}
         self._mm_keep: list[Any] = []              # keeps id() keys valid
         self.misc: dict[str, tuple[Any, Any]] = {}  # name -> (struct miscdevice *, fops)
         self.chrdevs: dict[int, tuple[str, Any]] = {}  # major -> (name, fops or NULL)
@@ -227,7 +227,7 @@ class CDriver:
         self.devices: dict[str, tuple[int, Any]] = {}  # device_create name -> (dev_t, struct device *)
         self.log: list[tuple[int, str]] = []
         self._devices: dict[int, Any] = {}          # C struct device * -> the model's DMA device
-        self._entry_wrappers: dict[str, Callable] = {}
+        self._entry_wrappers: dict[str, Callable[..., Any]] = {}
         self._cbs = self._install_callbacks()
         self._uapi_headers = [Path(h) for h in uapi_headers]
         self._include_dirs = list(include_dirs)
@@ -236,7 +236,7 @@ class CDriver:
         self._dev = self.lib.pf_device_new(b"pinfault-importer")
         fake_mm.files()      # the task's descriptor table exists before any driver call
         self._open: list[DeviceFile] = []
-        self.loaded = False
+        self.loaded: bool = False
         self._unloaded = False
         #: the DriverCrash that tainted the module: no driver code runs after it (the
         #: kernel kills the task after an oops; its state is not judged any further)
@@ -244,7 +244,7 @@ class CDriver:
         for name, value in (params or {}).items():
             self.set_param(name, value)
         #: built with gcc line coverage (``coverage_lines()``)
-        self.coverage = bool(self.lib.pf_coverage(0))
+        self.coverage: bool = bool(self.lib.pf_coverage(0))
         self._coverage_done = False
 
     # ------------------------------------------------------------------ params, uapi
@@ -355,9 +355,9 @@ class CDriver:
             self._open.clear()
             self._slab.clear()
             return
-        for f in list(self._open):
-            if not f.closed:
-                f.close()
+        for dev_file in list(self._open):
+            if not dev_file.closed:
+                dev_file.close()
         k = self.fake_mm
         ft = k.files()
         for fd in sorted(ft.fdt):          # descriptors of the driver's own files (its dma-bufs)
@@ -575,7 +575,7 @@ class CDriver:
         self._drop_file(f)
 
     # ------------------------------------------------------------------ calling driver code
-    def _invoke(self, name: str, fn: Any, args: tuple) -> int:
+    def _invoke(self, name: str, fn: Any, args: tuple[Any, ...]) -> int:
         """pf_call with the current task set; a crash or a callback's exception raises."""
         __tracebackhide__ = True
         if self.tainted is not None:
@@ -657,18 +657,18 @@ class CDriver:
         off = int(self.ffi.cast("uintptr_t", fn)) - self._base
         return self.built.symbols.get(off, f"fn@{off:#x}")
 
-    def _entry_call(self, kind: str, fn: Any, args: tuple) -> int:
+    def _entry_call(self, kind: str, fn: Any, args: tuple[Any, ...]) -> int:
         __tracebackhide__ = True
         name = self.symbol(fn)
         wrapper = self._entry_wrappers.get(name)
         if wrapper is None:
-            def call(caller: _Caller, fn: Any, args: tuple, _kind: str = kind) -> int:
+            def call(caller: _Caller, fn: Any, args: tuple[Any, ...], _kind: str = kind) -> int:
                 __tracebackhide__ = True
                 return self._top_call(_kind, fn, args)
             wrapper = self._entry_wrappers[name] = entry_point(name, count=False)(call)
         return wrapper(_Caller(self.fake_mm), fn, args)
 
-    def _top_call(self, kind: str, fn: Any, args: tuple) -> int:
+    def _top_call(self, kind: str, fn: Any, args: tuple[Any, ...]) -> int:
         __tracebackhide__ = True
         lib = self.lib
         ret = self._invoke(self.symbol(fn), fn, args)
@@ -710,9 +710,9 @@ class CDriver:
                 out.append(info)
         return out
 
-    _SYNTH: dict[tuple[str, str, int], Callable] = {}
+    _SYNTH: dict[tuple[str, str, int], Callable[..., Any]] = {}
 
-    def _synth(self, name: str, line: int) -> Callable:
+    def _synth(self, name: str, line: int) -> Callable[..., Any]:
         key = (str(self.source), name, line)
         f = CDriver._SYNTH.get(key)
         if f is None:
@@ -724,14 +724,14 @@ class CDriver:
             f = CDriver._SYNTH[key] = ns[name]
         return f
 
-    def _in_c_frames(self, fn: Callable, *args: Any) -> Any:
+    def _in_c_frames(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call the model with the driver's C call chain on the Python stack (one frame
         per driver function, named after it, at the driver's file and line): fault
         records then name the driver's caller and ``caller=`` filters match C
         functions.  Only while faults are armed (it costs a frame per C function)."""
         if not self.fake_mm.faults.active:
             return fn(*args)
-        g: Callable = lambda: fn(*args)  # noqa: E731
+        g: Callable[..., Any] = lambda: fn(*args)  # noqa: E731
         for name, line in self._c_chain():
             g = (lambda inner, outer: (lambda: outer(inner)))(g, self._synth(name, line))
         return g()
@@ -804,7 +804,7 @@ class CDriver:
         return self._files.get(int(self.ffi.cast("uintptr_t", h)))
 
     # ------------------------------------------------------------------ callbacks
-    def _install_callbacks(self) -> list:
+    def _install_callbacks(self) -> list[Any]:
         ffi, lib = self.ffi, self.lib
         ops = lib.pf_ops
         keep = []
@@ -873,7 +873,7 @@ class CDriver:
     def _cb_gup(self, op: int, mm: Any, start: int, nr: int, flags: int, pages: Any) -> int:
         k = self.fake_mm
         name = self._GUP[op]
-        lst: list | None = None if pages == self.ffi.NULL else [None] * min(nr, 1 << 24)
+        lst: list[Any] | None = None if pages == self.ffi.NULL else [None] * min(nr, 1 << 24)
         fn = getattr(k, name)
         if name.endswith("_remote"):
             ret = self._in_c_frames(fn, self._mm(mm), start, nr, flags, lst, None)
@@ -945,7 +945,7 @@ class CDriver:
             return -errno.ENOSYS
         f = self._file(file)
         memfd = f.obj if f is not None else None
-        lst: list = [None] * maxf
+        lst: list[Any] = [None] * maxf
         off = Out(0)
         ret = self._in_c_frames(pin, memfd, start, end, lst, maxf, off)
         if ret > 0:
@@ -1032,8 +1032,10 @@ class CDriver:
             return k.account_locked_vm(self._mm(mmp), arg, op == 0)
         mm = self._mm(mmp) if op <= 7 else None
         if op == 2:
+            assert mm is not None
             return mm.locked_vm
         if op == 3:
+            assert mm is not None
             mm.pinned_vm += arg
             return mm.pinned_vm
         if op in (4, 5, 6, 7):            # mmgrab/mmdrop (mm_count), mmget/mmput (users): the model's
@@ -1143,7 +1145,7 @@ class CDriver:
             if slab is None:
                 return -errno.ENOMEM
             buf = DmaBuf(self, obj)
-            holder: list = []
+            holder: list[Any] = []
             mobj = self.fake_mm.anon_inode_getfile("dmabuf", _ReleaseOp(lambda: self._release_cfile(holder[0])),
                                                    buf, a)
             f = self._new_file(buf, mobj, ffi.NULL, obj, a, b)
@@ -1221,11 +1223,11 @@ class CDriver:
             mobj = self.fake_mm.fget(a)
             if mobj is None:
                 return -errno.EBADF
-            f = self._by_model.get(id(mobj))
-            if f is None or not isinstance(f.obj, DmaBuf):
+            held = self._by_model.get(id(mobj))
+            if held is None or not isinstance(held.obj, DmaBuf):
                 self.fake_mm.fput(mobj)
                 return -errno.EINVAL
-            return int(ffi.cast("uintptr_t", f.obj.cptr))
+            return int(ffi.cast("uintptr_t", held.obj.cptr))
         return 0
 
     def _model_device(self, cdev: Any) -> Any:
@@ -1320,13 +1322,13 @@ class DeviceFile:
 
     def __init__(self, drv: CDriver, name: str, fops: Any) -> None:
         self.drv = drv
-        self.fake_mm = drv.fake_mm
+        self.fake_mm: Any = drv.fake_mm
         self.name = name
         self.fops = fops
         self._file: Any = None
-        self.closed = False
+        self.closed: bool = False
 
-    def _entry(self, kind: str, fn: Any, args: tuple, ret: str = "long") -> int:
+    def _entry(self, kind: str, fn: Any, args: tuple[Any, ...], ret: str = "long") -> int:
         __tracebackhide__ = True
         r = self.drv._entry_call(kind, fn, args)
         return CDriver._int(r) if ret == "int" else r
@@ -1379,10 +1381,10 @@ class DmaBuf:
 
     def __init__(self, drv: CDriver, cptr: Any) -> None:
         self.drv = drv
-        self.fake_mm = drv.fake_mm
+        self.fake_mm: Any = drv.fake_mm
         self.cptr = cptr
         self._file: Any = None
-        self.released = False
+        self.released: bool = False
 
     @property
     def size(self) -> int:
@@ -1491,10 +1493,10 @@ class DmaBuf:
         return f"<dma-buf {self.size} bytes from {self.drv.source.name}>"
 
 
-def load_c_driver(fake_mm: Any, source: str | os.PathLike, *, defines: Mapping[str, object] | None = None,
-                  include_dirs: Iterable[str | os.PathLike] = (), uapi_headers: Iterable[str | os.PathLike] = (),
+def load_c_driver(fake_mm: Any, source: str | os.PathLike[str], *, defines: Mapping[str, object] | None = None,
+                  include_dirs: Iterable[str | os.PathLike[str]] = (), uapi_headers: Iterable[str | os.PathLike[str]] = (),
                   params: Mapping[str, int] | None = None, cflags: Iterable[str] = (),
-                  cache_dir: str | os.PathLike | None = None, init: bool = True,
+                  cache_dir: str | os.PathLike[str] | None = None, init: bool = True,
                   coverage: bool = False) -> CDriver:
     """Build *source* (cached) and load it into *fake_mm*; with *init*, run module_init
     and raise ``OSError`` if it fails.  *coverage* builds with gcc line coverage

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 __all__ = ["CDriverBuildError", "MissingKernelAPI", "MissingSymbol", "Built", "build_driver",
            "default_cache_dir", "INCLUDE_DIR", "RUNTIME_DIR"]
@@ -132,9 +132,9 @@ def _flags(defines: Mapping[str, object], cflags: Iterable[str]) -> list[str]:
     return out
 
 
-def build_driver(source: str | os.PathLike, *, defines: Mapping[str, object] | None = None,
-                 include_dirs: Iterable[str | os.PathLike] = (), cflags: Iterable[str] = (),
-                 cache_dir: str | os.PathLike | None = None, coverage: bool = False) -> Built:
+def build_driver(source: str | os.PathLike[str], *, defines: Mapping[str, object] | None = None,
+                 include_dirs: Iterable[str | os.PathLike[str]] = (), cflags: Iterable[str] = (),
+                 cache_dir: str | os.PathLike[str] | None = None, coverage: bool = False) -> Built:
     """Build (or fetch from the cache) the shared object for *source*.
 
     ``defines`` become ``-D`` flags (``None``/``True``: defined without a value);
@@ -193,7 +193,7 @@ def _load_data_symbols(d: Path) -> dict[str, int]:
     return dict(json.loads((d / "symbols.json").read_text())["data"])
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LC_ALL="C", LANG="C")
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
 
@@ -279,12 +279,12 @@ def parse_missing(stderr: str, src: Path) -> list[MissingSymbol]:
     return list(out.values())
 
 
-def _line_table(so: Path, src: Path) -> list[list]:
+def _line_table(so: Path, src: Path) -> list[list[Any]]:
     """The driver's own line table, ``[[offset, line], ...]`` sorted by offset, for lines
     of the driver's source file (objdump's decoded DWARF line program); lines of the
     bridge's headers inlined into the driver are left out."""
     r = _run(["objdump", "--dwarf=decodedline", str(so)], so.parent)
-    out: list[list] = []
+    out: list[list[Any]] = []
     cu = ""
     for ln in r.stdout.splitlines():
         parts = ln.split()
@@ -299,7 +299,7 @@ def _line_table(so: Path, src: Path) -> list[list]:
     return out
 
 
-def load_line_table(so: Path) -> list[list]:
+def load_line_table(so: Path) -> list[list[Any]]:
     p = so.parent / "lines.json"
     return json.loads(p.read_text()) if p.is_file() else []
 

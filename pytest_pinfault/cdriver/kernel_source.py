@@ -29,7 +29,7 @@ class KernelSourceUnavailable(Exception):
     """The Debian source package is not installed (or lacks a file)."""
 
 
-def kernel_tree(version: str, files: Iterable[str], cache_dir: str | os.PathLike | None = None) -> Path:
+def kernel_tree(version: str, files: Iterable[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     files = list(files)
     tarball = SOURCE_DIR / f"linux-source-{version}.tar.xz"
     if not tarball.is_file():

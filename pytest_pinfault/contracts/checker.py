@@ -45,9 +45,9 @@ from .violation import Violation, snapshot_folio
 __all__ = ["Checker", "CallSnapshot", "checker_for", "USER_KINDS"]
 
 _N_EVENTS = 6
-_NO_ISOLATED: frozenset = frozenset()   # a tracked snapshot's (unused) set of isolated folios
-_NO_COUNTERS: dict = {}                 # a core call's snapshot: named counters not judged
-_NO_INJ: dict = {}                      # no fault-injector holds (injector_holds)
+_NO_ISOLATED: frozenset[int] = frozenset()   # a tracked snapshot's (unused) set of isolated folios
+_NO_COUNTERS: dict[Any, Any] = {}                 # a core call's snapshot: named counters not judged
+_NO_INJ: dict[Any, Any] = {}                      # no fault-injector holds (injector_holds)
 
 
 #: code object -> its bytecode, for the cheap "has this frame returned?" test.  A plain
@@ -84,7 +84,7 @@ class Hold:
     base: int                      # hold units before it was taken (released when <= base)
     mapping: Any = None
     index: int = 0
-    rmap: tuple = ()
+    rmap: tuple[Any, ...] = ()
     vkey: Any = None               # key of the rule 1 violation that named it at its call
 
 
@@ -334,7 +334,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
                 if (0 <= i < len(code) and code[i] in _RETURN_OPS) or (
                         p is not None and p.f_lasti != rc.parent_lasti):
                     self._close_root(rc)
-            snap = self._new_snapshot(True, counters)
+            snap: CallSnapshot = self._new_snapshot(True, counters)
             self._open.append(snap)
             return snap
         snap = self._new_snapshot(False, counters)
@@ -520,7 +520,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
         self.judge_return(call, ret, entries, token, caller=caller, count=True,
                           longterm=longterm, core=True)
 
-    def _clean_core_return(self, n: int, entries: list, before: CallSnapshot,
+    def _clean_core_return(self, n: int, entries: list[Any], before: CallSnapshot,
                            longterm: bool) -> dict[int, Any] | None:
         """The folios a core call that returned *n* now holds long-term (``id -> folio``;
         none unless *longterm*), when rules 1 and 3 have nothing to say about it; else
@@ -599,7 +599,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
             callee, caller = find_root_call(None)
         code = callee.f_code
         driver = caller is not None and not code.co_filename.startswith(PKG_DIR)
-        if driver:
+        if driver and caller is not None:
             rc = RootCall(callee, caller, caller.f_lasti, _code_bytes(code), True,
                           getattr(code, "co_qualname", code.co_name), _caller_text(caller),
                           self._new_snapshot(True))

@@ -28,7 +28,8 @@ Snap = dict[str, dict[Hashable, int]]
 
 def snapshot(fake_mm: Any) -> Snap:
     """Every counter's values now."""
-    return fake_mm.counters.snapshot()
+    snap: Snap = fake_mm.counters.snapshot()
+    return snap
 
 
 def boot_snapshot(fake_mm: Any) -> Snap:

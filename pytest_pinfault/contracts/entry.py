@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast, overload
 
 from ..mm.fakemm import FakeMM
 from ..mm.folio import Folio, Page
@@ -26,7 +26,7 @@ __all__ = ["pin_entry_point", "entry_point", "LIST_PARAMS"]
 LIST_PARAMS = ("pages", "folios")
 
 
-def _find_fake_mm(args: tuple, kwargs: dict) -> FakeMM | None:
+def _find_fake_mm(args: tuple[Any, ...], kwargs: dict[Any, Any]) -> FakeMM | None:
     for a in list(args) + list(kwargs.values()):
         if isinstance(a, FakeMM):
             return a
@@ -36,7 +36,7 @@ def _find_fake_mm(args: tuple, kwargs: dict) -> FakeMM | None:
             if isinstance(v, FakeMM):
                 return v
     for a in list(args) + list(kwargs.values()):
-        if isinstance(a, MMStruct):
+        if isinstance(a, MMStruct) and isinstance(a._k, FakeMM):
             return a._k
     return None
 
@@ -45,7 +45,7 @@ def _is_entry(x: Any) -> bool:
     return isinstance(x, (Page, Folio))
 
 
-def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list, int]]:
+def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list[Any], int]]:
     """(name, list, length before the call) of every list argument, named ones first."""
     out = []
     for name, v in bound.items():
@@ -55,7 +55,7 @@ def _out_arrays(bound: dict[str, Any]) -> list[tuple[str, list, int]]:
     return out
 
 
-def _filled(arrays: list[tuple[str, list, int]], before_ids: dict[int, list]) -> list | None:
+def _filled(arrays: list[tuple[str, list[Any], int]], before_ids: dict[int, list[Any]]) -> list[Any] | None:
     """The out-array the call filled: a ``pages``/``folios`` list, else the first list
     argument now holding pages or folios that it did not hold before the call."""
     for name, lst, _ in arrays:
@@ -69,9 +69,13 @@ def _filled(arrays: list[tuple[str, list, int]], before_ids: dict[int, list]) ->
     return None
 
 
-def entry_point(name: str | None = None, *, count: bool | None = None) -> Callable[[Callable], Callable]:
+#: a driver entry point: any function (the decorators return it with its own type)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def entry_point(name: str | None = None, *, count: bool | None = None) -> Callable[[_F], _F]:
     """Decorator factory for driver entry points; see :func:`pin_entry_point`."""
-    def deco(func: Callable) -> Callable:
+    def deco(func: _F) -> _F:
         call = name or func.__name__
         sig = inspect.signature(func)
 
@@ -101,13 +105,20 @@ def entry_point(name: str | None = None, *, count: bool | None = None) -> Callab
             checker.judge_return(call, ret, entries, before, caller=caller, count=use_count)
             return ret
 
-        wrapper.__pin_entry_point__ = call  # type: ignore[attr-defined]
-        return wrapper
+        wrapper.__pin_entry_point__ = call  # type: ignore[attr-defined]  # a marker attribute on the function object
+        return cast(_F, wrapper)     # functools.wraps: same signature as func
     return deco
 
 
-def pin_entry_point(func: Callable | None = None, *, name: str | None = None,
-                    count: bool | None = None) -> Any:
+@overload
+def pin_entry_point(func: _F, *, name: str | None = None, count: bool | None = None) -> _F: ...
+@overload
+def pin_entry_point(func: None = None, *, name: str | None = None,
+                    count: bool | None = None) -> Callable[[_F], _F]: ...
+
+
+def pin_entry_point(func: _F | None = None, *, name: str | None = None,
+                    count: bool | None = None) -> _F | Callable[[_F], _F]:
     """Declare a driver entry point (``@pin_entry_point`` or
     ``@pin_entry_point(name=..., count=...)``); its returns are judged like a core
     pinning call's.  Optional under the plugin: an attached checker judges undeclared

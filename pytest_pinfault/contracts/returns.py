@@ -9,13 +9,17 @@ call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 from . import counters as _counters
 from .rules import COUNT_HONESTY, ERROR_NOTHING_HELD, LONGTERM_PLACEMENT
 from .tracking import CallSnapshot
 from .units import USER_KINDS, compact_folios, errname, placement_bad, short_caller, where
 from .violation import Violation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checker import Hold
+    from .rules import Rule
 
 __all__ = ["ReturnRules", "return_code", "check_core_pin_return"]
 
@@ -36,6 +40,20 @@ class ReturnRules:
     """Rules 1-3 judged at a call's return."""
 
     fake_mm: Any
+
+    if TYPE_CHECKING:
+        # What these rules use of the Checker they are part of (see StateRules).
+        _call_seq: int
+
+        def _close_snapshot(self, snap: CallSnapshot) -> None: ...
+        def _grown(self, before: CallSnapshot) -> list[tuple[Any, int, int]]: ...
+        def _new_isolated(self, before: CallSnapshot) -> list[Any]: ...
+        def _record(self, found: list[Violation]) -> list[Violation]: ...
+        def _remember(self, f: Any, owner: str, call: str, caller: str, base: int,
+                      vkey: Any = None) -> Hold | None: ...
+        def _v(self, rule: Rule, message: str, folios: Iterable[Any] = (), call: str = "",
+               caller: str = "", key: Hashable = None, since: int | None = None,
+               faults_since: int | None = None, hint: str = "") -> Violation: ...
 
     def judge_return(self, call: str, ret: Any, entries: Any, before: CallSnapshot, *,
                      caller: str = "", count: bool | None = None, longterm: bool = True,
@@ -126,7 +144,7 @@ class ReturnRules:
                                  faults_since=fsince, hint=hint))
         return self._record(found) if record else found
 
-    def _count_honesty(self, call: str, n: int, entries: Any, grown: list, caller: str,
+    def _count_honesty(self, call: str, n: int, entries: Any, grown: list[Any], caller: str,
                        seq: int, before: CallSnapshot) -> list[Violation]:
         ents = list(entries)
         fs = before.faults_at
@@ -167,5 +185,6 @@ def check_core_pin_return(checker: Any, call: str, ret: int, entries: Any,
     import sys
     if caller is None:
         caller = short_caller(sys._getframe(1))
-    return checker.judge_return(call, ret, entries, before, caller=caller, count=True,
-                                longterm=longterm, core=True)
+    found: list[Violation] = checker.judge_return(call, ret, entries, before, caller=caller, count=True,
+                                                  longterm=longterm, core=True)
+    return found

@@ -8,7 +8,7 @@ allocated folio for a checker that is not attached.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable
 
 from ..mm.folio import PG_isolated, PG_locked, PG_writeback
 from ..mm.gfp import ZONE_MOVABLE
@@ -20,6 +20,10 @@ from .units import (USER_KINDS, compact_folios, errname, fill_units, injector_ho
                     where)
 from .violation import Violation
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .checker import Hold
+    from .rules import Rule
+
 __all__ = ["StateRules", "HSTATE_SIZES"]
 
 HSTATE_SIZES = (2 << 20, 1 << 30)
@@ -29,6 +33,35 @@ class StateRules:
     """Rules 1 and 4-11 read from state (see the module docstring)."""
 
     fake_mm: Any
+
+    if TYPE_CHECKING:
+        # What these rules use of the Checker they are part of (checker.py sets or defines
+        # it; a checker verifies the definitions match these declarations).
+        _seen: dict[int, Any]
+        _holds: dict[int, Hold]
+        _touched: dict[tuple[int, int], None]
+        _ucache: dict[int, tuple[int, int]] | None
+        _device_views: dict[Any, Callable[[], Iterable[tuple[Any, int, int]]]]
+        _b_pins: tuple[int, int]
+        _b_isolated: tuple[int, int]
+        _b_isolate_pb: dict[str, int]
+        _b_task_flags: dict[int, int]
+        _b_mm: dict[int, tuple[Any, int, int]]
+        _b_warnings: int
+        _b_livelocks: int
+        _b_folios: dict[int, tuple[Any, int, int]]
+        _b_isolated_folios: set[int]
+        _b_huge_inuse: dict[int, Any]
+        _b_hugetlb: dict[int, tuple[int, int, int, int, int]]
+
+        @property
+        def attached(self) -> bool: ...
+        def _candidates(self) -> Iterable[Any]: ...
+        def _base_units(self, f: Any) -> tuple[int, int]: ...
+        def _holder_folios(self) -> dict[int, Any]: ...
+        def _v(self, rule: Rule, message: str, folios: Iterable[Any] = (), call: str = "",
+               caller: str = "", key: Hashable = None, since: int | None = None,
+               faults_since: int | None = None, hint: str = "") -> Violation: ...
 
     # rule 1 ------------------------------------------------------------------------
     def _units(self, f: Any, holds: dict[int, int]) -> tuple[int, int]:
@@ -41,7 +74,7 @@ class StateRules:
             u = c[id(f)] = split_units(self.fake_mm, f, holds)
         return u
 
-    def _still_held(self, h: Any, holds: dict[int, int]) -> bool:
+    def _still_held(self, h: Hold, holds: dict[int, int]) -> bool:
         f = h.folio
         if f.freed:
             return False
@@ -369,7 +402,7 @@ class StateRules:
         """One pass over the candidate folios (kept for the running check): (folios left
         isolated beyond the baseline, (pfn, nr_pages) of every user folio allocated since
         the baseline that lies in a CMA area or ZONE_MOVABLE)."""
-        cached = getattr(self, "_scan_cache", None)
+        cached: tuple[list[Any], list[tuple[int, int]]] | None = getattr(self, "_scan_cache", None)
         if cached is not None and self._ucache is not None:
             return cached
         base = self._b_folios

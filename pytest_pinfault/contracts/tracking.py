@@ -24,6 +24,7 @@ import dataclasses
 import dis
 import os
 import sys
+from types import FrameType
 from typing import Any
 
 __all__ = ["CallSnapshot", "RootCall", "ModelOp", "find_root_call", "find_model_op", "returned",
@@ -45,11 +46,13 @@ def _framework() -> tuple[str, ...]:
         dirs = []
         for name in ("_pytest", "pluggy"):
             m = sys.modules.get(name)
-            if m is not None and getattr(m, "__file__", None):
-                dirs.append(os.path.dirname(m.__file__) + os.sep)
+            file = getattr(m, "__file__", None) if m is not None else None
+            if file:
+                dirs.append(os.path.dirname(file) + os.sep)
         m = sys.modules.get("pytest")
-        if m is not None and getattr(m, "__file__", None):
-            dirs.append(os.path.abspath(m.__file__))
+        file = getattr(m, "__file__", None) if m is not None else None
+        if file:
+            dirs.append(os.path.abspath(file))
         _framework_dirs = tuple(dirs)
     return _framework_dirs
 
@@ -67,13 +70,13 @@ class CallSnapshot:
     pins_acquired: int
     pins_released: int
     nr_isolated: tuple[int, int]
-    isolated: set[int]
+    isolated: set[int] | frozenset[int]
     mms: dict[int, tuple[Any, int, int]]
     seq: int
     faults_at: int = 0
     tracked: bool = False
     serial: int = 0               # folios with a higher _serial were created after it
-    counters: dict = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
+    counters: dict[Any, Any] = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
 
     def units(self, f: Any) -> tuple[int, int]:
         b = self.folios.get(id(f))
@@ -111,12 +114,12 @@ class ModelOp:
     parent_lasti: int
     code: bytes
     all: bool = False
-    folios: set = dataclasses.field(default_factory=set)
+    folios: set[Any] = dataclasses.field(default_factory=set)
 
 
 def find_model_op() -> tuple[Any, Any]:
     """(outermost frame of this package on the stack, its caller)."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     outer = f
     while f is not None and f.f_code.co_filename.startswith(PKG_DIR):
         outer = f
@@ -129,7 +132,7 @@ def find_root_call(hint: Any = None) -> tuple[Any, Any]:
     the outermost frame that is not the test framework's (the test function, a fixture,
     a hook), or by the bottom of the stack.  *hint*: the caller of the previous root
     call; when it is still on the stack the walk stops there (usually a few frames)."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     if hint is not None:
         g, inner = f, None
         while g is not None:

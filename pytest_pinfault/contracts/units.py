@@ -28,7 +28,8 @@ USER_KINDS = frozenset({"anon", "shmem", "file", "hugetlb"})
 
 
 def pins_of(f: Any) -> int:
-    return f._pincount if f.order else f._refcount // GUP_PIN_COUNTING_BIAS
+    n: int = f._pincount if f.order else f._refcount // GUP_PIN_COUNTING_BIAS
+    return n
 
 
 def injector_holds(k: Any) -> dict[int, int]:

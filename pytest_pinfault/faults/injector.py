@@ -20,8 +20,9 @@ import errno as _errno
 import os
 import random
 import sys
+from types import FrameType
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from .sites import BUILTIN_SITES, Site
 from .spec import MAX_INT, FaultSpec, FaultSpecError, Term, errno_name, parse_errno, parse_spec, validate_spec
@@ -42,7 +43,7 @@ _inside: dict[Any, bool] = {}       # code object -> is it pytest_pinfault's (or
 def _external_caller() -> str:
     """The nearest frame outside pytest_pinfault (comprehensions and lambdas skipped),
     as ``file:line function``."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     inside = _inside
     while f is not None:
         code = f.f_code
@@ -88,19 +89,19 @@ class FaultRecord:
 
     def __init__(self, site: str, occurrence: int, fired: bool, errno: int | None,
                  context: dict[str, Any], caller: str = "") -> None:
-        self.site = site
-        self.occurrence = occurrence
-        self.fired = fired
-        self.errno = errno
-        self.context = context
-        self.caller = caller
+        self.site: str = site
+        self.occurrence: int = occurrence
+        self.fired: bool = fired
+        self.errno: int | None = errno
+        self.context: dict[str, Any] = context
+        self.caller: str = caller
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FaultRecord):
             return NotImplemented
         return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # unhashable: compares by value
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (folios become pfn/zone/migratetype/order/kind)."""
@@ -141,10 +142,10 @@ class Hold:
 
     def __init__(self, inj: "Injector", folio: Any, attempts: int | None, seen: int = 0) -> None:
         self._inj = inj
-        self.folio = folio
-        self.attempts = attempts
-        self.seen = seen
-        self.released = False
+        self.folio: Any = folio
+        self.attempts: int | None = attempts
+        self.seen: int = seen
+        self.released: bool = False
 
     def release(self) -> None:
         """Drop the reference (idempotent)."""
@@ -155,6 +156,7 @@ class Hold:
         if self in inj.holds:
             inj.holds.remove(self)
         mm = inj.mm if inj.mm is not None else getattr(self.folio, "_mm", None)
+        assert mm is not None               # a held folio belongs to a machine
         mm.folio_put(self.folio)
         inj._update()
 
@@ -213,14 +215,14 @@ def _qualname(frame: Any) -> str:
     ``code.co_qualname`` exists from Python 3.11; on 3.10 the function is found through
     the frame's first argument (``self`` or ``cls``: the method in its class's MRO whose
     code is this frame's) or the module globals, else the plain ``co_name``."""
-    q = getattr(frame.f_code, "co_qualname", None)
+    q: str | None = getattr(frame.f_code, "co_qualname", None)
     return q if q is not None else _qualname_from_frame(frame)
 
 
 def _qualname_from_frame(frame: Any) -> str:
     """:func:`_qualname` without ``co_qualname`` (Python 3.10)."""
     code = frame.f_code
-    name = code.co_name
+    name: str = code.co_name
     if code.co_argcount:
         first = frame.f_locals.get(code.co_varnames[0])
         cls = first if isinstance(first, type) else type(first)
@@ -241,7 +243,7 @@ def _on_stack(name: str) -> Callable[[dict[str, Any]], bool]:
     dotted = "." in name
 
     def check(ctx: dict[str, Any]) -> bool:
-        f = sys._getframe(1)
+        f: FrameType | None = sys._getframe(1)
         while f is not None:
             if f.f_code.co_name == name or (dotted and _qualname(f) == name):
                 return True
@@ -286,22 +288,22 @@ class Arming:
                  terms: list[Term] | None = None,
                  callbacks: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
                  default_errno: int = _errno.EIO) -> None:
-        self.site = site
-        self.spec = spec
-        self.errno = errno              # positive; the default errno of `arm()`
-        self.nth = nth
-        self.times = times              # remaining firings, -1 unlimited
-        self.every = every
-        self.predicate = predicate
-        self.callback = callback
-        self.fail = fail
-        self.eligible = 0
-        self.fired = 0
+        self.site: str = site
+        self.spec: FaultSpec | None = spec
+        self.errno: int | None = errno              # positive; the default errno of `arm()`
+        self.nth: int = nth
+        self.times: int = times              # remaining firings, -1 unlimited
+        self.every: int = every
+        self.predicate: Callable[[dict[str, Any]], bool] | None = predicate
+        self.callback: Callable[[dict[str, Any]], Any] | None = callback
+        self.fail: bool = fail
+        self.eligible: int = 0
+        self.fired: int = 0
         self._checks = tuple(_compile_filter(k, v) for k, v in spec.filters) if spec else ()
         self._terms = list(terms or ())
         self._ti = 0
         self._left = self._terms[0].count if self._terms else None
-        self._held: weakref.WeakSet | None = None
+        self._held: weakref.WeakSet[Any] | None = None
         self._callbacks = dict(callbacks or {})
         self._default_errno = default_errno
 
@@ -335,7 +337,10 @@ class Arming:
                 return _NO
             if self.callback is not None:
                 self.callback(ctx)
-            return (True, -self.errno) if self.fail else (True, None)
+            if not self.fail:
+                return (True, None)
+            assert self.errno is not None   # an arming that fails has its errno
+            return (True, -self.errno)
         for check in self._checks:
             if not check(ctx):
                 return _NO
@@ -354,6 +359,7 @@ class Arming:
         if term.prob is not None and inj.random.random() * 100.0 >= term.prob:
             return _NO
         if term.count is not None:
+            assert self._left is not None   # set from the counted term
             self._left -= 1
             if self._left <= 0:
                 self._ti = ti + 1
@@ -423,19 +429,19 @@ class Injector:
         self.sites: dict[str, Site] = dict(BUILTIN_SITES if sites is None else sites)
         self.mm = mm
         self.seed = seed
-        self.random = random.Random(seed)
+        self.random: random.Random = random.Random(seed)
         self.armed: dict[str, list[Arming]] = {}
         self.hits: dict[str, int] = {}
         self.log: list[FaultRecord] = []
         self.holds: list[Hold] = []
         self.on_fire: list[Callable[[FaultRecord], None]] = []
         self.budget = DEFAULT_BUDGET
-        self.total_hits = 0
-        self.fired_count = 0               # firings so far (kernel loops compare it per round)
+        self.total_hits: int = 0
+        self.fired_count: int = 0               # firings so far (kernel loops compare it per round)
         self._checking: Any = None         # the folio of the migrate_folio check in progress
-        self.recording = False
-        self.counting = False              # count hits (no log): a matrix's fault-free run
-        self.active = False
+        self.recording: bool = False
+        self.counting: bool = False              # count hits (no log): a matrix's fault-free run
+        self.active: bool = False
         self._enabled = True
 
     @property

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno as _errno
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 __all__ = ["FaultSpec", "Term", "FaultSpecError", "parse_spec", "parse_specs", "validate_spec",
            "parse_errno", "ACTIONS", "FILTERS", "CONTROLS", "ZONES", "MIGRATETYPES", "MAX_INT"]
@@ -132,9 +132,9 @@ def parse_errno(text: str) -> int | None:
         return n if 0 < n < 4096 else None
     if not t.isascii() or not t.isidentifier():
         return None
-    n = getattr(_errno, t, None)
-    if isinstance(n, int) and t.isupper() and _errno.errorcode.get(n):
-        return n
+    code = getattr(_errno, t, None)
+    if isinstance(code, int) and t.isupper() and _errno.errorcode.get(code):
+        return code
     return None
 
 
@@ -266,7 +266,7 @@ def _canonical(value: str, choices: tuple[str, ...]) -> str | None:
     return None
 
 
-def _parse_attr(sc: _Scanner, seen: set[str], out: dict) -> None:
+def _parse_attr(sc: _Scanner, seen: set[str], out: dict[Any, Any]) -> None:
     what = "an attribute (" + ", ".join(FILTERS + CONTROLS) + ")"
     key, col = sc.name(what)
     if key not in FILTERS and key not in CONTROLS:
@@ -368,7 +368,7 @@ def parse_spec(text: str) -> FaultSpec:
     text = text.strip()
     sc = _Scanner(text)
     site, _ = sc.name("a fault site name")
-    attrs: dict = {"filters": []}
+    attrs: dict[Any, Any] = {"filters": []}
     bracket = sc.peek() == "["
     if bracket:
         sc.pos += 1

@@ -23,9 +23,9 @@ from .bug import KernelWarning
 from .gup import KernelHang, KernelOutcome, Livelock
 from .memfd import *  # noqa: F401,F403  (MFD_*, F_SEAL_*, FALLOC_FL_*)
 from .memfd import AddressSpace, MemFile
-from .memfd import __all__ as _memfd_all
+from . import memfd as _memfd
 from .mm_types import *  # noqa: F401,F403  (FOLL, PROT_*, MAP_*, VM_*)
-from .mm_types import __all__ as _mm_types_all
+from . import mm_types as _mm_types
 from .mm_types import FOLL, MMStruct, VMA
 from .mmu_notifier import MMUIntervalNotifier, MMUNotifierRange
 from .slab import ZERO_SIZE_PTR, KmallocObject
@@ -54,4 +54,8 @@ __all__ = [
     "FOLL_WRITE", "FOLL_GET", "FOLL_DUMP", "FOLL_FORCE", "FOLL_NOWAIT", "FOLL_NOFAULT",
     "FOLL_HWPOISON", "FOLL_ANON", "FOLL_LONGTERM", "FOLL_SPLIT_PMD", "FOLL_PCI_P2PDMA",
     "FOLL_INTERRUPTIBLE", "FOLL_HONOR_NUMA_FAULT", "FOLL_PIN", "FOLL_TOUCH", "FOLL_REMOTE",
-] + list(_gfp.__all__) + list(_memfd_all) + list(_mm_types_all)
+]
+# in the form type checkers follow (``__all__ += module.__all__``)
+__all__ += _gfp.__all__
+__all__ += _memfd.__all__
+__all__ += _mm_types.__all__

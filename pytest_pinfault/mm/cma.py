@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import errno
 from bisect import bisect_left
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
 from .folio import KIND_ANON, KIND_CONTIG, KIND_HUGETLB, PG_lru, Folio, Page
@@ -90,7 +90,13 @@ class CMA:
         return f"<cma {self.name!r} base_pfn={self.base_pfn:#x} count={self.count} available={self.available_count}>"
 
 
-class CmaMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class CmaMixin(_Base):
     """CMA / contiguous-allocation half of :class:`~pytest_pinfault.FakeMM`."""
 
     def cma_alloc(self, cma: CMA | str, count: int, align: int, no_warn: bool = False) -> Page | None:

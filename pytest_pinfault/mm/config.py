@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
            "RLIM_INFINITY", "KERNELS", "DEFAULT_KERNEL", "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
@@ -21,7 +21,14 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 NR_CPUS_MAX = 8192              # CONFIG_NR_CPUS_RANGE_END on x86-64 with MAXSMP
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+#: A size as MMConfig takes it: a byte count or a string like ``"512MiB"``.
 Size = Union[int, str]
+#: ``MMConfig(cma=...)``: one area's size or ``"size@start-end"``, a mapping of area name
+#: to such a spec, or the parsed tuple of :class:`CMASpec`; 0 or None for no CMA.
+CMAInput = Union[Size, Mapping[str, Size], "tuple[CMASpec, ...]", None]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -126,27 +133,28 @@ def parse_size(value: Size, field: str = "size") -> int:
     raise ConfigError(f"{field}: expected a size in bytes or a string like '512MiB', got {value!r}")
 
 
-class FrozenMap(Mapping):  # type: ignore[type-arg]
+class FrozenMap(Mapping[_K, _V]):
     """A read-only, hashable mapping (``MMConfig.hugetlb``): a frozen config shared by
     every test of a run must give no test a way to change another's machine.  Compares
     equal to a dict with the same items."""
 
     __slots__ = ("_items",)
+    _items: tuple[tuple[_K, _V], ...]
 
-    def __init__(self, items: Any = ()) -> None:
+    def __init__(self, items: Mapping[_K, _V] | Iterable[tuple[_K, _V]] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         object.__setattr__(self, "_items", tuple(sorted(dict(pairs).items())))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: _K) -> _V:
         for k, v in self._items:
             if k == key:
                 return v
         raise KeyError(key)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[_K]:
         return (k for k, _ in self._items)
 
     def __len__(self) -> int:
@@ -158,7 +166,7 @@ class FrozenMap(Mapping):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return repr(dict(self._items))
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[FrozenMap[_K, _V]], tuple[tuple[tuple[_K, _V], ...]]]:
         return (type(self), (self._items,))
 
 
@@ -253,13 +261,15 @@ class MMConfig:
         differs.
     """
 
-    ram: Size = "4GiB"
-    movablecore: Size = 0
-    cma: Any = 0
-    hugetlb: Mapping[Size, int] = dataclasses.field(default_factory=FrozenMap)
-    default_hugepagesz: Size = "2MiB"
+    # The attributes hold what __post_init__ normalises the input to (byte counts, CMASpec
+    # tuples, a FrozenMap); the constructor type checkers see (below) takes the input forms.
+    ram: int = parse_size("4GiB")
+    movablecore: int = 0
+    cma: tuple[CMASpec, ...] = ()
+    hugetlb: Mapping[int, int] = dataclasses.field(default_factory=FrozenMap)
+    default_hugepagesz: int = parse_size("2MiB")
     thp: str = "always"
-    memlock: Size = "8MiB"
+    memlock: int = parse_size("8MiB")
     nr_cpus: int = 2
     boot_reserved: str = "auto"
     firmware: str = "ideal"
@@ -268,6 +278,15 @@ class MMConfig:
     seed: int = 0
     quirks: tuple[str, ...] = ()
     kernel: str = DEFAULT_KERNEL
+
+    if TYPE_CHECKING:
+        # One parameter per field, in field order (tests/test_typing.py checks it).
+        def __init__(self, ram: Size = ..., movablecore: Size = ..., cma: CMAInput = ...,
+                     hugetlb: Mapping[Size, int] = ..., default_hugepagesz: Size = ...,
+                     thp: str = ..., memlock: Size = ..., nr_cpus: int = ...,
+                     boot_reserved: str = ..., firmware: str = ...,
+                     offline_retry_budget: int = ..., gup_retry_limit: int = ..., seed: int = ...,
+                     quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -345,7 +364,7 @@ class MMConfig:
         return specs
 
     @staticmethod
-    def _parse_hugetlb(pools: Mapping[Size, int]) -> "FrozenMap":
+    def _parse_hugetlb(pools: Mapping[Size, int] | Mapping[int, int]) -> "FrozenMap[int, int]":
         if not isinstance(pools, Mapping):
             raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}}, got {pools!r}")
         out: dict[int, int] = {}

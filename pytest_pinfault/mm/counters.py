@@ -59,12 +59,12 @@ class Counter:
 
     def __init__(self, name: str, read: Callable[[], Any], rule: str, error_path: bool,
                  at_teardown: bool, doc: str) -> None:
-        self.name = name
-        self.read = read
-        self.rule = rule
-        self.error_path = error_path
-        self.at_teardown = at_teardown
-        self.doc = doc
+        self.name: str = name
+        self.read: Callable[[], Any] = read
+        self.rule: str = rule
+        self.error_path: bool = error_path
+        self.at_teardown: bool = at_teardown
+        self.doc: str = doc
         self.initial: dict[Hashable, int] = {}
 
     def values(self) -> dict[Hashable, int]:
@@ -83,9 +83,9 @@ class Probe:
 
     def __init__(self, name: str, check: Callable[[], Iterable[tuple[str, Iterable[Any], Hashable]]],
                  rule: str) -> None:
-        self.name = name
-        self.check = check
-        self.rule = rule
+        self.name: str = name
+        self.check: Callable[[], Iterable[tuple[str, Iterable[Any], Hashable]]] = check
+        self.rule: str = rule
 
 
 class CounterRegistry:

@@ -37,8 +37,14 @@ from .file import File
 from .gfp import GFP_KERNEL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .dma_mapping import Device
     from .fakemm import FakeMM
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["DmaBuf", "DmaBufAttachment", "DmaBufExportInfo", "IosysMap", "SIZEOF_DMA_BUF"]
 
@@ -72,7 +78,7 @@ class IosysMap:
     __slots__ = ("vaddr",)
 
     def __init__(self, vaddr: Any = None) -> None:
-        self.vaddr = vaddr
+        self.vaddr: Any = vaddr
 
     def is_null(self) -> bool:
         return self.vaddr is None
@@ -86,16 +92,16 @@ class DmaBuf:
     ``attachments``, ``vmapping_counter``/``vmap_ptr``."""
 
     def __init__(self, info: DmaBufExportInfo, file: File, kobj: Any) -> None:
-        self.size = info.size
-        self.ops = info.ops
-        self.priv = info.priv
-        self.exp_name = info.exp_name
-        self.owner = info.owner
+        self.size: int = info.size
+        self.ops: Any = info.ops
+        self.priv: Any = info.priv
+        self.exp_name: str = info.exp_name
+        self.owner: Any = info.owner
         self.file = file
         self.kobj = kobj
         self.attachments: list[DmaBufAttachment] = []
         self.vmapping_counter = 0
-        self.vmap_ptr = IosysMap()
+        self.vmap_ptr: IosysMap = IosysMap()
         self.released = False
 
     def __repr__(self) -> str:
@@ -124,7 +130,7 @@ class DmaBufAttachment:
 class _DmaBufFops:
     """dma_buf_fops: the file's last reference releases the dma-buf."""
 
-    def __init__(self, k: "FakeMM") -> None:
+    def __init__(self, k: "FakeMMProto") -> None:
         self.k = k
 
     def release(self, file: File) -> None:
@@ -135,10 +141,10 @@ def _is_err(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x < 0
 
 
-class DmaBufMixin:
+class DmaBufMixin(_Base):
     """drivers/dma-buf/dma-buf.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_dma_buf(self: "FakeMM") -> None:
+    def _init_dma_buf(self) -> None:
         self._dmabufs: dict[int, DmaBuf] = {}
         self._dma_buf_fops = _DmaBufFops(self)
         c = self.counters
@@ -150,7 +156,7 @@ class DmaBufMixin:
                    doc="dma-buf vmaps never vunmapped")
 
     # ---------------------------------------------------------------- export
-    def dma_buf_export(self: "FakeMM", exp_info: DmaBufExportInfo) -> DmaBuf | int:
+    def dma_buf_export(self, exp_info: DmaBufExportInfo) -> DmaBuf | int:
         """A new dma-buf with one reference (its file's), or -EINVAL (a WARN: no priv, no
         ops, or ops without map_dma_buf/unmap_dma_buf/release; pin without unpin; a
         cached sgt mapping with pin) / -ENOMEM (the file or the dma_buf allocation).
@@ -182,7 +188,7 @@ class DmaBufMixin:
         self._trace("dma_buf_export", name=exp_info.exp_name, size=exp_info.size)
         return dmabuf
 
-    def _dma_buf_release(self: "FakeMM", dmabuf: DmaBuf) -> None:
+    def _dma_buf_release(self, dmabuf: DmaBuf) -> None:
         """dma_buf_release: the exporter's release, then the dma_buf is freed."""
         if dmabuf.vmapping_counter:
             self._warn("dma_buf_release", f"BUG_ON(dmabuf->vmapping_counter): {dmabuf!r} released while vmapped")
@@ -211,7 +217,8 @@ class DmaBufMixin:
         if getattr(file, "f_op", None) is not self._dma_buf_fops:
             self.fput(file)
             return -errno.EINVAL
-        return file.private_data
+        dmabuf: DmaBuf = file.private_data        # dma-buf files carry their DmaBuf
+        return dmabuf
 
     def get_dma_buf(self, dmabuf: DmaBuf) -> None:
         """Take a reference.  Kernel: include/linux/dma-buf.h:get_dma_buf."""
@@ -226,7 +233,7 @@ class DmaBufMixin:
         self.fput(dmabuf.file)
 
     # ---------------------------------------------------------------- attachments
-    def dma_buf_dynamic_attach(self: "FakeMM", dmabuf: DmaBuf, dev: "Device", importer_ops: Any,
+    def dma_buf_dynamic_attach(self, dmabuf: DmaBuf, dev: "Device", importer_ops: Any,
                                importer_priv: Any) -> DmaBufAttachment | int:
         """Attach *dev*; the exporter's ``attach`` op may refuse (its errno).  An
         exporter with ``pin``/``unpin`` (dynamic) and a static importer get the mapping
@@ -241,7 +248,7 @@ class DmaBufMixin:
         attach.importer_ops, attach.importer_priv = importer_ops, importer_priv
         op = _op(dmabuf.ops, "attach")
         if op is not None:
-            ret = op(dmabuf, attach)
+            ret: int = op(dmabuf, attach)        # the exporter's int
             if ret:
                 self.kfree(kobj)
                 return ret
@@ -266,7 +273,7 @@ class DmaBufMixin:
         """Kernel: drivers/dma-buf/dma-buf.c:dma_buf_attach (v6.12)."""
         return self.dma_buf_dynamic_attach(dmabuf, dev, None, None)
 
-    def dma_buf_detach(self: "FakeMM", dmabuf: DmaBuf, attach: DmaBufAttachment) -> None:
+    def dma_buf_detach(self, dmabuf: DmaBuf, attach: DmaBufAttachment) -> None:
         """Unmap a cached mapping, call the exporter's ``detach``, free the attachment.
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_detach (v6.12)."""
         if dmabuf is None or attach is None or attach.dmabuf is not dmabuf or attach not in dmabuf.attachments:
@@ -283,7 +290,7 @@ class DmaBufMixin:
             op(dmabuf, attach)
         self.kfree(attach.kobj)
 
-    def dma_buf_map_attachment(self: "FakeMM", attach: DmaBufAttachment, direction: int) -> Any:
+    def dma_buf_map_attachment(self, attach: DmaBufAttachment, direction: int) -> Any:
         """The exporter's sg table for the attachment (cached when the exporter says
         ``cache_sgt_mapping``), or -errno (-EBUSY: a cached mapping in another
         direction; -ENOMEM for a NULL from the exporter).
@@ -312,7 +319,7 @@ class DmaBufMixin:
 
     dma_buf_map_attachment_unlocked = dma_buf_map_attachment
 
-    def dma_buf_unmap_attachment(self: "FakeMM", attach: DmaBufAttachment, sg_table: Any,
+    def dma_buf_unmap_attachment(self, attach: DmaBufAttachment, sg_table: Any,
                                  direction: int) -> None:
         """Give a mapping back (a cached one stays until detach).
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_unmap_attachment (v6.12)."""
@@ -345,7 +352,7 @@ class DmaBufMixin:
         op = _op(dmabuf.ops, "end_cpu_access")
         return op(dmabuf, direction) if op is not None else 0
 
-    def dma_buf_vmap(self: "FakeMM", dmabuf: DmaBuf, map: IosysMap) -> int:
+    def dma_buf_vmap(self, dmabuf: DmaBuf, map: IosysMap) -> int:
         """Map the buffer for the kernel, counted: the first call asks the exporter's
         ``vmap(dmabuf, map)``; *map* gets the shared mapping.  0, or -EINVAL (no vmap
         op) / the exporter's errno (a WARN).
@@ -362,7 +369,7 @@ class DmaBufMixin:
             map.vaddr = dmabuf.vmap_ptr.vaddr
             return 0
         ptr = IosysMap()
-        ret = op(dmabuf, ptr)
+        ret: int = op(dmabuf, ptr)                # the exporter's int
         if ret:
             self._warn("dma_buf_vmap", f"WARN_ON_ONCE(ret): exporter vmap failed with {ret}")
             return ret
@@ -373,7 +380,7 @@ class DmaBufMixin:
 
     dma_buf_vmap_unlocked = dma_buf_vmap
 
-    def dma_buf_vunmap(self: "FakeMM", dmabuf: DmaBuf, map: IosysMap) -> None:
+    def dma_buf_vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
         """Drop a vmap; the last one calls the exporter's ``vunmap``.  Unbalanced or
         mismatched calls are the kernel's BUG_ON: recorded warnings here.
         Kernel: drivers/dma-buf/dma-buf.c:dma_buf_vunmap (v6.12)."""

@@ -41,6 +41,11 @@ from .scatterlist import Scatterlist, SgTable, for_each_sg, sg_next
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["Device", "DmaMapping", "DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE",
            "DMA_NONE", "DMA_MAPPING_ERROR", "DMA_BIT_MASK", "DMA_ATTR_SKIP_CPU_SYNC",
            "DMA_ATTR_WEAK_ORDERING", "SZ_64K"]
@@ -67,10 +72,10 @@ class Device:
                  "__weakref__")
 
     def __init__(self, name: str, dma_mask: int) -> None:
-        self.name = name
-        self.dma_mask = dma_mask
-        self.coherent_dma_mask = dma_mask
-        self.max_segment_size = 0
+        self.name: str = name
+        self.dma_mask: int = dma_mask
+        self.coherent_dma_mask: int = dma_mask
+        self.max_segment_size: int = 0
         self.mappings: dict[Any, DmaMapping] = {}
 
     def __repr__(self) -> str:
@@ -85,13 +90,13 @@ class DmaMapping:
     __slots__ = ("dev", "dir", "handle", "nents", "segments", "_views", "caller")
 
     def __init__(self, dev: Device, dir: int, handle: Any, nents: int, caller: str) -> None:
-        self.dev = dev
-        self.dir = dir
-        self.handle = handle
-        self.nents = nents
+        self.dev: Device = dev
+        self.dir: int = dir
+        self.handle: Any = handle
+        self.nents: int = nents
         self.segments: list[tuple[Page, int, int, int]] = []
-        self._views: list[tuple[Folio, Any, int, tuple]] = []
-        self.caller = caller
+        self._views: list[tuple[Folio, Any, int, tuple[Any, ...]]] = []
+        self.caller: str = caller
 
     def __repr__(self) -> str:
         return (f"<dma mapping {self.dev.name} {_DIR_NAMES.get(self.dir, self.dir)} "
@@ -102,10 +107,10 @@ def _valid_dir(dir: int) -> bool:
     return dir in (DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE)
 
 
-class DmaMappingMixin:
+class DmaMappingMixin(_Base):
     """kernel/dma/mapping.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_dma(self: "FakeMM") -> None:
+    def _init_dma(self) -> None:
         self._devices: list[Device] = []
         self.counters.register("dma.mappings", lambda: {d: len(d.mappings) for d in self._devices},
                                doc="streaming DMA mappings never unmapped")
@@ -150,7 +155,7 @@ class DmaMappingMixin:
         return -errno.ENOMEM if dma_addr == DMA_MAPPING_ERROR else 0
 
     # ---------------------------------------------------------------- mapping
-    def _direct_map_page(self: "FakeMM", dev: Device, page: Page, offset: int, size: int) -> int:
+    def _direct_map_page(self, dev: Device, page: Page, offset: int, size: int) -> int:
         """kernel/dma/direct.h:dma_direct_map_page: the physical address, or
         DMA_MAPPING_ERROR (fault site, or above the mask: dev_WARN_ONCE)."""
         fi = self.faults
@@ -170,7 +175,7 @@ class DmaMappingMixin:
         rmap = tuple(f.rmap or ()) if f.kind == KIND_ANON else ()
         m._views.append((f, f.mapping, f.index, rmap))
 
-    def dma_map_page_attrs(self: "FakeMM", dev: Device, page: Page | Folio, offset: int, size: int,
+    def dma_map_page_attrs(self, dev: Device, page: Page | Folio, offset: int, size: int,
                            dir: int, attrs: int) -> int:
         """Map *size* bytes of *page* from *offset* for *dev*: the DMA address, or
         DMA_MAPPING_ERROR (check with :meth:`dma_mapping_error`).  An invalid direction
@@ -195,7 +200,7 @@ class DmaMappingMixin:
         """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``."""
         return self.dma_map_page_attrs(dev, page, offset, size, dir, 0)
 
-    def dma_unmap_page_attrs(self: "FakeMM", dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:
+    def dma_unmap_page_attrs(self, dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:
         """Unmap a :meth:`dma_map_page` mapping; an address never mapped, or another
         size or direction, is recorded as DMA-API debug does ("device driver tries to
         free DMA memory it has not allocated").
@@ -215,7 +220,7 @@ class DmaMappingMixin:
     def dma_unmap_page(self, dev: Device, addr: int, size: int, dir: int) -> None:
         self.dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
-    def dma_map_sg_attrs(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int,
+    def dma_map_sg_attrs(self, dev: Device, sg: Scatterlist, nents: int, dir: int,
                          attrs: int) -> int:
         """Map *nents* entries from *sg*: the number of DMA entries (each entry's
         ``dma_address``/``dma_length`` set), or 0 on failure with nothing left mapped.
@@ -226,7 +231,7 @@ class DmaMappingMixin:
     def dma_map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> int:
         return self.dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
-    def _map_sg(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int, attrs: int) -> int:
+    def _map_sg(self, dev: Device, sg: Scatterlist | None, nents: int, dir: int, attrs: int) -> int:
         """kernel/dma/mapping.c:__dma_map_sg_attrs + kernel/dma/direct.c:dma_direct_map_sg."""
         from .bug import external_caller
         if not _valid_dir(dir):
@@ -255,7 +260,7 @@ class DmaMappingMixin:
         self._trace("dma_map_sg", dev=dev.name, nents=nents)
         return nents
 
-    def dma_unmap_sg_attrs(self: "FakeMM", dev: Device, sg: Scatterlist, nents: int, dir: int,
+    def dma_unmap_sg_attrs(self, dev: Device, sg: Scatterlist, nents: int, dir: int,
                            attrs: int) -> None:
         """Unmap what :meth:`dma_map_sg` mapped; *nents* must be the count passed to it
         (not the one it returned), *dir* the same direction (else a recorded DMA-API
@@ -288,7 +293,7 @@ class DmaMappingMixin:
     def dma_unmap_sgtable(self, dev: Device, sgt: SgTable, dir: int, attrs: int) -> None:
         """``dma_unmap_sg_attrs(dev, sgt->sgl, sgt->orig_nents, dir, attrs)``.
         Kernel: include/linux/dma-mapping.h:dma_unmap_sgtable (v6.12)."""
-        self.dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)
+        self.dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)  # type: ignore[arg-type]  # sgl is None only for an empty table, which the call refuses (TypeError)
 
     # ---------------------------------------------------------------- sync
     def _find_mapping(self, dev: Device, addr: int, size: int) -> DmaMapping | None:
@@ -298,7 +303,7 @@ class DmaMappingMixin:
                     return m
         return None
 
-    def _sync_single(self: "FakeMM", dev: Device, addr: int, size: int, dir: int, who: str) -> None:
+    def _sync_single(self, dev: Device, addr: int, size: int, dir: int, who: str) -> None:
         m = self._find_mapping(dev, addr, size)
         if m is None:
             self._warn(who, f"{dev.name}: device driver tries to sync DMA memory it has not allocated "
@@ -316,7 +321,7 @@ class DmaMappingMixin:
         """Kernel: kernel/dma/mapping.c:__dma_sync_single_for_device (v6.12)."""
         self._sync_single(dev, addr, size, dir, "dma_sync_single_for_device")
 
-    def _sync_sg(self: "FakeMM", dev: Device, sg: Scatterlist, nelems: int, dir: int, who: str) -> None:
+    def _sync_sg(self, dev: Device, sg: Scatterlist | None, nelems: int, dir: int, who: str) -> None:
         m = dev.mappings.get(("sg", id(sg)))
         if m is None:
             self._warn(who, f"{dev.name}: device driver tries to sync an sg list it has not mapped")
@@ -350,7 +355,7 @@ class DmaMappingMixin:
                     return page, off + addr - a, a + size - addr
         return None
 
-    def _dma_access(self: "FakeMM", dev: Device, addr: int, n: int, data: bytes | None) -> bytes | int:
+    def _dma_access(self, dev: Device, addr: int, n: int, data: bytes | None) -> bytes | int:
         out = bytearray()
         pos = 0
         while pos < n:
@@ -380,7 +385,7 @@ class DmaMappingMixin:
         return self._dma_access(dev, addr, n, None)
 
     # ---------------------------------------------------------------- coherence probe
-    def _dma_coherence(self) -> Iterator[tuple[str, tuple, Any]]:
+    def _dma_coherence(self) -> Iterator[tuple[str, tuple[Any, ...], Any]]:
         for dev in self._devices:
             for m in list(dev.mappings.values()):
                 for (page, _, _, addr), (f, mapping, index, rmap) in zip(m.segments, m._views):

@@ -9,7 +9,7 @@ injector.  Construction costs O(zones + CMA areas + hugetlb pool pages), never O
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..faults.injector import Injector, UnknownSite
 from .argcheck import typed_api
@@ -81,9 +81,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
             config = config.replace(**overrides)
         self.config = config
         bind_present(self)          # functions of this kernel version (versions.py)
-        self.stats = VMStat()
-        self.trace = Trace()
-        self.faults = Injector(mm=self, seed=config.seed)
+        self.stats: VMStat = VMStat()
+        self.trace: Trace = Trace()
+        self.faults: Injector = Injector(mm=self, seed=config.seed)
         self.warnings: list[KernelWarning] = []
         self._steer: str | None = None
         self._pcp_thp_shared = config.has_quirk("pcp_thp_shared_list")
@@ -108,8 +108,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._isolate_fail_pfn: int | None = None     # the pfn that refused isolation last
         self._slab_live: dict[int, Any] = {}
         self.tasks: list[Task] = []
-        self.current = self.create_task("init")
-        self.counters = CounterRegistry()   # what the checker judges beyond folios
+        self.current: Task = self.create_task("init")
+        self.counters: CounterRegistry = CounterRegistry()   # what the checker judges beyond folios
         self._sg_live: dict[int, Any] = {}
         self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
                                doc="scatterlist chunks allocated and not freed")
@@ -133,7 +133,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._memory = lay.memory
         self._reserved = lay.reserved
         self._cma_ranges = [(b, b + c) for _, b, c in lay.cma]
-        self.cma_areas = [CMA(name, b, c) for name, b, c in lay.cma]
+        self.cma_areas: list[CMA] = [CMA(name, b, c) for name, b, c in lay.cma]
         self._zone_list: list[Zone] = []
         self.zones: dict[str, Zone] = {}
         for idx in sorted(lay.zones):
@@ -154,9 +154,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                         for _ in range(cfg.nr_cpus)]
             self._free_zone_memory(zone)
         self._setup_watermarks()
-        self.memory_blocks = MemoryBlocks(self)
+        self.memory_blocks: MemoryBlocks = MemoryBlocks(self)
         dma32 = self.zones.get("DMA32") or self.zones["DMA"]
-        self.zero_folio = Folio(self, lay.zero_pfn, 0, dma32, KIND_ZERO)
+        self.zero_folio: Folio = Folio(self, lay.zero_pfn, 0, dma32, KIND_ZERO)
         self.zero_folio.flags |= PG_reserved
         self._hstates: dict[int, HState] = {}
         for nbytes in (2 << 20, 1 << 30):
@@ -326,7 +326,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         first = max(0, (lo >> SECTION_SHIFT) - (1 << (_MAX_FOLIO_ORDER - SECTION_SHIFT)))
         last = ((hi - 1) >> SECTION_SHIFT) + 1
         if last - first > len(self._sections):      # a range wider than what is allocated
-            secnos = sorted(n for n in self._sections if first <= n < last)
+            secnos: Iterable[int] = sorted(n for n in self._sections if first <= n < last)
         else:
             secnos = range(first, last)
         for secno in secnos:
@@ -361,7 +361,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         it; otherwise None after recording the misuse as a kernel warning: a folio of
         another machine, or one already freed (what KASAN reports as a use-after-free).
         A wrong Python type is a TypeError naming *param*."""
-        folio = getattr(obj, "folio", None) if isinstance(obj, (Page, Folio)) else None
+        folio: Folio | None = obj.folio if isinstance(obj, (Page, Folio)) else None
         if folio is None:
             raise TypeError(f"{site}: {param} must be a Page or Folio, got {type(obj).__name__}")
         if folio._mm is not self:
@@ -373,7 +373,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
             return None
         return folio
 
-    def _foreign(self, obj: Any, cls: type, site: str, param: str) -> bool:
+    def _foreign(self, obj: Any, cls: type[Any], site: str, param: str) -> bool:
         """True (after recording a warning) when *obj*, an instance of *cls* (an
         mm_struct or a file), belongs to another machine; a wrong type is a TypeError
         naming *param*."""
@@ -613,7 +613,8 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
                 if self.observer_factory is None:
                     return []
                 ck = self._own_checker = self.observer_factory(self)
-        return ck.check(final=final)
+        found: list[Any] = ck.check(final=final)     # Violation records
+        return found
 
     # ------------------------------------------------------------------ diagnostics
     def _warn(self, site: str, message: str, folio: Folio | None = None) -> None:

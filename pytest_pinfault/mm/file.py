@@ -38,6 +38,11 @@ def _not_a_file(k: Any, who: str, file: Any) -> bool:
         return True
     return False
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["File", "FilesStruct", "O_CLOEXEC", "O_RDWR", "O_RDONLY", "O_WRONLY", "NR_OPEN_DEFAULT"]
 
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -49,6 +54,9 @@ class File:
     """``struct file`` for a file the driver side owns: ``name``, ``f_op`` (an object with
     an optional ``release(file)``), ``private_data``, ``f_flags``, ``f_count``."""
 
+    #: a dma-buf file's kmalloc'ed ``struct file`` (set by dma_buf_export only)
+    _fobj: Any
+
     def __init__(self, name: str, f_op: Any, private_data: Any, f_flags: int) -> None:
         self.name = name
         self.f_op = f_op
@@ -57,7 +65,7 @@ class File:
         self.f_count = 1
         self.fd = -1
         self._fdtable: Any = None
-        self.closed = False
+        self.closed: bool = False
 
     def _last_fput(self) -> None:
         self.closed = True
@@ -86,10 +94,10 @@ class FilesStruct:
         return f"<files {sorted(self.fdt)}>"
 
 
-class FileMixin:
+class FileMixin(_Base):
     """fs/file.c half of :class:`~pytest_pinfault.FakeMM`."""
 
-    def _init_files(self: "FakeMM") -> None:
+    def _init_files(self) -> None:
         self._file_refs: dict[int, Any] = {}          # id -> file with fget/get_file references
         self.counters.register("file.refs", lambda: {f: f._extra_refs for f in self._file_refs.values()
                                                      if getattr(f, "_extra_refs", 0)},
@@ -101,11 +109,12 @@ class FileMixin:
         """The descriptor table of *task* (default current), created on first use with
         descriptors 0-2 open on character files (stdin, stdout, stderr)."""
         task = task or self.current
-        if task.files is None:
+        ft: FilesStruct | None = task.files
+        if ft is None:
             ft = task.files = FilesStruct()
             for fd, name in enumerate(("stdin", "stdout", "stderr")):   # a process's first three
                 ft.fdt[fd] = File(name, None, None, O_RDWR)
-        return task.files
+        return ft
 
     # ---------------------------------------------------------------- descriptors
     def get_unused_fd_flags(self, flags: int) -> int:

@@ -21,6 +21,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .mmzone import Zone
 
 __all__ = ["Folio", "Page", "GUP_PIN_COUNTING_BIAS", "page_folio", "MAPPING_CHANGE"]
@@ -93,27 +94,27 @@ class Folio:
         "rmap", "hstate", "freed", "_mm", "_serial", "__weakref__",
     )
 
-    def __init__(self, mm: Any, pfn: int, order: int, zone: "Zone", kind: str) -> None:
+    def __init__(self, mm: FakeMMProto, pfn: int, order: int, zone: "Zone", kind: str) -> None:
         self._mm = mm
         self._serial = next(_SERIALS)  # creation order (an observer tells new folios apart)
-        self.pfn = pfn
-        self.order = order
-        self.nr_pages = 1 << order
+        self.pfn: int = pfn
+        self.order: int = order
+        self.nr_pages: int = 1 << order
         # a new folio: the watched fields are set without telling the observer
         self._rc = 1                 # _refcount
         self._pincount = 0
         self._mc = 0                 # _mapcount
         self._flags = 0              # flags
-        self.kind = kind
+        self.kind: str = kind
         self._mapping: Any = None    # mapping
-        self.index = 0
+        self.index: int = 0
         self._zone = zone
         self._data: dict[int, bytes | bytearray | int] | None = None
         self.private: Any = None
         self._lru = -1               # lru_batch: cpu whose lru_add batch holds a reference, or -1
         self.rmap: Any = None        # page-table mappings (set by the address-space model)
         self.hstate: Any = None
-        self.freed = False
+        self.freed: bool = False
 
     # -- what an observer watches ---------------------------------------------------
     # The machine's attached observer (mm/observer.py) hears of every change of the
@@ -241,7 +242,7 @@ class Folio:
             elif type(buf) is int:
                 out += bytes((buf,)) * take
             else:
-                out += buf[off:off + take]
+                out += buf[off:off + take]  # type: ignore[index]  # not an int: `type(buf) is int` (kept for speed) does not narrow
             offset += take
             n -= take
         return bytes(out)
@@ -304,8 +305,8 @@ class Page:
     __slots__ = ("folio", "pfn")
 
     def __init__(self, folio: Folio, pfn: int) -> None:
-        self.folio = folio
-        self.pfn = pfn
+        self.folio: Folio = folio
+        self.pfn: int = pfn
 
     @property
     def is_cma(self) -> bool:

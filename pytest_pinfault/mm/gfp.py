@@ -11,6 +11,7 @@ arithmetic is far too slow for the allocator's hot path.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 __all__ = [
     "gfp_t", "GFP_KERNEL", "GFP_USER", "GFP_HIGHUSER", "GFP_HIGHUSER_MOVABLE",
@@ -64,7 +65,37 @@ _RECLAIM = gfp_t.DIRECT_RECLAIM | gfp_t.KSWAPD_RECLAIM
 # The kernel's spellings.  Names starting with two underscores are name-mangled inside
 # class bodies; use the gfp_t members there (gfp_t.MOVABLE).
 globals().update({f"__GFP_{m.name}": m for m in gfp_t})
-__all__ += [f"__GFP_{m.name}" for m in gfp_t]
+if TYPE_CHECKING:       # the same names, spelled out for type checkers
+    __GFP_DMA: gfp_t
+    __GFP_HIGHMEM: gfp_t
+    __GFP_DMA32: gfp_t
+    __GFP_MOVABLE: gfp_t
+    __GFP_RECLAIMABLE: gfp_t
+    __GFP_HIGH: gfp_t
+    __GFP_IO: gfp_t
+    __GFP_FS: gfp_t
+    __GFP_ZERO: gfp_t
+    __GFP_DIRECT_RECLAIM: gfp_t
+    __GFP_KSWAPD_RECLAIM: gfp_t
+    __GFP_WRITE: gfp_t
+    __GFP_NOWARN: gfp_t
+    __GFP_RETRY_MAYFAIL: gfp_t
+    __GFP_NOFAIL: gfp_t
+    __GFP_NORETRY: gfp_t
+    __GFP_MEMALLOC: gfp_t
+    __GFP_COMP: gfp_t
+    __GFP_NOMEMALLOC: gfp_t
+    __GFP_HARDWALL: gfp_t
+    __GFP_THISNODE: gfp_t
+    __GFP_ACCOUNT: gfp_t
+# one per gfp_t member, in its order (tests/test_typing.py checks it)
+__all__ += [
+    "__GFP_DMA", "__GFP_HIGHMEM", "__GFP_DMA32", "__GFP_MOVABLE", "__GFP_RECLAIMABLE",
+    "__GFP_HIGH", "__GFP_IO", "__GFP_FS", "__GFP_ZERO", "__GFP_DIRECT_RECLAIM",
+    "__GFP_KSWAPD_RECLAIM", "__GFP_WRITE", "__GFP_NOWARN", "__GFP_RETRY_MAYFAIL",
+    "__GFP_NOFAIL", "__GFP_NORETRY", "__GFP_MEMALLOC", "__GFP_COMP", "__GFP_NOMEMALLOC",
+    "__GFP_HARDWALL", "__GFP_THISNODE", "__GFP_ACCOUNT",
+]
 
 GFP_ATOMIC = gfp_t.HIGH | gfp_t.KSWAPD_RECLAIM
 GFP_KERNEL = _RECLAIM | gfp_t.IO | gfp_t.FS

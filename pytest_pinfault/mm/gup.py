@@ -43,15 +43,20 @@ import dataclasses
 import errno
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
-                       VM_SHARED, VM_WRITE, MMStruct)
+                       VM_SHARED, VM_WRITE, VMA, MMStruct)
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["Livelock", "KernelOutcome", "KernelHang", "Out"]
 
@@ -73,7 +78,7 @@ _LONGTERM_GFP = int(_g.GFP_USER | _g.gfp_t.NOWARN)
 _CALLERS: dict[tuple[Any, int], str] = {}   # (code, instruction) -> "file:line function"
 
 
-def _is_cow_mapping(vma: Any) -> bool:
+def _is_cow_mapping(vma: VMA) -> bool:
     """include/linux/mm.h:is_cow_mapping (v6.12): private and may be written."""
     return vma.flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
 
@@ -145,14 +150,14 @@ class KernelHang(BaseException):
         super().__init__(str(outcome))
 
 
-class GupMixin:
+class GupMixin(_Base):
     """GUP half of :class:`~pytest_pinfault.FakeMM`."""
 
     _observer: Any = None              # set per instance by FakeMM.__init__
     _core_pinning = False              # inside a judged core pinning call
 
     # ------------------------------------------------------------------ contract judging
-    def _judge_core_pin(self, call: str, func: Any, args: tuple, entries: Any, gup_flags: int) -> int:
+    def _judge_core_pin(self, call: str, func: Any, args: tuple[Any, ...], entries: Any, gup_flags: int) -> int:
         """Run core pinning call *func* and report it to the attached observer
         (``pin_call_begin``/``pin_call_end``, mm/observer.py; long-term when
         *gup_flags* has FOLL_LONGTERM).  Only the outermost core call is reported.
@@ -170,7 +175,7 @@ class GupMixin:
         token = obs.pin_call_begin(call)
         self._core_pinning = True
         try:
-            ret = func(self, *args)
+            ret: int = func(self, *args)        # a core pinning call: count or -errno
         finally:
             self._core_pinning = False
         obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
@@ -186,9 +191,10 @@ class GupMixin:
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"try_grab_folio: {name} must be an int, got {type(v).__name__}")
-            folio = self._usable_folio(folio, "try_grab_folio")
-            if folio is None:
+            usable = self._usable_folio(folio, "try_grab_folio")
+            if usable is None:
                 return -errno.EFAULT
+            folio = usable
         if refs <= 0:
             if refs < 0:
                 self._warn("try_grab_folio", f"negative count: {refs} references or pins", folio=folio)
@@ -226,9 +232,10 @@ class GupMixin:
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
-            folio = self._usable_folio(folio, "gup_put_folio")
-            if folio is None:
+            usable = self._usable_folio(folio, "gup_put_folio")
+            if usable is None:
                 return
+            folio = usable
         if refs <= 0:
             self._warn("unpin" if int(flags) & _PIN else "put_page",
                        f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
@@ -319,7 +326,7 @@ class GupMixin:
             folio = page.folio
             n = 1
             if folio.order:
-                while i + n < npages and pages[i + n] is not None and pages[i + n].folio is folio:
+                while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
                     n += 1
             if make_dirty and folio.kind != KIND_ZERO:
                 folio.flags |= PG_dirty
@@ -348,15 +355,15 @@ class GupMixin:
     def unpin_user_folio(self, folio: Folio, npages: int) -> None:
         """Release *npages* pins of *folio*; a count below 1, a freed or foreign folio,
         or more pins than it has is a recorded warning.  Kernel: mm/gup.c:unpin_user_folio."""
-        folio = self._usable_folio(folio, "unpin_user_folio")
-        if folio is not None:
-            self.gup_put_folio(folio, npages, _PIN)
+        usable = self._usable_folio(folio, "unpin_user_folio")
+        if usable is not None:
+            self.gup_put_folio(usable, npages, _PIN)
 
     def unpin_folio(self, folio: Folio) -> None:
         """Release one pin (memfd_pin_folios' unit).  Kernel: mm/gup.c:unpin_folio."""
-        folio = self._usable_folio(folio, "unpin_folio")
-        if folio is not None:
-            self.gup_put_folio(folio, 1, _PIN)
+        usable = self._usable_folio(folio, "unpin_folio")
+        if usable is not None:
+            self.gup_put_folio(usable, 1, _PIN)
 
     def unpin_folios(self, folios: Sequence[Folio | None], nfolios: int) -> None:
         """Release one pin per entry of ``folios[:nfolios]``; consecutive identical
@@ -387,9 +394,10 @@ class GupMixin:
         kernel; a negative count (the kernel's unsigned wrap) warns and returns -EINVAL;
         a freed or foreign folio warns and returns -EFAULT.
         Kernel: mm/gup.c:folio_add_pins (v6.13)."""
-        folio = self._usable_folio(folio, "folio_add_pins")
-        if folio is None:
+        usable = self._usable_folio(folio, "folio_add_pins")
+        if usable is None:
             return -errno.EFAULT
+        folio = usable
         if pins < 0:
             self._warn("folio_add_pins", f"negative count: folio_add_pins(folio, {pins})", folio=folio)
             return -errno.EINVAL
@@ -452,7 +460,7 @@ class GupMixin:
         return True, gup_flags
 
     # ------------------------------------------------------------------ entry points
-    def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def get_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Take FOLL_GET references on the pages of ``current->mm`` at *start*: count,
         -errno, or -EINVAL for invalid flags.  Kernel: mm/gup.c:get_user_pages (v6.5+)."""
         if self._observer is not None and not self._core_pinning:
@@ -466,7 +474,7 @@ class GupMixin:
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
     def get_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
-                              pages: list | None, locked: Any = None) -> int:
+                              pages: list[Page] | None, locked: Any = None) -> int:
         """As get_user_pages on another *mm*.  Kernel: mm/gup.c:get_user_pages_remote."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_remote", GupMixin.get_user_pages_remote,
@@ -478,7 +486,7 @@ class GupMixin:
             return -errno.EINVAL
         return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
 
-    def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+    def get_user_pages_unlocked(self, start: int, nr_pages: int, pages: list[Page] | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:get_user_pages_unlocked (note the argument order)."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("get_user_pages_unlocked", GupMixin.get_user_pages_unlocked,
@@ -490,7 +498,7 @@ class GupMixin:
             return -errno.EINVAL
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
-    def pin_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def pin_user_pages(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Pin (FOLL_PIN) the pages of ``current->mm`` at *start*; with FOLL_LONGTERM,
         migrate them out of ZONE_MOVABLE/CMA first.  Count, -errno, or **0** for invalid
         flags.  Release with unpin_user_pages.  Kernel: mm/gup.c:pin_user_pages (v6.5+)."""
@@ -505,7 +513,7 @@ class GupMixin:
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
     def pin_user_pages_remote(self, mm: MMStruct, start: int, nr_pages: int, gup_flags: int,
-                              pages: list | None, locked: Any = None) -> int:
+                              pages: list[Page] | None, locked: Any = None) -> int:
         """As pin_user_pages on another *mm* (0 for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_remote."""
         if self._observer is not None and not self._core_pinning:
@@ -518,7 +526,7 @@ class GupMixin:
             return 0
         return self.__gup_longterm_locked(mm, start, nr_pages, pages, locked, flags)
 
-    def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list | None, gup_flags: int) -> int:
+    def pin_user_pages_unlocked(self, start: int, nr_pages: int, pages: list[Page] | None, gup_flags: int) -> int:
         """Kernel: mm/gup.c:pin_user_pages_unlocked (0 for invalid flags)."""
         if self._observer is not None and not self._core_pinning:
             return self._judge_core_pin("pin_user_pages_unlocked", GupMixin.pin_user_pages_unlocked,
@@ -530,7 +538,7 @@ class GupMixin:
             return 0
         return self.__gup_longterm_locked(self.current.mm, start, nr_pages, pages, None, flags)
 
-    def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def get_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Lockless walk first, slow path for the rest (-EINVAL for invalid flags).
         Kernel: mm/gup.c:get_user_pages_fast."""
         if self._observer is not None and not self._core_pinning:
@@ -543,7 +551,7 @@ class GupMixin:
             return -errno.EINVAL
         return self._gup_fast_fallback(start, nr_pages, flags, pages)
 
-    def pin_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list | None) -> int:
+    def pin_user_pages_fast(self, start: int, nr_pages: int, gup_flags: int, pages: list[Page] | None) -> int:
         """Fast-path pin; folios that are not long-term pinnable leave the rest to the
         slow path, which migrates (-EINVAL for invalid flags).
         Kernel: mm/gup.c:pin_user_pages_fast."""
@@ -558,7 +566,7 @@ class GupMixin:
         return self._gup_fast_fallback(start, nr_pages, flags, pages)
 
     # ------------------------------------------------------------------ fast path
-    def _gup_fast_fallback(self, start: int, nr_pages: int, flags: int, pages: list | None) -> int:
+    def _gup_fast_fallback(self, start: int, nr_pages: int, flags: int, pages: list[Page] | None) -> int:
         if flags & ~int(FOLL.WRITE | FOLL.LONGTERM | FOLL.FORCE | FOLL.PIN | FOLL.GET
                         | FOLL.FAST_ONLY | FOLL.NOFAULT | FOLL.PCI_P2PDMA | FOLL.HONOR_NUMA_FAULT):
             return -errno.EINVAL
@@ -596,11 +604,12 @@ class GupMixin:
             _set(pages, nr, Page(folio, folio.pfn + idx))
             nr += 1
         if flags & _PIN and mm.write_protect_seq != seq:
+            assert pages is not None        # is_valid_gup_args refuses FOLL_PIN without pages
             self.unpin_user_pages(pages, nr)
             nr = 0
         if nr == nr_pages or flags & _FAST_ONLY:
             return nr
-        sub: list | None = [] if pages is not None else None
+        sub: list[Page] | None = [] if pages is not None else None
         ret = self.__gup_longterm_locked(mm, start + (nr << PAGE_SHIFT), nr_pages - nr, sub,
                                          None, flags | _TOUCH | _UNLOCKABLE)
         if sub is not None:
@@ -612,7 +621,7 @@ class GupMixin:
 
     # ------------------------------------------------------------------ slow path
     def __get_user_pages(self, mm: MMStruct, start: int, nr_pages: int, flags: int,
-                         pages: list | None) -> int:
+                         pages: list[Page] | None) -> int:
         """Kernel: mm/gup.c:__get_user_pages (v6.12): VMA checks, faults, grabs.  Returns
         the number of pages grabbed; an error is returned only if none was."""
         if nr_pages == 0:
@@ -640,6 +649,7 @@ class GupMixin:
                 rc = self._check_vma_flags(vma, flags)
                 if rc:
                     return self._gup_done(i, rc, pins)
+                assert vma is not None      # _check_vma_flags refuses a missing VMA
                 vma_end = vma.end
                 shared = vma.is_shared()
             if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
@@ -774,7 +784,7 @@ class GupMixin:
             ent is not None or (bool(flags & _LONGTERM) and not vma.is_hugetlb() and _is_cow_mapping(vma)))
         return self.handle_mm_fault(mm, vma, addr, bool(flags & _WRITE), unshare=unshare)
 
-    def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+    def __get_user_pages_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list[Page] | None,
                                 locked: Any, flags: int) -> int:
         """Kernel: mm/gup.c:__get_user_pages_locked: FOLL_PIN sets MMF_HAS_PINNED; a
         final 0 becomes -EFAULT unless FOLL_NOWAIT."""
@@ -787,11 +797,12 @@ class GupMixin:
             return -errno.EFAULT
         return ret
 
-    def __gup_longterm_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list | None,
+    def __gup_longterm_locked(self, mm: MMStruct, start: int, nr_pages: int, pages: list[Page] | None,
                               locked: Any, flags: int) -> int:
         """Kernel: mm/gup.c:__gup_longterm_locked (v6.12+ contract, bounded here)."""
         if not flags & _LONGTERM:
             return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
+        assert pages is not None            # is_valid_gup_args refuses FOLL_LONGTERM without pages
         saved = self.memalloc_pin_save()
         try:
             rounds = 0
@@ -850,16 +861,16 @@ class GupMixin:
         return -errno.ENOMEM
 
     # ------------------------------------------------------------------ check & migrate
-    def check_and_migrate_movable_pages(self, nr_pages: int, pages: list) -> int:
+    def check_and_migrate_movable_pages(self, nr_pages: int, pages: list[Page]) -> int:
         """0 (all pinnable, pins kept), -EAGAIN (migrated; every pin dropped; re-pin), or
         -ENOMEM/-EBUSY (failed; every pin dropped).  Kernel: mm/gup.c (v6.12+)."""
         return self._check_and_migrate(pages, nr_pages)
 
-    def check_and_migrate_movable_folios(self, nr_folios: int, folios: list) -> int:
+    def check_and_migrate_movable_folios(self, nr_folios: int, folios: list[Folio]) -> int:
         """The folio-array form used by memfd_pin_folios.  Kernel: mm/gup.c (v6.11+)."""
         return self._check_and_migrate(folios, nr_folios)
 
-    def _check_and_migrate(self, entries: list, nr: int) -> int:
+    def _check_and_migrate(self, entries: list[Page] | list[Folio], nr: int) -> int:
         """Kernel: mm/gup.c:check_and_migrate_movable_pages_or_folios.  Entries are pages
         or folios alike: both have ``.folio``."""
         nr = self._array_bound("check_and_migrate_movable_pages", entries, nr, "pages")
@@ -875,7 +886,7 @@ class GupMixin:
             return self._pin_anyway(entries, nr, movable)
         return self._migrate_longterm_unpinnable(entries, nr, movable)
 
-    def _collect_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _collect_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Kernel: mm/gup.c:collect_longterm_unpinnable_folios (v6.17 drain logic; the
         6.12.y logic, which drains only on an unexpected reference, under the quirk
         ``gup_drain_on_unexpected_ref_only``, as in 6.12.118): isolate the unpinnable
@@ -897,7 +908,7 @@ class GupMixin:
             if self.folio_is_longterm_pinnable(folio):
                 continue
             collected += 1
-            self._gup_last_unpinnable = folio
+            self._gup_last_unpinnable: Folio | None = folio
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
@@ -914,7 +925,7 @@ class GupMixin:
             self.node_stat_mod_isolated(folio, folio.nr_pages)
         return collected
 
-    def _migrate_longterm_unpinnable(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _migrate_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Kernel: mm/gup.c:migrate_longterm_unpinnable_folios (v6.12+): unpin every
         entry, migrate the isolated folios; any migrate_pages failure becomes -ENOMEM."""
         self._unpin_entries(entries, nr)
@@ -922,7 +933,7 @@ class GupMixin:
         self.putback_movable_pages(movable)
         return -errno.ENOMEM if failed else -errno.EAGAIN
 
-    def _pin_anyway(self, entries: list, nr: int, movable: list[Folio]) -> int:
+    def _pin_anyway(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
         """Quirk gup_keep_pins_on_isolation_failure (v5.1..v5.12): folios that could not be
         isolated stay pinned where they are; if migration fails, pin anyway."""
         if not movable:
@@ -933,14 +944,14 @@ class GupMixin:
         self.putback_movable_pages(movable)
         return -errno.EAGAIN
 
-    def _unpin_entries(self, entries: list, nr: int) -> None:
+    def _unpin_entries(self, entries: list[Page] | list[Folio], nr: int) -> None:
         """Drop the pin of every entry and clear it (unpin_folio + pofs_clear_entry)."""
         put = self.gup_put_folio
         for i in range(nr):
             e = entries[i]
             if e is not None:
                 put(e.folio, 1, _PIN)
-                entries[i] = None
+                entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:
         """migrate_pages of the isolated folios to long-term pinnable targets
@@ -950,7 +961,7 @@ class GupMixin:
                                   MR_LONGTERM_PIN)
 
     # ------------------------------------------------------------------ memfd
-    def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list,
+    def memfd_pin_folios(self, memfd: Any, start: int, end: int, folios: list[Folio],
                          max_folios: int, offset: Any) -> int:
         """Pin the folios backing bytes ``[start, end]`` (inclusive) of a shmem or
         hugetlbfs memfd, allocating holes, one pin per folio, migrated out of
@@ -1017,13 +1028,13 @@ class GupMixin:
                         self.unpin_folios(folios, nr_folios)
                         return err
                     if nr_found == 0:
-                        folio = self.memfd_alloc_folio(memfd, cursor.value)
-                        if isinstance(folio, int):
-                            if folio == -errno.EEXIST:
+                        new = self.memfd_alloc_folio(memfd, cursor.value)
+                        if isinstance(new, int):
+                            if new == -errno.EEXIST:
                                 continue
                             self.unpin_folios(folios, nr_folios)
-                            return folio
-                        self.folio_put(folio)
+                            return new
+                        self.folio_put(new)
                 ret = self.check_and_migrate_movable_folios(nr_folios, folios)
                 if ret != -errno.EAGAIN:
                     break
@@ -1043,13 +1054,13 @@ class Out:
     __slots__ = ("value",)
 
     def __init__(self, value: Any = None) -> None:
-        self.value = value
+        self.value: Any = value
 
     def __repr__(self) -> str:
         return f"Out({self.value!r})"
 
 
-def _set(arr: list | None, i: int, value: Any) -> None:
+def _set(arr: list[Any] | None, i: int, value: Any) -> None:
     """Write ``arr[i]`` like a C array: overwrite a pre-sized list, grow a shorter one."""
     if arr is None:
         return

@@ -73,7 +73,13 @@ class HState:
                 f"resv={self.resv_huge_pages}>")
 
 
-class HugetlbMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class HugetlbMixin(_Base):
     """hugetlb half of :class:`~pytest_pinfault.FakeMM`."""
 
     def hstate(self, size: int | str | None = None) -> HState:

@@ -26,8 +26,14 @@ from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG_
 from .mm_types import PROT_WRITE
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .fakemm import FakeMM
     from .hugetlb import HState
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["MemFile", "AddressSpace", "MFD_CLOEXEC", "MFD_ALLOW_SEALING", "MFD_HUGETLB",
            "MFD_NOEXEC_SEAL", "MFD_EXEC", "MFD_HUGE_2MB", "MFD_HUGE_1GB", "F_SEAL_SEAL",
@@ -67,10 +73,10 @@ class AddressSpace:
     __slots__ = ("host", "pages", "order", "nrpages")
 
     def __init__(self, host: "MemFile", order: int) -> None:
-        self.host = host
+        self.host: MemFile = host
         self.pages: dict[int, Folio] = {}       # head index -> folio
-        self.order = order
-        self.nrpages = 0
+        self.order: int = order
+        self.nrpages: int = 0
 
     def lookup(self, index: int) -> Folio | None:
         return self.pages.get(index & ~((1 << self.order) - 1))
@@ -88,19 +94,19 @@ class MemFile:
     """An open memfd (``struct file`` + inode): ``ftruncate``, ``fallocate``, ``pread``,
     ``pwrite``, ``add_seals``/``get_seals``, and its page cache ``mapping``."""
 
-    def __init__(self, kmm: "FakeMM", name: str, flags: int, hstate: "HState | None",
+    def __init__(self, kmm: "FakeMMProto", name: str, flags: int, hstate: "HState | None",
                  sealable: bool) -> None:
         self._k = kmm
         self.name = name
         self.flags = flags
         self.hstate = hstate
-        self.mapping = AddressSpace(self, hstate.order if hstate else 0)
-        self.i_size = 0
+        self.mapping: AddressSpace = AddressSpace(self, hstate.order if hstate else 0)
+        self.i_size: int = 0
         self.seals = 0 if sealable else F_SEAL_SEAL
         self._mappers = 0
         self._writable_maps = 0
         self._resv: set[int] = set()           # reserved hugetlb indices (head, base pages)
-        self.closed = False
+        self.closed: bool = False
         self.f_count = 1                       # struct file references (mm/file.py)
         self.fd = -1                           # the descriptor memfd_create installed
 
@@ -293,9 +299,10 @@ class MemFile:
             take = min(len(data) - pos, PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
             if folio is None:
-                folio = self._alloc_cache_folio(idx)
-                if isinstance(folio, int):
-                    return pos if pos else folio
+                new = self._alloc_cache_folio(idx)
+                if isinstance(new, int):
+                    return pos if pos else new
+                folio = new
                 self._k.folio_put(folio)
             folio.write(((idx - folio.index) << PAGE_SHIFT) + off, data[pos:pos + take])
             pos += take
@@ -355,14 +362,15 @@ class MemFile:
         if folio is not None:
             folio._refcount += 1
             return folio
-        folio = self._alloc_cache_folio(index)
-        if isinstance(folio, int):
-            return -errno.EFAULT if self.hstate is not None else folio
-        return folio
+        new = self._alloc_cache_folio(index)
+        if isinstance(new, int):
+            return -errno.EFAULT if self.hstate is not None else new
+        return new
 
     def _hugetlb_reserve(self, start_idx: int, end_idx: int) -> int:
         """hugetlb_reserve_pages for a shared mapping of [start_idx, end_idx)."""
         h = self.hstate
+        assert h is not None        # called for hugetlb files only
         step = 1 << h.order
         need = [i for i in range(start_idx, end_idx, step)
                 if i not in self._resv and self.mapping.lookup(i) is None]
@@ -402,7 +410,7 @@ class MemFile:
         return f"<memfd:{self.name} {kind} size={self.i_size} seals={self.seals:#x} pages={self.mapping.nrpages}>"
 
 
-class MemfdMixin:
+class MemfdMixin(_Base):
     """memfd half of :class:`~pytest_pinfault.FakeMM`."""
 
     def memfd_create(self, name: str, flags: int) -> MemFile | int:
@@ -525,6 +533,7 @@ class MemfdMixin:
 
     def _hugetlb_cache_folio(self, memfd: MemFile, head: int) -> Folio | int:
         h = memfd.hstate
+        assert h is not None        # called for hugetlb files only
         had_resv = head in memfd._resv
         if not had_resv:
             if h.available <= 0:

@@ -39,9 +39,9 @@ class MemoryBlock:
 
     def __init__(self, mm: "FakeMM", block_id: int) -> None:
         self._mm = mm
-        self.id = block_id
-        self.start_pfn = block_id * MEMORY_BLOCK_PAGES
-        self.nr_pages = MEMORY_BLOCK_PAGES
+        self.id: int = block_id
+        self.start_pfn: int = block_id * MEMORY_BLOCK_PAGES
+        self.nr_pages: int = MEMORY_BLOCK_PAGES
 
     @property
     def state(self) -> str:
@@ -98,7 +98,13 @@ class MemoryBlocks(Mapping[int, MemoryBlock]):
         return [b for b in (self[i] for i in self) if b.zone == zone]
 
 
-class MemoryHotplugMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class MemoryHotplugMixin(_Base):
     """Offlining half of :class:`~pytest_pinfault.FakeMM`."""
 
     def offline_pages(self, start_pfn: int, nr_pages: int) -> int:

@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 from errno import EAGAIN, EBUSY, ENOMEM
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_HUGETLB, PAGE_SHIFT, PG_anon_exclusive, PG_dirty,
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_uptodate,
                     PG_writeback, Folio)
 from .gfp import ZONE_MOVABLE
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = [
     "MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC", "MR_COMPACTION",
@@ -77,7 +82,7 @@ class MigrationTargetControl:
     nmask: Any = None
 
 
-class MigrateMixin:
+class MigrateMixin(_Base):
     """Migration half of :class:`~pytest_pinfault.FakeMM`."""
 
     def folio_expected_ref_count(self, folio: Folio) -> int:

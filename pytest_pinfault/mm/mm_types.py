@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import errno
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
 from . import gfp as _g
 from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
@@ -29,8 +29,15 @@ from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
 from .mmzone import HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._proto import FakeMMProto
     from .fakemm import FakeMM
     from .memfd import MemFile
+    from .sched import Task
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
@@ -100,13 +107,13 @@ class VMA:
     __slots__ = ("mm", "start", "end", "flags", "file", "pgoff", "anon")
 
     def __init__(self, mm: "MMStruct", start: int, end: int, flags: int, file: Any, pgoff: int) -> None:
-        self.mm = mm
-        self.start = start
-        self.end = end
-        self.flags = flags
-        self.file = file
-        self.pgoff = pgoff
-        self.anon = file is None
+        self.mm: MMStruct = mm
+        self.start: int = start
+        self.end: int = end
+        self.flags: int = flags
+        self.file: Any = file
+        self.pgoff: int = pgoff
+        self.anon: bool = file is None
 
     def is_hugetlb(self) -> bool:
         return bool(self.flags & VM_HUGETLB)
@@ -139,13 +146,13 @@ class MMStruct:
     """``mm_struct`` of one process.  Methods with a system call's name behave like the
     call and return ``-errno`` on failure."""
 
-    def __init__(self, kmm: "FakeMM", rlimit_memlock: int) -> None:
+    def __init__(self, kmm: "FakeMMProto", rlimit_memlock: int) -> None:
         self._k = kmm
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
         self.pte: dict[int, tuple[Folio, int]] = {}      # vpn -> (folio, page index in folio)
         self.huge: dict[int, Folio] = {}                 # aligned vpn -> huge-leaf-mapped folio
-        self.locked_vm = 0
+        self.locked_vm: int = 0
         self.pinned_vm = 0
         self.rlimit_memlock = rlimit_memlock
         self.has_pinned = False                          # MMF_HAS_PINNED
@@ -291,9 +298,10 @@ class MMStruct:
         if hstate is not None:
             vmflags |= VM_HUGETLB
         if file is None and (mtype == MAP_SHARED or hstate is not None):
-            file = k._shmem_zero_setup(length, hstate)
-            if isinstance(file, int):
-                return file
+            new = k._shmem_zero_setup(length, hstate)
+            if isinstance(new, int):
+                return new
+            file = new
             offset = 0
         if file is not None and hstate is not None and mtype == MAP_SHARED:
             rc = file._hugetlb_reserve(offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT)
@@ -492,21 +500,21 @@ class MMStruct:
         return f"<mm {len(self.vmas)} vmas, {len(self.pte)} ptes, locked_vm={self.locked_vm} pinned_vm={self.pinned_vm}>"
 
 
-class AddressSpaceMixin:
+class AddressSpaceMixin(_Base):
     """Address-space half of :class:`~pytest_pinfault.FakeMM`: tasks' mms, faults, fork."""
 
     def create_mm(self) -> MMStruct:
         """A new, empty address space with the configured RLIMIT_MEMLOCK."""
         return MMStruct(self, self.config.memlock)
 
-    def run_as(self, task: Any) -> Any:
+    def run_as(self, task: Task) -> ContextManager[Task]:
         """Context manager: make *task* ``current`` inside the block."""
         import contextlib
 
         @contextlib.contextmanager
-        def _cm() -> Any:
+        def _cm() -> Iterator[Task]:
             old = self.current
-            self.current = task
+            self.current: Task = task
             try:
                 yield task
             finally:
@@ -625,6 +633,7 @@ class AddressSpaceMixin:
                 if rc:
                     return rc
                 ent = mm.lookup(addr)
+                assert ent is not None      # _file_fault mapped it
             elif not write:
                 if vma.flags & VM_LOCKED or unshare:
                     return self._do_anonymous_page(mm, vma, addr)
@@ -709,7 +718,7 @@ class AddressSpaceMixin:
         self.folio_add_lru(new)
         return 0
 
-    def _split_huge_pmd(self, mm: MMStruct, vma: VMA, addr: int) -> None:
+    def _split_huge_pmd(self, mm: MMStruct, vma: VMA | None, addr: int) -> None:
         """Replace a PMD mapping of a THP by 512 PTEs of the same folio."""
         head = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
         folio = mm.huge.pop(head, None)
@@ -771,6 +780,7 @@ class AddressSpaceMixin:
             nv._link_file(1)
         for vpn, (folio, idx) in list(mm.pte.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
+            assert vma is not None          # a mapped page lies in a VMA
             if folio.kind == KIND_ANON and not vma.is_shared():
                 if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
                     new = self._new_anon_folio(vma, 0)
@@ -784,6 +794,7 @@ class AddressSpaceMixin:
             self._map_pte(child, vpn, folio, idx)
         for vpn, folio in list(mm.huge.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
+            assert vma is not None          # a mapped page lies in a VMA
             if folio.kind == KIND_ANON and not vma.is_shared():
                 if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
                     # copy_huge_pmd cannot share a maybe-pinned THP: the PMD is split and

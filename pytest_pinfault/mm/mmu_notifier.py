@@ -17,7 +17,12 @@ the range.  Readers bracket their device mapping with ``read_begin``/``read_retr
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["MMUIntervalNotifier", "MMUNotifierRange"]
 
@@ -39,7 +44,7 @@ class MMUIntervalNotifier:
     def __init__(self, mm: Any, start: int, length: int, ops: Any) -> None:
         self.mm = mm
         self.start = start
-        self.last = start + length - 1
+        self.last: int = start + length - 1
         self.ops = ops
         self.invalidate_seq = 0
         self._seq_set = 0
@@ -49,7 +54,7 @@ class MMUIntervalNotifier:
         self._seq_set = cur_seq
 
 
-class MMUNotifierMixin:
+class MMUNotifierMixin(_Base):
     """Notifier half of :class:`~pytest_pinfault.FakeMM`."""
 
     def mmu_interval_notifier_insert(self, mm: Any, start: int, length: int, ops: Any) -> MMUIntervalNotifier | int:

@@ -37,7 +37,7 @@ class FreeList:
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
-        self.nr_free = 0
+        self.nr_free: int = 0
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -173,9 +173,9 @@ class PerCpuPages:
 
     def __init__(self, batch: int, nr_lists: int) -> None:
         self.lists: list[list[int]] = [[] for _ in range(nr_lists)]
-        self.count = 0
-        self.batch = batch
-        self.high = batch << 2
+        self.count: int = 0
+        self.batch: int = batch
+        self.high: int = batch << 2
 
 
 def zone_batchsize(managed_pages: int) -> int:
@@ -202,10 +202,10 @@ class Zone:
         self.idx = idx
         self.name = ZONE_NAMES[idx]
         self.zone_start_pfn = start_pfn
-        self.spanned_pages = end_pfn - start_pfn
+        self.spanned_pages: int = end_pfn - start_pfn
         self.present_pages = 0
         self.managed_pages = 0
-        self.free = [FreeList() for _ in range(MIGRATE_TYPES)]
+        self.free: list[FreeList] = [FreeList() for _ in range(MIGRATE_TYPES)]
         self.pcp: list[PerCpuPages] = []
         self.wmark_min = 0
         self.wmark_low = 0

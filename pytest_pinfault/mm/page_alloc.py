@@ -76,7 +76,13 @@ def account_freepages(zone: "Zone", nr: int, mt: int) -> None:
         zone.nr_free_cma += nr
 
 
-class PageAllocMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class PageAllocMixin(_Base):
     """Allocator half of :class:`~pytest_pinfault.FakeMM` (see module docstring)."""
 
     # ------------------------------------------------------------------ gfp context
@@ -121,7 +127,7 @@ class PageAllocMixin:
         if where not in _STEER:
             raise ValueError(f"steer: expected one of {_STEER}, got {where!r}")
         old = self._steer
-        self._steer = where
+        self._steer: str | None = where
         try:
             yield
         finally:

@@ -14,7 +14,7 @@ migration fail instead.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from .folio import KIND_HUGETLB, PG_lru
 from .gfp import MIGRATE_CMA, MIGRATE_ISOLATE, ZONE_MOVABLE
 from .mmzone import pageblock_nr_pages, pageblock_order
@@ -23,7 +23,13 @@ MEMORY_OFFLINE = 0x1
 REPORT_FAILURE = 0x2
 
 
-class IsolationMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class IsolationMixin(_Base):
     """Isolation half of :class:`~pytest_pinfault.FakeMM`."""
 
     def _restorable_mt(self, site: str, migratetype: Any) -> bool:

@@ -30,6 +30,11 @@ from .folio import PAGE_SHIFT, PAGE_SIZE, Folio, Page
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["Scatterlist", "SgTable", "SgAppendTable", "SG_MAX_SINGLE_ALLOC", "SCATTERLIST_SIZE",
            "UINT_MAX", "sg_next", "sg_page", "sg_is_last", "sg_is_chain", "sg_set_page",
            "sg_set_folio", "sg_dma_address", "sg_dma_len", "for_each_sg", "for_each_sgtable_sg",
@@ -46,9 +51,9 @@ class _Chunk:
     __slots__ = ("entries", "alloc", "nents")
 
     def __init__(self, nents: int, alloc: Any) -> None:
-        self.nents = nents
-        self.alloc = alloc
-        self.entries = [Scatterlist(self, i) for i in range(nents)]
+        self.nents: int = nents
+        self.alloc: Any = alloc
+        self.entries: list[Scatterlist] = [Scatterlist(self, i) for i in range(nents)]
         self.entries[-1]._end = True                     # sg_init_table: sg_mark_end(&sgl[nents - 1])
 
 
@@ -65,10 +70,10 @@ class Scatterlist:
         self._chain: _Chunk | None = None
         self._end = False
         self.page: Page | None = None
-        self.offset = 0
-        self.length = 0
-        self.dma_address = 0
-        self.dma_length = 0
+        self.offset: int = 0
+        self.length: int = 0
+        self.dma_address: int = 0
+        self.dma_length: int = 0
 
     def __repr__(self) -> str:
         if self._chain is not None:
@@ -86,8 +91,8 @@ class SgTable:
 
     def __init__(self) -> None:
         self.sgl: Scatterlist | None = None
-        self.nents = 0
-        self.orig_nents = 0
+        self.nents: int = 0
+        self.orig_nents: int = 0
 
     def __repr__(self) -> str:
         return f"<sg_table nents={self.nents} orig_nents={self.orig_nents}>"
@@ -100,9 +105,9 @@ class SgAppendTable:
     __slots__ = ("sgt", "prv", "total_nents")
 
     def __init__(self) -> None:
-        self.sgt = SgTable()
+        self.sgt: SgTable = SgTable()
         self.prv: Scatterlist | None = None
-        self.total_nents = 0
+        self.total_nents: int = 0
 
     def __repr__(self) -> str:
         return f"<sg_append_table {self.sgt!r} total_nents={self.total_nents}>"
@@ -211,11 +216,11 @@ def _pages_are_mergeable(a: Page, b: Page) -> bool:
     return a.pfn == b.pfn + 1
 
 
-class ScatterlistMixin:
+class ScatterlistMixin(_Base):
     """lib/scatterlist.c half of :class:`~pytest_pinfault.FakeMM`."""
 
     # ---------------------------------------------------------------- allocation
-    def _sg_kmalloc(self: "FakeMM", nents: int, gfp: int) -> _Chunk | None:
+    def _sg_kmalloc(self, nents: int, gfp: int) -> _Chunk | None:
         """lib/scatterlist.c:sg_kmalloc: a page for a full chunk, kmalloc_array otherwise."""
         if nents == SG_MAX_SINGLE_ALLOC:
             alloc = self.alloc_pages(gfp, 0)
@@ -227,7 +232,7 @@ class ScatterlistMixin:
         self._sg_live[id(ch)] = ch
         return ch
 
-    def _sg_kfree(self: "FakeMM", ch: _Chunk, nents: int) -> None:
+    def _sg_kfree(self, ch: _Chunk, nents: int) -> None:
         """lib/scatterlist.c:sg_kfree."""
         if self._sg_live.pop(id(ch), None) is None:
             self._warn("sg_kfree", f"freeing a scatterlist chunk twice ({nents} entries)")
@@ -409,6 +414,7 @@ class ScatterlistMixin:
                 self._warn("sg_alloc_append_table_from_pages", "WARN_ON(offset) on a continued table")
                 return -errno.EINVAL
             prv_len = prv.length
+            assert prv.page is not None     # the last entry of a built table has its page
             next_pfn = ((prv.page.pfn << PAGE_SHIFT) + prv.offset + prv.length) >> PAGE_SHIFT
             if n_pages and pages[0].pfn == next_pfn:
                 last_pfn = next_pfn - 1

@@ -6,7 +6,10 @@ Kernel: include/linux/sched.h (PF_MEMALLOC_PIN, ``current``), include/linux/sche
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mm_types import MMStruct
 
 __all__ = ["Task", "PF_MEMALLOC_PIN"]
 
@@ -23,14 +26,14 @@ class Task:
                  "uid", "files")
 
     def __init__(self, pid: int, comm: str, cpu: int, mm: Any = None) -> None:
-        self.pid = pid
-        self.comm = comm
-        self.cpu = cpu
-        self.flags = 0
-        self.mm = mm
+        self.pid: int = pid
+        self.comm: str = comm
+        self.cpu: int = cpu
+        self.flags: int = 0
+        self.mm: MMStruct = mm          # set for every task of a built machine
         self._sigpending = 0             # 0 none, 1 a signal, 2 a fatal one (SIGKILL)
-        self.cap_ipc_lock = False
-        self.uid = 1000                  # current_uid(); 0 is root (every capability)
+        self.cap_ipc_lock: bool = False
+        self.uid: int = 1000                  # current_uid(); 0 is root (every capability)
         self.files: Any = None           # the descriptor table (fs/file.c), made on first use
 
     @property

@@ -9,7 +9,12 @@ model tracks what is live so leaks are visible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
 
 __all__ = ["ZERO_SIZE_PTR", "KmallocObject", "KMALLOC_MAX_SIZE"]
 
@@ -40,17 +45,17 @@ class KmallocObject:
     __slots__ = ("size", "data", "items", "caller", "freed")
 
     def __init__(self, size: int, caller: str, n: int = 0) -> None:
-        self.size = size
-        self.data = bytearray(size) if size <= 4096 else None
+        self.size: int = size
+        self.data: bytearray | None = bytearray(size) if size <= 4096 else None
         self.items: list[Any] = [None] * n
-        self.caller = caller
-        self.freed = False
+        self.caller: str = caller
+        self.freed: bool = False
 
     def __repr__(self) -> str:
         return f"<kmalloc {self.size}B from {self.caller}>"
 
 
-class SlabMixin:
+class SlabMixin(_Base):
     """Slab half of :class:`~pytest_pinfault.FakeMM`."""
 
     def kmalloc(self, size: int, gfp: int) -> Any:

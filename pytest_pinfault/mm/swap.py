@@ -18,7 +18,7 @@ folio cannot be isolated: the mechanics behind the 2024 "VM fails to start" repo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
@@ -26,7 +26,13 @@ from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, 
 FOLIO_BATCH_SIZE = 31
 
 
-class SwapMixin:
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
+
+class SwapMixin(_Base):
     """LRU half of :class:`~pytest_pinfault.FakeMM`."""
 
     def folio_add_lru(self, folio: Folio) -> None:

@@ -50,7 +50,7 @@ class Trace:
 
     def __init__(self, maxlen: int = 8192, on: bool = True, verbose: bool = False) -> None:
         self.on = on
-        self.verbose = verbose and on
+        self.verbose: bool = verbose and on
         self._buf: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=maxlen)
         self._seq = 0
 

@@ -30,6 +30,11 @@ from .mm_types import TASK_SIZE
 if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["TASK_SIZE"]
 
 _SIZES = (1, 2, 4, 8)
@@ -40,19 +45,19 @@ def _buf(obj: Any, who: str, name: str) -> Any:
     if not isinstance(obj, (bytearray, bytes, memoryview, KmallocObject)):
         raise TypeError(f"{who}: {name} must be a bytearray or a kmalloc object, got {type(obj).__name__}")
     data = getattr(obj, "data", obj)
-    if data is None and hasattr(obj, "size"):      # a large kmalloc object: contents on demand
+    if data is None and isinstance(obj, KmallocObject):      # a large kmalloc object: contents on demand
         data = obj.data = bytearray(obj.size)
     return data
 
 
-class UaccessMixin:
+class UaccessMixin(_Base):
     """include/linux/uaccess.h half of :class:`~pytest_pinfault.FakeMM`."""
 
     def access_ok(self, addr: int, size: int) -> bool:
         """The range lies in the user address space.  Kernel: include/asm-generic/access_ok.h."""
         return 0 <= addr and size >= 0 and addr + size <= TASK_SIZE
 
-    def _user_copy(self: "FakeMM", addr: int, n: int, data: bytes | None) -> tuple[int, bytes]:
+    def _user_copy(self, addr: int, n: int, data: bytes | None) -> tuple[int, bytes]:
         """Copy page by page from/to the current mm: (bytes done, bytes read)."""
         mm = self.current.mm
         done = 0
@@ -115,7 +120,7 @@ class UaccessMixin:
             return -errno.EFAULT
         return obj
 
-    def get_user(self: "FakeMM", x: Any, ptr: int, size: int = 8) -> int:
+    def get_user(self, x: Any, ptr: int, size: int = 8) -> int:
         """Read a *size*-byte little-endian integer at user address *ptr* into the box
         *x* (``x.value``); 0 or -EFAULT (``x.value`` set to 0).
         Kernel: include/linux/uaccess.h / arch/x86/include/asm/uaccess.h:get_user."""
@@ -133,7 +138,7 @@ class UaccessMixin:
         x.value = int.from_bytes(buf, "little")
         return 0
 
-    def put_user(self: "FakeMM", x: int, ptr: int, size: int = 8) -> int:
+    def put_user(self, x: int, ptr: int, size: int = 8) -> int:
         """Write *x* as a *size*-byte little-endian integer at user address *ptr*;
         0 or -EFAULT.  Kernel: arch/x86/include/asm/uaccess.h:put_user."""
         if size not in _SIZES:                 # __put_user_bad(): a build error in C

@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fakemm import FakeMM
     from .mm_types import MMStruct
 
+if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
+    from ._proto import FakeMMProto as _Base
+else:
+    _Base = object
+
 __all__ = ["UserStruct", "CAP_IPC_LOCK", "GLOBAL_ROOT_UID"]
 
 CAP_IPC_LOCK = 14
@@ -41,15 +46,15 @@ class UserStruct:
     __slots__ = ("uid", "locked_vm", "_count", "__weakref__")
 
     def __init__(self, uid: int) -> None:
-        self.uid = uid
-        self.locked_vm = 0
+        self.uid: int = uid
+        self.locked_vm: int = 0
         self._count = 1
 
     def __repr__(self) -> str:
         return f"<user_struct uid={self.uid} locked_vm={self.locked_vm}>"
 
 
-class UserMixin:
+class UserMixin(_Base):
     """Per-user accounting and mm reference half of :class:`~pytest_pinfault.FakeMM`."""
 
     def _init_user(self) -> None:

@@ -24,6 +24,24 @@ class VMStat:
 
     __slots__ = _COUNTERS
 
+    # One declaration per name of _COUNTERS, in its order, so type checkers know them
+    # (tests/mm/test_vmstat_types.py keeps the two lists equal).
+    nr_foll_pin_acquired: int
+    nr_foll_pin_released: int
+    pgmigrate_success: int
+    pgmigrate_fail: int
+    nr_isolated_anon: int
+    nr_isolated_file: int
+    cma_alloc_success: int
+    cma_alloc_fail: int
+    oom: int
+    offline_fail: int
+    pageblock_claimed: int
+    lru_add_drain_all: int
+    migrate_pages_calls: int
+    gup_longterm_retries: int
+    livelocks: int
+
     def __init__(self) -> None:
         for name in _COUNTERS:
             setattr(self, name, 0)
@@ -34,7 +52,8 @@ class VMStat:
     def __getitem__(self, name: str) -> int:
         if name not in _COUNTERS:
             raise KeyError(name)
-        return getattr(self, name)
+        value: int = getattr(self, name)
+        return value
 
     def diff(self, before: dict[str, int]) -> dict[str, int]:
         now = self.as_dict()

@@ -119,14 +119,14 @@ class ContractState:
 
     def __init__(self, item: pytest.Item, fake_mm: Any) -> None:
         self.item = item
-        self.policy = policy_for(item)
+        self.policy: ContractPolicy = policy_for(item)
         hook = item.config.hook.pytest_pinfault_violation
         self._hook = hook if hook.get_hookimpls() else None
-        self.checker = Checker(fake_mm, on_violation=self._on_violation)
+        self.checker: Checker = Checker(fake_mm, on_violation=self._on_violation)
         self._reported: set[int] = set()   # id() of violations already reported
         self.expected_hits: list[Violation] = []
-        self.final_done = False
-        self.final_in_call = not _fake_mm_dependents(item)
+        self.final_done: bool = False
+        self.final_in_call: bool = not _fake_mm_dependents(item)
 
     def _on_violation(self, v: Violation) -> None:
         if v.rule in self.policy.disabled:

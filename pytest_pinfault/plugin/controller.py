@@ -66,7 +66,8 @@ class Pinfault:
         """The contract :class:`~pytest_pinfault.contracts.Checker` watching this
         test's fake mm (one is made now if the ``fake_mm`` fixture was overridden)."""
         if self.contract is not None:
-            return self.contract.checker
+            held: Checker = self.contract.checker
+            return held
         ck = checker_for(self.fake_mm)
         if ck is None:
             ck = Checker(self.fake_mm)

@@ -77,7 +77,7 @@ def apply_mm_config(base: MMConfig, fields: dict[str, Any]) -> MMConfig:
         raise MarkerError(f"@pytest.mark.mm_config: {e}") from None
 
 
-_BUILDABLE_KEY = pytest.StashKey[dict]()
+_BUILDABLE_KEY = pytest.StashKey[dict[Any, Any]]()
 #: The MMConfig of an item's mm_config markers over the ini defaults, resolved at collection.
 MARKED_CONFIG_KEY = pytest.StashKey[MMConfig]()
 

@@ -295,7 +295,7 @@ def _judge_case(item: pytest.Item, ctl: Pinfault) -> None:
 def _skip(reason: str) -> BaseException:
     """A skip reported at the test's location, not this module's."""
     try:
-        return pytest.skip.Exception(reason, _use_item_location=True)  # type: ignore[call-arg]
+        return pytest.skip.Exception(reason, _use_item_location=True)  # type: ignore[call-arg,unused-ignore]  # private keyword, absent from some pytest versions' stubs
     except TypeError:   # pragma: no cover - pytest < 7: no item-location skips
         return pytest.skip.Exception(reason)
 

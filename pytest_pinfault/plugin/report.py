@@ -206,7 +206,7 @@ class Summary:
         if report.when != "teardown":
             return
         outcome = self._outcome.pop(nodeid, "passed")
-        props = {k: v for k, v in report.user_properties if k in _PROPS}
+        props: dict[str, Any] = {k: v for k, v in report.user_properties if k in _PROPS}
         if "pinfault_matrix" in props:
             self.matrices[nodeid] = dict(props["pinfault_matrix"])
         if "pinfault_hits" not in props:
@@ -307,7 +307,7 @@ class Summary:
 
     @staticmethod
     def _test_json(test: dict[str, Any]) -> dict[str, Any]:
-        out = _capped(test)
+        out: dict[str, Any] = _capped(test)
         out["fired_total"] = len(test["fired"])
         out["fired"] = out["fired"][:FIRED_CAP]
         return out
