@@ -199,7 +199,7 @@ class HugetlbMixin(_Base):
                 self._free_folio_to_buddy(folio)
         return 0
 
-    def _alloc_and_dissolve_hugetlb_folio(self, old: Folio, lst: list) -> int:
+    def _alloc_and_dissolve_hugetlb_folio(self, old: Folio, lst: list[Folio]) -> int:
         """Kernel: mm/hugetlb.c:alloc_and_dissolve_hugetlb_folio (v6.12; 6.1's
         alloc_and_dissolve_huge_page alike): a free pool folio is replaced by a fresh
         one from the buddy allocator (``htlb_alloc_mask | __GFP_THISNODE``; never from
@@ -223,7 +223,7 @@ class HugetlbMixin(_Base):
         self._free_folio_to_buddy(old)
         return 0
 
-    def isolate_or_dissolve_huge_page(self, page: Page | Folio, lst: list) -> int:
+    def isolate_or_dissolve_huge_page(self, page: Page | Folio, lst: list[Folio]) -> int:
         """What contiguous allocation does with a hugetlb folio in its range: 0 when it
         is not hugetlb, was isolated onto *lst* (in use) or was replaced (free pool
         folio, see :meth:`_alloc_and_dissolve_hugetlb_folio`); -EBUSY when in use and
@@ -255,7 +255,7 @@ class HugetlbMixin(_Base):
                 if folio.order > MAX_PAGE_ORDER:
                     ret = -errno.ENOMEM     # alloc_and_dissolve cannot allocate a gigantic one
                 else:
-                    lst: list = []
+                    lst: list[Folio] = []
                     ret = self._alloc_and_dissolve_hugetlb_folio(folio, lst)
                     self.putback_movable_pages(lst)
                 if ret:
