@@ -6,7 +6,8 @@ import errno
 
 import pytest
 
-from pytest_pinfault.mm import MAP_ANONYMOUS, MAP_PRIVATE, MADV_HUGEPAGE, PAGE_SIZE, PROT_READ, PROT_WRITE
+from pytest_pinfault.mm import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MADV_HUGEPAGE, PAGE_SIZE, PROT_READ,
+                                PROT_WRITE)
 
 from .buggy import AccountFailLeaksPins, CoalesceKeepsPins, UserLockedVmLeak
 from .driver import DUMMY_UBUF, IoUringRsrc, write_iovecs
@@ -76,6 +77,33 @@ def test_huge_pages_coalesce_and_account_once(fake_mm):
     assert big.nr_bvecs == 2 and big.folio_shift == 21 and big.acct_pages == 1024
     assert small.nr_bvecs == 1 and small.acct_pages == 0          # its THP is already charged
     assert [p.folio.pincount for p, _, _ in big.bvec] == [1, 2]
+    assert ctx.user.locked_vm == 1024
+    io.free(ctx)
+    assert k.stats.nr_foll_pin_acquired == k.stats.nr_foll_pin_released
+
+
+@pytest.mark.mm_config(shmem_enabled="always")
+def test_shmem_thp_buffer_coalesces_after_migrating_out_of_cma(fake_mm):
+    """A buffer in a shared mapping of THP shmem placed in CMA: the long-term pin
+    migrates each THP whole, and the buffer coalesces to one bvec per folio."""
+    k = fake_mm
+    io = IoUringRsrc(k)
+    ctx = io.create()
+    mf = k.memfd_create("ring-buf", 0)
+    assert mf.ftruncate(2 * HUGE) == 0
+    mm = k.current.mm
+    enabled, k.faults.enabled = k.faults.enabled, False
+    try:
+        a = mm.mmap(2 * HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, mf)
+        with k.steer("cma"):
+            assert mm.write(a, b"\x22" * (2 * HUGE)) == 2 * HUGE
+    finally:
+        k.faults.enabled = enabled
+    assert mm.lookup(a)[0].order == 9 and mm.lookup(a)[0].is_cma
+    assert io.sqe_buffers_register(ctx, iovecs(k, [(a, 2 * HUGE)]), 1) == 0
+    imu = ctx.user_bufs[0]
+    assert imu.nr_bvecs == 2 and imu.folio_shift == 21
+    assert all(p.folio.order == 9 and not p.folio.is_cma for p, _, _ in imu.bvec)
     assert ctx.user.locked_vm == 1024
     io.free(ctx)
     assert k.stats.nr_foll_pin_acquired == k.stats.nr_foll_pin_released

@@ -145,6 +145,47 @@ def test_hugetlb_item_at_page_offset_inside_a_huge_page(udmabuf_dev, memfds):
     assert ubuf.mmap().read(0, 1) == b"X" and ubuf.mmap().read(PAGE_SIZE, 1) == b"Y"
 
 
+# shmem THPs (shmem_enabled=always): the pool-free way to large folios
+THP_SHMEM = pytest.mark.mm_config(shmem_enabled="always")
+
+
+@THP_SHMEM
+def test_thp_shmem_item_inside_a_thp_is_migrated_out_of_cma_whole(fake_mm, udmabuf_dev, memfds):
+    """udmabuf over THP shmem: an item at a page offset inside a 2 MiB folio pins that
+    folio once, migrated whole out of CMA, and the per-page table starts at the offset."""
+    fd, mf = memfds.create(2 * HPAGE)
+    addr = memfds.map(mf, 2 * HPAGE)
+    with fake_mm.steer("cma"):
+        memfds.fill(addr, 2 * HPAGE, b"a")
+    old = mf.mapping.pages[0]
+    assert old.order == 9 and old.is_cma
+    fake_mm.current.mm.write(addr + 3 * PAGE_SIZE, b"Q")
+    buf = create(udmabuf_dev, fd, 3 * PAGE_SIZE, 8 * PAGE_SIZE)
+    assert buf >= 0
+    ubuf = udmabuf_dev.dmabuf(buf)
+    assert ubuf.nr_pinned == 1 and ubuf.pagecount == 8
+    folio = ubuf.pinned_folios[0]
+    assert folio is not old and folio.order == 9 and not folio.is_cma and folio.pincount == 1
+    assert ubuf.offsets[:8] == [(3 + i) * PAGE_SIZE for i in range(8)]
+    assert ubuf.mmap().read(0, 1) == b"Q"
+    memfds.fill(addr, 2 * HPAGE, b"b")               # the mapping refaults onto the new folio
+    assert ubuf.mmap().read(7 * PAGE_SIZE, 1) == b"b"
+
+
+@THP_SHMEM
+@pytest.mark.pin_contract(expect="count-honesty")
+def test_twin_c_trusts_requested_count_over_thp_shmem(fake_mm, files, memfds):
+    """The count-honesty bug shows with THP shmem too, no hugetlb pool needed."""
+    dev = TrustCountDevice(fake_mm)
+    fd, mf = memfds.create(2 * HPAGE)
+    folios = [None] * 1024
+    n = dev.udmabuf_pin_folios(mf, 0, 2 * HPAGE, folios)
+    assert n == 1024
+    real = [f for f in folios if f is not None]
+    assert len(real) == 2 and all(f.order == 9 for f in real)
+    fake_mm.unpin_folios(real, len(real))
+
+
 def test_dma_buf_ops(fake_mm, udmabuf_dev, memfds):
     fd, mf = memfds.create(8 * PAGE_SIZE)
     assert mf.pwrite(b"hello", 3 * PAGE_SIZE) == 5

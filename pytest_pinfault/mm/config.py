@@ -15,7 +15,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
-           "RLIM_INFINITY", "KERNELS", "DEFAULT_KERNEL", "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
+           "RLIM_INFINITY", "SHMEM_ENABLED", "SHMEM_MTHP_SETTINGS", "KERNELS", "DEFAULT_KERNEL",
+           "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -62,6 +63,12 @@ QUIRKS: Mapping[str, str] = {
         "v6.17 compares with expected + 1 and drains whenever it collects a pinned small folio"
     ),
 }
+
+
+#: Values of ``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` (mm/shmem.c, v6.12).
+SHMEM_ENABLED = ("never", "always", "within_size", "advise", "deny", "force")
+#: Values of ``hugepages-<size>kB/shmem_enabled`` (mm/shmem.c:thpsize_shmem_enabled_store).
+SHMEM_MTHP_SETTINGS = ("always", "inherit", "within_size", "advise", "never")
 
 
 #: The kernel versions ``MMConfig(kernel=...)`` accepts, oldest first.  A series name
@@ -223,6 +230,20 @@ class MMConfig:
         The default huge page size (``MFD_HUGETLB`` without a size flag).
     thp
         ``"always" | "madvise" | "never"`` (``/sys/kernel/mm/transparent_hugepage/enabled``).
+    shmem_enabled
+        ``"never" | "always" | "within_size" | "advise" | "deny" | "force"``
+        (``/sys/kernel/mm/transparent_hugepage/shmem_enabled``; the first four are also
+        the ``huge=`` of the internal shm mount memfds and shared anonymous mappings live
+        on, as shmem_init copies it there).  PMD-sized (2 MiB) shmem folios.
+        Kernel: mm/shmem.c:shmem_huge_global_enabled (v6.12).
+    shmem_mthp
+        Per-size shmem mTHP controls (``/sys/kernel/mm/transparent_hugepage/
+        hugepages-<size>kB/shmem_enabled``): folio size (8KiB to 2MiB, a power of two) ->
+        ``"always" | "inherit" | "within_size" | "advise" | "never"``.  Sizes not given
+        keep the kernel's default: 2 MiB ``"inherit"``, the others ``"never"``.  They
+        apply to shared anonymous mappings only, as in v6.12
+        (mm/shmem.c:shmem_allowable_huge_orders); stored as a read-only mapping of
+        byte sizes.
     memlock
         RLIMIT_MEMLOCK of the first task, in bytes.
     nr_cpus
@@ -269,6 +290,8 @@ class MMConfig:
     hugetlb: Mapping[int, int] = dataclasses.field(default_factory=FrozenMap)
     default_hugepagesz: int = parse_size("2MiB")
     thp: str = "always"
+    shmem_enabled: str = "never"
+    shmem_mthp: Mapping[int, str] = dataclasses.field(default_factory=FrozenMap)
     memlock: int = parse_size("8MiB")
     nr_cpus: int = 2
     boot_reserved: str = "auto"
@@ -283,7 +306,8 @@ class MMConfig:
         # One parameter per field, in field order (tests/test_typing.py checks it).
         def __init__(self, ram: Size = ..., movablecore: Size = ..., cma: CMAInput = ...,
                      hugetlb: Mapping[Size, int] = ..., default_hugepagesz: Size = ...,
-                     thp: str = ..., memlock: Size = ..., nr_cpus: int = ...,
+                     thp: str = ..., shmem_enabled: str = ...,
+                     shmem_mthp: Mapping[Size, str] = ..., memlock: Size = ..., nr_cpus: int = ...,
                      boot_reserved: str = ..., firmware: str = ...,
                      offline_retry_budget: int = ..., gup_retry_limit: int = ..., seed: int = ...,
                      quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
@@ -311,6 +335,10 @@ class MMConfig:
         set_(self, "default_hugepagesz", hps)
         if self.thp not in ("always", "madvise", "never"):
             raise ConfigError(f"thp: expected 'always', 'madvise' or 'never', got {self.thp!r}")
+        if self.shmem_enabled not in SHMEM_ENABLED:
+            raise ConfigError(f"shmem_enabled: expected one of {', '.join(repr(v) for v in SHMEM_ENABLED)}, "
+                              f"got {self.shmem_enabled!r}")
+        set_(self, "shmem_mthp", self._parse_shmem_mthp(self.shmem_mthp))
         memlock = parse_size(self.memlock, "memlock")
         if memlock > RLIM_INFINITY:
             raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
@@ -375,6 +403,23 @@ class MMConfig:
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ConfigError(f"hugetlb[{size!r}]: expected a count >= 0, got {count!r}")
             out[nbytes] = count
+        return FrozenMap(out)
+
+    @staticmethod
+    def _parse_shmem_mthp(sizes: Mapping[Size, str] | Mapping[int, str]) -> "FrozenMap[int, str]":
+        if not isinstance(sizes, Mapping):
+            raise ConfigError(f"shmem_mthp: expected a mapping of folio size to a setting like "
+                              f"{{'64KiB': 'always'}}, got {sizes!r}")
+        out: dict[int, str] = {}
+        for size, value in sizes.items():
+            nbytes = parse_size(size, "shmem_mthp")
+            if nbytes < 2 * PAGE_SIZE or nbytes > (2 << 20) or nbytes & (nbytes - 1):
+                raise ConfigError(f"shmem_mthp: expected folio sizes from '8KiB' to '2MiB', powers of "
+                                  f"two, got {size!r}")
+            if value not in SHMEM_MTHP_SETTINGS:
+                raise ConfigError(f"shmem_mthp[{size!r}]: expected one of "
+                                  f"{', '.join(repr(v) for v in SHMEM_MTHP_SETTINGS)}, got {value!r}")
+            out[nbytes] = value
         return FrozenMap(out)
 
     def replace(self, **changes: Any) -> "MMConfig":

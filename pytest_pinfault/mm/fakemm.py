@@ -54,6 +54,22 @@ SECTION_SHIFT = 15           # 128 MiB memory sections (SECTION_SIZE_BITS 27)
 _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 
+def _shmem_order_masks(config: MMConfig) -> tuple[dict[str, int], bool]:
+    """The per-size shmem mTHP settings as order bitmasks per value (the kernel's
+    huge_shmem_orders_always/inherit/within_size/madvise; 2 MiB "inherit" unless set),
+    and whether any shmem folio can be large at all.  Kernel: mm/shmem.c:shmem_init,
+    thpsize_shmem_enabled_store (v6.12)."""
+    masks = {"always": 0, "inherit": 0, "within_size": 0, "advise": 0, "never": 0}
+    settings = {2 << 20: "inherit"}
+    settings.update(config.shmem_mthp)
+    for nbytes, value in settings.items():
+        masks[value] |= 1 << (nbytes.bit_length() - 1 - 12)
+    mode = config.shmem_enabled
+    possible = mode not in ("never", "deny") or bool(
+        mode != "deny" and masks["always"] | masks["within_size"] | masks["advise"])
+    return masks, possible
+
+
 class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
              MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
@@ -87,6 +103,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self.warnings: list[KernelWarning] = []
         self._steer: str | None = None
         self._pcp_thp_shared = config.has_quirk("pcp_thp_shared_list")
+        self._shmem_mthp, self._shmem_huge_possible = _shmem_order_masks(config)
         self._pcp_disabled = 0
         self._sections: dict[int, dict[int, Folio]] = {}
         self._contig_blocks: dict[int, Folio] = {}

@@ -763,10 +763,11 @@ class GupMixin(_Base):
         if ent is None:
             return None
         folio = ent[0]
-        if flags & _WRITE and not vma.is_hugetlb() and not self._pte_writable(mm, vma, addr, folio) \
-                and not (flags & _FORCE and folio.kind == KIND_ANON and folio.flags & PG_anon_exclusive):
+        anon = folio.kind == KIND_ANON or (folio.kind == KIND_HUGETLB and folio.mapping is None)
+        if flags & _WRITE and not self._pte_writable(mm, vma, addr, folio) \
+                and not (flags & _FORCE and anon and folio.flags & PG_anon_exclusive):
             return None                    # can_follow_write_pte: fault (COW) first
-        if flags & _PIN and folio.kind == KIND_ANON and not folio.flags & PG_anon_exclusive \
+        if flags & _PIN and anon and not folio.flags & PG_anon_exclusive \
                 and not vma.is_shared():
             return None                    # -EMLINK internally: unshare fault first
         if flags & (_PIN | _WRITE | _LONGTERM) == _PIN | _LONGTERM and folio.kind != KIND_ANON \

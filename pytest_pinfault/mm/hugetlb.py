@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import (KIND_HUGETLB, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio, Page)
+from .folio import (KIND_HUGETLB, PG_anon_exclusive, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio,
+                    Page)
 from .mmzone import MAX_PAGE_ORDER
 from .sched import PF_MEMALLOC_PIN
 
@@ -171,7 +172,7 @@ class HugetlbMixin(_Base):
             return
         h = folio.hstate
         folio.mapping = None
-        folio.flags &= ~PG_hugetlb_migratable
+        folio.flags &= ~(PG_hugetlb_migratable | PG_anon_exclusive)
         folio.zero()
         if folio.flags & PG_hugetlb_temporary:
             h.nr_huge_pages -= 1

@@ -12,8 +12,18 @@ hugetlb folio occupies the index range of its pages and is found by any of them.
 shmem folios are allocated with the mapping's GFP_HIGHUSER_MOVABLE (so they can land in
 ZONE_MOVABLE or CMA) and go through the LRU batch like any new page-cache folio.
 
-.. note:: shmem folios are always order 0 (``shmem_enabled=never``); no swap, no
-   quota; the hugetlb reservation map is per file and counts pages, not regions.
+shmem folios are large when ``MMConfig.shmem_enabled`` (and, for shared anonymous
+mappings, ``MMConfig.shmem_mthp``) allow it: mm/shmem.c:shmem_allowable_huge_orders picks
+the orders, shmem_suitable_orders drops those whose aligned range already has a page or
+(on a fault) does not fit the VMA, and shmem_alloc_and_add_folio tries them from the
+highest down, falling back to order 0 (v6.12).  A large folio sits in the page cache at
+its aligned head index and is found by any index it covers.
+
+.. note:: No swap, no quota, no fadvise/huge= of other tmpfs mounts (memfds live on the
+   internal shm mount, whose ``huge=`` is ``shmem_enabled``); a truncation or hole punch
+   that covers part of a large shmem folio zeroes that part and keeps the folio (what the
+   kernel does when truncate_inode_partial_folio cannot split it); the hugetlb
+   reservation map is per file and counts pages, not regions.
 """
 
 from __future__ import annotations
@@ -22,8 +32,12 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG_uptodate, Folio
-from .mm_types import PROT_WRITE
+from .folio import (KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG_swapbacked,
+                    PG_uptodate, Folio)
+from .mm_types import PROT_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE
+from .mmzone import HPAGE_PMD_ORDER
+
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._proto import FakeMMProto
@@ -70,16 +84,35 @@ MAX_RW_COUNT = 0x7FFFF000           # INT_MAX & PAGE_MASK: the most one read(2) 
 class AddressSpace:
     """``struct address_space``: the page cache of one file (index -> folio)."""
 
-    __slots__ = ("host", "pages", "order", "nrpages")
+    __slots__ = ("host", "pages", "order", "nrpages", "max_order")
 
     def __init__(self, host: "MemFile", order: int) -> None:
         self.host: MemFile = host
         self.pages: dict[int, Folio] = {}       # head index -> folio
-        self.order: int = order
+        self.order: int = order                 # hugetlbfs: the one folio order
         self.nrpages: int = 0
+        self.max_order: int = order             # highest order ever cached (shmem: varies)
 
     def lookup(self, index: int) -> Folio | None:
-        return self.pages.get(index & ~((1 << self.order) - 1))
+        """The folio covering base-page *index*, or None."""
+        order = self.order
+        if order == self.max_order:
+            return self.pages.get(index & ~((1 << order) - 1))
+        pages = self.pages
+        for o in range(self.max_order + 1):
+            head = index & ~((1 << o) - 1)
+            f = pages.get(head)
+            if f is not None:
+                # a folio at *head* not reaching *index*: no larger one can cover it
+                return f if head + f.nr_pages > index else None
+        return None
+
+    def range_empty(self, first: int, nr: int) -> bool:
+        """No folio covers any index of ``[first, first + nr)`` (xa_find ... XA_PRESENT)."""
+        if self.lookup(first) is not None:
+            return False
+        pages = self.pages
+        return not any(i in pages for i in range(first + 1, first + nr))
 
     def replace_folio(self, index: int, old: Folio, new: Folio) -> None:
         """Migration moved *old* to *new* (folio_migrate_mapping's xarray update)."""
@@ -109,6 +142,8 @@ class MemFile:
         self.closed: bool = False
         self.f_count = 1                       # struct file references (mm/file.py)
         self.fd = -1                           # the descriptor memfd_create installed
+        self.anon_shmem = False                # backs a MAP_SHARED|MAP_ANONYMOUS mapping
+        self.fallocend = 0                     # shmem_inode_info.fallocend (pages)
 
     @property
     def is_hugetlb(self) -> bool:
@@ -202,13 +237,23 @@ class MemFile:
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
         pages = self.mapping.pages
+        if index < self.fallocend and (end is None or self.fallocend <= end):
+            self.fallocend = index                # shmem_undo_range
         if end is not None and end - index <= len(pages):     # cost follows the range
-            first = index & ~((1 << self.mapping.order) - 1)
+            first = index & ~((1 << self.mapping.max_order) - 1)
             items = [(i, pages[i]) for i in range(first, end) if i in pages]
         else:
             items = sorted(pages.items())
         for head, folio in items:
             if head + folio.nr_pages <= index or (end is not None and head >= end):
+                continue
+            if head < index or (end is not None and head + folio.nr_pages > end):
+                # part of a large shmem folio: zeroed, the folio stays (the kernel's
+                # truncate_inode_partial_folio when the split fails)
+                lo = max(head, index)
+                hi = head + folio.nr_pages if end is None else min(head + folio.nr_pages, end)
+                if folio._data:
+                    folio.write((lo - head) << PAGE_SHIFT, bytes((hi - lo) << PAGE_SHIFT))
                 continue
             k._unmap_mapping_folio(self, folio)
             del self.mapping.pages[head]
@@ -257,7 +302,7 @@ class MemFile:
         start_idx = (offset // unit) * (unit >> PAGE_SHIFT)
         end_idx = -(-end // unit) * (unit >> PAGE_SHIFT)
         step = unit >> PAGE_SHIFT
-        added: list[int] = []
+        added: list[tuple[int, int]] = []
         for idx in range(start_idx, end_idx, step):
             if self.mapping.lookup(idx) is not None:
                 continue
@@ -265,13 +310,15 @@ class MemFile:
             if isinstance(folio, int):
                 if self.hstate is not None:
                     return -errno.ENOSPC
-                for i in added:                 # shmem_undo_range of this call's pages
-                    self._truncate_from(i, i + 1)
+                for i, n in added:              # shmem_undo_range of this call's pages
+                    self._truncate_from(i, i + n)
                 return folio
             self._k.folio_put(folio)
-            added.append(idx)
+            added.append((folio.index, folio.nr_pages))
         if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE:
             self.i_size = end
+        if self.hstate is None:
+            self.fallocend = max(self.fallocend, end_idx)
         return 0
 
     # ------------------------------------------------------------------ data
@@ -299,7 +346,7 @@ class MemFile:
             take = min(len(data) - pos, PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
             if folio is None:
-                new = self._alloc_cache_folio(idx)
+                new = self._alloc_cache_folio(idx, None, end)
                 if isinstance(new, int):
                     return pos if pos else new
                 folio = new
@@ -331,20 +378,103 @@ class MemFile:
         return bytes(out)
 
     # ------------------------------------------------------------------ page cache
-    def _alloc_cache_folio(self, index: int) -> Folio | int:
+    def _alloc_cache_folio(self, index: int, vma: Any = None, write_end: int = 0) -> Folio | int:
         """Allocate and insert the folio for *index* (a reference is returned to the
         caller): shmem_alloc_and_add_folio / hugetlb pool allocation.  The task's gfp
-        context (PF_MEMALLOC_PIN) applies: _alloc_folio and the pool dequeue see it."""
+        context (PF_MEMALLOC_PIN) applies: _alloc_folio and the pool dequeue see it.
+        shmem: a large folio of the highest order :meth:`_shmem_huge_orders` allows whose
+        allocation succeeds (each try hits the ``alloc_pages`` fault site), else order 0;
+        *vma* is the faulting mapping (None for read/write/fallocate/memfd_alloc_folio),
+        *write_end* the end of a write(2).  Kernel: mm/shmem.c:shmem_get_folio_gfp,
+        shmem_alloc_and_add_folio (v6.12)."""
         k = self._k
         if self.hstate is not None:
             return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1))
-        folio = k._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
+        folio = None
+        orders = self._shmem_huge_orders(index, vma, write_end) if k._shmem_huge_possible else 0
+        if orders:
+            # shmem_alloc_and_add_folio: highest order first, each failure falls back
+            huge_gfp = _MAPPING_GFP | _g._COMP | int(_g.gfp_t.NOWARN)
+            for order in range(HPAGE_PMD_ORDER, 0, -1):
+                if not orders >> order & 1:
+                    continue
+                folio = k._alloc_folio(huge_gfp, order, KIND_SHMEM)
+                if folio is not None:
+                    index &= ~((1 << order) - 1)
+                    if order == HPAGE_PMD_ORDER:
+                        k.stats.thp_file_alloc += 1
+                    break
+                if order == HPAGE_PMD_ORDER:
+                    k.stats.thp_file_fallback += 1
+                if k.trace.on:
+                    k._trace("shmem_fallback", order=order, index=index)
         if folio is None:
-            return -errno.ENOMEM
+            folio = k._alloc_folio(_MAPPING_GFP, 0, KIND_SHMEM)
+            if folio is None:
+                return -errno.ENOMEM
         self._add_to_page_cache(folio, index)
-        folio.flags |= PG_uptodate
+        folio.flags |= PG_uptodate | PG_swapbacked
         k.folio_add_lru(folio)
         return folio
+
+    def _shmem_huge_orders(self, index: int, vma: Any, write_end: int) -> int:
+        """Bitmask of the large-folio orders a new shmem folio at *index* may have:
+        shmem_allowable_huge_orders (the shm mount's ``huge=`` from
+        ``MMConfig.shmem_enabled``; for a shared anonymous mapping also the per-size
+        ``MMConfig.shmem_mthp`` settings) narrowed by shmem_suitable_orders (the aligned
+        range must be empty and, on a fault, inside the VMA at a matching alignment).
+        Kernel: mm/shmem.c:shmem_huge_global_enabled, shmem_allowable_huge_orders,
+        shmem_suitable_orders, include/linux/huge_mm.h:thp_vma_suitable_order (v6.12)."""
+        cfg = self._k.config
+        mode = cfg.shmem_enabled
+        vm_flags = vma.flags if vma is not None else 0
+        if mode == "deny" or vm_flags & VM_NOHUGEPAGE:
+            return 0                          # vma_thp_disabled covers VM_NOHUGEPAGE
+        pmd = 1 << HPAGE_PMD_ORDER
+        # shmem_huge_global_enabled: the mount's huge= (the shm mount's is shmem_enabled)
+        if mode in ("force", "always"):
+            glob = pmd
+        elif mode == "within_size" and max(write_end, self.i_size) + PAGE_SIZE - 1 >> PAGE_SHIFT \
+                >= -(-(index + 1) // HPAGE_PMD_NR) * HPAGE_PMD_NR:
+            glob = pmd
+        elif mode in ("within_size", "advise") and vm_flags & VM_HUGEPAGE:
+            glob = pmd
+        else:
+            glob = 0
+        anon = vma is not None and self.anon_shmem
+        if not anon or mode == "force":
+            orders = self._k._shmem_mthp["inherit"] if anon else glob
+        else:
+            m = self._k._shmem_mthp
+            orders = m["always"]
+            within = m["within_size"]
+            isize_pages = (self.i_size + PAGE_SIZE - 1) >> PAGE_SHIFT
+            for order in range(HPAGE_PMD_ORDER, 0, -1):
+                if within >> order & 1 and isize_pages >= -(-(index + 1) >> order) << order:
+                    orders |= within
+                    break
+            if vm_flags & VM_HUGEPAGE:
+                orders |= m["advise"]
+            if glob:
+                orders |= m["inherit"]
+        if not orders:
+            return 0
+        suitable = 0
+        for order in range(HPAGE_PMD_ORDER, 0, -1):
+            if not orders >> order & 1:
+                continue
+            nr = 1 << order
+            first = index & ~(nr - 1)
+            if vma is not None:
+                # thp_vma_suitable_order: file offset and address congruent, inside the VMA
+                if ((vma.start >> PAGE_SHIFT) - vma.pgoff) & (nr - 1):
+                    continue
+                haddr = vma.start + ((first - vma.pgoff) << PAGE_SHIFT)
+                if haddr < vma.start or haddr + (nr << PAGE_SHIFT) > vma.end:
+                    continue
+            if self.mapping.range_empty(first, nr):
+                suitable |= nr
+        return suitable
 
     def _add_to_page_cache(self, folio: Folio, index: int) -> None:
         folio.mapping = self.mapping
@@ -352,8 +482,10 @@ class MemFile:
         folio._refcount += folio.nr_pages        # the page cache's references
         self.mapping.pages[index] = folio
         self.mapping.nrpages += folio.nr_pages
+        if folio.order > self.mapping.max_order:
+            self.mapping.max_order = folio.order
 
-    def _get_folio_for_fault(self, index: int) -> Folio | int:
+    def _get_folio_for_fault(self, index: int, vma: Any = None) -> Folio | int:
         """Fault path lookup/allocation: a referenced folio or -EFAULT (SIGBUS beyond
         EOF or no huge page) / -ENOMEM."""
         if index << PAGE_SHIFT >= self.i_size:
@@ -362,7 +494,7 @@ class MemFile:
         if folio is not None:
             folio._refcount += 1
             return folio
-        new = self._alloc_cache_folio(index)
+        new = self._alloc_cache_folio(index, vma)
         if isinstance(new, int):
             return -errno.EFAULT if self.hstate is not None else new
         return new
@@ -448,6 +580,7 @@ class MemfdMixin(_Base):
 
     def _shmem_zero_setup(self, length: int, hstate: Any) -> MemFile | int:
         f = MemFile(self, "dev/zero" if hstate is None else "anon_hugepage", 0, hstate, False)
+        f.anon_shmem = hstate is None      # vma_is_anon_shmem: shmem_anon_vm_ops
         f.i_size = length
         f.closed = True
         f.f_count = 0

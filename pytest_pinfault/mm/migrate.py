@@ -20,19 +20,27 @@ NR_MAX_MIGRATE_ASYNC_RETRY passes, then each remaining folio alone for
 NR_MAX_MIGRATE_SYNC_RETRY passes; MIGRATE_ASYNC runs NR_MAX_MIGRATE_PAGES_RETRY passes;
 hugetlb folios have their own loop of NR_MAX_MIGRATE_PAGES_RETRY passes.
 
-.. note:: Large folios are never split on failure (the kernel splits THPs on -ENOMEM or
-   when THP migration is unsupported); a failed large folio counts as one failure.
+A large (non-hugetlb) folio whose target cannot be allocated is split into order-0
+folios (``try_split_folio``), unless the reason is MR_NUMA_MISPLACED; the pieces are
+migrated after the rest of the list in one MIGRATE_ASYNC pass, and the split folio
+counts as one failure unless every piece then migrates (v6.12 migrate_pages_batch,
+migrate_pages).  A split that fails because the folio has extra references (-EAGAIN)
+is retried on the next pass for MR_LONGTERM_PIN; otherwise the -ENOMEM stands.
+
+.. note:: The deferred-split list (partially mapped anonymous THPs split before
+   migration) is not modelled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from errno import EAGAIN, EBUSY, ENOMEM
+from errno import EAGAIN, EBUSY, EINVAL, ENOMEM
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_HUGETLB, PAGE_SHIFT, PG_anon_exclusive, PG_dirty,
-                    PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_uptodate,
+from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, PG_anon_exclusive,
+                    PG_dirty, PG_lru, PG_mlocked, PG_unevictable,
+                    PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
                     PG_writeback, Folio)
 from .gfp import ZONE_MOVABLE
 
@@ -47,6 +55,7 @@ __all__ = [
     "MR_NUMA_MISPLACED", "MR_CONTIG_RANGE", "MR_LONGTERM_PIN", "MR_DEMOTION",
     "MigrationTargetControl", "NUMA_NO_NODE", "NR_MAX_MIGRATE_PAGES_RETRY",
     "NR_MAX_MIGRATE_ASYNC_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "MIGRATE_REASON_NAMES",
+    "XA_NODE_SIZE",
 ]
 
 # enum migrate_mode
@@ -63,7 +72,12 @@ NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 NUMA_NO_NODE = -1
 
-_MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private
+#: sizeof(struct xa_node) on x86-64: what xas_split_alloc allocates for a page-cache split
+XA_NODE_SIZE = 576
+_SPLIT_KEPT_FLAGS = (PG_dirty | PG_uptodate | PG_swapbacked | PG_anon_exclusive | PG_isolated | PG_lru
+                     | PG_mlocked | PG_active | PG_unevictable)
+
+_MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private | PG_swapbacked
 
 NewFolio = Callable[[Folio, Any], Optional[Folio]]
 FreeFolio = Callable[[Folio, Any], None]
@@ -140,6 +154,30 @@ class MigrateMixin(_Base):
         failed: list[Folio] = []
         counts = [0, 0]          # succeeded, failed (folios)
         self.stats.migrate_pages_calls += 1
+        split: list[Folio] = []
+        saved_split = self._migrate_split
+        self._migrate_split = split if reason != MR_NUMA_MISPLACED else None
+        try:
+            rc = self._migrate_pages_lists(pending, huge, failed, split, counts, get_new_folio,
+                                           put_new_folio, private, mode, reason)
+        finally:
+            self._migrate_split = saved_split
+        from_list[:] = failed + pending
+        if not from_list:
+            rc = 0               # every piece of every split folio migrated
+        if ret_succeeded is not None:
+            ret_succeeded.value = counts[0]
+        if self.trace.on:
+            self._trace("migrate_pages", reason=MIGRATE_REASON_NAMES[reason], succeeded=counts[0],
+                        failed=counts[1], rc=rc)
+        return rc if rc < 0 or not from_list else counts[1]
+
+    _migrate_split: list[Folio] | None = None
+
+    def _migrate_pages_lists(self, pending: list[Folio], huge: list[Folio], failed: list[Folio],
+                             split: list[Folio], counts: list[int], get_new_folio: NewFolio,
+                             put_new_folio: FreeFolio | None, private: Any, mode: int,
+                             reason: int) -> int:
         # migrate_hugetlbs: hugetlb folios first, in their own loop of passes
         rc = self._migrate_batch(huge, failed, get_new_folio, put_new_folio, private, mode, reason,
                                  NR_MAX_MIGRATE_PAGES_RETRY, counts)
@@ -161,14 +199,22 @@ class MigrateMixin(_Base):
                 del pending[:done]
         else:
             failed.extend(pending)
-            pending = []
-        from_list[:] = failed + pending
-        if ret_succeeded is not None:
-            ret_succeeded.value = counts[0]
-        if self.trace.on:
-            self._trace("migrate_pages", reason=MIGRATE_REASON_NAMES[reason], succeeded=counts[0],
-                        failed=counts[1], rc=rc)
-        return rc if rc < 0 else counts[1]
+            pending[:] = []
+        if split:
+            self._migrate_split = None
+            if rc < 0:
+                failed.extend(split)
+            else:
+                # the pieces: one MIGRATE_ASYNC pass, failures not counted again (the
+                # split folio already counted as one); an -ENOMEM here is not returned
+                left: list[Folio] = []
+                sub = [0, 0]
+                self._migrate_batch(split, left, get_new_folio, put_new_folio, private,
+                                    MIGRATE_ASYNC, reason, 1, sub)
+                counts[0] += sub[0]
+                failed.extend(left)
+                failed.extend(split)
+        return rc
 
     # -- internals ---------------------------------------------------------------------
     def _migrate_batch(self, pending: list[Folio], failed: list[Folio], get_new: NewFolio,
@@ -191,6 +237,12 @@ class MigrateMixin(_Base):
                     counts[0] += 1
                 elif rc == -EAGAIN:
                     retry.append(folio)
+                elif rc == -ENOMEM and folio.order and self._migrate_split is not None \
+                        and (src_rc := self._try_split_folio(folio, self._migrate_split, reason)) != -ENOMEM:
+                    if src_rc == 0:
+                        counts[1] += 1         # a split folio counts as one failure
+                    else:
+                        retry.append(folio)    # MR_LONGTERM_PIN: split again next pass
                 elif rc == -ENOMEM:
                     counts[1] += 1
                     self.stats.pgmigrate_fail += folio.nr_pages
@@ -217,6 +269,141 @@ class MigrateMixin(_Base):
                                 reason=MIGRATE_REASON_NAMES[reason])
             failed.extend(pending)
             pending[:] = []
+        return 0
+
+    def _try_split_folio(self, folio: Folio, split: list[Folio], reason: int) -> int:
+        """The -ENOMEM branch of migrate_pages_batch for a large folio: 0 (split, the
+        pieces moved to *split*), -EAGAIN when the split failed for lack of the lock or
+        references and the reason is MR_LONGTERM_PIN (retry), else -ENOMEM (the
+        allocation failure stands).  Kernel: mm/migrate.c:try_split_folio,
+        migrate_pages_batch (v6.12)."""
+        if folio.kind == KIND_HUGETLB:
+            return -ENOMEM
+        if folio.flags & PG_locked:
+            rc = -EAGAIN                   # folio_trylock fails (MIGRATE_ASYNC) / would wait
+        else:
+            rc = self.split_folio_to_list(folio, split)
+        if rc == 0:
+            split.append(folio)            # list_move_tail of the (now small) head
+            self.stats.thp_migration_split += 1
+            return 0
+        if rc == -EAGAIN and reason == MR_LONGTERM_PIN:
+            return -EAGAIN
+        return -ENOMEM
+
+    def split_folio_to_list(self, folio: Folio, lst: list[Folio] | None) -> int:
+        """Split a large anonymous or shmem folio into order-0 folios: 0, -EINVAL (not
+        large, or not an anonymous/shmem folio: a recorded warning), -EBUSY (a shmem
+        folio no longer in the page cache, or under writeback), -EAGAIN (references
+        beyond its mappings, the page cache's and the caller's one: can_split_folio),
+        -ENOMEM (the page-cache split's xa_node allocation fails: the ``kmalloc`` site).
+        The folio is unmapped first (the mmu notifiers hear of it); an anonymous folio's
+        mappings come back as PTEs of the pieces, a shmem folio's fault back in later.
+        *folio* stays the first piece; the others, each with the state and references
+        the first one has (isolated ones with an isolation reference), are appended to
+        *lst* (the last one first) when given, else they stay on the LRU beside the
+        first (an isolated folio without *lst* is a recorded warning and -EINVAL).
+        Shmem pieces at or beyond ``max(i_size, fallocend)`` leave the page cache.
+        Kernel: mm/huge_memory.c:split_huge_page_to_list_to_order, can_split_folio,
+        __split_huge_page (v6.12, new_order 0)."""
+        if lst is not None and not isinstance(lst, list):
+            raise TypeError(f"split_folio_to_list: lst must be a list or None, got {type(lst).__name__}")
+        usable = self._usable_folio(folio, "split_folio_to_list")
+        if usable is None:
+            return -EINVAL
+        folio = usable
+        if not folio.order:
+            return -EINVAL                 # new_order >= folio_order(folio)
+        if folio.kind not in (KIND_ANON, KIND_SHMEM):
+            self._warn("split_folio_to_list", f"split of a {folio.kind} folio (VM_BUG_ON_FOLIO)", folio=folio)
+            return -EINVAL
+        if folio.flags & PG_isolated and lst is None:
+            self._warn("split_folio_to_list", "VM_WARN_ON(!folio_test_lru(folio)): an isolated folio "
+                                              "split without a list for its pieces", folio=folio)
+            return -EINVAL
+        shmem = folio.kind == KIND_SHMEM
+        mapping = folio.mapping
+        if shmem and mapping is None:
+            return -EBUSY
+        if folio.flags & PG_writeback:
+            return -EBUSY
+        if shmem:
+            fi = self.faults
+            if fi.active and fi.hit("kmalloc", size=XA_NODE_SIZE, gfp=int(_g.GFP_KERNEL)) is not None:
+                return -ENOMEM             # xas_split_alloc
+        extra = folio.nr_pages if shmem else 0
+        if folio._mapcount != folio._refcount - extra - 1:
+            return -EAGAIN                 # can_split_folio(folio, 1, ...)
+        if any(not hasattr(owner, "huge") for owner, _ in folio.rmap or ()):
+            return -EAGAIN                 # mapped by something that is no address space
+        rmap, folio.rmap = folio.rmap or [], None
+        if rmap:
+            # unmap_folio: try_to_migrate (anon) / try_to_unmap (file) tell the notifiers
+            for mm, (kind, vpn) in rmap:
+                end = vpn + (1 if kind == "pte" else folio.nr_pages)
+                if getattr(mm, "notifiers", None):
+                    self._mmu_notify(mm, vpn << PAGE_SHIFT, end << PAGE_SHIFT, "unmap")
+        remap: list[tuple[Any, int, int]] = []     # (mm, vpn, page index) to map again
+        for mm, (kind, vpn) in rmap:
+            if kind == "pte":
+                ent = mm.pte.pop(vpn, None)
+                if ent is not None:
+                    remap.append((mm, vpn, ent[1]))
+            else:
+                mm.huge.pop(vpn, None)
+                remap.extend((mm, vpn + i, i) for i in range(folio.nr_pages))
+        folio._mapcount = 0
+        folio._refcount -= len(rmap)
+        nr, pfn, data = folio.nr_pages, folio.pfn, folio._data
+        flags = folio.flags & _SPLIT_KEPT_FLAGS
+        # folio_ref_freeze(1 + extra_pins): each piece gets the caller's (isolation)
+        # reference and, for shmem, its page-cache reference
+        each = 1 + (1 if shmem else 0)
+        folio._refcount = each
+        folio.order, folio.nr_pages = 0, 1
+        folio._data = {0: data[0]} if data and 0 in data else None
+        pieces = [folio]
+        sec_for = self._sections_for
+        zone = folio._zone
+        # the other pieces: their page-cache reference, and the list's when *lst* is given
+        # (lru_add_split_folio's folio_get; without a list __split_huge_page drops it)
+        tail_refs = each - (0 if lst is not None else 1)
+        for i in range(1, nr):
+            new = Folio(self, pfn + i, 0, zone, folio.kind)
+            new._refcount = tail_refs
+            new.flags = flags
+            if data and i in data:
+                new._data = {0: data[i]}
+            if shmem:
+                new.mapping, new.index = mapping, folio.index + i
+                mapping.pages[folio.index + i] = new
+            sec_for(pfn + i)[pfn + i] = new
+            pieces.append(new)
+        if shmem:
+            # tails beyond EOF (and beyond what fallocate allocated) leave the page cache
+            host = mapping.host
+            end = max((host.i_size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT, getattr(host, "fallocend", 0))
+            for piece in pieces[1:]:
+                if piece.index >= end:
+                    del mapping.pages[piece.index]
+                    mapping.nrpages -= 1
+                    piece.mapping = None
+                    piece._refcount -= 1
+                    if not piece._refcount:
+                        self._free_folio(piece)
+        else:
+            for mm, vpn, idx in remap:     # remap_page: anonymous pages only
+                self._map_pte(mm, vpn, pieces[idx], 0)
+            for piece in pieces[1:]:
+                if not piece._refcount:    # an unmapped tail nobody holds: freed
+                    self._free_folio(piece)
+        if nr == 1 << 9:
+            self.stats.thp_split_page += 1
+        if lst is not None:
+            lst.extend(reversed(pieces[1:]))   # lru_add_page_tail, last tail first
+        # (else: the pieces carry PG_lru like the first one; the LRU's page count is unchanged)
+        if self.trace.on:
+            self._trace("split", folio=folio, pieces=nr)
         return 0
 
     def _migrate_one(self, src: Folio, get_new: NewFolio, put_new: FreeFolio | None,

@@ -11,9 +11,18 @@ hugetlb folio: one reference and one mapcount for the whole folio).  Every mappi
 recorded in ``folio.rmap`` as ``(mm, key)`` so that migration can move it to the new
 folio and tell the registered mmu interval notifiers.
 
-.. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP folio is never split (a COW
-   fault re-maps it with 512 PTEs and copies the touched page); private hugetlb mappings
-   fault with -EFAULT; mlock'ed folios do not go through the mlock batch.
+Private hugetlb mappings (MAP_PRIVATE of a hugetlbfs memfd, MAP_PRIVATE|MAP_HUGETLB)
+reserve one pool page per huge page at mmap (hugetlb_reserve_pages, -ENOMEM when the pool
+cannot promise them), map a hole with a new anonymous pool folio that uses up the
+mapping's reservation (hugetlb_no_page), map a page-cache folio read-only and copy it on
+a write or unshare fault (hugetlb_wp); munmap gives the unused reservations back
+(hugetlb_vm_op_close).  A fork's child has no reservation (hugetlb_dup_vma_private).
+
+.. note:: No swap, no NUMA, no KSM, no userfaultfd; a THP mapping is not split by a COW
+   fault (it re-maps it with 512 PTEs and copies the touched page); mlock'ed folios do
+   not go through the mlock batch; MAP_NORESERVE matters for hugetlb only (no
+   reservation); the hugetlb COW of an owner whose pool is exhausted
+   (unmap_ref_private) is not modelled: that fault fails.
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
-                    PG_anon_exclusive, PG_dirty, PG_mlocked, Folio)
+from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, PAGE_SIZE,
+                    PG_anon_exclusive, PG_dirty, PG_hugetlb_migratable, PG_mlocked, PG_uptodate,
+                    Folio)
 from .mmzone import HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +51,7 @@ else:
 
 __all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
+           "MAP_NORESERVE", "VM_NORESERVE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
            "VM_MAYREAD", "VM_MAYWRITE", "VM_LOCKED", "VM_IO", "VM_PFNMAP", "VM_HUGETLB",
            "VM_LOCKONFAULT", "VM_HUGEPAGE", "VM_NOHUGEPAGE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE"]
@@ -79,12 +90,14 @@ INTERNAL_GUP_FLAGS = int(FOLL.TOUCH | FOLL.TRIED | FOLL.REMOTE | FOLL.PIN | FOLL
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_TYPE = 0x01, 0x02, 0x03, 0x0F
 MAP_FIXED, MAP_ANONYMOUS, MAP_POPULATE, MAP_HUGETLB = 0x10, 0x20, 0x8000, 0x40000
+MAP_NORESERVE = 0x4000
 MLOCK_ONFAULT = 0x01
 
 VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE = 0x10, 0x20, 0x40, 0x80
 VM_IO, VM_PFNMAP = 0x4000, 0x400
 VM_LOCKED = 0x2000
+VM_NORESERVE = 0x00200000
 VM_HUGETLB = 0x400000
 VM_LOCKONFAULT = 0x00080000
 VM_HUGEPAGE = 0x20000000
@@ -104,7 +117,7 @@ class VMA:
     ``pgoff``; anonymous VMAs have ``file is None``; MAP_SHARED|MAP_ANONYMOUS VMAs get an
     internal shmem file like ``shmem_zero_setup``."""
 
-    __slots__ = ("mm", "start", "end", "flags", "file", "pgoff", "anon")
+    __slots__ = ("mm", "start", "end", "flags", "file", "pgoff", "anon", "resv")
 
     def __init__(self, mm: "MMStruct", start: int, end: int, flags: int, file: Any, pgoff: int) -> None:
         self.mm: MMStruct = mm
@@ -114,6 +127,9 @@ class VMA:
         self.file: Any = file
         self.pgoff: int = pgoff
         self.anon: bool = file is None
+        # a private hugetlb mapping's resv_map (HPAGE_RESV_OWNER): the file indices whose
+        # reservation a fault used up; shared by the pieces of a split VMA
+        self.resv: set[int] | None = None
 
     def is_hugetlb(self) -> bool:
         return bool(self.flags & VM_HUGETLB)
@@ -210,8 +226,11 @@ class MMStruct:
             folio = self.huge.get(head)
             if folio is not None and folio.kind == KIND_ANON:
                 self._k._split_huge_pmd(self, vma, head << PAGE_SHIFT)
+            elif folio is not None and folio.kind == KIND_SHMEM:
+                self._k._zap_huge_pmd(self, head)
         tail = VMA(self, addr, vma.end, vma.flags, vma.file, vma.file_index(addr) if vma.file else 0)
         tail.anon = vma.anon
+        tail.resv = vma.resv             # hugetlb_vm_op_open: the resv_map is shared
         tail._link_file(1)
         vma.end = addr
         self._insert_vma(tail)
@@ -272,6 +291,9 @@ class MMStruct:
         length = (length + align - 1) & ~(align - 1)
         if file is None and hstate is None and k.config.thp != "never" and length >= (2 << 20) and not length % (2 << 20):
             align = 2 << 20
+        elif hstate is None and length >= (2 << 20) and not offset % (2 << 20) and k._shmem_huge_possible \
+                and (file is not None or mtype == MAP_SHARED):
+            align = 2 << 20        # shmem_get_unmapped_area: room for PMD-mapped shmem THPs
         if file is not None:
             rc = file._mmap_check(prot, mtype)
             if rc:
@@ -297,17 +319,31 @@ class MMStruct:
                 vmflags &= ~VM_MAYWRITE
         if hstate is not None:
             vmflags |= VM_HUGETLB
+            if flags & MAP_NORESERVE:
+                vmflags |= VM_NORESERVE    # do_mmap: always honoured for hugetlbfs files
         if file is None and (mtype == MAP_SHARED or hstate is not None):
             new = k._shmem_zero_setup(length, hstate)
             if isinstance(new, int):
                 return new
             file = new
             offset = 0
-        if file is not None and hstate is not None and mtype == MAP_SHARED:
+        resv: set[int] | None = None
+        if vmflags & VM_NORESERVE:
+            pass                           # hugetlb_reserve_pages: nothing reserved, no resv_map
+        elif file is not None and hstate is not None and mtype == MAP_SHARED:
             rc = file._hugetlb_reserve(offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT)
             if rc:
                 return rc
+        elif hstate is not None:
+            # hugetlb_reserve_pages, private: a reservation for every huge page of the
+            # range, whatever the page cache holds (chg = to - from)
+            chg = length // hstate.size
+            if chg > hstate.available:
+                return -errno.ENOMEM
+            hstate.resv_huge_pages += chg
+            resv = set()
         vma = VMA(self, addr, addr + length, vmflags, file, offset >> PAGE_SHIFT)
+        vma.resv = resv
         self._insert_vma(vma)
         vma._link_file(1)
         if flags & MAP_POPULATE:
@@ -325,11 +361,14 @@ class MMStruct:
             return rc
         self._split(addr)
         self._split(end)
-        self._k._mmu_notify(self, addr, end, "unmap")
+        k = self._k
+        k._mmu_notify(self, addr, end, "unmap")
         for v in self._overlapping(addr, end):
             self._zap_range(v.start, v.end)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= (v.end - v.start) >> PAGE_SHIFT
+            if v.resv is not None:
+                k._hugetlb_vm_op_close(v)
             v._link_file(-1)
             if v.file is not None and v.file.closed and v.file._mappers == 0:
                 v.file._release()          # last reference to a closed file: evict it
@@ -344,6 +383,8 @@ class MMStruct:
             folio = self.huge.get(head)
             if head != edge and folio is not None and folio.kind == KIND_ANON:
                 k._split_huge_pmd(self, None, head << PAGE_SHIFT)
+            elif head != edge and folio is not None and folio.kind == KIND_SHMEM:
+                k._zap_huge_pmd(self, head)
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             ent = self.pte.pop(vpn, None)
             if ent is not None:
@@ -595,7 +636,8 @@ class AddressSpaceMixin(_Base):
         if vma.is_shared():
             return bool(vma.flags & VM_WRITE)
         # private: writable only if the folio is this mm's exclusive anon page
-        return folio.kind == KIND_ANON and bool(folio.flags & PG_anon_exclusive) and bool(vma.flags & VM_WRITE)
+        return (folio.kind == KIND_ANON or (folio.kind == KIND_HUGETLB and folio.mapping is None)) \
+            and bool(folio.flags & PG_anon_exclusive) and bool(vma.flags & VM_WRITE)
 
     def _populate(self, mm: MMStruct, start: int, end: int, write: bool) -> int:
         """__mm_populate: fault ``[start, end)`` in; 0, or the first fault's error (the
@@ -623,7 +665,7 @@ class AddressSpaceMixin(_Base):
         file, no hugetlb page).  *unshare* is FAULT_FLAG_UNSHARE (GUP pinning a shared
         anonymous page read-only).  Kernel: mm/memory.c:handle_mm_fault (v6.12)."""
         if vma.is_hugetlb():
-            return self._hugetlb_fault(mm, vma, addr)
+            return self._hugetlb_fault(mm, vma, addr, write, unshare)
         if vma.file is not None and (vma.is_shared() or not (write or unshare)):
             return self._file_fault(mm, vma, addr)
         ent = mm.lookup(addr)
@@ -718,6 +760,16 @@ class AddressSpaceMixin(_Base):
         self.folio_add_lru(new)
         return 0
 
+    def _zap_huge_pmd(self, mm: MMStruct, head: int) -> None:
+        """__split_huge_pmd of a file (shmem) THP: the PMD mapping is removed and the
+        pages fault back in by PTEs.  Kernel: mm/huge_memory.c:__split_huge_pmd_locked
+        (v6.12, the !vma_is_anonymous branch)."""
+        folio = mm.huge.pop(head, None)
+        if folio is None:
+            return
+        self._mmu_notify(mm, head << PAGE_SHIFT, (head + HPAGE_PMD_NR) << PAGE_SHIFT, "unmap")
+        self._unmap_folio(mm, ("huge", head), folio)
+
     def _split_huge_pmd(self, mm: MMStruct, vma: VMA | None, addr: int) -> None:
         """Replace a PMD mapping of a THP by 512 PTEs of the same folio."""
         head = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
@@ -729,34 +781,141 @@ class AddressSpaceMixin(_Base):
         self._unmap_folio(mm, ("huge", head), folio)
 
     def _file_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+        """shmem_fault + finish_fault: look the page up (allocating it, large if the
+        shmem settings allow) and map it.  A PMD-sized folio in a shared mapping whose
+        2 MiB range fits the VMA at a matching file offset, with no PTE there yet, is
+        mapped by one huge leaf (do_set_pmd); a large folio of a shared anonymous
+        mapping is mapped whole by PTEs when it lies inside the VMA and one page table;
+        otherwise the faulting page alone is mapped.  Kernel: mm/memory.c:finish_fault,
+        do_set_pmd (v6.12).  (Private mappings of a large folio are PTE-mapped only.)"""
         file = vma.file
         index = vma.file_index(addr)
-        folio = file._get_folio_for_fault(index)
+        folio = file._get_folio_for_fault(index, vma)
         if isinstance(folio, int):
             return folio
         vpn = addr >> PAGE_SHIFT
         if vpn not in mm.pte:
-            self._map_pte(mm, vpn, folio, index - folio.index)
+            idx = index - folio.index
+            if not folio.order or not self._map_large_file_folio(mm, vma, vpn, folio, idx):
+                self._map_pte(mm, vpn, folio, idx)
         self.folio_put(folio)
         return 0
 
-    def _hugetlb_fault(self, mm: MMStruct, vma: VMA, addr: int) -> int:
+    def _map_large_file_folio(self, mm: MMStruct, vma: VMA, vpn: int, folio: Folio, idx: int) -> bool:
+        pte = mm.pte
+        if folio.order == HPAGE_PMD_ORDER and vma.is_shared() and not vma.flags & VM_NOHUGEPAGE:
+            head = vpn & ~(HPAGE_PMD_NR - 1)
+            haddr = head << PAGE_SHIFT
+            if idx == vpn - head and not ((vma.start >> PAGE_SHIFT) - vma.pgoff) & (HPAGE_PMD_NR - 1) \
+                    and vma.start <= haddr and haddr + (2 << 20) <= vma.end \
+                    and head not in mm.huge and not any((head + i) in pte for i in range(HPAGE_PMD_NR)):
+                self._map_huge(mm, head, folio)
+                return True
+        if not getattr(vma.file, "anon_shmem", False):
+            return False
+        nr = folio.nr_pages
+        vma_off = vpn - (vma.start >> PAGE_SHIFT)
+        pte_off = vpn & (HPAGE_PMD_NR - 1)
+        if vma_off < idx or vma_off + nr - idx > (vma.end - vma.start) >> PAGE_SHIFT \
+                or pte_off < idx or pte_off + nr - idx > HPAGE_PMD_NR:
+            return False
+        first = vpn - idx
+        if any((first + i) in pte for i in range(nr)):
+            return False
+        for i in range(nr):
+            self._map_pte(mm, first + i, folio, i)
+        return True
+
+    def _hugetlb_fault(self, mm: MMStruct, vma: VMA, addr: int, write: bool = False,
+                       unshare: bool = False) -> int:
+        """hugetlb_fault: 0, or -EFAULT (SIGBUS: beyond EOF, no pool page).  Shared: map
+        the page-cache folio.  Private: a hole gets a new anonymous pool folio (using
+        up the mapping's reservation), a page-cache folio is mapped read-only and copied
+        on a write or unshare fault, an anonymous one reused when this is its only
+        mapping.  Kernel: mm/hugetlb.c:hugetlb_no_page, hugetlb_wp (v6.12)."""
         file = vma.file
         h = file.hstate
         head_addr = addr & ~(h.size - 1)
         head = head_addr >> PAGE_SHIFT
-        if head in mm.huge:
-            return 0
         index = vma.file_index(head_addr)
-        folio = file._get_folio_for_fault(index)
-        if isinstance(folio, int):
-            return folio
-        if not vma.is_shared():
+        folio = mm.huge.get(head)
+        if vma.is_shared():
+            if folio is not None:
+                return 0
+            folio = file._get_folio_for_fault(index)
+            if isinstance(folio, int):
+                return folio
+            self._map_huge(mm, head, folio)
             self.folio_put(folio)
-            return -errno.EFAULT            # private hugetlb COW is not modelled
-        self._map_huge(mm, head, folio)
-        self.folio_put(folio)
+            return 0
+        if folio is None:
+            if index << PAGE_SHIFT >= file.i_size:
+                return -errno.EFAULT
+            folio = file.mapping.lookup(index)
+            if folio is None:
+                new = self._alloc_hugetlb_private(vma, index, False)
+                if new is None:
+                    return -errno.EFAULT        # alloc_hugetlb_folio: -ENOSPC, VM_FAULT_SIGBUS
+                self._map_huge(mm, head, new)
+                self.folio_put(new)
+                return 0
+            self._map_huge(mm, head, folio)     # the page-cache folio, read-only
+        if not (write or unshare):
+            return 0
+        # hugetlb_wp
+        anon = folio.mapping is None
+        if anon and folio._mapcount == 1:
+            folio.flags |= PG_anon_exclusive    # reuse
+            return 0
+        new = self._alloc_hugetlb_private(vma, index, anon and vma.resv is not None)
+        if new is None:
+            return -errno.EFAULT
+        if folio._data:
+            new._data = {i: (bytearray(d) if type(d) is bytearray else d) for i, d in folio._data.items()}
+        self._mmu_notify(mm, head_addr, head_addr + h.size, "cow")
+        mm.huge.pop(head)
+        self._unmap_folio(mm, ("huge", head), folio)
+        self._map_huge(mm, head, new)
+        self.folio_put(new)
         return 0
+
+    def _alloc_hugetlb_private(self, vma: VMA, index: int, avoid_reserve: bool) -> Folio | None:
+        """alloc_hugetlb_folio for a private mapping: a new anonymous, exclusive pool
+        folio with one reference, or None (-ENOSPC).  It uses the mapping's reservation
+        for *index* unless that is used up, the mapping has none (a fork's child) or
+        *avoid_reserve* (an owner's COW of its own anonymous page); then only an
+        unreserved free page will do.  Kernel: mm/hugetlb.c:alloc_hugetlb_folio,
+        vma_needs_reservation, vma_commit_reservation (v6.12)."""
+        h = vma.file.hstate
+        resv = vma.resv
+        use_resv = resv is not None and not avoid_reserve and index not in resv
+        if not use_resv:
+            if h.available <= 0:
+                return None
+            h.resv_huge_pages += 1              # taken for the dequeue just below
+        folio = self.dequeue_hugetlb_folio(h, self.current_gfp_context(int(_g.GFP_HIGHUSER_MOVABLE)))
+        if folio is None:
+            if not use_resv:
+                h.resv_huge_pages -= 1
+            return None
+        h.resv_huge_pages -= 1
+        if resv is not None:
+            resv.add(index)                     # region_add: the reservation is used
+        folio.flags |= PG_hugetlb_migratable | PG_uptodate | PG_anon_exclusive
+        folio.index = index
+        return folio
+
+    def _hugetlb_vm_op_close(self, vma: VMA) -> None:
+        """Give back the reservations of *vma*'s range that no fault used.
+        Kernel: mm/hugetlb.c:hugetlb_vm_op_close (v6.12)."""
+        h = vma.file.hstate
+        step = h.size >> PAGE_SHIFT
+        first = vma.pgoff
+        last = vma.file_index(vma.end)
+        resv = vma.resv
+        assert resv is not None            # only private hugetlb VMAs get here
+        unused = sum(1 for i in range(first, last, step) if i not in resv)
+        h.resv_huge_pages -= unused
 
     # ------------------------------------------------------------------ fork
     def fork(self, mm: MMStruct) -> MMStruct:
@@ -795,6 +954,24 @@ class AddressSpaceMixin(_Base):
         for vpn, folio in list(mm.huge.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
             assert vma is not None          # a mapped page lies in a VMA
+            if folio.kind == KIND_HUGETLB and folio.mapping is None and not vma.is_shared():
+                # copy_hugetlb_page_range: an anonymous hugetlb page is shared COW, or
+                # copied at once when it may be pinned (the copy comes from the pool;
+                # when the pool has none the model shares it: see docs/kernel-map.md)
+                if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
+                    cvma = child.find_vma(vpn << PAGE_SHIFT)
+                    assert cvma is not None     # the child has every VMA of the parent
+                    new = self._alloc_hugetlb_private(cvma, vma.file_index(vpn << PAGE_SHIFT), True)
+                    if new is not None:
+                        if folio._data:
+                            new._data = {i: (bytearray(d) if type(d) is bytearray else d)
+                                         for i, d in folio._data.items()}
+                        self._map_huge(child, vpn, new)
+                        self.folio_put(new)
+                        continue
+                folio.flags &= ~PG_anon_exclusive
+                self._map_huge(child, vpn, folio)
+                continue
             if folio.kind == KIND_ANON and not vma.is_shared():
                 if mm.has_pinned and self.folio_maybe_dma_pinned(folio):
                     # copy_huge_pmd cannot share a maybe-pinned THP: the PMD is split and

@@ -15,6 +15,7 @@ _COUNTERS = (
     "oom", "offline_fail", "pageblock_claimed",
     "lru_add_drain_all", "migrate_pages_calls",
     "gup_longterm_retries", "livelocks",
+    "thp_file_alloc", "thp_file_fallback", "thp_migration_split", "thp_split_page",
 )
 
 
@@ -25,7 +26,7 @@ class VMStat:
     __slots__ = _COUNTERS
 
     # One declaration per name of _COUNTERS, in its order, so type checkers know them
-    # (tests/mm/test_vmstat_types.py keeps the two lists equal).
+    # (tests/test_typing.py keeps the two lists equal).
     nr_foll_pin_acquired: int
     nr_foll_pin_released: int
     pgmigrate_success: int
@@ -41,6 +42,10 @@ class VMStat:
     migrate_pages_calls: int
     gup_longterm_retries: int
     livelocks: int
+    thp_file_alloc: int
+    thp_file_fallback: int
+    thp_migration_split: int
+    thp_split_page: int
 
     def __init__(self) -> None:
         for name in _COUNTERS:

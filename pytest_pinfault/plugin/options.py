@@ -169,15 +169,16 @@ def _mm_value(key: str, value: str, where: str) -> Any:
         return n
     if key == "quirks":
         return tuple(q for q in value.split(",") if q)
-    if key == "hugetlb" or (key == "cma" and ":" in value):
+    if key in ("hugetlb", "shmem_mthp") or (key == "cma" and ":" in value):
         pairs: dict[str, Any] = {}
         for part in value.split(","):
             k, sep, v = part.partition(":")
             if not sep or not k or not v:
-                want = "'size:count,...' like 2MiB:16" if key == "hugetlb" else "'name:size,...'"
+                want = {"hugetlb": "'size:count,...' like 2MiB:16",
+                        "shmem_mthp": "'size:setting,...' like 64KiB:always"}.get(key, "'name:size,...'")
                 raise pytest.UsageError(f"{where}: {key}: expected {want}, got {value!r}")
             if k in pairs:
-                raise pytest.UsageError(f"{where}: {key}: expected each {'size' if key == 'hugetlb' else 'name'} "
+                raise pytest.UsageError(f"{where}: {key}: expected each {'name' if key == 'cma' else 'size'} "
                                         f"once, got {k!r} twice")
             if key == "hugetlb":
                 n = _ascii_int(v)

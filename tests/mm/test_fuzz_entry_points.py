@@ -315,6 +315,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "FakeMM.pin_user_pages_unlocked": ("addr", "int", "pages", "int"),
     "FakeMM.put_page": ("page",),
     "FakeMM.putback_movable_pages": ("pages",),
+    "FakeMM.split_folio_to_list": ("folio", "pages"),
     "FakeMM.start_isolate_page_range": ("pfn", "pfn", "small", "int"),
     "FakeMM.test_pages_isolated": ("pfn", "pfn", "int"),
     "FakeMM.try_grab_folio": ("folio", "int", "int"),

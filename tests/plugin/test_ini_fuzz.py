@@ -25,7 +25,8 @@ def mutated(draw, fields):
 
 MM_FIELDS = ["ram=1GiB", "cma=128MiB", "cma=a:64MiB,b:64MiB", "movablecore=256MiB", "hugetlb=2MiB:4",
              "hugetlb=2MiB:4,1GiB:0", "quirks=pcp_thp_shared_list", "nr_cpus=2", "seed=7", "thp=never",
-             "memlock=8MiB", "firmware=seabios", "boot_reserved=none", "default_hugepagesz=2MiB"]
+             "memlock=8MiB", "firmware=seabios", "boot_reserved=none", "default_hugepagesz=2MiB",
+             "shmem_enabled=always", "shmem_mthp=64KiB:always,2MiB:never"]
 
 
 @FUZZ

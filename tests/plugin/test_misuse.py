@@ -315,6 +315,11 @@ INI_CASES = {
                                       "got '\u00b2'"),
     "mm_config hugetlb twice": ("pinfault_mm_config = hugetlb=2MiB:1,2MiB:2",
                                 "ERROR: pinfault_mm_config (ini): hugetlb: expected each size once, got '2MiB' twice"),
+    "mm_config shmem_mthp no setting": ("pinfault_mm_config = shmem_mthp=64KiB",
+                                        "ERROR: pinfault_mm_config (ini): shmem_mthp: expected 'size:setting,...' "
+                                        "like 64KiB:always, got '64KiB'"),
+    "mm_config shmem_enabled": ("pinfault_mm_config = shmem_enabled=yes",
+                                "ERROR: pinfault_mm_config (ini): shmem_enabled: expected one of*got 'yes'"),
     "mm_config cma too big": ("pinfault_mm_config = ram=1GiB cma=2GiB",
                               "ERROR: pinfault_mm_config (ini): cma['reserved']: expected 2GiB to fit in free "
                               "memory between 0 and 1GiB"),
