@@ -368,6 +368,11 @@ class MMConfig:
         kernel = self.kernel
         if not isinstance(kernel, str) or kernel not in KERNELS:
             raise ConfigError(f"kernel: expected one of {', '.join(repr(k) for k in KERNELS)}, got {kernel!r}")
+        if self.shmem_mthp and _KERNEL_KEYS[kernel] < (6, 11):
+            # per-size hugepages-<size>kB/shmem_enabled: mm/shmem.c:thpsize_shmem_enabled_store,
+            # v6.11 (in 6.12.118, not in 6.1.192)
+            raise ConfigError(f"shmem_mthp: contradicts kernel={kernel!r}: the per-size shmem_enabled "
+                              f"controls exist from v6.11 on, got {dict(self.shmem_mthp)!r}")
         for q in quirks:
             if kernel not in QUIRK_KERNELS[q]:
                 raise ConfigError(

@@ -93,6 +93,16 @@ class TestQuirksComposeWithVersion:
         assert msg.startswith(f"quirks: {quirk!r} contradicts kernel={kernel!r}")
 
 
+@pytest.mark.parametrize("kernel", ["6.1", "6.6"])
+def test_shmem_mthp_contradicts_versions_before_6_11(kernel):
+    """hugepages-<size>kB/shmem_enabled (mm/shmem.c:thpsize_shmem_enabled_store) exists
+    from v6.11: 6.12.118 has it, 6.1.192 not."""
+    with pytest.raises(ConfigError, match=rf"^shmem_mthp: contradicts kernel='{kernel}'"):
+        MMConfig(kernel=kernel, shmem_mthp={"64KiB": "always"})
+    assert MMConfig(kernel=kernel).shmem_mthp == {}
+    assert MMConfig(kernel="6.12", shmem_mthp={"64KiB": "always"}).shmem_mthp
+
+
 class TestDrainByVersion:
     """mm/gup.c:collect_longterm_unpinnable_folios: 6.1.192 and v6.17 compare a small
     folio's count with folio_expected_ref_count() + 1 (a pinned folio never matches:
