@@ -1056,6 +1056,9 @@ class CDriver:
         if op == 11:
             k.memalloc_pin_restore(arg)
             return 0
+        if op == 13:                      # signal_pending(current) / fatal_signal_pending(current)
+            task = k.current
+            return int(task.fatal_signal_pending if arg else task.signal_pending)
         return 0
 
     def _cb_file_op(self, op: int, fp: Any, a: int, b: int) -> int:

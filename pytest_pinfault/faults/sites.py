@@ -62,6 +62,15 @@ BUILTIN_SITES: dict[str, Site] = {s.name: s for s in (
     _s("dma_map_sg", "kernel/dma/mapping.c:__dma_map_sg_attrs",
        "the whole scatterlist cannot be mapped (an IOMMU out of IOVA space, a P2PDMA page)",
        "-ENOMEM/-EIO/-EREMOTEIO (dma_map_sg_attrs: 0)", errno.ENOMEM, errno.EIO, errno.EREMOTEIO),
+    _s("folio_alloc_swap", "mm/swapfile.c:folio_alloc_swap",
+       "no swap slot for a folio reclaim wants to swap out (get_swap_pages finds none)",
+       "an empty swp_entry_t (add_to_swap returns false; the folio stays)", errno.ENOMEM),
+    _s("add_to_swap_cache", "mm/swap_state.c:add_to_swap_cache",
+       "the swap-cache insertion fails after a slot was allocated; the slot is given back",
+       "-ENOMEM (add_to_swap returns false; the folio stays)", errno.ENOMEM),
+    _s("swap_read_folio", "mm/page_io.c:swap_read_folio",
+       "reading a page back from swap fails (an I/O error): the folio never becomes uptodate",
+       "void (do_swap_page: VM_FAULT_SIGBUS; shmem_swapin_folio: -EIO)", errno.EIO),
 )}
 
 

@@ -177,7 +177,14 @@ class CmaMixin(_Base):
         return None
 
     def free_contig_range(self, pfn: int, nr_pages: int) -> None:
-        """Free a contiguous allocation.  Kernel: mm/page_alloc.c:free_contig_range."""
+        """Free a contiguous allocation made by :meth:`alloc_contig_range` (the whole
+        block; anything else is a recorded warning and frees nothing).
+
+        As the kernel's ``__free_page()`` loop, the pages go back one by one as order-0
+        frees through the current cpu's per-cpu lists, so the last ones freed serve the
+        next order-0 movable allocations (CMA pages included) before the buddy lists do.
+        Kernel: mm/page_alloc.c:free_contig_range (v6.12 and v6.1), free_unref_page.
+        """
         block = self._contig_blocks.pop(pfn, None)
         if block is None or block.nr_pages != nr_pages:
             self._warn("free_contig_range", f"free_contig_range({pfn:#x}, {nr_pages}) of unallocated range")

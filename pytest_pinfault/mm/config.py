@@ -246,6 +246,10 @@ class MMConfig:
         byte sizes.
     memlock
         RLIMIT_MEMLOCK of the first task, in bytes.
+    swap
+        Size of the one fake swap device (bytes or ``"1GiB"``, a multiple of 4 KiB); 0,
+        the default, is a machine without swap, where reclaim can free only clean page
+        cache (mm/vmscan.c, mm/swapfile.c).
     nr_cpus
         CPUs (1 to 8192), each with its own per-cpu page lists and LRU batches.
     boot_reserved
@@ -293,6 +297,7 @@ class MMConfig:
     shmem_enabled: str = "never"
     shmem_mthp: Mapping[int, str] = dataclasses.field(default_factory=FrozenMap)
     memlock: int = parse_size("8MiB")
+    swap: int = 0
     nr_cpus: int = 2
     boot_reserved: str = "auto"
     firmware: str = "ideal"
@@ -307,7 +312,8 @@ class MMConfig:
         def __init__(self, ram: Size = ..., movablecore: Size = ..., cma: CMAInput = ...,
                      hugetlb: Mapping[Size, int] = ..., default_hugepagesz: Size = ...,
                      thp: str = ..., shmem_enabled: str = ...,
-                     shmem_mthp: Mapping[Size, str] = ..., memlock: Size = ..., nr_cpus: int = ...,
+                     shmem_mthp: Mapping[Size, str] = ..., memlock: Size = ..., swap: Size = ...,
+                     nr_cpus: int = ...,
                      boot_reserved: str = ..., firmware: str = ...,
                      offline_retry_budget: int = ..., gup_retry_limit: int = ..., seed: int = ...,
                      quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
@@ -343,6 +349,10 @@ class MMConfig:
         if memlock > RLIM_INFINITY:
             raise ConfigError(f"memlock: expected at most RLIM_INFINITY (2**64 - 1), got {self.memlock!r}")
         set_(self, "memlock", memlock)
+        swap = parse_size(self.swap, "swap")
+        if swap % 4096:
+            raise ConfigError(f"swap: expected a multiple of 4KiB, got {self.swap!r}")
+        set_(self, "swap", swap)
         for name, lo, hi in (("nr_cpus", 1, NR_CPUS_MAX), ("offline_retry_budget", 1, None),
                              ("gup_retry_limit", 1, None)):
             v = getattr(self, name)

@@ -40,6 +40,7 @@ from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
 from .sched import Task
 from .swap import SwapMixin
+from .vmscan import ReclaimMixin
 from .trace import Trace
 from .versions import bind_present, install_versioned
 from .vmstat import VMStat
@@ -70,7 +71,7 @@ def _shmem_order_masks(config: MMConfig) -> tuple[dict[str, int], bool]:
     return masks, possible
 
 
-class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
+class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin, IsolationMixin,
              CmaMixin, MemoryHotplugMixin, AddressSpaceMixin, MemfdMixin, GupMixin,
              MMUNotifierMixin, SlabMixin, ScatterlistMixin, UserMixin,
              DmaMappingMixin, UaccessMixin, FileMixin, DmaBufMixin):
@@ -113,6 +114,7 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         self._lru_disable_count = 0
         self._lru_add: list[list[Folio]] = [[] for _ in range(config.nr_cpus)]
         self._lru_nr = [0, 0, 0, 0]
+        self._init_reclaim()
         self._next_pid = 1
         self.livelocks: list[Any] = []
         self.kernel_outcomes: list[Any] = []     # KernelOutcome: loops the kernel itself never leaves
@@ -504,9 +506,9 @@ class FakeMM(PageAllocMixin, SwapMixin, MigrateMixin, HugetlbMixin, IsolationMix
         if self.trace.verbose:
             self._trace("free", folio=folio)
         zone = folio._zone
-        if folio.kind == KIND_CONTIG:
+        if folio.kind == KIND_CONTIG:       # free_contig_range: __free_page per page
             self._contig_blocks.pop(pfn, None)
-            self._buddy_put(zone, pfn, folio.nr_pages)
+            self._free_pages_one_by_one(zone, pfn, folio.nr_pages)
         else:                   # gigantic orders bypass the per-cpu lists in there
             self._free_block(zone, pfn, folio.order)
 

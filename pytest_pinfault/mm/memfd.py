@@ -84,7 +84,7 @@ MAX_RW_COUNT = 0x7FFFF000           # INT_MAX & PAGE_MASK: the most one read(2) 
 class AddressSpace:
     """``struct address_space``: the page cache of one file (index -> folio)."""
 
-    __slots__ = ("host", "pages", "order", "nrpages", "max_order")
+    __slots__ = ("host", "pages", "order", "nrpages", "max_order", "swapped")
 
     def __init__(self, host: "MemFile", order: int) -> None:
         self.host: MemFile = host
@@ -92,6 +92,7 @@ class AddressSpace:
         self.order: int = order                 # hugetlbfs: the one folio order
         self.nrpages: int = 0
         self.max_order: int = order             # highest order ever cached (shmem: varies)
+        self.swapped: dict[int, Any] = {}       # index -> SwapEntry (shmem pages in swap)
 
     def lookup(self, index: int) -> Folio | None:
         """The folio covering base-page *index*, or None."""
@@ -111,7 +112,9 @@ class AddressSpace:
         """No folio covers any index of ``[first, first + nr)`` (xa_find ... XA_PRESENT)."""
         if self.lookup(first) is not None:
             return False
-        pages = self.pages
+        pages, swapped = self.pages, self.swapped
+        if swapped and any(i in swapped for i in range(first, first + nr)):
+            return False                        # a swap entry is an xarray entry too
         return not any(i in pages for i in range(first + 1, first + nr))
 
     def replace_folio(self, index: int, old: Folio, new: Folio) -> None:
@@ -229,6 +232,11 @@ class MemFile:
         pos = start
         while pos < end:
             folio = self.mapping.lookup(pos >> PAGE_SHIFT)
+            if folio is None and pos >> PAGE_SHIFT in self.mapping.swapped:
+                got = self._k._shmem_swapin(self, pos >> PAGE_SHIFT)   # the kept partial page
+                if not isinstance(got, int):
+                    self._k.folio_put(got)
+                    folio = got
             stop = min(end, ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT)
             if folio is not None and folio._data:
                 folio.write(pos - (folio.index << PAGE_SHIFT), bytes(stop - pos))
@@ -236,6 +244,10 @@ class MemFile:
 
     def _truncate_from(self, index: int, end: int | None = None) -> None:
         k = self._k
+        swapped = self.mapping.swapped
+        if swapped:                          # shmem_undo_range: swap entries go too
+            for i in [i for i in swapped if i >= index and (end is None or i < end)]:
+                k._swap_entry_put(swapped.pop(i))
         pages = self.mapping.pages
         if index < self.fallocend and (end is None or self.fallocend <= end):
             self.fallocend = index                # shmem_undo_range
@@ -373,6 +385,12 @@ class MemFile:
             off = pos & (PAGE_SIZE - 1)
             take = min(n - len(out), PAGE_SIZE - off)
             folio = self.mapping.lookup(idx)
+            if folio is None and idx in self.mapping.swapped:     # shmem_get_folio(SGP_READ)
+                got = self._k._shmem_swapin(self, idx)
+                if isinstance(got, int):
+                    return bytes(out) if out else got
+                self._k.folio_put(got)
+                folio = got
             out += folio.read(((idx - folio.index) << PAGE_SHIFT) + off, take) if folio else bytes(take)
             pos += take
         return bytes(out)
@@ -390,6 +408,8 @@ class MemFile:
         k = self._k
         if self.hstate is not None:
             return k._hugetlb_cache_folio(self, index & ~((1 << self.hstate.order) - 1))
+        if index in self.mapping.swapped:
+            return k._shmem_swapin(self, index)     # shmem_get_folio_gfp: shmem_swapin_folio
         folio = None
         orders = self._shmem_huge_orders(index, vma, write_end) if k._shmem_huge_possible else 0
         if orders:
@@ -495,8 +515,8 @@ class MemFile:
             folio._refcount += 1
             return folio
         new = self._alloc_cache_folio(index, vma)
-        if isinstance(new, int):
-            return -errno.EFAULT if self.hstate is not None else new
+        if isinstance(new, int):            # a swap read error is VM_FAULT_SIGBUS too
+            return -errno.EFAULT if self.hstate is not None or new == -errno.EIO else new
         return new
 
     def _hugetlb_reserve(self, start_idx: int, end_idx: int) -> int:

@@ -38,7 +38,7 @@ from errno import EAGAIN, EBUSY, EINVAL, ENOMEM
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, PG_anon_exclusive,
+from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, PG_anon_exclusive,
                     PG_dirty, PG_lru, PG_mlocked, PG_unevictable,
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
                     PG_writeback, Folio)
@@ -397,6 +397,11 @@ class MigrateMixin(_Base):
             for piece in pieces[1:]:
                 if not piece._refcount:    # an unmapped tail nobody holds: freed
                     self._free_folio(piece)
+        if flags & PG_lru:                 # lru_add_split_folio: the tails join the LRU lists
+            lru = self._lru_lists[zone.idx][folio.kind == KIND_FILE]
+            for piece in pieces[1:]:
+                if not piece.freed:
+                    lru[piece] = None
         if nr == 1 << 9:
             self.stats.thp_split_page += 1
         if lst is not None:

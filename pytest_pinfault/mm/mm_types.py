@@ -38,6 +38,8 @@ from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, 
                     Folio)
 from .mmzone import HPAGE_PMD_ORDER
 
+_DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._proto import FakeMMProto
     from .fakemm import FakeMM
@@ -168,6 +170,7 @@ class MMStruct:
         self._starts: list[int] = []
         self.pte: dict[int, tuple[Folio, int]] = {}      # vpn -> (folio, page index in folio)
         self.huge: dict[int, Folio] = {}                 # aligned vpn -> huge-leaf-mapped folio
+        self.swap_pte: dict[int, Any] = {}               # vpn -> SwapEntry of a swapped-out anon page
         self.locked_vm: int = 0
         self.pinned_vm = 0
         self.rlimit_memlock = rlimit_memlock
@@ -385,6 +388,7 @@ class MMStruct:
                 k._split_huge_pmd(self, None, head << PAGE_SHIFT)
             elif head != edge and folio is not None and folio.kind == KIND_SHMEM:
                 k._zap_huge_pmd(self, head)
+        swap_pte = self.swap_pte
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             ent = self.pte.pop(vpn, None)
             if ent is not None:
@@ -392,6 +396,10 @@ class MMStruct:
             folio = self.huge.pop(vpn, None)
             if folio is not None:
                 k._unmap_folio(self, ("huge", vpn), folio)
+            if swap_pte:
+                entry = swap_pte.pop(vpn, None)
+                if entry is not None:
+                    k._swap_entry_put(entry)          # zap_pte_range: free_swap_and_cache
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """Change protections: 0, -EINVAL, -ENOMEM (a hole), -EACCES (write on a shared
@@ -666,6 +674,10 @@ class AddressSpaceMixin(_Base):
         anonymous page read-only).  Kernel: mm/memory.c:handle_mm_fault (v6.12)."""
         if vma.is_hugetlb():
             return self._hugetlb_fault(mm, vma, addr, write, unshare)
+        if mm.swap_pte and addr >> PAGE_SHIFT in mm.swap_pte:
+            rc = self._do_swap_page(mm, vma, addr >> PAGE_SHIFT)
+            if rc or not (write or unshare):
+                return rc
         if vma.file is not None and (vma.is_shared() or not (write or unshare)):
             return self._file_fault(mm, vma, addr)
         ent = mm.lookup(addr)
@@ -686,7 +698,12 @@ class AddressSpaceMixin(_Base):
         return self._do_wp_page(mm, vma, addr, ent)
 
     def _new_anon_folio(self, vma: VMA, order: int) -> Folio | None:
-        folio = self._alloc_folio(int(_g.GFP_HIGHUSER_MOVABLE) | (_g._COMP if order else 0), order, KIND_ANON)
+        gfp = int(_g.GFP_HIGHUSER_MOVABLE)
+        if order:       # vma_thp_gfp_mask, defrag "madvise": reclaim only for MADV_HUGEPAGE
+            gfp |= _g._COMP
+            if not vma.flags & VM_HUGEPAGE:
+                gfp &= ~_DIRECT_RECLAIM
+        folio = self._alloc_folio(gfp, order, KIND_ANON)
         if folio is not None:
             folio.flags |= PG_anon_exclusive
             if vma.flags & VM_LOCKED:
@@ -951,6 +968,9 @@ class AddressSpaceMixin(_Base):
                         continue
                 folio.flags &= ~PG_anon_exclusive
             self._map_pte(child, vpn, folio, idx)
+        for vpn, entry in mm.swap_pte.items():     # copy_nonpresent_pte: swap_duplicate
+            entry.count += 1
+            child.swap_pte[vpn] = entry
         for vpn, folio in list(mm.huge.items()):
             vma = mm.find_vma(vpn << PAGE_SHIFT)
             assert vma is not None          # a mapped page lies in a VMA

@@ -20,8 +20,9 @@ The kernel's rules the model keeps:
   CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
   not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
 
-.. note:: No reclaim, compaction or kswapd: an allocation that finds no free block in
-   its zonelist returns ``None`` (OOM).  ``lowmem_reserve`` and ``ALLOC_HIGHATOMIC`` are
+.. note:: No kswapd.  An allocation that finds no free block in its zonelist and may
+   reclaim (``__GFP_DIRECT_RECLAIM``) reclaims and compacts first (mm/vmscan.py);
+   otherwise, or when that frees nothing usable, it returns ``None`` (OOM).  ``lowmem_reserve`` and ``ALLOC_HIGHATOMIC`` are
    not modelled.
 """
 
@@ -60,6 +61,7 @@ GFP_ZONE_TABLE = tuple(_g.gfp_zone(bits) for bits in range(GFP_ZONEMASK + 1))
 _MOVABLE = _g._MOVABLE
 _RECLAIMABLE = _g._RECLAIMABLE
 _NOFAIL = _g._NOFAIL
+_DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 
 _STEER = ("cma", "movable", "normal")
 
@@ -195,6 +197,8 @@ class PageAllocMixin(_Base):
             self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
             return None
         pfn, zone = self._get_page_from_freelist(gfp, order)
+        if pfn < 0 and gfp & _DIRECT_RECLAIM:
+            pfn, zone = self._alloc_slowpath(gfp, order)     # reclaim, compaction (mm/vmscan.py)
         if pfn < 0:
             self.stats.oom += 1
             if self.trace.on:
@@ -426,6 +430,35 @@ class PageAllocMixin(_Base):
         pcp.count += 1 << order
         if pcp.count >= pcp.high:
             self._free_pcppages_bulk(zone, pcp, pcp.batch)
+
+    def _free_pages_one_by_one(self, zone: "Zone", pfn: int, n: int) -> None:
+        """``__free_page`` of each page of ``[pfn, pfn+n)`` in turn, as
+        ``free_contig_range`` does: order-0 frees through ``free_unref_page``, so the
+        pages go to the current cpu's per-cpu list of their pageblock's type (CMA on the
+        movable list) and only what ``high`` pushes out reaches the buddy lists; the last
+        ones freed sit on the list's head for the next order-0 allocation.
+
+        Done a run at a time: the list takes pages up to ``high`` at once, then
+        ``free_pcppages_bulk`` runs, exactly where the page-by-page loop would run it.
+        Kernel: mm/page_alloc.c:free_contig_range, free_unref_page,
+        free_unref_page_commit (v6.12; v6.1 frees the same way through __free_page).
+        """
+        if self._pcp_disabled:
+            self._buddy_put(zone, pfn, n)
+            return
+        pcp = zone.pcp[self.current.cpu]
+        for a, b, mt in self._mt_runs(pfn, pfn + n):
+            if mt == MIGRATE_ISOLATE:
+                self._buddy_put(zone, a, b - a)
+                continue
+            lst = pcp.lists[mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE]
+            while a < b:
+                take = min(b - a, max(pcp.high - pcp.count, 1))
+                lst.extend(range(a, a + take))
+                pcp.count += take
+                a += take
+                if pcp.count >= pcp.high:
+                    self._free_pcppages_bulk(zone, pcp, pcp.batch)
 
     def _free_pcppages_bulk(self, zone: "Zone", pcp: Any, count: int) -> None:
         """Move about *count* pages from the per-cpu lists back to the buddy lists:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
+from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
 
 FOLIO_BATCH_SIZE = 31
@@ -60,12 +60,14 @@ class SwapMixin(_Base):
         if not batch:
             return
         self._lru_add[cpu] = []
-        lru_nr, folio_put = self._lru_nr, self.folio_put
+        lru_nr, folio_put, lists = self._lru_nr, self.folio_put, self._lru_lists
         for folio in batch:
             folio.lru_batch = -1
             if not folio.freed:
                 folio.flags |= PG_lru
-                lru_nr[folio._zone.idx] += folio.nr_pages
+                idx = folio._zone.idx
+                lru_nr[idx] += folio.nr_pages
+                lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
             folio_put(folio)
 
     def lru_add_drain(self) -> None:
@@ -141,7 +143,9 @@ class SwapMixin(_Base):
             return False
         folio.flags = (folio.flags & ~PG_lru) | PG_isolated
         folio._refcount += 1
-        self._lru_nr[folio._zone.idx] -= folio.nr_pages
+        idx = folio._zone.idx
+        self._lru_nr[idx] -= folio.nr_pages
+        self._lru_lists[idx][folio.kind == KIND_FILE].pop(folio, None)
         if self.trace.verbose:
             self._trace("isolate", folio=folio)
         return True
@@ -233,7 +237,9 @@ class SwapMixin(_Base):
     def _lru_del_on_free(self, folio: Folio) -> None:
         if folio.flags & PG_lru:
             folio.flags &= ~PG_lru
-            self._lru_nr[folio._zone.idx] -= folio.nr_pages
+            idx = folio._zone.idx
+            self._lru_nr[idx] -= folio.nr_pages
+            self._lru_lists[idx][folio.kind == KIND_FILE].pop(folio, None)
 
     @property
     def nr_lru_pages(self) -> dict[str, int]:

@@ -16,6 +16,10 @@ _COUNTERS = (
     "lru_add_drain_all", "migrate_pages_calls",
     "gup_longterm_retries", "livelocks",
     "thp_file_alloc", "thp_file_fallback", "thp_migration_split", "thp_split_page",
+    # reclaim and compaction (mm/vmscan.py)
+    "allocstall", "pgscan_direct", "pgsteal_direct", "pgscan_anon", "pgscan_file",
+    "pgsteal_anon", "pgsteal_file", "pswpin", "pswpout",
+    "compact_stall", "compact_fail", "compact_success", "compact_isolated",
 )
 
 
@@ -46,6 +50,19 @@ class VMStat:
     thp_file_fallback: int
     thp_migration_split: int
     thp_split_page: int
+    allocstall: int
+    pgscan_direct: int
+    pgsteal_direct: int
+    pgscan_anon: int
+    pgscan_file: int
+    pgsteal_anon: int
+    pgsteal_file: int
+    pswpin: int
+    pswpout: int
+    compact_stall: int
+    compact_fail: int
+    compact_success: int
+    compact_isolated: int
 
     def __init__(self) -> None:
         for name in _COUNTERS:

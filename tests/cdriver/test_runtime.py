@@ -334,3 +334,33 @@ def test_an_fget_never_put_is_the_models_file_reference_leak(fake_mm, pinfault, 
         drv.unload()
     assert "file.refs" in caught[0].message
     fake_mm.fput(fake_mm.fd_file(fd))
+
+def test_signal_pending_reads_the_model_current_task(fake_mm, probe):
+    """signal_pending()/fatal_signal_pending() in C see the model's current task
+    (include/linux/sched/signal.h, v6.12), as do mmap_read_lock_killable's -EINTR."""
+    drv, f = probe
+    task = fake_mm.current
+    assert f.ioctl(25) == 0 and f.ioctl(26) == 0
+    task.signal_pending = True
+    assert f.ioctl(25) == -512                       # -ERESTARTSYS: a signal, not fatal
+    assert f.ioctl(26) == 0                          # killable waits ignore it
+    task.fatal_signal_pending = True
+    assert f.ioctl(25) == -errno.EINTR
+    assert f.ioctl(26) == -errno.EINTR
+    task.signal_pending = False
+    assert f.ioctl(25) == 0 and f.ioctl(26) == 0
+    other = fake_mm.create_task("other")
+    other.fatal_signal_pending = True
+    with fake_mm.run_as(other):                      # the C current follows the model's
+        assert f.ioctl(25) == -errno.EINTR
+    assert f.ioctl(25) == 0
+
+
+def test_signal_pending_of_another_task_struct_is_a_kernel_warning(fake_mm, pinfault, probe):
+    drv, f = probe
+    fake_mm.current.signal_pending = True
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        assert f.ioctl(27) == 0
+    assert "signal_pending of a task_struct that is not current" in caught[0].message
+    assert f"probe.c:{line_of('PROBE-OTHER-TASK')}" in caught[0].message
+    fake_mm.current.signal_pending = False

@@ -13,7 +13,8 @@ import pytest
 
 from pytest_pinfault import MMConfig
 from pytest_pinfault.mm import (GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_USER,
-                                GUP_PIN_COUNTING_BIAS, MIGRATE_CMA, MIGRATE_MOVABLE, __GFP_NOFAIL, __GFP_NORETRY,
+                                GUP_PIN_COUNTING_BIAS, MIGRATE_CMA, MIGRATE_MOVABLE, __GFP_MOVABLE, __GFP_NOFAIL,
+                                __GFP_NORETRY,
                                 pageblock_nr_pages)
 from tests.mm.helpers import (FakeMapping, FakePageTable, assert_nothing_isolated, lru_anon_folio,
                               lru_cache_folio)
@@ -22,6 +23,7 @@ from pytest_pinfault.mm.folio import KIND_ANON, KIND_CONTIG, PG_lru
 CMA_BASE = 0x16000
 BAD_CONTIG_GFPS = [GFP_KERNEL | __GFP_NOFAIL, GFP_KERNEL | __GFP_NORETRY, GFP_ATOMIC]
 CMA_COUNT = 8192
+USER_MOVABLE = GFP_USER | __GFP_MOVABLE     # DMA32 here (no Normal zone), movable, ALLOC_CMA
 
 
 @pytest.fixture
@@ -79,10 +81,44 @@ class TestCmaAlloc:
         assert (fake_mm.stats.cma_alloc_success, cma.alloc_pages_success) == (1, CMA_COUNT)
         assert fake_mm.cma_release(cma, page, CMA_COUNT) is True
         assert cma.available_count == CMA_COUNT
+        on_pcp = dma32.pcp_pages                 # free_contig_range frees through the pcp lists
+        assert 0 < on_pcp <= dma32.pcp[0].high
+        assert (dma32.free_pages + on_pcp, dma32.free_cma_pages + on_pcp) == (free, free_cma)
+        fake_mm.drain_all_pages()
         assert (dma32.free_pages, dma32.free_cma_pages) == (free, free_cma)
         assert fake_mm.pfn_to_folio(CMA_BASE) is None
         assert_nothing_isolated(fake_mm)
         assert fake_mm.warnings == []
+
+    def test_released_pages_go_back_through_the_pcp_lists(self, fake_mm, cma):
+        """free_contig_range frees page by page with __free_page (free_unref_page), so the
+        last pages released sit on the movable per-cpu list and the next order-0 movable
+        allocation gets them at once, CMA or not (mm/page_alloc.c:free_contig_range,
+        free_unref_page, v6.12 and v6.1)."""
+        dma32 = fake_mm.zones["DMA32"]
+        pcp = dma32.pcp[fake_mm.current.cpu]
+        page = fake_mm.cma_alloc(cma, 1024, 0)
+        before = pcp.count
+        assert fake_mm.cma_release(cma, page, 1024) is True
+        assert pcp.count > before                           # not straight to the buddy lists
+        got = [fake_mm.alloc_pages(USER_MOVABLE, 0) for _ in range(3)]
+        assert [p.pfn for p in got] == [CMA_BASE + 1023, CMA_BASE + 1022, CMA_BASE + 1021]
+        assert sum(p.folio.kind == KIND_CONTIG for p in got) == 0
+        for p in got:
+            fake_mm.free_pages_block(p, 0)
+        assert fake_mm.cma_alloc(cma, CMA_COUNT, 0) is not None   # drained back for CMA
+
+    def test_release_into_an_isolated_pageblock_bypasses_the_pcp_lists(self, fake_mm, cma):
+        """free_unref_page puts pages of a MIGRATE_ISOLATE pageblock straight back to the
+        buddy list (free_one_page), never on a per-cpu list."""
+        dma32 = fake_mm.zones["DMA32"]
+        page = fake_mm.cma_alloc(cma, 512, 0)
+        fake_mm.drain_all_pages()
+        assert fake_mm.start_isolate_page_range(CMA_BASE, CMA_BASE + 512, MIGRATE_CMA) == 0
+        assert fake_mm.cma_release(cma, page, 512) is True
+        assert dma32.pcp_pages == 0
+        fake_mm.undo_isolate_page_range(CMA_BASE, CMA_BASE + 512, MIGRATE_CMA)
+        assert dma32.free_cma_pages == CMA_COUNT
 
     def test_alignment(self, fake_mm, cma):
         """Each allocation starts at the first free slot aligned to 2**align pages."""
@@ -293,6 +329,8 @@ class TestAllocContigRange:
         assert dma32.free_pages == free - (e - s)
         assert_nothing_isolated(fake_mm)
         fake_mm.free_contig_range(s, e - s)
+        assert dma32.free_pages + dma32.pcp_pages == free       # the last pages on a pcp list
+        fake_mm.drain_all_pages()
         assert dma32.free_pages == free
         assert fake_mm.pfn_to_folio(s) is None
 
@@ -357,6 +395,7 @@ class TestAllocContigRange:
         assert fake_mm.get_pageblock_migratetype(s) == MIGRATE_CMA
         assert_nothing_isolated(fake_mm)
         fake_mm.free_contig_range(s, e - s)
+        fake_mm.drain_all_pages()                  # the last pages freed wait on a pcp list
         assert fake_mm.zones["DMA32"].free_cma_pages == CMA_COUNT
 
     @pytest.mark.pin_contract(disable=['pin-balance'],

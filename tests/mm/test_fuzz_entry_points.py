@@ -444,6 +444,7 @@ NOT_FUZZED = {
     "FakeMM.fragment_zone": "harness pressure knob: a bad zone name is a ValueError",
     "FakeMM.hstate": "harness lookup: an unknown size is a ValueError",
     "FakeMM.iter_folios": "no arguments",
+    "FakeMM.lru_folios": "harness lookup: a bad zone or LRU name is a ValueError",
     "FakeMM.run_as": "harness: switches current",
     "FakeMM.steer": "harness: a bad placement is a ValueError",
     # need objects only the model itself hands out, exercised by their own tests

@@ -69,7 +69,7 @@ def test_pinfault_marker_arms_specs(pytester, run):
      "@pytest.mark.pinfault: bad fault spec 'kmalloc=1*retrun' at column 11: expected *got 'retrun'"),
     ('pinfault("kmallok=return")',
      "@pytest.mark.pinfault: bad fault spec 'kmallok=return' at column 1: expected a known fault site "
-     "(alloc_migration_target, *), got 'kmallok'"),
+     "(add_to_swap_cache, alloc_migration_target, *), got 'kmallok'"),
     ('pinfault("kmalloc=return(EBUSY)")',
      "@pytest.mark.pinfault: bad fault spec 'kmalloc=return(EBUSY)' at column 16: expected an errno "
      "kmalloc may return (-ENOMEM), got '-EBUSY'"),

@@ -523,7 +523,9 @@ void mmget(struct mm_struct *mm) { MM_OP(PF_MM_GET, mm, 0); }
 void mmput(struct mm_struct *mm) { MM_OP(PF_MM_PUT, mm, 0); }
 void mmap_read_lock(struct mm_struct *mm) { (void)mm; }
 void mmap_read_unlock(struct mm_struct *mm) { (void)mm; }
-int mmap_read_lock_killable(struct mm_struct *mm) { (void)mm; return 0; }
+/* down_read_killable: -EINTR when a fatal signal is pending (kernel/locking/rwsem.c) */
+int mmap_read_lock_killable(struct mm_struct *mm)
+{ (void)mm; return fatal_signal_pending(current) ? -EINTR : 0; }
 int account_locked_vm(struct mm_struct *mm, unsigned long pages, bool inc)
 { return MM_OP(inc ? PF_MM_ACCOUNT_INC : PF_MM_ACCOUNT_DEC, mm, pages); }
 unsigned long __pf_mm_locked_vm(struct mm_struct *mm) { return MM_OP(PF_MM_LOCKED_VM, mm, 0); }
@@ -531,6 +533,18 @@ s64 __pf_mm_pinned_vm_add(struct mm_struct *mm, s64 delta) { return MM_OP(PF_MM_
 unsigned long rlimit(unsigned int limit) { return MM_OP(PF_RLIMIT, NULL, limit); }
 bool capable(int cap) { return MM_OP(PF_CAPABLE, NULL, cap); }
 bool can_do_mlock(void) { return rlimit(RLIMIT_MEMLOCK) != 0 || capable(CAP_IPC_LOCK); }
+/* signal_pending()/fatal_signal_pending() of the model's current task; the bridge
+ * has no other task_struct, so any other pointer is a recorded warning (and 0). */
+int __pf_signal_pending(struct task_struct *p, int fatal)
+{
+	if (p != &pf_current_task) {
+		pf_ops.warn("signal_pending", 0, "p != current",
+			    "signal_pending of a task_struct that is not current", CALLER());
+		PF_CHECK();
+		return 0;
+	}
+	return MM_OP(PF_SIGNAL_PENDING, NULL, fatal);
+}
 unsigned int memalloc_pin_save(void) { return MM_OP(PF_PIN_SAVE, NULL, 0); }
 void memalloc_pin_restore(unsigned int flags) { MM_OP(PF_PIN_RESTORE, NULL, flags); }
 

@@ -130,6 +130,23 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return 0;
 	case 24:		/* fget without fput */
 		return fget(arg) ? 0 : -EBADF;
+	case 25:		/* an interruptible wait: fatal first, then any signal */
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		if (signal_pending(current))
+			return -ERESTARTSYS;
+		return 0;
+	case 26:		/* mmap_read_lock_killable: -EINTR under SIGKILL */
+		n = mmap_read_lock_killable(current->mm);
+		if (n)
+			return n;
+		mmap_read_unlock(current->mm);
+		return 0;
+	case 27: {		/* signal_pending of a task_struct that is not current */
+		struct task_struct other = { .pid = 4242 };
+
+		return signal_pending(&other);	/* PROBE-OTHER-TASK */
+	}
 	case 14:		/* retry an allocation for ever (a livelock under a persistent fault) */
 		while (!(p = kmalloc(64, GFP_KERNEL)))
 			cond_resched();		/* PROBE-RETRY */

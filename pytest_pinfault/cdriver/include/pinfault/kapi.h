@@ -193,6 +193,7 @@ static inline int ilog2(unsigned long v) { return 63 - __builtin_clzl(v); }
 #define EBADFD 77
 #define EOVERFLOW 75
 #define EOPNOTSUPP 95
+#define ERESTARTSYS 512
 #define ENOTSUPP 524
 #define EREMOTEIO 121
 #define MAX_ERRNO 4095
@@ -551,8 +552,11 @@ extern bool can_do_mlock(void);
 #define PF_MEMALLOC_PIN 0x10000000
 extern unsigned int memalloc_pin_save(void);
 extern void memalloc_pin_restore(unsigned int flags);
-#define fatal_signal_pending(t) 0
-#define signal_pending(t) 0
+/* include/linux/sched/signal.h (v6.12): the model's task signal state (mm/sched.py) */
+extern int __pf_signal_pending(struct task_struct *p, int fatal);
+#define signal_pending(p) __pf_signal_pending((p), 0)
+#define fatal_signal_pending(p) __pf_signal_pending((p), 1)
+#define __fatal_signal_pending(p) __pf_signal_pending((p), 1)
 
 /* ------------------------------------------------------------------ GUP (mm/gup.c) */
 enum {
