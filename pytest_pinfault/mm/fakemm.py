@@ -17,7 +17,7 @@ from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import DEFAULT_KERNEL, MMConfig
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_CONTIG, KIND_HUGETLB, KIND_ZERO,
-                    PG_reserved, Folio, Page)
+                    MAPPING_CHANGE, PG_reserved, Folio, Page)
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
 from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
@@ -470,13 +470,21 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
                 return
         if folio.kind == KIND_ZERO:
             return
-        r = folio._refcount
-        if r > 1 and r > folio._mapcount + (folio.nr_pages if folio.mapping is not None else 0):
+        # the watched fields read from their slots, written after telling the observer
+        # (what the Folio properties do, written out: this runs several times per folio)
+        r = folio._rc
+        if r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0):
             # the common case: more references than the page tables and page cache hold
-            folio._refcount = r - 1
+            watch = self._ref_watch
+            if watch is not None:
+                watch(folio, r - 1)
+            folio._rc = r - 1
             return
-        if r == 1 and not folio.rmap and not folio._pincount and folio.mapping is None:
-            folio._refcount = 0
+        if r == 1 and not folio.rmap and not folio._pincount and folio._mapping is None:
+            watch = self._ref_watch
+            if watch is not None:
+                watch(folio, 0)
+            folio._rc = 0
             self._free_folio(folio)
             return
         self._put_refs(folio, 1, "folio_put")
@@ -499,9 +507,16 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         if sec is not None and sec.get(pfn) is folio:
             del sec[pfn]
         folio.freed = True
-        folio.flags = 0
-        folio._data = None
-        folio.mapping = None
+        watch = self._ref_watch
+        if watch is not None:          # folio.flags = 0; folio.mapping = None, written out
+            watch(folio, None)
+            folio._flags = 0
+            folio._data = None
+            watch(folio, MAPPING_CHANGE)
+        else:
+            folio._flags = 0
+            folio._data = None
+        folio._mapping = None
         self._nr_allocated -= folio.nr_pages
         if self.trace.verbose:
             self._trace("free", folio=folio)
@@ -545,10 +560,12 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         """
         if type(folio) is not Folio:
             folio = self._folio_of(folio, "folio_is_longterm_pinnable")
-        mt = self._pb_mt.get(folio.pfn >> pageblock_order)
+        pfn = folio.pfn
+        mt = self._pb_mt.get(pfn >> pageblock_order)
         if mt is None:
-            if self._cma_ranges and self._pfn_in_cma(folio.pfn):
-                return False
+            for s, e in self._cma_ranges:         # _pfn_in_cma, written out
+                if s <= pfn < e:
+                    return False
         elif mt >= MIGRATE_CMA:
             return False
         if folio.kind == KIND_ZERO:
@@ -657,7 +674,8 @@ _INLINE_CHECKED = ("folio_put", "folio_get", "folio_try_get", "try_grab_folio", 
                    "folio_add_lru", "folio_isolate_lru", "folio_putback_lru", "putback_movable_pages",
                    "folio_isolate_hugetlb", "folio_putback_hugetlb", "free_huge_folio",
                    "folio_is_longterm_pinnable", "folio_maybe_dma_pinned", "get_pageblock_migratetype",
-                   "migrate_pages", "handle_mm_fault", "lru_add_drain", "lru_add_drain_all",
+                   "migrate_pages", "handle_mm_fault", "folio_expected_ref_count",
+                   "node_stat_mod_isolated", "alloc_migration_target", "lru_add_drain", "lru_add_drain_all",
                    "lru_cache_disable", "lru_cache_enable", "pfn_to_folio", "iter_folios",
                    # judged core pinning calls name their caller by frame depth: inline checks
                    "get_user_pages", "get_user_pages_remote", "get_user_pages_unlocked",

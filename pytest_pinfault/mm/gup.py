@@ -50,6 +50,7 @@ from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, P
                     PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE, VMA, MMStruct)
+from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 
@@ -178,7 +179,11 @@ class GupMixin(_Base):
             ret: int = func(self, *args)        # a core pinning call: count or -errno
         finally:
             self._core_pinning = False
-        obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
+        paused = gc_pause(ret)                # mm/hostgc.py: the judgement reads each entry
+        try:
+            obs.pin_call_end(call, token, ret, entries, bool(int(gup_flags) & _LONGTERM), caller)
+        finally:
+            gc_resume(paused)
         return ret
 
     # ------------------------------------------------------------------ grab / put
@@ -205,21 +210,25 @@ class GupMixin(_Base):
             rc = fi.hit("try_grab_folio", folio=folio, refs=refs, flags=flags)
             if rc is not None:
                 return rc
-        if folio._refcount <= 0:
+        r = folio._rc                         # folio._refcount, read from its slot
+        if r <= 0:
             self._warn("try_grab_folio", "WARN_ON_ONCE(folio_ref_count(folio) <= 0)", folio=folio)
             return -errno.ENOMEM
-        flags = int(flags)
+        if type(flags) is not int:
+            flags = int(flags)
         if flags & _GET:
             if folio.kind != KIND_ZERO:       # folio_put ignores the zero folio: so do gets
-                folio._refcount += refs
+                folio._refcount = r + refs
         elif flags & _PIN:
             if folio.kind == KIND_ZERO:
                 return 0
+            r += refs if folio.order else refs * GUP_PIN_COUNTING_BIAS
+            watch = self._ref_watch
+            if watch is not None:             # folio._refcount = r, written out
+                watch(folio, r)
+            folio._rc = r
             if folio.order:
-                folio._refcount += refs
                 folio._pincount += refs
-            else:
-                folio._refcount += refs * GUP_PIN_COUNTING_BIAS
             self.stats.nr_foll_pin_acquired += refs
         return 0
 
@@ -228,7 +237,7 @@ class GupMixin(_Base):
         of another machine, or more pins than the folio has is a recorded warning and
         changes nothing.  Kernel: mm/gup.c:gup_put_folio."""
         if type(folio) is not Folio or folio._mm is not self or folio.freed or type(refs) is not int \
-                or (type(flags) is not int and not isinstance(flags, int)):
+                or type(flags) is not int:
             for name, v in (("refs", refs), ("flags", flags)):
                 if not isinstance(v, int):
                     raise TypeError(f"gup_put_folio: {name} must be an int, got {type(v).__name__}")
@@ -236,37 +245,51 @@ class GupMixin(_Base):
             if usable is None:
                 return
             folio = usable
+            flags = int(flags)
         if refs <= 0:
-            self._warn("unpin" if int(flags) & _PIN else "put_page",
+            self._warn("unpin" if flags & _PIN else "put_page",
                        f"{'negative' if refs < 0 else 'zero'} count: releasing {refs} "
-                       f"{'pins' if int(flags) & _PIN else 'references'}", folio=folio)
+                       f"{'pins' if flags & _PIN else 'references'}", folio=folio)
             return
-        if int(flags) & _PIN:
-            if folio.kind == KIND_ZERO:
-                return
-            if folio.order:
-                if folio._pincount < refs:
-                    self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
-                               folio=folio)
-                    return
-                self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
-                folio._pincount -= refs
-                self._folio_put_refs(folio, refs)
-            else:
-                if folio._refcount < refs * GUP_PIN_COUNTING_BIAS:
-                    self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
-                               folio=folio)
-                    return
-                self.stats.nr_foll_pin_released += refs
-                self._folio_put_refs(folio, refs * GUP_PIN_COUNTING_BIAS)
-        else:
+        if not flags & _PIN:
             self._folio_put_refs(folio, refs)
+            return
+        if folio.kind == KIND_ZERO:
+            return
+        if folio.order:
+            if folio._pincount < refs:
+                self._warn("unpin", f"unpinning {refs} of a folio with _pincount {folio._pincount}",
+                           folio=folio)
+                return
+            self.stats.nr_foll_pin_released += refs      # a refused unpin releases nothing
+            folio._pincount -= refs
+            self._folio_put_refs(folio, refs)
+            return
+        r = folio._rc
+        bias = refs * GUP_PIN_COUNTING_BIAS
+        if r < bias:
+            self._warn("unpin", "unpinning a small folio with refcount < 1024 (not pinned)",
+                       folio=folio)
+            return
+        self.stats.nr_foll_pin_released += refs
+        # _folio_put_refs(folio, bias), written out for the common case
+        left = r - bias
+        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0):
+            watch = self._ref_watch
+            if watch is not None:           # folio._refcount = left, written out
+                watch(folio, left)
+            folio._rc = left                # nothing freed, nothing to check
+            return
+        self._put_refs(folio, bias, "folio_put_refs")
 
     def _folio_put_refs(self, folio: Folio, refs: int) -> None:
-        left = folio._refcount - refs
-        if left > 0 and left >= folio._mapcount + (folio.nr_pages if folio.mapping is not None else 0) \
+        left = folio._rc - refs
+        if left > 0 and left >= folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
                 and not folio.freed and folio.kind != KIND_ZERO:
-            folio._refcount = left          # the common case: nothing freed, nothing to check
+            watch = self._ref_watch
+            if watch is not None:           # folio._refcount = left, written out
+                watch(folio, left)
+            folio._rc = left                # the common case: nothing freed, nothing to check
             return
         self._put_refs(folio, refs, "folio_put_refs")
 
@@ -302,36 +325,40 @@ class GupMixin(_Base):
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
         npages = self._array_bound("unpin_user_pages", pages, npages, "pages")
-        i = 0
-        put = self.gup_put_folio
         # NULL entries are skipped since v6.13 ('mm/gup: handle NULL pages in
         # unpin_user_pages()'); 6.12.118 has it in unpin_user_pages only, 6.1.192 nowhere:
         # there page_folio(NULL) dereferences NULL
         cfg = self.config
         null_ok = cfg.kernel_at_least("6.13") or (cfg.kernel_at_least("6.12") and not make_dirty)
-        while i < npages:
-            page = pages[i]
-            if page is None:
-                if not null_ok:
-                    self._warn("null_pointer_dereference",
-                               f"unpin_user_pages{'_dirty_lock' if make_dirty else ''}: pages[{i}] is NULL: "
-                               f"kernel {cfg.kernel} has no NULL check there (page_folio(NULL))")
-                i += 1
-                continue
-            if type(page) is not Page:
-                folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
-                if folio is None:
+        paused = gc_pause(npages)           # mm/hostgc.py: an observer records each folio
+        try:
+            i = 0
+            put = self.gup_put_folio
+            while i < npages:
+                page = pages[i]
+                if page is None:
+                    if not null_ok:
+                        self._warn("null_pointer_dereference",
+                                   f"unpin_user_pages{'_dirty_lock' if make_dirty else ''}: pages[{i}] is NULL: "
+                                   f"kernel {cfg.kernel} has no NULL check there (page_folio(NULL))")
                     i += 1
                     continue
-            folio = page.folio
-            n = 1
-            if folio.order:
-                while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
-                    n += 1
-            if make_dirty and folio.kind != KIND_ZERO:
-                folio.flags |= PG_dirty
-            put(folio, n, _PIN)
-            i += n
+                if type(page) is not Page:
+                    folio = self._usable_folio(page, "unpin_user_pages", f"pages[{i}]")
+                    if folio is None:
+                        i += 1
+                        continue
+                folio = page.folio
+                n = 1
+                if folio.order:
+                    while i + n < npages and (nxt := pages[i + n]) is not None and nxt.folio is folio:
+                        n += 1
+                if make_dirty and folio.kind != KIND_ZERO:
+                    folio.flags |= PG_dirty
+                put(folio, n, _PIN)
+                i += n
+        finally:
+            gc_resume(paused)
 
     def unpin_user_page_range_dirty_lock(self, page: Page, npages: int, make_dirty: bool) -> None:
         """Release one pin on each of *npages* physically consecutive pages from *page*
@@ -373,20 +400,24 @@ class GupMixin(_Base):
             self._warn("unpin_folios", f"WARN_ON(IS_ERR_VALUE(nfolios)): nfolios={nfolios}")
             return
         nfolios = self._array_bound("unpin_folios", folios, nfolios, "folios")
-        i = 0
-        while i < nfolios:
-            folio = folios[i]
-            if folio is None:
-                i += 1
-                continue
-            if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
-                i += 1
-                continue
-            n = 1
-            while i + n < nfolios and folios[i + n] is folio:
-                n += 1
-            self.gup_put_folio(folio, n, _PIN)
-            i += n
+        paused = gc_pause(nfolios)          # mm/hostgc.py: an observer records each folio
+        try:
+            i = 0
+            while i < nfolios:
+                folio = folios[i]
+                if folio is None:
+                    i += 1
+                    continue
+                if type(folio) is not Folio and self._usable_folio(folio, "unpin_folios", f"folios[{i}]") is None:
+                    i += 1
+                    continue
+                n = 1
+                while i + n < nfolios and folios[i + n] is folio:
+                    n += 1
+                self.gup_put_folio(folio, n, _PIN)
+                i += n
+        finally:
+            gc_resume(paused)
 
     def folio_add_pins(self, folio: Folio, pins: int) -> int:
         """Add *pins* pins to an already pinned folio (iommufd, v6.13): 0 or -errno.
@@ -662,9 +693,9 @@ class GupMixin(_Base):
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
                 if (write and not (shared and vma.flags & VM_WRITE) and
-                        not (kind == KIND_ANON and folio.flags & PG_anon_exclusive
+                        not (kind == KIND_ANON and folio._flags & PG_anon_exclusive
                              and (vma.flags & VM_WRITE or flags & _FORCE))) \
-                        or (pin and kind == KIND_ANON and not shared and not folio.flags & PG_anon_exclusive) \
+                        or (pin and kind == KIND_ANON and not shared and not folio._flags & PG_anon_exclusive) \
                         or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma)):
                     ent = None
                 n = 1
@@ -685,21 +716,31 @@ class GupMixin(_Base):
                 faulted = addr
                 continue
             if grab:
-                if fi.active or folio._refcount <= 0:
+                r = folio._rc
+                if fi.active or r <= 0:
                     rc = self.try_grab_folio(folio, n, flags)
                     if rc:
                         return self._gup_done(i, rc, pins)
-                elif not pin:
-                    if kind != KIND_ZERO:      # the zero folio's refcount is not kept
-                        folio._refcount += n
-                elif kind != KIND_ZERO:
-                    if folio.order:
-                        folio._refcount += n
-                        folio._pincount += n
-                    else:
-                        folio._refcount += GUP_PIN_COUNTING_BIAS
-                    pins += n
-            if pages is not None:
+                elif kind != KIND_ZERO:        # the zero folio's refcount is not kept
+                    # folio._refcount += ..., written out (observer first)
+                    r += GUP_PIN_COUNTING_BIAS if pin and not folio.order else n
+                    watch = self._ref_watch
+                    if watch is not None:
+                        watch(folio, r)
+                    folio._rc = r
+                    if pin:
+                        if folio.order:
+                            folio._pincount += n
+                        pins += n
+            if pages is not None and n == 1:
+                page = Page(folio, folio.pfn + idx)
+                if i < len(pages):
+                    pages[i] = page
+                elif i == len(pages):
+                    pages.append(page)
+                else:
+                    _set(pages, i, page)
+            elif pages is not None:
                 base = folio.pfn + idx
                 for j in range(n):
                     page = Page(folio, base + j)
@@ -710,7 +751,10 @@ class GupMixin(_Base):
                     else:
                         _set(pages, i + j, page)
             if write and kind != KIND_ZERO:
-                folio.flags |= PG_dirty
+                watch = self._ref_watch
+                if watch is not None:          # folio.flags |= PG_dirty, written out
+                    watch(folio, None)
+                folio._flags |= PG_dirty
             i += n
         return self._gup_done(i, 0, pins)
 
@@ -805,6 +849,7 @@ class GupMixin(_Base):
             return self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
         assert pages is not None            # is_valid_gup_args refuses FOLL_LONGTERM without pages
         saved = self.memalloc_pin_save()
+        paused = gc_pause(nr_pages)           # mm/hostgc.py: a walk over many folios
         try:
             rounds = 0
             fi = self.faults
@@ -824,6 +869,7 @@ class GupMixin(_Base):
         finally:
             self._pin_anyway_next = False     # the kernel's migrate_allow is per call
             self.memalloc_pin_restore(saved)
+            gc_resume(paused)
         return rc if rc else nr
 
     def _longterm_retry_exhausted(self, loop: str, rounds: int, fired: int) -> int:
@@ -898,32 +944,37 @@ class GupMixin(_Base):
         # v6.17 compares a small folio's count with expected + 1, which every pinned one
         # fails (always draining); 6.12.y counts the pin itself (GUP_PIN_COUNTING_BIAS)
         pin_refs = GUP_PIN_COUNTING_BIAS if self.config.has_quirk("gup_drain_on_unexpected_ref_only") else 1
+        pinnable = self.folio_is_longterm_pinnable
+        expected = self.folio_expected_ref_count
+        isolate = self.folio_isolate_lru
+        mod_isolated = self.node_stat_mod_isolated
         for i in range(nr):
             e = entries[i]
             if e is None:
                 continue
-            folio = e.folio
+            folio = e if type(e) is Folio else e.folio
             if folio is prev:
                 continue
             prev = folio
-            if self.folio_is_longterm_pinnable(folio):
+            if pinnable(folio):
                 continue
             collected += 1
             self._gup_last_unpinnable: Folio | None = folio
             if folio.kind == KIND_HUGETLB:
                 self.folio_isolate_hugetlb(folio, movable)
                 continue
-            if not folio.order and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
+            # (once both drains ran, the kernel no longer compares the counts)
+            if drained < 2 and not folio.order and folio._rc != expected(folio) + pin_refs:
                 if drained == 0:
                     self.lru_add_drain()
                     drained = 1
-                if drained == 1 and folio._refcount != self.folio_expected_ref_count(folio) + pin_refs:
+                if drained == 1 and folio._rc != expected(folio) + pin_refs:
                     self.lru_add_drain_all()
                     drained = 2
-            if not self.folio_isolate_lru(folio):
+            if not isolate(folio):
                 continue
             movable.append(folio)
-            self.node_stat_mod_isolated(folio, folio.nr_pages)
+            mod_isolated(folio, folio.nr_pages)
         return collected
 
     def _migrate_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
@@ -951,7 +1002,7 @@ class GupMixin(_Base):
         for i in range(nr):
             e = entries[i]
             if e is not None:
-                put(e.folio, 1, _PIN)
+                put(e if type(e) is Folio else e.folio, 1, _PIN)
                 entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:
@@ -997,6 +1048,9 @@ class GupMixin(_Base):
         saved = self.memalloc_pin_save()
         rounds = 0
         fi = self.faults
+        stats = self.stats
+        # mm/hostgc.py: a walk over many folios
+        paused = gc_pause(min(max_folios, ((end - start) >> pgshift) + 1))
         try:
             while True:
                 fired = fi.fired_count
@@ -1011,20 +1065,39 @@ class GupMixin(_Base):
                     batch: list[Folio] = []
                     nr_found = self.filemap_get_folios_contig(memfd.mapping, cursor, end_idx, batch)
                     err = 0
+                    watch = self._ref_watch
                     for folio in batch:
                         if nr_folios and folios[nr_folios - 1] is folio:
                             continue
                         if nr_folios >= max_folios:
                             break
-                        if self.try_grab_folio(folio, 1, _PIN):
-                            err = -errno.EINVAL
-                            break
+                        r = folio._rc
+                        if fi.active or r <= 0 or folio.freed or folio.kind == KIND_ZERO:
+                            if self.try_grab_folio(folio, 1, _PIN):
+                                err = -errno.EINVAL
+                                break
+                        else:
+                            # try_grab_folio(folio, 1, FOLL_PIN), written out for the
+                            # usual case: no fault armed, a live folio of this machine
+                            r += 1 if folio.order else GUP_PIN_COUNTING_BIAS
+                            if watch is not None:
+                                watch(folio, r)
+                            folio._rc = r
+                            if folio.order:
+                                folio._pincount += 1
+                            stats.nr_foll_pin_acquired += 1
                         if nr_folios == 0:
                             offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
-                        _set(folios, nr_folios, folio)
+                        if nr_folios < len(folios):
+                            folios[nr_folios] = folio
+                        elif nr_folios == len(folios):
+                            folios.append(folio)
+                        else:
+                            _set(folios, nr_folios, folio)
                         nr_folios += 1
+                    put = self.folio_put
                     for folio in batch:
-                        self.folio_put(folio)
+                        put(folio)
                     if err:
                         self.unpin_folios(folios, nr_folios)
                         return err
@@ -1046,6 +1119,7 @@ class GupMixin(_Base):
         finally:
             self._pin_anyway_next = False
             self.memalloc_pin_restore(saved)
+            gc_resume(paused)
         return ret if ret else nr_folios
 
 

@@ -629,11 +629,15 @@ class MemfdMixin(_Base):
             raise TypeError(f"filemap_get_folios_contig: start must be an Out box, got {type(start).__name__}")
         idx = start.value
         n = 0
+        lookup = mapping.lookup
+        watch = self._ref_watch
         while idx <= end and len(batch) < 31:
-            folio = mapping.lookup(idx)
+            folio = lookup(idx)
             if folio is None:
                 break
-            folio._refcount += 1
+            if watch is not None:                  # folio._refcount += 1, written out
+                watch(folio, folio._rc + 1)
+            folio._rc += 1
             batch.append(folio)
             n += 1
             idx = folio.index + folio.nr_pages

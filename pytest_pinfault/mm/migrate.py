@@ -38,11 +38,12 @@ from errno import EAGAIN, EBUSY, EINVAL, ENOMEM
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import gfp as _g
-from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, PAGE_SHIFT, PG_active, PG_anon_exclusive,
-                    PG_dirty, PG_lru, PG_mlocked, PG_unevictable,
+from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHANGE, PAGE_SHIFT,
+                    PG_active, PG_anon_exclusive, PG_dirty, PG_lru, PG_mlocked, PG_unevictable,
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
-                    PG_writeback, Folio)
+                    PG_writeback, Folio, Page)
 from .gfp import ZONE_MOVABLE
+from .hostgc import gc_pause, gc_resume
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -105,11 +106,13 @@ class MigrateMixin(_Base):
 
         Kernel: include/linux/mm.h:folio_expected_ref_count (v6.16).
         """
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "folio_expected_ref_count")
         if folio.kind == KIND_ANON:
             refs = 0
         else:
-            refs = (folio.nr_pages if folio.mapping is not None else 0) + (1 if folio.flags & PG_private else 0)
-        return refs + folio._mapcount
+            refs = (folio.nr_pages if folio._mapping is not None else 0) + (1 if folio._flags & PG_private else 0)
+        return refs + folio._mc
 
     def alloc_migration_target(self, src: Folio, private: MigrationTargetControl | None) -> Folio | None:
         """Allocate a folio to migrate *src* into: same order, from ``mtc.gfp_mask`` plus
@@ -120,7 +123,15 @@ class MigrateMixin(_Base):
 
         Kernel: mm/migrate.c:alloc_migration_target (v6.12).
         """
-        mtc = private if private is not None else MigrationTargetControl()
+        if type(src) is not Folio and not isinstance(src, Page):
+            raise TypeError(f"alloc_migration_target: src must be a Page or Folio, got {type(src).__name__}")
+        if private is None:
+            mtc = MigrationTargetControl()
+        elif type(private) is MigrationTargetControl or isinstance(private, MigrationTargetControl):
+            mtc = private
+        else:
+            raise TypeError(f"alloc_migration_target: private must be a MigrationTargetControl or None, "
+                            f"got {type(private).__name__}")
         fi = self.faults
         if fi.active and fi.hit("alloc_migration_target", folio=src) is not None:
             self._trace("alloc_fail", folio=src, reason="fault alloc_migration_target")
@@ -149,6 +160,16 @@ class MigrateMixin(_Base):
 
         Kernel: mm/migrate.c:migrate_pages (v6.12).
         """
+        paused = gc_pause(len(from_list))    # mm/hostgc.py: a walk over many folios
+        try:
+            return self._migrate_pages(from_list, get_new_folio, put_new_folio, private, mode, reason,
+                                       ret_succeeded)
+        finally:
+            gc_resume(paused)
+
+    def _migrate_pages(self, from_list: list[Folio], get_new_folio: NewFolio,
+                       put_new_folio: FreeFolio | None, private: Any, mode: int, reason: int,
+                       ret_succeeded: Any) -> int:
         pending = [f for f in from_list if f.kind != KIND_HUGETLB]
         huge = [f for f in from_list if f.kind == KIND_HUGETLB]
         failed: list[Folio] = []
@@ -415,7 +436,7 @@ class MigrateMixin(_Base):
                      private: Any, mode: int, reason: int) -> int:
         """One attempt (migrate_folio_unmap + migrate_folio_move): 0, -EAGAIN, -ENOMEM,
         or another permanent errno."""
-        if src._refcount == 1 and not src._mapcount and src.mapping is None:
+        if src._rc == 1 and not src._mc and src._mapping is None:
             # freed under us: only the isolation reference is left (counts as migrated)
             if src.kind != KIND_HUGETLB:
                 self._migrate_done(src)
@@ -426,7 +447,7 @@ class MigrateMixin(_Base):
         dst = get_new(src, private)
         if dst is None:
             return -ENOMEM
-        flags = src.flags
+        flags = src._flags
         if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
             self._free_target(dst, put_new, private)
             return -EAGAIN if flags & PG_locked else -EBUSY
@@ -437,10 +458,10 @@ class MigrateMixin(_Base):
         expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
-        if extra or src._refcount != expected:
+        if extra or src._rc != expected:
             self._free_target(dst, put_new, private)
             if self.trace.on:
-                self._trace("migrate_retry", folio=src, refcount=src._refcount, expected=expected,
+                self._trace("migrate_retry", folio=src, refcount=src._rc, expected=expected,
                             injected=extra)
             return -EAGAIN
         self._move_to_new_folio(src, dst, expected - 1)
@@ -452,9 +473,12 @@ class MigrateMixin(_Base):
         extent within the VMA).  Runs are collected first: a callback may change them.
         Owners without notifiers (an mm with none registered, a test's page table) are
         skipped."""
+        for mm, _ in src.rmap:
+            if getattr(mm, "notifiers", None):
+                break
+        else:
+            return                  # the usual case: no mapping's mm has notifiers
         entries = [(mm, key) for mm, key in src.rmap if getattr(mm, "notifiers", None)]
-        if not entries:
-            return
         runs: list[list[Any]] = []
         for mm, (kind, vpn) in sorted(entries, key=lambda e: (id(e[0]), e[1][1])):
             end = vpn + (1 if kind == "pte" else src.nr_pages)
@@ -475,23 +499,44 @@ class MigrateMixin(_Base):
         """Transfer contents, state and every reference holder from *src* to *dst*."""
         kind = dst.kind = src.kind
         dst._data, src._data = src._data, None
-        dst.flags |= src.flags & _MIGRATED_FLAGS
-        mapping = src.mapping
-        dst.mapping, dst.index, dst.private = mapping, src.index, src.private
-        dst._mapcount, src._mapcount = src._mapcount, 0
-        dst._refcount += refs
-        src._refcount -= refs
+        # the watched fields (flags, mapping, _mapcount, _refcount) are written through
+        # their slots after telling the observer, in the order the properties would
+        watch = self._ref_watch
+        if watch is not None:
+            watch(dst, None)
+        dst._flags |= src._flags & _MIGRATED_FLAGS
+        mapping = src._mapping
+        if watch is not None:
+            watch(dst, MAPPING_CHANGE)
+        dst._mapping, dst.index, dst.private = mapping, src.index, src.private
+        mc = src._mc
+        if watch is not None:
+            watch(dst, MAPPING_CHANGE)
+            dst._mc = mc
+            watch(src, MAPPING_CHANGE)
+            src._mc = 0
+            watch(dst, dst._rc + refs)
+            dst._rc += refs
+            watch(src, src._rc - refs)
+            src._rc -= refs
+        else:
+            dst._mc = mc
+            src._mc = 0
+            dst._rc += refs
+            src._rc -= refs
         rmap, src.rmap = src.rmap, None
         dst.rmap = rmap
         if mapping is not None:
             mapping.replace_folio(src.index, src, dst)
-            src.mapping = None
+            if watch is not None:
+                watch(src, MAPPING_CHANGE)
+            src._mapping = None
         if rmap:
             for owner, key in list(rmap):
                 owner.replace_folio(key, src, dst)
         self.stats.pgmigrate_success += src.nr_pages
         if self.trace.on:
-            self._trace("migrate", folio=src, to=dst)
+            self.trace.emit("migrate", {"folio": src, "to": dst})     # _trace, written out
         if kind == KIND_HUGETLB:
             self._move_hugetlb_state(src, dst)
             dst.flags |= PG_hugetlb_migratable
@@ -506,5 +551,8 @@ class MigrateMixin(_Base):
 
     def _migrate_done(self, src: Folio) -> None:
         """migrate_folio_done: the source leaves isolation (NR_ISOLATED_*)."""
-        src.flags &= ~PG_isolated
+        watch = self._ref_watch
+        if watch is not None:          # src.flags &= ~PG_isolated, written out
+            watch(src, None)
+        src._flags &= ~PG_isolated
         self.node_stat_mod_isolated(src, -src.nr_pages)

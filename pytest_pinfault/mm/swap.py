@@ -40,17 +40,27 @@ class SwapMixin(_Base):
 
         Kernel: mm/swap.c:folio_add_lru (v6.12).
         """
-        if self._usable_folio(folio, "folio_add_lru") is None:
-            return
-        if folio._refcount <= 0 or folio.flags & PG_lru:
+        if type(folio) is not Folio or folio._mm is not self or folio.freed:
+            usable = self._usable_folio(folio, "folio_add_lru")
+            if usable is None:
+                return
+            folio = usable
+        r = folio._rc
+        if r <= 0 or folio._flags & PG_lru:
             self._warn("folio_add_lru", "folio_add_lru on a freed folio or one already on the LRU",
                        folio=folio)
             return
-        folio._refcount += 1
         cpu = self.current.cpu
+        # folio._refcount += 1; folio.lru_batch = cpu, written out (observer first)
+        watch = self._ref_watch
+        if watch is not None:
+            watch(folio, r + 1)
+        folio._rc = r + 1
         batch = self._lru_add[cpu]
         batch.append(folio)
-        folio.lru_batch = cpu
+        if watch is not None:
+            watch(folio, None)
+        folio._lru = cpu
         if len(batch) >= FOLIO_BATCH_SIZE or folio.order or self._lru_disable_count:
             self._folio_batch_move_lru(cpu)
 
@@ -61,10 +71,15 @@ class SwapMixin(_Base):
             return
         self._lru_add[cpu] = []
         lru_nr, folio_put, lists = self._lru_nr, self.folio_put, self._lru_lists
+        watch = self._ref_watch
         for folio in batch:
-            folio.lru_batch = -1
+            if watch is not None:      # folio.lru_batch = -1; folio.flags |= PG_lru, written out
+                watch(folio, None)
+            folio._lru = -1
             if not folio.freed:
-                folio.flags |= PG_lru
+                if watch is not None:
+                    watch(folio, None)
+                folio._flags |= PG_lru
                 idx = folio._zone.idx
                 lru_nr[idx] += folio.nr_pages
                 lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
@@ -130,19 +145,29 @@ class SwapMixin(_Base):
         ``folio_isolate_lru`` fault site (failure = the folio is temporarily off the LRU).
         Kernel: mm/vmscan.c:folio_isolate_lru (v6.4+).
         """
-        if self._usable_folio(folio, "folio_isolate_lru") is None:
-            return False
-        if folio._refcount <= 0:
+        if type(folio) is not Folio or folio._mm is not self or folio.freed:
+            usable = self._usable_folio(folio, "folio_isolate_lru")
+            if usable is None:
+                return False
+            folio = usable
+        if folio._rc <= 0:
             self._warn("folio_isolate_lru", "VM_BUG_ON_FOLIO(!folio_ref_count(folio))", folio=folio)
             return False
         fi = self.faults
         if fi.active and fi.hit("folio_isolate_lru", folio=folio) is not None:
             self._trace("isolate_fail", folio=folio, reason="fault")
             return False
-        if not folio.flags & PG_lru:
+        flags = folio._flags
+        if not flags & PG_lru:
             return False
-        folio.flags = (folio.flags & ~PG_lru) | PG_isolated
-        folio._refcount += 1
+        # folio.flags = ...; folio._refcount += 1, written out (observer first)
+        watch = self._ref_watch
+        if watch is not None:
+            watch(folio, None)
+        folio._flags = (flags & ~PG_lru) | PG_isolated
+        if watch is not None:
+            watch(folio, folio._rc + 1)
+        folio._rc += 1
         idx = folio._zone.idx
         self._lru_nr[idx] -= folio.nr_pages
         self._lru_lists[idx][folio.kind == KIND_FILE].pop(folio, None)
@@ -153,6 +178,10 @@ class SwapMixin(_Base):
     def node_stat_mod_isolated(self, folio: Folio, delta: int) -> None:
         """NR_ISOLATED_ANON or NR_ISOLATED_FILE += *delta* pages (node_stat_mod_folio):
         swap-backed folios (anonymous and shmem) count as anon, as folio_is_file_lru says."""
+        if type(folio) is not Folio:
+            folio = self._folio_of(folio, "node_stat_mod_isolated")
+        if type(delta) is not int and not isinstance(delta, int):
+            raise TypeError(f"node_stat_mod_isolated: delta must be an int, got {type(delta).__name__}")
         if folio.kind == KIND_ANON or folio.kind == KIND_SHMEM:
             self.stats.nr_isolated_anon += delta
         else:

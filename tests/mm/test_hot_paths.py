@@ -1,0 +1,199 @@
+"""The written-out hot paths: the pin, unpin, LRU and migration loops read a folio's
+watched fields from their slots and tell the attached observer before each write
+themselves (mm/observer.py); long-term pins and ``migrate_pages`` pause the host's
+automatic cyclic garbage collection while they run (mm/hostgc.py).
+
+These tests pin down what those shortcuts must keep: the observer hears of every
+refcount change before it happens, with the value it gets; the flags, LRU batch,
+mapcount and mapping writes are announced too; the collector is back on (or still
+off, if the caller had it off) when the call returns or raises.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from pytest_pinfault import FakeMM, MMConfig, Out
+from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE, MAP_POPULATE,
+                                MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
+                                PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
+from pytest_pinfault.mm.folio import MAPPING_CHANGE
+from pytest_pinfault.mm.hostgc import PAUSE_MIN
+from pytest_pinfault.mm.observer import MMObserver
+
+NR = 70                  # more than two LRU batches (31) and page-cache lookup batches (31),
+                         # at least hostgc.PAUSE_MIN
+
+
+class Strict(MMObserver):
+    """Checks, at every event, that nothing about the folio changed unannounced since
+    its previous event: the refcount is the value last announced; a field announced
+    with None (flags, lru_batch) or MAPPING_CHANGE (mapcount, mapping) may have changed
+    only if such an event came in between."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, object]] = []
+        self.last: dict[int, tuple[object, int, int, int, int, object]] = {}
+        self.stale: list[str] = []
+        self.gc_on_during: set[bool] = set()
+
+    def folio_ref(self, folio, new) -> None:
+        self.gc_on_during.add(gc.isenabled())
+        key = id(folio)
+        prev = self.last.get(key)
+        if prev is not None:
+            pnew, rc, flags, lru, mc, mapping = prev
+            if folio._rc != (pnew if isinstance(pnew, int) and pnew != MAPPING_CHANGE else rc):
+                self.stale.append(f"refcount of {folio!r} changed unannounced")
+            if pnew is not None and (folio._flags != flags or folio._lru != lru):
+                self.stale.append(f"flags/lru_batch of {folio!r} changed unannounced")
+            if pnew != MAPPING_CHANGE and (folio._mc != mc or folio._mapping is not mapping):
+                self.stale.append(f"mapcount/mapping of {folio!r} changed unannounced")
+        self.events.append((folio, new))
+        self.last[key] = (new, folio._rc, folio._flags, folio._lru, folio._mc, folio._mapping)
+
+    def pin_call_end(self, call, token, ret, entries, longterm, caller) -> None:
+        self.gc_on_during.add(gc.isenabled())
+
+    def settle(self) -> None:
+        """After the call: every folio's last announced refcount is the one it has."""
+        for folio, _ in self.events:
+            new, rc = self.last[id(folio)][:2]
+            want = new if isinstance(new, int) and new != MAPPING_CHANGE else rc
+            if folio._rc != want:
+                self.stale.append(f"refcount of {folio!r} changed after its last event")
+
+
+def cma_memfd(k: FakeMM, pages: int = NR):
+    f = k.memfd_create("hot", MFD_ALLOW_SEALING)
+    assert f.ftruncate(pages * PAGE_SIZE) == 0
+    with k.steer("cma"):
+        assert f.fallocate(0, 0, pages * PAGE_SIZE) == 0
+    return f
+
+
+@pytest.fixture
+def k() -> FakeMM:
+    return FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+
+
+def test_memfd_pin_folios_out_of_cma_announces_every_change(k):
+    """A migrating memfd_pin_folios + unpin_folios: every refcount write is announced
+    with the value written, before it happens; the flags, LRU-batch, mapcount and
+    mapping writes of isolation, migration, the LRU batch and freeing are announced."""
+    f = cma_memfd(k)
+    obs = Strict()
+    k.attach_observer(obs)
+    folios: list = []
+    n = k.memfd_pin_folios(f, 0, NR * PAGE_SIZE - 1, folios, NR, Out(0))
+    assert n == NR and k.stats.pgmigrate_success == NR
+    assert all(k.folio_is_longterm_pinnable(x) for x in folios)
+    k.unpin_folios(folios, n)
+    obs.settle()
+    assert obs.stale == []
+    kinds = {type(new) for _, new in obs.events}
+    assert kinds == {int, type(None)}                 # refcounts, flags/LRU batch
+    assert any(new == MAPPING_CHANGE for _, new in obs.events)   # mapping moved
+    # each migrated source was freed: its last events say refcount 0, then mapping gone
+    sources = {id(x) for x, new in obs.events if new == 0}
+    assert len(sources) == NR
+
+
+def test_pin_user_pages_out_of_cma_announces_every_change(k):
+    """The same for pin_user_pages(FOLL_LONGTERM | FOLL_WRITE) over a populated shared
+    mapping: the page tables move to the targets (mapcount announced on both)."""
+    f = cma_memfd(k)
+    mm = k.current.mm
+    addr = mm.mmap(NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    obs = Strict()
+    k.attach_observer(obs)
+    pages: list = []
+    n = k.pin_user_pages(addr, NR, FOLL_LONGTERM | FOLL_WRITE, pages)
+    assert n == NR and k.stats.pgmigrate_success == NR
+    k.unpin_user_pages(pages, n)
+    obs.settle()
+    assert obs.stale == []
+    mapping_changes = [x for x, new in obs.events if new == MAPPING_CHANGE]
+    assert len({id(x) for x in mapping_changes}) == 2 * NR     # each source and target
+
+
+def test_strict_observer_catches_an_unannounced_write(k):
+    """The observer above fails when a write skips the announcement."""
+    f = cma_memfd(k, 1)
+    obs = Strict()
+    k.attach_observer(obs)
+    folio = f.mapping.lookup(0)
+    k.folio_get(folio)
+    folio._rc += 1                                   # a write nobody announced
+    k.folio_put(folio)
+    k.folio_put(folio)
+    assert obs.stale
+
+
+def test_long_term_pin_runs_with_the_collector_paused(k):
+    """No automatic collection runs inside a long-term pin that migrates, nor inside the
+    observer's judgement of its return, nor inside the unpin (an attached observer
+    records every folio it touches); afterwards the collector is on again."""
+    f = cma_memfd(k)
+    obs = Strict()
+    k.attach_observer(obs)
+    assert gc.isenabled()
+    folios: list = []
+    assert k.memfd_pin_folios(f, 0, NR * PAGE_SIZE - 1, folios, NR, Out(0)) == NR
+    assert obs.gc_on_during == {False}
+    assert gc.isenabled()
+    obs.gc_on_during.clear()
+    k.unpin_folios(folios, NR)
+    assert obs.gc_on_during == {False}
+    assert gc.isenabled()
+
+
+def test_migrate_pages_pauses_and_resumes_the_collector(k):
+    """migrate_pages pauses the collector too, and resumes it when a callback raises."""
+    f = cma_memfd(k, NR)
+    lst: list = []
+    for i in range(NR):
+        folio = f.mapping.lookup(i)
+        assert k.folio_isolate_lru(folio) or (k.lru_add_drain_all() or k.folio_isolate_lru(folio))
+        k.node_stat_mod_isolated(folio, 1)
+        lst.append(folio)
+    seen = []
+
+    def target(src, private):
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("driver bug")
+        return k.alloc_migration_target(src, private)
+
+    mtc = MigrationTargetControl(gfp_mask=int(GFP_HIGHUSER_MOVABLE), reason=MR_LONGTERM_PIN)
+    with pytest.raises(RuntimeError):
+        k.migrate_pages(lst, target, None, mtc, MIGRATE_SYNC, MR_LONGTERM_PIN)
+    assert seen == [False, False]
+    assert gc.isenabled()
+
+
+def test_short_calls_leave_the_collector_alone(k):
+    """A pin of fewer than PAUSE_MIN pages runs with the collector as it is."""
+    f = cma_memfd(k, PAUSE_MIN - 1)
+    obs = Strict()
+    k.attach_observer(obs)
+    folios: list = []
+    n = PAUSE_MIN - 1
+    assert k.memfd_pin_folios(f, 0, n * PAGE_SIZE - 1, folios, n, Out(0)) == n
+    assert obs.gc_on_during == {True} and k.stats.pgmigrate_success == n
+    k.unpin_folios(folios, n)
+
+
+def test_a_disabled_collector_stays_disabled(k):
+    """A caller that turned the collector off finds it off after the call."""
+    f = cma_memfd(k)
+    folios: list = []
+    gc.disable()
+    try:
+        assert k.memfd_pin_folios(f, 0, NR * PAGE_SIZE - 1, folios, NR, Out(0)) == NR
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    k.unpin_folios(folios, NR)
