@@ -46,11 +46,11 @@ def _fields(lineno: int, line: str, kv: dict[str, str], keys: str, ints: str) ->
 
 
 def parse_console(text: str) -> dict[Any, Any]:
-    """Parse the ``PF `` lines of a serial log into a partial result dict.
+    """Parse the ``"PF "`` lines of a serial log into a partial result dict.
 
     Returns ``{"schema", "layout": {"zones", "cma", "block_pages", "baseline"},
     "scenarios"}`` as described in docs/conformance.md (``kernel`` and ``machine`` are the
-    recorder's to add).  Lines not starting with ``PF `` (``\\r`` stripped) are ignored, as
+    recorder's to add).  Lines not starting with ``"PF "`` (``\\r`` stripped) are ignored, as
     is everything after the first ``PF done``.  Raises :class:`ConformanceError` naming the
     1-based line number and the line for a malformed PF line, a duplicate zone / CMA area /
     baseline block / scenario id, and for a log without ``PF done``.

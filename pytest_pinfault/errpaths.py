@@ -354,6 +354,7 @@ class FileReport:
     executed: list[int]
 
     def as_json(self) -> dict[str, Any]:
+        """This file's entry of the JSON report (schema ``pytest-pinfault-errpaths/1``)."""
         return {"path": self.relpath, "found": len(self.found), "reached": len(self.reached),
                 "unreached": self.unreached, "never": self.never,
                 "fault_only": {str(k): {"sites": v, "cases": self.fault_cases[k]}
@@ -367,17 +368,21 @@ class Report:
 
     @property
     def found(self) -> int:
+        """Error-path lines found, all files."""
         return sum(len(f.found) for f in self.files)
 
     @property
     def reached(self) -> int:
+        """Error-path lines some run reached, all files."""
         return sum(len(f.reached) for f in self.files)
 
     def summary(self) -> str:
+        """The closing line: ``error-path lines reached / found: R / F (P%)``."""
         pct = f" ({100.0 * self.reached / self.found:.1f}%)" if self.found else ""
         return f"error-path lines reached / found: {self.reached} / {self.found}{pct}"
 
     def as_json(self) -> dict[str, Any]:
+        """The JSON report (schema ``pytest-pinfault-errpaths/1``)."""
         return {"schema": SCHEMA, "packages": self.packages, "found": self.found,
                 "reached": self.reached, "files": [f.as_json() for f in self.files]}
 
@@ -554,6 +559,8 @@ def write_html(report: Report, directory: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``python -m pytest_pinfault.errpaths``): print the report of the
+    coverage data file for ``--packages``, write ``--json``/``--html``; the exit status."""
     ap = argparse.ArgumentParser(prog="python -m pytest_pinfault.errpaths",
                                  description="Error-path coverage from a coverage.py data file "
                                              "recorded with the pytest-pinfault plugin.")

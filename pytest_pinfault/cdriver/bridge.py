@@ -533,6 +533,7 @@ class CDriver:
         return self.fake_mm.close_fd(fd)
 
     def dmabuf(self, fd: int) -> "DmaBuf | None":
+        """The :class:`DmaBuf` behind file descriptor *fd*, or None when it is no dma-buf."""
         obj = self.fget(fd)
         return obj if isinstance(obj, DmaBuf) else None
 
@@ -1391,6 +1392,7 @@ class DmaBuf:
 
     @property
     def size(self) -> int:
+        """The dma-buf's size in bytes (``dmabuf->size``)."""
         return int(self.drv.lib.pf_dmabuf_size(self.cptr))
 
     def _op(self, which: int) -> Any:
@@ -1407,10 +1409,14 @@ class DmaBuf:
         self.drv.lib.pf_dma_buf_free(self.cptr)
 
     def begin_cpu_access(self, direction: int = 0) -> int:
+        """Call the exporter's ``begin_cpu_access`` op (as ``DMA_BUF_IOCTL_SYNC`` start does):
+        its return value, or 0 when the driver has none."""
         fn = self._op(3)
         return 0 if fn is None else CDriver._int(self.drv._entry_call("begin_cpu_access", fn, (self.cptr, direction)))
 
     def end_cpu_access(self, direction: int = 0) -> int:
+        """Call the exporter's ``end_cpu_access`` op: its return value, or 0 when the driver
+        has none."""
         fn = self._op(4)
         return 0 if fn is None else CDriver._int(self.drv._entry_call("end_cpu_access", fn, (self.cptr, direction)))
 

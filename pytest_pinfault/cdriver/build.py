@@ -93,6 +93,8 @@ class Built:
 
 
 def default_cache_dir() -> Path:
+    """Where compiled drivers are cached: ``$PINFAULT_CDRIVER_CACHE``, else
+    ``$XDG_CACHE_HOME/pytest-pinfault/cdriver`` (``~/.cache`` when unset)."""
     env = os.environ.get("PINFAULT_CDRIVER_CACHE")
     if env:
         return Path(env)

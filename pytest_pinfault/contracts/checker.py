@@ -135,6 +135,7 @@ class Checker(StateRules, ReturnRules, MMObserver):
     # ------------------------------------------------------------------ attachment
     @property
     def attached(self) -> bool:
+        """Whether this checker is the fake mm's attached observer."""
         return self.fake_mm._observer is self
 
     def _candidates(self) -> Iterable[Any]:

@@ -79,6 +79,8 @@ class CallSnapshot:
     counters: dict[Any, Any] = dataclasses.field(default_factory=dict)   # fake_mm.counters before it
 
     def units(self, f: Any) -> tuple[int, int]:
+        """The (pin, reference) hold units folio *f* had before the call: ``(0, 0)`` for a
+        folio the snapshot does not hold."""
         b = self.folios.get(id(f))
         if b is None or b[0] is not f:
             return 0, 0

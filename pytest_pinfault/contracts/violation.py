@@ -69,6 +69,7 @@ class Violation:
 
     @property
     def rule_id(self) -> str:
+        """The violated rule's id (``"pin-balance"`` ...)."""
         return self.rule.id
 
     def __str__(self) -> str:

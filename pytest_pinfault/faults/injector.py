@@ -462,6 +462,7 @@ class Injector:
 
     # -- sites -----------------------------------------------------------------------
     def declare(self, site: Site) -> None:
+        """Make *site* (built-in or user) known to this injector, replacing one of that name."""
         self.sites[site.name] = site
 
     def declare_site(self, name: str, errnos: Iterable[int | str] | int | str, kernel: str = "driver",
@@ -661,6 +662,7 @@ class Injector:
 
     @property
     def fired(self) -> list[FaultRecord]:
+        """The logged records that fired, in order."""
         return [r for r in self.log if r.fired]
 
     def reset(self) -> None:

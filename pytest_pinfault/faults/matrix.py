@@ -115,6 +115,7 @@ class MatrixPlan:
     unreached: tuple[str, ...]
 
     def as_dict(self) -> dict[str, object]:
+        """The plan as plain JSON types (the ``pinfault_matrix`` user property)."""
         return {"sites": list(self.sites), "reach": dict(self.reach), "cap": self.cap,
                 "cases": len(self.cases), "capped": dict(self.capped), "unreached": list(self.unreached)}
 

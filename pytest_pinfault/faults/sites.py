@@ -75,6 +75,7 @@ BUILTIN_SITES: dict[str, Site] = {s.name: s for s in (
 
 
 def site(name: str) -> Site:
+    """The built-in :class:`Site` named *name* (KeyError for another name)."""
     return BUILTIN_SITES[name]
 
 

@@ -56,10 +56,12 @@ class CMA:
 
     @property
     def available_count(self) -> int:
+        """Pages of the area not allocated (``cma->available_count``)."""
         return self.count - sum(e - s for s, e in zip(self._starts, self._ends))
 
     @property
     def end_pfn(self) -> int:
+        """First pfn after the area (``base_pfn + count``)."""
         return self.base_pfn + self.count
 
     def _find_zero_area(self, start: int, nr: int, mask: int) -> int:

@@ -200,6 +200,8 @@ class CMASpec:
 
     @classmethod
     def parse(cls, name: str, spec: Size, field: str) -> "CMASpec":
+        """One area from *spec*: a size, or ``"size@start-end"`` with placement bounds
+        (either bound may be left out); a ConfigError naming *field* otherwise."""
         if isinstance(spec, str) and "@" in spec:
             size_s, _, where = spec.partition("@")
             start_s, dash, end_s = where.partition("-")
@@ -220,11 +222,12 @@ class MMConfig:
     movablecore
         Size of ZONE_MOVABLE, carved from the top of the highest zone (``movablecore=``).
     cma
-        CMA areas: a size (one area named ``"reserved"``, like ``cma=``), a string
-        ``"128MiB@256MiB-1GiB"`` with placement bounds, or a mapping ``name -> spec``.
+        CMA areas: a size (one area named ``"reserved"``, like ``cma=``, placed with
+        ``"128MiB@256MiB-1GiB"``), or several as ``"a:64MiB,b:32MiB@1GiB"`` or a mapping
+        ``{"a": "64MiB", ...}``.
     hugetlb
-        Boot-time hugetlb pools: page size -> number of pages (``{"2MiB": 512}``);
-        stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
+        Boot-time hugetlb pools: page size and number of pages, ``"2MiB:512,1GiB:1"``
+        or ``{"2MiB": 512, "1GiB": 1}``; stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
         shared by many tests cannot be changed by one of them.
     default_hugepagesz
         The default huge page size (``MFD_HUGETLB`` without a size flag).
@@ -239,7 +242,8 @@ class MMConfig:
     shmem_mthp
         Per-size shmem mTHP controls (``/sys/kernel/mm/transparent_hugepage/
         hugepages-<size>kB/shmem_enabled``): folio size (8KiB to 2MiB, a power of two) ->
-        ``"always" | "inherit" | "within_size" | "advise" | "never"``.  Sizes not given
+        ``"always" | "inherit" | "within_size" | "advise" | "never"``, as a mapping or as
+        ``"64KiB:always,2MiB:inherit"``.  Sizes not given
         keep the kernel's default: 2 MiB ``"inherit"``, the others ``"never"``.  They
         apply to shared anonymous mappings only, as in v6.12
         (mm/shmem.c:shmem_allowable_huge_orders); stored as a read-only mapping of
@@ -273,10 +277,10 @@ class MMConfig:
         Seed for probabilistic fault injection and generated layouts (the model itself
         makes no random choices).
     quirks
-        Names from :data:`QUIRKS`.  They compose with *kernel*: the version's own
-        quirks (:data:`KERNEL_QUIRKS`) are added, and a quirk the chosen version's
-        history cannot have (:data:`QUIRK_KERNELS`) is a :class:`ConfigError` naming
-        both.
+        Historical kernel behaviours to emulate: names from :data:`QUIRKS`, ``"a,b"`` or
+        a list.  They compose with *kernel*: the version's own quirks
+        (:data:`KERNEL_QUIRKS`) are added, and a quirk the chosen version's history cannot
+        have (:data:`QUIRK_KERNELS`) is a :class:`ConfigError` naming both.
     kernel
         The kernel version whose behaviour the machine follows: one of :data:`KERNELS`
         (``"6.1"``, ``"6.6"``, ``"6.12"``, ``"6.17"``; default ``"6.17"``).  Older
@@ -284,6 +288,10 @@ class MMConfig:
         v6.11 is an ``AttributeError``, as an unknown symbol), imply their quirks and
         select their behaviour where docs/kernel-map.md ("Kernel versions") says it
         differs.
+
+    Every field takes the text the ``pinfault_mm_config`` ini key uses (integers as
+    ``"4"`` too), so one spelling works in the ini key, in
+    ``@pytest.mark.mm_config(...)`` and here; :meth:`spelling` gives it for a value.
     """
 
     # The attributes hold what __post_init__ normalises the input to (byte counts, CMASpec
@@ -309,17 +317,19 @@ class MMConfig:
 
     if TYPE_CHECKING:
         # One parameter per field, in field order (tests/test_typing.py checks it).
+        # Integers and hugetlb also take the ini spelling ("4", "2MiB:512").
         def __init__(self, ram: Size = ..., movablecore: Size = ..., cma: CMAInput = ...,
-                     hugetlb: Mapping[Size, int] = ..., default_hugepagesz: Size = ...,
+                     hugetlb: Mapping[Size, int] | str = ..., default_hugepagesz: Size = ...,
                      thp: str = ..., shmem_enabled: str = ...,
-                     shmem_mthp: Mapping[Size, str] = ..., memlock: Size = ..., swap: Size = ...,
-                     nr_cpus: int = ...,
+                     shmem_mthp: Mapping[Size, str] | str = ..., memlock: Size = ..., swap: Size = ...,
+                     nr_cpus: int | str = ...,
                      boot_reserved: str = ..., firmware: str = ...,
-                     offline_retry_budget: int = ..., gup_retry_limit: int = ..., seed: int = ...,
-                     quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
+                     offline_retry_budget: int | str = ..., gup_retry_limit: int | str = ...,
+                     seed: int | str = ..., quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        _from_text(self)
         ram = parse_size(self.ram, "ram")
         if ram < 64 << 20 or ram % (128 << 20):
             raise ConfigError(f"ram: expected a multiple of 128MiB, at least 128MiB, got {self.ram!r}")
@@ -366,8 +376,8 @@ class MMConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed: expected an integer, got {self.seed!r}")
         quirks = self.quirks
-        if isinstance(quirks, str):
-            quirks = (quirks,)
+        if isinstance(quirks, str):            # "a,b": the ini spelling
+            quirks = tuple(q.strip() for q in quirks.split(",") if q.strip())
         elif not isinstance(quirks, (tuple, list, set, frozenset)):
             raise ConfigError(f"quirks: expected a name or a list of names from {sorted(QUIRKS)}, "
                               f"got {self.quirks!r}")
@@ -397,6 +407,8 @@ class MMConfig:
             return ()
         if isinstance(cma, tuple) and all(isinstance(c, CMASpec) for c in cma):
             return cma
+        if isinstance(cma, str) and ":" in cma:     # "name:size,...": the ini spelling
+            cma = _pairs(cma, "cma", "'name:size,...' like 'a:64MiB,b:32MiB@1GiB'", "name")
         if isinstance(cma, Mapping):
             specs = tuple(CMASpec.parse(str(n), s, f"cma[{n!r}]") for n, s in cma.items())
         else:
@@ -407,26 +419,38 @@ class MMConfig:
         return specs
 
     @staticmethod
-    def _parse_hugetlb(pools: Mapping[Size, int] | Mapping[int, int]) -> "FrozenMap[int, int]":
-        if not isinstance(pools, Mapping):
-            raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}}, got {pools!r}")
+    def _parse_hugetlb(pools: Mapping[Size, int] | Mapping[int, int] | str) -> "FrozenMap[int, int]":
+        given: Any = pools
+        if isinstance(pools, str):                 # "2MiB:512,1GiB:1": the ini spelling
+            given = {} if pools.strip() in ("", "0") else _pairs(
+                pools, "hugetlb", "'size:count,...' like 2MiB:16", "size")
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"hugetlb: expected a mapping of page size to count like {{'2MiB': 512}} "
+                              f"or a string like '2MiB:512', got {pools!r}")
         out: dict[int, int] = {}
-        for size, count in pools.items():
+        for size, count in given.items():
             nbytes = parse_size(size, "hugetlb")
             if nbytes not in (2 << 20, 1 << 30):
                 raise ConfigError(f"hugetlb: expected page sizes '2MiB' or '1GiB', got {size!r}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            n = _ascii_int(count) if isinstance(count, str) else count    # "512": the ini spelling
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"hugetlb[{size!r}]: expected a count >= 0, got {count!r}")
-            out[nbytes] = count
+            if nbytes in out:
+                raise ConfigError(f"hugetlb: expected each size once, got {size!r} twice")
+            out[nbytes] = n
         return FrozenMap(out)
 
     @staticmethod
-    def _parse_shmem_mthp(sizes: Mapping[Size, str] | Mapping[int, str]) -> "FrozenMap[int, str]":
-        if not isinstance(sizes, Mapping):
+    def _parse_shmem_mthp(sizes: Mapping[Size, str] | Mapping[int, str] | str) -> "FrozenMap[int, str]":
+        given: Any = sizes
+        if isinstance(sizes, str):                 # "64KiB:always,2MiB:never": the ini spelling
+            given = {} if not sizes.strip() else _pairs(
+                sizes, "shmem_mthp", "'size:setting,...' like 64KiB:always", "size")
+        if not isinstance(given, Mapping):
             raise ConfigError(f"shmem_mthp: expected a mapping of folio size to a setting like "
-                              f"{{'64KiB': 'always'}}, got {sizes!r}")
+                              f"{{'64KiB': 'always'}} or a string like '64KiB:always', got {sizes!r}")
         out: dict[int, str] = {}
-        for size, value in sizes.items():
+        for size, value in given.items():
             nbytes = parse_size(size, "shmem_mthp")
             if nbytes < 2 * PAGE_SIZE or nbytes > (2 << 20) or nbytes & (nbytes - 1):
                 raise ConfigError(f"shmem_mthp: expected folio sizes from '8KiB' to '2MiB', powers of "
@@ -458,3 +482,89 @@ class MMConfig:
         """True when the configured ``kernel`` is *version* or newer (``"6.11"`` ->
         False for ``kernel="6.6"``).  Versions compare numerically."""
         return _KERNEL_KEYS[self.kernel] >= kernel_key(version)
+
+    def spelling(self, field: str) -> str:
+        """The value of *field* in the spelling every place accepts: the
+        ``pinfault_mm_config`` ini key, ``@pytest.mark.mm_config(field="...")`` and
+        ``MMConfig(field="...")`` all read it back to the same value.
+
+        Sizes as ``"4GiB"`` (``"0"`` for none), ``hugetlb`` as ``"2MiB:512,1GiB:1"``,
+        ``cma`` as ``"128MiB"`` (one area named ``reserved``, with ``@start-end`` when
+        placed) or ``"name:size,..."``, ``quirks`` as ``"a,b"``, integers in decimal and
+        booleans as ``"true"``/``"false"``.  ``""`` means empty (no pools, no quirks).
+        """
+        if field not in {f.name for f in dataclasses.fields(self)}:
+            raise ConfigError(f"spelling: expected an MMConfig field, got {field!r}")
+        return _spell(field, getattr(self, field))
+
+    def as_ini(self) -> str:
+        """This config as one ``pinfault_mm_config`` ini value (``field=value`` tokens,
+        empty values left out); ``parse_mm_config_line(c.as_ini()) == c``."""
+        tokens = ((f.name, self.spelling(f.name)) for f in dataclasses.fields(self))
+        return " ".join(f"{k}={v}" for k, v in tokens if v != "")
+
+
+_SIZE_FIELDS = ("ram", "movablecore", "memlock", "default_hugepagesz", "swap")
+
+
+def _ascii_int(text: str) -> int | None:
+    """``"12"`` or ``"-3"`` -> int; None for anything else (other digits than ASCII's,
+    ``"1_000"``, more than 30 digits)."""
+    t = text.strip()
+    digits = t[1:] if t.startswith("-") else t
+    if not digits or len(digits) > 30 or not all(c in "0123456789" for c in digits):
+        return None
+    return int(t)
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+
+
+def _from_text(config: "MMConfig") -> None:
+    """Read the ini spelling of integer and boolean fields (``nr_cpus="4"``,
+    ``flag="true"``), so a marker, ``MMConfig(...)`` and the ini key take the same text.
+    Text that is no such value is left for the field's own check to refuse by name."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, str) or f.type not in ("int", "bool"):
+            continue
+        parsed: Any = _ascii_int(value) if f.type == "int" else _BOOLS.get(value.strip().lower())
+        if parsed is not None:
+            object.__setattr__(config, f.name, parsed)
+
+
+def _pairs(text: str, field: str, want: str, key: str) -> dict[str, str]:
+    """``"a:1,b:2"`` -> ``{"a": "1", "b": "2"}``; ConfigError naming *field* otherwise."""
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        k, sep, v = (x.strip() for x in part.partition(":"))
+        if not sep or not k or not v:
+            raise ConfigError(f"{field}: expected {want}, got {text!r}")
+        if k in pairs:
+            raise ConfigError(f"{field}: expected each {key} once, got {k!r} twice")
+        pairs[k] = v
+    return pairs
+
+
+def _spell(field: str, value: Any) -> str:
+    if field in _SIZE_FIELDS:
+        return _fmt(value) if value else "0"
+    if field in ("hugetlb", "shmem_mthp"):
+        return ",".join(f"{_fmt(size)}:{v}" for size, v in value.items())
+    if field == "cma":
+        if not value:
+            return "0"
+
+        def one(s: CMASpec) -> str:
+            where = "" if s.start is None and s.end is None else \
+                f"@{'' if s.start is None else _fmt(s.start)}" + ("" if s.end is None else f"-{_fmt(s.end)}")
+            return f"{_fmt(s.size)}{where}"
+        if len(value) == 1 and value[0].name == "reserved":
+            return one(value[0])
+        return ",".join(f"{s.name}:{one(s)}" for s in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list, frozenset)):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -197,7 +197,8 @@ class DmaMappingMixin(_Base):
         return addr
 
     def dma_map_page(self, dev: Device, page: Page | Folio, offset: int, size: int, dir: int) -> int:
-        """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``."""
+        """``dma_map_page_attrs(dev, page, offset, size, dir, 0)``.
+        Kernel: include/linux/dma-mapping.h:dma_map_page (a macro, v6.12)."""
         return self.dma_map_page_attrs(dev, page, offset, size, dir, 0)
 
     def dma_unmap_page_attrs(self, dev: Device, addr: int, size: int, dir: int, attrs: int) -> None:
@@ -218,6 +219,8 @@ class DmaMappingMixin(_Base):
         del dev.mappings[("page", addr)]
 
     def dma_unmap_page(self, dev: Device, addr: int, size: int, dir: int) -> None:
+        """``dma_unmap_page_attrs(dev, addr, size, dir, 0)``.
+        Kernel: include/linux/dma-mapping.h:dma_unmap_page (a macro, v6.12)."""
         self.dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
     def dma_map_sg_attrs(self, dev: Device, sg: Scatterlist, nents: int, dir: int,
@@ -229,6 +232,9 @@ class DmaMappingMixin(_Base):
         return rc if rc > 0 else 0
 
     def dma_map_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> int:
+        """``dma_map_sg_attrs(dev, sg, nents, dir, 0)``: the number of DMA entries, or 0 on
+        failure with nothing left mapped.  Kernel: include/linux/dma-mapping.h:dma_map_sg
+        (a macro, v6.12)."""
         return self.dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
     def _map_sg(self, dev: Device, sg: Scatterlist | None, nents: int, dir: int, attrs: int) -> int:
@@ -278,6 +284,8 @@ class DmaMappingMixin(_Base):
         del dev.mappings[("sg", id(sg))]
 
     def dma_unmap_sg(self, dev: Device, sg: Scatterlist, nents: int, dir: int) -> None:
+        """``dma_unmap_sg_attrs(dev, sg, nents, dir, 0)``; *nents* is the count passed to
+        :meth:`dma_map_sg`.  Kernel: include/linux/dma-mapping.h:dma_unmap_sg (a macro, v6.12)."""
         self.dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
 
     def dma_map_sgtable(self, dev: Device, sgt: SgTable, dir: int, attrs: int) -> int:

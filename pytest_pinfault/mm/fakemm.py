@@ -307,6 +307,8 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         return z
 
     def pfn_valid(self, pfn: int) -> bool:
+        """Whether *pfn* lies in a zone of the machine (has a memmap entry).
+        Kernel: include/linux/mmzone.h:pfn_valid (SPARSEMEM, v6.12)."""
         return self._pfn_zone(pfn) is not None
 
     # ------------------------------------------------------------------ folio index
@@ -335,6 +337,9 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         return None
 
     def pfn_to_page(self, pfn: int) -> Page | None:
+        """The :class:`Page` for *pfn* inside an allocated folio, or None where the model has
+        no folio (free, reserved or absent memory; the kernel always has a struct page).
+        Kernel: include/asm-generic/memory_model.h:pfn_to_page (v6.12)."""
         folio = self.pfn_to_folio(pfn)
         return None if folio is None else Page(folio, pfn)
 
@@ -365,6 +370,8 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
 
     @property
     def nr_allocated_pages(self) -> int:
+        """Pages currently allocated from the buddy allocator (model bookkeeping, no kernel
+        function: the sum of the allocated folios' sizes)."""
         return self._nr_allocated
 
     # ------------------------------------------------------------------ references
@@ -490,6 +497,8 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         self._put_refs(folio, 1, "folio_put")
 
     def folio_ref_count(self, folio: Folio) -> int:
+        """The folio's reference count (``_refcount``; pins of a small folio count
+        GUP_PIN_COUNTING_BIAS each).  Kernel: include/linux/page_ref.h:folio_ref_count (v6.12)."""
         return folio._refcount
 
     def _free_folio(self, folio: Folio) -> None:

@@ -145,6 +145,7 @@ class Folio:
 
     @property
     def flags(self) -> int:
+        """The page flags (``PG_*`` bits; :meth:`flag_names` spells them)."""
         return self._flags
 
     @flags.setter
@@ -156,6 +157,8 @@ class Folio:
 
     @property
     def mapping(self) -> Any:
+        """The page cache holding the folio (the :class:`AddressSpace` of its file), or
+        None (anonymous or free)."""
         return self._mapping
 
     @mapping.setter
@@ -167,6 +170,8 @@ class Folio:
 
     @property
     def lru_batch(self) -> int:
+        """The CPU whose ``lru_add`` folio batch holds the folio (with a reference of its
+        own, as in mm/swap.c), or -1 when no batch does."""
         return self._lru
 
     @lru_batch.setter
@@ -179,6 +184,7 @@ class Folio:
     # -- read-only views ----------------------------------------------------------
     @property
     def refcount(self) -> int:
+        """``_refcount``, as :meth:`FakeMM.folio_ref_count` reads it."""
         return self._refcount
 
     @property
@@ -190,10 +196,12 @@ class Folio:
 
     @property
     def mapcount(self) -> int:
+        """How many page-table mappings map the folio (``folio_mapcount``)."""
         return self._mapcount
 
     @property
     def folio(self) -> "Folio":
+        """The folio itself (so code written for a page or a folio reads ``.folio``)."""
         return self
 
     @property
@@ -203,25 +211,32 @@ class Folio:
 
     @property
     def migratetype(self) -> int:
+        """The migratetype of the folio's pageblock (``MIGRATE_*``;
+        ``get_pageblock_migratetype``)."""
         return self._mm.get_pageblock_migratetype(self.pfn)
 
     @property
     def migratetype_name(self) -> str:
+        """The pageblock's migratetype by name (``"Movable"``, ``"CMA"`` ...)."""
         from .gfp import MIGRATETYPE_NAMES
         return MIGRATETYPE_NAMES[self.migratetype]
 
     @property
     def is_cma(self) -> bool:
+        """Whether the folio lies in a CMA area (``is_migrate_cma_folio``)."""
         return self._mm._pfn_in_cma(self.pfn)
 
     @property
     def size(self) -> int:
+        """Size in bytes (``folio_size``)."""
         return self.nr_pages << PAGE_SHIFT
 
     def test(self, flag: int) -> bool:
+        """Whether the page flag *flag* (a ``PG_*`` bit) is set."""
         return bool(self.flags & flag)
 
     def flag_names(self) -> list[str]:
+        """The names of the flags set (``"lru"``, ``"locked"`` ...)."""
         return [n for b, n in FLAG_NAMES.items() if self.flags & b]
 
     # -- contents -----------------------------------------------------------------
@@ -286,6 +301,7 @@ class Folio:
         self.flags |= PG_dirty
 
     def zero(self) -> None:
+        """Drop the contents: the folio reads as zeroes again."""
         self._data = None
 
     def __repr__(self) -> str:
@@ -310,10 +326,12 @@ class Page:
 
     @property
     def is_cma(self) -> bool:
+        """Whether the page's folio lies in a CMA area."""
         return self.folio.is_cma
 
     @property
     def zone(self) -> str:
+        """Name of the page's zone, as /proc/zoneinfo spells it."""
         return self.folio._zone.name
 
     def __eq__(self, other: object) -> bool:

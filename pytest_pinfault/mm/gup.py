@@ -134,6 +134,7 @@ class KernelOutcome:
                 f"and the call returns -EINTR (called from {self.caller or '<unknown>'})")
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as plain JSON types (the JSON report's ``kernel`` entries)."""
         folio = self.folio
         return {"loop": self.loop, "rounds": self.rounds, "site": self.site,
                 "occurrence": self.occurrence, "kind": self.kind, "returned": self.returned,

@@ -49,19 +49,24 @@ class HState:
 
     @property
     def size(self) -> int:
+        """Huge page size in bytes (``huge_page_size``)."""
         return 4096 << self.order
 
     @property
     def name(self) -> str:
+        """The pool's sysfs name, ``hugepages-2048kB``."""
         return f"hugepages-{self.size >> 10}kB"
 
     def huge_page_shift(self) -> int:
+        """``PAGE_SHIFT + order`` (include/linux/hugetlb.h:huge_page_shift)."""
         return 12 + self.order
 
     def huge_page_order(self) -> int:
+        """The huge page order (include/linux/hugetlb.h:huge_page_order)."""
         return self.order
 
     def pages_per_huge_page(self) -> int:
+        """Base pages per huge page (include/linux/hugetlb.h:pages_per_huge_page)."""
         return 1 << self.order
 
     @property
@@ -85,7 +90,8 @@ class HugetlbMixin(_Base):
 
     def hstate(self, size: int | str | None = None) -> HState:
         """The pool for huge page *size* (bytes or ``"2MiB"``/``"1GiB"``; default size
-        when omitted).  Raises ValueError for a size without a pool."""
+        when omitted).  Raises ValueError for a size without a pool, where the kernel's
+        lookup returns NULL.  Kernel: mm/hugetlb.c:size_to_hstate, default_hstate (v6.12)."""
         from .config import parse_size
         nbytes = self.config.default_hugepagesz if size is None else parse_size(size, "hstate")
         h = self._hstates.get(nbytes)
@@ -264,4 +270,6 @@ class HugetlbMixin(_Base):
         return 0
 
     def folio_test_hugetlb(self, folio: Folio) -> bool:
+        """Whether *folio* is a hugetlb folio.  Kernel: include/linux/page-flags.h:folio_test_hugetlb
+        (a page type since v6.10; v6.12)."""
         return folio.kind == KIND_HUGETLB

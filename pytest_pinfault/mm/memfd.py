@@ -150,12 +150,15 @@ class MemFile:
 
     @property
     def is_hugetlb(self) -> bool:
+        """Whether the file is on hugetlbfs (``MFD_HUGETLB``)."""
         return self.hstate is not None
 
     def shmem_file(self) -> bool:
+        """Whether the file is a shmem file (include/linux/shmem_fs.h:shmem_file)."""
         return self.hstate is None
 
     def is_file_hugepages(self) -> bool:
+        """Whether the file is on hugetlbfs (include/linux/hugetlb.h:is_file_hugepages)."""
         return self.hstate is not None
 
     @property

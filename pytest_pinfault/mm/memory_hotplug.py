@@ -45,10 +45,13 @@ class MemoryBlock:
 
     @property
     def state(self) -> str:
+        """``"online"`` or ``"offline"``, as /sys/devices/system/memory/memoryN/state reads."""
         return "offline" if self.id in self._mm._offline_blocks else "online"
 
     @property
     def zone(self) -> str:
+        """The zone holding all of the block's pages, or ``"none"`` when no single zone
+        does."""
         zone = self._mm._block_zone(self.start_pfn, self.nr_pages)
         return zone.name if zone is not None else "none"
 

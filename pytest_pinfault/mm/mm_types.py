@@ -134,9 +134,11 @@ class VMA:
         self.resv: set[int] | None = None
 
     def is_hugetlb(self) -> bool:
+        """Whether ``VM_HUGETLB`` is set (include/linux/hugetlb_inline.h:is_vm_hugetlb_page)."""
         return bool(self.flags & VM_HUGETLB)
 
     def is_shared(self) -> bool:
+        """Whether ``VM_SHARED`` is set."""
         return bool(self.flags & VM_SHARED)
 
     def is_shared_maywrite(self) -> bool:
@@ -571,6 +573,9 @@ class AddressSpaceMixin(_Base):
         return _cm()
 
     def current_capable_ipc_lock(self) -> bool:
+        """Whether the current task has CAP_IPC_LOCK (its ``cap_ipc_lock`` attribute), which
+        lifts the RLIMIT_MEMLOCK check.  Kernel: kernel/capability.c:capable(CAP_IPC_LOCK) as
+        mm/util.c:__account_locked_vm calls it (v6.12)."""
         return bool(getattr(self.current, "cap_ipc_lock", False))
 
     def account_locked_vm(self, mm: MMStruct | None, pages: int, inc: bool) -> int:

@@ -73,20 +73,26 @@ class MMUNotifierMixin(_Base):
         return sub
 
     def mmu_interval_notifier_remove(self, sub: MMUIntervalNotifier) -> None:
-        """Unregister (waits for callbacks in the kernel)."""
+        """Unregister *sub* (the kernel also waits for running callbacks).
+        Kernel: mm/mmu_notifier.c:mmu_interval_notifier_remove (v6.12)."""
         if sub in sub.mm.notifiers:
             sub.mm.notifiers.remove(sub)
 
     def mmu_interval_read_begin(self, sub: MMUIntervalNotifier) -> int:
         """The sequence to pass to :meth:`mmu_interval_read_retry` (even: no
-        invalidation running)."""
+        invalidation running).  Kernel: mm/mmu_notifier.c:mmu_interval_read_begin (v6.12)."""
         return sub.invalidate_seq
 
     def mmu_interval_read_retry(self, sub: MMUIntervalNotifier, seq: int) -> bool:
-        """True when an invalidation ran since ``read_begin`` returned *seq*."""
+        """True when an invalidation ran since ``read_begin`` returned *seq*: the caller
+        must retry.  Kernel: include/linux/mmu_notifier.h:mmu_interval_read_retry (v6.12)."""
         return sub.invalidate_seq != seq
 
     def mmu_interval_check_retry(self, sub: MMUIntervalNotifier, seq: int) -> bool:
+        """True when an invalidation collided with the critical section begun by
+        :meth:`mmu_interval_read_begin` returning *seq* (False is only a hint; the
+        authoritative test is :meth:`mmu_interval_read_retry`).  Kernel:
+        include/linux/mmu_notifier.h:mmu_interval_check_retry (v6.12)."""
         return sub.invalidate_seq != seq
 
     def _mmu_notify(self, mm: Any, start: int, end: int, event: str) -> None:

@@ -216,9 +216,11 @@ class Zone:
 
     @property
     def zone_end_pfn(self) -> int:
+        """First pfn after the zone's span (include/linux/mmzone.h:zone_end_pfn)."""
         return self.zone_start_pfn + self.spanned_pages
 
     def zone_spans_pfn(self, pfn: int) -> bool:
+        """Whether *pfn* lies in the zone's span (include/linux/mmzone.h:zone_spans_pfn)."""
         return self.zone_start_pfn <= pfn < self.zone_start_pfn + self.spanned_pages
 
     @property
@@ -228,16 +230,20 @@ class Zone:
 
     @property
     def free_cma_pages(self) -> int:
+        """Free pages of the zone in CMA pageblocks (``NR_FREE_CMA_PAGES``)."""
         return self.nr_free_cma
 
     @property
     def pcp_pages(self) -> int:
+        """Pages held on the zone's per-cpu lists, all CPUs."""
         return sum(p.count for p in self.pcp)
 
     def populated(self) -> bool:
+        """Whether the zone has present pages (include/linux/mmzone.h:populated_zone)."""
         return self.present_pages > 0
 
     def buddyinfo(self) -> list[int]:
+        """Free blocks per order over every migratetype, as /proc/buddyinfo lists them."""
         total = [0] * (MAX_PAGE_ORDER + 1)
         for fl in self.free:
             for o, c in enumerate(fl.buddyinfo()):

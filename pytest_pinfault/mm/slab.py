@@ -65,6 +65,9 @@ class SlabMixin(_Base):
         return self._kmalloc(size, gfp, 0)
 
     def kzalloc(self, size: int, gfp: int) -> Any:
+        """Like :meth:`kmalloc`, zeroed (the model's objects always start zeroed): an object
+        of *size* bytes, ZERO_SIZE_PTR for 0, or None; hits the ``kmalloc`` fault site.
+        Kernel: include/linux/slab.h:kzalloc (kmalloc with __GFP_ZERO, v6.12)."""
         return self._kmalloc(size, gfp, 0)
 
     def kvmalloc_array(self, n: int, size: int, gfp: int) -> Any:
@@ -116,7 +119,8 @@ class SlabMixin(_Base):
 
     def kfree(self, obj: Any) -> None:
         """Free a kmalloc object; None and ZERO_SIZE_PTR are no-ops; a double free is a
-        recorded warning."""
+        recorded warning.  ``kvfree`` is the same function here (the model has no vmalloc
+        side).  Kernel: mm/slub.c:kfree, mm/util.c:kvfree (v6.12)."""
         if obj is None or obj is ZERO_SIZE_PTR:
             return
         if not isinstance(obj, KmallocObject) or obj.freed:

@@ -177,7 +177,9 @@ class SwapMixin(_Base):
 
     def node_stat_mod_isolated(self, folio: Folio, delta: int) -> None:
         """NR_ISOLATED_ANON or NR_ISOLATED_FILE += *delta* pages (node_stat_mod_folio):
-        swap-backed folios (anonymous and shmem) count as anon, as folio_is_file_lru says."""
+        swap-backed folios (anonymous and shmem) count as anon, as folio_is_file_lru says.
+        Kernel: include/linux/vmstat.h:node_stat_mod_folio with NR_ISOLATED_ANON +
+        folio_is_file_lru, as mm/vmscan.c and mm/migrate.c call it (v6.12)."""
         if type(folio) is not Folio:
             folio = self._folio_of(folio, "node_stat_mod_isolated")
         if type(delta) is not int and not isinstance(delta, int):

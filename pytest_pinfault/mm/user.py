@@ -116,7 +116,8 @@ class UserMixin(_Base):
         return False
 
     def rlimit_memlock(self) -> int:
-        """``rlimit(RLIMIT_MEMLOCK)`` of the current task, in bytes (from its mm)."""
+        """``rlimit(RLIMIT_MEMLOCK)`` of the current task, in bytes (from its mm).
+        Kernel: include/linux/sched/signal.h:rlimit (v6.12)."""
         mm = self.current.mm
         return mm.rlimit_memlock if mm is not None else self.config.memlock
 

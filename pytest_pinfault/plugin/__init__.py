@@ -29,7 +29,7 @@ from .report import pytest_configure_node, pytest_report_header, pytest_report_t
     pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
-__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_kernel", "load_c_driver",
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_kernel", "pinfault_faker", "load_c_driver",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",

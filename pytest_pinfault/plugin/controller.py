@@ -26,6 +26,7 @@ class Armed:
         self.armings = armings
 
     def disarm(self) -> None:
+        """Disarm these armings now (what leaving the ``with`` block does)."""
         for a in self.armings:
             self.injector.disarm(a)
 

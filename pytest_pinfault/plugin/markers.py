@@ -24,7 +24,8 @@ __all__ = ["MARKERS", "register_markers", "validate_item", "MatrixArgs", "matrix
 
 MARKERS = (
     "mm_config(**fields): MMConfig fields for this test's fake_mm (ram='2GiB', cma='128MiB', "
-    "movablecore=..., quirks=...); wins over the mm_config fixture and the pinfault_mm_config ini key.",
+    "hugetlb='2MiB:4', quirks='a,b' ...: the text the pinfault_mm_config ini key takes); wins over "
+    "the mm_config fixture and the pinfault_mm_config ini key.",
     "pinfault(*specs, **callbacks): arm fault specs (e.g. 'folio_isolate_lru[nth=2]=1*return') on "
     "this test's fake_mm; keyword arguments are the callables that call(name) actions run.",
     "pinfault_matrix(*sites, modes=('transient', 'persistent'), max_nth=N, accept=None): run the "

@@ -158,41 +158,15 @@ def _resolve_trace(config: pytest.Config) -> str:
 
 
 _MM_FIELDS = {f.name: f for f in dataclasses.fields(MMConfig)}
-_INT_FIELDS = ("nr_cpus", "offline_retry_budget", "gup_retry_limit", "seed")
-
-
-def _mm_value(key: str, value: str, where: str) -> Any:
-    if key in _INT_FIELDS:
-        n = _ascii_int(value)
-        if n is None:
-            raise pytest.UsageError(f"{where}: {key}: expected an integer, got {value!r}")
-        return n
-    if key == "quirks":
-        return tuple(q for q in value.split(",") if q)
-    if key in ("hugetlb", "shmem_mthp") or (key == "cma" and ":" in value):
-        pairs: dict[str, Any] = {}
-        for part in value.split(","):
-            k, sep, v = part.partition(":")
-            if not sep or not k or not v:
-                want = {"hugetlb": "'size:count,...' like 2MiB:16",
-                        "shmem_mthp": "'size:setting,...' like 64KiB:always"}.get(key, "'name:size,...'")
-                raise pytest.UsageError(f"{where}: {key}: expected {want}, got {value!r}")
-            if k in pairs:
-                raise pytest.UsageError(f"{where}: {key}: expected each {'name' if key == 'cma' else 'size'} "
-                                        f"once, got {k!r} twice")
-            if key == "hugetlb":
-                n = _ascii_int(v)
-                if n is None:
-                    raise pytest.UsageError(f"{where}: hugetlb[{k!r}]: expected a count >= 0, got {v!r}")
-                pairs[k] = n
-            else:
-                pairs[k] = v
-        return pairs
-    return value
 
 
 def parse_mm_config_line(text: str, where: str = "pinfault_mm_config (ini)") -> MMConfig:
-    """``"ram=2GiB cma=128MiB quirks=a,b hugetlb=2MiB:16"`` -> :class:`MMConfig`."""
+    """``"ram=2GiB cma=128MiB quirks=a,b hugetlb=2MiB:16"`` -> :class:`MMConfig`.
+
+    Each value is passed to :class:`MMConfig` as the text it is: the ini key, the
+    ``mm_config`` marker and ``MMConfig(...)`` read the same spelling
+    (:meth:`MMConfig.spelling`).  A bad token or value is a :class:`pytest.UsageError`
+    naming *where*, the field, what was expected and what was got."""
     fields: dict[str, Any] = {}
     for token in text.split():
         key, sep, value = token.partition("=")
@@ -203,7 +177,7 @@ def parse_mm_config_line(text: str, where: str = "pinfault_mm_config (ini)") -> 
                                     f"({', '.join(_MM_FIELDS)}), got {key!r}")
         if key in fields:
             raise pytest.UsageError(f"{where}: expected each field once, got {key!r} twice")
-        fields[key] = _mm_value(key, value, where)
+        fields[key] = value
     try:
         return MMConfig(**fields)
     except ConfigError as e:

@@ -166,7 +166,7 @@ class TestMMConfigHugetlb:
                            match=r"^hugetlb: expected page sizes '2MiB' or '1GiB', got '4MiB'$"):
             MMConfig(hugetlb={"4MiB": 1})
 
-    @pytest.mark.parametrize("count", [-1, 1.5, "3", True])
+    @pytest.mark.parametrize("count", [-1, 1.5, "three", "-1", True])
     def test_bad_count(self, count):
         """A count that is not an int >= 0 names the pool, the expectation and the value."""
         with pytest.raises(ConfigError) as ei:
@@ -241,13 +241,13 @@ class TestMMConfigErrors:
         ({"memlock": "8 lots"}, "memlock: expected a size in bytes or a string like '512MiB', got '8 lots'"),
         ({"nr_cpus": 0}, "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got 0"),
         ({"nr_cpus": True}, "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got True"),
-        ({"nr_cpus": "2"}, "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got '2'"),
+        ({"nr_cpus": "2.5"}, "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got '2.5'"),
         ({"nr_cpus": 10**8}, "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got 100000000"),
         ({"offline_retry_budget": 0}, "offline_retry_budget: expected an integer >= 1, got 0"),
         ({"gup_retry_limit": -3}, "gup_retry_limit: expected an integer >= 1, got -3"),
         ({"boot_reserved": "some"}, "boot_reserved: expected 'auto' or 'none', got 'some'"),
         ({"firmware": "ovmf"}, "firmware: expected 'ideal' or 'seabios', got 'ovmf'"),
-        ({"seed": "1"}, "seed: expected an integer, got '1'"),
+        ({"seed": "one"}, "seed: expected an integer, got 'one'"),
         ({"seed": False}, "seed: expected an integer, got False"),
     ])
     def test_message(self, kwargs, message):

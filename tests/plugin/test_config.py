@@ -180,4 +180,5 @@ class TestErrors:
             [pytest]
             pinfault_mm_config = nr_cpus=two
         """)
-        run().stderr.fnmatch_lines(["ERROR: pinfault_mm_config (ini): nr_cpus: expected an integer, got 'two'"])
+        run().stderr.fnmatch_lines(["ERROR: pinfault_mm_config (ini): nr_cpus: expected an integer from 1 to "
+                                    "8192 (x86-64 NR_CPUS with MAXSMP), got 'two'"])
