@@ -10,7 +10,7 @@ from pytest_pinfault.mm import F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE,
 from pytest_pinfault.mm.scatterlist import for_each_sgtable_sg
 
 from .buggy import LeakyErrorPathDevice, PreV611Device, TrustCountDevice
-from .driver import (EBADFD, UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, udmabuf_create,
+from .driver import (EBADFD, UdmabufDevice, UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, udmabuf_create,
                      udmabuf_create_item, udmabuf_create_list)
 
 HPAGE = 2 << 20
@@ -378,6 +378,28 @@ def test_twin_a_pre_611_plain_references_block_offline(fake_mm, files, memfds):
     block = next(b for b in fake_mm.memory_blocks.in_zone("Movable")
                  if b.start_pfn <= folio.pfn < b.start_pfn + b.nr_pages)
     assert block.offline() in (-errno.EBUSY, -errno.EINTR)
+    fake_mm.close_fd(buf)
+
+
+@pytest.mark.pinfault_kernels()
+def test_the_udmabuf_each_kernel_ships(fake_mm, pinfault, files, memfds, pinfault_kernel):
+    """One test, every kernel version (ids kernel-6.1 ... kernel-6.17): each kernel's own
+    udmabuf over a memfd in CMA.  6.1 and 6.6 have no memfd_pin_folios (v6.11), so their
+    driver holds plain page references where the pages are, which the checker reports as
+    a long-term hold in CMA; 6.12 and 6.17 pin with memfd_pin_folios, migrated out."""
+    has_pin = hasattr(fake_mm, "memfd_pin_folios")
+    assert has_pin is (pinfault_kernel in ("6.12", "6.17"))
+    dev = (UdmabufDevice if has_pin else PreV611Device)(fake_mm)
+    fd, mf = memfds.create(4 * PAGE_SIZE)
+    with fake_mm.steer("cma"):
+        assert mf.pwrite(b"k" * (4 * PAGE_SIZE), 0) == 4 * PAGE_SIZE
+    if has_pin:
+        buf = create(dev, fd, 0, 4 * PAGE_SIZE)
+    else:
+        with pinfault.expect_violation("longterm-placement"):
+            buf = create(dev, fd, 0, 4 * PAGE_SIZE)
+    assert buf >= 0
+    assert all(f.is_cma is not has_pin for f in dev.dmabuf(buf).pinned_folios)
     fake_mm.close_fd(buf)
 
 

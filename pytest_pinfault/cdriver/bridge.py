@@ -905,14 +905,17 @@ class CDriver:
                     k.unpin_user_pages_dirty_lock([pg], 1, bool(dirty))
             return
         if op == 4:        # unpin_user_folio(folio, npages)
+            fn = self._symbol("unpin_user_folio")
             pg = self._page(arr[0])
-            if pg is not None:
-                k.unpin_user_folio(pg.folio, n)
+            if pg is not None and fn is not None:
+                fn(pg.folio, n)
             return
         hs = arr[0:n]
         if op == 2:
+            fn = self._symbol("unpin_folios")
             folios = [None if not h else self._folio((h - PF_VMEMMAP_BASE) // _STRUCT_PAGE) for h in hs]
-            k.unpin_folios(folios, n)
+            if fn is not None:
+                fn(folios, n)
             return
         get = self._pages.get
         pages = []
@@ -926,12 +929,26 @@ class CDriver:
         else:
             k.unpin_user_pages(pages, n)
 
+    def _symbol(self, name: str) -> Any:
+        """The model's function *name*, or None after recording an ``unknown_symbol``
+        kernel warning when the machine's kernel version has no such function
+        (pytest_pinfault/mm/versions.py): the real module would not load there."""
+        fn = getattr(self.fake_mm, name, None)
+        if fn is None:
+            self.fake_mm._warn("unknown_symbol", f"{self.source.name}: Unknown symbol {name} (err -2): kernel "
+                                                 f"{self.fake_mm.config.kernel} has no {name}; the module "
+                                                 f"would not load")
+        return fn
+
     def _cb_memfd_pin(self, file: Any, start: int, end: int, folios: Any, maxf: int, offset: Any) -> int:
+        pin = self._symbol("memfd_pin_folios")
+        if pin is None:
+            return -errno.ENOSYS
         f = self._file(file)
         memfd = f.obj if f is not None else None
         lst: list[Any] = [None] * maxf
         off = Out(0)
-        ret = self._in_c_frames(self.fake_mm.memfd_pin_folios, memfd, start, end, lst, maxf, off)
+        ret = self._in_c_frames(pin, memfd, start, end, lst, maxf, off)
         if ret > 0:
             arr = self.ffi.cast("uintptr_t *", folios)
             arr[0:ret] = [self._remember(fo) for fo in lst[:ret]]

@@ -224,6 +224,13 @@ class CmaMixin(_Base):
         try:
             self.drain_all_pages(zone)
             ret = self._alloc_contig_migrate_range(start, end, gfp)
+            if ret in (0, -errno.EBUSY) and self.config.kernel_at_least("6.12"):
+                # in-use hugetlb folios migrated out went back to the pool inside the
+                # range: replace them (v6.14, in 6.12.y); before, they stay and
+                # test_pages_isolated below finds the range busy
+                rep = self.replace_free_hugepage_folios(start, end)
+                if rep:
+                    ret = rep
             # a migration -EBUSY is not returned as such: the kernel falls through to
             # test_pages_isolated, which decides (busy pages may have been freed since)
             if ret in (0, -errno.EBUSY) and self.test_pages_isolated(start, end, 0):
@@ -266,6 +273,9 @@ class CmaMixin(_Base):
                     break
                 if not lst:
                     pfn = self._isolate_migratepages_range(pfn, end, lst)
+                    if pfn < 0:
+                        ret = pfn
+                        break
                     tries = 0
                     if not lst:
                         continue
@@ -292,14 +302,22 @@ class CmaMixin(_Base):
     def _isolate_migratepages_range(self, start: int, end: int, lst: list[Folio]) -> int:
         """Kernel: mm/compaction.c:isolate_migratepages_range (v6.12): isolate LRU
         folios and in-use hugetlb folios from *start* until COMPACT_CLUSTER_MAX pages are
-        on *lst*; return the pfn to continue from.  Anonymous folios with more references
+        on *lst*; return the pfn to continue from, or -ENOMEM (a gigantic hugetlb folio,
+        or no replacement for a free pool folio).  Free hugetlb pool folios are replaced
+        (isolate_or_dissolve_huge_page, v5.13+).  Anonymous folios with more references
         than mappings ("pinned", the racy pre-check) are skipped."""
         nr = 0
         for folio in list(self.folios_in_range(start, end)):
             if nr >= COMPACT_CLUSTER_MAX:
                 return folio.pfn
             if folio.kind == KIND_HUGETLB:
-                if self.folio_isolate_hugetlb(folio, lst):
+                # isolate_migratepages_block -> isolate_or_dissolve_huge_page: in use,
+                # isolated; free, replaced; gigantic, -ENOMEM (abort right away)
+                held = len(lst)
+                ret = self.isolate_or_dissolve_huge_page(folio, lst)
+                if ret == -errno.ENOMEM:
+                    return ret
+                if len(lst) > held:
                     nr += folio.nr_pages
                 continue
             if not folio.flags & PG_lru:

@@ -15,7 +15,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 __all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
-           "RLIM_INFINITY", "SHMEM_ENABLED", "SHMEM_MTHP_SETTINGS"]
+           "RLIM_INFINITY", "SHMEM_ENABLED", "SHMEM_MTHP_SETTINGS", "KERNELS", "DEFAULT_KERNEL",
+           "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -69,6 +70,46 @@ SHMEM_ENABLED = ("never", "always", "within_size", "advise", "deny", "force")
 #: Values of ``hugepages-<size>kB/shmem_enabled`` (mm/shmem.c:thpsize_shmem_enabled_store).
 SHMEM_MTHP_SETTINGS = ("always", "inherit", "within_size", "advise", "never")
 
+
+#: The kernel versions ``MMConfig(kernel=...)`` accepts, oldest first.  A series name
+#: stands for its stable branch as read in source: "6.1" is 6.1.192 and "6.12" is 6.12.118
+#: (Debian's linux-source packages; the conformance recordings are 6.1.176 and 6.12.117),
+#: "6.6" the 6.6.y branch as its upstream commits and backports date it, "6.17" mainline
+#: v6.17 (the default, today's behaviour).  docs/kernel-map.md, "Kernel versions", lists
+#: every difference with its kernel function and commit.
+KERNELS: tuple[str, ...] = ("6.1", "6.6", "6.12", "6.17")
+DEFAULT_KERNEL = "6.17"
+
+#: The quirks a kernel version implies: behaviours of that branch that the default
+#: (v6.17) models differently and that a quirk already names.
+KERNEL_QUIRKS: Mapping[str, tuple[str, ...]] = {
+    "6.1": (),
+    "6.6": (),
+    "6.12": ("gup_drain_on_unexpected_ref_only",),
+    "6.17": (),
+}
+
+#: For each quirk, the versions other than the default whose history contains it: an
+#: explicit ``kernel=`` outside this set with that quirk is a contradiction
+#: (:class:`ConfigError` naming both).  The default "6.17" accepts every quirk: on it a
+#: quirk emulates a historical kernel, as before versions could be chosen.
+QUIRK_KERNELS: Mapping[str, tuple[str, ...]] = {
+    # v6.0..v6.9; 6.1.y and 6.6.y until bf14ed81f571 was backported (6.1.192 has
+    # NR_PCP_THP 2); never in a 6.12 release
+    "pcp_thp_shared_list": ("6.1", "6.6", "6.17"),
+    # v5.1..v5.12: no 6.x release keeps pins on isolation failure
+    "gup_keep_pins_on_isolation_failure": ("6.17",),
+    # 6.12.y since 6.12.111; 6.1.192's collect step compares with expected + 1
+    "gup_drain_on_unexpected_ref_only": ("6.12", "6.17"),
+}
+
+
+def kernel_key(version: str) -> tuple[int, ...]:
+    """``"6.12"`` -> ``(6, 12)``: versions compare as tuples, never as strings."""
+    return tuple(int(p) for p in version.split("."))
+
+
+_KERNEL_KEYS = {k: kernel_key(k) for k in KERNELS}
 
 #: The most RAM a config may have: 64 TiB, x86-64's physical address space with
 #: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
@@ -237,7 +278,16 @@ class MMConfig:
         makes no random choices).
     quirks
         Historical kernel behaviours to emulate: names from :data:`QUIRKS`, ``"a,b"`` or
-        a list.
+        a list.  They compose with *kernel*: the version's own quirks
+        (:data:`KERNEL_QUIRKS`) are added, and a quirk the chosen version's history cannot
+        have (:data:`QUIRK_KERNELS`) is a :class:`ConfigError` naming both.
+    kernel
+        The kernel version whose behaviour the machine follows: one of :data:`KERNELS`
+        (``"6.1"``, ``"6.6"``, ``"6.12"``, ``"6.17"``; default ``"6.17"``).  Older
+        versions lack the functions added after them (``memfd_pin_folios`` before
+        v6.11 is an ``AttributeError``, as an unknown symbol), imply their quirks and
+        select their behaviour where docs/kernel-map.md ("Kernel versions") says it
+        differs.
 
     Every field takes the text the ``pinfault_mm_config`` ini key uses (integers as
     ``"4"`` too), so one spelling works in the ini key, in
@@ -263,6 +313,7 @@ class MMConfig:
     gup_retry_limit: int = 64
     seed: int = 0
     quirks: tuple[str, ...] = ()
+    kernel: str = DEFAULT_KERNEL
 
     if TYPE_CHECKING:
         # One parameter per field, in field order (tests/test_typing.py checks it).
@@ -274,7 +325,7 @@ class MMConfig:
                      nr_cpus: int | str = ...,
                      boot_reserved: str = ..., firmware: str = ...,
                      offline_retry_budget: int | str = ..., gup_retry_limit: int | str = ...,
-                     seed: int | str = ..., quirks: str | Collection[str] = ...) -> None: ...
+                     seed: int | str = ..., quirks: str | Collection[str] = ..., kernel: str = ...) -> None: ...
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -334,6 +385,20 @@ class MMConfig:
         for q in quirks:
             if not isinstance(q, str) or q not in QUIRKS:
                 raise ConfigError(f"quirks: expected names from {sorted(QUIRKS)}, got {q!r}")
+        kernel = self.kernel
+        if not isinstance(kernel, str) or kernel not in KERNELS:
+            raise ConfigError(f"kernel: expected one of {', '.join(repr(k) for k in KERNELS)}, got {kernel!r}")
+        if self.shmem_mthp and _KERNEL_KEYS[kernel] < (6, 11):
+            # per-size hugepages-<size>kB/shmem_enabled: mm/shmem.c:thpsize_shmem_enabled_store,
+            # v6.11 (in 6.12.118, not in 6.1.192)
+            raise ConfigError(f"shmem_mthp: contradicts kernel={kernel!r}: the per-size shmem_enabled "
+                              f"controls exist from v6.11 on, got {dict(self.shmem_mthp)!r}")
+        for q in quirks:
+            if kernel not in QUIRK_KERNELS[q]:
+                raise ConfigError(
+                    f"quirks: {q!r} contradicts kernel={kernel!r}: that behaviour is not in the "
+                    f"{kernel} branch (it belongs to kernel {' or '.join(repr(k) for k in QUIRK_KERNELS[q] if k != DEFAULT_KERNEL) or 'releases before 6.1'}; "
+                    f"config.QUIRKS[{q!r}])")
         set_(self, "quirks", quirks)
 
     @staticmethod
@@ -409,8 +474,14 @@ class MMConfig:
         return new
 
     def has_quirk(self, name: str) -> bool:
-        """Whether the quirk *name* (one of :data:`QUIRKS`) is switched on."""
-        return name in self.quirks
+        """True when the quirk *name* is in force: given in ``quirks`` or implied by
+        ``kernel`` (:data:`KERNEL_QUIRKS`)."""
+        return name in self.quirks or name in KERNEL_QUIRKS[self.kernel]
+
+    def kernel_at_least(self, version: str) -> bool:
+        """True when the configured ``kernel`` is *version* or newer (``"6.11"`` ->
+        False for ``kernel="6.6"``).  Versions compare numerically."""
+        return _KERNEL_KEYS[self.kernel] >= kernel_key(version)
 
     def spelling(self, field: str) -> str:
         """The value of *field* in the spelling every place accepts: the

@@ -15,7 +15,7 @@ from ..faults.injector import Injector, UnknownSite
 from .argcheck import typed_api
 from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
-from .config import MMConfig
+from .config import DEFAULT_KERNEL, MMConfig
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_CONTIG, KIND_HUGETLB, KIND_ZERO,
                     MAPPING_CHANGE, PG_reserved, Folio, Page)
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
@@ -42,12 +42,14 @@ from .sched import Task
 from .swap import SwapMixin
 from .vmscan import ReclaimMixin
 from .trace import Trace
+from .versions import bind_present, install_versioned
 from .vmstat import VMStat
 
 __all__ = ["FakeMM", "Out", "KERNEL_VERSION"]
 
-#: The kernel behaviour the default configuration models.
-KERNEL_VERSION = "6.17"
+#: The kernel behaviour the default configuration models (``MMConfig.kernel``'s default;
+#: a machine's own version is ``fake_mm.config.kernel``).
+KERNEL_VERSION = DEFAULT_KERNEL
 
 SECTION_SHIFT = 15           # 128 MiB memory sections (SECTION_SIZE_BITS 27)
 _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
@@ -95,6 +97,7 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
+        bind_present(self)          # functions of this kernel version (versions.py)
         self.stats: VMStat = VMStat()
         self.trace: Trace = Trace()
         self.faults: Injector = Injector(mm=self, seed=config.seed)
@@ -691,5 +694,6 @@ _INLINE_CHECKED = ("folio_put", "folio_get", "folio_try_get", "try_grab_folio", 
                    "steer", "run_as", "fault_point", "fill_zone", "fragment_zone", "hstate",
                    "check", "create_task", "alloc_pages", "folio_alloc")
 typed_api(FakeMM, skip=_INLINE_CHECKED)
+install_versioned(FakeMM)   # functions newer than MMConfig.kernel are absent (versions.py)
 typed_api(MMStruct, skip=("find_vma", "lookup", "replace_folio"))
 typed_api(MemFile)

@@ -310,18 +310,27 @@ class GupMixin(_Base):
 
     def unpin_user_pages(self, pages: Sequence[Page | None], npages: int) -> None:
         """Release one pin per entry of ``pages[:npages]``, grouping consecutive pages of
-        a folio; NULL (None) entries are skipped (v6.13); an errno-valued *npages* is a
-        WARN and a no-op.  Kernel: mm/gup.c:unpin_user_pages."""
+        a folio; NULL (None) entries are skipped (v6.13, and 6.12.y), on ``kernel`` "6.1"
+        and "6.6" they are a recorded ``null_pointer_dereference`` warning (the kernel
+        oopses); an errno-valued *npages* is a WARN and a no-op.
+        Kernel: mm/gup.c:unpin_user_pages."""
         self.unpin_user_pages_dirty_lock(pages, npages, False)
 
     def unpin_user_pages_dirty_lock(self, pages: Sequence[Page | None], npages: int,
                                     make_dirty: bool) -> None:
         """As :meth:`unpin_user_pages`, marking each folio dirty first if *make_dirty*.
+        With *make_dirty*, a NULL entry is a ``null_pointer_dereference`` warning before
+        v6.13 (6.12.118 skips NULL only when not dirtying).
         Kernel: mm/gup.c:unpin_user_pages_dirty_lock (v6.13)."""
         if npages < 0:
             self._warn("unpin_user_pages", f"WARN_ON(IS_ERR_VALUE(npages)): npages={npages}")
             return
         npages = self._array_bound("unpin_user_pages", pages, npages, "pages")
+        # NULL entries are skipped since v6.13 ('mm/gup: handle NULL pages in
+        # unpin_user_pages()'); 6.12.118 has it in unpin_user_pages only, 6.1.192 nowhere:
+        # there page_folio(NULL) dereferences NULL
+        cfg = self.config
+        null_ok = cfg.kernel_at_least("6.13") or (cfg.kernel_at_least("6.12") and not make_dirty)
         paused = gc_pause(npages)           # mm/hostgc.py: an observer records each folio
         try:
             i = 0
@@ -329,6 +338,10 @@ class GupMixin(_Base):
             while i < npages:
                 page = pages[i]
                 if page is None:
+                    if not null_ok:
+                        self._warn("null_pointer_dereference",
+                                   f"unpin_user_pages{'_dirty_lock' if make_dirty else ''}: pages[{i}] is NULL: "
+                                   f"kernel {cfg.kernel} has no NULL check there (page_folio(NULL))")
                     i += 1
                     continue
                 if type(page) is not Page:

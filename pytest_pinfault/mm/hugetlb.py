@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as _g
-from .folio import (KIND_HUGETLB, PG_anon_exclusive, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio)
+from .folio import (KIND_HUGETLB, PG_anon_exclusive, PG_hugetlb_migratable, PG_hugetlb_temporary, Folio,
+                    Page)
 from .mmzone import MAX_PAGE_ORDER
 from .sched import PF_MEMALLOC_PIN
 
@@ -203,6 +204,69 @@ class HugetlbMixin(_Base):
                 h.free_huge_pages -= 1
                 h.nr_huge_pages -= 1
                 self._free_folio_to_buddy(folio)
+        return 0
+
+    def _alloc_and_dissolve_hugetlb_folio(self, old: Folio, lst: list[Folio]) -> int:
+        """Kernel: mm/hugetlb.c:alloc_and_dissolve_hugetlb_folio (v6.12; 6.1's
+        alloc_and_dissolve_huge_page alike): a free pool folio is replaced by a fresh
+        one from the buddy allocator (``htlb_alloc_mask | __GFP_THISNODE``; never from
+        an isolated pageblock) and goes back to the buddy allocator itself; a folio
+        someone holds is isolated onto *lst* instead.  0, -ENOMEM (no replacement) or
+        -EBUSY (held and not isolable)."""
+        import errno
+        h = old.hstate
+        if old.freed or old.kind != KIND_HUGETLB or h is None:
+            return 0                            # dissolved from under us
+        if old._refcount:
+            return 0 if self.folio_isolate_hugetlb(old, lst) else -errno.EBUSY
+        new = self._alloc_fresh_hugetlb_folio(h, self.current_gfp_context(_HTLB_ALLOC_MASK) | _g._NOWARN)
+        if new is None:
+            return -errno.ENOMEM
+        new._refcount = 0
+        h.free_list.remove(old)
+        h.free_list.append(new)                 # remove_hugetlb_folio + enqueue: counts unchanged
+        self._trace("hugetlb_replace", folio=old,
+                    message=f"free hugetlb folio at pfn {old.pfn:#x} replaced by pfn {new.pfn:#x}")
+        self._free_folio_to_buddy(old)
+        return 0
+
+    def isolate_or_dissolve_huge_page(self, page: Page | Folio, lst: list[Folio]) -> int:
+        """What contiguous allocation does with a hugetlb folio in its range: 0 when it
+        is not hugetlb, was isolated onto *lst* (in use) or was replaced (free pool
+        folio, see :meth:`_alloc_and_dissolve_hugetlb_folio`); -EBUSY when in use and
+        not isolable; -ENOMEM for a gigantic (1 GiB) folio, which makes
+        ``alloc_contig_range`` give up at once, or when no replacement can be
+        allocated.  A freed folio or one of another machine is a recorded warning and 0.
+        Kernel: mm/hugetlb.c:isolate_or_dissolve_huge_page (v5.13+: the same
+        in 6.1.192, 6.12.118 and v6.17 -- v6.16 renamed it isolate_or_dissolve_huge_folio)."""
+        import errno
+        folio = self._usable_folio(page, "isolate_or_dissolve_huge_page", "page")
+        if folio is None or folio.kind != KIND_HUGETLB:
+            return 0
+        if folio.order > MAX_PAGE_ORDER:
+            return -errno.ENOMEM
+        return self._alloc_and_dissolve_hugetlb_folio(folio, lst)
+
+    def replace_free_hugepage_folios(self, start_pfn: int, end_pfn: int) -> int:
+        """Replace every free pool folio in ``[start_pfn, end_pfn)`` by a fresh one
+        outside it, freeing the old one to the buddy allocator: what
+        ``alloc_contig_range`` does after migration, when the migrated in-use hugetlb
+        folios have gone back to the pool inside the range.  0, or the first error
+        (-ENOMEM: no replacement; a gigantic folio is -ENOMEM too).
+        Kernel: mm/hugetlb.c:replace_free_hugepage_folios ('mm: replace free hugepage
+        folios after migration', v6.14; in 6.12.y, read in 6.12.118; absent from
+        6.1.192).  Absent (AttributeError) for ``MMConfig.kernel`` "6.1" and "6.6"."""
+        import errno
+        for h in self._hstates.values():
+            for folio in [f for f in h.free_list if start_pfn <= f.pfn < end_pfn]:
+                if folio.order > MAX_PAGE_ORDER:
+                    ret = -errno.ENOMEM     # alloc_and_dissolve cannot allocate a gigantic one
+                else:
+                    lst: list[Folio] = []
+                    ret = self._alloc_and_dissolve_hugetlb_folio(folio, lst)
+                    self.putback_movable_pages(lst)
+                if ret:
+                    return ret
         return 0
 
     def folio_test_hugetlb(self, folio: Folio) -> bool:

@@ -23,6 +23,7 @@ from .covctx import CallContext, PhaseContext, pytest_runtest_setup, pytest_runt
 from .faker_support import pinfault_faker  # noqa: F401  (opt-in Faker fixture; faker is imported lazily)
 from .fixtures import fake_mm, mm_config, pinfault
 from .machine import CurrentItem, MachineFactory, PinContractFailed, pinfault_machine
+from .kernels import pinfault_kernel
 from .markers import MarkerError, register_markers, validate_item
 from .matrix import expand_matrices, pytest_generate_tests, pytest_runtest_call
 from .options import pytest_addoption, resolve_settings
@@ -30,7 +31,7 @@ from .report import pytest_configure_node, pytest_report_header, pytest_report_t
     pytest_sessionfinish, pytest_terminal_summary, install_summary
 from .state import STATE_KEY, PinfaultState, get_state
 
-__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_faker", "pinfault_machine", "MachineFactory",
+__all__ = ["Pinfault", "Armed", "mm_config", "fake_mm", "pinfault", "pinfault_kernel", "pinfault_faker", "pinfault_machine", "MachineFactory",
            "PinContractFailed", "load_c_driver",
            "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_collection_modifyitems",
            "pytest_generate_tests", "pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown", "pytest_report_header",

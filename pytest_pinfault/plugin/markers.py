@@ -35,11 +35,14 @@ MARKERS = (
     "(negative errnos or a predicate) judges the values passed to pinfault.result().",
     "pin_contract(expect=RULE | disable=[RULE, ...], reason=...): expect a contract-checker "
     "violation, or disable rules for this test.",
+    "pinfault_kernels(*versions): run the test once per kernel version ('6.1', '6.6', '6.12', "
+    "'6.17'; none: all), ids kernel-6.1 ...; each fake_mm is MMConfig(kernel=version); wins over "
+    "--pinfault-kernel and the pinfault_kernel ini key.",
 )
 
 _MM_FIELDS = tuple(f.name for f in dataclasses.fields(MMConfig))
 _PIN_CONTRACT_KWARGS = ("expect", "disable", "reason")
-_OURS = frozenset(("mm_config", "pinfault", "pinfault_matrix", "pin_contract"))
+_OURS = frozenset(("mm_config", "pinfault", "pinfault_matrix", "pin_contract", "pinfault_kernels"))
 
 
 class MarkerError(Exception):
@@ -255,6 +258,7 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
             # the frozen config is what the test gets: the marker's own dicts may be
             # changed by the time it runs
             item.stash[MARKED_CONFIG_KEY] = mm_config
+    _check_kernels(item, state, fields)
     pinfault_specs(item, state)
     mark = item.get_closest_marker("pinfault_matrix")
     if mark is not None:
@@ -264,6 +268,34 @@ def validate_item(item: pytest.Item, state: PinfaultState) -> None:
                               "pinfault fixture (the faults are armed on its fake_mm), got neither")
     for mark in item.iter_markers("pin_contract"):
         check_pin_contract(mark)
+
+
+def _check_kernels(item: pytest.Item, state: PinfaultState, fields: dict[str, Any]) -> None:
+    """``pinfault_kernels``: known versions, not together with ``mm_config(kernel=...)``,
+    and a machine each version can build (a quirk of the test's config that a version
+    contradicts is named here, before anything runs)."""
+    from .kernels import KernelsError, kernel_param, marked_kernels
+    try:
+        versions = marked_kernels(item)
+    except KernelsError as e:
+        raise MarkerError(str(e)) from None
+    if versions is not None and "kernel" in fields:
+        raise MarkerError(f"@pytest.mark.pinfault_kernels: expected no mm_config(kernel=...) on the same "
+                          f"test (it runs one version), got kernel={fields['kernel']!r} and versions "
+                          f"{', '.join(versions)}")
+    version = kernel_param(item)
+    if version is None or "fake_mm" not in getattr(item, "fixturenames", ()):
+        return
+    if not _uses_default_mm_config(item):
+        return          # an overridden mm_config fixture: checked when the machine is built
+    config = apply_mm_config(state.settings.base_config, fields)
+    try:
+        config = config.replace(kernel=version)
+    except (ConfigError, TypeError) as e:
+        where = ("@pytest.mark.pinfault_kernels" if versions is not None
+                 else "--pinfault-kernel / pinfault_kernel (ini)")
+        raise MarkerError(f"{where}: kernel {version!r}: {e}") from None
+    _check_buildable(item.config, config)
 
 
 def errno_text(value: Any) -> str:

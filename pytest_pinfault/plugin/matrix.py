@@ -43,6 +43,7 @@ from .controller import Pinfault
 from .contract import splat
 from .fixtures import (CALL_PASSED_KEY, CASE_KEY, CONTROLLER_KEY, FAULT_FREE, KERNEL_PROP, PLAN_KEY,
                        REACH_KEY, is_fault_free, kernel_outcomes_json)
+from .kernels import parametrize_kernels
 from .markers import MARKED_CONFIG_KEY, MarkerError, errno_text, matrix_args
 from .state import get_state
 
@@ -54,6 +55,13 @@ _CASE_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*-\d+-(?:transient|persistent))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The matrix's fault-free run (and replayed cases), then the kernel versions
+    (:mod:`.kernels`), so ids read ``fault-free-kernel-6.1``."""
+    _generate_matrix(metafunc)
+    parametrize_kernels(metafunc, get_state(metafunc.config).settings.kernels)
+
+
+def _generate_matrix(metafunc: pytest.Metafunc) -> None:
     mark = metafunc.definition.get_closest_marker("pinfault_matrix")
     if mark is None or "fake_mm" not in metafunc.fixturenames:
         return   # no fake_mm: reported by the collection-time check

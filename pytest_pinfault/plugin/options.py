@@ -48,6 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pinfault-max-nth", dest="pinfault_max_nth", metavar="N", default=None,
                     help=f"highest occurrence pinfault_matrix enumerates (default: ini "
                          f"pinfault_max_nth, else {MAX_NTH_DEFAULT})")
+    group.addoption("--pinfault-kernel", dest="pinfault_kernel", metavar="VERSION[,VERSION]", default=None,
+                    help="run every fake_mm test once per kernel version (ids kernel-6.1 ...): "
+                         "versions from 6.1, 6.6, 6.12, 6.17, comma-separated, or 'all' (default: ini "
+                         "pinfault_kernel; a test's pinfault_kernels or mm_config(kernel=) marker wins)")
     group.addoption("--pinfault-errpaths", dest="pinfault_errpaths", metavar="PKG[,PKG]", default=None,
                     help="under coverage.py (coverage run -m pytest, or --cov), print the error-path "
                          "coverage of these packages at the end: lines reached only under injected "
@@ -59,6 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="")
     parser.addini("pinfault_mm_config", "default MMConfig fields, e.g. 'ram=2GiB cma=128MiB "
                   "movablecore=256MiB quirks=pcp_thp_shared_list'", default="")
+    parser.addini("pinfault_kernel", "kernel versions every fake_mm test runs with, e.g. '6.1,6.12' "
+                  "(see --pinfault-kernel)", default="")
     parser.addini("pinfault_sites", "user fault sites, one per line: 'name: ENOMEM EINVAL'",
                   type="linelist", default=[])
     parser.addini("pinfault_budget", "fault-site hits allowed per test before a livelock failure "
@@ -82,6 +88,7 @@ class Settings:
     budget: int | None
     base_config: MMConfig
     sites: tuple[tuple[str, tuple[int, ...]], ...]
+    kernels: tuple[str, ...] | None = None
 
 
 def _ascii_int(text: str) -> int | None:
@@ -250,6 +257,15 @@ def resolve_settings(config: pytest.Config) -> Settings:
     if errpaths is not None and not [p for p in str(errpaths).split(",") if p.strip()]:
         raise pytest.UsageError(f"--pinfault-errpaths: expected packages PKG[,PKG], got {errpaths!r}")
     budget_ini = str(config.getini("pinfault_budget")).strip()
+    base = _base_config(config)
+    kernels = _resolve_kernels(config)
+    for version in kernels or ():
+        try:
+            base.replace(kernel=version)
+        except ConfigError as e:
+            where = ("--pinfault-kernel" if config.getoption("pinfault_kernel", None) is not None
+                     else "pinfault_kernel (ini)")
+            raise pytest.UsageError(f"{where}: kernel {version!r} with pinfault_mm_config (ini): {e}") from None
     return Settings(
         seed=_resolve_seed(config),
         faults=faults,
@@ -259,9 +275,24 @@ def resolve_settings(config: pytest.Config) -> Settings:
         trace=_resolve_trace(config),
         max_nth=_resolve_max_nth(config),
         budget=_int(budget_ini, "pinfault_budget (ini)", 1) if budget_ini else None,
-        base_config=_base_config(config),
+        base_config=base,
         sites=parse_sites_lines(list(config.getini("pinfault_sites"))),
+        kernels=kernels,
     )
+
+
+def _resolve_kernels(config: pytest.Config) -> tuple[str, ...] | None:
+    """``--pinfault-kernel`` > ini ``pinfault_kernel``: the versions every fake_mm test
+    runs with, or None (one run, with the machine's own version)."""
+    from .kernels import parse_kernels
+    opt = config.getoption("pinfault_kernel", None)
+    if opt is not None:
+        kernels = parse_kernels(str(opt), "--pinfault-kernel")
+        if kernels is None:
+            raise pytest.UsageError("--pinfault-kernel: expected kernel versions from '6.1', '6.6', "
+                                    "'6.12', '6.17' (comma-separated) or 'all', got ''")
+        return kernels
+    return parse_kernels(str(config.getini("pinfault_kernel")), "pinfault_kernel (ini)")
 
 
 def _base_config(config: pytest.Config) -> MMConfig:

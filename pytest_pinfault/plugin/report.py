@@ -321,7 +321,9 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"pinfault: seed={get_state(config).settings.seed} kernel={KERNEL_VERSION} (pytest-pinfault {__version__})"
+    settings = get_state(config).settings
+    kernel = ",".join(settings.kernels) if settings.kernels else settings.base_config.kernel
+    return f"pinfault: seed={settings.seed} kernel={kernel} (pytest-pinfault {__version__})"
 
 
 @pytest.hookimpl(optionalhook=True)

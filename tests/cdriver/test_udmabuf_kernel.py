@@ -336,3 +336,21 @@ def test_create_list_matrix(fake_mm, pinfault, load_c_driver, linux):
             assert d.end_cpu_access() == 0
         assert udmabuf.drv.close(buf) == 0
     assert fake_mm.stats.nr_foll_pin_acquired == fake_mm.stats.nr_foll_pin_released
+
+
+@pytest.mark.mm_config(kernel="6.1")
+def test_6_12_driver_on_a_6_1_machine_finds_no_memfd_pin_folios(fake_mm, pinfault, udmabuf):
+    """memfd_pin_folios exists from v6.11: the 6.12 driver on a kernel="6.1" machine
+    calls a function that kernel does not have (the real module would not load with
+    "Unknown symbol"): the bridge records an unknown_symbol warning and returns -ENOSYS,
+    which the driver's error path passes on.  The 6.1 driver never calls it."""
+    size = NUM_PAGES * PAGE_SIZE
+    fd, mf = udmabuf.memfd(size)
+    write_pages(fake_mm, udmabuf.map(mf, size), size, b"a")
+    if udmabuf.version == "6.1":
+        buf = udmabuf.create(fd, 0, size)
+        assert buf >= 0 and udmabuf.drv.close(buf) == 0
+        return
+    with pinfault.expect_violation("kernel-warnings") as caught:
+        assert udmabuf.create(fd, 0, size) == -errno.ENOSYS
+    assert "Unknown symbol memfd_pin_folios" in caught[0].message and "kernel 6.1 has no" in caught[0].message

@@ -49,10 +49,22 @@ class PlacementError(RuntimeError):
     the model is deterministic, unlike the real guest where the probe records skip:)."""
 
 
-def new_machine() -> FakeMM:
-    """A fresh fake guest (construction costs well under a millisecond), with the
-    udmabuf driver's fault sites declared (never armed: they only have to exist)."""
-    k = FakeMM(MACHINE)
+def machine_for(series: str) -> MMConfig:
+    """The probe guest at the recording's kernel version: ``MMConfig(kernel=series)``
+    (a recording of 6.1.176 replays on kernel="6.1", 6.12.117 on "6.12").  A series
+    the model has no version for is a LookupError naming it."""
+    from pytest_pinfault.mm.config import KERNELS
+    if series not in KERNELS:
+        raise LookupError(f"recording of kernel series {series!r}: expected one of {KERNELS} "
+                          f"(MMConfig.kernel)")
+    return MACHINE.replace(kernel=series)
+
+
+def new_machine(series: str) -> FakeMM:
+    """A fresh fake guest of kernel *series* (construction costs well under a
+    millisecond), with the udmabuf driver's fault sites declared (never armed: they
+    only have to exist)."""
+    k = FakeMM(machine_for(series))
     for name, (errnos, meaning) in SITES.items():
         k.faults.declare_site(name, errnos, meaning=meaning)
     return k
@@ -320,7 +332,7 @@ MECHANISMS: dict[str, tuple[Callable[[FakeMM, Buffer], tuple[int, Callable[[], N
 def replay_pin(series: str, mech: str, mem: str, where: str) -> dict[str, str]:
     """``pin/<mech>/<mem>/<where>``."""
     take, held = MECHANISMS[mech]
-    k = new_machine()
+    k = new_machine(series)
     buf = Buffer(k, mem, where)
     n, release = take(k, buf)
     out = {"pin": outcome(n) if n <= 0 or n == buf.nr else "short"}
@@ -339,7 +351,7 @@ def replay_pin(series: str, mech: str, mem: str, where: str) -> dict[str, str]:
 
 def replay_udmabuf(series: str, where: str) -> dict[str, str]:
     """``udmabuf/<where>``: UDMABUF_CREATE over a sealed shmem memfd placed in *where*."""
-    k = new_machine()
+    k = new_machine(series)
     buf = Buffer(k, "shmem", where, seals=F_SEAL_SHRINK)
     dev = udmabuf_device(series)(k)
     memfd = buf.memfile.fd
@@ -381,7 +393,7 @@ def replay_udmabuf_errno(series: str, case: str) -> dict[str, str]:
     if case not in ERRNO_CASES:
         raise LookupError(f"udmabuf-errno case {case!r} has no replay: add it to ERRNO_CASES")
     what, offset, size = ERRNO_CASES[case]
-    k = new_machine()
+    k = new_machine(series)
     if what is None:
         fd = BAD_FD
         assert k.fd_file(fd) is None

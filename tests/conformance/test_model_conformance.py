@@ -37,7 +37,7 @@ def test_model_matches_kernel(series, scenario, recording):
     if real and all(is_skip(v) for v in real.values()):
         pytest.skip(reason)
     if scenario == LAYOUT:
-        fake = fake_layout(new_machine(), recording["layout"])
+        fake = fake_layout(new_machine(series), recording["layout"])
     else:
         fake = replay(series, scenario)
     try:
@@ -189,6 +189,11 @@ def test_the_6_12_udmabuf_model_does_not_pass_for_6_1(monkeypatch):
     from . import replay as r
     real = _recorded("6.1", "udmabuf/movable")
     monkeypatch.setitem(r.UDMABUF_DEVICES, "6.1", r.UdmabufDevice)
+    # on the 6.1 machine the v6.11+ driver cannot even run: no memfd_pin_folios there
+    with pytest.raises(AttributeError, match="no memfd_pin_folios with kernel='6.1'"):
+        r.replay("6.1", "udmabuf/movable")
+    # on a machine that has it, it migrates, which 6.1 does not
+    monkeypatch.setattr(r, "machine_for", lambda series: r.MACHINE.replace(kernel="6.12"))
     with pytest.raises(AssertionError) as exc:
         compare("6.1", "udmabuf/movable", real, r.replay("6.1", "udmabuf/movable"), {})
     assert f"6.1 udmabuf/movable moved: real {real['moved']}, fake all" in str(exc.value)
@@ -201,8 +206,8 @@ def test_a_model_whose_migration_fails_is_caught(monkeypatch):
     real = _recorded("6.12", "pin/iouring/anon/cma")
     plain = r.new_machine
 
-    def broken():
-        k = plain()
+    def broken(series):
+        k = plain(series)
         k.faults.arm_spec("alloc_migration_target=return(ENOMEM)")
         return k
     monkeypatch.setattr(r, "new_machine", broken)
@@ -219,5 +224,22 @@ def test_the_ideal_firmware_map_is_caught_by_the_layout(monkeypatch):
     monkeypatch.setattr(r, "MACHINE", dataclasses.replace(r.MACHINE, firmware="ideal"))
     real = real_layout(RECORDINGS[series]["layout"])
     with pytest.raises(AssertionError) as exc:
-        compare(series, LAYOUT, real, fake_layout(r.new_machine(), RECORDINGS[series]["layout"]), {})
+        compare(series, LAYOUT, real, fake_layout(r.new_machine(series), RECORDINGS[series]["layout"]), {})
     assert f"{series} layout zone.DMA.start_pfn: real 1, fake 0" in str(exc.value)
+
+
+@pytest.mark.parametrize("series", list(RECORDINGS))
+def test_each_recording_replays_at_its_own_version(series):
+    """The replay machine of a recording follows that kernel version (6.1 -> kernel="6.1":
+    no memfd_pin_folios there; 6.12 -> "6.12": the 6.12.y drain rule)."""
+    from . import replay as r
+    k = r.new_machine(series)
+    assert k.config.kernel == series
+    assert hasattr(k, "memfd_pin_folios") is k.config.kernel_at_least("6.11")
+    assert k.config.has_quirk("gup_drain_on_unexpected_ref_only") is (series == "6.12")
+
+
+def test_a_recording_of_an_unmodelled_series_is_refused():
+    from . import replay as r
+    with pytest.raises(LookupError, match=r"recording of kernel series '5.15': expected one of"):
+        r.machine_for("5.15")

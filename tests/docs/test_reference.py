@@ -70,9 +70,9 @@ def test_plugin_surface_is_read_from_the_code():
     from pytest_pinfault.mm.config import QUIRKS
     from pytest_pinfault.plugin import hookspecs
     assert {name for name, _ in pinfault_ref.fixtures()} >= {
-        "mm_config", "fake_mm", "pinfault", "pinfault_faker", "load_c_driver"}
+        "mm_config", "fake_mm", "pinfault", "pinfault_kernel", "pinfault_faker", "load_c_driver"}
     assert [m.name for m in pinfault_ref.markers()] == ["mm_config", "pinfault", "pinfault_matrix",
-                                                        "pin_contract"]
+                                                        "pin_contract", "pinfault_kernels"]
     opts = [n for o in pinfault_ref.options() for n in o.names]
     assert "--pinfault-seed" in opts and all(n.startswith("--pinfault-") for n in opts)
     assert "pinfault_mm_config" in [k.name for k in pinfault_ref.ini_keys()]

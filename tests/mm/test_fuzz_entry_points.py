@@ -252,6 +252,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "FakeMM.current_gfp_context": ("int",),
     "FakeMM.dequeue_hugetlb_folio": ("hstate", "int"),
     "FakeMM.dissolve_free_hugetlb_folios": ("pfn", "pfn"),
+    "FakeMM.replace_free_hugepage_folios": ("pfn", "pfn"),
+    "FakeMM.isolate_or_dissolve_huge_page": ("folio", "pages"),
     "FakeMM.drain_all_pages": ("zone",),
     "FakeMM.filemap_get_folio": ("mapping", "int"),
     "FakeMM.filemap_get_folios_contig": ("mapping", "cursor", "int", "pages"),

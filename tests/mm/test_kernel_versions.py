@@ -1,0 +1,292 @@
+"""MMConfig(kernel=...): the version field, the quirks a version implies, quirks that
+contradict a version, functions absent from older versions, and the hugetlb handling of
+contiguous allocation (docs/kernel-map.md, "Kernel versions").
+
+Kernel sources: 6.1.192 and 6.12.118 (Debian's linux-source packages), v6.17 mainline."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import pickle
+
+import pytest
+
+from pytest_pinfault import FakeMM, MMConfig
+from pytest_pinfault.mm import (FOLL_LONGTERM, MAP_SHARED, MFD_HUGETLB, MIGRATE_CMA, PROT_READ,
+                                PROT_WRITE, ConfigError)
+from pytest_pinfault.mm.config import DEFAULT_KERNEL, KERNEL_QUIRKS, KERNELS, QUIRK_KERNELS, QUIRKS
+from pytest_pinfault.mm.folio import KIND_HUGETLB
+from pytest_pinfault.mm.versions import SINCE
+
+from .test_gup import anon, assert_nothing_held, machine
+
+MiB = 1 << 20
+
+
+class TestKernelField:
+    def test_default_is_today(self):
+        """The default machine is v6.17 and has every function."""
+        cfg = MMConfig()
+        assert cfg.kernel == DEFAULT_KERNEL == "6.17"
+        k = FakeMM(cfg)
+        assert all(hasattr(k, name) for name in SINCE)
+
+    @pytest.mark.parametrize("bad", ["5.4", "6.2", "6.12.118", "v6.12", 6.12, None, ""])
+    def test_unknown_version(self, bad):
+        """Anything but one of KERNELS is refused, naming the field and the accepted values."""
+        with pytest.raises(ConfigError, match=r"^kernel: expected one of '6.1', '6.6', '6.12', '6.17', got "):
+            MMConfig(kernel=bad)
+
+    def test_versions_compare_numerically(self):
+        """kernel_at_least compares as numbers: 6.12 is newer than 6.6."""
+        assert MMConfig(kernel="6.12").kernel_at_least("6.6")
+        assert not MMConfig(kernel="6.6").kernel_at_least("6.12")
+        assert MMConfig(kernel="6.1").kernel_at_least("6.1")
+
+    def test_replace_copy_pickle_keep_the_version(self):
+        """replace(), with_seed(), copy and pickle keep the version and what it implies."""
+        cfg = MMConfig(kernel="6.12")
+        for other in (cfg.replace(ram="2GiB"), cfg.with_seed(7), copy.copy(cfg), pickle.loads(pickle.dumps(cfg))):
+            assert other.kernel == "6.12" and other.has_quirk("gup_drain_on_unexpected_ref_only")
+        assert cfg.replace(kernel="6.17").has_quirk("gup_drain_on_unexpected_ref_only") is False
+
+    def test_tables_cover_every_version_and_quirk(self):
+        """Every version has its implied quirks, every quirk its versions."""
+        assert set(KERNEL_QUIRKS) == set(KERNELS)
+        assert set(QUIRK_KERNELS) == set(QUIRKS)
+        for kv, implied in KERNEL_QUIRKS.items():
+            assert all(kv in QUIRK_KERNELS[q] for q in implied)
+
+
+class TestQuirksComposeWithVersion:
+    def test_version_implies_its_quirks(self):
+        """6.12 implies the 6.12.y drain rule; the other versions imply none."""
+        assert MMConfig(kernel="6.12").has_quirk("gup_drain_on_unexpected_ref_only")
+        for kv in ("6.1", "6.6", "6.17"):
+            assert not MMConfig(kernel=kv).has_quirk("gup_drain_on_unexpected_ref_only")
+        # implied quirks are not written into the explicit field
+        assert MMConfig(kernel="6.12").quirks == ()
+
+    def test_explicit_quirk_on_top_of_version(self):
+        """An explicit quirk of the version's history composes with it."""
+        cfg = MMConfig(kernel="6.1", quirks=("pcp_thp_shared_list",))
+        assert cfg.has_quirk("pcp_thp_shared_list") and FakeMM(cfg)._pcp_thp_shared
+        cfg = MMConfig(kernel="6.12", quirks=("gup_drain_on_unexpected_ref_only",))
+        assert cfg.quirks == ("gup_drain_on_unexpected_ref_only",)
+
+    def test_default_accepts_every_quirk(self):
+        """On the default version a quirk emulates history, as before versions existed."""
+        assert MMConfig(quirks=tuple(QUIRKS)).has_quirk("gup_keep_pins_on_isolation_failure")
+
+    @pytest.mark.parametrize("kernel,quirk", [
+        ("6.12", "pcp_thp_shared_list"),                  # v6.0..v6.9 only
+        ("6.1", "gup_keep_pins_on_isolation_failure"),    # pre-v5.13
+        ("6.6", "gup_keep_pins_on_isolation_failure"),
+        ("6.1", "gup_drain_on_unexpected_ref_only"),      # 6.1.192 compares with + 1
+    ])
+    def test_contradiction_names_both(self, kernel, quirk):
+        """A quirk the version's history cannot have is a ConfigError naming both."""
+        with pytest.raises(ConfigError) as e:
+            MMConfig(kernel=kernel, quirks=(quirk,))
+        msg = str(e.value)
+        assert msg.startswith(f"quirks: {quirk!r} contradicts kernel={kernel!r}")
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.6"])
+def test_shmem_mthp_contradicts_versions_before_6_11(kernel):
+    """hugepages-<size>kB/shmem_enabled (mm/shmem.c:thpsize_shmem_enabled_store) exists
+    from v6.11: 6.12.118 has it, 6.1.192 not."""
+    with pytest.raises(ConfigError, match=rf"^shmem_mthp: contradicts kernel='{kernel}'"):
+        MMConfig(kernel=kernel, shmem_mthp={"64KiB": "always"})
+    assert MMConfig(kernel=kernel).shmem_mthp == {}
+    assert MMConfig(kernel="6.12", shmem_mthp={"64KiB": "always"}).shmem_mthp
+
+
+class TestDrainByVersion:
+    """mm/gup.c:collect_longterm_unpinnable_folios: 6.1.192 and v6.17 compare a small
+    folio's count with folio_expected_ref_count() + 1 (a pinned folio never matches:
+    both drains run); 6.12.118 adds pin_refs (GUP_PIN_COUNTING_BIAS) and drains only on
+    an unexpected reference."""
+
+    @pytest.mark.parametrize("kernel,drains", [("6.1", 1), ("6.6", 1), ("6.12", 0), ("6.17", 1)])
+    def test_drain_without_unexpected_reference(self, kernel, drains):
+        k = machine(thp="never", kernel=kernel)
+        addr = anon(k, 4, where="cma")
+        k.lru_add_drain_all()
+        before = k.stats.lru_add_drain_all
+        pages: list = []
+        assert k.pin_user_pages(addr, 4, FOLL_LONGTERM, pages) == 4
+        assert k.stats.lru_add_drain_all - before == drains
+        assert not any(p.folio.is_cma for p in pages)
+        k.unpin_user_pages(pages, 4)
+        assert_nothing_held(k)
+
+
+class TestAbsentFunctions:
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_presence_follows_since(self, kernel):
+        """A function exists from the version that added it on; before, looking it up is
+        an AttributeError naming the function, the configured and the adding version."""
+        k = FakeMM(MMConfig(kernel=kernel))
+        key = tuple(map(int, kernel.split(".")))
+        for name, (since, where, _) in SINCE.items():
+            present = key >= tuple(map(int, since.split(".")))
+            assert hasattr(k, name) is present, (kernel, name)
+            if not present:
+                with pytest.raises(AttributeError, match=rf"no {name} with kernel='{kernel}': {where}:{name} "
+                                                         rf"was added in .*\(kernel >= {since}\)"):
+                    getattr(k, name)
+
+    def test_memfd_pin_folios_by_version(self):
+        """memfd_pin_folios (v6.11) is absent on 6.1 and 6.6, present on 6.12 (6.12.118
+        exports it) and 6.17."""
+        assert [hasattr(FakeMM(MMConfig(kernel=kv)), "memfd_pin_folios") for kv in KERNELS] == [
+            False, False, True, True]
+
+    def test_class_attribute_and_instance_override(self):
+        """The class still has the function (documentation, introspection), and an
+        instance attribute of the same name wins (monkeypatching works)."""
+        assert FakeMM.memfd_pin_folios.__name__ == "memfd_pin_folios"
+        k = FakeMM(MMConfig(kernel="6.1"))
+        k.memfd_pin_folios = lambda *a: -errno.ENOSYS
+        assert k.memfd_pin_folios() == -errno.ENOSYS
+
+
+# ----------------------------------------------------------------------- item 6
+POOL = dict(ram="1GiB", cma="512MiB", hugetlb={"2MiB": 8})    # the whole pool lands in CMA
+
+
+def _in_use_hugetlb(k):
+    """Fault one hugetlb page of a memfd (a pool folio in CMA) and write to it."""
+    f = k.memfd_create("guest", MFD_HUGETLB)
+    assert f.ftruncate(2 * MiB) == 0
+    mm = k.current.mm
+    addr = mm.mmap(2 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, file=f)
+    assert mm.write(addr, b"guest") == 5
+    (folio,) = [x for x in k.iter_folios() if x.kind == KIND_HUGETLB and x.refcount]
+    assert folio.is_cma
+    return f, addr, folio
+
+
+class TestHugetlbInContiguousRange:
+    """alloc_contig_range over hugetlb pool folios.
+
+    isolate_migratepages_block -> isolate_or_dissolve_huge_page (mm/compaction.c,
+    mm/hugetlb.c; v5.13+, read in 6.1.192 and 6.12.118): a *free* pool folio found
+    while isolating is replaced by a fresh one and freed; an in-use one is isolated and
+    migrated; a gigantic one makes the call -ENOMEM.  After migration, the migrated
+    folio's source goes back to the pool -- inside the range.  From v6.14 (and in 6.12.y,
+    6.12.118) alloc_contig_range calls replace_free_hugepage_folios() before
+    test_pages_isolated(); 6.1.192 does not, so the range stays busy (-EBUSY)."""
+
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_free_pool_folio_is_replaced(self, kernel):
+        """Every version: a free pool folio in the range no longer makes it busy (the
+        model used to answer -EBUSY); the pool keeps its size."""
+        k = FakeMM(MMConfig(kernel=kernel, **POOL))
+        h = k.hstate("2MiB")
+        victim = h.free_list[0]
+        pfn = victim.pfn
+        assert k.alloc_contig_range(pfn, pfn + 512, MIGRATE_CMA) == 0
+        assert victim.freed and victim not in h.free_list
+        assert (h.nr_huge_pages, h.free_huge_pages) == (8, 8)
+        assert all(not pfn <= f.pfn < pfn + 512 for f in h.free_list)
+        assert k.trace.filter("hugetlb_replace")
+        k.free_contig_range(pfn, 512)
+
+    @pytest.mark.parametrize("kernel,expect", [("6.1", -errno.EBUSY), ("6.6", -errno.EBUSY),
+                                               ("6.12", 0), ("6.17", 0)])
+    def test_migrated_in_use_folio_leaves_pool_folio_behind(self, kernel, expect):
+        """An in-use hugetlb folio migrates to another pool folio; its source goes back
+        to the pool inside the range: busy before replace_free_hugepage_folios (6.1),
+        replaced and allocated from 6.12.y/v6.14 on.  The data moves either way."""
+        k = FakeMM(MMConfig(kernel=kernel, **POOL))
+        h = k.hstate("2MiB")
+        _, addr, used = _in_use_hugetlb(k)
+        pfn = used.pfn
+        assert k.alloc_contig_range(pfn, pfn + 512, MIGRATE_CMA) == expect
+        assert k.current.mm.read(addr, 5) == b"guest"
+        assert k.current.mm.lookup(addr)[0] is not used
+        assert (h.nr_huge_pages, h.free_huge_pages) == (8, 7)
+        in_range = [f for f in h.free_list if pfn <= f.pfn < pfn + 512]
+        assert len(in_range) == (1 if expect else 0)
+        if expect == 0:
+            k.free_contig_range(pfn, 512)
+        assert k.warnings == []
+
+    def test_cma_alloc_of_whole_area_with_pool(self):
+        """cma_alloc over an area holding a hugetlb pool succeeds once the pool can be
+        replaced elsewhere (6.17): the replacements come from ZONE_NORMAL."""
+        k2 = FakeMM(MMConfig(ram="1GiB", cma="512MiB", hugetlb={"2MiB": 4}))
+        h, area = k2.hstate("2MiB"), k2.cma_areas[0]
+        assert all(f.is_cma for f in h.free_list)
+        page = k2.cma_alloc(area, area.count, 0)
+        assert page is not None
+        assert not any(f.is_cma for f in h.free_list) and h.free_huge_pages == 4
+        assert {f.zone for f in h.free_list} <= {"Normal", "DMA32", "DMA"}
+        k2.cma_release(area, page, area.count)
+
+    def test_no_replacement_memory_is_enomem(self):
+        """No memory for the replacement: -ENOMEM, the pool folio stays in the pool."""
+        k = FakeMM(MMConfig(**POOL))
+        h = k.hstate("2MiB")
+        victim = h.free_list[0]
+        balloons = [k.fill_zone(z.name) for z in k.zones.values() if z.present_pages]
+        assert k.alloc_contig_range(victim.pfn, victim.pfn + 512, MIGRATE_CMA) == -errno.ENOMEM
+        assert victim in h.free_list and not victim.freed
+        assert (h.nr_huge_pages, h.free_huge_pages) == (8, 8)
+        for b in balloons:
+            b.release()
+        assert k.alloc_contig_range(victim.pfn, victim.pfn + 512, MIGRATE_CMA) == 0
+
+    def test_gigantic_folio_is_enomem(self):
+        """A 1 GiB pool folio in the range: isolate_or_dissolve_huge_page fences off
+        gigantic folios with -ENOMEM, and alloc_contig_range gives up at once."""
+        k = FakeMM(MMConfig(ram="4GiB", hugetlb={"1GiB": 1}))
+        (giga,) = k.hstate("1GiB").free_list
+        assert k.alloc_contig_range(giga.pfn, giga.pfn + 512) == -errno.ENOMEM
+        assert giga in k.hstate("1GiB").free_list and not giga.freed
+
+    def test_isolate_or_dissolve_returns(self):
+        """The function itself: 0 for a non-hugetlb folio, isolation of an in-use one,
+        -ENOMEM for a gigantic one."""
+        k = FakeMM(MMConfig(kernel="6.12", **POOL))
+        _, _, used = _in_use_hugetlb(k)
+        lst: list = []
+        assert k.isolate_or_dissolve_huge_page(k.zero_folio, lst) == 0 and lst == []
+        assert k.isolate_or_dissolve_huge_page(used, lst) == 0 and lst == [used]
+        k.putback_movable_pages(lst)
+        g = FakeMM(MMConfig(ram="4GiB", hugetlb={"1GiB": 1}))
+        assert g.isolate_or_dissolve_huge_page(g.hstate("1GiB").free_list[0], []) == -errno.ENOMEM
+        # another machine's folio: a recorded warning, nothing done
+        assert k.isolate_or_dissolve_huge_page(g.hstate("1GiB").free_list[0], []) == 0
+        assert [w.site for w in k.warnings] == ["foreign_object"]
+
+    def test_replace_free_hugepage_folios_absent_before_6_12(self):
+        """The 6.1 branch has no replace_free_hugepage_folios (6.1.192)."""
+        assert not hasattr(FakeMM(MMConfig(kernel="6.1")), "replace_free_hugepage_folios")
+        k = FakeMM(MMConfig(kernel="6.12", **POOL))
+        h = k.hstate("2MiB")
+        assert k.replace_free_hugepage_folios(0, 1 << 40) == 0
+        assert (h.nr_huge_pages, h.free_huge_pages) == (8, 8)
+
+
+
+class TestUnpinNullEntries:
+    """mm/gup.c:unpin_user_pages(_dirty_lock): v6.13 skips NULL entries; 6.12.118 skips
+    them in unpin_user_pages only; 6.1.192 has no check (page_folio(NULL) oopses), which
+    the model records as a null_pointer_dereference warning."""
+
+    @pytest.mark.parametrize("kernel,dirty,warns", [
+        ("6.1", False, True), ("6.6", False, True), ("6.12", False, False), ("6.17", False, False),
+        ("6.1", True, True), ("6.12", True, True), ("6.17", True, False)])
+    def test_null_entry(self, kernel, dirty, warns):
+        k = machine(thp="never", kernel=kernel)
+        addr = anon(k, 2)
+        pages: list = []
+        assert k.pin_user_pages(addr, 2, FOLL_LONGTERM, pages) == 2
+        arr = [pages[0], None, pages[1]]
+        k.unpin_user_pages_dirty_lock(arr, 3, dirty)
+        assert [w.site for w in k.warnings] == (["null_pointer_dereference"] if warns else [])
+        assert_nothing_held(k)         # the real pins are released either way
