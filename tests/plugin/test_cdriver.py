@@ -210,8 +210,16 @@ def test_c_lines_keep_their_cases_under_xdist_with_pytest_cov(pytester, cache):
     pytest.importorskip("pytest_cov")
     pytester.makefile(".c", covdrv=C_DRIVER)
     pytester.makepyfile(test_cov=COV_TEST)
-    r = pytester.run(sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov", "-n", "2",
-                     "--cov=.", "--pinfault-errpaths=covdrv")
+    args = (sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov", "-n", "2",
+            "--cov=.", "--pinfault-errpaths=covdrv")
+    r = pytester.run(*args)
+    if r.ret != 0 and "no such table: context" in r.stdout.str():
+        # Known, not yet understood: under load a worker's coverage data file sometimes
+        # loses its tables (coverage DataError, an xdist INTERNALERROR).  One rerun from a
+        # clean directory; the second run must pass and give the same lines.
+        for f in pytester.path.glob(".coverage*"):
+            f.unlink()
+        r = pytester.run(*args)
     assert r.ret == 0, r.stdout.str()
     enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
     r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
