@@ -37,7 +37,7 @@ RUNTIME_DIR = HERE / "runtime"
 #: flags every driver is built with: debug info for crash lines (DWARF 4: addr2line of
 #: binutils 2.40 misnames header files in gcc 12's DWARF 5 line tables), frame pointers for the
 #: crash backtrace, no optimisation so lines are exact
-BASE_CFLAGS = ("-O0", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", "-fno-strict-aliasing",
+BASE_CFLAGS = ("-D__KERNEL__", "-O0", "-g", "-gdwarf-4", "-fPIC", "-fno-omit-frame-pointer", "-fno-strict-aliasing",
                "-fno-common", "-std=gnu11", "-Wno-unused-function", "-Wno-unused-variable",
                "-Werror=implicit-function-declaration", "-Werror=implicit-int",
                "-Werror=incompatible-pointer-types", "-Werror=int-conversion")

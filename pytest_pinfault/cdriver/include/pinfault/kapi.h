@@ -850,24 +850,17 @@ typedef void (*exitcall_t)(void);
 struct cred { kuid_t uid; };
 
 /* ------------------------------------------------------------------ ioctl numbers (asm-generic) */
-#define _IOC_NRBITS 8
-#define _IOC_TYPEBITS 8
-#define _IOC_SIZEBITS 14
-#define _IOC_NRSHIFT 0
-#define _IOC_TYPESHIFT (_IOC_NRSHIFT + _IOC_NRBITS)
-#define _IOC_SIZESHIFT (_IOC_TYPESHIFT + _IOC_TYPEBITS)
-#define _IOC_DIRSHIFT (_IOC_SIZESHIFT + _IOC_SIZEBITS)
-#define _IOC_NONE 0U
-#define _IOC_WRITE 1U
-#define _IOC_READ 2U
-#define _IOC(dir, type, nr, size) \
-	(((dir) << _IOC_DIRSHIFT) | ((type) << _IOC_TYPESHIFT) | ((nr) << _IOC_NRSHIFT) | ((size) << _IOC_SIZESHIFT))
-#define _IO(type, nr) _IOC(_IOC_NONE, (type), (nr), 0)
-#define _IOR(type, nr, T) _IOC(_IOC_READ, (type), (nr), sizeof(T))
-#define _IOW(type, nr, T) _IOC(_IOC_WRITE, (type), (nr), sizeof(T))
-#define _IOWR(type, nr, T) _IOC(_IOC_READ | _IOC_WRITE, (type), (nr), sizeof(T))
-#define _IOC_NR(nr) (((nr) >> _IOC_NRSHIFT) & ((1 << _IOC_NRBITS) - 1))
-#define _IOC_SIZE(nr) (((nr) >> _IOC_SIZESHIFT) & ((1 << _IOC_SIZEBITS) - 1))
+/* The encoding (_IOC, _IO/_IOR/_IOW/_IOWR, _IOC_DIR/_TYPE/_NR/_SIZE, the widths, shifts
+ * and masks) is defined once, in the uapi header included below.  The kernel side checks
+ * the size argument as the kernel does (include/asm-generic/ioctl.h): it must be a type
+ * (T[1] must be a type too) whose size fits in _IOC_SIZEBITS; otherwise the number is not
+ * a constant (a compile error in a case label, else the undefined symbol below, which the
+ * loader reports as a missing kernel API). */
+extern unsigned int __invalid_size_argument_for_IOC;
+#define _IOC_TYPECHECK(t) \
+	((sizeof(t) == sizeof(t[1]) && sizeof(t) < (1 << _IOC_SIZEBITS)) ? \
+	 sizeof(t) : __invalid_size_argument_for_IOC)
+#include "../uapi/asm-generic/ioctl.h"
 
 /* ------------------------------------------------------------------ scatterlist (lib/scatterlist.c) */
 struct scatterlist {
