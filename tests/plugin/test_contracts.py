@@ -315,6 +315,8 @@ def test_json_lists_violations_and_summary_counts_them(pytester, run):
     row = data["sites"]["try_grab_folio"]
     # no fault was injected: the failures are attributed to no site, the site merely saw them
     assert (row["tests"], row["failed"], row["violations"], row["hit_in_failed"]) == (7, 0, 0, 3)
+    from tests.plugin.test_report import check_report
+    check_report(data)
 
 
 def test_violations_aggregate_under_xdist(pytester, run_subprocess):
@@ -330,6 +332,8 @@ def test_violations_aggregate_under_xdist(pytester, run_subprocess):
     assert s == d
     assert d["sites"]["try_grab_folio"]["hit_in_failed"] == 3
     assert sum(bool(t["violations"]) for t in d["tests"]) == 4
+    from tests.plugin.test_report import check_report
+    check_report(d)
 
 
 def test_final_check_waits_for_fixtures_that_depend_on_fake_mm(pytester, run):

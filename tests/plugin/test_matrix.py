@@ -149,6 +149,8 @@ def test_small(fake_mm, pinfault):
     data = json.loads((pytester.path / "out.json").read_text())
     m = data["matrices"]["test_late.py::test_register[fault-free]"]
     assert (m["cap"], m["capped"], m["cases"], m["reach"]) == (4, {"kmalloc": 6}, 8, {"kmalloc": 6})
+    from tests.plugin.test_report import check_report
+    check_report(data)
     # when the cap does not bite, nothing is announced
     assert "cap:" not in run("-k", "test_register").stdout.str()
 
@@ -218,6 +220,8 @@ def test_summary_attributes_failures_to_the_injected_site(pytester, run):
     import json
     data = json.loads((pytester.path / "out.json").read_text())
     assert data["schema"] == "pytest-pinfault/3"
+    from tests.plugin.test_report import check_report
+    check_report(data)
     rows = data["sites"]
     # one failing case injected kmalloc: kmalloc's row carries it; the sites that case
     # merely hit on its way (try_grab_folio, alloc_pages) count it apart
