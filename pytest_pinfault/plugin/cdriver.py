@@ -40,10 +40,10 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
     :func:`pytest_pinfault.cdriver.load_c_driver` for the keyword arguments."""
     loaded: list[Any] = []
     cache = _cache_dir(request.config)
-    cov = None
+    measure = False
     if request.config.getoption("pinfault_errpaths", None):
-        from .covctx import running_coverage
-        cov = running_coverage()          # C lines go to the error-path report too
+        from .covctx import measuring
+        measure = measuring()             # C lines go to the error-path report too
 
     def load(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -68,7 +68,7 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
             if key in kwargs:
                 kwargs[key] = [here(p) for p in kwargs[key]]
         kwargs.setdefault("cache_dir", cache)
-        if cov is not None:
+        if measure:
             kwargs.setdefault("coverage", True)
         init = kwargs.pop("init", True)
         try:
@@ -90,21 +90,16 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
         except BaseException as e:     # the others are still unloaded, their lines recorded
             errors.append(e)
         finally:
-            if cov is not None:
-                _add_c_lines(cov, request.node, drv.coverage_lines(final=True))
+            if measure:
+                _add_c_lines(request.node, drv.coverage_lines(final=True))
     if errors:
         raise errors[0]
 
 
-def _add_c_lines(cov: Any, item: pytest.Item, lines: dict[str, set[int]]) -> None:
-    """Record the C lines a test ran in coverage.py's data, under the test's dynamic
-    context (``nodeid|site#n/mode``), so the error-path report covers C drivers."""
-    if not lines:
-        return
-    from .covctx import _context
-    try:
-        data = cov.get_data()
-        data.set_context(_context(item))
-        data.add_lines({path: sorted(ls) for path, ls in lines.items()})
-    except Exception:   # pragma: no cover - coverage stopped by the user: nothing to record
-        pass
+def _add_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
+    """Record the C lines a test ran for coverage.py, under the test's dynamic context
+    (``nodeid|site#n/mode``), so the error-path report covers C drivers.  They are kept
+    in memory and added when coverage reads or saves its data, never mid-run (see
+    :mod:`.covctx`)."""
+    from .covctx import record_c_lines
+    record_c_lines(item, lines)

@@ -18,26 +18,51 @@ itself: it only switches the context of the running :class:`coverage.Coverage`
 Under pytest-xdist every worker switches its own contexts; its data file is combined by
 pytest-cov, or by ``coverage combine`` with ``coverage run --parallel-mode`` and
 ``[run] patch = subprocess`` (see docs/configuration.md, "Error-path coverage").
+
+Under pytest-xdist with pytest-cov, nothing is written to a worker's coverage data at
+collection time.  Every context switch makes coverage write what it collected, and
+pytest-cov's start-up in each worker erases every parallel data file (``.coverage.*``) of
+the directory, a running worker's included; a worker whose file is erased under it fails
+at its next write ("no such table: context", an INTERNALERROR).  Tests run only once
+every worker has collected, so only the matrix probe, which runs tests at collection
+time, is concerned: there it runs with coverage paused (:func:`unmeasured`; the probe
+repeats the fault-free run, which is measured when it runs as a test -- unless ``-k``
+deselects it).  Serial runs and ``coverage run`` measure the probe as a test.
+
+The lines a C driver ran (:func:`record_c_lines`) are kept in memory and added to the data
+when coverage reads or saves it (``Coverage.get_data``, which ``save`` calls), each under
+the context of the test that ran it, with the collector's own context put back after: the
+data is never touched mid-run, and the Python lines coverage collects next are filed
+under the context they ran in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any, Generator
+from typing import Any, Generator, Iterator
 
 import pytest
 
 from ..errpaths import context_name
 
-__all__ = ["running_coverage", "pytest_runtest_setup", "CallContext", "PhaseContext", "watch_faults",
-           "clear_fault_context", "pytest_runtest_teardown", "errpaths_summary"]
+__all__ = ["running_coverage", "measuring", "unmeasured", "record_c_lines", "pytest_runtest_setup",
+           "CallContext", "PhaseContext", "watch_faults", "clear_fault_context", "pytest_runtest_teardown",
+           "errpaths_summary"]
 
 #: The context a test switched to when its first fault fired (absent: ``nodeid|nofault``).
 FAULT_CONTEXT_KEY = pytest.StashKey[str]()
 
 
+#: How many :func:`unmeasured` blocks are open (coverage paused by the plugin).
+_paused = 0
+
+
 def running_coverage() -> Any:
-    """The running coverage.Coverage, or None (coverage is not imported here)."""
+    """The running coverage.Coverage, or None (coverage is not imported here; or the
+    plugin paused it, see :func:`unmeasured`)."""
+    if _paused:
+        return None
     mod = sys.modules.get("coverage")
     if mod is None:
         return None
@@ -49,6 +74,84 @@ def running_coverage() -> Any:
         return current()
     except Exception:   # pragma: no cover - defensive
         return None
+
+
+def measuring() -> bool:
+    """Is coverage measuring the run (running, or paused by :func:`unmeasured`)?"""
+    return bool(_paused) or running_coverage() is not None
+
+
+@contextlib.contextmanager
+def unmeasured(config: pytest.Config) -> Iterator[None]:
+    """In a pytest-xdist worker whose coverage pytest-cov runs: coverage paused while the
+    block runs, so nothing is measured, no context switched and no data written (see the
+    module docstring).  The coverage is paused through pytest-cov's controller, as its
+    ``no_cover`` marker does, and pytest-cov's ``--cov-context=test`` switch is kept out of
+    the block (older pytest-cov versions switch a paused coverage and fail).  Elsewhere
+    coverage keeps measuring."""
+    global _paused
+    cov = running_coverage()
+    plugin = config.pluginmanager.get_plugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    if (cov is None or not hasattr(config, "workerinput") or controller is None
+            or getattr(controller, "cov", None) is not cov or not hasattr(controller, "pause")):
+        yield
+        return
+    pause, resume = controller.pause, controller.resume
+    contexts = config.pluginmanager.get_plugin("_cov_contexts")
+    if contexts is not None:
+        config.pluginmanager.unregister(contexts)
+    pause()
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
+        resume()
+        if contexts is not None:
+            config.pluginmanager.register(contexts, "_cov_contexts")
+
+
+class _CLinesOnRead:
+    """``Coverage.get_data`` of a coverage that C lines were recorded for: the original,
+    then the pending C lines added to the data it returns, each under its test's context,
+    and the data's context (the collector's) put back, so the Python lines coverage
+    collects next are filed where they ran."""
+
+    def __init__(self, get_data: Any) -> None:
+        self.get_data = get_data
+        self.pending: dict[str, dict[str, set[int]]] = {}
+
+    def __call__(self) -> Any:
+        data = self.get_data()
+        if self.pending:
+            pending, self.pending = self.pending, {}
+            before = getattr(data, "_current_context", None)
+            try:
+                for context, lines in pending.items():
+                    data.set_context(context)
+                    data.add_lines({path: sorted(ls) for path, ls in lines.items()})
+            except Exception:   # pragma: no cover - e.g. branch data refuses lines: nothing to add
+                pass
+            finally:
+                data.set_context(before)
+        return data
+
+
+def record_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
+    """Keep the C lines *item* ran, under its current context, until the running coverage
+    reads or saves its data (see the module docstring); nothing when coverage is not
+    running (or paused)."""
+    cov = running_coverage()
+    if cov is None or not lines:
+        return
+    hook = vars(cov).get("get_data")
+    if not isinstance(hook, _CLinesOnRead):
+        hook = _CLinesOnRead(cov.get_data)
+        cov.get_data = hook
+    per_path = hook.pending.setdefault(_context(item), {})
+    for path, ls in lines.items():
+        per_path.setdefault(path, set()).update(ls)
 
 
 def _context(item: pytest.Item) -> str:

@@ -8,7 +8,8 @@ Collection (module docstring of :mod:`pytest_pinfault.faults.matrix` for the ids
   expansion below.
 * ``expand_matrices`` (from ``pytest_collection_modifyitems``, before ``-k``/``-m``
   deselect) runs each fault-free item once, unreported, with every site hit counted (the
-  *probe*), and adds one item per (site, occurrence 1..min(hits, cap), mode) after it.
+  *probe*; in a pytest-xdist worker whose coverage pytest-cov runs, with coverage paused:
+  see :mod:`.covctx`), and adds one item per (site, occurrence 1..min(hits, cap), mode) after it.
   The probe is deterministic (the model and its seeds are), so every pytest-xdist worker
   collects the same items.  The cap is ``max_nth=`` (marker), else
   ``--pinfault-max-nth``/ini ``pinfault_max_nth``; a cut is announced in the terminal
@@ -115,11 +116,16 @@ def _clone(item: Any, case: MatrixCase | None = None) -> Any:
 
 
 def _probe(items: list[Any]) -> list[dict[str, int]]:
-    """Run each fault-free item once, unreported, and return its site hits."""
+    """Run each fault-free item once, unreported (and, in a pytest-xdist worker whose
+    coverage pytest-cov runs, unmeasured: see :func:`.covctx.unmeasured`), and return its
+    site hits."""
     from _pytest.runner import runtestprotocol
+
+    from .covctx import unmeasured
     probes = [_clone(it) for it in items]
-    for i, probe in enumerate(probes):
-        runtestprotocol(probe, log=False, nextitem=probes[i + 1] if i + 1 < len(probes) else None)
+    with unmeasured(items[0].config):
+        for i, probe in enumerate(probes):
+            runtestprotocol(probe, log=False, nextitem=probes[i + 1] if i + 1 < len(probes) else None)
     return [p.stash.get(REACH_KEY, {}) for p in probes]
 
 

@@ -210,21 +210,51 @@ def test_c_lines_keep_their_cases_under_xdist_with_pytest_cov(pytester, cache):
     pytest.importorskip("pytest_cov")
     pytester.makefile(".c", covdrv=C_DRIVER)
     pytester.makepyfile(test_cov=COV_TEST)
-    args = (sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov", "-n", "2",
-            "--cov=.", "--pinfault-errpaths=covdrv")
-    r = pytester.run(*args)
-    if r.ret != 0 and "no such table: context" in r.stdout.str():
-        # Known, not yet understood: under load a worker's coverage data file sometimes
-        # loses its tables (coverage DataError, an xdist INTERNALERROR).  One rerun from a
-        # clean directory; the second run must pass and give the same lines.
-        for f in pytester.path.glob(".coverage*"):
-            f.unlink()
-        r = pytester.run(*args)
+    r = pytester.run(sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov", "-n", "2",
+                     "--cov=.", "--pinfault-errpaths=covdrv")
     assert r.ret == 0, r.stdout.str()
     enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
     r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
                             f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
                             f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}",
+                            "error-path lines reached / found: 4 / 6 (66.7%)"])
+
+
+SLOW_SECOND_WORKER = """
+import os
+import pathlib
+import time
+
+MARK = pathlib.Path(os.getcwd(), "gw0-collected")
+if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":     # start up only once gw0 has collected
+    deadline = time.monotonic() + 120
+    while not MARK.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def pytest_collection_finish(session):
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw0":
+        MARK.write_text("")
+"""
+
+
+def test_a_late_worker_start_up_does_not_erase_a_collected_workers_coverage_data(pytester, cache):
+    """pytest-cov's start-up in each pytest-xdist worker erases every parallel data file
+    of the directory.  A worker that collected first must have written none yet: the
+    matrix probe runs at collection time, so it runs unmeasured there (it used to write
+    the worker's data file, which the late worker erased: "no such table: context", an
+    INTERNALERROR, the flake this reproduces every time)."""
+    pytest.importorskip("xdist")
+    pytest.importorskip("pytest_cov")
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov=COV_TEST, slowstart=SLOW_SECOND_WORKER)
+    r = pytester.run(sys.executable, "-m", "pytest", *INNER, "-p", "xdist.plugin", "-p", "pytest_cov",
+                     "-p", "slowstart", "-n", "2", "--cov=.", "--pinfault-errpaths=covdrv")
+    assert (pytester.path / "gw0-collected").exists()
+    assert r.ret == 0, r.stdout.str()
+    assert "no such table" not in r.stdout.str()
+    enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
+    r.stdout.fnmatch_lines([f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
                             "error-path lines reached / found: 4 / 6 (66.7%)"])
 
 

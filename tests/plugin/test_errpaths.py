@@ -2,6 +2,7 @@
 subprocess where coverage.py starts before the driver is imported (``python -m coverage
 run -m pytest``), serially and under pytest-xdist."""
 
+import importlib
 import json
 import sys
 import textwrap
@@ -264,3 +265,48 @@ def test_a_module_first_imported_inside_a_case_is_not_fault_only(pytester):
     data.read()
     (path,) = data.measured_files()
     assert all(c.endswith("/transient") or c.endswith("/persistent") for c in data.contexts_by_lineno(path)[1])
+
+
+class _Item:
+    """What the context of a C line needs of a test item."""
+
+    def __init__(self, nodeid):
+        self.nodeid = nodeid
+        self.stash = pytest.Stash()
+
+
+@pytest.mark.parametrize("read_mid_run", [False, True], ids=["saved", "read-mid-run"])
+def test_c_lines_wait_for_coverage_to_read_its_data_and_python_lines_keep_their_context(
+        tmp_path, monkeypatch, read_mid_run):
+    """C lines are kept in memory (the data file is not created or touched when they are
+    recorded) and added when coverage reads or saves its data, under the test's context;
+    the Python lines that run after, under another context, are filed under that one."""
+    coverage = pytest.importorskip("coverage")
+    from pytest_pinfault.plugin.covctx import record_c_lines
+    name = f"pinfault_pymod_{read_mid_run}"
+    (tmp_path / f"{name}.py").write_text("def f():\n    x = 1\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_file = tmp_path / ".coverage"
+    cov = coverage.Coverage(data_file=str(data_file), source=[str(tmp_path)])
+    cov.start()
+    try:
+        mod = importlib.import_module(name)
+        cov.switch_context("py-ctx")                        # writes the import's lines
+        before = data_file.read_bytes()
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {3, 4}})
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {5}})
+        assert data_file.read_bytes() == before             # nothing written when recorded
+        if read_mid_run:
+            assert cov.get_data().contexts_by_lineno(str(tmp_path / "drv.c")) == {
+                3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"], 5: ["t.py::t|nofault"]}
+        mod.f()                                              # runs under "py-ctx", after the C lines
+    finally:
+        cov.stop()
+        sys.modules.pop(name, None)
+    cov.save()
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    assert data.contexts_by_lineno(str(tmp_path / "drv.c")) == {
+        3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"], 5: ["t.py::t|nofault"]}
+    by_line = data.contexts_by_lineno(str(tmp_path / f"{name}.py"))
+    assert by_line[2] == ["py-ctx"] and by_line[3] == ["py-ctx"]
