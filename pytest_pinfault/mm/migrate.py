@@ -44,6 +44,7 @@ from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHAN
                     PG_writeback, Folio, Page)
 from .gfp import ZONE_MOVABLE
 from .hostgc import gc_pause, gc_resume
+from .swap import FOLIO_BATCH_SIZE
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -79,6 +80,10 @@ _SPLIT_KEPT_FLAGS = (PG_dirty | PG_uptodate | PG_swapbacked | PG_anon_exclusive 
                      | PG_mlocked | PG_active | PG_unevictable)
 
 _MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private | PG_swapbacked
+# plain-int gfp bits read on every target allocation
+_GFP_TRANSHUGE = int(_g.GFP_TRANSHUGE)
+_HIGHMEM = _g._HIGHMEM
+_COMP = _g._COMP
 
 NewFolio = Callable[[Folio, Any], Optional[Folio]]
 FreeFolio = Callable[[Folio, Any], None]
@@ -136,14 +141,18 @@ class MigrateMixin(_Base):
         if fi.active and fi.hit("alloc_migration_target", folio=src) is not None:
             self._trace("alloc_fail", folio=src, reason="fault alloc_migration_target")
             return None
-        gfp = int(mtc.gfp_mask)
-        if src.kind == KIND_HUGETLB:
+        gfp = mtc.gfp_mask
+        if type(gfp) is not int:
+            gfp = int(gfp)
+        kind = src.kind
+        if kind == KIND_HUGETLB:
             return self.alloc_hugetlb_folio_nodemask(src.hstate, mtc.nid, mtc.nmask, gfp)
-        if src.order:
-            gfp |= int(_g.GFP_TRANSHUGE)
+        order = src.order
+        if order:
+            gfp |= _GFP_TRANSHUGE
         if src._zone.idx == ZONE_MOVABLE:
-            gfp |= _g._HIGHMEM
-        return self._alloc_folio(gfp | _g._COMP, src.order, src.kind)
+            gfp |= _HIGHMEM
+        return self._alloc_folio(gfp | _COMP, order, kind)
 
     def migrate_pages(self, from_list: list[Folio], get_new_folio: NewFolio,
                       put_new_folio: FreeFolio | None, private: Any, mode: int, reason: int,
@@ -451,11 +460,20 @@ class MigrateMixin(_Base):
         if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
             self._free_target(dst, put_new, private)
             return -EAGAIN if flags & PG_locked else -EBUSY
-        if src.rmap:
+        rmap = src.rmap
+        if rmap:
             # try_to_migrate -> try_to_migrate_one: every mapping's notifiers hear of
             # the unmap before the reference count is judged, on every attempt
-            self._migrate_invalidate(src)
-        expected = self.folio_expected_ref_count(src) + 1
+            for mm, _ in rmap:
+                if getattr(mm, "notifiers", None):
+                    self._migrate_invalidate(src)
+                    break
+        # folio_expected_ref_count(src) + 1 (the isolation reference), written out
+        if src.kind == KIND_ANON:
+            expected = src._mc + 1
+        else:
+            expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
+                + (1 if src._flags & PG_private else 0)
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
         if extra or src._rc != expected:
@@ -534,9 +552,12 @@ class MigrateMixin(_Base):
         if rmap:
             for owner, key in list(rmap):
                 owner.replace_folio(key, src, dst)
-        self.stats.pgmigrate_success += src.nr_pages
-        if self.trace.on:
-            self.trace.emit("migrate", {"folio": src, "to": dst})     # _trace, written out
+        stats = self.stats
+        nr = src.nr_pages
+        stats.pgmigrate_success += nr
+        trace = self.trace
+        if trace.on:
+            trace.emit("migrate", {"folio": src, "to": dst})     # _trace, written out
         if kind == KIND_HUGETLB:
             self._move_hugetlb_state(src, dst)
             dst.flags |= PG_hugetlb_migratable
@@ -544,10 +565,46 @@ class MigrateMixin(_Base):
             self.folio_put(dst)          # the allocation reference
             self.folio_put(src)          # the isolation reference
             return
-        self._migrate_done(src)
-        self.folio_add_lru(dst)
-        self.folio_put(dst)
-        self.folio_put(src)
+        # migrate_folio_done(src): it leaves isolation (NR_ISOLATED_*), written out
+        if watch is not None:
+            watch(src, None)
+        src._flags &= ~PG_isolated
+        if kind == KIND_ANON or kind == KIND_SHMEM:
+            stats.nr_isolated_anon -= nr
+        else:
+            stats.nr_isolated_file -= nr
+        # folio_add_lru(dst); folio_put(dst); folio_put(src), written out for a target of
+        # this machine (anything else takes the functions' own checks)
+        r = dst._rc
+        if type(dst) is not Folio or dst._mm is not self or dst.freed or r <= 0 or dst._flags & PG_lru:
+            self.folio_add_lru(dst)
+            self.folio_put(dst)
+        else:
+            if watch is not None:
+                watch(dst, r + 1)
+            dst._rc = r + 1
+            cpu = self.current.cpu
+            batch = self._lru_add[cpu]
+            batch.append(dst)
+            if watch is not None:
+                watch(dst, None)
+            dst._lru = cpu
+            if len(batch) >= FOLIO_BATCH_SIZE or dst.order or self._lru_disable_count:
+                self._folio_batch_move_lru(cpu)
+            r = dst._rc
+            if r > 1 and r > dst._mc + (dst.nr_pages if dst._mapping is not None else 0):
+                if watch is not None:
+                    watch(dst, r - 1)
+                dst._rc = r - 1
+            else:
+                self.folio_put(dst)
+        if src._rc == 1 and not src.rmap and not src._pincount and src._mapping is None:
+            if watch is not None:
+                watch(src, 0)
+            src._rc = 0
+            self._free_folio(src)
+        else:
+            self.folio_put(src)
 
     def _migrate_done(self, src: Folio) -> None:
         """migrate_folio_done: the source leaves isolation (NR_ISOLATED_*)."""
