@@ -705,6 +705,7 @@ class GupMixin(_Base):
         faulted = -1
         pins = 0
         check_pte = True
+        watch = self._ref_watch
         while i < nr_pages:
             addr = start + (i << PAGE_SHIFT)
             if addr >= vma_end or vma is None or addr < vma.start:
@@ -752,6 +753,7 @@ class GupMixin(_Base):
                 if rc:
                     return self._gup_done(i, rc, pins)
                 faulted = addr
+                watch = self._ref_watch
                 # a fault may have changed the VMA's flags (a callback's mprotect)
                 check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
                     or (unshare_ro and _is_cow_mapping(vma))
@@ -765,7 +767,6 @@ class GupMixin(_Base):
                 elif kind != KIND_ZERO:        # the zero folio's refcount is not kept
                     # folio._refcount += ..., written out (observer first)
                     r += GUP_PIN_COUNTING_BIAS if pin and not folio.order else n
-                    watch = self._ref_watch
                     if watch is not None:
                         watch(folio, r)
                     folio._rc = r
@@ -792,7 +793,6 @@ class GupMixin(_Base):
                     else:
                         _set(pages, i + j, page)
             if write and kind != KIND_ZERO:
-                watch = self._ref_watch
                 if watch is not None:          # folio.flags |= PG_dirty, written out
                     watch(folio, None)
                 folio._flags |= PG_dirty
@@ -1197,7 +1197,16 @@ class GupMixin(_Base):
                         nr_folios += 1
                     put = self.folio_put
                     for folio in batch:
-                        put(folio)
+                        # folio_put of the batch's reference, written out for a folio
+                        # that keeps others (the page cache's, the pin just taken)
+                        r = folio._rc
+                        if r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                                and folio._mm is self and folio.kind != KIND_ZERO:
+                            if watch is not None:
+                                watch(folio, r - 1)
+                            folio._rc = r - 1
+                        else:
+                            put(folio)
                     if err:
                         self.unpin_folios(folios, nr_folios)
                         return err

@@ -44,6 +44,8 @@ from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHAN
                     PG_writeback, Folio, Page)
 from .gfp import ZONE_MOVABLE
 from .hostgc import gc_pause, gc_resume
+from .memfd import AddressSpace
+from .mm_types import MMStruct
 from .swap import FOLIO_BATCH_SIZE
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
@@ -545,19 +547,29 @@ class MigrateMixin(_Base):
         rmap, src.rmap = src.rmap, None
         dst.rmap = rmap
         if mapping is not None:
-            mapping.replace_folio(src.index, src, dst)
+            if type(mapping) is AddressSpace:
+                pages = mapping.pages      # AddressSpace.replace_folio, written out
+                if pages.get(src.index) is src:
+                    pages[src.index] = dst
+            else:
+                mapping.replace_folio(src.index, src, dst)
             if watch is not None:
                 watch(src, MAPPING_CHANGE)
             src._mapping = None
         if rmap:
             for owner, key in list(rmap):
-                owner.replace_folio(key, src, dst)
+                if type(owner) is MMStruct and key[0] == "pte":
+                    pte = owner.pte        # MMStruct.replace_folio of a PTE, written out
+                    pte[key[1]] = (dst, pte[key[1]][1])
+                else:
+                    owner.replace_folio(key, src, dst)
         stats = self.stats
         nr = src.nr_pages
         stats.pgmigrate_success += nr
         trace = self.trace
-        if trace.on:
-            trace.emit("migrate", {"folio": src, "to": dst})     # _trace, written out
+        if trace.on:                   # _trace("migrate", ...), written out
+            trace._seq += 1
+            trace._buf.append((trace._seq, "migrate", {"folio": src, "to": dst}))
         if kind == KIND_HUGETLB:
             self._move_hugetlb_state(src, dst)
             dst.flags |= PG_hugetlb_migratable
