@@ -721,7 +721,7 @@ class GupMixin(_Base):
                 # one, a read-only long-term pin in a COW mapping
                 check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
                     or (unshare_ro and _is_cow_mapping(vma))
-            if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
+            if task._sigpending == 2:          # fatal_signal_pending(): fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
             ent = pte.get(addr >> PAGE_SHIFT)
@@ -776,10 +776,10 @@ class GupMixin(_Base):
                         pins += n
             if pages is not None and n == 1:
                 page = Page(folio, folio.pfn + idx)
-                if i < len(pages):
-                    pages[i] = page
-                elif i == len(pages):
+                if i == len(pages):
                     pages.append(page)
+                elif i < len(pages):
+                    pages[i] = page
                 else:
                     _set(pages, i, page)
             elif pages is not None:
