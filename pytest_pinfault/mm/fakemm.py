@@ -503,44 +503,38 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
     def _free_folio(self, folio: Folio) -> None:
         """The last reference went: off the LRU, then to the buddy allocator (or the
         hugetlb pool).  Kernel: mm/swap.c:__folio_put, mm/page_alloc.c:free_unref_page
-        (v6.12).  The LRU removal and the order-0 free to the per-cpu list are written
-        out here (SwapMixin._lru_del_on_free, PageAllocMixin._free_block): every
-        migration frees its source through this."""
+        (v6.12).  Without an observer, an order-0 folio takes a shortcut that writes out
+        SwapMixin._lru_del_on_free, _free_folio_to_buddy and PageAllocMixin._free_block
+        (every migration frees its source here; tests/mm/test_hot_paths.py checks that
+        both ways leave the same state)."""
         kind = folio.kind
         if kind == KIND_HUGETLB and folio.hstate is not None:
             self.free_huge_folio(folio)
             return
-        watch = self._ref_watch
-        flags = folio._flags
-        if flags & PG_lru:              # _lru_del_on_free, written out
-            if watch is not None:
-                watch(folio, None)
-            folio._flags = flags = flags & ~PG_lru
+        if self._ref_watch is not None or folio.order or kind == KIND_CONTIG or self._pcp_disabled \
+                or self.trace.verbose:
+            self._lru_del_on_free(folio)
+            if folio._pincount:
+                self._warn("free_pinned", "freeing a folio with _pincount != 0", folio=folio)
+            self._free_folio_to_buddy(folio)
+            return
+        if folio._flags & PG_lru:               # _lru_del_on_free
+            folio._flags &= ~PG_lru
             idx = folio._zone.idx
-            self._lru_nr[idx] -= folio.nr_pages
+            self._lru_nr[idx] -= 1
             self._lru_lists[idx][kind == KIND_FILE].pop(folio, None)
         if folio._pincount:
             self._warn("free_pinned", "freeing a folio with _pincount != 0", folio=folio)
-        if folio.order or kind == KIND_CONTIG or self._pcp_disabled or self.trace.verbose:
-            self._free_folio_to_buddy(folio)
-            return
-        # _free_folio_to_buddy + _free_block for an order-0 folio, written out
-        pfn = folio.pfn
+        pfn = folio.pfn                         # _free_folio_to_buddy
         sec = self._sections.get(pfn >> SECTION_SHIFT)
         if sec is not None and sec.get(pfn) is folio:
             del sec[pfn]
         folio.freed = True
-        if watch is not None:          # folio.flags = 0; folio.mapping = None, written out
-            watch(folio, None)
-            folio._flags = 0
-            folio._data = None
-            watch(folio, MAPPING_CHANGE)
-        else:
-            folio._flags = 0
-            folio._data = None
+        folio._flags = 0
+        folio._data = None
         folio._mapping = None
         self._nr_allocated -= 1
-        mt = self._pb_mt.get(pfn >> pageblock_order, MIGRATE_MOVABLE)
+        mt = self._pb_mt.get(pfn >> pageblock_order, MIGRATE_MOVABLE)    # _free_block
         zone = folio._zone
         if mt >= MIGRATE_PCPTYPES:
             if mt == MIGRATE_ISOLATE:

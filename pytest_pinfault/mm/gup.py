@@ -360,14 +360,12 @@ class GupMixin(_Base):
                         n += 1
                 if make_dirty and folio.kind != KIND_ZERO:
                     folio.flags |= PG_dirty
-                if n == 1 and type(folio) is Folio and not folio.order and folio._mm is self \
-                        and not folio.freed and folio.kind != KIND_ZERO:
+                if watch is None and n == 1 and type(folio) is Folio and not folio.order \
+                        and folio._mm is self and not folio.freed and folio.kind != KIND_ZERO:
                     # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
                     # reference, written out
                     left = folio._rc - GUP_PIN_COUNTING_BIAS
                     if left > 0 and left >= folio._mc + (1 if folio._mapping is not None else 0):
-                        if watch is not None:
-                            watch(folio, left)
                         folio._rc = left
                         stats.nr_foll_pin_released += 1
                         i += 1
@@ -433,14 +431,12 @@ class GupMixin(_Base):
                 n = 1
                 while i + n < nfolios and folios[i + n] is folio:
                     n += 1
-                if n == 1 and type(folio) is Folio and not folio.order and folio._mm is self \
-                        and not folio.freed and folio.kind != KIND_ZERO:
+                if watch is None and n == 1 and type(folio) is Folio and not folio.order \
+                        and folio._mm is self and not folio.freed and folio.kind != KIND_ZERO:
                     # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
                     # reference, written out
                     left = folio._rc - GUP_PIN_COUNTING_BIAS
                     if left > 0 and left >= folio._mc + (1 if folio._mapping is not None else 0):
-                        if watch is not None:
-                            watch(folio, left)
                         folio._rc = left
                         stats.nr_foll_pin_released += 1
                         i += 1
@@ -1004,7 +1000,7 @@ class GupMixin(_Base):
             if folio is prev:
                 continue
             prev = folio
-            if type(folio) is Folio:
+            if watch is None and type(folio) is Folio:
                 # folio_is_longterm_pinnable, written out: not in a CMA or isolated
                 # pageblock (a pageblock absent from _pb_mt has its boot-time type:
                 # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio
@@ -1035,17 +1031,13 @@ class GupMixin(_Base):
                     self.lru_add_drain_all()
                     drained = 2
             kind = folio.kind
-            if type(folio) is Folio and not fi.active and folio._mm is self and not folio.freed \
-                    and folio._rc > 0 and not trace.verbose:
+            if watch is None and type(folio) is Folio and not fi.active and folio._mm is self \
+                    and not folio.freed and folio._rc > 0 and not trace.verbose:
                 # folio_isolate_lru + node_stat_mod_isolated, written out (no fault armed)
                 flags = folio._flags
                 if not flags & PG_lru:
                     continue
-                if watch is not None:
-                    watch(folio, None)
                 folio._flags = (flags & ~PG_lru) | PG_isolated
-                if watch is not None:
-                    watch(folio, folio._rc + 1)
                 folio._rc += 1
                 idx = folio._zone.idx
                 nr_pages = folio.nr_pages
@@ -1091,14 +1083,12 @@ class GupMixin(_Base):
             e = entries[i]
             if e is not None:
                 folio = e if type(e) is Folio else e.folio
-                if type(folio) is Folio and not folio.order and folio._mm is self and not folio.freed \
-                        and folio.kind != KIND_ZERO \
+                if watch is None and type(folio) is Folio and not folio.order and folio._mm is self \
+                        and not folio.freed and folio.kind != KIND_ZERO \
                         and (left := folio._rc - GUP_PIN_COUNTING_BIAS) > 0 \
                         and left >= folio._mc + (1 if folio._mapping is not None else 0):
                     # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
                     # reference, written out
-                    if watch is not None:
-                        watch(folio, left)
                     folio._rc = left
                     stats.nr_foll_pin_released += 1
                 else:
@@ -1200,10 +1190,9 @@ class GupMixin(_Base):
                         # folio_put of the batch's reference, written out for a folio
                         # that keeps others (the page cache's, the pin just taken)
                         r = folio._rc
-                        if r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                        if watch is None and r > 1 \
+                                and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
                                 and folio._mm is self and folio.kind != KIND_ZERO:
-                            if watch is not None:
-                                watch(folio, r - 1)
                             folio._rc = r - 1
                         else:
                             put(folio)

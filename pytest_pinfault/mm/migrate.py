@@ -462,20 +462,19 @@ class MigrateMixin(_Base):
         if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
             self._free_target(dst, put_new, private)
             return -EAGAIN if flags & PG_locked else -EBUSY
-        rmap = src.rmap
-        if rmap:
+        if src.rmap:
             # try_to_migrate -> try_to_migrate_one: every mapping's notifiers hear of
             # the unmap before the reference count is judged, on every attempt
-            for mm, _ in rmap:
-                if getattr(mm, "notifiers", None):
-                    self._migrate_invalidate(src)
-                    break
-        # folio_expected_ref_count(src) + 1 (the isolation reference), written out
-        if src.kind == KIND_ANON:
-            expected = src._mc + 1
+            self._migrate_invalidate(src)
+        if self._ref_watch is None and type(src) is Folio:
+            # folio_expected_ref_count(src) + 1 (the isolation reference), written out
+            if src.kind == KIND_ANON:
+                expected = src._mc + 1
+            else:
+                expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
+                    + (1 if src._flags & PG_private else 0)
         else:
-            expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
-                + (1 if src._flags & PG_private else 0)
+            expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
         if extra or src._rc != expected:
@@ -554,29 +553,16 @@ class MigrateMixin(_Base):
         rmap, src.rmap = src.rmap, None
         dst.rmap = rmap
         if mapping is not None:
-            if type(mapping) is AddressSpace:
-                pages = mapping.pages      # AddressSpace.replace_folio, written out
-                if pages.get(src.index) is src:
-                    pages[src.index] = dst
-            else:
-                mapping.replace_folio(src.index, src, dst)
+            mapping.replace_folio(src.index, src, dst)
             if watch is not None:
                 watch(src, MAPPING_CHANGE)
             src._mapping = None
         if rmap:
             for owner, key in list(rmap):
-                if type(owner) is MMStruct and key[0] == "pte":
-                    pte = owner.pte        # MMStruct.replace_folio of a PTE, written out
-                    pte[key[1]] = (dst, pte[key[1]][1])
-                else:
-                    owner.replace_folio(key, src, dst)
-        stats = self.stats
-        nr = src.nr_pages
-        stats.pgmigrate_success += nr
-        trace = self.trace
-        if trace.on:                   # _trace("migrate", ...), written out
-            trace._seq += 1
-            trace._buf.append((trace._seq, "migrate", {"folio": src, "to": dst}))
+                owner.replace_folio(key, src, dst)
+        self.stats.pgmigrate_success += src.nr_pages
+        if self.trace.on:
+            self.trace.emit("migrate", {"folio": src, "to": dst})     # _trace, written out
         if kind == KIND_HUGETLB:
             self._move_hugetlb_state(src, dst)
             dst.flags |= PG_hugetlb_migratable
@@ -584,46 +570,10 @@ class MigrateMixin(_Base):
             self.folio_put(dst)          # the allocation reference
             self.folio_put(src)          # the isolation reference
             return
-        # migrate_folio_done(src): it leaves isolation (NR_ISOLATED_*), written out
-        if watch is not None:
-            watch(src, None)
-        src._flags &= ~PG_isolated
-        if kind == KIND_ANON or kind == KIND_SHMEM:
-            stats.nr_isolated_anon -= nr
-        else:
-            stats.nr_isolated_file -= nr
-        # folio_add_lru(dst); folio_put(dst); folio_put(src), written out for a target of
-        # this machine (anything else takes the functions' own checks)
-        r = dst._rc
-        if type(dst) is not Folio or dst._mm is not self or dst.freed or r <= 0 or dst._flags & PG_lru:
-            self.folio_add_lru(dst)
-            self.folio_put(dst)
-        else:
-            if watch is not None:
-                watch(dst, r + 1)
-            dst._rc = r + 1
-            cpu = self.current.cpu
-            batch = self._lru_add[cpu]
-            batch.append(dst)
-            if watch is not None:
-                watch(dst, None)
-            dst._lru = cpu
-            if len(batch) >= FOLIO_BATCH_SIZE or dst.order or self._lru_disable_count:
-                self._folio_batch_move_lru(cpu)
-            r = dst._rc
-            if r > 1 and r > dst._mc + (dst.nr_pages if dst._mapping is not None else 0):
-                if watch is not None:
-                    watch(dst, r - 1)
-                dst._rc = r - 1
-            else:
-                self.folio_put(dst)
-        if src._rc == 1 and not src.rmap and not src._pincount and src._mapping is None:
-            if watch is not None:
-                watch(src, 0)
-            src._rc = 0
-            self._free_folio(src)
-        else:
-            self.folio_put(src)
+        self._migrate_done(src)
+        self.folio_add_lru(dst)
+        self.folio_put(dst)
+        self.folio_put(src)
 
     def _move_to_new_small(self, src: Folio, dst: Folio, refs: int) -> None:
         """:meth:`_move_to_new_folio` on a machine without an observer, for a folio that

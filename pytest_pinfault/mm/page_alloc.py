@@ -191,9 +191,10 @@ class PageAllocMixin(_Base):
         ``alloc_pages`` fault site, the freelists, and a new :class:`Folio` (refcount 1)
         indexed by its pfn; ``None`` when the allocation fails.
 
-        An order-0 allocation that is not steered takes its page here, written out:
-        get_page_from_freelist's zone walk with the watermark check, and rmqueue's
-        per-cpu list (refilled by :meth:`_rmqueue` when empty)."""
+        Without an observer, an order-0 allocation that is not steered takes its page
+        here, written out: get_page_from_freelist's zone walk with the watermark check,
+        and rmqueue's per-cpu list (refilled by :meth:`_rmqueue` when empty);
+        tests/mm/test_hot_paths.py checks that both ways leave the same state."""
         if type(gfp) is not int:
             gfp = int(gfp)
         task = self.current
@@ -203,7 +204,8 @@ class PageAllocMixin(_Base):
         if fi.active and not gfp & _NOFAIL and fi.hit("alloc_pages", gfp=gfp, order=order) is not None:
             self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
             return None
-        if order or self._pcp_disabled or (gfp & _MOVABLE and self._steer is not None):
+        if order or self._pcp_disabled or (gfp & _MOVABLE and self._steer is not None) \
+                or self._ref_watch is not None:
             pfn, zone = self._get_page_from_freelist(gfp, order)
         else:
             pfn, zone = -1, None

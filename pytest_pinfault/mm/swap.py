@@ -85,10 +85,8 @@ class SwapMixin(_Base):
                 lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
                 # folio_put(folio) of a folio that keeps references, written out
                 r = folio._rc
-                if r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                if watch is None and r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
                         and folio._mm is self and folio.kind != KIND_ZERO:
-                    if watch is not None:
-                        watch(folio, r - 1)
                     folio._rc = r - 1
                     continue
             folio_put(folio)
