@@ -68,3 +68,20 @@ def test_changelog_follows_keep_a_changelog():
         text = f.read()
     assert "## [Unreleased]" in text
     assert "keepachangelog.com" in text
+
+
+def test_package_data_ships_the_report_schemas_and_the_bridge_headers(pyproject):
+    """The JSON Schemas of the reports and every bridge header (the uapi ioctl encoding
+    included) match a package-data pattern, so wheels carry them."""
+    import glob
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["pytest_pinfault"]
+    pkg = os.path.join(ROOT, "pytest_pinfault")
+    shipped = {os.path.relpath(p, pkg) for pat in patterns
+               for p in glob.glob(os.path.join(pkg, pat), recursive=True)}
+    for need in ("report/schema-3.json", "report/errpaths-1.json",
+                 "cdriver/include/uapi/asm-generic/ioctl.h", "cdriver/include/uapi/linux/ioctl.h",
+                 "cdriver/include/pinfault/kapi.h"):
+        assert need in shipped, need
+    headers = {os.path.relpath(p, pkg) for p in glob.glob(os.path.join(pkg, "cdriver", "include", "**", "*.h"),
+                                                          recursive=True)}
+    assert headers <= shipped
