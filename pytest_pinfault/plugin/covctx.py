@@ -97,19 +97,18 @@ def unmeasured(config: pytest.Config) -> Iterator[None]:
             or getattr(controller, "cov", None) is not cov or not hasattr(controller, "pause")):
         yield
         return
-    pause, resume = controller.pause, controller.resume
-    contexts = config.pluginmanager.get_plugin("_cov_contexts")
-    if contexts is not None:
-        config.pluginmanager.unregister(contexts)
-    pause()
+    controller.pause()
     _paused += 1
+    contexts = config.pluginmanager.get_plugin("_cov_contexts")
     try:
+        if contexts is not None:
+            config.pluginmanager.unregister(contexts)
         yield
     finally:
-        _paused -= 1
-        resume()
-        if contexts is not None:
+        if contexts is not None and config.pluginmanager.get_plugin("_cov_contexts") is None:
             config.pluginmanager.register(contexts, "_cov_contexts")
+        _paused -= 1
+        controller.resume()
 
 
 class _CLinesOnRead:
@@ -126,7 +125,7 @@ class _CLinesOnRead:
         data = self.get_data()
         if self.pending:
             pending, self.pending = self.pending, {}
-            before = getattr(data, "_current_context", None)
+            before = getattr(data, "_current_context", None)   # no public getter: the collector's
             try:
                 for context, lines in pending.items():
                     data.set_context(context)
