@@ -54,7 +54,7 @@ from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
-from .mmzone import pageblock_order
+from .mmzone import pageblock_nr_pages, pageblock_order
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -992,6 +992,7 @@ class GupMixin(_Base):
         watch = self._ref_watch
         stats = self.stats
         lru_nr, lru_lists = self._lru_nr, self._lru_lists
+        last_pb, pb_ok = -1, True
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -1003,17 +1004,30 @@ class GupMixin(_Base):
             if watch is None and type(folio) is Folio:
                 # folio_is_longterm_pinnable, written out: not in a CMA or isolated
                 # pageblock (a pageblock absent from _pb_mt has its boot-time type:
-                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio
-                mt = pb_mt.get(folio.pfn >> pageblock_order)
-                if mt is None:
-                    pfn = folio.pfn
-                    for lo, hi in cma_ranges:
-                        if lo <= pfn < hi:
-                            break
+                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio.
+                # The pageblock's answer is kept while the next folios stay in it
+                # (unless a CMA area's edge cuts through it).
+                pfn = folio.pfn
+                pb = pfn >> pageblock_order
+                if pb != last_pb:
+                    mt = pb_mt.get(pb)
+                    if mt is not None:
+                        pb_ok = mt < MIGRATE_CMA
+                        last_pb = pb
                     else:
-                        if folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE:
-                            continue
-                elif mt < MIGRATE_CMA and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
+                        pb_ok = True
+                        last_pb = pb
+                        first = pb << pageblock_order
+                        end = first + pageblock_nr_pages
+                        for lo, hi in cma_ranges:
+                            if lo < end and first < hi:
+                                if lo <= first and end <= hi:
+                                    pb_ok = False          # wholly in a CMA area
+                                    break
+                                last_pb = -1               # partly: judged per folio
+                        if last_pb < 0:
+                            pb_ok = not any(lo <= pfn < hi for lo, hi in cma_ranges)
+                if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
                     continue
             elif pinnable(folio):
                 continue

@@ -288,3 +288,22 @@ def test_state_comparison_sees_a_difference():
     assert machine_state(plain) == machine_state(other)
     other.lru_add_drain()
     assert machine_state(plain) != machine_state(other)
+
+
+def test_collect_judges_pageblocks_a_cma_area_cuts_through():
+    """The collect loop keeps a pageblock's pinnability while its folios follow each
+    other; where a CMA area (here at an unaligned base) covers only part of a
+    pageblock it judges each folio: the count of unpinnable folios is exactly the
+    count folio_is_longterm_pinnable gives, with and without the shortcut."""
+    from pytest_pinfault.mm.folio import KIND_ANON, Folio
+    for observed in (False, True):
+        k = FakeMM(MMConfig(ram="512MiB", cma="a:2MiB@257MiB"))
+        if observed:
+            k.attach_observer(Silent())
+        (lo, hi), = k._cma_ranges
+        assert lo % 512 and hi % 512              # both pageblocks only partly CMA
+        first = lo & ~511
+        entries = [Folio(k, pfn, 0, k._pfn_zone(pfn), KIND_ANON) for pfn in range(first, first + 1024)]
+        want = sum(not k.folio_is_longterm_pinnable(f) for f in entries)
+        assert want == hi - lo
+        assert k._collect_longterm_unpinnable(entries, len(entries), []) == want
