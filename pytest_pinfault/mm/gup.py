@@ -54,7 +54,7 @@ from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
-from .mmzone import pageblock_order
+from .mmzone import pageblock_nr_pages, pageblock_order
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -702,6 +702,8 @@ class GupMixin(_Base):
         pins = 0
         check_pte = True
         watch = self._ref_watch
+        bias = GUP_PIN_COUNTING_BIAS if pin else 1
+        fast = watch is None and pages is not None and bool(grab) and not fi.active
         while i < nr_pages:
             addr = start + (i << PAGE_SHIFT)
             if addr >= vma_end or vma is None or addr < vma.start:
@@ -720,6 +722,39 @@ class GupMixin(_Base):
             if task._sigpending == 2:          # fatal_signal_pending(): fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
+            if fast and not check_pte:
+                # a run of present PTEs of small folios, on a machine without an
+                # observer and with no fault armed: follow_page_pte, the grab, the
+                # pages[] entry and the dirty bit below, written out (what ends the run
+                # goes the long way; tests/mm/test_hot_paths.py compares the two)
+                vpn = addr >> PAGE_SHIFT
+                stop = vpn + min(nr_pages - i, (vma_end - addr) >> PAGE_SHIFT)
+                j = i
+                while vpn < stop:
+                    ent = pte.get(vpn)
+                    if ent is None:
+                        break
+                    folio, idx = ent
+                    r = folio._rc
+                    if folio.order or r <= 0 or folio.kind == KIND_ZERO:
+                        break
+                    folio._rc = r + bias
+                    if write:
+                        folio._flags |= PG_dirty
+                    page = Page(folio, folio.pfn + idx)
+                    if j == len(pages):
+                        pages.append(page)
+                    elif j < len(pages):
+                        pages[j] = page
+                    else:
+                        _set(pages, j, page)
+                    j += 1
+                    vpn += 1
+                if j != i:
+                    if pin:
+                        pins += j - i
+                    i = j
+                    continue
             ent = pte.get(addr >> PAGE_SHIFT)
             if ent is not None:
                 folio, idx = ent
@@ -750,6 +785,7 @@ class GupMixin(_Base):
                     return self._gup_done(i, rc, pins)
                 faulted = addr
                 watch = self._ref_watch
+                fast = watch is None and pages is not None and bool(grab) and not fi.active
                 # a fault may have changed the VMA's flags (a callback's mprotect)
                 check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
                     or (unshare_ro and _is_cow_mapping(vma))
@@ -992,6 +1028,7 @@ class GupMixin(_Base):
         watch = self._ref_watch
         stats = self.stats
         lru_nr, lru_lists = self._lru_nr, self._lru_lists
+        last_pb, pb_ok = -1, True
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -1003,17 +1040,30 @@ class GupMixin(_Base):
             if watch is None and type(folio) is Folio:
                 # folio_is_longterm_pinnable, written out: not in a CMA or isolated
                 # pageblock (a pageblock absent from _pb_mt has its boot-time type:
-                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio
-                mt = pb_mt.get(folio.pfn >> pageblock_order)
-                if mt is None:
-                    pfn = folio.pfn
-                    for lo, hi in cma_ranges:
-                        if lo <= pfn < hi:
-                            break
+                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio.
+                # The pageblock's answer is kept while the next folios stay in it
+                # (unless a CMA area's edge cuts through it).
+                pfn = folio.pfn
+                pb = pfn >> pageblock_order
+                if pb != last_pb:
+                    mt = pb_mt.get(pb)
+                    if mt is not None:
+                        pb_ok = mt < MIGRATE_CMA
+                        last_pb = pb
                     else:
-                        if folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE:
-                            continue
-                elif mt < MIGRATE_CMA and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
+                        pb_ok = True
+                        last_pb = pb
+                        first = pb << pageblock_order
+                        end = first + pageblock_nr_pages
+                        for lo, hi in cma_ranges:
+                            if lo < end and first < hi:
+                                if lo <= first and end <= hi:
+                                    pb_ok = False          # wholly in a CMA area
+                                    break
+                                last_pb = -1               # partly: judged per folio
+                        if last_pb < 0:
+                            pb_ok = not any(lo <= pfn < hi for lo, hi in cma_ranges)
+                if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
                     continue
             elif pinnable(folio):
                 continue
