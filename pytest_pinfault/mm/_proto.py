@@ -19,7 +19,7 @@ a type error: add the member (with the definition's signature) below.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..faults.injector import Injector
@@ -76,6 +76,7 @@ class FakeMMProto(Protocol):
     _pb_mt: dict[int, int]
     _pcp_disabled: int
     _pcp_thp_shared: bool
+    _rmqueue_fallback: Callable[[Zone, int, int], int]
     _shmem_mthp: dict[str, int]
     _shmem_huge_possible: bool
     _sg_live: dict[int, Any]

@@ -13,7 +13,7 @@ import pickle
 import pytest
 
 from pytest_pinfault import FakeMM, MMConfig
-from pytest_pinfault.mm import (FOLL_LONGTERM, MAP_SHARED, MFD_HUGETLB, MIGRATE_CMA, PROT_READ,
+from pytest_pinfault.mm import (FOLL_LONGTERM, GFP_KERNEL, MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, MAP_SHARED, MFD_HUGETLB, MIGRATE_CMA, PROT_READ,
                                 PROT_WRITE, ConfigError)
 from pytest_pinfault.mm.config import DEFAULT_KERNEL, KERNEL_QUIRKS, KERNELS, QUIRK_KERNELS, QUIRKS
 from pytest_pinfault.mm.folio import KIND_HUGETLB
@@ -290,3 +290,61 @@ class TestUnpinNullEntries:
         k.unpin_user_pages_dirty_lock(arr, 3, dirty)
         assert [w.site for w in k.warnings] == (["null_pointer_dereference"] if warns else [])
         assert_nothing_held(k)         # the real pins are released either way
+
+
+def _sparse_movable(kernel: str):
+    """DMA32 full but for single free buddies, each alone in its pageblock: order 4 in
+    the lowest, order 7 in the next but one, order 6 in enough pageblocks above to keep
+    the zone over its min watermark.  No pageblock is half free, so no claim succeeds."""
+    mm = FakeMM(MMConfig(ram="2GiB", kernel=kernel))
+    z = mm.zones["DMA32"]
+    mm.fill_zone("DMA", leave=0)
+    balloon = mm.fill_zone("DMA32", leave=0)
+    nr_big = -(-(z.wmark_min + 200) // 64)
+    nr_big += nr_big % 2
+    base = 16384
+    end = base + 512 * (4 + nr_big)
+    for f in [f for f in balloon.folios if base <= f.pfn < end]:
+        mm.folio_put(f)
+    small, mid = base, base + 1024
+    free = [(small, 16), (mid + 128, 128)] + [(base + 512 * (4 + i) + 64, 64) for i in range(nr_big)]
+    keep, p = [], base
+    for a, n in free:
+        keep += mm._take_exact(z, MIGRATE_MOVABLE, p, a - p)
+        p = a + n
+    keep += mm._take_exact(z, MIGRATE_MOVABLE, p, end - p)
+    mm.drain_all_pages()
+    assert z.free[MIGRATE_MOVABLE].nr_free == z.free_pages == 16 + 128 + 64 * nr_big
+    return mm, small, mid, keep
+
+
+class TestBuddyFallback:
+    """__rmqueue_fallback (6.1.192; 6.6.y the same) serves an unclaimable fallback from
+    the largest buddy; 6.12.118 and v6.15+ (__rmqueue_claim, then __rmqueue_steal) from
+    the smallest.  docs/kernel-map.md, "Kernel versions"."""
+
+    @pytest.mark.parametrize("kernel,where", [("6.1", "largest"), ("6.6", "largest"),
+                                              ("6.12", "smallest"), ("6.17", "smallest")])
+    def test_unclaimable_fallback(self, kernel, where):
+        mm, small, mid, _keep = _sparse_movable(kernel)
+        f = mm.folio_alloc(GFP_KERNEL, 4)                  # order 4: no per-cpu list
+        assert f is not None
+        if where == "largest":
+            assert mid <= f.pfn < mid + 512                # the order-7 buddy's pageblock
+        else:
+            assert f.pfn == small                          # the order-4 buddy, whole
+        assert mm.stats.pageblock_claimed == 0
+        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_MOVABLE
+        assert f.migratetype == MIGRATE_MOVABLE
+
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_claim_when_half_free(self, kernel):
+        """Every version claims the pageblock of a large enough buddy when half of it
+        is free; the request is then served from it."""
+        mm, small, mid, keep = _sparse_movable(kernel)
+        blk = next(f for f in keep if f.pfn == mid)       # the order-7 block below the free one
+        mm.folio_put(blk)
+        f = mm.folio_alloc(GFP_KERNEL, 4)
+        assert mid <= f.pfn < mid + 512
+        assert mm.get_pageblock_migratetype(mid) == MIGRATE_UNMOVABLE
+        assert mm.stats.pageblock_claimed == 1
