@@ -14,8 +14,12 @@ The kernel's rules the model keeps:
   free pages (not counting free CMA pages unless ALLOC_CMA) stay above the min watermark.
 * ``__rmqueue``: movable requests use CMA first when more than half of the zone's free
   pages are CMA; otherwise their own free list, then CMA, then the fallback types.
-  Unmovable/reclaimable requests fall back to other types and claim the pageblock when
-  at least half of it is free (``steal_suitable_fallback``).
+  The fallback follows ``MMConfig.kernel``: 6.1 and 6.6 use the largest fallback buddy
+  (``__rmqueue_fallback``, ``steal_suitable_fallback``), 6.12 and 6.17 try to claim
+  from the largest down and otherwise steal the smallest (``__rmqueue_claim``,
+  ``__rmqueue_steal``); a pageblock is claimed when at least half of it is free, and
+  whether a claim is tried depends on the order of the buddy found
+  (``can_steal_fallback``).
 * Orders 0..3 and the THP order go through per-cpu lists with the zone's batch/high;
   CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
   not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
