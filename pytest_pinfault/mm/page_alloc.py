@@ -33,6 +33,7 @@ The kernel's rules the model keeps:
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import gfp as _g
@@ -359,7 +360,7 @@ class PageAllocMixin(_Base):
             fl = zone.free[fmt]
             if fl.nr_free < (1 << order):
                 continue
-            for o, pfn in _highest_block_per_order(fl, order, 0, 1 << 62).items():
+            for o, pfn in _highest_block_per_order(fl, order, 0, 1 << 62, FALLBACK_WINDOW).items():
                 if o not in found:
                     found[o] = (fmt, pfn)
         return [(o, *found[o]) for o in sorted(found, reverse=True)]
@@ -729,20 +730,33 @@ class PageAllocMixin(_Base):
         return out
 
 
-def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int) -> dict[int, int]:
+#: How many free extents of a fallback list, from the highest address down, the fallback
+#: search examines for the largest and smallest buddies (more when none of them holds
+#: the request).  The kernel sees every free block through its per-order lists; the
+#: model's lists are address-sorted extents, and this bound keeps a fallback on a zone
+#: fragmented into thousands of extents as cheap as on a whole one.
+FALLBACK_WINDOW = 64
+
+
+def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int,
+                             window: int | None = None) -> dict[int, int]:
     """The buddy blocks the free extents of *fl* inside ``[lo, hi)`` decompose into:
     for each order >= *min_order* present, the pfn of the highest block of exactly that
     order.  Each extent is cut into maximal naturally aligned blocks of at most
-    MAX_PAGE_ORDER, as __free_one_page merges buddies; the run of MAX_PAGE_ORDER blocks
-    in the middle of a long extent costs one step, so the cost follows the number of
-    extents, not their size."""
+    MAX_PAGE_ORDER, as __free_one_page merges buddies; a run of MAX_PAGE_ORDER blocks
+    costs one step.  Extents are visited from *hi* down (bisect, so the cost follows the
+    extents visited, not the list); with *window*, the visit stops after that many once
+    a block was found, or as soon as a MAX_PAGE_ORDER block was."""
     out: dict[int, int] = {}
     top = MAX_PAGE_ORDER
-    for s, e in fl.extents():
+    starts, ends = fl.starts, fl.ends
+    i = bisect_left(starts, hi) - 1
+    seen = 0
+    while i >= 0:
+        s, e = starts[i], ends[i]
         if e <= lo:
-            continue
-        if s >= hi:
             break
+        i -= 1
         s, e = max(s, lo), min(e, hi)
         p = s
         while p < e:
@@ -758,6 +772,9 @@ def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int) -> dict[
             if o >= min_order and out.get(o, -1) < p:
                 out[o] = p
             p += 1 << o
+        seen += 1
+        if window is not None and out and (seen >= window or top in out):
+            break
     return out
 
 

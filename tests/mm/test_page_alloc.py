@@ -763,3 +763,38 @@ class TestAllocPagesFaultSite:
         fake_mm.faults.arm("alloc_pages", nth=3)
         got = [fake_mm.folio_alloc(GFP_KERNEL, 0) for _ in range(4)]
         assert [g is None for g in got] == [False, False, True, False]
+
+
+class TestFallbackSearch:
+    """page_alloc._highest_block_per_order: the fallback's view of a free list as buddy
+    blocks, bounded to the highest FALLBACK_WINDOW extents."""
+
+    def _list(self):
+        from pytest_pinfault.mm.mmzone import FreeList
+        fl = FreeList()
+        fl.put(1 << 20, 1 << 12)                          # four MAX_PAGE_ORDER blocks, lowest
+        for i in range(1000):                             # then 1000 separate order-1 blocks
+            fl.put((1 << 22) + 4 * i, 2)
+        fl.put((1 << 23) + 3, 13)                        # 3..16: blocks of order 0, 2, 3 (+ order 0)
+        return fl
+
+    def test_decomposition_and_bounds(self):
+        from pytest_pinfault.mm.page_alloc import _highest_block_per_order
+        fl = self._list()
+        base = 1 << 23
+        # [base+3, base+16) = 1 @3, 4 @4, 8 @8: orders 0, 2, 3
+        assert _highest_block_per_order(fl, 0, base, base + 512) == {0: base + 3, 2: base + 4, 3: base + 8}
+        assert _highest_block_per_order(fl, 3, base, base + 512) == {3: base + 8}
+        # a sub-range cuts the extent: [base+5, base+9) = 1 @5, 2 @6, 1 @8
+        assert _highest_block_per_order(fl, 0, base + 5, base + 9) == {0: base + 8, 1: base + 6}
+        whole = _highest_block_per_order(fl, 0, 0, 1 << 62)
+        assert whole[10] == (1 << 20) + 3 * 1024 and whole[1] == (1 << 22) + 4 * 999
+
+    def test_window_stops_the_search(self):
+        """Past the window the lower extents are not looked at (the MAX_PAGE_ORDER
+        blocks at the bottom are not found), unless nothing found yet holds the request."""
+        from pytest_pinfault.mm.page_alloc import FALLBACK_WINDOW, _highest_block_per_order
+        fl = self._list()
+        near = _highest_block_per_order(fl, 0, 0, 1 << 62, FALLBACK_WINDOW)
+        assert 10 not in near and set(near) == {0, 1, 2, 3}
+        assert _highest_block_per_order(fl, 5, 0, 1 << 62, FALLBACK_WINDOW) == {10: (1 << 20) + 3 * 1024}
