@@ -37,7 +37,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import gfp as _g
-from .folio import KIND_BALLOON, KIND_KERNEL, Folio, Page
+from .folio import KIND_BALLOON, KIND_KERNEL, PG_lru, Folio, Page
 from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVABLE,
                   MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_NORMAL)
 from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER,
@@ -386,14 +386,54 @@ class PageAllocMixin(_Base):
 
     def _try_claim_block(self, zone: "Zone", pfn: int, cur: int, mt: int, fmt: int) -> bool:
         """The pageblock of a fallback block of order *cur* (< pageblock_order) becomes
-        *mt* when at least half of it is free (``free_pages + alike_pages >=
-        pageblock_nr_pages / 2``; the model counts free pages only)."""
+        *mt* when ``free_pages + alike_pages >= pageblock_nr_pages / 2``: alike are the
+        in-use pages of LRU folios for a movable request, and for another request falling
+        back to a MOVABLE pageblock every page neither free nor on the LRU (kernel
+        allocations, pages on per-cpu lists); none otherwise.  A pageblock that is not
+        wholly inside the zone is never claimed.
+        Kernel: mm/page_alloc.c:try_to_steal_block, prep_move_freepages_block (6.12.118);
+        steal_suitable_fallback, move_freepages_block (6.1.192)."""
         pb_start = pfn & ~(pageblock_nr_pages - 1)
-        if zone.free[fmt].count_range(pb_start, pb_start + pageblock_nr_pages) < pageblock_nr_pages // 2:
+        pb_end = pb_start + pageblock_nr_pages
+        if not (zone.zone_start_pfn <= pb_start and pb_end <= zone.zone_end_pfn):
             return False
+        half = pageblock_nr_pages // 2
+        free = zone.free[fmt].count_range(pb_start, pb_end)
+        if free < half:
+            if mt == MIGRATE_MOVABLE:
+                alike = self._lru_pages_in(pb_start, pb_end)
+            elif fmt == MIGRATE_MOVABLE:
+                alike = pageblock_nr_pages - free - self._lru_pages_in(pb_start, pb_end)
+            else:
+                alike = 0
+            if free + alike < half:
+                return False
         self._set_pageblock_migratetype(zone, pfn >> pageblock_order, mt)
         self.stats.pageblock_claimed += 1
         return True
+
+    def _lru_pages_in(self, lo: int, hi: int) -> int:
+        """Pages of ``[lo, hi)`` (inside one memory section) that belong to folios on the
+        LRU (``PageLRU``: a large folio's tail pages count too)."""
+        nr = 0
+        sec = self._sections_for(lo)
+        head = self.pfn_to_folio(lo)
+        p = lo
+        if head is not None and head.pfn < lo:          # a folio reaching in from below
+            end = head.pfn + head.nr_pages
+            if head.flags & PG_lru:
+                nr += min(end, hi) - lo
+            p = end
+        while p < hi:
+            f = sec.get(p)
+            if f is None:
+                p += 1
+                continue
+            end = p + f.nr_pages
+            if f.flags & PG_lru:
+                nr += min(end, hi) - p
+            p = end
+        return nr
 
     def _rmqueue_fallback_claim_steal(self, zone: "Zone", order: int, mt: int) -> int:
         """6.12.y (read in 6.12.118) and v6.15+: ``__rmqueue_claim``, then
