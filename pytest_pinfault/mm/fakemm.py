@@ -16,9 +16,9 @@ from .argcheck import typed_api
 from .bug import KernelWarning, external_caller
 from .cma import CMA, CmaMixin
 from .config import DEFAULT_KERNEL, MMConfig
-from .folio import (GUP_PIN_COUNTING_BIAS, KIND_CONTIG, KIND_HUGETLB, KIND_ZERO,
-                    MAPPING_CHANGE, PG_reserved, Folio, Page)
-from .gfp import MIGRATE_CMA, ZONE_MOVABLE
+from .folio import (GUP_PIN_COUNTING_BIAS, KIND_CONTIG, KIND_FILE, KIND_HUGETLB, KIND_ZERO,
+                    MAPPING_CHANGE, PG_lru, PG_reserved, Folio, Page)
+from .gfp import MIGRATE_CMA, MIGRATE_ISOLATE, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, ZONE_MOVABLE
 from .hugetlb import HState, HugetlbMixin
 from .memblock import compute_layout
 from .memory_hotplug import MemoryBlocks, MemoryHotplugMixin
@@ -35,7 +35,7 @@ from .uaccess import UaccessMixin
 from .file import FileMixin
 from .dma_buf import DmaBufMixin
 from .user import UserMixin
-from .mmzone import PerCpuPages, Zone, pageblock_order, zone_batchsize
+from .mmzone import SECTION_SHIFT, PerCpuPages, Zone, pageblock_order, zone_batchsize
 from .page_alloc import NR_PCP_LISTS, PageAllocMixin
 from .page_isolation import IsolationMixin
 from .sched import Task
@@ -51,7 +51,6 @@ __all__ = ["FakeMM", "Out", "KERNEL_VERSION"]
 #: a machine's own version is ``fake_mm.config.kernel``).
 KERNEL_VERSION = DEFAULT_KERNEL
 
-SECTION_SHIFT = 15           # 128 MiB memory sections (SECTION_SIZE_BITS 27)
 _MAX_FOLIO_ORDER = 18        # 1 GiB gigantic hugetlb folios
 
 
@@ -505,13 +504,51 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         return folio._refcount
 
     def _free_folio(self, folio: Folio) -> None:
-        if folio.kind == KIND_HUGETLB and folio.hstate is not None:
+        """The last reference went: off the LRU, then to the buddy allocator (or the
+        hugetlb pool).  Kernel: mm/swap.c:__folio_put, mm/page_alloc.c:free_unref_page
+        (v6.12).  Without an observer, an order-0 folio takes a shortcut that writes out
+        SwapMixin._lru_del_on_free, _free_folio_to_buddy and PageAllocMixin._free_block
+        (every migration frees its source here; tests/mm/test_hot_paths.py checks that
+        both ways leave the same state)."""
+        kind = folio.kind
+        if kind == KIND_HUGETLB and folio.hstate is not None:
             self.free_huge_folio(folio)
             return
-        self._lru_del_on_free(folio)
+        if self._ref_watch is not None or folio.order or kind == KIND_CONTIG or self._pcp_disabled \
+                or self.trace.verbose:
+            self._lru_del_on_free(folio)
+            if folio._pincount:
+                self._warn("free_pinned", "freeing a folio with _pincount != 0", folio=folio)
+            self._free_folio_to_buddy(folio)
+            return
+        if folio._flags & PG_lru:               # _lru_del_on_free
+            folio._flags &= ~PG_lru
+            idx = folio._zone.idx
+            self._lru_nr[idx] -= 1
+            self._lru_lists[idx][kind == KIND_FILE].pop(folio, None)
         if folio._pincount:
             self._warn("free_pinned", "freeing a folio with _pincount != 0", folio=folio)
-        self._free_folio_to_buddy(folio)
+        pfn = folio.pfn                         # _free_folio_to_buddy
+        sec = self._sections.get(pfn >> SECTION_SHIFT)
+        if sec is not None and sec.get(pfn) is folio:
+            del sec[pfn]
+        folio.freed = True
+        folio._flags = 0
+        folio._data = None
+        folio._mapping = None
+        self._nr_allocated -= 1
+        mt = self._pb_mt.get(pfn >> pageblock_order, MIGRATE_MOVABLE)    # _free_block
+        zone = folio._zone
+        if mt >= MIGRATE_PCPTYPES:
+            if mt == MIGRATE_ISOLATE:
+                self._buddy_put(zone, pfn, 1)
+                return
+            mt = MIGRATE_MOVABLE
+        pcp = zone.pcp[self.current.cpu]
+        pcp.lists[mt].append(pfn)
+        pcp.count += 1
+        if pcp.count >= pcp.high:
+            self._free_pcppages_bulk(zone, pcp, pcp.batch)
 
     def _free_folio_to_buddy(self, folio: Folio) -> None:
         pfn = folio.pfn

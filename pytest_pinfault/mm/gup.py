@@ -46,13 +46,15 @@ import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import gfp as _g
-from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_HUGETLB, KIND_ZERO, PAGE_SHIFT,
-                    PAGE_SIZE, PG_anon_exclusive, PG_dirty, Folio, Page)
+from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO,
+                    PAGE_SHIFT, PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_isolated, PG_lru, Folio, Page)
 from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE, VMA, MMStruct)
 from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
+from .gfp import MIGRATE_CMA, ZONE_MOVABLE
+from .mmzone import pageblock_nr_pages, pageblock_order
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -335,6 +337,8 @@ class GupMixin(_Base):
         try:
             i = 0
             put = self.gup_put_folio
+            watch = self._ref_watch
+            stats = self.stats
             while i < npages:
                 page = pages[i]
                 if page is None:
@@ -356,6 +360,16 @@ class GupMixin(_Base):
                         n += 1
                 if make_dirty and folio.kind != KIND_ZERO:
                     folio.flags |= PG_dirty
+                if watch is None and n == 1 and type(folio) is Folio and not folio.order \
+                        and folio._mm is self and not folio.freed and folio.kind != KIND_ZERO:
+                    # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
+                    # reference, written out
+                    left = folio._rc - GUP_PIN_COUNTING_BIAS
+                    if left > 0 and left >= folio._mc + (1 if folio._mapping is not None else 0):
+                        folio._rc = left
+                        stats.nr_foll_pin_released += 1
+                        i += 1
+                        continue
                 put(folio, n, _PIN)
                 i += n
         finally:
@@ -404,6 +418,8 @@ class GupMixin(_Base):
         paused = gc_pause(nfolios)          # mm/hostgc.py: an observer records each folio
         try:
             i = 0
+            watch = self._ref_watch
+            stats = self.stats
             while i < nfolios:
                 folio = folios[i]
                 if folio is None:
@@ -415,6 +431,16 @@ class GupMixin(_Base):
                 n = 1
                 while i + n < nfolios and folios[i + n] is folio:
                     n += 1
+                if watch is None and n == 1 and type(folio) is Folio and not folio.order \
+                        and folio._mm is self and not folio.freed and folio.kind != KIND_ZERO:
+                    # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
+                    # reference, written out
+                    left = folio._rc - GUP_PIN_COUNTING_BIAS
+                    if left > 0 and left >= folio._mc + (1 if folio._mapping is not None else 0):
+                        folio._rc = left
+                        stats.nr_foll_pin_released += 1
+                        i += 1
+                        continue
                 self.gup_put_folio(folio, n, _PIN)
                 i += n
         finally:
@@ -674,6 +700,8 @@ class GupMixin(_Base):
         shared = False
         faulted = -1
         pins = 0
+        check_pte = True
+        watch = self._ref_watch
         while i < nr_pages:
             addr = start + (i << PAGE_SHIFT)
             if addr >= vma_end or vma is None or addr < vma.start:
@@ -684,7 +712,12 @@ class GupMixin(_Base):
                 assert vma is not None      # _check_vma_flags refuses a missing VMA
                 vma_end = vma.end
                 shared = vma.is_shared()
-            if task.fatal_signal_pending:      # __get_user_pages: fatal signals only
+                # which of follow_page_pte's refusals below can apply in this VMA: a write
+                # without a writable shared mapping, a pin of anonymous memory in a private
+                # one, a read-only long-term pin in a COW mapping
+                check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
+                    or (unshare_ro and _is_cow_mapping(vma))
+            if task._sigpending == 2:          # fatal_signal_pending(): fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
             ent = pte.get(addr >> PAGE_SHIFT)
@@ -693,11 +726,12 @@ class GupMixin(_Base):
                 # follow_page_pte: a write needs a writable PTE; a pin of a shared
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
-                if (write and not (shared and vma.flags & VM_WRITE) and
-                        not (kind == KIND_ANON and folio._flags & PG_anon_exclusive
-                             and (vma.flags & VM_WRITE or flags & _FORCE))) \
-                        or (pin and kind == KIND_ANON and not shared and not folio._flags & PG_anon_exclusive) \
-                        or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma)):
+                if check_pte and ((write and not (shared and vma.flags & VM_WRITE) and
+                                   not (kind == KIND_ANON and folio._flags & PG_anon_exclusive
+                                        and (vma.flags & VM_WRITE or flags & _FORCE)))
+                                  or (pin and kind == KIND_ANON and not shared
+                                      and not folio._flags & PG_anon_exclusive)
+                                  or (unshare_ro and kind != KIND_ANON and _is_cow_mapping(vma))):
                     ent = None
                 n = 1
             else:
@@ -715,6 +749,10 @@ class GupMixin(_Base):
                 if rc:
                     return self._gup_done(i, rc, pins)
                 faulted = addr
+                watch = self._ref_watch
+                # a fault may have changed the VMA's flags (a callback's mprotect)
+                check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
+                    or (unshare_ro and _is_cow_mapping(vma))
                 continue
             if grab:
                 r = folio._rc
@@ -725,7 +763,6 @@ class GupMixin(_Base):
                 elif kind != KIND_ZERO:        # the zero folio's refcount is not kept
                     # folio._refcount += ..., written out (observer first)
                     r += GUP_PIN_COUNTING_BIAS if pin and not folio.order else n
-                    watch = self._ref_watch
                     if watch is not None:
                         watch(folio, r)
                     folio._rc = r
@@ -735,10 +772,10 @@ class GupMixin(_Base):
                         pins += n
             if pages is not None and n == 1:
                 page = Page(folio, folio.pfn + idx)
-                if i < len(pages):
-                    pages[i] = page
-                elif i == len(pages):
+                if i == len(pages):
                     pages.append(page)
+                elif i < len(pages):
+                    pages[i] = page
                 else:
                     _set(pages, i, page)
             elif pages is not None:
@@ -752,7 +789,6 @@ class GupMixin(_Base):
                     else:
                         _set(pages, i + j, page)
             if write and kind != KIND_ZERO:
-                watch = self._ref_watch
                 if watch is not None:          # folio.flags |= PG_dirty, written out
                     watch(folio, None)
                 folio._flags |= PG_dirty
@@ -949,6 +985,14 @@ class GupMixin(_Base):
         expected = self.folio_expected_ref_count
         isolate = self.folio_isolate_lru
         mod_isolated = self.node_stat_mod_isolated
+        pb_mt = self._pb_mt
+        cma_ranges = self._cma_ranges
+        fi = self.faults
+        trace = self.trace
+        watch = self._ref_watch
+        stats = self.stats
+        lru_nr, lru_lists = self._lru_nr, self._lru_lists
+        last_pb, pb_ok = -1, True
         for i in range(nr):
             e = entries[i]
             if e is None:
@@ -957,7 +1001,35 @@ class GupMixin(_Base):
             if folio is prev:
                 continue
             prev = folio
-            if pinnable(folio):
+            if watch is None and type(folio) is Folio:
+                # folio_is_longterm_pinnable, written out: not in a CMA or isolated
+                # pageblock (a pageblock absent from _pb_mt has its boot-time type:
+                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio.
+                # The pageblock's answer is kept while the next folios stay in it
+                # (unless a CMA area's edge cuts through it).
+                pfn = folio.pfn
+                pb = pfn >> pageblock_order
+                if pb != last_pb:
+                    mt = pb_mt.get(pb)
+                    if mt is not None:
+                        pb_ok = mt < MIGRATE_CMA
+                        last_pb = pb
+                    else:
+                        pb_ok = True
+                        last_pb = pb
+                        first = pb << pageblock_order
+                        end = first + pageblock_nr_pages
+                        for lo, hi in cma_ranges:
+                            if lo < end and first < hi:
+                                if lo <= first and end <= hi:
+                                    pb_ok = False          # wholly in a CMA area
+                                    break
+                                last_pb = -1               # partly: judged per folio
+                        if last_pb < 0:
+                            pb_ok = not any(lo <= pfn < hi for lo, hi in cma_ranges)
+                if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
+                    continue
+            elif pinnable(folio):
                 continue
             collected += 1
             self._gup_last_unpinnable: Folio | None = folio
@@ -972,6 +1044,25 @@ class GupMixin(_Base):
                 if drained == 1 and folio._rc != expected(folio) + pin_refs:
                     self.lru_add_drain_all()
                     drained = 2
+            kind = folio.kind
+            if watch is None and type(folio) is Folio and not fi.active and folio._mm is self \
+                    and not folio.freed and folio._rc > 0 and not trace.verbose:
+                # folio_isolate_lru + node_stat_mod_isolated, written out (no fault armed)
+                flags = folio._flags
+                if not flags & PG_lru:
+                    continue
+                folio._flags = (flags & ~PG_lru) | PG_isolated
+                folio._rc += 1
+                idx = folio._zone.idx
+                nr_pages = folio.nr_pages
+                lru_nr[idx] -= nr_pages
+                lru_lists[idx][kind == KIND_FILE].pop(folio, None)
+                movable.append(folio)
+                if kind == KIND_ANON or kind == KIND_SHMEM:
+                    stats.nr_isolated_anon += nr_pages
+                else:
+                    stats.nr_isolated_file += nr_pages
+                continue
             if not isolate(folio):
                 continue
             movable.append(folio)
@@ -1000,10 +1091,22 @@ class GupMixin(_Base):
     def _unpin_entries(self, entries: list[Page] | list[Folio], nr: int) -> None:
         """Drop the pin of every entry and clear it (unpin_folio + pofs_clear_entry)."""
         put = self.gup_put_folio
+        watch = self._ref_watch
+        stats = self.stats
         for i in range(nr):
             e = entries[i]
             if e is not None:
-                put(e if type(e) is Folio else e.folio, 1, _PIN)
+                folio = e if type(e) is Folio else e.folio
+                if watch is None and type(folio) is Folio and not folio.order and folio._mm is self \
+                        and not folio.freed and folio.kind != KIND_ZERO \
+                        and (left := folio._rc - GUP_PIN_COUNTING_BIAS) > 0 \
+                        and left >= folio._mc + (1 if folio._mapping is not None else 0):
+                    # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
+                    # reference, written out
+                    folio._rc = left
+                    stats.nr_foll_pin_released += 1
+                else:
+                    put(folio, 1, _PIN)
                 entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:
@@ -1098,7 +1201,15 @@ class GupMixin(_Base):
                         nr_folios += 1
                     put = self.folio_put
                     for folio in batch:
-                        put(folio)
+                        # folio_put of the batch's reference, written out for a folio
+                        # that keeps others (the page cache's, the pin just taken)
+                        r = folio._rc
+                        if watch is None and r > 1 \
+                                and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                                and folio._mm is self and folio.kind != KIND_ZERO:
+                            folio._rc = r - 1
+                        else:
+                            put(folio)
                     if err:
                         self.unpin_folios(folios, nr_folios)
                         return err

@@ -44,6 +44,9 @@ from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHAN
                     PG_writeback, Folio, Page)
 from .gfp import ZONE_MOVABLE
 from .hostgc import gc_pause, gc_resume
+from .memfd import AddressSpace
+from .mm_types import MMStruct
+from .swap import FOLIO_BATCH_SIZE
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -79,6 +82,10 @@ _SPLIT_KEPT_FLAGS = (PG_dirty | PG_uptodate | PG_swapbacked | PG_anon_exclusive 
                      | PG_mlocked | PG_active | PG_unevictable)
 
 _MIGRATED_FLAGS = PG_dirty | PG_uptodate | PG_anon_exclusive | PG_private | PG_swapbacked
+# plain-int gfp bits read on every target allocation
+_GFP_TRANSHUGE = int(_g.GFP_TRANSHUGE)
+_HIGHMEM = _g._HIGHMEM
+_COMP = _g._COMP
 
 NewFolio = Callable[[Folio, Any], Optional[Folio]]
 FreeFolio = Callable[[Folio, Any], None]
@@ -136,14 +143,18 @@ class MigrateMixin(_Base):
         if fi.active and fi.hit("alloc_migration_target", folio=src) is not None:
             self._trace("alloc_fail", folio=src, reason="fault alloc_migration_target")
             return None
-        gfp = int(mtc.gfp_mask)
-        if src.kind == KIND_HUGETLB:
+        gfp = mtc.gfp_mask
+        if type(gfp) is not int:
+            gfp = int(gfp)
+        kind = src.kind
+        if kind == KIND_HUGETLB:
             return self.alloc_hugetlb_folio_nodemask(src.hstate, mtc.nid, mtc.nmask, gfp)
-        if src.order:
-            gfp |= int(_g.GFP_TRANSHUGE)
+        order = src.order
+        if order:
+            gfp |= _GFP_TRANSHUGE
         if src._zone.idx == ZONE_MOVABLE:
-            gfp |= _g._HIGHMEM
-        return self._alloc_folio(gfp | _g._COMP, src.order, src.kind)
+            gfp |= _HIGHMEM
+        return self._alloc_folio(gfp | _COMP, order, kind)
 
     def migrate_pages(self, from_list: list[Folio], get_new_folio: NewFolio,
                       put_new_folio: FreeFolio | None, private: Any, mode: int, reason: int,
@@ -455,7 +466,15 @@ class MigrateMixin(_Base):
             # try_to_migrate -> try_to_migrate_one: every mapping's notifiers hear of
             # the unmap before the reference count is judged, on every attempt
             self._migrate_invalidate(src)
-        expected = self.folio_expected_ref_count(src) + 1
+        if self._ref_watch is None and type(src) is Folio:
+            # folio_expected_ref_count(src) + 1 (the isolation reference), written out
+            if src.kind == KIND_ANON:
+                expected = src._mc + 1
+            else:
+                expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
+                    + (1 if src._flags & PG_private else 0)
+        else:
+            expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
         if extra or src._rc != expected:
@@ -496,7 +515,14 @@ class MigrateMixin(_Base):
             self.folio_put(dst)
 
     def _move_to_new_folio(self, src: Folio, dst: Folio, refs: int) -> None:
-        """Transfer contents, state and every reference holder from *src* to *dst*."""
+        """Transfer contents, state and every reference holder from *src* to *dst*
+        (folio_migrate_mapping, folio_migrate_flags, remove_migration_ptes), then
+        migrate_folio_done for *src*, the target to the LRU and both references
+        dropped.  Kernel: mm/migrate.c:migrate_folio_move (v6.12)."""
+        if self._ref_watch is None and src.kind != KIND_HUGETLB and type(dst) is Folio \
+                and dst._mm is self and not dst.freed and dst._rc > 0 and not dst._flags & PG_lru:
+            self._move_to_new_small(src, dst, refs)
+            return
         kind = dst.kind = src.kind
         dst._data, src._data = src._data, None
         # the watched fields (flags, mapping, _mapcount, _refcount) are written through
@@ -548,6 +574,75 @@ class MigrateMixin(_Base):
         self.folio_add_lru(dst)
         self.folio_put(dst)
         self.folio_put(src)
+
+    def _move_to_new_small(self, src: Folio, dst: Folio, refs: int) -> None:
+        """:meth:`_move_to_new_folio` on a machine without an observer, for a folio that
+        is not hugetlb and a target of this machine: the same writes in the same
+        order, without the observer's calls (tests/mm/test_hot_paths.py compares the
+        two)."""
+        kind = dst.kind = src.kind
+        dst._data = src._data
+        src._data = None
+        dst._flags |= src._flags & _MIGRATED_FLAGS
+        mapping = src._mapping
+        index = src.index
+        dst._mapping = mapping
+        dst.index = index
+        dst.private = src.private
+        dst._mc = src._mc
+        src._mc = 0
+        dst._rc += refs
+        src._rc -= refs
+        rmap = src.rmap
+        src.rmap = None
+        dst.rmap = rmap
+        if mapping is not None:
+            if type(mapping) is AddressSpace:
+                pages = mapping.pages      # AddressSpace.replace_folio, written out
+                if pages.get(index) is src:
+                    pages[index] = dst
+            else:
+                mapping.replace_folio(index, src, dst)
+            src._mapping = None
+        if rmap:
+            for owner, key in list(rmap):
+                if type(owner) is MMStruct and key[0] == "pte":
+                    pte = owner.pte        # MMStruct.replace_folio of a PTE, written out
+                    pte[key[1]] = (dst, pte[key[1]][1])
+                else:
+                    owner.replace_folio(key, src, dst)
+        stats = self.stats
+        nr = src.nr_pages
+        stats.pgmigrate_success += nr
+        trace = self.trace
+        if trace.on:                   # _trace("migrate", ...), written out
+            trace._seq += 1
+            trace._buf.append((trace._seq, "migrate", {"folio": src, "to": dst}))
+        # migrate_folio_done(src)
+        src._flags &= ~PG_isolated
+        if kind == KIND_ANON or kind == KIND_SHMEM:
+            stats.nr_isolated_anon -= nr
+        else:
+            stats.nr_isolated_file -= nr
+        # folio_add_lru(dst); folio_put(dst)
+        dst._rc += 1
+        cpu = self.current.cpu
+        batch = self._lru_add[cpu]
+        batch.append(dst)
+        dst._lru = cpu
+        if len(batch) >= FOLIO_BATCH_SIZE or dst.order or self._lru_disable_count:
+            self._folio_batch_move_lru(cpu)
+        r = dst._rc
+        if r > 1 and r > dst._mc + (dst.nr_pages if dst._mapping is not None else 0):
+            dst._rc = r - 1
+        else:
+            self.folio_put(dst)
+        # folio_put(src): the isolation reference, the last one
+        if src._rc == 1 and not src.rmap and not src._pincount and src._mapping is None:
+            src._rc = 0
+            self._free_folio(src)
+        else:
+            self.folio_put(src)
 
     def _migrate_done(self, src: Folio) -> None:
         """migrate_folio_done: the source leaves isolation (NR_ISOLATED_*)."""

@@ -29,6 +29,11 @@ PAGE_ALLOC_COSTLY_ORDER = 3
 HPAGE_PMD_ORDER = 9
 
 
+#: memory sections of 128 MiB (SECTION_SIZE_BITS 27): the unit of the folio index and
+#: of memory hotplug
+SECTION_SHIFT = 15
+
+
 class FreeList:
     """Free pfn extents ``[start, end)`` of one migratetype in one zone, sorted, disjoint."""
 

@@ -40,7 +40,7 @@ from . import gfp as _g
 from .folio import KIND_BALLOON, KIND_KERNEL, PG_lru, Folio, Page
 from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVABLE,
                   MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_NORMAL)
-from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER,
+from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, SECTION_SHIFT,
                      pageblock_nr_pages, pageblock_order)
 from .sched import PF_MEMALLOC_PIN
 
@@ -67,6 +67,7 @@ _MOVABLE = _g._MOVABLE
 _RECLAIMABLE = _g._RECLAIMABLE
 _NOFAIL = _g._NOFAIL
 _DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
+_HIGH = _g._HIGH
 
 _STEER = ("cma", "movable", "normal")
 
@@ -193,15 +194,52 @@ class PageAllocMixin(_Base):
     def _alloc_folio(self, gfp: int, order: int, kind: str) -> Folio | None:
         """The allocation core: the task's gfp context (current_gfp_context), the
         ``alloc_pages`` fault site, the freelists, and a new :class:`Folio` (refcount 1)
-        indexed by its pfn; ``None`` when the allocation fails."""
-        gfp = int(gfp)
-        if self.current.flags & PF_MEMALLOC_PIN:
+        indexed by its pfn; ``None`` when the allocation fails.
+
+        Without an observer, an order-0 allocation that is not steered takes its page
+        here, written out: get_page_from_freelist's zone walk with the watermark check,
+        and rmqueue's per-cpu list (refilled by :meth:`_rmqueue` when empty);
+        tests/mm/test_hot_paths.py checks that both ways leave the same state."""
+        if type(gfp) is not int:
+            gfp = int(gfp)
+        task = self.current
+        if task.flags & PF_MEMALLOC_PIN:
             gfp &= ~_MOVABLE
         fi = self.faults
         if fi.active and not gfp & _NOFAIL and fi.hit("alloc_pages", gfp=gfp, order=order) is not None:
             self._trace("alloc_fail", gfp=gfp, order=order, reason="fault")
             return None
-        pfn, zone = self._get_page_from_freelist(gfp, order)
+        if order or self._pcp_disabled or (gfp & _MOVABLE and self._steer is not None) \
+                or self._ref_watch is not None:
+            pfn, zone = self._get_page_from_freelist(gfp, order)
+        else:
+            pfn, zone = -1, None
+            if gfp & _MOVABLE:                          # gfp_migratetype()
+                mt = MIGRATE_MOVABLE
+                alloc_cma = True
+            else:
+                mt = MIGRATE_RECLAIMABLE if gfp & _RECLAIMABLE else MIGRATE_UNMOVABLE
+                alloc_cma = False
+            high = gfp & _HIGH
+            cpu = task.cpu
+            for z in self._zonelists[GFP_ZONE_TABLE[gfp & GFP_ZONEMASK]]:
+                # _watermark_ok at order 0
+                mark = z.wmark_min
+                if high:
+                    mark -= mark // 2
+                if (z.nr_free if alloc_cma else z.nr_free - z.nr_free_cma) <= mark:
+                    continue
+                pcp = z.pcp[cpu]
+                lst = pcp.lists[mt]
+                if lst:
+                    pcp.count -= 1
+                    pfn = lst.pop()
+                else:
+                    pfn = self._rmqueue(z, 0, mt, alloc_cma)
+                    if pfn < 0:
+                        continue
+                zone = z
+                break
         if pfn < 0 and gfp & _DIRECT_RECLAIM:
             pfn, zone = self._alloc_slowpath(gfp, order)     # reclaim, compaction (mm/vmscan.py)
         if pfn < 0:
@@ -210,8 +248,12 @@ class PageAllocMixin(_Base):
                 self._trace("alloc_fail", gfp=gfp, order=order, reason="oom")
             return None
         folio = Folio(self, pfn, order, zone, kind)
-        self._sections_for(pfn)[pfn] = folio
-        self._nr_allocated += folio.nr_pages
+        sections = self._sections
+        sec = sections.get(pfn >> SECTION_SHIFT)
+        if sec is None:
+            sec = sections[pfn >> SECTION_SHIFT] = {}
+        sec[pfn] = folio
+        self._nr_allocated += 1 << order
         if self.trace.verbose:
             self._trace("alloc", folio=folio, gfp=gfp, order=order)
         return folio

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, PG_hugetlb_migratable, PG_isolated, PG_lru,
+from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PG_hugetlb_migratable, PG_isolated, PG_lru,
                     Folio)
 
 FOLIO_BATCH_SIZE = 31
@@ -83,6 +83,12 @@ class SwapMixin(_Base):
                 idx = folio._zone.idx
                 lru_nr[idx] += folio.nr_pages
                 lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
+                # folio_put(folio) of a folio that keeps references, written out
+                r = folio._rc
+                if watch is None and r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
+                        and folio._mm is self and folio.kind != KIND_ZERO:
+                    folio._rc = r - 1
+                    continue
             folio_put(folio)
 
     def lru_add_drain(self) -> None:

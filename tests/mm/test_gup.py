@@ -589,7 +589,10 @@ class TestUnpin:
         real = k.gup_put_folio
         monkeypatch.setattr(k, "gup_put_folio", lambda f, n, fl: (calls.append((f.order, n)), real(f, n, fl)))
         k.unpin_user_pages(pages, 5)
-        assert calls == [(9, 3), (0, 1), (0, 1)]
+        # the large folio's three pages in one release; the small folios' pins are
+        # released on their own (inline, for the common case: see gup.py)
+        assert [c for c in calls if c[0] == 9] == [(9, 3)]
+        assert all(c == (0, 1) for c in calls if c[0] == 0)
         assert_nothing_held(k)
 
     def test_skips_none(self, k):
@@ -1340,7 +1343,9 @@ class TestMemfdPinFolios:
         k.unpin_folios(folios, -errno.EINVAL)
         assert [w.site for w in k.warnings] == ["unpin_folios"] and calls == []
         k.unpin_folios([folios[0], folios[0], None, folios[1]], 4)
-        assert calls == [2, 1]
+        # the repeated entry released as one group of two; the single one on its own
+        # (inline for a small folio: see gup.py)
+        assert calls[:1] == [2] and calls[1:] in ([], [1])
         assert_nothing_held(k)
 
 

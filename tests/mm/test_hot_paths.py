@@ -197,3 +197,113 @@ def test_a_disabled_collector_stays_disabled(k):
     finally:
         gc.enable()
     k.unpin_folios(folios, NR)
+
+
+# -- the unwatched shortcuts against the watched paths --------------------------------
+# Without an observer, the migration of a small folio, the order-0 allocation and free,
+# the long-term collect loop and the small-folio unpins take shortcuts written out for
+# speed (gup.py, migrate.py, page_alloc.py, fakemm.py).  With any observer attached the
+# same calls go through the functions the shortcuts write out.  Both must leave the
+# machine in the same state, down to the order of the free and LRU lists.
+
+class Silent(MMObserver):
+    """An observer that records nothing: attached, it only turns the shortcuts off."""
+
+    def folio_ref(self, folio, new) -> None:
+        pass
+
+
+def machine_state(k: FakeMM) -> dict:
+    """Everything the shortcuts touch, by pfn: folios, free lists, per-cpu lists, LRU
+    lists and batches, counters, the trace."""
+    folios = {}
+    for sec in k._sections.values():
+        for pfn, f in sec.items():
+            folios[pfn] = (f.order, f.kind, f._rc, f._mc, f._pincount, f._flags, f._lru, f.index,
+                           f.freed, f._mapping is not None,
+                           sorted((type(o).__name__, key) for o, key in (f.rmap or ())))
+    zones = {}
+    for z in k._zone_list:
+        zones[z.name] = ([(fl.starts[:], fl.ends[:], fl.nr_free) for fl in z.free],
+                         [([lst[:] for lst in p.lists], p.count) for p in z.pcp],
+                         z.nr_free, z.nr_free_cma)
+    lru = [[[f.pfn for f in d] for d in lists] for lists in k._lru_lists]
+    batches = [[f.pfn for f in b] for b in k._lru_add]
+    events = [(e.kind, sorted((key, getattr(v, "pfn", v)) for key, v in e.fields.items()))
+              for e in k.trace]
+    return dict(folios=folios, zones=zones, lru=lru, lru_nr=list(k._lru_nr), batches=batches,
+                stats={name: getattr(k.stats, name) for name in type(k.stats).__slots__},
+                allocated=k._nr_allocated, events=events)
+
+
+def _pin_memfd(k: FakeMM) -> None:
+    f = cma_memfd(k, 3 * NR)
+    folios: list = []
+    assert k.memfd_pin_folios(f, 0, 3 * NR * PAGE_SIZE - 1, folios, 3 * NR, Out(0)) == 3 * NR
+    k.unpin_folios(folios[:NR], NR)
+
+
+def _pin_mapping(k: FakeMM) -> None:
+    f = cma_memfd(k, 3 * NR)
+    mm = k.current.mm
+    addr = mm.mmap(3 * NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    pages: list = []
+    assert k.pin_user_pages(addr, 3 * NR, FOLL_LONGTERM | FOLL_WRITE, pages) == 3 * NR
+    k.unpin_user_pages(pages[NR:], 2 * NR)
+    mm.munmap(addr, NR * PAGE_SIZE)
+
+
+def _migrate_anon(k: FakeMM) -> None:
+    mm = k.current.mm
+    with k.steer("cma"):
+        addr = mm.mmap(2 * NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE)
+    pages: list = []
+    assert k.pin_user_pages(addr, 2 * NR, FOLL_LONGTERM | FOLL_WRITE, pages) == 2 * NR
+    k.unpin_user_pages(pages, 2 * NR)
+
+
+@pytest.mark.parametrize("workload", [_pin_memfd, _pin_mapping, _migrate_anon])
+def test_shortcuts_leave_the_state_the_watched_paths_leave(workload):
+    """A long-term pin out of CMA (memfd, shared mapping, anonymous), partial unpins and
+    an unmap: the machine without an observer and the one with a silent observer end
+    in the same state, and the shortcuts did run on the first (its pins migrated)."""
+    plain = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    watched = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    watched.attach_observer(Silent())
+    assert plain._ref_watch is None and watched._ref_watch is not None
+    workload(plain)
+    workload(watched)
+    assert plain.stats.pgmigrate_success >= NR
+    a, b = machine_state(plain), machine_state(watched)
+    for key in a:
+        assert a[key] == b[key], key
+
+
+def test_state_comparison_sees_a_difference():
+    """The comparison above fails when one machine did one thing more."""
+    plain = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    other = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    _pin_memfd(plain)
+    _pin_memfd(other)
+    assert machine_state(plain) == machine_state(other)
+    other.lru_add_drain()
+    assert machine_state(plain) != machine_state(other)
+
+
+def test_collect_judges_pageblocks_a_cma_area_cuts_through():
+    """The collect loop keeps a pageblock's pinnability while its folios follow each
+    other; where a CMA area (here at an unaligned base) covers only part of a
+    pageblock it judges each folio: the count of unpinnable folios is exactly the
+    count folio_is_longterm_pinnable gives, with and without the shortcut."""
+    from pytest_pinfault.mm.folio import KIND_ANON, Folio
+    for observed in (False, True):
+        k = FakeMM(MMConfig(ram="512MiB", cma="a:2MiB@257MiB"))
+        if observed:
+            k.attach_observer(Silent())
+        (lo, hi), = k._cma_ranges
+        assert lo % 512 and hi % 512              # both pageblocks only partly CMA
+        first = lo & ~511
+        entries = [Folio(k, pfn, 0, k._pfn_zone(pfn), KIND_ANON) for pfn in range(first, first + 1024)]
+        want = sum(not k.folio_is_longterm_pinnable(f) for f in entries)
+        assert want == hi - lo
+        assert k._collect_longterm_unpinnable(entries, len(entries), []) == want
