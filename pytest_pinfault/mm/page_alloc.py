@@ -442,10 +442,13 @@ class PageAllocMixin(_Base):
         half = pageblock_nr_pages // 2
         free = zone.free[fmt].count_range(pb_start, pb_end)
         if free < half:
+            # counting stops once the outcome is known: a movable request needs
+            # half - free LRU pages; another one claims a MOVABLE block while at most
+            # half of it is on the LRU (free + (all - free - lru) = all - lru)
             if mt == MIGRATE_MOVABLE:
-                alike = self._lru_pages_in(pb_start, pb_end)
+                alike = self._lru_pages_in(pb_start, pb_end, half - free)
             elif fmt == MIGRATE_MOVABLE:
-                alike = pageblock_nr_pages - free - self._lru_pages_in(pb_start, pb_end)
+                alike = pageblock_nr_pages - free - self._lru_pages_in(pb_start, pb_end, half + 1)
             else:
                 alike = 0
             if free + alike < half:
@@ -454,9 +457,10 @@ class PageAllocMixin(_Base):
         self.stats.pageblock_claimed += 1
         return True
 
-    def _lru_pages_in(self, lo: int, hi: int) -> int:
+    def _lru_pages_in(self, lo: int, hi: int, enough: int) -> int:
         """Pages of ``[lo, hi)`` (inside one memory section) that belong to folios on the
-        LRU (``PageLRU``: a large folio's tail pages count too)."""
+        LRU (``PageLRU``: a large folio's tail pages count too), counted until *enough*
+        are found (the result is then at least *enough*)."""
         nr = 0
         sec = self._sections_for(lo)
         head = self.pfn_to_folio(lo)
@@ -466,7 +470,7 @@ class PageAllocMixin(_Base):
             if head.flags & PG_lru:
                 nr += min(end, hi) - lo
             p = end
-        while p < hi:
+        while p < hi and nr < enough:
             f = sec.get(p)
             if f is None:
                 p += 1
