@@ -702,6 +702,8 @@ class GupMixin(_Base):
         pins = 0
         check_pte = True
         watch = self._ref_watch
+        bias = GUP_PIN_COUNTING_BIAS if pin else 1
+        fast = watch is None and pages is not None and bool(grab) and not fi.active
         while i < nr_pages:
             addr = start + (i << PAGE_SHIFT)
             if addr >= vma_end or vma is None or addr < vma.start:
@@ -720,6 +722,39 @@ class GupMixin(_Base):
             if task._sigpending == 2:          # fatal_signal_pending(): fatal signals only
                 self._gup_signalled(task)
                 return self._gup_done(i, -errno.EINTR, pins)
+            if fast and not check_pte:
+                # a run of present PTEs of small folios, on a machine without an
+                # observer and with no fault armed: follow_page_pte, the grab, the
+                # pages[] entry and the dirty bit below, written out (what ends the run
+                # goes the long way; tests/mm/test_hot_paths.py compares the two)
+                vpn = addr >> PAGE_SHIFT
+                stop = vpn + min(nr_pages - i, (vma_end - addr) >> PAGE_SHIFT)
+                j = i
+                while vpn < stop:
+                    ent = pte.get(vpn)
+                    if ent is None:
+                        break
+                    folio, idx = ent
+                    r = folio._rc
+                    if folio.order or r <= 0 or folio.kind == KIND_ZERO:
+                        break
+                    folio._rc = r + bias
+                    if write:
+                        folio._flags |= PG_dirty
+                    page = Page(folio, folio.pfn + idx)
+                    if j == len(pages):
+                        pages.append(page)
+                    elif j < len(pages):
+                        pages[j] = page
+                    else:
+                        _set(pages, j, page)
+                    j += 1
+                    vpn += 1
+                if j != i:
+                    if pin:
+                        pins += j - i
+                    i = j
+                    continue
             ent = pte.get(addr >> PAGE_SHIFT)
             if ent is not None:
                 folio, idx = ent
@@ -750,6 +785,7 @@ class GupMixin(_Base):
                     return self._gup_done(i, rc, pins)
                 faulted = addr
                 watch = self._ref_watch
+                fast = watch is None and pages is not None and bool(grab) and not fi.active
                 # a fault may have changed the VMA's flags (a callback's mprotect)
                 check_pte = (write and not (shared and vma.flags & VM_WRITE)) or (pin and not shared) \
                     or (unshare_ro and _is_cow_mapping(vma))

@@ -259,12 +259,25 @@ class MigrateMixin(_Base):
         in the requested mode, which waits for writeback."""
         deferred: list[Folio] = []
         migrate_one = self._migrate_one
+        # the usual caller: this machine's own target allocator, no observer attached
+        small = self._migrate_small if (
+            self._ref_watch is None and put_new is None
+            and getattr(get_new, "__func__", None) is MigrateMixin.alloc_migration_target
+            and getattr(get_new, "__self__", None) is self
+            and (private is None or type(private) is MigrationTargetControl)) else None
+        gfp = 0
+        if small is not None:
+            gfp = (private or MigrationTargetControl()).gfp_mask
+            gfp = gfp if type(gfp) is int else int(gfp)
         for _ in range(passes):
             if not pending:
                 break
             retry: list[Folio] = []
             for i, folio in enumerate(pending):
-                rc = migrate_one(folio, get_new, put_new, private, mode, reason)
+                if small is not None:
+                    rc = small(folio, gfp, private, mode, reason)
+                else:
+                    rc = migrate_one(folio, get_new, put_new, private, mode, reason)
                 if rc == 0:
                     counts[0] += 1
                 elif rc == -EAGAIN:
@@ -484,6 +497,48 @@ class MigrateMixin(_Base):
                             injected=extra)
             return -EAGAIN
         self._move_to_new_folio(src, dst, expected - 1)
+        return 0
+
+    def _migrate_small(self, src: Folio, gfp: int, private: Any, mode: int, reason: int) -> int:
+        """:meth:`_migrate_one` with :meth:`alloc_migration_target` as the allocator
+        (its control's gfp mask *gfp*, already checked) on a machine without an
+        observer: an order-0 folio that is not hugetlb, with no fault armed, is
+        migrated here, the target allocator's and the move's shortcuts taken;
+        anything else goes to :meth:`_migrate_one` (tests/mm/test_hot_paths.py checks
+        that both ways leave the same state)."""
+        if type(src) is not Folio or src.order or src.kind == KIND_HUGETLB or self.faults.active \
+                or (src._rc == 1 and not src._mc and src._mapping is None):
+            return self._migrate_one(src, self.alloc_migration_target, None, private, mode, reason)
+        # alloc_migration_target(src, mtc): GFP_TRANSHUGE only for large folios
+        if src._zone.idx == ZONE_MOVABLE:
+            gfp |= _HIGHMEM
+        dst = self._alloc_folio(gfp | _COMP, 0, src.kind)
+        if dst is None:
+            return -ENOMEM
+        flags = src._flags
+        if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
+            self.folio_put(dst)
+            return -EAGAIN if flags & PG_locked else -EBUSY
+        if src.rmap:
+            self._migrate_invalidate(src)
+        # folio_expected_ref_count(src) + 1 (the isolation reference), written out
+        if src.kind == KIND_ANON:
+            expected = src._mc + 1
+        else:
+            expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
+                + (1 if src._flags & PG_private else 0)
+        fi = self.faults               # (armed by a notifier just now, if at all)
+        extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
+        if extra or src._rc != expected:
+            self.folio_put(dst)
+            if self.trace.on:
+                self._trace("migrate_retry", folio=src, refcount=src._rc, expected=expected,
+                            injected=extra)
+            return -EAGAIN
+        if self._ref_watch is not None:          # a notifier attached an observer
+            self._move_to_new_folio(src, dst, expected - 1)
+        else:
+            self._move_to_new_small(src, dst, expected - 1)
         return 0
 
     def _migrate_invalidate(self, src: Folio) -> None:
