@@ -727,6 +727,7 @@ class GupMixin(_Base):
                 # observer and with no fault armed: follow_page_pte, the grab, the
                 # pages[] entry and the dirty bit below, written out (what ends the run
                 # goes the long way; tests/mm/test_hot_paths.py compares the two)
+                assert pages is not None        # for the type checker: fast implies it
                 vpn = addr >> PAGE_SHIFT
                 stop = vpn + min(nr_pages - i, (vma_end - addr) >> PAGE_SHIFT)
                 j = i
