@@ -66,7 +66,8 @@ from typing import Any
 
 from faker.providers import BaseProvider
 
-from .mm.config import ConfigError, MMConfig, QUIRKS, parse_size
+from .mm.config import (DEFAULT_KERNEL, KERNELS, QUIRK_KERNELS, ConfigError, MMConfig, QUIRKS,
+                        kernel_key, parse_size)
 from .mm.memblock import compute_layout
 
 __all__ = ["MachineProvider", "WORKLOAD_OPS", "replay"]
@@ -121,7 +122,10 @@ class MachineProvider(BaseProvider):
         about a quarter of the highest zone; 0 to 2 CMA areas of 16 MiB..512 MiB (at most
         an eighth of the RAM below 4 GiB in all), placed by default or inside explicit
         bounds; a 2 MiB hugetlb pool (and rarely a 1 GiB one on 8 GiB+ machines) that
-        fits in the memory left; a THP mode; 1..4 CPUs; a seed; rarely a quirk.
+        fits in the memory left; a THP mode; 1..4 CPUs; a seed; a kernel version
+        (:data:`~pytest_pinfault.mm.config.KERNELS`, the default v6.17 most often) that
+        the overridden ``quirks`` and ``shmem_mthp`` allow (``QUIRK_KERNELS``; per-size
+        shmem controls from v6.11 on); rarely a quirk that version's history has.
 
         Keyword *overrides* are MMConfig fields kept as given; the random fields are
         chosen to fit them (e.g. ``ram="2GiB"`` sizes movablecore and CMA for 2 GiB).
@@ -197,9 +201,32 @@ class MachineProvider(BaseProvider):
             out["nr_cpus"] = r.randint(1, 4)
         if "seed" not in ov:
             out["seed"] = r.randrange(1 << 32)
+        if "kernel" not in ov:
+            out["kernel"] = self._draw_kernel(ov)
+        kernel = out.get("kernel", ov.get("kernel"))
         if "quirks" not in ov:
-            out["quirks"] = tuple(q for q in sorted(QUIRKS) if self._chance(0.05))
+            # only quirks the version's history has (a bad kernel override: MMConfig says so)
+            allowed = [q for q in sorted(QUIRKS) if kernel not in KERNELS or kernel in QUIRK_KERNELS[q]]
+            out["quirks"] = tuple(q for q in allowed if self._chance(0.05))
         return out
+
+    def _draw_kernel(self, ov: Mapping[str, Any]) -> str:
+        """A version the overrides allow: every overridden quirk in its history, and
+        v6.11+ for per-size shmem controls.  Overrides no version allows get the default
+        (whose MMConfig then names the problem, if any)."""
+        quirks: Any = ov.get("quirks", ())
+        if isinstance(quirks, str):
+            quirks = [q.strip() for q in quirks.split(",") if q.strip()]
+        known = [q for q in quirks if isinstance(q, str) and q in QUIRK_KERNELS]
+        mthp = ov.get("shmem_mthp")
+        candidates = [k for k in KERNELS
+                      if all(k in QUIRK_KERNELS[q] for q in known)
+                      and not (mthp and kernel_key(k) < (6, 11))]
+        if not candidates:
+            return DEFAULT_KERNEL
+        weights = {k: (0.4 if k == DEFAULT_KERNEL else 0.2) for k in candidates}
+        kernel: str = self._weighted(weights)
+        return kernel
 
     def _draw_cma(self, ram: int, low: int, high: int, movable: int) -> tuple[Any, int]:
         r = self.generator.random

@@ -13,6 +13,7 @@ from pytest_pinfault import FakeMM, MMConfig  # noqa: E402
 from pytest_pinfault.faker_provider import WORKLOAD_OPS, MachineProvider, replay  # noqa: E402
 from pytest_pinfault.faults.sites import BUILTIN_SITES  # noqa: E402
 from pytest_pinfault.mm import ConfigError  # noqa: E402
+from pytest_pinfault.mm.config import KERNELS, QUIRK_KERNELS  # noqa: E402
 from pytest_pinfault.mm.memblock import compute_layout  # noqa: E402
 
 pytest_plugins = ["pytester"]
@@ -49,6 +50,8 @@ def test_mm_config_is_always_valid_and_realistic(fake):
         assert 1 <= cfg.nr_cpus <= 4
         assert cfg.thp in ("always", "madvise", "never")
         assert set(cfg.hugetlb) <= {2 * MiB, 1 * GiB}
+        assert cfg.kernel in KERNELS
+        assert all(cfg.kernel in QUIRK_KERNELS[q] for q in cfg.quirks), cfg
 
 
 def test_mm_config_covers_the_interesting_layouts(fake):
@@ -64,12 +67,19 @@ def test_mm_config_covers_the_interesting_layouts(fake):
         seen.add(("thp", cfg.thp))
         seen.add(("cpus", cfg.nr_cpus))
         seen.update(("quirk", q) for q in cfg.quirks)
+        seen.add(("kernel", cfg.kernel))
+        seen.update(("kernel+quirk", cfg.kernel, q) for q in cfg.quirks)
     expected = ({("ram", g * GiB) for g in (1, 2, 4, 8, 16)} | {("cma", n) for n in (0, 1, 2)}
                 | {("movable", b) for b in (True, False)} | {("bounded cma", True), ("hugetlb", True)}
                 | {("thp", t) for t in ("always", "madvise", "never")}
                 | {("cpus", n) for n in (1, 2, 3, 4)}
-                | {("quirk", "pcp_thp_shared_list"), ("quirk", "gup_keep_pins_on_isolation_failure")})
-    assert expected <= seen
+                | {("quirk", "pcp_thp_shared_list"), ("quirk", "gup_keep_pins_on_isolation_failure")}
+                | {("kernel", k) for k in KERNELS}
+                | {("kernel+quirk", "6.1", "pcp_thp_shared_list"),
+                   ("kernel+quirk", "6.12", "gup_drain_on_unexpected_ref_only")})
+    assert expected <= seen, expected - seen
+    kernels = [k for kind, *k in seen if kind == "kernel"]
+    assert len(kernels) == len(KERNELS)
     quirky = 0
     for seed in SEEDS:
         fake.seed_instance(seed)
@@ -99,7 +109,32 @@ def test_mm_config_overrides_are_kept_and_the_rest_fits_them(fake):
         compute_layout(cfg)
 
 
+def test_mm_config_kernel_fits_the_overrides(fake):
+    """The drawn kernel is one the overridden quirks and shmem_mthp allow; an overridden
+    kernel is kept and only quirks its history has are drawn for it."""
+    seen: dict[str, set[str]] = {}
+    for seed in range(150):
+        fake.seed_instance(seed)
+        cfg = fake.mm_config(quirks="gup_drain_on_unexpected_ref_only")
+        seen.setdefault("drain", set()).add(cfg.kernel)
+        cfg = fake.mm_config(quirks=("pcp_thp_shared_list",))
+        seen.setdefault("pcp", set()).add(cfg.kernel)
+        cfg = fake.mm_config(shmem_mthp="64KiB:always")
+        seen.setdefault("mthp", set()).add(cfg.kernel)
+        cfg = fake.mm_config(quirks="gup_keep_pins_on_isolation_failure")
+        seen.setdefault("keep", set()).add(cfg.kernel)
+        for k in ("6.1", "6.12"):
+            cfg = fake.mm_config(kernel=k)
+            assert cfg.kernel == k and all(k in QUIRK_KERNELS[q] for q in cfg.quirks)
+    assert seen == {"drain": {"6.12", "6.17"}, "pcp": {"6.1", "6.6", "6.17"}, "mthp": {"6.12", "6.17"},
+                    "keep": {"6.17"}}
+
+
 def test_mm_config_refuses_impossible_or_unknown_overrides(fake):
+    with pytest.raises(ConfigError, match="quirks: 'gup_drain_on_unexpected_ref_only' contradicts kernel='6.1'"):
+        fake.mm_config(kernel="6.1", quirks="gup_drain_on_unexpected_ref_only")
+    with pytest.raises(ConfigError, match="kernel: expected one of"):
+        fake.mm_config(kernel="5.4")
     with pytest.raises(ConfigError, match="thp: expected"):
         fake.mm_config(thp="sometimes")
     with pytest.raises(TypeError, match="ramm"):

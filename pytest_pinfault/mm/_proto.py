@@ -19,7 +19,7 @@ a type error: add the member (with the definition's signature) below.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..faults.injector import Injector
@@ -76,6 +76,8 @@ class FakeMMProto(Protocol):
     _pb_mt: dict[int, int]
     _pcp_disabled: int
     _pcp_thp_shared: bool
+    _rmqueue_fallback: Callable[[Zone, int, int], int]
+    _sections: dict[int, dict[int, Folio]]
     _shmem_mthp: dict[str, int]
     _shmem_huge_possible: bool
     _sg_live: dict[int, Any]
@@ -139,6 +141,7 @@ class FakeMMProto(Protocol):
     def _shmem_swapin(self, memfd: MemFile, index: int) -> Folio | int: ...
     def _swap_entry_put(self, entry: SwapEntry) -> None: ...
     # ---------------------------------------------------------------- swap.py
+    def _folio_batch_move_lru(self, cpu: int) -> None: ...
     def folio_add_lru(self, folio: Folio) -> None: ...
     def folio_isolate_hugetlb(self, folio: Folio, lst: list[Folio]) -> bool: ...
     def folio_isolate_lru(self, folio: Folio) -> bool: ...

@@ -74,7 +74,7 @@ SHMEM_MTHP_SETTINGS = ("always", "inherit", "within_size", "advise", "never")
 #: The kernel versions ``MMConfig(kernel=...)`` accepts, oldest first.  A series name
 #: stands for its stable branch as read in source: "6.1" is 6.1.192 and "6.12" is 6.12.118
 #: (Debian's linux-source packages; the conformance recordings are 6.1.176 and 6.12.117),
-#: "6.6" the 6.6.y branch as its upstream commits and backports date it, "6.17" mainline
+#: "6.6" the 6.6.y branch as read in a 6.6.89-based tree (with vendor backports), "6.17" mainline
 #: v6.17 (the default, today's behaviour).  docs/kernel-map.md, "Kernel versions", lists
 #: every difference with its kernel function and commit.
 KERNELS: tuple[str, ...] = ("6.1", "6.6", "6.12", "6.17")

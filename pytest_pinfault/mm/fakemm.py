@@ -103,6 +103,9 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         self.warnings: list[KernelWarning] = []
         self._steer: str | None = None
         self._pcp_thp_shared = config.has_quirk("pcp_thp_shared_list")
+        # the buddy fallback of this version (page_alloc.py): claim/steal from 6.12 on
+        self._rmqueue_fallback = (self._rmqueue_fallback_claim_steal if config.kernel_at_least("6.12")
+                                  else self._rmqueue_fallback_largest)
         self._shmem_mthp, self._shmem_huge_possible = _shmem_order_masks(config)
         self._pcp_disabled = 0
         self._sections: dict[int, dict[int, Folio]] = {}

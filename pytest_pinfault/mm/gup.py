@@ -727,6 +727,7 @@ class GupMixin(_Base):
                 # observer and with no fault armed: follow_page_pte, the grab, the
                 # pages[] entry and the dirty bit below, written out (what ends the run
                 # goes the long way; tests/mm/test_hot_paths.py compares the two)
+                assert pages is not None        # for the type checker: fast implies it
                 vpn = addr >> PAGE_SHIFT
                 stop = vpn + min(nr_pages - i, (vma_end - addr) >> PAGE_SHIFT)
                 j = i
@@ -1201,7 +1202,40 @@ class GupMixin(_Base):
                     start_idx <<= h.order
                     end_idx <<= h.order
                 cursor = Out(start_idx)
+                mapping = memfd.mapping
                 while cursor.value <= end_idx and nr_folios < max_folios:
+                    if not mapping.max_order and self._ref_watch is None and not fi.active:
+                        # a page cache of small folios only, on a machine without an
+                        # observer and with no fault armed: the lookups, the grab and
+                        # the batch's reference taken and dropped again, written out
+                        # (what ends the run goes the long way below;
+                        # tests/mm/test_hot_paths.py compares the two)
+                        idx = cursor.value
+                        stop = min(end_idx + 1, idx + max_folios - nr_folios)
+                        pages = mapping.pages
+                        first = nr_folios
+                        while idx < stop:
+                            folio = pages.get(idx)
+                            if folio is None:
+                                break
+                            r = folio._rc
+                            if r <= 0 or folio.order or folio.freed or folio.kind == KIND_ZERO:
+                                break
+                            folio._rc = r + GUP_PIN_COUNTING_BIAS
+                            if nr_folios == 0:
+                                offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
+                            if nr_folios == len(folios):
+                                folios.append(folio)
+                            elif nr_folios < len(folios):
+                                folios[nr_folios] = folio
+                            else:
+                                _set(folios, nr_folios, folio)
+                            nr_folios += 1
+                            idx += 1
+                        if nr_folios != first:
+                            stats.nr_foll_pin_acquired += nr_folios - first
+                            cursor.value = idx
+                            continue
                     batch: list[Folio] = []
                     nr_found = self.filemap_get_folios_contig(memfd.mapping, cursor, end_idx, batch)
                     err = 0

@@ -672,7 +672,7 @@ class MigrateMixin(_Base):
         trace = self.trace
         if trace.on:                   # _trace("migrate", ...), written out
             trace._seq += 1
-            trace._buf.append((trace._seq, "migrate", {"folio": src, "to": dst}))
+            trace._buf.append((trace._seq, "migrate", (src, dst)))     # MIGRATE_FIELDS
         # migrate_folio_done(src)
         src._flags &= ~PG_isolated
         if kind == KIND_ANON or kind == KIND_SHMEM:

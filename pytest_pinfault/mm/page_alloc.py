@@ -14,8 +14,12 @@ The kernel's rules the model keeps:
   free pages (not counting free CMA pages unless ALLOC_CMA) stay above the min watermark.
 * ``__rmqueue``: movable requests use CMA first when more than half of the zone's free
   pages are CMA; otherwise their own free list, then CMA, then the fallback types.
-  Unmovable/reclaimable requests fall back to other types and claim the pageblock when
-  at least half of it is free (``steal_suitable_fallback``).
+  The fallback follows ``MMConfig.kernel``: 6.1 and 6.6 use the largest fallback buddy
+  (``__rmqueue_fallback``, ``steal_suitable_fallback``), 6.12 and 6.17 try to claim
+  from the largest down and otherwise steal the smallest (``__rmqueue_claim``,
+  ``__rmqueue_steal``); a pageblock is claimed when at least half of it is free, and
+  whether a claim is tried depends on the order of the buddy found
+  (``can_steal_fallback``).
 * Orders 0..3 and the THP order go through per-cpu lists with the zone's batch/high;
   CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
   not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
@@ -29,10 +33,11 @@ The kernel's rules the model keeps:
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import gfp as _g
-from .folio import KIND_BALLOON, KIND_KERNEL, Folio, Page
+from .folio import KIND_BALLOON, KIND_KERNEL, PG_lru, Folio, Page
 from .gfp import (MIGRATE_CMA, MIGRATE_HIGHATOMIC, MIGRATE_ISOLATE, MIGRATE_MOVABLE,
                   MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, ZONE_NORMAL)
 from .mmzone import (HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, SECTION_SHIFT,
@@ -379,25 +384,166 @@ class PageAllocMixin(_Base):
                 return pfn
         if not fallback:
             return -1
-        for fmt in FALLBACKS[mt]:
-            pfn = self._buddy_take(zone, fmt, order)
-            if pfn >= 0:
-                self._steal_suitable_fallback(zone, pfn, order, mt, fmt)
-                return pfn
-        return -1
+        # the version's fallback, chosen once in FakeMM.__init__ (_rmqueue_fallback_*)
+        return self._rmqueue_fallback(zone, order, mt)
 
-    def _steal_suitable_fallback(self, zone: "Zone", pfn: int, order: int, mt: int, fmt: int) -> None:
-        if not (order >= pageblock_order // 2 or mt in (MIGRATE_UNMOVABLE, MIGRATE_RECLAIMABLE)):
-            return
-        if order >= pageblock_order:
-            for pb in range(pfn >> pageblock_order, (pfn + (1 << order)) >> pageblock_order):
-                self._set_pageblock_migratetype(zone, pb, mt)
-            return
+    # ------------------------------------------------------------------ fallback
+    # The kernel keeps one free list per order and migratetype; the model keeps free
+    # extents.  A free extent is the buddy blocks it decomposes into (_buddy_blocks), so
+    # "the first block of order o on the fallback list" is the highest-addressed block
+    # of exactly order o (the model's LIFO convention, as FreeList.take).
+
+    def _fallback_blocks(self, zone: "Zone", order: int, mt: int) -> list[tuple[int, int, int]]:
+        """find_suitable_fallback() for every order at once: for each order from
+        MAX_PAGE_ORDER down to *order*, the first type of ``fallbacks[mt]`` with a free
+        block of exactly that order, as ``(order, fallback type, pfn)``, largest first."""
+        found: dict[int, tuple[int, int]] = {}
+        for fmt in FALLBACKS[mt]:
+            fl = zone.free[fmt]
+            if fl.nr_free < (1 << order):
+                continue
+            for o, pfn in _highest_block_per_order(fl, order, 0, 1 << 62, FALLBACK_WINDOW).items():
+                if o not in found:
+                    found[o] = (fmt, pfn)
+        return [(o, *found[o]) for o in sorted(found, reverse=True)]
+
+    def _take_in(self, zone: "Zone", mt: int, order: int, lo: int, hi: int) -> int:
+        """Take a block of *order* from the *mt* list inside ``[lo, hi)``: the smallest
+        free buddy block there that holds one (``__rmqueue_smallest`` / ``expand``)."""
+        fl = zone.free[mt]
+        blocks = _highest_block_per_order(fl, order, lo, hi)
+        if not blocks:
+            return -1
+        o = min(blocks)
+        pfn = fl.take(order, blocks[o], blocks[o] + (1 << o))
+        if pfn >= 0:
+            zone.nr_free -= 1 << order
+        return pfn
+
+    def _claim_range(self, zone: "Zone", pfn: int, cur: int, mt: int) -> None:
+        """change_pageblock_range(): a free block of pageblock order or more becomes *mt*."""
+        for pb in range(pfn >> pageblock_order, (pfn + (1 << cur)) >> pageblock_order):
+            self._set_pageblock_migratetype(zone, pb, mt)
+        self.stats.pageblock_claimed += 1
+
+    def _try_claim_block(self, zone: "Zone", pfn: int, cur: int, mt: int, fmt: int) -> bool:
+        """The pageblock of a fallback block of order *cur* (< pageblock_order) becomes
+        *mt* when ``free_pages + alike_pages >= pageblock_nr_pages / 2``: alike are the
+        in-use pages of LRU folios for a movable request, and for another request falling
+        back to a MOVABLE pageblock every page neither free nor on the LRU (kernel
+        allocations, pages on per-cpu lists); none otherwise.  A pageblock that is not
+        wholly inside the zone is never claimed.
+        Kernel: mm/page_alloc.c:try_to_steal_block, prep_move_freepages_block (6.12.118);
+        steal_suitable_fallback, move_freepages_block (6.1.192)."""
         pb_start = pfn & ~(pageblock_nr_pages - 1)
-        free = zone.free[fmt].count_range(pb_start, pb_start + pageblock_nr_pages) + (1 << order)
-        if free >= pageblock_nr_pages // 2:
-            self._set_pageblock_migratetype(zone, pfn >> pageblock_order, mt)
-            self.stats.pageblock_claimed += 1
+        pb_end = pb_start + pageblock_nr_pages
+        if not (zone.zone_start_pfn <= pb_start and pb_end <= zone.zone_end_pfn):
+            return False
+        half = pageblock_nr_pages // 2
+        free = zone.free[fmt].count_range(pb_start, pb_end)
+        if free < half:
+            # counting stops once the outcome is known: a movable request needs
+            # half - free LRU pages; another one claims a MOVABLE block while at most
+            # half of it is on the LRU (free + (all - free - lru) = all - lru)
+            if mt == MIGRATE_MOVABLE:
+                alike = self._lru_pages_in(pb_start, pb_end, half - free)
+            elif fmt == MIGRATE_MOVABLE:
+                alike = pageblock_nr_pages - free - self._lru_pages_in(pb_start, pb_end, half + 1)
+            else:
+                alike = 0
+            if free + alike < half:
+                return False
+        self._set_pageblock_migratetype(zone, pfn >> pageblock_order, mt)
+        self.stats.pageblock_claimed += 1
+        return True
+
+    def _lru_pages_in(self, lo: int, hi: int, enough: int) -> int:
+        """Pages of ``[lo, hi)`` (inside one memory section) that belong to folios on the
+        LRU (``PageLRU``: a large folio's tail pages count too), counted until *enough*
+        are found (the result is then at least *enough*)."""
+        nr = 0
+        sec = self._sections_for(lo)
+        head = self.pfn_to_folio(lo)
+        p = lo
+        if head is not None and head.pfn < lo:          # a folio reaching in from below
+            end = head.pfn + head.nr_pages
+            if head.flags & PG_lru:
+                nr += min(end, hi) - lo
+            p = end
+        while p < hi and nr < enough:
+            f = sec.get(p)
+            if f is None:
+                p += 1
+                continue
+            end = p + f.nr_pages
+            if f.flags & PG_lru:
+                nr += min(end, hi) - p
+            p = end
+        return nr
+
+    def _rmqueue_fallback_claim_steal(self, zone: "Zone", order: int, mt: int) -> int:
+        """6.12.y (read in 6.12.118) and v6.15+: ``__rmqueue_claim``, then
+        ``__rmqueue_steal``.
+
+        Claim: from the largest fallback block down, while the block's order allows a
+        claim (``can_steal_fallback``: order >= pageblock_order / 2, or a non-movable
+        request), try to convert the block's pageblock(s) to *mt* (``try_to_steal_block``;
+        v6.15 calls it ``try_to_claim_block``); a block of pageblock order or more always
+        converts, a smaller one when half its pageblock is free; on success the request
+        is served from the *mt* list.  A failed attempt moves on to the next smaller
+        order.  Steal: otherwise the smallest fallback block of at least *order* is split
+        and the rest stays on its own list; no pageblock changes type.
+        Kernel: mm/page_alloc.c:__rmqueue_claim, __rmqueue_steal, try_to_steal_block
+        (6.12.118), "mm: page_alloc: don't steal single pages from biggest buddy" (v6.15).
+        """
+        blocks = self._fallback_blocks(zone, order, mt)
+        if not blocks:
+            return -1
+        non_movable = mt != MIGRATE_MOVABLE
+        for cur, fmt, pfn in blocks:
+            if not (cur >= pageblock_order // 2 or non_movable):
+                break
+            if cur >= pageblock_order:
+                self._claim_range(zone, pfn, cur, mt)
+                return self._take_in(zone, mt, order, pfn, pfn + (1 << cur))
+            if self._try_claim_block(zone, pfn, cur, mt, fmt):
+                pb_start = pfn & ~(pageblock_nr_pages - 1)
+                return self._take_in(zone, mt, order, pb_start, pb_start + pageblock_nr_pages)
+        cur, fmt, pfn = blocks[-1]                          # the smallest: steal
+        return self._take_in(zone, fmt, order, pfn, pfn + (1 << cur))
+
+    def _rmqueue_fallback_largest(self, zone: "Zone", order: int, mt: int) -> int:
+        """6.1.y and 6.6.y (read in 6.1.192 and a 6.6.89-based tree):
+        ``__rmqueue_fallback`` + ``steal_suitable_fallback``.
+
+        The largest fallback block is used, unless the request is movable and that
+        block's order allows no claim (below pageblock_order / 2), in which case the
+        smallest one is.  A block of pageblock order or more converts its pageblocks; a
+        smaller one whose order allows a claim converts its pageblock when half of it is
+        free.  Unclaimed, the request is served from that *biggest* buddy's pageblock,
+        fragmenting it ("single page from the biggest buddy", which v6.15 stopped).
+        The kernel also moves the unclaimed pageblock's free pages to the *mt* list
+        without changing the block's type; the model leaves them on their own list.
+        Kernel: mm/page_alloc.c:__rmqueue_fallback, steal_suitable_fallback,
+        can_steal_fallback (6.1.192; 6.6.y the same).
+        """
+        blocks = self._fallback_blocks(zone, order, mt)
+        if not blocks:
+            return -1
+        cur, fmt, pfn = blocks[0]
+        can_steal = cur >= pageblock_order // 2 or mt != MIGRATE_MOVABLE
+        if not can_steal and cur > order:                   # movable: find_smallest
+            cur, fmt, pfn = blocks[-1]
+            can_steal = cur >= pageblock_order // 2
+        if cur >= pageblock_order:
+            self._claim_range(zone, pfn, cur, mt)
+            return self._take_in(zone, mt, order, pfn, pfn + (1 << cur))
+        pb_start = pfn & ~(pageblock_nr_pages - 1)
+        if can_steal and self._try_claim_block(zone, pfn, cur, mt, fmt):
+            return self._take_in(zone, mt, order, pb_start, pb_start + pageblock_nr_pages)
+        if can_steal:       # whole_block: the kernel serves it from the block's free pages
+            return self._take_in(zone, fmt, order, pb_start, pb_start + pageblock_nr_pages)
+        return self._take_in(zone, fmt, order, pfn, pfn + (1 << cur))
 
     # ------------------------------------------------------------------ buddy lists
     def _buddy_take(self, zone: "Zone", mt: int, order: int) -> int:
@@ -668,6 +814,54 @@ class PageAllocMixin(_Base):
                 out.append(f)
                 p += 1 << order
         return out
+
+
+#: How many free extents of a fallback list, from the highest address down, the fallback
+#: search examines for the largest and smallest buddies (more when none of them holds
+#: the request).  The kernel sees every free block through its per-order lists; the
+#: model's lists are address-sorted extents, and this bound keeps a fallback on a zone
+#: fragmented into thousands of extents as cheap as on a whole one.
+FALLBACK_WINDOW = 64
+
+
+def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int,
+                             window: int | None = None) -> dict[int, int]:
+    """The buddy blocks the free extents of *fl* inside ``[lo, hi)`` decompose into:
+    for each order >= *min_order* present, the pfn of the highest block of exactly that
+    order.  Each extent is cut into maximal naturally aligned blocks of at most
+    MAX_PAGE_ORDER, as __free_one_page merges buddies; a run of MAX_PAGE_ORDER blocks
+    costs one step.  Extents are visited from *hi* down (bisect, so the cost follows the
+    extents visited, not the list); with *window*, the visit stops after that many once
+    a block was found, or as soon as a MAX_PAGE_ORDER block was."""
+    out: dict[int, int] = {}
+    top = MAX_PAGE_ORDER
+    starts, ends = fl.starts, fl.ends
+    i = bisect_left(starts, hi) - 1
+    seen = 0
+    while i >= 0:
+        s, e = starts[i], ends[i]
+        if e <= lo:
+            break
+        i -= 1
+        s, e = max(s, lo), min(e, hi)
+        p = s
+        while p < e:
+            o = top
+            while o and ((p & ((1 << o) - 1)) or p + (1 << o) > e):
+                o -= 1
+            if o == top:                    # the run of MAX_PAGE_ORDER blocks
+                last = p + (((e - p) >> top) - 1 << top)
+                if o >= min_order and out.get(o, -1) < last:
+                    out[o] = last
+                p = last + (1 << top)
+                continue
+            if o >= min_order and out.get(o, -1) < p:
+                out[o] = p
+            p += 1 << o
+        seen += 1
+        if window is not None and out and (seen >= window or top in out):
+            break
+    return out
 
 
 def _pcp_list_order(pindex: int) -> int:

@@ -3,7 +3,8 @@
 It stands in for the kernel's tracepoints (mm_migrate_pages, mm_page_alloc, ...) and
 printk lines.  Events are plain tuples ``(seq, kind, fields)`` so that recording costs one
 ``deque.append``; call sites check :attr:`Trace.on` first, so a disabled trace costs one
-attribute read.
+attribute read.  The one event recorded for every migrated folio keeps its fields as the
+tuple ``(folio, to)`` (:data:`MIGRATE_FIELDS` names them); readers get a dict either way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ import dataclasses
 from typing import Any, Iterator
 
 __all__ = ["Trace", "TraceEvent"]
+
+#: the names of a "migrate" event's fields when they are kept as a tuple
+MIGRATE_FIELDS = ("folio", "to")
+
+
+def _as_dict(fields: Any) -> dict[str, Any]:
+    return fields if type(fields) is dict else dict(zip(MIGRATE_FIELDS, fields))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +59,7 @@ class Trace:
     def __init__(self, maxlen: int = 8192, on: bool = True, verbose: bool = False) -> None:
         self.on = on
         self.verbose: bool = verbose and on
-        self._buf: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=maxlen)
+        self._buf: collections.deque[tuple[int, str, Any]] = collections.deque(maxlen=maxlen)
         self._seq = 0
 
     def emit(self, kind: str, fields: dict[str, Any]) -> None:
@@ -66,7 +74,7 @@ class Trace:
 
     def __iter__(self) -> Iterator[TraceEvent]:
         for seq, kind, fields in self._buf:
-            yield TraceEvent(seq, kind, fields)
+            yield TraceEvent(seq, kind, _as_dict(fields))
 
     @property
     def seq(self) -> int:
@@ -74,13 +82,14 @@ class Trace:
         return self._seq
 
     def since(self, seq: int) -> list[TraceEvent]:
-        return [TraceEvent(s, k, f) for s, k, f in self._buf if s > seq]
+        return [TraceEvent(s, k, _as_dict(f)) for s, k, f in self._buf if s > seq]
 
     def filter(self, kind: str | None = None, folio: Any = None, last: int | None = None) -> list[TraceEvent]:
         out = []
         for seq, k, f in self._buf:
             if kind is not None and k != kind:
                 continue
+            f = _as_dict(f)
             if folio is not None and not any(v is folio for v in f.values()):
                 continue
             out.append(TraceEvent(seq, k, f))

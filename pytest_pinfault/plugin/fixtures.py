@@ -22,7 +22,7 @@ from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_
 from .state import get_state
 
 __all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY", "CASE_KEY",
-           "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
+           "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "KERNEL_VERSION_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
 
 #: The test's :class:`Pinfault` controller, set while its fake_mm exists.
 CONTROLLER_KEY = pytest.StashKey[Pinfault]()
@@ -30,6 +30,8 @@ CONTROLLER_KEY = pytest.StashKey[Pinfault]()
 CALL_PASSED_KEY = pytest.StashKey[bool]()
 #: user property listing the kernel outcomes of a test (KernelOutcome.as_dict())
 KERNEL_PROP = "pinfault_kernel"
+#: user property naming the kernel version the test's ``fake_mm`` followed (``"6.12"``)
+KERNEL_VERSION_PROP = "pinfault_kernel_version"
 #: The matrix case of a case item (set by the matrix expansion, see .matrix).
 CASE_KEY = pytest.StashKey[MatrixCase]()
 #: The plan (reach, cap, cases) of a matrix test, on its fault-free item.
@@ -190,6 +192,7 @@ def _finish(item: pytest.Item, ctl: Pinfault) -> None:
     outcomes = getattr(ctl.fake_mm, "kernel_outcomes", None)
     if outcomes and not any(k == KERNEL_PROP for k, _ in props):
         props.append((KERNEL_PROP, kernel_outcomes_json(outcomes)))
+    props.append((KERNEL_VERSION_PROP, ctl.fake_mm.config.kernel))
     props.append(("pinfault_hits", dict(inj.hits)))
     props.append(("pinfault_fired", [_jsonable(r.as_dict()) for r in inj.fired]))
     if contract is not None:

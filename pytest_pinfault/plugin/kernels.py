@@ -1,13 +1,14 @@
 """Running a test once per kernel version.
 
 ``@pytest.mark.pinfault_kernels("6.1", "6.12")`` (no arguments: every version), or for
-every ``fake_mm`` test of the run the ``--pinfault-kernel=6.1,6.12`` option / the
-``pinfault_kernel`` ini key, parametrizes the test over :data:`MMConfig.kernel
+every ``fake_mm`` or ``pinfault_machine`` test of the run the ``--pinfault-kernel=6.1,6.12``
+option / the ``pinfault_kernel`` ini key, parametrizes the test over :data:`MMConfig.kernel
 <pytest_pinfault.mm.config.KERNELS>` values with ids ``kernel-6.1``, ``kernel-6.12``.
 The values are spelled as ``MMConfig(kernel=...)`` and ``mm_config(kernel=...)`` spell
 them.  Precedence: ``mm_config(kernel=...)`` (one version, no parametrization) and
 ``pinfault_kernels`` (a marker may not use both) > ``--pinfault-kernel`` > the ini key.
-Each version's machine is the test's resolved config with ``kernel`` replaced; matrices
+Each version's machine is the test's resolved config with ``kernel`` replaced (for
+``pinfault_machine``, every machine of the test, a ``config=`` given included); matrices
 compose (each version gets its own fault-free run and cases:
 ``test_x[fault-free-kernel-6.1]``, ``test_x[kmalloc-1-transient-kernel-6.12]``).
 
@@ -23,7 +24,7 @@ import pytest
 
 from ..mm.config import KERNELS
 
-__all__ = ["KERNEL_ARG", "kernel_id", "parse_kernels", "marked_kernels", "parametrize_kernels",
+__all__ = ["KERNEL_ARG", "MACHINE_FIXTURES", "uses_machine", "kernel_id", "parse_kernels", "marked_kernels", "parametrize_kernels",
            "kernel_param", "pinfault_kernel"]
 
 #: The (indirect) parameter name and fixture carrying a test's kernel version.
@@ -83,11 +84,21 @@ def _explicit_kernel(definition: Any) -> bool:
     return any("kernel" in m.kwargs for m in definition.iter_markers("mm_config"))
 
 
+#: The fixtures whose machines follow a test's kernel version.
+MACHINE_FIXTURES = frozenset({"fake_mm", "pinfault_machine"})
+
+
+def uses_machine(names: Any) -> bool:
+    """True when fixture *names* include ``fake_mm`` or ``pinfault_machine``."""
+    return not MACHINE_FIXTURES.isdisjoint(names)
+
+
 def parametrize_kernels(metafunc: pytest.Metafunc, run_kernels: tuple[str, ...] | None) -> None:
-    """Parametrize a ``fake_mm`` test over its versions (marker, else *run_kernels*
-    from the option or ini key); nothing for a test whose ``mm_config`` marker names a
-    kernel.  A bad marker is left to the collection-time check, which names the test."""
-    if "fake_mm" not in metafunc.fixturenames:
+    """Parametrize a ``fake_mm`` or ``pinfault_machine`` test over its versions (marker,
+    else *run_kernels* from the option or ini key); nothing for a test whose
+    ``mm_config`` marker names a kernel.  A bad marker is left to the collection-time
+    check, which names the test."""
+    if not uses_machine(metafunc.fixturenames):
         return
     definition = metafunc.definition
     try:

@@ -12,7 +12,9 @@ the test, for one example::
             ...                                # drive the code under test
 
 The machine is built like the test's ``fake_mm`` would be (``mm_config`` marker > the
-``pinfault_mm_config`` ini key > the defaults, or the ``config=`` given; the run's global
+``pinfault_mm_config`` ini key > the defaults, or the ``config=`` given, with the test's
+kernel version when it runs per version -- ``pinfault_kernels`` marker,
+``--pinfault-kernel``, ini ``pinfault_kernel``, as for ``fake_mm``; the run's global
 fault specs, the test's ``pinfault`` marker specs and the *faults* given are armed; the
 ``pytest_pinfault_configure`` hooks run) and gets its own contract checker, honouring the
 test's ``pin_contract`` marker.  When the block ends the leftover holds are dropped and
@@ -99,8 +101,10 @@ class MachineFactory:
         """``with pinfault_machine(*faults, config=None) as k:`` -- a fresh
         :class:`~pytest_pinfault.FakeMM` for the block, judged by its own contract checker
         when the block ends (see the module docstring).  *faults* are fault specs armed on
-        top of the test's; *config* replaces the ``mm_config`` marker and ini machine.  A
-        bad spec or config is a :class:`pytest.UsageError`."""
+        top of the test's; *config* replaces the ``mm_config`` marker and ini machine, and
+        a test run per kernel version replaces its ``kernel`` with the version of the run
+        (as ``fake_mm`` does with the ``mm_config`` machine).  A bad spec or config is a
+        :class:`pytest.UsageError`."""
         __tracebackhide__ = True
         from .fixtures import _arm, _build_mm
         item = self._item()
@@ -167,9 +171,18 @@ class Machine:
 
 
 def _build_mm_from(item: pytest.Item, config: MMConfig) -> FakeMM:
-    """A machine from an explicit config (the test's seed when the config leaves it 0)."""
+    """A machine from an explicit config (the test's seed when the config leaves it 0,
+    the test's kernel version when it runs per version)."""
     __tracebackhide__ = True
     from ..mm.config import ConfigError
+    from .kernels import kernel_param
+    version = kernel_param(item)
+    if version is not None and version != config.kernel:
+        try:
+            config = config.replace(kernel=version)
+        except ConfigError as e:
+            raise pytest.UsageError(f"{item.nodeid}: pinfault_machine(config=...) with kernel {version!r} "
+                                    f"(pinfault_kernels / --pinfault-kernel / pinfault_kernel ini): {e}") from None
     if config.seed == 0:
         config = config.with_seed(get_state(item.config).test_seed(item.nodeid))
     try:

@@ -274,7 +274,7 @@ def _check_kernels(item: pytest.Item, state: PinfaultState, fields: dict[str, An
     """``pinfault_kernels``: known versions, not together with ``mm_config(kernel=...)``,
     and a machine each version can build (a quirk of the test's config that a version
     contradicts is named here, before anything runs)."""
-    from .kernels import KernelsError, kernel_param, marked_kernels
+    from .kernels import KernelsError, kernel_param, marked_kernels, uses_machine
     try:
         versions = marked_kernels(item)
     except KernelsError as e:
@@ -284,7 +284,7 @@ def _check_kernels(item: pytest.Item, state: PinfaultState, fields: dict[str, An
                           f"test (it runs one version), got kernel={fields['kernel']!r} and versions "
                           f"{', '.join(versions)}")
     version = kernel_param(item)
-    if version is None or "fake_mm" not in getattr(item, "fixturenames", ()):
+    if version is None or not uses_machine(getattr(item, "fixturenames", ())):
         return
     if not _uses_default_mm_config(item):
         return          # an overridden mm_config fixture: checked when the machine is built

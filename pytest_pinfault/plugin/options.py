@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"highest occurrence pinfault_matrix enumerates (default: ini "
                          f"pinfault_max_nth, else {MAX_NTH_DEFAULT})")
     group.addoption("--pinfault-kernel", dest="pinfault_kernel", metavar="VERSION[,VERSION]", default=None,
-                    help="run every fake_mm test once per kernel version (ids kernel-6.1 ...): "
+                    help="run every fake_mm or pinfault_machine test once per kernel version (ids kernel-6.1 ...): "
                          "versions from 6.1, 6.6, 6.12, 6.17, comma-separated, or 'all' (default: ini "
                          "pinfault_kernel; a test's pinfault_kernels or mm_config(kernel=) marker wins)")
     group.addoption("--pinfault-errpaths", dest="pinfault_errpaths", metavar="PKG[,PKG]", default=None,
@@ -63,7 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="")
     parser.addini("pinfault_mm_config", "default MMConfig fields, e.g. 'ram=2GiB cma=128MiB "
                   "movablecore=256MiB quirks=pcp_thp_shared_list'", default="")
-    parser.addini("pinfault_kernel", "kernel versions every fake_mm test runs with, e.g. '6.1,6.12' "
+    parser.addini("pinfault_kernel", "kernel versions every fake_mm or pinfault_machine test runs with, e.g. '6.1,6.12' "
                   "(see --pinfault-kernel)", default="")
     parser.addini("pinfault_sites", "user fault sites, one per line: 'name: ENOMEM EINVAL'",
                   type="linelist", default=[])
@@ -282,8 +282,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
 
 def _resolve_kernels(config: pytest.Config) -> tuple[str, ...] | None:
-    """``--pinfault-kernel`` > ini ``pinfault_kernel``: the versions every fake_mm test
-    runs with, or None (one run, with the machine's own version)."""
+    """``--pinfault-kernel`` > ini ``pinfault_kernel``: the versions every fake_mm or
+    pinfault_machine test runs with, or None (one run, with the machine's own version)."""
     from .kernels import parse_kernels
     opt = config.getoption("pinfault_kernel", None)
     if opt is not None:

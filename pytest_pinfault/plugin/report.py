@@ -2,7 +2,7 @@
 
 Everything here is computed from the test reports' ``user_properties`` only
 (``pinfault_hits``, ``pinfault_fired``, ``pinfault_case``, ``pinfault_matrix``,
-``pinfault_kernel``, attached by the ``fake_mm`` fixture and the call-phase hook), so
+``pinfault_kernel``, ``pinfault_kernel_version``, attached by the ``fake_mm`` fixture and the call-phase hook), so
 under pytest-xdist the controller sees exactly what a serial run sees and the summaries
 agree.
 
@@ -15,12 +15,12 @@ JSON report schema ``pytest-pinfault/3`` (documented in docs/configuration.md, J
 Schema in ``pytest_pinfault/report/schema-3.json``)::
 
     {"schema": "pytest-pinfault/3", "version": "<pytest-pinfault>", "kernel": "6.17",
-     "seed": 123, "faults": ["<global spec>", ...],
+     "kernels": ["6.1", "6.17"], "seed": 123, "faults": ["<global spec>", ...],
      "sites": {"<site>": {"hits": n, "injections": n, "tests": n, "failed": n,
                           "violations": n, "kernel": n, "hit_in_failed": n}, ...},
      "matrices": {"<nodeid of the fault-free run>": {"sites": [...], "reach": {"<site>": n},
                   "cap": n, "cases": n, "capped": {"<site>": hits}, "unreached": [...]}},
-     "tests": [{"nodeid": "...",
+     "tests": [{"nodeid": "...", "kernel_version": "6.1",
                 "outcome": "passed|failed|error|skipped|xfailed|xpassed|kernel",
                 "case": "<id>|null", "injected": ["<site>", ...],
                 "hits": {"<site>": n}, "fired_total": n,
@@ -28,6 +28,15 @@ Schema in ``pytest_pinfault/report/schema-3.json``)::
                 "kernel": [<KernelOutcome.as_dict()>, ...],
                 "violations": [{"rule": "<rule id>", "number": n, "message": "...",
                                 "expected": bool}, ...]}, ...]}
+
+Top-level ``kernel`` is the default version (:data:`~pytest_pinfault.KERNEL_VERSION`, what
+``MMConfig()`` follows), whatever the tests ran on; ``kernels`` lists the versions the
+reported tests' machines followed, oldest first, and a test's ``kernel_version`` is its
+``fake_mm``'s ``config.kernel`` (the ``mm_config``/``pinfault_kernels``/``--pinfault-kernel``
+choice; null in a report merged from a worker that did not record it).  The test entry's
+``kernel`` is its list of kernel outcomes, not a version.  New keys do not bump the
+schema number (docs/configuration.md), so ``kernels`` and ``kernel_version`` are optional
+in ``schema-3.json``.
 
 ``outcome``: ``error`` -- the setup failed; ``xfailed`` / ``xpassed`` -- an ``xfail`` test
 that failed / passed (a strict xpass is ``failed``); a failing teardown (the final
@@ -53,7 +62,8 @@ import pytest
 
 from .. import KERNEL_VERSION, __version__
 from .contract import VIOLATIONS_PROP
-from .fixtures import KERNEL_PROP
+from ..mm.config import kernel_key
+from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP
 from .state import get_state
 
 __all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
@@ -66,7 +76,7 @@ VALUE_CAP = 1024
 #: the most fired records listed per test in the JSON report (``fired_total`` counts all)
 FIRED_CAP = 50
 _PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case", "pinfault_matrix", KERNEL_PROP,
-          VIOLATIONS_PROP)
+          KERNEL_VERSION_PROP, VIOLATIONS_PROP)
 _COLUMNS = ("hits", "injections", "tests", "failed", "violations", "kernel", "hit_in_failed")
 
 
@@ -219,7 +229,8 @@ class Summary:
         site = _case_site(props.get("pinfault_case"))
         if site is not None and fired:
             injected.add(site)
-        self.tests[nodeid] = {"nodeid": nodeid, "outcome": outcome, "case": props.get("pinfault_case"),
+        self.tests[nodeid] = {"nodeid": nodeid, "kernel_version": props.get(KERNEL_VERSION_PROP),
+                              "outcome": outcome, "case": props.get("pinfault_case"),
                               "injected": sorted(injected),
                               "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
                               "violations": [_rel_record(v, self.root)
@@ -300,8 +311,10 @@ class Summary:
         return lines
 
     def as_json(self, seed: int, faults: list[str]) -> dict[str, Any]:
-        return {"schema": SCHEMA, "version": __version__, "kernel": KERNEL_VERSION, "seed": seed,
-                "faults": faults, "sites": self.sites(),
+        kernels = sorted({t["kernel_version"] for t in self.tests.values() if t["kernel_version"]},
+                         key=kernel_key)
+        return {"schema": SCHEMA, "version": __version__, "kernel": KERNEL_VERSION, "kernels": kernels,
+                "seed": seed, "faults": faults, "sites": self.sites(),
                 "matrices": {k: self.matrices[k] for k in sorted(self.matrices)},
                 "tests": [self._test_json(self.tests[k]) for k in sorted(self.tests)]}
 

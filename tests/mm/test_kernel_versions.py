@@ -13,10 +13,11 @@ import pickle
 import pytest
 
 from pytest_pinfault import FakeMM, MMConfig
-from pytest_pinfault.mm import (FOLL_LONGTERM, MAP_SHARED, MFD_HUGETLB, MIGRATE_CMA, PROT_READ,
+from pytest_pinfault.mm import (FOLL_LONGTERM, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MIGRATE_MOVABLE,
+                                MIGRATE_UNMOVABLE, MAP_SHARED, MFD_HUGETLB, MIGRATE_CMA, PROT_READ,
                                 PROT_WRITE, ConfigError)
 from pytest_pinfault.mm.config import DEFAULT_KERNEL, KERNEL_QUIRKS, KERNELS, QUIRK_KERNELS, QUIRKS
-from pytest_pinfault.mm.folio import KIND_HUGETLB
+from pytest_pinfault.mm.folio import KIND_HUGETLB, PG_lru
 from pytest_pinfault.mm.versions import SINCE
 
 from .test_gup import anon, assert_nothing_held, machine
@@ -290,3 +291,95 @@ class TestUnpinNullEntries:
         k.unpin_user_pages_dirty_lock(arr, 3, dirty)
         assert [w.site for w in k.warnings] == (["null_pointer_dereference"] if warns else [])
         assert_nothing_held(k)         # the real pins are released either way
+
+
+def _sparse(kernel: str, block_type: int = MIGRATE_MOVABLE):
+    """DMA32 full of kernel memory but for single free buddies, each alone in its
+    pageblock: order 4 in the lowest, order 7 in the next but one, order 6 in enough
+    pageblocks above to keep the zone over its min watermark.  Those pageblocks get
+    *block_type*.  No pageblock is half free."""
+    mm = FakeMM(MMConfig(ram="2GiB", kernel=kernel))
+    z = mm.zones["DMA32"]
+    mm.fill_zone("DMA", leave=0)
+    balloon = mm.fill_zone("DMA32", leave=0)
+    nr_big = -(-(z.wmark_min + 200) // 64)
+    nr_big += nr_big % 2
+    base = 16384
+    end = base + 512 * (4 + nr_big)
+    for f in [f for f in balloon.folios if base <= f.pfn < end]:
+        mm.folio_put(f)
+    small, mid = base, base + 1024
+    free = [(small, 16), (mid + 128, 128)] + [(base + 512 * (4 + i) + 64, 64) for i in range(nr_big)]
+    keep, p = [], base
+    for a, n in free:
+        keep += mm._take_exact(z, MIGRATE_MOVABLE, p, a - p)
+        p = a + n
+    keep += mm._take_exact(z, MIGRATE_MOVABLE, p, end - p)
+    mm.drain_all_pages()
+    if block_type != MIGRATE_MOVABLE:
+        for pb in range(base >> 9, end >> 9):
+            mm._set_pageblock_migratetype(z, pb, block_type)
+    assert z.free[block_type].nr_free == z.free_pages == 16 + 128 + 64 * nr_big
+    return mm, small, mid, keep
+
+
+class TestBuddyFallback:
+    """__rmqueue_fallback (6.1.192; 6.6.y the same) serves an unclaimable fallback from
+    the largest buddy; 6.12.118 and v6.15+ (__rmqueue_claim, then __rmqueue_steal) from
+    the smallest.  docs/kernel-map.md, "Kernel versions"."""
+
+    @pytest.mark.parametrize("kernel,where", [("6.1", "largest"), ("6.6", "largest"),
+                                              ("6.12", "smallest"), ("6.17", "smallest")])
+    def test_unclaimable_fallback(self, kernel, where):
+        """A movable request falling back to UNMOVABLE pageblocks that hold no LRU
+        pages (nothing alike) and are less than half free claims none of them."""
+        mm, small, mid, _keep = _sparse(kernel, MIGRATE_UNMOVABLE)
+        f = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 4)        # order 4: no per-cpu list
+        assert f is not None
+        if where == "largest":
+            assert mid <= f.pfn < mid + 512                # the order-7 buddy's pageblock
+        else:
+            assert f.pfn == small                          # the order-4 buddy, whole
+        assert mm.stats.pageblock_claimed == 0
+        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_UNMOVABLE
+
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_claim_when_half_free(self, kernel):
+        """Every version claims the pageblock of a large enough buddy when half of it
+        is free; the request is then served from it."""
+        mm, small, mid, keep = _sparse(kernel, MIGRATE_UNMOVABLE)
+        blk = next(f for f in keep if f.pfn == mid)       # the order-7 block below the free one
+        mm.folio_put(blk)
+        f = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 4)
+        assert mid <= f.pfn < mid + 512
+        assert mm.get_pageblock_migratetype(mid) == MIGRATE_MOVABLE
+        assert mm.stats.pageblock_claimed == 1
+
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_kernel_pages_are_alike_for_unmovable_requests(self, kernel):
+        """An unmovable request falling back to a MOVABLE pageblock counts its in-use
+        pages that are not on the LRU (here kernel memory) as alike
+        (``alike_pages``), so a pageblock a quarter free is claimed: the largest
+        buddy's."""
+        mm, small, mid, _keep = _sparse(kernel)
+        f = mm.folio_alloc(GFP_KERNEL, 4)
+        assert mid <= f.pfn < mid + 512
+        assert mm.get_pageblock_migratetype(mid) == MIGRATE_UNMOVABLE
+        assert mm.stats.pageblock_claimed == 1
+
+    @pytest.mark.parametrize("kernel,where", [("6.1", "largest"), ("6.6", "largest"),
+                                              ("6.12", "smallest"), ("6.17", "smallest")])
+    def test_lru_pages_are_not_alike_for_unmovable_requests(self, kernel, where):
+        """In-use LRU pages (``PageLRU``) are movable, not alike, for an unmovable
+        request: with every in-use page of the MOVABLE pageblocks on the LRU nothing is
+        claimed, and each version takes its own buddy."""
+        mm, small, mid, keep = _sparse(kernel)
+        for f in keep:
+            f.flags |= PG_lru                             # as if they were user memory
+        f = mm.folio_alloc(GFP_KERNEL, 4)
+        assert f is not None and mm.stats.pageblock_claimed == 0
+        if where == "largest":
+            assert mid <= f.pfn < mid + 512
+        else:
+            assert f.pfn == small
+        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_MOVABLE

@@ -513,17 +513,21 @@ class TestPerCpuLists:
 
 
 class TestFallback:
-    def test_unmovable_claims_a_pageblock(self):
-        """An unmovable order-0 request steals from MOVABLE and claims the whole pageblock."""
-        mm = FakeMM(MMConfig(ram="2GiB"))
+    @pytest.mark.parametrize("kernel", ["6.1", "6.17"])
+    def test_unmovable_claims_a_pageblock(self, kernel):
+        """An unmovable order-0 request falls back to the largest MOVABLE buddy, a
+        MAX_PAGE_ORDER block, and converts both of its pageblocks (every version)."""
+        mm = FakeMM(MMConfig(ram="2GiB", kernel=kernel))
         z = mm.zones["DMA32"]
         f = mm.folio_alloc(GFP_KERNEL, 0)
         assert mm.stats.pageblock_claimed == 1
         assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_UNMOVABLE
         assert f.migratetype == MIGRATE_UNMOVABLE
-        assert mm.get_pageblock_migratetype(f.pfn - 512) == MIGRATE_MOVABLE
+        head = f.pfn & ~1023
+        assert [mm.get_pageblock_migratetype(head + i * 512) for i in range(2)] == [MIGRATE_UNMOVABLE] * 2
+        assert mm.get_pageblock_migratetype(head - 512) == MIGRATE_MOVABLE
         # the rest of the block moved to the UNMOVABLE list, minus the pcp batch
-        assert z.free[MIGRATE_UNMOVABLE].nr_free == 512 - z.pcp[0].batch
+        assert z.free[MIGRATE_UNMOVABLE].nr_free == 1024 - z.pcp[0].batch
         # later requests use the claimed block: no new claim
         for _ in range(100):
             mm.folio_alloc(GFP_KERNEL, 0)
@@ -542,8 +546,10 @@ class TestFallback:
         f = mm.folio_alloc(GFP_KERNEL, 10)
         assert [mm.get_pageblock_migratetype(f.pfn + i * 512) for i in range(2)] == [MIGRATE_UNMOVABLE] * 2
 
-    def test_no_claim_when_less_than_half_free(self):
-        """A mostly used pageblock is stolen from without changing its type."""
+    def test_largest_buddy_is_claimed_first(self):
+        """The fallback looks at the largest free buddy first: with the free pages at
+        the bottom of the zone the MAX_PAGE_ORDER block there is converted, not the
+        mostly used pageblock on top of it."""
         mm = FakeMM(MMConfig(ram="2GiB"))
         z = mm.zones["DMA32"]
         mm.fill_zone("DMA32", leave=z.wmark_min + 300)
@@ -551,29 +557,49 @@ class TestFallback:
         top_pb = (12288 + z.wmark_min + 300) // 512 * 512
         assert z.free[MIGRATE_MOVABLE].count_range(top_pb, top_pb + 512) < 256
         f = mm.folio_alloc(GFP_KERNEL, 4)
-        assert top_pb <= f.pfn < top_pb + 512
-        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_MOVABLE
-        assert mm.stats.pageblock_claimed == 0
+        assert 12288 <= f.pfn < 12288 + 1024
+        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_UNMOVABLE
+        assert mm.get_pageblock_migratetype(top_pb) == MIGRATE_MOVABLE
+        assert mm.stats.pageblock_claimed == 1
 
-    def test_small_movable_requests_never_claim(self):
-        """Movable requests below pageblock_order/2 steal from UNMOVABLE without claiming."""
-        mm = FakeMM(MMConfig(ram="1GiB"))
+    @pytest.mark.parametrize("kernel", ["6.1", "6.17"])
+    def test_small_movable_requests_claim_large_buddies(self, kernel):
+        """Whether a fallback claims depends on the order of the buddy found, not the
+        request's (can_steal_fallback(current_order)): a movable order-0 request that
+        falls back to a free MAX_PAGE_ORDER UNMOVABLE block converts it."""
+        mm = FakeMM(MMConfig(ram="1GiB", kernel=kernel))
+        z = mm.zones["DMA32"]
+        blocks = [mm.folio_alloc(GFP_KERNEL, 10) for _ in range(3)]   # UNMOVABLE pageblocks
+        mm.fill_zone("DMA", leave=0)
+        mm.fill_zone("DMA32", leave=0)
+        for b in blocks:
+            mm.folio_put(b)
+        claimed = mm.stats.pageblock_claimed
+        f = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 0)
+        assert f is not None and any(b.pfn <= f.pfn < b.pfn + 1024 for b in blocks)
+        assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_MOVABLE
+        assert mm.stats.pageblock_claimed == claimed + 1
+        assert z.free[MIGRATE_UNMOVABLE].nr_free == 2048
+
+    @pytest.mark.parametrize("kernel", ["6.1", "6.17"])
+    def test_small_movable_requests_never_claim_small_buddies(self, kernel):
+        """Movable requests that find only fallback buddies below pageblock_order/2 take
+        the smallest one without claiming."""
+        mm = FakeMM(MMConfig(ram="1GiB", kernel=kernel))
         z = mm.zones["DMA32"]
         blocks = [mm.folio_alloc(GFP_KERNEL, 10) for _ in range(3)]   # UNMOVABLE pageblocks
         mm.fill_zone("DMA", leave=0)
         mm.fill_zone("DMA32", leave=0)
         for b in blocks:
             mm.folio_put(b)                       # order 10: straight back to the buddy
+        mm.fragment_zone("DMA32", max_free_order=2)     # only order-2 buddies stay free
         assert z.free[MIGRATE_MOVABLE].nr_free == 0
-        assert z.free[MIGRATE_UNMOVABLE].nr_free == z.free_pages == 3072
+        assert z.free[MIGRATE_UNMOVABLE].nr_free == z.free_pages == 1536
+        claimed = mm.stats.pageblock_claimed
         f = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 0)
         assert f is not None and any(b.pfn <= f.pfn < b.pfn + 1024 for b in blocks)
         assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_UNMOVABLE
-        assert mm.stats.pageblock_claimed == 0
-        # a movable request of pageblock_order/2 or more does claim
-        g = mm.folio_alloc(GFP_HIGHUSER_MOVABLE, 5)
-        assert mm.get_pageblock_migratetype(g.pfn) == MIGRATE_MOVABLE
-        assert mm.stats.pageblock_claimed == 1
+        assert mm.stats.pageblock_claimed == claimed
 
 
 class TestPressure:
@@ -737,3 +763,38 @@ class TestAllocPagesFaultSite:
         fake_mm.faults.arm("alloc_pages", nth=3)
         got = [fake_mm.folio_alloc(GFP_KERNEL, 0) for _ in range(4)]
         assert [g is None for g in got] == [False, False, True, False]
+
+
+class TestFallbackSearch:
+    """page_alloc._highest_block_per_order: the fallback's view of a free list as buddy
+    blocks, bounded to the highest FALLBACK_WINDOW extents."""
+
+    def _list(self):
+        from pytest_pinfault.mm.mmzone import FreeList
+        fl = FreeList()
+        fl.put(1 << 20, 1 << 12)                          # four MAX_PAGE_ORDER blocks, lowest
+        for i in range(1000):                             # then 1000 separate order-1 blocks
+            fl.put((1 << 22) + 4 * i, 2)
+        fl.put((1 << 23) + 3, 13)                        # 3..16: blocks of order 0, 2, 3 (+ order 0)
+        return fl
+
+    def test_decomposition_and_bounds(self):
+        from pytest_pinfault.mm.page_alloc import _highest_block_per_order
+        fl = self._list()
+        base = 1 << 23
+        # [base+3, base+16) = 1 @3, 4 @4, 8 @8: orders 0, 2, 3
+        assert _highest_block_per_order(fl, 0, base, base + 512) == {0: base + 3, 2: base + 4, 3: base + 8}
+        assert _highest_block_per_order(fl, 3, base, base + 512) == {3: base + 8}
+        # a sub-range cuts the extent: [base+5, base+9) = 1 @5, 2 @6, 1 @8
+        assert _highest_block_per_order(fl, 0, base + 5, base + 9) == {0: base + 8, 1: base + 6}
+        whole = _highest_block_per_order(fl, 0, 0, 1 << 62)
+        assert whole[10] == (1 << 20) + 3 * 1024 and whole[1] == (1 << 22) + 4 * 999
+
+    def test_window_stops_the_search(self):
+        """Past the window the lower extents are not looked at (the MAX_PAGE_ORDER
+        blocks at the bottom are not found), unless nothing found yet holds the request."""
+        from pytest_pinfault.mm.page_alloc import FALLBACK_WINDOW, _highest_block_per_order
+        fl = self._list()
+        near = _highest_block_per_order(fl, 0, 0, 1 << 62, FALLBACK_WINDOW)
+        assert 10 not in near and set(near) == {0, 1, 2, 3}
+        assert _highest_block_per_order(fl, 5, 0, 1 << 62, FALLBACK_WINDOW) == {10: (1 << 20) + 3 * 1024}

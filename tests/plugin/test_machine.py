@@ -208,3 +208,76 @@ def test_outside_a_test_is_a_usage_error(pytester, run):
     result = run("-q")
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.stderr.fnmatch_lines(["*pinfault_machine(): call it inside a test*"])
+
+
+PER_KERNEL = """
+    import pytest
+    from hypothesis import given, settings, strategies as st
+    from pytest_pinfault import MMConfig
+
+    SEEN = {}
+
+    @pytest.mark.pinfault_kernels("6.1", "6.12")
+    @settings(database=None, max_examples=5)
+    @given(st.integers(1, 4))
+    def test_marked(pinfault_machine, request, n):
+        with pinfault_machine() as k:
+            SEEN.setdefault(request.node.name, set()).add(k.config.kernel)
+            assert hasattr(k, "memfd_pin_folios") == (k.config.kernel == "6.12")
+        with pinfault_machine(config=MMConfig(ram="512MiB")) as k:
+            assert k.config.ram == 512 << 20
+            SEEN.setdefault(request.node.name, set()).add(k.config.kernel)
+
+    @settings(database=None, max_examples=3)
+    @given(st.integers(1, 4))
+    def test_plain(pinfault_machine, request, n):
+        with pinfault_machine(config=MMConfig(kernel="6.6")) as k:
+            SEEN.setdefault(request.node.name, set()).add(k.config.kernel)
+
+    def test_after():
+        assert SEEN == EXPECTED, SEEN
+"""
+
+
+def test_pinfault_kernels_marker_runs_each_machine_per_version(pytester, run):
+    """The marker parametrizes a pinfault_machine test (ids kernel-...) and every machine
+    of each run follows that version, a config= one included; no Hypothesis health check
+    complains about the parameter."""
+    pytester.makepyfile(test_x=PER_KERNEL + """
+    EXPECTED = {"test_marked[kernel-6.1]": {"6.1"}, "test_marked[kernel-6.12]": {"6.12"},
+                "test_plain": {"6.6"}}
+    """)
+    result = run("-v", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_marked?kernel-6.1? PASSED*", "*test_marked?kernel-6.12? PASSED*"])
+    assert "FailedHealthCheck" not in result.stdout.str()
+
+
+def test_kernel_option_reaches_pinfault_machine(pytester, run):
+    """--pinfault-kernel runs pinfault_machine tests per version too, and replaces the
+    kernel of a config= machine (as fake_mm's mm_config machine); the marker still wins."""
+    pytester.makepyfile(test_x=PER_KERNEL + """
+    EXPECTED = {"test_marked[kernel-6.1]": {"6.1"}, "test_marked[kernel-6.12]": {"6.12"},
+                "test_plain[kernel-6.1]": {"6.1"}, "test_plain[kernel-6.17]": {"6.17"}}
+    """)
+    result = run("-v", "-p", "no:randomly", "--pinfault-kernel=6.1,6.17")
+    result.assert_outcomes(passed=5)
+
+
+def test_kernel_contradicting_a_config_quirk_is_a_usage_error(pytester, run):
+    """A per-run version that the config= machine's quirks contradict names the test,
+    the version and where it came from."""
+    pytester.makepyfile(test_x="""
+    import pytest
+    from pytest_pinfault import MMConfig
+
+    @pytest.mark.pinfault_kernels("6.12")
+    def test_x(pinfault_machine):
+        with pinfault_machine(config=MMConfig(quirks="pcp_thp_shared_list")):
+            pass
+    """)
+    result = run()
+    result.stdout.fnmatch_lines(["*test_x.py::test_x?kernel-6.12?: pinfault_machine(config=...) with kernel "
+                                 "'6.12' (pinfault_kernels / --pinfault-kernel / pinfault_kernel ini): quirks: "
+                                 "'pcp_thp_shared_list' contradicts kernel='6.12'*"])
+    assert "INTERNALERROR" not in result.stdout.str()

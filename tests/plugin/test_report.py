@@ -61,8 +61,10 @@ def test_json_report_schema(pytester, run):
                  "--pinfault-faults=alloc_pages[order=9]=return")
     result.stdout.fnmatch_lines(["pinfault JSON report: out/pinfault.json"])
     data = json.loads(pytester.path.joinpath("out", "pinfault.json").read_text())
-    assert set(data) == {"schema", "version", "kernel", "seed", "faults", "sites", "matrices", "tests"}
+    assert set(data) == {"schema", "version", "kernel", "kernels", "seed", "faults", "sites", "matrices",
+                         "tests"}
     assert (data["schema"], data["kernel"], data["seed"]) == ("pytest-pinfault/3", "6.17", 5)
+    assert data["kernels"] == ["6.17"]
     assert data["faults"] == ["alloc_pages[order=9]=return"]
     assert data["sites"]["kmalloc"] == {"hits": 12, "injections": 5, "tests": 7, "failed": 1,
                                         "violations": 1, "kernel": 0, "hit_in_failed": 0}
@@ -74,6 +76,7 @@ def test_json_report_schema(pytester, run):
     assert list(tests) == sorted(tests) and len(tests) == 7
     bad = tests["test_drv.py::test_create[kmalloc-2-persistent]"]
     assert bad["outcome"] == "failed" and bad["case"] == "kmalloc-2-persistent"
+    assert {t["kernel_version"] for t in tests.values()} == {"6.17"}
     assert bad["injected"] == ["kmalloc"] and bad["kernel"] == []
     assert bad["hits"] == {"alloc_pages": 1, "kmalloc": 3, "try_grab_folio": 1}
     assert [(r["site"], r["occurrence"], r["errno"], r["errno_name"]) for r in bad["fired"]] == [
@@ -168,7 +171,8 @@ def test_junit_properties_are_short_readable_and_capped(pytester, run):
     xml_text = pytester.path.joinpath("out.xml").read_text()
     assert len(xml_text.encode()) < 4 * VALUE_CAP + 1500     # four properties, capped, plus the frame
     props = {p.get("name"): p.get("value") for p in ElementTree.fromstring(xml_text).iter("property")}
-    assert set(props) == {"pinfault_hits", "pinfault_fired", "pinfault_violations"}
+    assert set(props) == {"pinfault_hits", "pinfault_fired", "pinfault_violations", "pinfault_kernel_version"}
+    assert props["pinfault_kernel_version"] == "6.17"
     assert props["pinfault_hits"] == "kmalloc=300"
     assert props["pinfault_violations"] == "none"
     fired = props["pinfault_fired"]
@@ -313,3 +317,50 @@ def test_json_report_outcomes_paths_and_schema(pytester, run):
     assert (many["fired_total"], len(many["fired"])) == (300, 50)
     assert data["sites"]["kmalloc"]["injections"] == 300 + 5 + 5   # counted before the cap
     assert "test_out.py::test_error: injected kmalloc#1 -ENOMEM" in result.stdout.str()
+
+
+PER_KERNEL = """
+import pytest
+
+@pytest.mark.pinfault_kernels("6.1", "6.12")
+def test_versions(fake_mm):
+    pass
+
+@pytest.mark.mm_config(kernel="6.6")
+def test_pinned(fake_mm):
+    pass
+
+def test_default(fake_mm):
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_json_report_kernel_per_test(pytester, run, run_subprocess, xdist):
+    """Each test entry names the version its machine followed; top-level ``kernel`` stays
+    the default version and ``kernels`` lists what ran, oldest first (the same under
+    pytest-xdist: the version travels in the workers' reports)."""
+    pytester.makepyfile(test_k=PER_KERNEL)
+    if xdist:
+        pytest.importorskip("xdist")
+        run_subprocess("--pinfault-json=out.json", "-p", "xdist.plugin", "-n", "2").assert_outcomes(passed=4)
+    else:
+        run("--pinfault-json=out.json").assert_outcomes(passed=4)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    assert {t["nodeid"].split("::")[-1]: t["kernel_version"] for t in data["tests"]} == {
+        "test_versions[kernel-6.1]": "6.1", "test_versions[kernel-6.12]": "6.12",
+        "test_pinned": "6.6", "test_default": "6.17"}
+    assert data["kernel"] == "6.17"
+    assert data["kernels"] == ["6.1", "6.6", "6.12", "6.17"]
+
+
+def test_json_report_kernel_per_test_option(pytester, run):
+    """--pinfault-kernel runs every fake_mm test per version; the report says which."""
+    pytester.makepyfile(test_k="def test_default(fake_mm):\n    pass\n")
+    run("--pinfault-json=out.json", "--pinfault-kernel=6.12,6.1").assert_outcomes(passed=2)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    assert {t["nodeid"]: t["kernel_version"] for t in data["tests"]} == {
+        "test_k.py::test_default[kernel-6.1]": "6.1", "test_k.py::test_default[kernel-6.12]": "6.12"}
+    assert data["kernels"] == ["6.1", "6.12"] and data["kernel"] == "6.17"
