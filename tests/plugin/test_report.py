@@ -268,6 +268,7 @@ def test_the_main_report_schema_accepts_good_reports_and_rejects_bad_ones():
                          fired_total=2))
     check_report(_report(outcome="kernel", kernel=[GOOD_KERNEL, {**GOOD_KERNEL, "kind": "hang", "returned": None}]))
     check_report(_report(outcome="failed", kernel=[GOOD_KERNEL]))
+    check_report({**_report(kernel_version="6.1"), "kernels": ["6.1"]})     # optional keys within version 3
     bad_reports = {
         "old schema": {**good, "schema": "pytest-pinfault/2"},
         "seed a string": {**good, "seed": "1"},
@@ -289,6 +290,8 @@ def test_the_main_report_schema_accepts_good_reports_and_rejects_bad_ones():
         "killed without -EINTR": _report(outcome="kernel", kernel=[{**GOOD_KERNEL, "returned": None}]),
         "outcome kernel with no kernel outcome": _report(outcome="kernel"),
         "passed with a kernel outcome": _report(kernel=[GOOD_KERNEL]),
+        "unknown kernel version of a test": _report(kernel_version="5.4"),
+        "unknown kernel version ran": {**good, "kernels": ["6.1", "4.19"]},
         "string over the cap": _report(nodeid="x" * 10, violations=[
             {"rule": "pin-balance", "number": 2, "message": "m" * 1025, "expected": False}]),
     }
