@@ -519,8 +519,12 @@ class MigrateMixin(_Base):
         if flags & PG_locked or (flags & PG_writeback and mode != MIGRATE_SYNC):
             self.folio_put(dst)
             return -EAGAIN if flags & PG_locked else -EBUSY
-        if src.rmap:
-            self._migrate_invalidate(src)
+        rmap = src.rmap
+        if rmap:
+            for mm, _ in rmap:         # _migrate_invalidate's first test, written out
+                if type(mm) is not MMStruct or mm.notifiers:
+                    self._migrate_invalidate(src)
+                    break
         # folio_expected_ref_count(src) + 1 (the isolation reference), written out
         if src.kind == KIND_ANON:
             expected = src._mc + 1
@@ -672,7 +676,7 @@ class MigrateMixin(_Base):
         trace = self.trace
         if trace.on:                   # _trace("migrate", ...), written out
             trace._seq += 1
-            trace._buf.append((trace._seq, "migrate", (src, dst)))     # MIGRATE_FIELDS
+            trace._buf.append((trace._seq, "migrate", src, dst))     # trace.MIGRATE_FIELDS
         # migrate_folio_done(src)
         src._flags &= ~PG_isolated
         if kind == KIND_ANON or kind == KIND_SHMEM:

@@ -3,8 +3,9 @@
 It stands in for the kernel's tracepoints (mm_migrate_pages, mm_page_alloc, ...) and
 printk lines.  Events are plain tuples ``(seq, kind, fields)`` so that recording costs one
 ``deque.append``; call sites check :attr:`Trace.on` first, so a disabled trace costs one
-attribute read.  The one event recorded for every migrated folio keeps its fields as the
-tuple ``(folio, to)`` (:data:`MIGRATE_FIELDS` names them); readers get a dict either way.
+attribute read.  The one event recorded for every migrated folio is kept as
+``(seq, "migrate", folio, to)`` (:data:`MIGRATE_FIELDS` names the last two): one tuple
+fewer to allocate, free and scan per migration; readers get a dict either way.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ __all__ = ["Trace", "TraceEvent"]
 MIGRATE_FIELDS = ("folio", "to")
 
 
-def _as_dict(fields: Any) -> dict[str, Any]:
-    return fields if type(fields) is dict else dict(zip(MIGRATE_FIELDS, fields))
+def _event(ev: tuple[Any, ...]) -> tuple[int, str, dict[str, Any]]:
+    """``(seq, kind, fields)`` of a kept event, whichever of the two forms it has."""
+    if len(ev) == 3:
+        return ev
+    return ev[0], ev[1], dict(zip(MIGRATE_FIELDS, ev[2:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Trace:
     def __init__(self, maxlen: int = 8192, on: bool = True, verbose: bool = False) -> None:
         self.on = on
         self.verbose: bool = verbose and on
-        self._buf: collections.deque[tuple[int, str, Any]] = collections.deque(maxlen=maxlen)
+        self._buf: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=maxlen)
         self._seq = 0
 
     def emit(self, kind: str, fields: dict[str, Any]) -> None:
@@ -73,8 +77,8 @@ class Trace:
         return len(self._buf)
 
     def __iter__(self) -> Iterator[TraceEvent]:
-        for seq, kind, fields in self._buf:
-            yield TraceEvent(seq, kind, _as_dict(fields))
+        for ev in self._buf:
+            yield TraceEvent(*_event(ev))
 
     @property
     def seq(self) -> int:
@@ -82,14 +86,14 @@ class Trace:
         return self._seq
 
     def since(self, seq: int) -> list[TraceEvent]:
-        return [TraceEvent(s, k, _as_dict(f)) for s, k, f in self._buf if s > seq]
+        return [TraceEvent(*_event(ev)) for ev in self._buf if ev[0] > seq]
 
     def filter(self, kind: str | None = None, folio: Any = None, last: int | None = None) -> list[TraceEvent]:
         out = []
-        for seq, k, f in self._buf:
-            if kind is not None and k != kind:
+        for ev in self._buf:
+            if kind is not None and ev[1] != kind:
                 continue
-            f = _as_dict(f)
+            seq, k, f = _event(ev)
             if folio is not None and not any(v is folio for v in f.values()):
                 continue
             out.append(TraceEvent(seq, k, f))
