@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
 from . import gfp as _g
@@ -201,11 +201,27 @@ class MMStruct:
         self.vmas.insert(i, vma)
 
     def _remove_vma(self, vma: VMA) -> None:
-        i = self.vmas.index(vma)
+        # VMAs never overlap, so their starts are distinct and sorted
+        i = bisect_left(self._starts, vma.start)
+        if i == len(self.vmas) or self.vmas[i] is not vma:
+            i = self.vmas.index(vma)        # (a VMA whose start moved under its entry)
         del self.vmas[i], self._starts[i]
 
     def _overlapping(self, start: int, end: int) -> list[VMA]:
-        return [v for v in self.vmas if v.start < end and start < v.end]
+        """The VMAs meeting ``[start, end)``, lowest first: found by bisection, so the
+        cost follows the VMAs returned, not the address space's size."""
+        vmas = self.vmas
+        i = max(bisect_right(self._starts, start) - 1, 0)
+        out = []
+        n = len(vmas)
+        while i < n:
+            v = vmas[i]
+            if v.start >= end:
+                break
+            if start < v.end:
+                out.append(v)
+            i += 1
+        return out
 
     def _may_split(self, *addrs: int) -> int:
         """0, or -EINVAL when a VMA would be split at an address that is not aligned to
@@ -242,9 +258,10 @@ class MMStruct:
 
     def _get_unmapped_area(self, length: int, align: int) -> int:
         top = self._mmap_top
-        for v in sorted(self.vmas, key=lambda v: -v.start):
-            if v.start >= top:
-                continue
+        vmas = self.vmas
+        # the VMAs below the search's top, highest first (they are sorted by start)
+        for i in range(bisect_left(self._starts, top) - 1, -1, -1):
+            v = vmas[i]
             cand = (top - length) & ~(align - 1)
             if cand >= v.end:
                 break
