@@ -17,7 +17,7 @@ from ..mm.config import ConfigError
 from .contract import VIOLATIONS_PROP, ContractState
 from .controller import Pinfault
 from .covctx import watch_faults
-from .kernels import kernel_param
+from .kernels import with_test_kernel
 from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_fields, pinfault_specs
 from .state import get_state
 
@@ -93,13 +93,7 @@ def _build_mm(request: pytest.FixtureRequest, base: MMConfig) -> FakeMM:
             config = apply_mm_config(base, fields)
     except MarkerError as e:
         raise pytest.UsageError(f"{node.nodeid}: {e}") from None
-    version = kernel_param(node)
-    if version is not None and version != config.kernel:
-        try:
-            config = config.replace(kernel=version)
-        except ConfigError as e:
-            raise pytest.UsageError(f"{node.nodeid}: kernel {version!r} (pinfault_kernels / "
-                                    f"--pinfault-kernel / pinfault_kernel ini): {e}") from None
+    config = with_test_kernel(node, config)
     if config.seed == 0:   # not chosen by the test: derive it from the run's seed
         config = config.with_seed(get_state(request.config).test_seed(node.nodeid))
     try:

@@ -122,6 +122,22 @@ def kernel_param(item: Any) -> str | None:
     return callspec.params.get(KERNEL_ARG) if callspec is not None else None
 
 
+def with_test_kernel(item: Any, config: Any, what: str = "") -> Any:
+    """*config* at the kernel version *item* runs at (``pinfault_kernels``,
+    ``--pinfault-kernel``, the ``pinfault_kernel`` ini key), if it runs at one; a
+    version the config contradicts (a quirk of another version) is a UsageError naming
+    the test (*what* says which config, e.g. ``"pinfault_machine(config=...) with "``)."""
+    from ..mm.config import ConfigError
+    version = kernel_param(item)
+    if version is None or version == config.kernel:
+        return config
+    try:
+        return config.replace(kernel=version)
+    except ConfigError as e:
+        raise pytest.UsageError(f"{item.nodeid}: {what}kernel {version!r} (pinfault_kernels / "
+                                f"--pinfault-kernel / pinfault_kernel ini): {e}") from None
+
+
 @pytest.fixture
 def pinfault_kernel(request: pytest.FixtureRequest) -> str | None:
     """The kernel version this test runs with when it is parametrized over versions

@@ -175,14 +175,8 @@ def _build_mm_from(item: pytest.Item, config: MMConfig) -> FakeMM:
     the test's kernel version when it runs per version)."""
     __tracebackhide__ = True
     from ..mm.config import ConfigError
-    from .kernels import kernel_param
-    version = kernel_param(item)
-    if version is not None and version != config.kernel:
-        try:
-            config = config.replace(kernel=version)
-        except ConfigError as e:
-            raise pytest.UsageError(f"{item.nodeid}: pinfault_machine(config=...) with kernel {version!r} "
-                                    f"(pinfault_kernels / --pinfault-kernel / pinfault_kernel ini): {e}") from None
+    from .kernels import with_test_kernel
+    config = with_test_kernel(item, config, "pinfault_machine(config=...) with ")
     if config.seed == 0:
         config = config.with_seed(get_state(item.config).test_seed(item.nodeid))
     try:
