@@ -479,15 +479,7 @@ class MigrateMixin(_Base):
             # try_to_migrate -> try_to_migrate_one: every mapping's notifiers hear of
             # the unmap before the reference count is judged, on every attempt
             self._migrate_invalidate(src)
-        if self._ref_watch is None and type(src) is Folio:
-            # folio_expected_ref_count(src) + 1 (the isolation reference), written out
-            if src.kind == KIND_ANON:
-                expected = src._mc + 1
-            else:
-                expected = src._mc + 1 + (src.nr_pages if src._mapping is not None else 0) \
-                    + (1 if src._flags & PG_private else 0)
-        else:
-            expected = self.folio_expected_ref_count(src) + 1
+        expected = self.folio_expected_ref_count(src) + 1
         fi = self.faults
         extra = fi.active and fi.hit("migrate_folio", folio=src, reason=reason) is not None
         if extra or src._rc != expected:
