@@ -159,6 +159,9 @@ class GupMixin(_Base):
 
     _observer: Any = None              # set per instance by FakeMM.__init__
     _core_pinning = False              # inside a judged core pinning call
+    # set by __gup_longterm_locked for the walk it calls next, which consumes it: its
+    # fast loop may leave a small folio in pages[] for the Page (see _page_entries)
+    _gup_folio_entries = False
 
     # ------------------------------------------------------------------ contract judging
     def _judge_core_pin(self, call: str, func: Any, args: tuple[Any, ...], entries: Any, gup_flags: int) -> int:
@@ -694,6 +697,8 @@ class GupMixin(_Base):
         fi = self.faults
         pte = mm.pte
         task = self.current
+        folio_entries = self._gup_folio_entries
+        self._gup_folio_entries = False
         i = 0
         vma = None
         vma_end = -1
@@ -733,16 +738,20 @@ class GupMixin(_Base):
                 j = i
                 while vpn < stop:
                     ent = pte.get(vpn)
-                    if ent is None:
+                    # a small folio is its entry (mm_types.pte_entry): None, a
+                    # large folio's (folio, index) pair or a subclass go the long way
+                    if type(ent) is not Folio:
                         break
-                    folio, idx = ent
+                    folio = ent
                     r = folio._rc
                     if folio.order or r <= 0 or folio.kind == KIND_ZERO:
                         break
                     folio._rc = r + bias
                     if write:
                         folio._flags |= PG_dirty
-                    page = Page(folio, folio.pfn + idx)
+                    # the Page of a small folio's only page: made by _page_entries
+                    # once the pin stands, never for a pin that migrates it
+                    page: Any = folio if folio_entries else Page(folio, folio.pfn)
                     if j == len(pages):
                         pages.append(page)
                     elif j < len(pages):
@@ -758,7 +767,7 @@ class GupMixin(_Base):
                     continue
             ent = pte.get(addr >> PAGE_SHIFT)
             if ent is not None:
-                folio, idx = ent
+                folio, idx = ent if isinstance(ent, tuple) else (ent, 0)
                 # follow_page_pte: a write needs a writable PTE; a pin of a shared
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
@@ -929,11 +938,16 @@ class GupMixin(_Base):
             fi = self.faults
             while True:
                 fired = fi.fired_count
+                # the walk of an unobserved machine may leave small folios for Pages
+                defer = self._gup_folio_entries = self._ref_watch is None
                 nr = self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
+                self._gup_folio_entries = False
                 if nr <= 0:
                     rc = nr
                     break
                 rc = self.check_and_migrate_movable_pages(nr, pages)
+                if rc == 0 and defer:
+                    self._page_entries(pages, nr)
                 if rc != -errno.EAGAIN:
                     break
                 rounds += 1
@@ -942,9 +956,20 @@ class GupMixin(_Base):
                     break
         finally:
             self._pin_anyway_next = False     # the kernel's migrate_allow is per call
+            self._gup_folio_entries = False
             self.memalloc_pin_restore(saved)
             gc_resume(paused)
         return rc if rc else nr
+
+    @staticmethod
+    def _page_entries(pages: list[Any], nr: int) -> None:
+        """The pin stands: give every small folio the walk left in ``pages[:nr]`` its
+        :class:`Page`.  The walk of an unobserved machine leaves the folio itself
+        (its one page's ``struct page`` in the kernel) so that a round whose pins are
+        dropped for migration makes no Page at all; anything else is already a Page
+        (tests/mm/test_hot_paths.py compares with an observed machine, which never
+        defers)."""
+        pages[:nr] = [Page(e, e.pfn) if type(e) is Folio else e for e in pages[:nr]]
 
     def _longterm_retry_exhausted(self, loop: str, rounds: int, fired: int) -> int:
         """Count one more -EAGAIN round of a long-term pin loop (*fired*: the injector's

@@ -393,7 +393,7 @@ class MigrateMixin(_Base):
             if kind == "pte":
                 ent = mm.pte.pop(vpn, None)
                 if ent is not None:
-                    remap.append((mm, vpn, ent[1]))
+                    remap.append((mm, vpn, ent[1] if type(ent) is tuple else 0))
             else:
                 mm.huge.pop(vpn, None)
                 remap.extend((mm, vpn + i, i) for i in range(folio.nr_pages))
@@ -659,7 +659,9 @@ class MigrateMixin(_Base):
             for owner, key in list(rmap):
                 if type(owner) is MMStruct and key[0] == "pte":
                     pte = owner.pte        # MMStruct.replace_folio of a PTE, written out
-                    pte[key[1]] = (dst, pte[key[1]][1])
+                    vpn = key[1]
+                    ent = pte[vpn]
+                    pte[vpn] = (dst, ent[1]) if type(ent) is tuple else dst
                 else:
                     owner.replace_folio(key, src, dst)
         stats = self.stats

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
 else:
     _Base = object
 
-__all__ = ["FOLL", "MMStruct", "VMA", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+__all__ = ["FOLL", "MMStruct", "VMA", "pte_entry", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_POPULATE",
            "MAP_NORESERVE", "VM_NORESERVE",
            "MAP_HUGETLB", "MLOCK_ONFAULT", "VM_READ", "VM_WRITE", "VM_EXEC", "VM_SHARED",
@@ -162,6 +162,13 @@ class VMA:
         return f"<vma {self.start:#x}-{self.end:#x} flags={self.flags:#x} {kind}>"
 
 
+def pte_entry(ent: "Folio | tuple[Folio, int]") -> tuple[Folio, int]:
+    """``(folio, page index)`` of a value of :attr:`MMStruct.pte`, which holds the folio
+    alone where its first page is mapped (every small folio) and a ``(folio, index)``
+    pair for the other pages of a large folio."""
+    return ent if isinstance(ent, tuple) else (ent, 0)
+
+
 class MMStruct:
     """``mm_struct`` of one process.  Methods with a system call's name behave like the
     call and return ``-errno`` on failure."""
@@ -170,7 +177,10 @@ class MMStruct:
         self._k = kmm
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
-        self.pte: dict[int, tuple[Folio, int]] = {}      # vpn -> (folio, page index in folio)
+        # vpn -> the folio whose first page is mapped there, or (folio, page index) for
+        # any other page of a large folio (no tuple for the usual small folio; pte_entry
+        # reads both forms)
+        self.pte: dict[int, Folio | tuple[Folio, int]] = {}
         self.huge: dict[int, Folio] = {}                 # aligned vpn -> huge-leaf-mapped folio
         self.swap_pte: dict[int, Any] = {}               # vpn -> SwapEntry of a swapped-out anon page
         self.locked_vm: int = 0
@@ -411,7 +421,7 @@ class MMStruct:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             ent = self.pte.pop(vpn, None)
             if ent is not None:
-                k._unmap_folio(self, ("pte", vpn), ent[0])
+                k._unmap_folio(self, ("pte", vpn), ent[0] if isinstance(ent, tuple) else ent)
             folio = self.huge.pop(vpn, None)
             if folio is not None:
                 k._unmap_folio(self, ("huge", vpn), folio)
@@ -545,7 +555,7 @@ class MMStruct:
         vpn = addr >> PAGE_SHIFT
         ent = self.pte.get(vpn)
         if ent is not None:
-            return ent
+            return ent if isinstance(ent, tuple) else (ent, 0)
         for order in (HPAGE_PMD_ORDER, 18):
             head = vpn & ~((1 << order) - 1)
             f = self.huge.get(head)
@@ -559,8 +569,8 @@ class MMStruct:
         ``MigrateMixin._migrate_invalidate``)."""
         kind, vpn = key
         if kind == "pte":
-            _, idx = self.pte[vpn]
-            self.pte[vpn] = (new, idx)
+            ent = self.pte[vpn]
+            self.pte[vpn] = (new, ent[1]) if isinstance(ent, tuple) else new
         else:
             self.huge[vpn] = new
 
@@ -619,7 +629,7 @@ class AddressSpaceMixin(_Base):
 
     # ------------------------------------------------------------------ mapping helpers
     def _map_pte(self, mm: MMStruct, vpn: int, folio: Folio, idx: int) -> None:
-        mm.pte[vpn] = (folio, idx)
+        mm.pte[vpn] = (folio, idx) if idx else folio
         if folio.kind == KIND_ZERO:
             return
         folio._refcount += 1
@@ -757,7 +767,7 @@ class AddressSpaceMixin(_Base):
         vpn = addr >> PAGE_SHIFT
         old = mm.pte.pop(vpn, None)
         if old is not None:
-            self._forget_rmap(mm, ("pte", vpn), old[0])
+            self._forget_rmap(mm, ("pte", vpn), pte_entry(old)[0])
         self._map_pte(mm, vpn, folio, 0)
         self.folio_put(folio)
         self.folio_add_lru(folio)
@@ -793,7 +803,7 @@ class AddressSpaceMixin(_Base):
             self._split_huge_pmd(mm, vma, addr)
             ent2 = mm.pte.pop(vpn, None)
             if ent2 is not None:
-                self._forget_rmap(mm, ("pte", vpn), ent2[0])
+                self._forget_rmap(mm, ("pte", vpn), pte_entry(ent2)[0])
         self._map_pte(mm, vpn, new, 0)
         self.folio_put(new)
         self.folio_add_lru(new)
@@ -976,7 +986,8 @@ class AddressSpaceMixin(_Base):
                 nv.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
             child._insert_vma(nv)
             nv._link_file(1)
-        for vpn, (folio, idx) in list(mm.pte.items()):
+        for vpn, ent in list(mm.pte.items()):
+            folio, idx = pte_entry(ent)
             vma = mm.find_vma(vpn << PAGE_SHIFT)
             assert vma is not None          # a mapped page lies in a VMA
             if folio.kind == KIND_ANON and not vma.is_shared():

@@ -19,7 +19,7 @@ from pytest_pinfault import FakeMM, MMConfig, Out
 from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE, MAP_POPULATE,
                                 MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
                                 PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
-from pytest_pinfault.mm.folio import MAPPING_CHANGE
+from pytest_pinfault.mm.folio import MAPPING_CHANGE, Page
 from pytest_pinfault.mm.hostgc import PAUSE_MIN
 from pytest_pinfault.mm.sched import PF_MEMALLOC_PIN
 from pytest_pinfault.mm.observer import MMObserver
@@ -334,3 +334,48 @@ def test_collect_judges_pageblocks_a_cma_area_cuts_through():
         want = sum(not k.folio_is_longterm_pinnable(f) for f in entries)
         assert want == hi - lo
         assert k._collect_longterm_unpinnable(entries, len(entries), []) == want
+
+
+def _long_term_pages(k: FakeMM, where: str | None, nr: int, ask: int) -> tuple[int, list]:
+    f = k.memfd_create("pages", MFD_ALLOW_SEALING)
+    assert f.ftruncate(nr * PAGE_SIZE) == 0
+    if where:
+        with k.steer(where):
+            assert f.fallocate(0, 0, nr * PAGE_SIZE) == 0
+    else:
+        assert f.fallocate(0, 0, nr * PAGE_SIZE) == 0
+    addr = k.current.mm.mmap(nr * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    pages: list = []
+    got = k.pin_user_pages(addr, ask, FOLL_LONGTERM | FOLL_WRITE, pages)
+    return got, [(type(p).__name__, p.pfn, p.folio is k.current.mm.lookup(addr + i * PAGE_SIZE)[0])
+                 for i, p in enumerate(pages[:max(got, 0)])]
+
+
+@pytest.mark.parametrize("where,nr,ask", [(None, NR, NR), ("cma", NR, NR), ("cma", NR, NR + 5),
+                                          (None, NR, NR + 5)])
+def test_long_term_pin_hands_out_a_page_for_every_entry(where, nr, ask):
+    """The unobserved walk leaves small folios in pages[] until the pin stands: every
+    entry the call returns is a Page of the folio mapped there, as on an observed
+    machine, whether the pin migrated or not and when the walk ends early at the
+    mapping's end (ask > nr: a partial pin)."""
+    plain = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    watched = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    watched.attach_observer(Silent())
+    a = _long_term_pages(plain, where, nr, ask)
+    b = _long_term_pages(watched, where, nr, ask)
+    assert a[0] == nr and a[1] == b[1]
+    assert all(kind == "Page" and mapped for kind, _, mapped in a[1])
+    assert (plain.stats.pgmigrate_success > 0) == (where == "cma")
+
+
+def test_long_term_pin_under_the_pin_anyway_quirk_hands_out_pages():
+    """gup_keep_pins_on_isolation_failure: a folio that cannot be isolated keeps its pin
+    and the call succeeds without a check or migration; the entries are Pages too."""
+    k = FakeMM(MMConfig(ram="512MiB", cma="64MiB", quirks=["gup_keep_pins_on_isolation_failure"]))
+    f = cma_memfd(k, NR)
+    addr = k.current.mm.mmap(NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    k.lru_add_drain_all()
+    k.folio_isolate_lru(f.mapping.lookup(0))        # off the LRU: isolation of it fails
+    pages: list = []
+    assert k.pin_user_pages(addr, 1, FOLL_LONGTERM, pages) == 1
+    assert type(pages[0]) is Page and pages[0].folio is f.mapping.lookup(0)

@@ -38,6 +38,7 @@ from pytest_pinfault.mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FOLL_
                                 MAP_PRIVATE, MAP_SHARED, MFD_HUGETLB, PROT_NONE, PROT_READ,
                                 PROT_WRITE, Page)
 from pytest_pinfault.mm.folio import KIND_ZERO
+from pytest_pinfault.mm.mm_types import pte_entry
 
 EXAMPLES = int(os.environ.get("PINFAULT_WALK_EXAMPLES", "25"))
 STEPS = int(os.environ.get("PINFAULT_WALK_STEPS", "30"))
@@ -237,7 +238,10 @@ class Walk(RuleBasedStateMachine):
     @invariant()
     def leaves_inside_their_vma(self):
         for mm in self.mms:
-            for vpn, (folio, idx) in mm.pte.items():
+            for vpn, ent in mm.pte.items():
+                folio, idx = pte_entry(ent)
+                # a folio's first page is held as the folio itself, never as a pair
+                assert type(ent) is not tuple or idx != 0, (hex(vpn), ent)
                 vma = mm.find_vma(vpn * PAGE)
                 assert vma is not None and not vma.is_hugetlb(), (hex(vpn), vma)
                 assert not folio.freed and 0 <= idx < folio.nr_pages
