@@ -63,10 +63,10 @@ import pytest
 from .. import KERNEL_VERSION, __version__
 from .contract import VIOLATIONS_PROP
 from ..mm.config import kernel_key
-from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP
+from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP, KERNEL_VERSIONS_PROP, MACHINES_PROP
 from .state import get_state
 
-__all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
+__all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "VIOLATIONS_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
            "pytest_report_teststatus"]
 
@@ -75,8 +75,11 @@ SCHEMA = "pytest-pinfault/3"
 VALUE_CAP = 1024
 #: the most fired records listed per test in the JSON report (``fired_total`` counts all)
 FIRED_CAP = 50
+#: the most violations listed per test in the JSON report (``violations_total`` counts all;
+#: a Hypothesis test's machines can find one per example while it shrinks)
+VIOLATIONS_CAP = 50
 _PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case", "pinfault_matrix", KERNEL_PROP,
-          KERNEL_VERSION_PROP, VIOLATIONS_PROP)
+          KERNEL_VERSION_PROP, KERNEL_VERSIONS_PROP, MACHINES_PROP, VIOLATIONS_PROP)
 _COLUMNS = ("hits", "injections", "tests", "failed", "violations", "kernel", "hit_in_failed")
 
 
@@ -229,12 +232,16 @@ class Summary:
         site = _case_site(props.get("pinfault_case"))
         if site is not None and fired:
             injected.add(site)
-        self.tests[nodeid] = {"nodeid": nodeid, "kernel_version": props.get(KERNEL_VERSION_PROP),
-                              "outcome": outcome, "case": props.get("pinfault_case"),
-                              "injected": sorted(injected),
-                              "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
-                              "violations": [_rel_record(v, self.root)
-                                             for v in props.get(VIOLATIONS_PROP, ())]}
+        test = {"nodeid": nodeid, "kernel_version": props.get(KERNEL_VERSION_PROP),
+                "outcome": outcome, "case": props.get("pinfault_case"),
+                "injected": sorted(injected),
+                "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
+                "violations": [_rel_record(v, self.root) for v in props.get(VIOLATIONS_PROP, ())]}
+        if MACHINES_PROP in props:                 # the test used pinfault_machine
+            test["machines"] = props[MACHINES_PROP]
+        if props.get(KERNEL_VERSIONS_PROP):        # its machines followed several versions
+            test["kernel_versions"] = list(props[KERNEL_VERSIONS_PROP])
+        self.tests[nodeid] = test
 
     def sites(self) -> dict[str, dict[str, int]]:
         rows: dict[str, dict[str, int]] = {}
@@ -311,7 +318,8 @@ class Summary:
         return lines
 
     def as_json(self, seed: int, faults: list[str]) -> dict[str, Any]:
-        kernels = sorted({t["kernel_version"] for t in self.tests.values() if t["kernel_version"]},
+        kernels = sorted({v for t in self.tests.values()
+                          for v in [t["kernel_version"], *t.get("kernel_versions", ())] if v},
                          key=kernel_key)
         return {"schema": SCHEMA, "version": __version__, "kernel": KERNEL_VERSION, "kernels": kernels,
                 "seed": seed, "faults": faults, "sites": self.sites(),
@@ -323,6 +331,8 @@ class Summary:
         out: dict[str, Any] = _capped(test)
         out["fired_total"] = len(test["fired"])
         out["fired"] = out["fired"][:FIRED_CAP]
+        out["violations_total"] = len(test["violations"])
+        out["violations"] = out["violations"][:VIOLATIONS_CAP]
         return out
 
 
