@@ -310,3 +310,26 @@ def test_c_lines_wait_for_coverage_to_read_its_data_and_python_lines_keep_their_
         3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"], 5: ["t.py::t|nofault"]}
     by_line = data.contexts_by_lineno(str(tmp_path / f"{name}.py"))
     assert by_line[2] == ["py-ctx"] and by_line[3] == ["py-ctx"]
+
+
+def test_pinfault_machine_faults_reach_the_error_path_report(pytester):
+    """A fault fired on a ``pinfault_machine`` machine switches the test's context as a
+    ``fake_mm`` fault does (and the next block starts fault-free): the error path it
+    reached is in the report, the one no machine reached is not."""
+    pytester.makepyfile(drv=DRIVER, test_drv=textwrap.dedent('''\
+        import errno
+
+        import drv
+
+
+        def test_machines(pinfault_machine):
+            with pinfault_machine("kmalloc=return") as k:
+                assert drv.create(k, 64) == -errno.ENOMEM
+            with pinfault_machine() as k:
+                assert drv.create(k, 64) == 0
+        '''))
+    result = _coverage_run(pytester, "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["drv.py: reached only under injected faults:",
+                                 f"  {ENOMEM_LINE}: kmalloc",
+                                 f"drv.py: error-path lines no run reached: {EINVAL_LINE}"])
