@@ -333,3 +333,59 @@ def test_pinfault_machine_faults_reach_the_error_path_report(pytester):
     result.stdout.fnmatch_lines(["drv.py: reached only under injected faults:",
                                  f"  {ENOMEM_LINE}: kmalloc",
                                  f"drv.py: error-path lines no run reached: {EINVAL_LINE}"])
+
+
+@pytest.mark.filterwarnings("ignore:No data was collected")
+def test_c_lines_recorded_before_any_python_line_keep_a_branch_measurement_in_branch_mode(tmp_path, monkeypatch):
+    """Under branch coverage, C lines read into a data that holds nothing yet go in as
+    arcs (the coverage's ``branch`` setting decides): as lines they would make the data
+    refuse every Python arc measured after them."""
+    coverage = pytest.importorskip("coverage")
+    from pytest_pinfault.plugin.covctx import record_c_lines
+    name = "pinfault_pymod_branch_first"
+    (tmp_path / f"{name}.py").write_text("def f(x):\n    if x:\n        return 1\n    return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_file = tmp_path / ".coverage"
+    cov = coverage.Coverage(data_file=str(data_file), include=[str(tmp_path / "*")], branch=True)
+    cov.start()
+    try:
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {3, 4}})
+        assert cov.get_data().measured_files() == {str(tmp_path / "drv.c")}     # nothing else yet
+        importlib.import_module(name).f(1)
+    finally:
+        cov.stop()
+        sys.modules.pop(name, None)
+    cov.save()
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    assert data.has_arcs()
+    assert data.contexts_by_lineno(str(tmp_path / "drv.c")) == {3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"]}
+    assert (2, 3) in data.arcs(str(tmp_path / f"{name}.py"))
+
+
+@pytest.mark.filterwarnings("ignore:No data was collected")
+def test_c_lines_the_data_refuses_are_a_warning_naming_the_file(tmp_path):
+    """Lines coverage.py's data still refuses are not dropped without a word: a
+    PinfaultCoverageWarning names the C file and coverage's reason."""
+    coverage = pytest.importorskip("coverage")
+    from coverage.exceptions import DataError
+    from pytest_pinfault.plugin.covctx import PinfaultCoverageWarning, record_c_lines
+
+    cov = coverage.Coverage(data_file=str(tmp_path / ".coverage"), source=[str(tmp_path)])
+    cov.start()
+    try:
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {3}})
+        data = cov.get_data.get_data()      # the data the reader adds to
+
+        def refusing(add):
+            def refuse(measured):
+                if any(path.endswith(".c") for path in measured):
+                    raise DataError("no room for C lines")
+                return add(measured)
+            return refuse
+        data.add_lines, data.add_arcs = refusing(data.add_lines), refusing(data.add_arcs)
+        with pytest.warns(PinfaultCoverageWarning,
+                          match=r"refused the C-driver lines of .*drv\.c \(DataError: no room for C lines\)"):
+            cov.get_data()
+    finally:
+        cov.stop()
