@@ -2,7 +2,9 @@
 
 Everything here is computed from the test reports' ``user_properties`` only
 (``pinfault_hits``, ``pinfault_fired``, ``pinfault_case``, ``pinfault_matrix``,
-``pinfault_kernel``, ``pinfault_kernel_version``, attached by the ``fake_mm`` fixture and the call-phase hook), so
+``pinfault_kernel``, ``pinfault_kernel_version``, attached by the ``fake_mm`` fixture and the call-phase hook;
+``pinfault_machines`` and ``pinfault_kernel_versions`` too for a test that used
+``pinfault_machine``, whose blocks' data is gathered by :func:`.machine.attach_machines`), so
 under pytest-xdist the controller sees exactly what a serial run sees and the summaries
 agree.
 
@@ -26,8 +28,10 @@ Schema in ``pytest_pinfault/report/schema-3.json``)::
                 "hits": {"<site>": n}, "fired_total": n,
                 "fired": [<FaultRecord.as_dict()>, ...],     # the first FIRED_CAP
                 "kernel": [<KernelOutcome.as_dict()>, ...],
+                "violations_total": n,
                 "violations": [{"rule": "<rule id>", "number": n, "message": "...",
-                                "expected": bool}, ...]}, ...]}
+                                "expected": bool}, ...],      # the first VIOLATIONS_CAP
+                "machines": n, "kernel_versions": [...]}, ...]}   # optional, see below
 
 Top-level ``kernel`` is the default version (:data:`~pytest_pinfault.KERNEL_VERSION`, what
 ``MMConfig()`` follows), whatever the tests ran on; ``kernels`` lists the versions the
@@ -37,6 +41,12 @@ choice; null in a report merged from a worker that did not record it).  The test
 ``kernel`` is its list of kernel outcomes, not a version.  New keys do not bump the
 schema number (docs/configuration.md), so ``kernels`` and ``kernel_version`` are optional
 in ``schema-3.json``.
+
+A test that used ``pinfault_machine`` has ``machines`` (how many machine blocks ended);
+its ``hits`` are summed over them and every ``fired``, ``kernel`` and ``violations`` record
+that came from a machine names its 1-based block as ``machine``; ``case`` is null (a
+matrix parametrizes ``fake_mm`` only).  ``kernel_versions`` lists the versions when the
+test's machines (and ``fake_mm``) followed several; ``kernel_version`` is null then.
 
 ``outcome``: ``error`` -- the setup failed; ``xfailed`` / ``xpassed`` -- an ``xfail`` test
 that failed / passed (a strict xpass is ``failed``); a failing teardown (the final

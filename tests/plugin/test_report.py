@@ -443,10 +443,14 @@ def test_pinfault_machine_tests_are_in_the_json_report_and_the_summary(pytester,
     pytester.makepyfile(test_m=MACHINE_TESTS)
     if xdist:
         pytest.importorskip("xdist")
-        result = run_subprocess("--pinfault-json=out.json", "-p", "xdist.plugin", "-n", "2")
+        result = run_subprocess("--pinfault-json=out.json", "--junitxml=out.xml", "-p", "xdist.plugin", "-n", "2")
     else:
-        result = run("--pinfault-json=out.json")
+        result = run("--pinfault-json=out.json", "--junitxml=out.xml")
     result.assert_outcomes(passed=3, failed=1)
+    import xml.etree.ElementTree as ET
+    case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase") if c.get("name") == "test_leak")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["pinfault_machines"] == "2" and props["pinfault_violations"].startswith("pin-balance: ")
     data = json.loads(pytester.path.joinpath("out.json").read_text())
     check_report(data)
     tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
