@@ -148,6 +148,8 @@ def _short(rec: dict[str, Any]) -> str:
         text += f" {rec['errno_name']}"
     if rec.get("caller"):
         text += f" at {rec['caller']}"
+    if rec.get("machine"):
+        text += f" (machine {rec['machine']})"
     return text
 
 
@@ -297,6 +299,8 @@ class Summary:
                 what = f"injected {first['site']}#{first['occurrence']}"
                 if first.get("errno_name"):
                     what += f" {first['errno_name']}"
+                if first.get("machine"):
+                    what += f" in machine {first['machine']}"
                 if len(recs) > 1:
                     what += f" (+{len(recs) - 1} more firing{'s' if len(recs) > 2 else ''})"
             else:

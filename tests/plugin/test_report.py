@@ -451,6 +451,10 @@ def test_pinfault_machine_tests_are_in_the_json_report_and_the_summary(pytester,
     case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase") if c.get("name") == "test_leak")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["pinfault_machines"] == "2" and props["pinfault_violations"].startswith("pin-balance: ")
+    case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase") if c.get("name") == "test_fired")
+    fired_text = next(p.get("value") for p in case.iter("property") if p.get("name") == "pinfault_fired")
+    assert [part.split(" at ")[0] + " " + part.rsplit(" ", 2)[-2] + " " + part.rsplit(" ", 1)[-1]
+            for part in fired_text.split("; ")] == ["kmalloc#1 -ENOMEM (machine 1)", "kmalloc#1 -ENOMEM (machine 2)"]
     data = json.loads(pytester.path.joinpath("out.json").read_text())
     check_report(data)
     tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
