@@ -477,3 +477,22 @@ def test_pinfault_machine_tests_are_in_the_json_report_and_the_summary(pytester,
     assert data["sites"]["kmalloc"]["injections"] == 4 and data["sites"]["kmalloc"]["tests"] == 2
     result.stdout.fnmatch_lines(["failing tests by the fault they injected:",
                                  "  test_m.py::test_leak: no fault injected; violated pin-balance"])
+
+
+def test_a_tests_violations_are_capped_in_the_json_report(pytester, run):
+    """Machines can find a violation per example; the entry lists the first 50 and
+    ``violations_total`` counts them all (the terminal summary still counts the test)."""
+    pytester.makepyfile(test_m=MACHINE_TESTS.split("@pytest.mark.pinfault")[0] + """
+@pytest.mark.pin_contract(expect="pin-balance")
+def test_many(pinfault_machine):
+    for _ in range(60):
+        with pinfault_machine() as k:
+            assert register(k, 1, leak=True) == 0
+""")
+    run("--pinfault-json=out.json").assert_outcomes(passed=1)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    (many,) = data["tests"]
+    assert (many["machines"], many["violations_total"], len(many["violations"])) == (60, 60, 50)
+    assert [v["machine"] for v in many["violations"]] == list(range(1, 51))
+    assert {(v["rule"], v["expected"]) for v in many["violations"]} == {("pin-balance", True)}
