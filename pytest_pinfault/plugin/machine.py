@@ -40,7 +40,7 @@ from .covctx import clear_fault_context
 from .state import get_state
 
 __all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine", "MACHINES_KEY",
-           "attach_machines"]
+           "attach_machines", "note_machine_kernel"]
 
 _CURRENT_KEY = pytest.StashKey["pytest.Item | None"]()
 #: What each ended ``pinfault_machine`` block of the running test saw (see :func:`_record`).
@@ -72,6 +72,15 @@ class CurrentItem:
             return (yield)
         finally:
             self.config.stash[_CURRENT_KEY] = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """The machines' kernel outcomes go on the item when the body ends, so the call
+        report carries them (the test shows ``K`` / ``KERNEL``, as a ``fake_mm`` test does)."""
+        try:
+            return (yield)
+        finally:
+            note_machine_kernel(item)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Any) -> Generator[None, Any, Any]:
@@ -204,6 +213,21 @@ def _record(item: pytest.Item, ctl: Pinfault) -> None:
                                 if ctl.contract is not None else [])})
 
 
+def note_machine_kernel(item: pytest.Item) -> None:
+    """The kernel outcomes of the machine blocks that ended so far, added to the item's
+    ``pinfault_kernel`` property (after the ``fake_mm`` ones, which carry no ``machine``)."""
+    from .fixtures import KERNEL_PROP
+    kernel = [rec for run in item.stash.get(MACHINES_KEY, ()) for rec in run["kernel"]]
+    if not kernel:
+        return
+    props: list[tuple[str, Any]] = item.user_properties
+    for i, (name, value) in enumerate(props):
+        if name == KERNEL_PROP:
+            props[i] = (name, [r for r in value if "machine" not in r] + kernel)
+            return
+    props.append((KERNEL_PROP, kernel))
+
+
 def attach_machines(item: pytest.Item) -> None:
     """Put what the test's ``pinfault_machine`` blocks saw into its user properties (the
     ones ``fake_mm`` attaches, read by the terminal summary, the JSON report and
@@ -223,11 +247,11 @@ def attach_machines(item: pytest.Item) -> None:
     hits: dict[str, int] = {}
     versions: list[str] = []
     lists: dict[str, list[Any]] = {KERNEL_PROP: [], "pinfault_fired": [], VIOLATIONS_PROP: []}
+    for name in lists:                             # fake_mm's records (no machine) come first
+        if name in have:
+            lists[name].extend(r for r in props[have[name]][1] if "machine" not in r)
     if "pinfault_hits" in have:                    # the test's fake_mm came first
         hits.update(props[have["pinfault_hits"]][1])
-        for name in lists:
-            if name in have:
-                lists[name].extend(props[have[name]][1])
         version = props[have[KERNEL_VERSION_PROP]][1] if KERNEL_VERSION_PROP in have else None
         if version is not None:
             versions.append(version)

@@ -496,3 +496,26 @@ def test_many(pinfault_machine):
     assert (many["machines"], many["violations_total"], len(many["violations"])) == (60, 60, 50)
     assert [v["machine"] for v in many["violations"]] == list(range(1, 51))
     assert {(v["rule"], v["expected"]) for v in many["violations"]} == {("pin-balance", True)}
+
+
+def test_a_machine_tests_kernel_outcome_shows_as_kernel(pytester, run):
+    """A kernel loop a machine's fault kept failing is the test's outcome as for
+    ``fake_mm``: ``KERNEL`` in the terminal (the call report carries it) and ``kernel``
+    in the JSON report, the outcome naming its machine block."""
+    from tests.plugin.test_matrix import KERNEL_LOOP
+    pytester.makepyfile(test_k=KERNEL_LOOP + """
+
+@pytest.mark.mm_config(ram="1GiB", cma="64MiB")
+def test_machine(pinfault_machine):
+    with pinfault_machine() as k:
+        assert create(k, _in_cma(k, 2), 2, []) == 0
+    with pinfault_machine("folio_isolate_lru=return") as k:
+        assert create(k, _in_cma(k, 2), 2, []) == -errno.EINTR
+""")
+    result = run("-v", "--pinfault-json=out.json")
+    result.stdout.fnmatch_lines(["test_k.py::test_machine KERNEL*"])
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    (test,) = data["tests"]
+    assert (test["outcome"], test["machines"]) == ("kernel", 2)
+    assert [(o["kind"], o["returned"], o["machine"]) for o in test["kernel"]] == [("killed", -4, 2)]
