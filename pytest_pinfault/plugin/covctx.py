@@ -33,20 +33,25 @@ The lines a C driver ran (:func:`record_c_lines`) are kept in memory and added t
 when coverage reads or saves it (``Coverage.get_data``, which ``save`` calls), each under
 the context of the test that ran it, with the collector's own context put back after: the
 data is never touched mid-run, and the Python lines coverage collects next are filed
-under the context they ran in.
+under the context they ran in.  Under branch coverage (``--cov-branch``, ``[run] branch =
+true``) the data holds arcs and refuses lines, so the C lines are added as the self-arcs
+coverage itself records for an executed line in branch mode (:func:`c_arcs`); lines the
+data still refuses raise a :class:`PinfaultCoverageWarning` naming the C file, never a
+silent drop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from typing import Any, Generator, Iterator
 
 import pytest
 
 from ..errpaths import context_name
 
-__all__ = ["running_coverage", "measuring", "unmeasured", "record_c_lines", "pytest_runtest_setup",
+__all__ = ["running_coverage", "measuring", "unmeasured", "record_c_lines", "PinfaultCoverageWarning", "c_arcs", "pytest_runtest_setup",
            "CallContext", "PhaseContext", "watch_faults", "clear_fault_context", "pytest_runtest_teardown",
            "errpaths_summary"]
 
@@ -111,13 +116,45 @@ def unmeasured(config: pytest.Config) -> Iterator[None]:
         controller.resume()
 
 
+class PinfaultCoverageWarning(pytest.PytestWarning):
+    """C-driver lines could not be added to coverage.py's data (the warning names the C
+    files and coverage's reason); the error-path report and coverage's reports miss them."""
+
+
+def _branch_mode(cov: Any, data: Any) -> bool:
+    """Does *data* hold (or will it hold) branch data?  Once it has measurements its own
+    kind decides; an empty data follows the coverage's ``[run] branch`` setting, so the
+    C lines never make it choose lines under a branch measurement (coverage would then
+    refuse the Python arcs)."""
+    if data.has_arcs():
+        return True
+    if data.measured_files():
+        return False
+    try:
+        return bool(cov.get_option("run:branch"))
+    except Exception:   # pragma: no cover - defensive: an old or odd Coverage
+        return False
+
+
+def c_arcs(lines: Any) -> list[tuple[int, int]]:
+    """C lines in the form coverage.py records an executed line in branch mode: the
+    self-arc ``(n, n)`` (its sys.monitoring tracer does so; ``CoverageData.lines()`` and
+    ``contexts_by_lineno`` count both ends of an arc that are positive, and the analysis
+    maps a self-arc to the line's single exit or drops it, so it never reads as a branch
+    taken or missed)."""
+    return [(n, n) for n in sorted(lines)]
+
+
 class _CLinesOnRead:
     """``Coverage.get_data`` of a coverage that C lines were recorded for: the original,
-    then the pending C lines added to the data it returns, each under its test's context,
-    and the data's context (the collector's) put back, so the Python lines coverage
-    collects next are filed where they ran."""
+    then the pending C lines added to the data it returns, each under its test's context
+    (as lines, or as self-arcs when the data holds branch data: see :func:`c_arcs`), and
+    the data's context (the collector's) put back, so the Python lines coverage collects
+    next are filed where they ran.  Lines the data still refuses are not dropped
+    silently: a :class:`PinfaultCoverageWarning` names the C files and the reason."""
 
-    def __init__(self, get_data: Any) -> None:
+    def __init__(self, cov: Any, get_data: Any) -> None:
+        self.cov = cov
         self.get_data = get_data
         self.pending: dict[str, dict[str, set[int]]] = {}
 
@@ -126,15 +163,40 @@ class _CLinesOnRead:
         if self.pending:
             pending, self.pending = self.pending, {}
             before = getattr(data, "_current_context", None)   # no public getter: the collector's
+            refused: dict[str, str] = {}
             try:
+                branch = _branch_mode(self.cov, data)
                 for context, lines in pending.items():
                     data.set_context(context)
-                    data.add_lines({path: sorted(ls) for path, ls in lines.items()})
-            except Exception:   # pragma: no cover - e.g. branch data refuses lines: nothing to add
-                pass
+                    try:
+                        if branch:
+                            data.add_arcs({path: c_arcs(ls) for path, ls in lines.items()})
+                        else:
+                            data.add_lines({path: sorted(ls) for path, ls in lines.items()})
+                    except Exception as e:
+                        for path in lines:
+                            refused.setdefault(path, f"{type(e).__name__}: {e}")
             finally:
                 data.set_context(before)
+            if refused:
+                _warn_refused(refused)
         return data
+
+
+def _warn_refused(refused: dict[str, str]) -> None:
+    """A :class:`PinfaultCoverageWarning` per reason, naming the C files it refused; when
+    warnings are errors (coverage reads its data outside any test, where pytest does not
+    catch warnings), the text goes to stderr instead of raising out of coverage."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in refused.items():
+        by_reason.setdefault(reason, []).append(path)
+    for reason, paths in by_reason.items():
+        text = (f"pytest-pinfault: coverage.py refused the C-driver lines of {', '.join(sorted(paths))} "
+                f"({reason}); they are missing from the coverage data and the error-path report")
+        try:
+            warnings.warn(PinfaultCoverageWarning(text), stacklevel=2)
+        except Exception:
+            print(f"warning: {text}", file=sys.stderr)
 
 
 def record_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
@@ -146,7 +208,7 @@ def record_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
         return
     hook = vars(cov).get("get_data")
     if not isinstance(hook, _CLinesOnRead):
-        hook = _CLinesOnRead(cov.get_data)
+        hook = _CLinesOnRead(cov, cov.get_data)
         cov.get_data = hook
     per_path = hook.pending.setdefault(_context(item), {})
     for path, ls in lines.items():

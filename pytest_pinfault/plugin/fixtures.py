@@ -22,7 +22,8 @@ from .markers import MARKED_CONFIG_KEY, MarkerError, apply_mm_config, mm_config_
 from .state import get_state
 
 __all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY", "CASE_KEY",
-           "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "KERNEL_VERSION_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
+           "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "KERNEL_VERSION_PROP", "KERNEL_VERSIONS_PROP",
+           "MACHINES_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
 
 #: The test's :class:`Pinfault` controller, set while its fake_mm exists.
 CONTROLLER_KEY = pytest.StashKey[Pinfault]()
@@ -32,6 +33,10 @@ CALL_PASSED_KEY = pytest.StashKey[bool]()
 KERNEL_PROP = "pinfault_kernel"
 #: user property naming the kernel version the test's ``fake_mm`` followed (``"6.12"``)
 KERNEL_VERSION_PROP = "pinfault_kernel_version"
+#: user property: how many ``pinfault_machine`` blocks the test ended (only in tests that used it)
+MACHINES_PROP = "pinfault_machines"
+#: user property listing the versions a test's machines followed, when they differ
+KERNEL_VERSIONS_PROP = "pinfault_kernel_versions"
 #: The matrix case of a case item (set by the matrix expansion, see .matrix).
 CASE_KEY = pytest.StashKey[MatrixCase]()
 #: The plan (reach, cap, cases) of a matrix test, on its fault-free item.

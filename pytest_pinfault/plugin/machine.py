@@ -39,9 +39,12 @@ from .controller import Pinfault
 from .covctx import clear_fault_context
 from .state import get_state
 
-__all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine"]
+__all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine", "MACHINES_KEY",
+           "attach_machines", "note_machine_kernel"]
 
 _CURRENT_KEY = pytest.StashKey["pytest.Item | None"]()
+#: What each ended ``pinfault_machine`` block of the running test saw (see :func:`_record`).
+MACHINES_KEY = pytest.StashKey["list[dict[str, Any]]"]()
 
 
 class PinContractFailed(AssertionError):
@@ -69,6 +72,24 @@ class CurrentItem:
             return (yield)
         finally:
             self.config.stash[_CURRENT_KEY] = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """The machines' kernel outcomes go on the item when the body ends, so the call
+        report carries them (the test shows ``K`` / ``KERNEL``, as a ``fake_mm`` test does)."""
+        try:
+            return (yield)
+        finally:
+            note_machine_kernel(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Any) -> Generator[None, Any, Any]:
+        """After the fixtures are torn down (``fake_mm``'s properties attached), before
+        the teardown report is made: the machines' data joins the test's properties."""
+        try:
+            return (yield)
+        finally:
+            attach_machines(item)
 
 
 class _Request:
@@ -153,6 +174,13 @@ class Machine:
     def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
         __tracebackhide__ = True
         clear_fault_context(self._item)     # the next example's machine starts fault-free
+        try:
+            self._judge(exc)
+        finally:
+            _record(self._item, self.pinfault)
+
+    def _judge(self, exc: BaseException | None) -> None:
+        __tracebackhide__ = True
         ctl = self.pinfault
         contract = ctl.contract
         if exc is not None:
@@ -168,6 +196,84 @@ class Machine:
         failure = contract.judge(final=True)
         if failure is not None:
             raise PinContractFailed(failure, contract.failing())
+
+
+def _record(item: pytest.Item, ctl: Pinfault) -> None:
+    """Keep what one ended machine block saw (hits, fired records, kernel outcomes,
+    violations, kernel version) for the test's reports (:func:`attach_machines`)."""
+    from .fixtures import _jsonable, kernel_outcomes_json
+    runs = item.stash.setdefault(MACHINES_KEY, [])
+    number = len(runs) + 1
+    inj = ctl.injector
+    outcomes = getattr(ctl.fake_mm, "kernel_outcomes", None) or ()
+    runs.append({"kernel_version": ctl.fake_mm.config.kernel, "hits": dict(inj.hits),
+                 "fired": [{**_jsonable(r.as_dict()), "machine": number} for r in inj.fired],
+                 "kernel": [{**o, "machine": number} for o in kernel_outcomes_json(outcomes)],
+                 "violations": ([{**v, "machine": number} for v in ctl.contract.as_json()]
+                                if ctl.contract is not None else [])})
+
+
+def note_machine_kernel(item: pytest.Item) -> None:
+    """The kernel outcomes of the machine blocks that ended so far, added to the item's
+    ``pinfault_kernel`` property (after the ``fake_mm`` ones, which carry no ``machine``)."""
+    from .fixtures import KERNEL_PROP
+    kernel = [rec for run in item.stash.get(MACHINES_KEY, ()) for rec in run["kernel"]]
+    if not kernel:
+        return
+    props: list[tuple[str, Any]] = item.user_properties
+    for i, (name, value) in enumerate(props):
+        if name == KERNEL_PROP:
+            props[i] = (name, [r for r in value if "machine" not in r] + kernel)
+            return
+    props.append((KERNEL_PROP, kernel))
+
+
+def attach_machines(item: pytest.Item) -> None:
+    """Put what the test's ``pinfault_machine`` blocks saw into its user properties (the
+    ones ``fake_mm`` attaches, read by the terminal summary, the JSON report and
+    junit-xml): hits summed over the machines, fired records, kernel outcomes and
+    violations in block order, each with the 1-based ``machine`` block it came from, and
+    ``pinfault_machines`` (how many blocks ended).  Merged into the test's ``fake_mm``
+    properties when it has those too; the kernel version is the machines' one when they
+    (and the ``fake_mm``) agree, else null with ``pinfault_kernel_versions`` listing them."""
+    runs = item.stash.get(MACHINES_KEY, None)
+    if not runs:
+        return
+    from .contract import VIOLATIONS_PROP
+    from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP, KERNEL_VERSIONS_PROP, MACHINES_PROP
+    del item.stash[MACHINES_KEY]
+    props: list[tuple[str, Any]] = item.user_properties
+    have = {name: i for i, (name, _) in enumerate(props)}
+    hits: dict[str, int] = {}
+    versions: list[str] = []
+    lists: dict[str, list[Any]] = {KERNEL_PROP: [], "pinfault_fired": [], VIOLATIONS_PROP: []}
+    for name in lists:                             # fake_mm's records (no machine) come first
+        if name in have:
+            lists[name].extend(r for r in props[have[name]][1] if "machine" not in r)
+    if "pinfault_hits" in have:                    # the test's fake_mm came first
+        hits.update(props[have["pinfault_hits"]][1])
+        version = props[have[KERNEL_VERSION_PROP]][1] if KERNEL_VERSION_PROP in have else None
+        if version is not None:
+            versions.append(version)
+    for run in runs:
+        for site, n in run["hits"].items():
+            hits[site] = hits.get(site, 0) + n
+        lists["pinfault_fired"].extend(run["fired"])
+        lists[KERNEL_PROP].extend(run["kernel"])
+        lists[VIOLATIONS_PROP].extend(run["violations"])
+        if run["kernel_version"] not in versions:
+            versions.append(run["kernel_version"])
+    values: dict[str, Any] = {"pinfault_hits": hits, **lists, MACHINES_PROP: len(runs),
+                              KERNEL_VERSION_PROP: versions[0] if len(versions) == 1 else None}
+    if not values[KERNEL_PROP]:
+        del values[KERNEL_PROP]                    # as fake_mm: only when there are some
+    if len(versions) > 1:
+        values[KERNEL_VERSIONS_PROP] = versions
+    for name, value in values.items():
+        if name in have:
+            props[have[name]] = (name, value)
+        else:
+            props.append((name, value))
 
 
 def _build_mm_from(item: pytest.Item, config: MMConfig) -> FakeMM:

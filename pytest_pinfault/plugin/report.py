@@ -2,7 +2,9 @@
 
 Everything here is computed from the test reports' ``user_properties`` only
 (``pinfault_hits``, ``pinfault_fired``, ``pinfault_case``, ``pinfault_matrix``,
-``pinfault_kernel``, ``pinfault_kernel_version``, attached by the ``fake_mm`` fixture and the call-phase hook), so
+``pinfault_kernel``, ``pinfault_kernel_version``, attached by the ``fake_mm`` fixture and the call-phase hook;
+``pinfault_machines`` and ``pinfault_kernel_versions`` too for a test that used
+``pinfault_machine``, whose blocks' data is gathered by :func:`.machine.attach_machines`), so
 under pytest-xdist the controller sees exactly what a serial run sees and the summaries
 agree.
 
@@ -26,8 +28,10 @@ Schema in ``pytest_pinfault/report/schema-3.json``)::
                 "hits": {"<site>": n}, "fired_total": n,
                 "fired": [<FaultRecord.as_dict()>, ...],     # the first FIRED_CAP
                 "kernel": [<KernelOutcome.as_dict()>, ...],
+                "violations_total": n,
                 "violations": [{"rule": "<rule id>", "number": n, "message": "...",
-                                "expected": bool}, ...]}, ...]}
+                                "expected": bool}, ...],      # the first VIOLATIONS_CAP
+                "machines": n, "kernel_versions": [...]}, ...]}   # optional, see below
 
 Top-level ``kernel`` is the default version (:data:`~pytest_pinfault.KERNEL_VERSION`, what
 ``MMConfig()`` follows), whatever the tests ran on; ``kernels`` lists the versions the
@@ -37,6 +41,12 @@ choice; null in a report merged from a worker that did not record it).  The test
 ``kernel`` is its list of kernel outcomes, not a version.  New keys do not bump the
 schema number (docs/configuration.md), so ``kernels`` and ``kernel_version`` are optional
 in ``schema-3.json``.
+
+A test that used ``pinfault_machine`` has ``machines`` (how many machine blocks ended);
+its ``hits`` are summed over them and every ``fired``, ``kernel`` and ``violations`` record
+that came from a machine names its 1-based block as ``machine``; ``case`` is null (a
+matrix parametrizes ``fake_mm`` only).  ``kernel_versions`` lists the versions when the
+test's machines (and ``fake_mm``) followed several; ``kernel_version`` is null then.
 
 ``outcome``: ``error`` -- the setup failed; ``xfailed`` / ``xpassed`` -- an ``xfail`` test
 that failed / passed (a strict xpass is ``failed``); a failing teardown (the final
@@ -63,10 +73,10 @@ import pytest
 from .. import KERNEL_VERSION, __version__
 from .contract import VIOLATIONS_PROP
 from ..mm.config import kernel_key
-from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP
+from .fixtures import KERNEL_PROP, KERNEL_VERSION_PROP, KERNEL_VERSIONS_PROP, MACHINES_PROP
 from .state import get_state
 
-__all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
+__all__ = ["SCHEMA", "VALUE_CAP", "FIRED_CAP", "VIOLATIONS_CAP", "cap_text", "junit_text", "Summary", "SUMMARY_KEY", "install_summary", "pytest_report_header",
            "pytest_terminal_summary", "pytest_sessionfinish", "pytest_configure_node",
            "pytest_report_teststatus"]
 
@@ -75,8 +85,11 @@ SCHEMA = "pytest-pinfault/3"
 VALUE_CAP = 1024
 #: the most fired records listed per test in the JSON report (``fired_total`` counts all)
 FIRED_CAP = 50
+#: the most violations listed per test in the JSON report (``violations_total`` counts all;
+#: a Hypothesis test's machines can find one per example while it shrinks)
+VIOLATIONS_CAP = 50
 _PROPS = ("pinfault_hits", "pinfault_fired", "pinfault_case", "pinfault_matrix", KERNEL_PROP,
-          KERNEL_VERSION_PROP, VIOLATIONS_PROP)
+          KERNEL_VERSION_PROP, KERNEL_VERSIONS_PROP, MACHINES_PROP, VIOLATIONS_PROP)
 _COLUMNS = ("hits", "injections", "tests", "failed", "violations", "kernel", "hit_in_failed")
 
 
@@ -135,6 +148,8 @@ def _short(rec: dict[str, Any]) -> str:
         text += f" {rec['errno_name']}"
     if rec.get("caller"):
         text += f" at {rec['caller']}"
+    if rec.get("machine"):
+        text += f" (machine {rec['machine']})"
     return text
 
 
@@ -229,12 +244,16 @@ class Summary:
         site = _case_site(props.get("pinfault_case"))
         if site is not None and fired:
             injected.add(site)
-        self.tests[nodeid] = {"nodeid": nodeid, "kernel_version": props.get(KERNEL_VERSION_PROP),
-                              "outcome": outcome, "case": props.get("pinfault_case"),
-                              "injected": sorted(injected),
-                              "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
-                              "violations": [_rel_record(v, self.root)
-                                             for v in props.get(VIOLATIONS_PROP, ())]}
+        test = {"nodeid": nodeid, "kernel_version": props.get(KERNEL_VERSION_PROP),
+                "outcome": outcome, "case": props.get("pinfault_case"),
+                "injected": sorted(injected),
+                "hits": dict(props["pinfault_hits"]), "fired": fired, "kernel": kernel,
+                "violations": [_rel_record(v, self.root) for v in props.get(VIOLATIONS_PROP, ())]}
+        if MACHINES_PROP in props:                 # the test used pinfault_machine
+            test["machines"] = props[MACHINES_PROP]
+        if props.get(KERNEL_VERSIONS_PROP):        # its machines followed several versions
+            test["kernel_versions"] = list(props[KERNEL_VERSIONS_PROP])
+        self.tests[nodeid] = test
 
     def sites(self) -> dict[str, dict[str, int]]:
         rows: dict[str, dict[str, int]] = {}
@@ -280,6 +299,8 @@ class Summary:
                 what = f"injected {first['site']}#{first['occurrence']}"
                 if first.get("errno_name"):
                     what += f" {first['errno_name']}"
+                if first.get("machine"):
+                    what += f" in machine {first['machine']}"
                 if len(recs) > 1:
                     what += f" (+{len(recs) - 1} more firing{'s' if len(recs) > 2 else ''})"
             else:
@@ -311,7 +332,8 @@ class Summary:
         return lines
 
     def as_json(self, seed: int, faults: list[str]) -> dict[str, Any]:
-        kernels = sorted({t["kernel_version"] for t in self.tests.values() if t["kernel_version"]},
+        kernels = sorted({v for t in self.tests.values()
+                          for v in [t["kernel_version"], *t.get("kernel_versions", ())] if v},
                          key=kernel_key)
         return {"schema": SCHEMA, "version": __version__, "kernel": KERNEL_VERSION, "kernels": kernels,
                 "seed": seed, "faults": faults, "sites": self.sites(),
@@ -323,6 +345,8 @@ class Summary:
         out: dict[str, Any] = _capped(test)
         out["fired_total"] = len(test["fired"])
         out["fired"] = out["fired"][:FIRED_CAP]
+        out["violations_total"] = len(test["violations"])
+        out["violations"] = out["violations"][:VIOLATIONS_CAP]
         return out
 
 

@@ -300,3 +300,39 @@ def test_the_error_path_report_covers_c_drivers(pytester, cache):
     r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
                             f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
                             f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}"])
+
+
+@pytest.mark.parametrize("how", ["pytest-cov", "pytest-cov-xdist", "coverage-run"])
+def test_c_lines_under_branch_coverage(pytester, cache, how):
+    """Branch coverage (``--cov-branch``, ``coverage run --branch``): the data holds arcs
+    and refuses lines, so the C lines go in as the self-arcs coverage records for an
+    executed line in branch mode; the error-path report covers the C driver as in line
+    mode (they used to vanish without a word)."""
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov=COV_TEST)
+    if how == "coverage-run":
+        r = pytester.run(sys.executable, "-m", "coverage", "run", "--branch", "--source=.", "-m", "pytest",
+                         *INNER, "--pinfault-errpaths=covdrv")
+    else:
+        pytest.importorskip("pytest_cov")
+        xdist = []
+        if how == "pytest-cov-xdist":
+            pytest.importorskip("xdist")
+            xdist = ["-p", "xdist.plugin", "-n", "2"]
+        r = pytester.run(sys.executable, "-m", "pytest", *INNER, *xdist, "-p", "pytest_cov", "--cov=.",
+                         "--cov-branch", "--pinfault-errpaths=covdrv")
+    assert r.ret == 0, r.stdout.str()
+    assert "PinfaultCoverageWarning" not in r.stdout.str() + r.stderr.str()
+    enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
+    r.stdout.fnmatch_lines(["covdrv.c: reached only under injected faults:",
+                            f"  {enomem}, {goto_a}, {label_a}-{label_a + 2}: kmalloc",
+                            f"covdrv.c: error-path lines no run reached: {goto_b}, {free_b}",
+                            "error-path lines reached / found: 4 / 6 (66.7%)"])
+    import coverage
+    data = coverage.CoverageData(basename=str(pytester.path / ".coverage"))
+    data.read()
+    c_file = next(p for p in data.measured_files() if p.endswith("covdrv.c"))
+    assert data.has_arcs() and {enomem, goto_a, label_a} <= set(data.lines(c_file))
+    assert goto_b not in data.lines(c_file)
+    py_file = next(p for p in data.measured_files() if p.endswith("test_cov.py"))
+    assert any(a != b for a, b in data.arcs(py_file))        # the Python arcs are all there

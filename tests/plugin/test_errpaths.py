@@ -310,3 +310,82 @@ def test_c_lines_wait_for_coverage_to_read_its_data_and_python_lines_keep_their_
         3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"], 5: ["t.py::t|nofault"]}
     by_line = data.contexts_by_lineno(str(tmp_path / f"{name}.py"))
     assert by_line[2] == ["py-ctx"] and by_line[3] == ["py-ctx"]
+
+
+def test_pinfault_machine_faults_reach_the_error_path_report(pytester):
+    """A fault fired on a ``pinfault_machine`` machine switches the test's context as a
+    ``fake_mm`` fault does (and the next block starts fault-free): the error path it
+    reached is in the report, the one no machine reached is not."""
+    pytester.makepyfile(drv=DRIVER, test_drv=textwrap.dedent('''\
+        import errno
+
+        import drv
+
+
+        def test_machines(pinfault_machine):
+            with pinfault_machine("kmalloc=return") as k:
+                assert drv.create(k, 64) == -errno.ENOMEM
+            with pinfault_machine() as k:
+                assert drv.create(k, 64) == 0
+        '''))
+    result = _coverage_run(pytester, "--pinfault-errpaths=drv")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["drv.py: reached only under injected faults:",
+                                 f"  {ENOMEM_LINE}: kmalloc",
+                                 f"drv.py: error-path lines no run reached: {EINVAL_LINE}"])
+
+
+@pytest.mark.filterwarnings("ignore:No data was collected")
+def test_c_lines_recorded_before_any_python_line_keep_a_branch_measurement_in_branch_mode(tmp_path, monkeypatch):
+    """Under branch coverage, C lines read into a data that holds nothing yet go in as
+    arcs (the coverage's ``branch`` setting decides): as lines they would make the data
+    refuse every Python arc measured after them."""
+    coverage = pytest.importorskip("coverage")
+    from pytest_pinfault.plugin.covctx import record_c_lines
+    name = "pinfault_pymod_branch_first"
+    (tmp_path / f"{name}.py").write_text("def f(x):\n    if x:\n        return 1\n    return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data_file = tmp_path / ".coverage"
+    cov = coverage.Coverage(data_file=str(data_file), include=[str(tmp_path / "*")], branch=True)
+    cov.start()
+    try:
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {3, 4}})
+        assert cov.get_data().measured_files() == {str(tmp_path / "drv.c")}     # nothing else yet
+        importlib.import_module(name).f(1)
+    finally:
+        cov.stop()
+        sys.modules.pop(name, None)
+    cov.save()
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    assert data.has_arcs()
+    assert data.contexts_by_lineno(str(tmp_path / "drv.c")) == {3: ["t.py::t|nofault"], 4: ["t.py::t|nofault"]}
+    assert (2, 3) in data.arcs(str(tmp_path / f"{name}.py"))
+
+
+@pytest.mark.filterwarnings("ignore:No data was collected")
+def test_c_lines_the_data_refuses_are_a_warning_naming_the_file(tmp_path):
+    """Lines coverage.py's data still refuses are not dropped without a word: a
+    PinfaultCoverageWarning names the C file and coverage's reason."""
+    coverage = pytest.importorskip("coverage")
+    from coverage.exceptions import DataError
+    from pytest_pinfault.plugin.covctx import PinfaultCoverageWarning, record_c_lines
+
+    cov = coverage.Coverage(data_file=str(tmp_path / ".coverage"), source=[str(tmp_path)])
+    cov.start()
+    try:
+        record_c_lines(_Item("t.py::t"), {str(tmp_path / "drv.c"): {3}})
+        data = cov.get_data.get_data()      # the data the reader adds to
+
+        def refusing(add):
+            def refuse(measured):
+                if any(path.endswith(".c") for path in measured):
+                    raise DataError("no room for C lines")
+                return add(measured)
+            return refuse
+        data.add_lines, data.add_arcs = refusing(data.add_lines), refusing(data.add_arcs)
+        with pytest.warns(PinfaultCoverageWarning,
+                          match=r"refused the C-driver lines of .*drv\.c \(DataError: no room for C lines\)"):
+            cov.get_data()
+    finally:
+        cov.stop()

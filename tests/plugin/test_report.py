@@ -269,6 +269,10 @@ def test_the_main_report_schema_accepts_good_reports_and_rejects_bad_ones():
     check_report(_report(outcome="kernel", kernel=[GOOD_KERNEL, {**GOOD_KERNEL, "kind": "hang", "returned": None}]))
     check_report(_report(outcome="failed", kernel=[GOOD_KERNEL]))
     check_report({**_report(kernel_version="6.1"), "kernels": ["6.1"]})     # optional keys within version 3
+    good_violation = {"rule": "pin-balance", "number": 4, "message": "m", "expected": False}
+    check_report(_report(machines=2, kernel_version=None, kernel_versions=["6.17", "6.1"], violations_total=1,
+                         fired=[{**GOOD_FIRED, "machine": 2}], fired_total=1, outcome="failed",
+                         kernel=[{**GOOD_KERNEL, "machine": 1}], violations=[{**good_violation, "machine": 2}]))
     bad_reports = {
         "old schema": {**good, "schema": "pytest-pinfault/2"},
         "seed a string": {**good, "seed": "1"},
@@ -292,6 +296,13 @@ def test_the_main_report_schema_accepts_good_reports_and_rejects_bad_ones():
         "passed with a kernel outcome": _report(kernel=[GOOD_KERNEL]),
         "unknown kernel version of a test": _report(kernel_version="5.4"),
         "unknown kernel version ran": {**good, "kernels": ["6.1", "4.19"]},
+        "violations over the cap": _report(violations=[good_violation] * 51, violations_total=51),
+        "machine block 0": _report(machines=1, fired=[{**GOOD_FIRED, "machine": 0}], fired_total=1),
+        "a machine block in a fake_mm-only test": _report(violations=[{**good_violation, "machine": 1}]),
+        "negative machines": _report(machines=-1),
+        "one version in kernel_versions": _report(kernel_version=None, kernel_versions=["6.1"]),
+        "kernel_versions and a kernel_version": _report(machines=1, kernel_version="6.1",
+                                                        kernel_versions=["6.1", "6.17"]),
         "string over the cap": _report(nodeid="x" * 10, violations=[
             {"rule": "pin-balance", "number": 2, "message": "m" * 1025, "expected": False}]),
     }
@@ -367,3 +378,144 @@ def test_json_report_kernel_per_test_option(pytester, run):
     assert {t["nodeid"]: t["kernel_version"] for t in data["tests"]} == {
         "test_k.py::test_default[kernel-6.1]": "6.1", "test_k.py::test_default[kernel-6.12]": "6.12"}
     assert data["kernels"] == ["6.1", "6.12"] and data["kernel"] == "6.17"
+
+
+MACHINE_TESTS = """
+import errno
+import pytest
+from hypothesis import given, settings, strategies as st
+from pytest_pinfault import MMConfig
+from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_KERNEL, MAP_ANONYMOUS, MAP_PRIVATE,
+                                PROT_READ, PROT_WRITE)
+
+
+def register(k, npages, leak=False):
+    addr = k.current.mm.mmap(npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    pages = []
+    ret = k.pin_user_pages(addr, npages, FOLL_LONGTERM | FOLL_WRITE, pages)
+    if ret < 0:
+        return ret
+    desc = k.kmalloc(64, GFP_KERNEL)
+    if desc is None:
+        k.unpin_user_pages(pages, ret)
+        return -errno.ENOMEM
+    k.unpin_user_pages(pages, ret - leak)
+    k.kfree(desc)
+    return 0
+
+
+@pytest.mark.pinfault("kmalloc=return")
+def test_fired(pinfault_machine):
+    for _ in range(2):
+        with pinfault_machine() as k:
+            assert register(k, 2) == -errno.ENOMEM
+
+
+def test_leak(pinfault_machine):
+    with pinfault_machine() as k:
+        assert register(k, 3) == 0
+    with pinfault_machine() as k:
+        assert register(k, 3, leak=True) == 0
+
+
+@settings(database=None, max_examples=5, derandomize=True)
+@given(st.integers(1, 4))
+def test_examples(pinfault_machine, npages):
+    with pinfault_machine() as k:
+        assert register(k, npages) == 0
+
+
+@pytest.mark.pinfault("kmalloc=return")
+def test_both(fake_mm, pinfault_machine):
+    with pinfault_machine(config=MMConfig(kernel="6.1")) as k:
+        assert register(k, 1) == -errno.ENOMEM
+    assert register(fake_mm, 1) == -errno.ENOMEM
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_pinfault_machine_tests_are_in_the_json_report_and_the_summary(pytester, run, run_subprocess, xdist):
+    """A test that builds its machines with ``pinfault_machine`` has its entry like a
+    ``fake_mm`` test: hits summed over its machines, each record naming the block it came
+    from, ``machines`` counting the blocks, its violations failing the site's row (also
+    under pytest-xdist: the data travels in the workers' reports)."""
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(test_m=MACHINE_TESTS)
+    if xdist:
+        pytest.importorskip("xdist")
+        result = run_subprocess("--pinfault-json=out.json", "--junitxml=out.xml", "-p", "xdist.plugin", "-n", "2")
+    else:
+        result = run("--pinfault-json=out.json", "--junitxml=out.xml")
+    result.assert_outcomes(passed=3, failed=1)
+    import xml.etree.ElementTree as ET
+    case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase") if c.get("name") == "test_leak")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["pinfault_machines"] == "2" and props["pinfault_violations"].startswith("pin-balance: ")
+    case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase") if c.get("name") == "test_fired")
+    fired_text = next(p.get("value") for p in case.iter("property") if p.get("name") == "pinfault_fired")
+    assert [part.split(" at ")[0] + " " + part.rsplit(" ", 2)[-2] + " " + part.rsplit(" ", 1)[-1]
+            for part in fired_text.split("; ")] == ["kmalloc#1 -ENOMEM (machine 1)", "kmalloc#1 -ENOMEM (machine 2)"]
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    assert sorted(tests) == ["test_both", "test_examples", "test_fired", "test_leak"]
+    fired = tests["test_fired"]
+    assert (fired["outcome"], fired["machines"], fired["kernel_version"], fired["case"]) == (
+        "passed", 2, "6.17", None)
+    assert fired["hits"]["kmalloc"] == 2 and fired["injected"] == ["kmalloc"]
+    assert [(r["site"], r["occurrence"], r["errno_name"], r["machine"]) for r in fired["fired"]] == [
+        ("kmalloc", 1, "-ENOMEM", 1), ("kmalloc", 1, "-ENOMEM", 2)]
+    assert fired["fired_total"] == 2 and fired["violations"] == []
+    leak = tests["test_leak"]
+    assert (leak["outcome"], leak["machines"], leak["violations_total"]) == ("failed", 2, 1)
+    assert [(v["rule"], v["machine"], v["expected"]) for v in leak["violations"]] == [("pin-balance", 2, False)]
+    assert tests["test_examples"]["outcome"] == "passed" and tests["test_examples"]["machines"] >= 2
+    both = tests["test_both"]
+    assert (both["kernel_version"], both["kernel_versions"], both["machines"]) == (None, ["6.17", "6.1"], 1)
+    assert [(r["occurrence"], r.get("machine")) for r in both["fired"]] == [(1, None), (1, 1)]
+    assert data["kernels"] == ["6.1", "6.17"]
+    assert data["sites"]["kmalloc"]["injections"] == 4 and data["sites"]["kmalloc"]["tests"] == 2
+    result.stdout.fnmatch_lines(["failing tests by the fault they injected:",
+                                 "  test_m.py::test_leak: no fault injected; violated pin-balance"])
+
+
+def test_a_tests_violations_are_capped_in_the_json_report(pytester, run):
+    """Machines can find a violation per example; the entry lists the first 50 and
+    ``violations_total`` counts them all (the terminal summary still counts the test)."""
+    pytester.makepyfile(test_m=MACHINE_TESTS.split("@pytest.mark.pinfault")[0] + """
+@pytest.mark.pin_contract(expect="pin-balance")
+def test_many(pinfault_machine):
+    for _ in range(60):
+        with pinfault_machine() as k:
+            assert register(k, 1, leak=True) == 0
+""")
+    run("--pinfault-json=out.json").assert_outcomes(passed=1)
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    (many,) = data["tests"]
+    assert (many["machines"], many["violations_total"], len(many["violations"])) == (60, 60, 50)
+    assert [v["machine"] for v in many["violations"]] == list(range(1, 51))
+    assert {(v["rule"], v["expected"]) for v in many["violations"]} == {("pin-balance", True)}
+
+
+def test_a_machine_tests_kernel_outcome_shows_as_kernel(pytester, run):
+    """A kernel loop a machine's fault kept failing is the test's outcome as for
+    ``fake_mm``: ``KERNEL`` in the terminal (the call report carries it) and ``kernel``
+    in the JSON report, the outcome naming its machine block."""
+    from tests.plugin.test_matrix import KERNEL_LOOP
+    pytester.makepyfile(test_k=KERNEL_LOOP + """
+
+@pytest.mark.mm_config(ram="1GiB", cma="64MiB")
+def test_machine(pinfault_machine):
+    with pinfault_machine() as k:
+        assert create(k, _in_cma(k, 2), 2, []) == 0
+    with pinfault_machine("folio_isolate_lru=return") as k:
+        assert create(k, _in_cma(k, 2), 2, []) == -errno.EINTR
+""")
+    result = run("-v", "--pinfault-json=out.json")
+    result.stdout.fnmatch_lines(["test_k.py::test_machine KERNEL*"])
+    data = json.loads(pytester.path.joinpath("out.json").read_text())
+    check_report(data)
+    (test,) = data["tests"]
+    assert (test["outcome"], test["machines"]) == ("kernel", 2)
+    assert [(o["kind"], o["returned"], o["machine"]) for o in test["kernel"]] == [("killed", -4, 2)]
