@@ -535,24 +535,26 @@ class PageAllocMixin(_Base):
     def _lru_pages_in(self, lo: int, hi: int, enough: int) -> int:
         """Pages of ``[lo, hi)`` (inside one memory section) that belong to folios on the
         LRU (``PageLRU``: a large folio's tail pages count too), counted until *enough*
-        are found (the result is then at least *enough*)."""
+        are found (the result is then at least *enough*).  The kernel walks the
+        pageblock's struct pages the same way (prep_move_freepages_block); the loop
+        reads the folio slots directly, as it runs once per page of a claim attempt."""
         nr = 0
-        sec = self._sections_for(lo)
+        get = self._sections_for(lo).get
         head = self.pfn_to_folio(lo)
         p = lo
         if head is not None and head.pfn < lo:          # a folio reaching in from below
             end = head.pfn + head.nr_pages
-            if head.flags & PG_lru:
-                nr += min(end, hi) - lo
+            if head._flags & PG_lru:
+                nr += (end if end < hi else hi) - lo
             p = end
         while p < hi and nr < enough:
-            f = sec.get(p)
+            f = get(p)
             if f is None:
                 p += 1
                 continue
             end = p + f.nr_pages
-            if f.flags & PG_lru:
-                nr += min(end, hi) - p
+            if f._flags & PG_lru:
+                nr += (end if end < hi else hi) - p
             p = end
         return nr
 
@@ -614,7 +616,11 @@ class PageAllocMixin(_Base):
             if not blocks:
                 return -1
         cur, fmt, pfn = blocks[-1]
-        return self._take_in(zone, fmt, order, pfn, pfn + (1 << cur))
+        # the block itself is the smallest buddy holding the request (_take_in, written out)
+        pfn = zone.free[fmt].take(order, pfn, pfn + (1 << cur))
+        if pfn >= 0:
+            zone.nr_free -= 1 << order
+        return pfn
 
     def _rmqueue_fallback_largest(self, zone: "Zone", order: int, mt: int) -> int:
         """6.1.y and 6.6.y (read in 6.1.192 and a 6.6.89-based tree):
