@@ -469,6 +469,32 @@ class TestRmqueueMode:
         mm.alloc_pages(GFP_KERNEL, 0)                     # the second refill
         assert len(tries) == 2
 
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_a_refill_that_reached_cma_stays_there(self, kernel):
+        """A movable refill whose own list is empty, with CMA holding less than half of
+        the free pages, takes its first page from CMA and (RMQUEUE_CMA where the mode
+        exists) the rest too: no pageblock of the plentiful UNMOVABLE free memory is
+        claimed and none of it is taken."""
+        mm = FakeMM(MMConfig(ram="1GiB", cma="16MiB", kernel=kernel))
+        mm.drain_all_pages()
+        z = next(z for z in mm._zone_list if z.nr_free_cma)
+        fl = z.free[MIGRATE_MOVABLE]
+        s0, e0 = max(fl.extents(), key=lambda x: x[1] - x[0])
+        lo = (s0 + 511) & ~511
+        for pb in range(lo >> 9, (lo >> 9) + 32):         # 64 MiB of free UNMOVABLE pageblocks
+            mm._set_pageblock_migratetype(z, pb, MIGRATE_UNMOVABLE)
+        for s, e in list(fl.extents()):                  # the rest of the movable list in use
+            mm._take_exact(z, MIGRATE_MOVABLE, s, e - s)
+        assert not fl.nr_free and 2 * z.nr_free_cma <= z.nr_free
+        unmovable = z.free[MIGRATE_UNMOVABLE].nr_free
+        pcp = z.pcp[mm.current.cpu]
+        page = mm.alloc_pages(GFP_HIGHUSER_MOVABLE, 0)
+        assert page is not None and mm.get_pageblock_migratetype(page.pfn) == MIGRATE_CMA
+        refill = pcp.lists[MIGRATE_MOVABLE]
+        assert len(refill) == pcp.batch - 1
+        assert all(mm.get_pageblock_migratetype(pfn) == MIGRATE_CMA for pfn in refill)
+        assert z.free[MIGRATE_UNMOVABLE].nr_free == unmovable and mm.stats.pageblock_claimed == 0
+
     @pytest.mark.parametrize("seed", range(20))
     def test_steal_search_finds_the_block_the_full_search_finds(self, seed):
         """The steal step searches only for the smallest fallback buddy and stops at the
