@@ -175,6 +175,32 @@ def test_migrate_pages_pauses_and_resumes_the_collector(k):
     assert gc.isenabled()
 
 
+def test_fallocate_and_populating_run_with_the_collector_paused(k):
+    """fallocate(2) and MAP_POPULATE allocate and map a folio per page: no automatic
+    collection runs inside them (each would scan the whole heap, so their cost per page
+    would grow with what the process already holds); afterwards the collector is on."""
+    obs = Strict()
+    k.attach_observer(obs)
+    f = k.memfd_create("populate", MFD_ALLOW_SEALING)
+    assert f.ftruncate(NR * PAGE_SIZE) == 0
+    assert f.fallocate(0, 0, NR * PAGE_SIZE) == 0
+    assert obs.gc_on_during == {False} and gc.isenabled()
+    obs.gc_on_during.clear()
+    k.current.mm.mmap(NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    assert obs.gc_on_during == {False} and gc.isenabled()
+
+
+def test_a_failing_fallocate_resumes_the_collector():
+    """fallocate that runs out of memory part-way frees what it allocated, returns
+    -ENOMEM and leaves the collector on."""
+    import errno
+    k = FakeMM(MMConfig(ram="128MiB"))
+    f = k.memfd_create("big", MFD_ALLOW_SEALING)
+    assert f.ftruncate(256 << 20) == 0
+    assert f.fallocate(0, 0, 256 << 20) == -errno.ENOMEM
+    assert gc.isenabled() and f.mapping.lookup(0) is None
+
+
 def test_short_calls_leave_the_collector_alone(k):
     """A pin of fewer than PAUSE_MIN pages runs with the collector as it is."""
     f = cma_memfd(k, PAUSE_MIN - 1)
