@@ -360,21 +360,25 @@ class MemFile:
         if end > self.i_size and self.seals & F_SEAL_GROW:
             return -errno.EPERM
         pos = 0
-        while pos < len(data):
-            idx = (offset + pos) >> PAGE_SHIFT
-            off = (offset + pos) & (PAGE_SIZE - 1)
-            take = min(len(data) - pos, PAGE_SIZE - off)
-            folio = self.mapping.lookup(idx)
-            if folio is None:
-                new = self._alloc_cache_folio(idx, None, end)
-                if isinstance(new, int):
-                    return pos if pos else new
-                folio = new
-                self._k.folio_put(folio)
-            folio.write(((idx - folio.index) << PAGE_SHIFT) + off, data[pos:pos + take])
-            pos += take
-            if offset + pos > self.i_size:
-                self.i_size = offset + pos
+        paused = gc_pause(len(data) >> PAGE_SHIFT)         # mm/hostgc.py: a folio per page
+        try:
+            while pos < len(data):
+                idx = (offset + pos) >> PAGE_SHIFT
+                off = (offset + pos) & (PAGE_SIZE - 1)
+                take = min(len(data) - pos, PAGE_SIZE - off)
+                folio = self.mapping.lookup(idx)
+                if folio is None:
+                    new = self._alloc_cache_folio(idx, None, end)
+                    if isinstance(new, int):
+                        return pos if pos else new
+                    folio = new
+                    self._k.folio_put(folio)
+                folio.write(((idx - folio.index) << PAGE_SHIFT) + off, data[pos:pos + take])
+                pos += take
+                if offset + pos > self.i_size:
+                    self.i_size = offset + pos
+        finally:
+            gc_resume(paused)
         return pos
 
     def pread(self, n: int, offset: int) -> bytes | int:

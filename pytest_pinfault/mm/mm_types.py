@@ -537,15 +537,19 @@ class MMStruct:
         """Write user memory, faulting pages in (COW as needed); bytes written or -EFAULT."""
         pos = 0
         n = len(data)
-        while pos < n:
-            r = self._k._user_page(self, addr + pos, write=True)
-            if isinstance(r, int):
-                return r
-            folio, idx = r
-            off = (addr + pos) & (PAGE_SIZE - 1)
-            take = min(n - pos, PAGE_SIZE - off)
-            folio.write((idx << PAGE_SHIFT) + off, data[pos:pos + take])
-            pos += take
+        paused = gc_pause(n >> PAGE_SHIFT)        # mm/hostgc.py: a fault per page
+        try:
+            while pos < n:
+                r = self._k._user_page(self, addr + pos, write=True)
+                if isinstance(r, int):
+                    return r
+                folio, idx = r
+                off = (addr + pos) & (PAGE_SIZE - 1)
+                take = min(n - pos, PAGE_SIZE - off)
+                folio.write((idx << PAGE_SHIFT) + off, data[pos:pos + take])
+                pos += take
+        finally:
+            gc_resume(paused)
         return n
 
     # ------------------------------------------------------------------ lookups

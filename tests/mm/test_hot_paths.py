@@ -16,8 +16,8 @@ import gc
 import pytest
 
 from pytest_pinfault import FakeMM, MMConfig, Out
-from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE, MAP_POPULATE,
-                                MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
+from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE, MAP_ANONYMOUS,
+                                MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
                                 PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
 from pytest_pinfault.mm.folio import MAPPING_CHANGE, Page
 from pytest_pinfault.mm.hostgc import PAUSE_MIN
@@ -176,7 +176,8 @@ def test_migrate_pages_pauses_and_resumes_the_collector(k):
 
 
 def test_fallocate_and_populating_run_with_the_collector_paused(k):
-    """fallocate(2) and MAP_POPULATE allocate and map a folio per page: no automatic
+    """fallocate(2), MAP_POPULATE, write(2) to a memfd and writes to fresh anonymous
+    memory allocate (and map) a folio per page: no automatic
     collection runs inside them (each would scan the whole heap, so their cost per page
     would grow with what the process already holds); afterwards the collector is on."""
     obs = Strict()
@@ -187,6 +188,15 @@ def test_fallocate_and_populating_run_with_the_collector_paused(k):
     assert obs.gc_on_during == {False} and gc.isenabled()
     obs.gc_on_during.clear()
     k.current.mm.mmap(NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    assert obs.gc_on_during == {False} and gc.isenabled()
+    obs.gc_on_during.clear()
+    g = k.memfd_create("written", MFD_ALLOW_SEALING)
+    assert g.pwrite(b"w" * (NR * PAGE_SIZE), 0) == NR * PAGE_SIZE        # a folio per page
+    assert obs.gc_on_during == {False} and gc.isenabled()
+    obs.gc_on_during.clear()
+    mm = k.current.mm
+    addr = mm.mmap(NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert mm.write(addr, b"a" * (NR * PAGE_SIZE)) == NR * PAGE_SIZE       # a fault per page
     assert obs.gc_on_during == {False} and gc.isenabled()
 
 
