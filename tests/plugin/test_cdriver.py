@@ -338,18 +338,23 @@ def test_c_lines_under_branch_coverage(pytester, cache, how):
     assert any(a != b for a, b in data.arcs(py_file))        # the Python arcs are all there
 
 
-@pytest.mark.parametrize("branch", [False, True])
-def test_coverage_reports_list_c_drivers_with_the_coverage_plugin(pytester, cache, branch):
+@pytest.mark.parametrize("branch,xdist", [(False, False), (True, False), (False, True)],
+                         ids=["lines", "branch", "xdist"])
+def test_coverage_reports_list_c_drivers_with_the_coverage_plugin(pytester, cache, branch, xdist):
     """With ``[run] plugins = pytest_pinfault.covplugin``, coverage.py's own reports (here
     pytest-cov's term-missing, and ``coverage html`` afterwards) list the C driver: its
     statements are the lines gcov lists, its missing lines the ones no test ran (the
-    ``arg == 77`` path: its goto, label and kfree), in branch mode too; no
-    ``--pinfault-errpaths`` needed.  Without the plugin the C file is not in the report."""
+    ``arg == 77`` path: its goto, label and kfree), in branch mode too, and under
+    pytest-xdist (each worker writes its records, the controller's combined report reads
+    them); no ``--pinfault-errpaths`` needed.  Without the plugin the C file is not in the
+    report."""
     pytest.importorskip("pytest_cov")
+    if xdist:
+        pytest.importorskip("xdist")
     pytester.makefile(".c", covdrv=C_DRIVER)
     pytester.makepyfile(test_cov=COV_TEST)
     args = (sys.executable, "-m", "pytest", *INNER, "-p", "pytest_cov", "--cov=.", "--cov-report=term-missing",
-            *(["--cov-branch"] if branch else []))
+            *(["--cov-branch"] if branch else []), *(["-p", "xdist.plugin", "-n", "2"] if xdist else []))
     r = pytester.run(*args)
     assert r.ret == 0, r.stdout.str()
     assert "covdrv.c" not in r.stdout.str()                 # coverage has no reporter for C
