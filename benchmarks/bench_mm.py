@@ -16,7 +16,10 @@ asked for them:
 * migrating a 4 KiB folio out of CMA (isolation + ``migrate_pages``) takes at most 8 us;
 * an allocated 4 KiB folio costs at most 500 bytes of Python memory;
 * a one-page ``mmap``/``munmap`` costs about the same with 2,000 or 16,000 VMAs in the
-  address space (cost follows the work a call does, not the address space's size).
+  address space (cost follows the work a call does, not the address space's size);
+* an order-0 unmovable allocation that falls back to pageblocks full of LRU pages costs
+  about the same on a small and a large machine, and with ``rmqueue_mode`` (kernel 6.12
+  and 6.17) tries one pageblock claim per per-cpu refill, not one per page.
 
 Next to the allocator figures it measures a bare-Python reference in the same run (one
 ``__slots__`` object per folio, with the fields of :class:`~pytest_pinfault.mm.Folio`,
@@ -306,6 +309,73 @@ def bench_vmas(small: int, large: int) -> dict:
     return {"small": out[small], "large": out[large], "ratio": r}
 
 
+FALLBACK_FREE_EVERY = 8        # one page in 8 free: a pageblock holds 64 free pages, < half
+FALLBACK_CHUNK = 256           # allocations per timed chunk (whole refills); the median chunk counts
+
+
+def _lru_full_zone(kernel: str, ram: str) -> FakeMM:
+    """A machine whose memory is all anonymous LRU folios but for one page in
+    FALLBACK_FREE_EVERY, so every pageblock is MOVABLE, less than half free and has
+    nothing alike an unmovable request: every pageblock claim an unmovable allocation
+    tries fails, and the per-cpu lists are empty."""
+    k = FakeMM(MMConfig(ram=ram, kernel=kernel))
+    alloc = k._alloc_folio
+    add_lru = k.folio_add_lru
+    gfp = int(GFP_HIGHUSER_MOVABLE)
+    folios = []
+    while True:
+        f = alloc(gfp, 0, KIND_ANON)
+        if f is None:
+            break
+        f._mapcount = 1
+        add_lru(f)
+        folios.append(f)
+    k.lru_add_drain_all()
+    for f in folios[::FALLBACK_FREE_EVERY]:
+        f._mapcount = 0
+        k.folio_put(f)
+    k.drain_all_pages()
+    return k
+
+
+def bench_fallback(n: int, sizes: tuple[str, ...] = ("1GiB", "4GiB"),
+                   kernels: tuple[str, ...] = ("6.6", "6.17")) -> dict:
+    """Order-0 ``GFP_KERNEL`` allocations that must fall back to MOVABLE pageblocks full
+    of LRU pages (no claim can succeed): microseconds per allocation for each kernel
+    version and machine size.  6.12 and 6.17 carry ``rmqueue_mode`` through a per-cpu
+    refill (one claim attempt per refill); 6.1 and 6.6 search and try a claim for every
+    page.  Timed in chunks of FALLBACK_CHUNK allocations, the median chunk counting (the
+    machine may be busy).  Prints and returns {(kernel, size): us}, plus "ratio": the largest size over
+    the smallest for the last kernel (cost must not follow the machine's size)."""
+    from pytest_pinfault.mm import GFP_KERNEL
+    print(f"== order-0 unmovable allocation, claims failing ({n} per run; one page in "
+          f"{FALLBACK_FREE_EVERY} free, the rest anonymous LRU pages)")
+    gfp = int(GFP_KERNEL)
+    out: dict = {}
+    for kernel in kernels:
+        for ram in sizes:
+            k = _lru_full_zone(kernel, ram)
+            claimed = k.stats.pageblock_claimed
+            alloc = k._alloc_folio
+            chunk = FALLBACK_CHUNK
+            times = []
+            gc.collect()
+            for _ in range(max(1, n // chunk)):
+                t = time.perf_counter()
+                for _ in range(chunk):
+                    if alloc(gfp, 0, "kernel") is None:
+                        raise AssertionError(f"kernel={kernel} ram={ram}: the allocation failed")
+                times.append(time.perf_counter() - t)
+            us = statistics.median(times) * 1e6 / chunk
+            assert k.stats.pageblock_claimed == claimed, "a pageblock was claimed"
+            out[(kernel, ram)] = us
+            print(f"  kernel {kernel:5s} ram {ram:7s}: {us:7.2f} us/allocation")
+    last = kernels[-1]
+    out["ratio"] = out[(last, sizes[-1])] / out[(last, sizes[0])]
+    print(f"  ratio {sizes[-1]}/{sizes[0]} (kernel {last}): {out['ratio']:.2f}x")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="16x smaller counts (for CI)")
@@ -318,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_construction(CONSTRUCT_REPEATS if not args.quick else 5)
     bench_migration(n, repeats)
     bench_vmas(500 if args.quick else 2000, 4000 if args.quick else 16000)
+    bench_fallback(512 if args.quick else 4096, ("128MiB", "512MiB") if args.quick else ("1GiB", "4GiB"),
+                   ("6.6", "6.17"))
     return 0
 
 

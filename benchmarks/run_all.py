@@ -47,6 +47,8 @@ ROWS = [
     "allocate 4KiB folio in CMA (+folio_add_lru)",
     "isolate+migrate 4KiB folio out of CMA",
     "memory per allocated 4KiB folio",
+    "order-0 unmovable alloc, claims failing (rmqueue_mode)",
+    "order-0 unmovable alloc, claims failing, machine size",
     "memfd_pin_folios 4KiB, no migration",
     "memfd_pin_folios 4KiB, migrated out of CMA",
     "pin_user_pages 4KiB, no migration",
@@ -125,6 +127,14 @@ def mm_rows(tab: Table, quick: bool) -> None:
     tab.add("memory per allocated 4KiB folio", f"{m['bytes_per_folio']:.1f} B/folio",
             f"{m['bytes_per_folio'] / m['ref_bytes']:.2f}x bare object",
             f"<= {bench_mm.TARGET_BYTES_PER_FOLIO} B {_meets(m['bytes_per_folio'], bench_mm.TARGET_BYTES_PER_FOLIO)}")
+    small, large = ("128MiB", "512MiB") if quick else ("1GiB", "4GiB")
+    fb = _quietly(bench_mm.bench_fallback, 512 if quick else 4096, (small, large), ("6.6", "6.17"))
+    tab.add("order-0 unmovable alloc, claims failing (rmqueue_mode)",
+            f"{fb[('6.17', small)]:.2f} us (6.17) vs {fb[('6.6', small)]:.2f} us (6.6)",
+            f"{fb[('6.6', small)] / fb[('6.17', small)]:.1f}x", f"at {small}")
+    tab.add("order-0 unmovable alloc, claims failing, machine size",
+            f"{fb[('6.17', small)]:.2f} vs {fb[('6.17', large)]:.2f} us", f"{fb['ratio']:.2f}x",
+            f"{large} / {small}, kernel 6.17")
 
 
 GUP_ROWS = {

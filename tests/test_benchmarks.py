@@ -20,6 +20,8 @@ ROWS = [
     'allocate 4KiB folio in CMA (+folio_add_lru)',
     'isolate+migrate 4KiB folio out of CMA',
     'memory per allocated 4KiB folio',
+    'order-0 unmovable alloc, claims failing (rmqueue_mode)',
+    'order-0 unmovable alloc, claims failing, machine size',
     'memfd_pin_folios 4KiB, no migration',
     'memfd_pin_folios 4KiB, migrated out of CMA',
     'pin_user_pages 4KiB, no migration',

@@ -77,6 +77,7 @@ class FakeMMProto(Protocol):
     _pcp_disabled: int
     _pcp_thp_shared: bool
     _rmqueue_fallback: Callable[[Zone, int, int], int]
+    _rmqueue_has_mode: bool
     _sections: dict[int, dict[int, Folio]]
     _shmem_mthp: dict[str, int]
     _shmem_huge_possible: bool

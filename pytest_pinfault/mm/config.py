@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-__all__ = ["MMConfig", "CMASpec", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
+__all__ = ["MMConfig", "CMASpec", "CMA_MIN_ALIGNMENT_BYTES", "parse_size", "QUIRKS", "ConfigError", "FrozenMap", "MAX_RAM",
            "RLIM_INFINITY", "SHMEM_ENABLED", "SHMEM_MTHP_SETTINGS", "KERNELS", "DEFAULT_KERNEL",
            "KERNEL_QUIRKS", "QUIRK_KERNELS", "kernel_key"]
 
@@ -212,6 +212,48 @@ class CMASpec:
         return cls(name, parse_size(spec, field))
 
 
+#: CMA_MIN_ALIGNMENT_BYTES (include/linux/cma.h): a CMA area's base and size are whole
+#: pageblocks (``pageblock_nr_pages`` pages, 2 MiB on x86-64) in every modelled version.
+CMA_MIN_ALIGNMENT_BYTES = 2 << 20
+
+
+def _declare_cma(spec: CMASpec) -> CMASpec:
+    """What ``cma_declare_contiguous_nid`` makes of one ``cma=size[@base[-limit]]`` area
+    before placing it, as :class:`MMConfig` checks it: the area is at a fixed base when
+    ``@base`` has no limit or the limit is ``base + size`` (``dma_contiguous_reserve``);
+    a fixed base that is not a multiple of CMA_MIN_ALIGNMENT_BYTES is refused (the
+    kernel's -EINVAL, "Region at ... must be aligned to ... bytes", which leaves the
+    machine without the area: here a ConfigError naming the base and the alignment).
+    Otherwise the base is rounded up, the size rounded up and the limit rounded down to
+    the alignment, and an area that then no longer fits below its limit is refused
+    ("Size ... of region at ... exceeds limit"; so ``"3MiB@256MiB"`` is, while ``"3MiB"``
+    is an area of 4 MiB).  A size of 0 is refused (the kernel's ``cma=0`` means no area).
+    Kernel: mm/cma.c:cma_declare_contiguous_nid (6.1.192, 6.12.118; v6.15+
+    ``__cma_declare_contiguous_nid``, the same rules), kernel/dma/contiguous.c:early_cma,
+    dma_contiguous_reserve; include/linux/cma.h:CMA_MIN_ALIGNMENT_BYTES."""
+    field = f"cma[{spec.name!r}]"
+    align = CMA_MIN_ALIGNMENT_BYTES
+    if spec.size <= 0:
+        raise ConfigError(f"{field}: expected a non-zero size (a multiple of {_fmt(align)} or rounded up to one), "
+                          f"got {_fmt(spec.size)}")
+    start, end = spec.start, spec.end
+    fixed = start is not None and (end is None or end == start + spec.size)
+    if fixed and start is not None and start % align:
+        raise ConfigError(f"{field}: expected a base aligned to {_fmt(align)} (CMA_MIN_ALIGNMENT_BYTES, one "
+                          f"pageblock) for an area at a fixed base, got {_fmt(start)}")
+    size = -(-spec.size // align) * align
+    if start is not None or end is not None:
+        base = -(-(start or 0) // align) * align
+        limit = end if end is not None else (start or 0) + spec.size
+        limit -= limit % align
+        if limit and base + size > limit:
+            raise ConfigError(f"{field}: expected the area, its size rounded up to {_fmt(align)} "
+                              f"({_fmt(size)}), to fit between {_fmt(base)} and its limit {_fmt(limit)} "
+                              f"(rounded down to {_fmt(align)}), got {_fmt(spec.size)}@{_fmt(start or 0)}"
+                              f"{'' if end is None else '-' + _fmt(end)}")
+    return spec if size == spec.size else dataclasses.replace(spec, size=size)
+
+
 @dataclasses.dataclass(frozen=True)
 class MMConfig:
     """The fake machine.  Frozen and validated at construction.
@@ -224,7 +266,9 @@ class MMConfig:
     cma
         CMA areas: a size (one area named ``"reserved"``, like ``cma=``, placed with
         ``"128MiB@256MiB-1GiB"``), or several as ``"a:64MiB,b:32MiB@1GiB"`` or a mapping
-        ``{"a": "64MiB", ...}``.
+        ``{"a": "64MiB", ...}``.  Each is checked as the kernel checks a ``cma=`` area
+        (:func:`_declare_cma`): sizes are rounded up to CMA_MIN_ALIGNMENT_BYTES (2 MiB),
+        a fixed base that is not a multiple of it is a ConfigError.
     hugetlb
         Boot-time hugetlb pools: page size and number of pages, ``"2MiB:512,1GiB:1"``
         or ``{"2MiB": 512, "1GiB": 1}``; stored as a read-only mapping of byte sizes (``{2097152: 512}``), so a config
@@ -406,17 +450,17 @@ class MMConfig:
         if cma in (0, None, "", "0"):
             return ()
         if isinstance(cma, tuple) and all(isinstance(c, CMASpec) for c in cma):
-            return cma
+            specs = cma
+            out = tuple(_declare_cma(s) for s in specs)
+            return specs if out == specs else out
         if isinstance(cma, str) and ":" in cma:     # "name:size,...": the ini spelling
             cma = _pairs(cma, "cma", "'name:size,...' like 'a:64MiB,b:32MiB@1GiB'", "name")
         if isinstance(cma, Mapping):
             specs = tuple(CMASpec.parse(str(n), s, f"cma[{n!r}]") for n, s in cma.items())
         else:
             specs = (CMASpec.parse("reserved", cma, "cma"),)
-        for s in specs:
-            if s.size % (2 << 20) or s.size == 0:
-                raise ConfigError(f"cma[{s.name!r}]: expected a non-zero multiple of 2MiB (a pageblock), got {_fmt(s.size)}")
-        return specs
+        out = tuple(_declare_cma(s) for s in specs)
+        return specs if out == specs else out
 
     @staticmethod
     def _parse_hugetlb(pools: Mapping[Size, int] | Mapping[int, int] | str) -> "FrozenMap[int, int]":

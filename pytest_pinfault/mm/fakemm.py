@@ -106,6 +106,8 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         # the buddy fallback of this version (page_alloc.py): claim/steal from 6.12 on
         self._rmqueue_fallback = (self._rmqueue_fallback_claim_steal if config.kernel_at_least("6.12")
                                   else self._rmqueue_fallback_largest)
+        # rmqueue_bulk carries an rmqueue_mode where the claim/steal fallback exists
+        self._rmqueue_has_mode = config.kernel_at_least("6.12")
         self._shmem_mthp, self._shmem_huge_possible = _shmem_order_masks(config)
         self._pcp_disabled = 0
         self._sections: dict[int, dict[int, Folio]] = {}

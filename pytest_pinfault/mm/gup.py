@@ -54,7 +54,7 @@ from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
 from .gfp import MIGRATE_CMA, ZONE_MOVABLE
-from .mmzone import pageblock_nr_pages, pageblock_order
+from .mmzone import pageblock_order
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
     from ._proto import FakeMMProto as _Base
@@ -1067,28 +1067,18 @@ class GupMixin(_Base):
                 # folio_is_longterm_pinnable, written out: not in a CMA or isolated
                 # pageblock (a pageblock absent from _pb_mt has its boot-time type:
                 # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio.
-                # The pageblock's answer is kept while the next folios stay in it
-                # (unless a CMA area's edge cuts through it).
-                pfn = folio.pfn
-                pb = pfn >> pageblock_order
+                # The pageblock's answer is kept while the next folios stay in it: a
+                # CMA area covers whole pageblocks (MMConfig requires the kernel's
+                # CMA_MIN_ALIGNMENT_BYTES).
+                pb = folio.pfn >> pageblock_order
                 if pb != last_pb:
+                    last_pb = pb
                     mt = pb_mt.get(pb)
                     if mt is not None:
                         pb_ok = mt < MIGRATE_CMA
-                        last_pb = pb
                     else:
-                        pb_ok = True
-                        last_pb = pb
                         first = pb << pageblock_order
-                        end = first + pageblock_nr_pages
-                        for lo, hi in cma_ranges:
-                            if lo < end and first < hi:
-                                if lo <= first and end <= hi:
-                                    pb_ok = False          # wholly in a CMA area
-                                    break
-                                last_pb = -1               # partly: judged per folio
-                        if last_pb < 0:
-                            pb_ok = not any(lo <= pfn < hi for lo, hi in cma_ranges)
+                        pb_ok = not any(lo <= first < hi for lo, hi in cma_ranges)
                 if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
                     continue
             elif pinnable(folio):

@@ -3,7 +3,8 @@
 A model call that walks many folios (a long-term pin that migrates them, a
 ``migrate_pages`` of a long list, an unpin of many pages while an observer such as the
 contract checker records each folio it touches, that observer's judgement of a pin that
-returned many entries) allocates and frees a few Python
+returned many entries, a ``fallocate`` of a shmem file or a MAP_POPULATE/mlock
+population that allocates and maps a folio per page) allocates and frees a few Python
 objects per folio that never form reference cycles: new folios, page-table tuples,
 ``Page`` entries, trace events, the observer's records.  Each allocation still counts toward CPython's collection thresholds, and
 the full collections they trigger scan every tracked object of the process: for a

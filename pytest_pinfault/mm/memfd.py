@@ -36,6 +36,7 @@ from .folio import (KIND_SHMEM, PAGE_SHIFT, PAGE_SIZE, PG_hugetlb_migratable, PG
                     PG_uptodate, Folio)
 from .mm_types import PROT_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE
 from .mmzone import HPAGE_PMD_ORDER
+from .hostgc import gc_pause, gc_resume
 
 HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
@@ -318,18 +319,22 @@ class MemFile:
         end_idx = -(-end // unit) * (unit >> PAGE_SHIFT)
         step = unit >> PAGE_SHIFT
         added: list[tuple[int, int]] = []
-        for idx in range(start_idx, end_idx, step):
-            if self.mapping.lookup(idx) is not None:
-                continue
-            folio = self._alloc_cache_folio(idx)
-            if isinstance(folio, int):
-                if self.hstate is not None:
-                    return -errno.ENOSPC
-                for i, n in added:              # shmem_undo_range of this call's pages
-                    self._truncate_from(i, i + n)
-                return folio
-            self._k.folio_put(folio)
-            added.append((folio.index, folio.nr_pages))
+        paused = gc_pause((end_idx - start_idx) // step)   # mm/hostgc.py: a folio per step
+        try:
+            for idx in range(start_idx, end_idx, step):
+                if self.mapping.lookup(idx) is not None:
+                    continue
+                folio = self._alloc_cache_folio(idx)
+                if isinstance(folio, int):
+                    if self.hstate is not None:
+                        return -errno.ENOSPC
+                    for i, n in added:              # shmem_undo_range of this call's pages
+                        self._truncate_from(i, i + n)
+                    return folio
+                self._k.folio_put(folio)
+                added.append((folio.index, folio.nr_pages))
+        finally:
+            gc_resume(paused)
         if end > self.i_size and not mode & FALLOC_FL_KEEP_SIZE:
             self.i_size = end
         if self.hstate is None:

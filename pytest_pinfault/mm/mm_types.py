@@ -37,6 +37,7 @@ from .folio import (KIND_ANON, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO, PAGE_SHIFT, 
                     PG_anon_exclusive, PG_dirty, PG_hugetlb_migratable, PG_mlocked, PG_uptodate,
                     Folio)
 from .mmzone import HPAGE_PMD_ORDER
+from .hostgc import gc_pause, gc_resume
 
 _DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 
@@ -685,18 +686,22 @@ class AddressSpaceMixin(_Base):
         of private anonymous memory that is not locked would only map the zero page,
         which an unpopulated entry reads as too: they are skipped."""
         addr = start
-        while addr < end:
-            vma = mm.find_vma(addr)
-            if vma is None:
-                break
-            if vma.file is None and not write and not vma.flags & VM_LOCKED:
-                addr = vma.end
-                continue
-            if mm.lookup(addr) is None or write:
-                rc = self.handle_mm_fault(mm, vma, addr, write and bool(vma.flags & VM_WRITE), unshare=False)
-                if rc:
-                    return rc
-            addr += PAGE_SIZE
+        paused = gc_pause((end - start) >> PAGE_SHIFT)     # mm/hostgc.py: a fault per page
+        try:
+            while addr < end:
+                vma = mm.find_vma(addr)
+                if vma is None:
+                    break
+                if vma.file is None and not write and not vma.flags & VM_LOCKED:
+                    addr = vma.end
+                    continue
+                if mm.lookup(addr) is None or write:
+                    rc = self.handle_mm_fault(mm, vma, addr, write and bool(vma.flags & VM_WRITE), unshare=False)
+                    if rc:
+                        return rc
+                addr += PAGE_SIZE
+        finally:
+            gc_resume(paused)
         return 0
 
     # ------------------------------------------------------------------ faults

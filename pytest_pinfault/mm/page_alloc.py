@@ -1,7 +1,8 @@
 """The page allocator: zonelists, watermarks, migratetype fallback, CMA, per-cpu lists.
 
 Kernel: mm/page_alloc.c (v6.12): __alloc_pages, get_page_from_freelist, rmqueue,
-rmqueue_pcplist, rmqueue_bulk, __rmqueue, __rmqueue_fallback, steal_suitable_fallback,
+rmqueue_pcplist, rmqueue_bulk, __rmqueue (with enum rmqueue_mode), __rmqueue_claim,
+__rmqueue_steal, __rmqueue_fallback, steal_suitable_fallback,
 free_unref_page, free_pcppages_bulk, __free_one_page, drain_all_pages; include/linux/
 sched/mm.h: memalloc_pin_save/restore, current_gfp_context.
 
@@ -19,7 +20,9 @@ The kernel's rules the model keeps:
   from the largest down and otherwise steal the smallest (``__rmqueue_claim``,
   ``__rmqueue_steal``); a pageblock is claimed when at least half of it is free, and
   whether a claim is tried depends on the order of the buddy found
-  (``can_steal_fallback``).
+  (``can_steal_fallback``).  In 6.12 and 6.17 a per-cpu refill (``rmqueue_bulk``)
+  carries an ``rmqueue_mode`` between its ``__rmqueue`` calls, so a claim that failed is
+  not tried again in the same refill.
 * Orders 0..3 and the THP order go through per-cpu lists with the zone's batch/high;
   CMA pages freed there land on the *movable* list.  There are two THP lists (movable and
   not) unless the ``pcp_thp_shared_list`` quirk restores the single shared one.
@@ -70,6 +73,10 @@ _DIRECT_RECLAIM = int(_g.gfp_t.DIRECT_RECLAIM)
 _HIGH = _g._HIGH
 
 _STEER = ("cma", "movable", "normal")
+
+# enum rmqueue_mode (mm/page_alloc.c, 6.12.118 and v6.15+): where __rmqueue starts its
+# search in the next call of the same rmqueue_bulk
+RMQUEUE_NORMAL, RMQUEUE_CMA, RMQUEUE_CLAIM, RMQUEUE_STEAL = range(4)
 
 
 def account_freepages(zone: "Zone", nr: int, mt: int) -> None:
@@ -349,6 +356,11 @@ class PageAllocMixin(_Base):
         ``__rmqueue`` takes from the *mt* free list while it has a block, unless ALLOC_CMA
         and CMA holds more than half of the free pages; so the first blocks, as many
         as that rule leaves to the *mt* list, come off it in one go.
+
+        With the claim/steal fallback (``kernel`` 6.12 and 6.17) the refill carries an
+        ``rmqueue_mode`` from one ``__rmqueue`` to the next (:meth:`_rmqueue_modal`):
+        once the fallback had to steal, the rest of the refill steals without trying a
+        claim again.  Kernel: mm/page_alloc.c:rmqueue_bulk (6.12.118, v6.15+).
         """
         taken: list[int] = []
         fl = zone.free[mt]
@@ -360,6 +372,15 @@ class PageAllocMixin(_Base):
             if first > 0:
                 taken = fl.take_many(order, first)
                 zone.nr_free -= len(taken) << order
+        if self._rmqueue_has_mode:
+            mode = [RMQUEUE_NORMAL]         # the first blocks came in RMQUEUE_NORMAL
+            rmqueue_modal = self._rmqueue_modal
+            while len(taken) < count:
+                pfn = rmqueue_modal(zone, order, mt, alloc_cma, mode)
+                if pfn < 0:
+                    break
+                taken.append(pfn)
+            return taken
         rmqueue_direct = self._rmqueue_direct
         while len(taken) < count:
             pfn = rmqueue_direct(zone, order, mt, alloc_cma, True)
@@ -367,6 +388,51 @@ class PageAllocMixin(_Base):
                 break
             taken.append(pfn)
         return taken
+
+    def _rmqueue_modal(self, zone: "Zone", order: int, mt: int, alloc_cma: bool,
+                       mode: list[int]) -> int:
+        """``__rmqueue`` with an ``rmqueue_mode`` (``mode[0]``, updated in place), for
+        the versions that have it (``kernel`` 6.12 and 6.17).
+
+        After the CMA balance rule, the search starts at the step the mode names and
+        falls through the later ones: RMQUEUE_NORMAL the *mt* list, RMQUEUE_CMA the CMA
+        list (movable requests; success sets RMQUEUE_CMA), RMQUEUE_CLAIM a pageblock claim
+        (success sets RMQUEUE_NORMAL: the *mt* list has pages again), RMQUEUE_STEAL a
+        single block stolen from a fallback type (success sets RMQUEUE_STEAL).  Within one
+        refill the free lists change only through these calls, so a step that failed is
+        not tried again; a claim that would now succeed on a buddy the first search did
+        not reach waits for the next refill, as in the kernel.  ``ALLOC_NOFRAGMENT`` is
+        not modelled, so the steal step is always allowed.
+        Kernel: mm/page_alloc.c:__rmqueue, enum rmqueue_mode (6.12.118; v6.15
+        "mm: page_alloc: speed up fallbacks in rmqueue_bulk()", in 6.12.y).
+        """
+        if alloc_cma and zone.nr_free_cma > zone.nr_free // 2:
+            pfn = self._buddy_take(zone, MIGRATE_CMA, order)
+            if pfn >= 0:
+                return pfn
+        m = mode[0]
+        if m == RMQUEUE_NORMAL:
+            pfn = self._buddy_take(zone, mt, order)
+            if pfn >= 0:
+                return pfn
+        if m <= RMQUEUE_CMA and alloc_cma:
+            pfn = self._buddy_take(zone, MIGRATE_CMA, order)
+            if pfn >= 0:
+                mode[0] = RMQUEUE_CMA
+                return pfn
+        blocks = None
+        if m <= RMQUEUE_CLAIM:
+            blocks = self._fallback_blocks(zone, order, mt)
+            if not blocks:
+                return -1
+            pfn = self._rmqueue_claim(zone, order, mt, blocks)
+            if pfn >= 0:
+                mode[0] = RMQUEUE_NORMAL
+                return pfn
+        pfn = self._rmqueue_steal(zone, order, mt, blocks)
+        if pfn >= 0:
+            mode[0] = RMQUEUE_STEAL
+        return pfn
 
     def _rmqueue_direct(self, zone: "Zone", order: int, mt: int, alloc_cma: bool,
                         fallback: bool) -> int:
@@ -393,18 +459,27 @@ class PageAllocMixin(_Base):
     # "the first block of order o on the fallback list" is the highest-addressed block
     # of exactly order o (the model's LIFO convention, as FreeList.take).
 
-    def _fallback_blocks(self, zone: "Zone", order: int, mt: int) -> list[tuple[int, int, int]]:
+    def _fallback_blocks(self, zone: "Zone", order: int, mt: int,
+                         smallest_only: bool = False) -> list[tuple[int, int, int]]:
         """find_suitable_fallback() for every order at once: for each order from
         MAX_PAGE_ORDER down to *order*, the first type of ``fallbacks[mt]`` with a free
-        block of exactly that order, as ``(order, fallback type, pfn)``, largest first."""
+        block of exactly that order, as ``(order, fallback type, pfn)``, largest first.
+
+        With *smallest_only*, only the last entry is sure to be right (the smallest
+        order and its block): a list's search stops at the first extent that holds a
+        block of exactly *order*, and a later type is not searched once one did."""
         found: dict[int, tuple[int, int]] = {}
+        stop = order if smallest_only else None
         for fmt in FALLBACKS[mt]:
             fl = zone.free[fmt]
             if fl.nr_free < (1 << order):
                 continue
-            for o, pfn in _highest_block_per_order(fl, order, 0, 1 << 62, FALLBACK_WINDOW).items():
+            for o, pfn in _highest_block_per_order(fl, order, 0, 1 << 62, FALLBACK_WINDOW,
+                                                   stop).items():
                 if o not in found:
                     found[o] = (fmt, pfn)
+            if stop is not None and stop in found:
+                break
         return [(o, *found[o]) for o in sorted(found, reverse=True)]
 
     def _take_in(self, zone: "Zone", mt: int, order: int, lo: int, hi: int) -> int:
@@ -460,45 +535,59 @@ class PageAllocMixin(_Base):
     def _lru_pages_in(self, lo: int, hi: int, enough: int) -> int:
         """Pages of ``[lo, hi)`` (inside one memory section) that belong to folios on the
         LRU (``PageLRU``: a large folio's tail pages count too), counted until *enough*
-        are found (the result is then at least *enough*)."""
+        are found (the result is then at least *enough*).  The kernel walks the
+        pageblock's struct pages the same way (prep_move_freepages_block); the loop
+        reads the folio slots directly, as it runs once per page of a claim attempt."""
         nr = 0
-        sec = self._sections_for(lo)
+        get = self._sections_for(lo).get
         head = self.pfn_to_folio(lo)
         p = lo
         if head is not None and head.pfn < lo:          # a folio reaching in from below
             end = head.pfn + head.nr_pages
-            if head.flags & PG_lru:
-                nr += min(end, hi) - lo
+            if head._flags & PG_lru:
+                nr += (end if end < hi else hi) - lo
             p = end
         while p < hi and nr < enough:
-            f = sec.get(p)
+            f = get(p)
             if f is None:
                 p += 1
                 continue
             end = p + f.nr_pages
-            if f.flags & PG_lru:
-                nr += min(end, hi) - p
+            if f._flags & PG_lru:
+                nr += (end if end < hi else hi) - p
             p = end
         return nr
 
     def _rmqueue_fallback_claim_steal(self, zone: "Zone", order: int, mt: int) -> int:
-        """6.12.y (read in 6.12.118) and v6.15+: ``__rmqueue_claim``, then
-        ``__rmqueue_steal``.
-
-        Claim: from the largest fallback block down, while the block's order allows a
-        claim (``can_steal_fallback``: order >= pageblock_order / 2, or a non-movable
-        request), try to convert the block's pageblock(s) to *mt* (``try_to_steal_block``;
-        v6.15 calls it ``try_to_claim_block``); a block of pageblock order or more always
-        converts, a smaller one when half its pageblock is free; on success the request
-        is served from the *mt* list.  A failed attempt moves on to the next smaller
-        order.  Steal: otherwise the smallest fallback block of at least *order* is split
-        and the rest stays on its own list; no pageblock changes type.
-        Kernel: mm/page_alloc.c:__rmqueue_claim, __rmqueue_steal, try_to_steal_block
-        (6.12.118), "mm: page_alloc: don't steal single pages from biggest buddy" (v6.15).
+        """6.12.y (read in 6.12.118) and v6.15+: ``__rmqueue_claim``
+        (:meth:`_rmqueue_claim`), then ``__rmqueue_steal`` (:meth:`_rmqueue_steal`), as
+        ``__rmqueue`` runs them in RMQUEUE_NORMAL mode (a single allocation; a per-cpu
+        refill carries its mode, :meth:`_rmqueue_modal`).
+        Kernel: mm/page_alloc.c:__rmqueue, __rmqueue_claim, __rmqueue_steal (6.12.118).
         """
         blocks = self._fallback_blocks(zone, order, mt)
         if not blocks:
             return -1
+        pfn = self._rmqueue_claim(zone, order, mt, blocks)
+        if pfn >= 0:
+            return pfn
+        return self._rmqueue_steal(zone, order, mt, blocks)
+
+    def _rmqueue_claim(self, zone: "Zone", order: int, mt: int,
+                       blocks: list[tuple[int, int, int]]) -> int:
+        """``__rmqueue_claim`` over *blocks* (:meth:`_fallback_blocks`); -1 when no
+        pageblock converts.
+
+        From the largest fallback block down, while the block's order allows a claim
+        (``can_steal_fallback``: order >= pageblock_order / 2, or a non-movable request),
+        try to convert the block's pageblock(s) to *mt* (``try_to_steal_block``; v6.15
+        calls it ``try_to_claim_block``); a block of pageblock order or more always
+        converts, a smaller one when half its pageblock is free or alike; on success the
+        request is served from the *mt* list.  A failed attempt moves on to the next
+        smaller order.
+        Kernel: mm/page_alloc.c:__rmqueue_claim, try_to_steal_block (6.12.118),
+        "mm: page_alloc: don't steal single pages from biggest buddy" (v6.15).
+        """
         non_movable = mt != MIGRATE_MOVABLE
         for cur, fmt, pfn in blocks:
             if not (cur >= pageblock_order // 2 or non_movable):
@@ -509,8 +598,29 @@ class PageAllocMixin(_Base):
             if self._try_claim_block(zone, pfn, cur, mt, fmt):
                 pb_start = pfn & ~(pageblock_nr_pages - 1)
                 return self._take_in(zone, mt, order, pb_start, pb_start + pageblock_nr_pages)
-        cur, fmt, pfn = blocks[-1]                          # the smallest: steal
-        return self._take_in(zone, fmt, order, pfn, pfn + (1 << cur))
+        return -1
+
+    def _rmqueue_steal(self, zone: "Zone", order: int, mt: int,
+                       blocks: list[tuple[int, int, int]] | None = None) -> int:
+        """``__rmqueue_steal``: the smallest fallback block of at least *order* is split
+        and the rest stays on its own list; no pageblock changes type.  -1 when no
+        fallback type has a block.
+
+        *blocks* is what :meth:`_fallback_blocks` found, when the caller searched
+        already; otherwise the search stops at the first extent holding a block of
+        exactly *order* (no smaller one can exist), which finds the block the full
+        search finds.  Kernel: mm/page_alloc.c:__rmqueue_steal (6.12.118, v6.15+).
+        """
+        if blocks is None:
+            blocks = self._fallback_blocks(zone, order, mt, smallest_only=True)
+            if not blocks:
+                return -1
+        cur, fmt, pfn = blocks[-1]
+        # the block itself is the smallest buddy holding the request (_take_in, written out)
+        pfn = zone.free[fmt].take(order, pfn, pfn + (1 << cur))
+        if pfn >= 0:
+            zone.nr_free -= 1 << order
+        return pfn
 
     def _rmqueue_fallback_largest(self, zone: "Zone", order: int, mt: int) -> int:
         """6.1.y and 6.6.y (read in 6.1.192 and a 6.6.89-based tree):
@@ -825,14 +935,15 @@ FALLBACK_WINDOW = 64
 
 
 def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int,
-                             window: int | None = None) -> dict[int, int]:
+                             window: int | None = None, stop: int | None = None) -> dict[int, int]:
     """The buddy blocks the free extents of *fl* inside ``[lo, hi)`` decompose into:
     for each order >= *min_order* present, the pfn of the highest block of exactly that
     order.  Each extent is cut into maximal naturally aligned blocks of at most
     MAX_PAGE_ORDER, as __free_one_page merges buddies; a run of MAX_PAGE_ORDER blocks
     costs one step.  Extents are visited from *hi* down (bisect, so the cost follows the
     extents visited, not the list); with *window*, the visit stops after that many once
-    a block was found, or as soon as a MAX_PAGE_ORDER block was."""
+    a block was found, or as soon as a MAX_PAGE_ORDER block was; with *stop*, also as
+    soon as a block of order *stop* was (after the extent that holds it)."""
     out: dict[int, int] = {}
     top = MAX_PAGE_ORDER
     starts, ends = fl.starts, fl.ends
@@ -860,6 +971,8 @@ def _highest_block_per_order(fl: Any, min_order: int, lo: int, hi: int,
             p += 1 << o
         seen += 1
         if window is not None and out and (seen >= window or top in out):
+            break
+        if stop is not None and stop in out:
             break
     return out
 

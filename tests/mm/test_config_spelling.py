@@ -64,7 +64,8 @@ def test_text_and_native_forms_give_the_same_config(field, text, native):
     ("hugetlb", "3MiB:1", "hugetlb: expected page sizes '2MiB' or '1GiB', got '3MiB'"),
     ("cma", "a:64MiB,b", "cma: expected 'name:size,...' like 'a:64MiB,b:32MiB@1GiB', got 'a:64MiB,b'"),
     ("cma", "a:64MiB,a:2MiB", "cma: expected each name once, got 'a' twice"),
-    ("cma", "a:3MiB", "cma['a']: expected a non-zero multiple of 2MiB (a pageblock), got 3MiB"),
+    ("cma", "a:2MiB@257MiB", "cma['a']: expected a base aligned to 2MiB (CMA_MIN_ALIGNMENT_BYTES, one pageblock) "
+                             "for an area at a fixed base, got 257MiB"),
     ("quirks", "pcp_thp_shared_list,nope", "quirks: expected names from"),
     ("nr_cpus", "four", "nr_cpus: expected an integer from 1 to 8192 (x86-64 NR_CPUS with MAXSMP), got 'four'"),
     ("nr_cpus", "\u00b2", "nr_cpus: expected an integer from 1 to 8192"),

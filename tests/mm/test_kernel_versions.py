@@ -383,3 +383,145 @@ class TestBuddyFallback:
         else:
             assert f.pfn == small
         assert mm.get_pageblock_migratetype(f.pfn) == MIGRATE_MOVABLE
+
+
+
+def _refill_layout(kernel: str, b_step: int):
+    """DMA32 full of memory but for single free pages, in MOVABLE pageblocks whose pages
+    in use are all on the LRU (so an unmovable request finds nothing alike in them):
+    at the top, pageblock A with one free page (the first buddy every search meets,
+    never claimable); below it pageblock B with every *b_step*-th page free; below
+    that enough pageblocks a quarter free to keep the zone over its min watermark.
+    Returns the machine, the zone, B's first pfn and A's free pfn."""
+    mm = FakeMM(MMConfig(ram="2GiB", kernel=kernel))
+    z = mm.zones["DMA32"]
+    mm.fill_zone("DMA", leave=0)
+    balloon = mm.fill_zone("DMA32", leave=0)
+    nr_c = -(-(z.wmark_min + 512) // 128)
+    nr_c += nr_c % 2                                      # C..., B, A: 1024-aligned
+    base = 16384
+    b, a = base + 512 * nr_c, base + 512 * (nr_c + 1)
+    end = a + 512
+    for f in [f for f in balloon.folios if base <= f.pfn < end]:
+        mm.folio_put(f)
+    free = list(range(base, b, 4)) + list(range(b, a, b_step)) + [a + 300]
+    keep, p = [], base
+    for pfn in free:
+        if pfn > p:
+            keep += mm._take_exact(z, MIGRATE_MOVABLE, p, pfn - p)
+        p = pfn + 1
+    keep += mm._take_exact(z, MIGRATE_MOVABLE, p, end - p)
+    for f in keep:
+        f.flags |= PG_lru                                 # as if they were user memory
+    mm.drain_all_pages()
+    assert z.free_pages == len(free) and not z.free[MIGRATE_UNMOVABLE].nr_free
+    return mm, z, b, a + 300
+
+
+class TestRmqueueMode:
+    """6.12.118 and v6.15+ carry an ``rmqueue_mode`` through one per-cpu refill
+    (mm/page_alloc.c:rmqueue_bulk, __rmqueue): once a call had to steal, the rest of
+    the refill steals without trying a claim.  6.1 and 6.6 have no such mode (and
+    another fallback).  docs/kernel-map.md, "Kernel versions"."""
+
+    @pytest.mark.parametrize("kernel,mode", [("6.1", False), ("6.6", False),
+                                             ("6.12", True), ("6.17", True)])
+    def test_claim_is_not_retried_within_a_refill(self, kernel, mode):
+        """B is half free, so a claim of it succeeds; but the refill's first search
+        meets A's page first, fails to claim A and steals that page.  With the mode the
+        refill then steals B's pages one by one and B keeps its type until the next
+        refill claims it; without it, the refill's second call claims B at once."""
+        mm, z, b, a_page = _refill_layout(kernel, 2)
+        pcp = z.pcp[mm.current.cpu]
+        batch = pcp.batch
+        first = mm.alloc_pages(GFP_KERNEL, 0)
+        assert first is not None
+        if not mode:
+            assert mm.stats.pageblock_claimed == 1
+            assert mm.get_pageblock_migratetype(b) == MIGRATE_UNMOVABLE
+            return
+        assert first.pfn == a_page                        # stolen first, served last
+        assert mm.stats.pageblock_claimed == 0
+        assert mm.get_pageblock_migratetype(b) == MIGRATE_MOVABLE
+        # the other batch - 1 pages were stolen from B, the highest first
+        assert z.free[MIGRATE_MOVABLE].count_range(b, b + 512) == 256 - (batch - 1)
+        assert pcp.lists[MIGRATE_UNMOVABLE] == list(range(b + 510 - 2 * (batch - 2), b + 512, 2))
+        for _ in range(batch - 1):                        # empty the per-cpu list
+            assert mm.alloc_pages(GFP_KERNEL, 0) is not None
+        assert mm.stats.pageblock_claimed == 0
+        mm.alloc_pages(GFP_KERNEL, 0)                     # the next refill claims B
+        assert mm.stats.pageblock_claimed == 1
+        assert mm.get_pageblock_migratetype(b) == MIGRATE_UNMOVABLE
+
+    @pytest.mark.parametrize("kernel", ["6.12", "6.17"])
+    def test_one_claim_attempt_per_refill(self, kernel, monkeypatch):
+        """No pageblock can be claimed (B is only a quarter free): a refill of batch
+        pages tries one claim (``try_to_steal_block`` on A's buddy) and then only
+        steals, where a claim per page would be tried without the mode."""
+        mm, z, b, _a = _refill_layout(kernel, 4)
+        batch = z.pcp[mm.current.cpu].batch
+        tries = []
+        real = mm._try_claim_block
+        monkeypatch.setattr(mm, "_try_claim_block", lambda *args: tries.append(args[1]) or real(*args))
+        for _ in range(batch):                            # exactly one refill
+            assert mm.alloc_pages(GFP_KERNEL, 0) is not None
+        assert len(tries) == 1 and mm.stats.pageblock_claimed == 0
+        mm.alloc_pages(GFP_KERNEL, 0)                     # the second refill
+        assert len(tries) == 2
+
+    @pytest.mark.parametrize("kernel", KERNELS)
+    def test_a_refill_that_reached_cma_stays_there(self, kernel):
+        """A movable refill whose own list is empty, with CMA holding less than half of
+        the free pages, takes its first page from CMA and (RMQUEUE_CMA where the mode
+        exists) the rest too: no pageblock of the plentiful UNMOVABLE free memory is
+        claimed and none of it is taken."""
+        mm = FakeMM(MMConfig(ram="1GiB", cma="16MiB", kernel=kernel))
+        mm.drain_all_pages()
+        z = next(z for z in mm._zone_list if z.nr_free_cma)
+        fl = z.free[MIGRATE_MOVABLE]
+        s0, e0 = max(fl.extents(), key=lambda x: x[1] - x[0])
+        lo = (s0 + 511) & ~511
+        for pb in range(lo >> 9, (lo >> 9) + 32):         # 64 MiB of free UNMOVABLE pageblocks
+            mm._set_pageblock_migratetype(z, pb, MIGRATE_UNMOVABLE)
+        for s, e in list(fl.extents()):                  # the rest of the movable list in use
+            mm._take_exact(z, MIGRATE_MOVABLE, s, e - s)
+        assert not fl.nr_free and 2 * z.nr_free_cma <= z.nr_free
+        unmovable = z.free[MIGRATE_UNMOVABLE].nr_free
+        pcp = z.pcp[mm.current.cpu]
+        page = mm.alloc_pages(GFP_HIGHUSER_MOVABLE, 0)
+        assert page is not None and mm.get_pageblock_migratetype(page.pfn) == MIGRATE_CMA
+        refill = pcp.lists[MIGRATE_MOVABLE]
+        assert len(refill) == pcp.batch - 1
+        assert all(mm.get_pageblock_migratetype(pfn) == MIGRATE_CMA for pfn in refill)
+        assert z.free[MIGRATE_UNMOVABLE].nr_free == unmovable and mm.stats.pageblock_claimed == 0
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_steal_search_finds_the_block_the_full_search_finds(self, seed):
+        """The steal step searches only for the smallest fallback buddy and stops at the
+        first extent holding one of the request's order; on random free lists of two
+        fallback types it names the block the full search (every order) names last."""
+        import random
+
+        from pytest_pinfault.mm.gfp import MIGRATE_RECLAIMABLE
+        from pytest_pinfault.mm.mmzone import FreeList
+        rng = random.Random(seed)
+        mm = FakeMM(MMConfig(ram="512MiB"))
+        z = mm.zones["DMA32"]
+        saved = z.free[:]
+        try:
+            for mt in (MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE):
+                fl = FreeList()
+                p = rng.randrange(1 << 12)
+                for _ in range(rng.randrange(1, 200)):
+                    n = rng.choice([1, 2, 3, 8, 24, 512, 1500, 4096])
+                    fl.put(p, n)
+                    p += n + rng.randrange(1, 3000)
+                z.free[mt] = fl
+            for order in range(0, 6):
+                full = mm._fallback_blocks(z, order, MIGRATE_UNMOVABLE)
+                short = mm._fallback_blocks(z, order, MIGRATE_UNMOVABLE, smallest_only=True)
+                assert bool(full) == bool(short)
+                if full:
+                    assert short[-1] == full[-1], order
+        finally:
+            z.free[:] = saved

@@ -88,7 +88,8 @@ MARKER_CASES = {
                                       "*@pytest.mark.mm_config: cma['reserved']: expected 2GiB to fit in free "
                                       "memory between 0 and 1GiB"),
     "mm_config cma bad place": ('mm_config(cma="64MiB@nowhere")', "*mm_config: cma: expected a size*"),
-    "mm_config cma odd size": ('mm_config(cma="3MiB")', "*mm_config: cma['reserved']: expected a non-zero multiple of 2MiB*"),
+    "mm_config cma unaligned base": ('mm_config(cma="2MiB@257MiB")',
+                                     "*mm_config: cma['reserved']: expected a base aligned to 2MiB*got 257MiB"),
     "mm_config cma object": ("mm_config(cma=object())", "*mm_config: cma: expected a size*"),
     "mm_config movablecore": ('mm_config(ram="1GiB", movablecore="1GiB")',
                               "*mm_config: movablecore: expected a multiple of 128MiB smaller than ram*"),
