@@ -246,6 +246,9 @@ class CDriver:
         #: built with gcc line coverage (``coverage_lines()``)
         self.coverage: bool = bool(self.lib.pf_coverage(0))
         self._coverage_done = False
+        #: the lines of the driver's own source gcc's coverage notes list (executed or
+        #: not), filled by ``coverage_lines()``: source path -> line numbers
+        self.executable_lines: dict[str, set[int]] = {}
 
     # ------------------------------------------------------------------ params, uapi
     def _param_ptr(self, name: str) -> Any:
@@ -413,7 +416,8 @@ class CDriver:
         executed since the load (or the last call), by gcc's coverage counters (a driver
         built with ``coverage=True``); the counters restart at zero.  ``final=True`` is
         the last collection of this load: later calls return ``{}``, and nothing is
-        written at process exit.  ``{}`` for a driver built without coverage."""
+        written at process exit.  ``{}`` for a driver built without coverage.  Every
+        line gcov lists for the source, executed or not, joins ``executable_lines``."""
         if not self.coverage or self._coverage_done:
             return {}
         self._coverage_done = final
@@ -446,6 +450,8 @@ class CDriver:
                 if Path(f["file"]).name != self.source.name:
                     continue
                 out.setdefault(str(self.source), set()).update(ln["line_number"] for ln in f["lines"] if ln["count"])
+                self.executable_lines.setdefault(str(self.source), set()).update(
+                    ln["line_number"] for ln in f["lines"])
         return out
 
     def __enter__(self) -> "CDriver":

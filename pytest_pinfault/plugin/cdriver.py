@@ -9,8 +9,10 @@ test with the bridge's short report; a module_init that fails raises ``OSError``
 Relative paths (the source, ``include_dirs``, ``uapi_headers``) are looked up next to the
 test file first, then in the working directory.  Under ``--pinfault-errpaths`` with
 coverage.py measuring, drivers are built with gcc line coverage and each test's C lines
-are recorded under its dynamic context, so the error-path report covers the C source.  The
-bridge module is imported only when the fixture is used.
+are recorded under its dynamic context, so the error-path report covers the C source; the
+same when coverage's configuration loads ``pytest_pinfault.covplugin``, whose file reporter
+lists the C files in coverage's own reports.  The bridge module is imported only when the
+fixture is used.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
     if request.config.getoption("pinfault_errpaths", None):
         from .covctx import measuring
         measure = measuring()             # C lines go to the error-path report too
+    else:
+        from .covctx import c_reported
+        measure = c_reported()            # coverage.py's own reports list C files
 
     def load(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -91,15 +96,16 @@ def load_c_driver(fake_mm: FakeMM, request: pytest.FixtureRequest) -> Iterator[C
             errors.append(e)
         finally:
             if measure:
-                _add_c_lines(request.node, drv.coverage_lines(final=True))
+                _add_c_lines(request.node, drv.coverage_lines(final=True), drv.executable_lines)
     if errors:
         raise errors[0]
 
 
-def _add_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
+def _add_c_lines(item: pytest.Item, lines: dict[str, set[int]], executable: dict[str, set[int]]) -> None:
     """Record the C lines a test ran for coverage.py, under the test's dynamic context
-    (``nodeid|site#n/mode``), so the error-path report covers C drivers.  They are kept
-    in memory and added when coverage reads or saves its data, never mid-run (see
-    :mod:`.covctx`)."""
+    (``nodeid|site#n/mode``), so the error-path report covers C drivers (and, with the
+    coverage.py plugin configured, coverage's own reports: *executable* are the drivers'
+    executable lines).  They are kept in memory and added when coverage reads or saves
+    its data, never mid-run (see :mod:`.covctx`)."""
     from .covctx import record_c_lines
-    record_c_lines(item, lines)
+    record_c_lines(item, lines, executable)

@@ -183,6 +183,16 @@ class ContractState:
         self.mark_reported(pending)
         return "\n\n".join(parts) if parts else None
 
+    def hang_failure(self) -> str | None:
+        """A kernel call that never returns (:class:`~pytest_pinfault.mm.KernelHang`)
+        ended the code under test: nothing after it is judged, no final check runs (the
+        hung task still holds what it pinned).  The failure text of the violations found
+        before it and not reported yet, or None."""
+        self.final_done = True
+        pending = self.pending()
+        self.mark_reported(pending)
+        return splat(pending) if pending else None
+
     def missing_expectation(self) -> str | None:
         r = self.policy.expect
         if r is None:

@@ -38,6 +38,12 @@ true``) the data holds arcs and refuses lines, so the C lines are added as the s
 coverage itself records for an executed line in branch mode (:func:`c_arcs`); lines the
 data still refuses raise a :class:`PinfaultCoverageWarning` naming the C file, never a
 silent drop.
+
+When coverage's configuration lists the plugin's coverage.py plugin (``[run] plugins =
+pytest_pinfault.covplugin``, :func:`c_reported`), the C lines are recorded whenever
+coverage measures, each recorded ``.c`` file is marked in the data as that plugin's
+(``add_file_tracers``), and the driver's executable lines are written next to the data
+file, so coverage's own reports list the C files (see :mod:`pytest_pinfault.covplugin`).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import pytest
 
 from ..errpaths import context_name
 
-__all__ = ["running_coverage", "measuring", "unmeasured", "record_c_lines", "PinfaultCoverageWarning", "c_arcs", "pytest_runtest_setup",
+__all__ = ["running_coverage", "measuring", "unmeasured", "record_c_lines", "c_reported", "PinfaultCoverageWarning", "c_arcs", "pytest_runtest_setup",
            "CallContext", "PhaseContext", "watch_faults", "clear_fault_context", "pytest_runtest_teardown",
            "errpaths_summary"]
 
@@ -157,11 +163,14 @@ class _CLinesOnRead:
         self.cov = cov
         self.get_data = get_data
         self.pending: dict[str, dict[str, set[int]]] = {}
+        #: C path -> executable lines, for the coverage.py plugin's records
+        self.executable: dict[str, set[int]] = {}
 
     def __call__(self) -> Any:
         data = self.get_data()
         if self.pending:
             pending, self.pending = self.pending, {}
+            executable, self.executable = self.executable, {}
             before = getattr(data, "_current_context", None)   # no public getter: the collector's
             refused: dict[str, str] = {}
             try:
@@ -180,7 +189,39 @@ class _CLinesOnRead:
                 data.set_context(before)
             if refused:
                 _warn_refused(refused)
+            if c_reported(self.cov):
+                added = {path for lines in pending.values() for path in lines} - set(refused)
+                _mark_c_files(self.cov, data, added, executable)
         return data
+
+
+def c_reported(cov: Any = None) -> bool:
+    """Does the configuration of *cov* (default: the running coverage) load the plugin's
+    coverage.py plugin, so that coverage reports C files?"""
+    cov = cov if cov is not None else running_coverage()
+    if cov is None:
+        return False
+    try:
+        plugins = cov.get_option("run:plugins") or ()
+    except Exception:   # pragma: no cover - defensive: an odd Coverage
+        return False
+    from ..covplugin import PLUGIN_MODULE
+    return PLUGIN_MODULE in plugins
+
+
+def _mark_c_files(cov: Any, data: Any, paths: set[str], executable: dict[str, set[int]]) -> None:
+    """The C files *paths* are the coverage.py plugin's (its file reporter reports them),
+    and their executable lines are recorded next to the data file."""
+    from ..covplugin import TRACER_NAME, write_executable_lines
+    data_file = str(cov.get_option("run:data_file") or ".coverage")
+    try:
+        data.add_file_tracers({path: TRACER_NAME for path in sorted(paths)})
+    except Exception as e:
+        _warn_refused({path: f"{type(e).__name__}: {e}" for path in paths})
+        return
+    for path in sorted(paths):
+        if path in executable:
+            write_executable_lines(data_file, path, executable[path])
 
 
 def _warn_refused(refused: dict[str, str]) -> None:
@@ -199,10 +240,12 @@ def _warn_refused(refused: dict[str, str]) -> None:
             print(f"warning: {text}", file=sys.stderr)
 
 
-def record_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
+def record_c_lines(item: pytest.Item, lines: dict[str, set[int]],
+                   executable: dict[str, set[int]] | None = None) -> None:
     """Keep the C lines *item* ran, under its current context, until the running coverage
     reads or saves its data (see the module docstring); nothing when coverage is not
-    running (or paused)."""
+    running (or paused).  *executable*: the drivers' executable lines (path -> lines),
+    recorded for the coverage.py plugin when it is configured."""
     cov = running_coverage()
     if cov is None or not lines:
         return
@@ -213,6 +256,8 @@ def record_c_lines(item: pytest.Item, lines: dict[str, set[int]]) -> None:
     per_path = hook.pending.setdefault(_context(item), {})
     for path, ls in lines.items():
         per_path.setdefault(path, set()).update(ls)
+    for path, ls in (executable or {}).items():
+        hook.executable.setdefault(path, set()).update(ls)
 
 
 def _context(item: pytest.Item) -> str:

@@ -23,7 +23,7 @@ from .state import get_state
 
 __all__ = ["mm_config", "fake_mm", "pinfault", "CONTROLLER_KEY", "CALL_PASSED_KEY", "CASE_KEY",
            "PLAN_KEY", "REACH_KEY", "FAULT_FREE", "KERNEL_PROP", "KERNEL_VERSION_PROP", "KERNEL_VERSIONS_PROP",
-           "MACHINES_PROP", "case_of", "is_fault_free", "kernel_outcomes_json"]
+           "MACHINES_PROP", "case_of", "is_fault_free", "kernel_outcomes_json", "end_killed_tasks"]
 
 #: The test's :class:`Pinfault` controller, set while its fake_mm exists.
 CONTROLLER_KEY = pytest.StashKey[Pinfault]()
@@ -204,6 +204,16 @@ def _finish(item: pytest.Item, ctl: Pinfault) -> None:
             item.add_report_section("teardown", "pin contract", failure)
         else:
             raise pytest.fail.Exception(failure, pytrace=False)
+
+
+def end_killed_tasks(fake_mm: Any) -> None:
+    """The tasks a kernel outcome killed (``fake_mm.killed_tasks``) have exited once the
+    code under test is over (a test body, a ``pinfault_machine`` block): their pending
+    signal goes with them, so the contract checker's probes (which run as the current
+    task: rule 10's ``cma_alloc``/``offline_pages`` would return -EINTR) and the teardown
+    are not interrupted by it."""
+    for task in getattr(fake_mm, "killed_tasks", ()):
+        task.signal_pending = False
 
 
 def kernel_outcomes_json(outcomes: Any) -> list[Any]:

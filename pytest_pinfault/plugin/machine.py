@@ -34,9 +34,11 @@ import pytest
 
 from .. import FakeMM, MMConfig
 from ..faults.spec import FaultSpec, FaultSpecError
+from ..mm.gup import KernelHang
 from .contract import ContractState, _own_failure
 from .controller import Pinfault
 from .covctx import clear_fault_context
+from .fixtures import end_killed_tasks
 from .state import get_state
 
 __all__ = ["PinContractFailed", "MachineFactory", "Machine", "CurrentItem", "pinfault_machine", "MACHINES_KEY",
@@ -171,24 +173,34 @@ class Machine:
     def __enter__(self) -> FakeMM:
         return self.fake_mm
 
-    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
         __tracebackhide__ = True
         clear_fault_context(self._item)     # the next example's machine starts fault-free
+        end_killed_tasks(self.fake_mm)      # as a fake_mm test's body: before any check
         try:
-            self._judge(exc)
+            return self._judge(exc)
         finally:
             _record(self._item, self.pinfault)
 
-    def _judge(self, exc: BaseException | None) -> None:
+    def _judge(self, exc: BaseException | None) -> bool:
+        """Judge the ended block; True when it ended at a kernel call of this machine
+        that never returns (the :class:`KernelHang` is swallowed: the kernel's outcome,
+        recorded, not the example's failure)."""
         __tracebackhide__ = True
         ctl = self.pinfault
         contract = ctl.contract
+        if isinstance(exc, KernelHang) and any(o is exc.outcome for o in self.fake_mm.kernel_outcomes):
+            failure = contract.hang_failure()
+            if failure is not None:
+                raise PinContractFailed(f"{failure}\n\nThe block then ended at a kernel call that never "
+                                        f"returns:\n{exc.outcome}", contract.failing()) from None
+            return True
         if exc is not None:
             if not isinstance(exc, Exception):
-                return                      # pytest's skip/fail, KeyboardInterrupt: as is
+                return False                # pytest's skip/fail, KeyboardInterrupt: as is
             failure = contract.judge(final=False)
             if failure is None:
-                return
+                return False
             raise PinContractFailed(f"{failure}\n\nThe example's own check failed too:\n"
                                     f"{_own_failure(self._item, exc)}", contract.failing()) from exc
         if ctl.injector.holds:
@@ -196,6 +208,7 @@ class Machine:
         failure = contract.judge(final=True)
         if failure is not None:
             raise PinContractFailed(failure, contract.failing())
+        return False
 
 
 def _record(item: pytest.Item, ctl: Pinfault) -> None:

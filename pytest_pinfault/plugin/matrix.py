@@ -43,7 +43,7 @@ from ..mm.gup import KernelHang
 from .controller import Pinfault
 from .contract import splat
 from .fixtures import (CALL_PASSED_KEY, CASE_KEY, CONTROLLER_KEY, FAULT_FREE, KERNEL_PROP, PLAN_KEY,
-                       REACH_KEY, is_fault_free, kernel_outcomes_json)
+                       REACH_KEY, end_killed_tasks, is_fault_free, kernel_outcomes_json)
 from .kernels import parametrize_kernels
 from .markers import MARKED_CONFIG_KEY, MarkerError, errno_text, matrix_args
 from .state import get_state
@@ -190,14 +190,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         # the task would never return from that call: nothing after it can be judged
         _note_kernel(item, ctl)
         item.add_report_section("call", "kernel outcome", f"{e.outcome}\nthe test body ended at that call")
-        contract = ctl.contract
-        if contract is not None:
-            contract.final_done = True
-            pending = contract.pending()
-            if pending:
-                contract.mark_reported(pending)
-                _trace_section(item, ctl, failed=True)
-                raise pytest.fail.Exception(splat(pending), pytrace=False) from None
+        failure = ctl.contract.hang_failure() if ctl.contract is not None else None
+        if failure is not None:
+            _trace_section(item, ctl, failed=True)
+            raise pytest.fail.Exception(failure, pytrace=False) from None
         _trace_section(item, ctl, failed=False)
         item.stash[CALL_PASSED_KEY] = True
         return None
@@ -218,12 +214,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def _note_kernel(item: pytest.Item, ctl: Pinfault) -> None:
-    """Attach the kernel outcomes to the item now, so the call report carries them.  A
-    task killed out of a kernel loop has exited once the test body is over: its pending
-    signal goes with it, so the checker's probes (which run as the current task) and the
-    teardown are not interrupted by it."""
-    for task in getattr(ctl.fake_mm, "killed_tasks", ()):
-        task.signal_pending = False
+    """Attach the kernel outcomes to the item now, so the call report carries them; the
+    tasks they killed have exited with the test body (:func:`.fixtures.end_killed_tasks`)."""
+    end_killed_tasks(ctl.fake_mm)
     outcomes = getattr(ctl.fake_mm, "kernel_outcomes", None)
     if outcomes and not any(k == KERNEL_PROP for k, _ in item.user_properties):
         item.user_properties.append((KERNEL_PROP, kernel_outcomes_json(outcomes)))

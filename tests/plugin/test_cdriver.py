@@ -336,3 +336,53 @@ def test_c_lines_under_branch_coverage(pytester, cache, how):
     assert goto_b not in data.lines(c_file)
     py_file = next(p for p in data.measured_files() if p.endswith("test_cov.py"))
     assert any(a != b for a, b in data.arcs(py_file))        # the Python arcs are all there
+
+
+@pytest.mark.parametrize("branch,xdist", [(False, False), (True, False), (False, True)],
+                         ids=["lines", "branch", "xdist"])
+def test_coverage_reports_list_c_drivers_with_the_coverage_plugin(pytester, cache, branch, xdist):
+    """With ``[run] plugins = pytest_pinfault.covplugin``, coverage.py's own reports (here
+    pytest-cov's term-missing, and ``coverage html`` afterwards) list the C driver: its
+    statements are the lines gcov lists, its missing lines the ones no test ran (the
+    ``arg == 77`` path: its goto, label and kfree), in branch mode too, and under
+    pytest-xdist (each worker writes its records, the controller's combined report reads
+    them); no ``--pinfault-errpaths`` needed.  Without the plugin the C file is not in the
+    report."""
+    pytest.importorskip("pytest_cov")
+    if xdist:
+        pytest.importorskip("xdist")
+    pytester.makefile(".c", covdrv=C_DRIVER)
+    pytester.makepyfile(test_cov=COV_TEST)
+    args = (sys.executable, "-m", "pytest", *INNER, "-p", "pytest_cov", "--cov=.", "--cov-report=term-missing",
+            *(["--cov-branch"] if branch else []), *(["-p", "xdist.plugin", "-n", "2"] if xdist else []))
+    r = pytester.run(*args)
+    assert r.ret == 0, r.stdout.str()
+    assert "covdrv.c" not in r.stdout.str()                 # coverage has no reporter for C
+    (pytester.path / ".coveragerc").write_text("[run]\nplugins = pytest_pinfault.covplugin\n")
+    r = pytester.run(*args)
+    assert r.ret == 0, r.stdout.str()
+    assert "Couldn't" not in r.stdout.str() + r.stderr.str()
+    row = next(ln for ln in r.stdout.lines if ln.startswith("covdrv.c "))
+    name, stmts, miss, *counts, pct, missing = row.split(None, 6 if branch else 4)
+    missing_lines = {n for part in missing.split(", ") for n in _expand(part)}
+    enomem, goto_a, goto_b, label_a, free_b = _cov_lines()
+    assert {goto_b, free_b} <= missing_lines <= {goto_b, free_b - 1, free_b}     # + its label, as gcov lists it
+    assert int(miss) == len(missing_lines)
+    src = C_DRIVER.lstrip("\n").splitlines()
+    code = [i for i, text in enumerate(src, 1) if text.strip() not in ("", "{", "}") and not text.startswith("#")]
+    assert len(missing_lines) + 10 < int(stmts) <= len(code)  # gcov's statements: code lines, not braces
+    if not branch:
+        assert pct == f"{round(100 * (int(stmts) - int(miss)) / int(stmts))}%"
+    html = pytester.run(sys.executable, "-m", "coverage", "html")
+    assert html.ret == 0, html.stdout.str() + html.stderr.str()
+    assert any("covdrv_c" in p.name for p in (pytester.path / "htmlcov").iterdir())
+    drv = pytester.path / "covdrv.c"           # edited since the run: no record of it, left out
+    drv.write_text(drv.read_text() + "\n")
+    report = pytester.run(sys.executable, "-m", "coverage", "report")
+    assert report.ret == 0 and "covdrv.c" not in report.stdout.str()
+    report.stderr.fnmatch_lines(["*pytest-pinfault: no executable-line record of *covdrv.c as it reads now*"])
+
+
+def _expand(part):
+    lo, _, hi = part.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
