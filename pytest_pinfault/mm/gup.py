@@ -162,6 +162,9 @@ class GupMixin(_Base):
     # set by __gup_longterm_locked for the walk it calls next, which consumes it: its
     # fast loop may leave a small folio in pages[] for the Page (see _page_entries)
     _gup_folio_entries = False
+    # set by that walk: every entry it returned is a Page of a small folio it judged
+    # long-term pinnable, and it took no fault
+    _gup_walk_pinnable = False
 
     # ------------------------------------------------------------------ contract judging
     def _judge_core_pin(self, call: str, func: Any, args: tuple[Any, ...], entries: Any, gup_flags: int) -> int:
@@ -699,6 +702,15 @@ class GupMixin(_Base):
         task = self.current
         folio_entries = self._gup_folio_entries
         self._gup_folio_entries = False
+        self._gup_walk_pinnable = False
+        # a checked long-term walk judges each small folio's pinnability as it goes
+        # (folio_is_longterm_pinnable, written out with the collect loop's per-pageblock
+        # memo): a pinnable one gets its Page, any other stays a folio; *judged* counts
+        # the pinnable entries, so that a walk whose every entry was judged so, with no
+        # fault taken, needs no collect step (see __gup_longterm_locked)
+        judged = 0
+        last_pb, pb_ok = -1, True
+        pb_mt, cma_ranges = self._pb_mt, self._cma_ranges
         i = 0
         vma = None
         vma_end = -1
@@ -749,9 +761,26 @@ class GupMixin(_Base):
                     folio._rc = r + bias
                     if write:
                         folio._flags |= PG_dirty
-                    # the Page of a small folio's only page: made by _page_entries
-                    # once the pin stands, never for a pin that migrates it
-                    page: Any = folio if folio_entries else Page(folio, folio.pfn)
+                    page: Any
+                    if folio_entries:
+                        pb = folio.pfn >> pageblock_order
+                        if pb != last_pb:
+                            last_pb = pb
+                            mt = pb_mt.get(pb)
+                            if mt is not None:
+                                pb_ok = mt < MIGRATE_CMA
+                            else:
+                                first = pb << pageblock_order
+                                pb_ok = not any(lo <= first < hi for lo, hi in cma_ranges)
+                        if pb_ok and folio._zone.idx != ZONE_MOVABLE:
+                            page = Page(folio, folio.pfn)
+                            judged += 1
+                        else:
+                            # to be migrated: its Page, if it ever needs one, is made
+                            # by _page_entries once a pin stands
+                            page = folio
+                    else:
+                        page = Page(folio, folio.pfn)
                     if j == len(pages):
                         pages.append(page)
                     elif j < len(pages):
@@ -839,6 +868,7 @@ class GupMixin(_Base):
                     watch(folio, None)
                 folio._flags |= PG_dirty
             i += n
+        self._gup_walk_pinnable = judged == i and faulted < 0
         return self._gup_done(i, 0, pins)
 
     def _gup_signalled(self, task: Any) -> None:
@@ -940,10 +970,17 @@ class GupMixin(_Base):
                 fired = fi.fired_count
                 # the walk of an unobserved machine may leave small folios for Pages
                 defer = self._gup_folio_entries = self._ref_watch is None
+                self._gup_walk_pinnable = False
                 nr = self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
                 self._gup_folio_entries = False
                 if nr <= 0:
                     rc = nr
+                    break
+                if defer and self._gup_walk_pinnable:
+                    # check_and_migrate_movable_pages would find nothing: the walk
+                    # judged every entry pinnable (tests/mm/test_hot_paths.py compares
+                    # with an observed machine, which always checks)
+                    rc = 0
                     break
                 rc = self.check_and_migrate_movable_pages(nr, pages)
                 if rc == 0 and defer:

@@ -5,7 +5,7 @@ A model call that walks many folios (a long-term pin that migrates them, a
 contract checker records each folio it touches, that observer's judgement of a pin that
 returned many entries, a ``fallocate`` or ``write`` of a shmem file, a MAP_POPULATE/mlock
 population or a write to fresh user memory, each a folio per page) allocates and frees a few Python
-objects per folio that never form reference cycles: new folios, page-table tuples,
+objects per folio that never form reference cycles: new folios, reverse-map entries,
 ``Page`` entries, trace events, the observer's records.  Each allocation still counts toward CPython's collection thresholds, and
 the full collections they trigger scan every tracked object of the process: for a
 machine with 1 GiB mapped, millions of them, several times per call, which costs about

@@ -20,6 +20,7 @@ from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE,
                                 MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
                                 PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
 from pytest_pinfault.mm.folio import MAPPING_CHANGE, Page
+from pytest_pinfault.mm.gfp import MIGRATE_MOVABLE
 from pytest_pinfault.mm.hostgc import PAUSE_MIN
 from pytest_pinfault.mm.sched import PF_MEMALLOC_PIN
 from pytest_pinfault.mm.observer import MMObserver
@@ -417,3 +418,42 @@ def test_long_term_pin_under_the_pin_anyway_quirk_hands_out_pages():
     pages: list = []
     assert k.pin_user_pages(addr, 1, FOLL_LONGTERM, pages) == 1
     assert type(pages[0]) is Page and pages[0].folio is f.mapping.lookup(0)
+
+
+def _pin_placed(k: FakeMM, placements: tuple) -> list:
+    """pin_user_pages(FOLL_LONGTERM) over a shared mapping of a memfd whose pages were
+    allocated NR at a time under each steer in *placements*."""
+    f = k.memfd_create("placed", MFD_ALLOW_SEALING)
+    total = NR * len(placements)
+    assert f.ftruncate(total * PAGE_SIZE) == 0
+    for n, where in enumerate(placements):
+        with k.steer("normal" if where == "isolated" else where):
+            assert f.fallocate(0, n * NR * PAGE_SIZE, NR * PAGE_SIZE) == 0
+        if where == "isolated":          # their pageblocks MIGRATE_ISOLATE (_pb_mt)
+            k.lru_add_drain_all()        # (a page in an LRU batch counts as unmovable)
+            pfns = [f.mapping.lookup(i).pfn for i in range(n * NR, (n + 1) * NR)]
+            assert k.start_isolate_page_range(min(pfns), max(pfns) + 1, MIGRATE_MOVABLE) == 0
+    addr = k.current.mm.mmap(total * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    pages: list = []
+    assert k.pin_user_pages(addr, total, FOLL_LONGTERM | FOLL_WRITE, pages) == total
+    return [(type(p).__name__, p.pfn) for p in pages]
+
+
+@pytest.mark.parametrize("placements", [("normal",), ("movable",), ("cma",), ("isolated",),
+                                        ("normal", "cma", "normal"), ("normal", "movable", "cma")])
+def test_the_walk_judges_pinnability_as_the_collect_step_does(placements):
+    """An unobserved long-term walk judges each small folio's pinnability itself and
+    skips the collect step when every entry passed: with pages in ZONE_MOVABLE, in CMA,
+    in ordinary memory or mixed, the plain machine ends where the observed one (which
+    always runs the collect step) does, with the same pages handed out.  (An isolated
+    pageblock is one whose type the machine records, _pb_mt, rather than its boot type.)"""
+    cfg = dict(ram="512MiB", cma="64MiB", movablecore="128MiB")
+    plain, watched = FakeMM(MMConfig(**cfg)), FakeMM(MMConfig(**cfg))
+    watched.attach_observer(Silent())
+    a, b = _pin_placed(plain, placements), _pin_placed(watched, placements)
+    assert a == b and all(kind == "Page" for kind, _ in a)
+    sa, sb = machine_state(plain), machine_state(watched)
+    for key in sa:
+        assert sa[key] == sb[key], key
+    moved = sum(where != "normal" for where in placements) * NR
+    assert plain.stats.pgmigrate_success == moved
