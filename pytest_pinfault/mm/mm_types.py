@@ -166,7 +166,8 @@ class VMA:
 def pte_entry(ent: "Folio | tuple[Folio, int]") -> tuple[Folio, int]:
     """``(folio, page index)`` of a value of :attr:`MMStruct.pte`, which holds the folio
     alone where its first page is mapped (every small folio) and a ``(folio, index)``
-    pair for the other pages of a large folio."""
+    pair for the other pages of a large folio.  Kernel: what vm_normal_page() and
+    page_folio() / folio_page_idx() give for a present PTE (mm/memory.c, v6.12)."""
     return ent if isinstance(ent, tuple) else (ent, 0)
 
 
