@@ -710,7 +710,7 @@ class GupMixin(_Base):
         # fault taken, needs no collect step (see __gup_longterm_locked)
         judged = 0
         last_pb, pb_ok = -1, True
-        pb_mt, cma_ranges = self._pb_mt, self._cma_ranges
+        pageblock_pinnable = self._pageblock_pinnable
         i = 0
         vma = None
         vma_end = -1
@@ -766,12 +766,7 @@ class GupMixin(_Base):
                         pb = folio.pfn >> pageblock_order
                         if pb != last_pb:
                             last_pb = pb
-                            mt = pb_mt.get(pb)
-                            if mt is not None:
-                                pb_ok = mt < MIGRATE_CMA
-                            else:
-                                first = pb << pageblock_order
-                                pb_ok = not any(lo <= first < hi for lo, hi in cma_ranges)
+                            pb_ok = pageblock_pinnable(pb)
                         if pb_ok and folio._zone.idx != ZONE_MOVABLE:
                             page = Page(folio, folio.pfn)
                             judged += 1
@@ -998,6 +993,19 @@ class GupMixin(_Base):
             gc_resume(paused)
         return rc if rc else nr
 
+    def _pageblock_pinnable(self, pb: int) -> bool:
+        """folio_is_longterm_pinnable's pageblock test for every folio of pageblock *pb*:
+        not MIGRATE_CMA or MIGRATE_ISOLATE (a pageblock absent from ``_pb_mt`` has its
+        boot-time type: CMA inside a CMA area).  One answer holds for the whole
+        pageblock because a CMA area covers whole pageblocks (MMConfig requires the
+        kernel's CMA_MIN_ALIGNMENT_BYTES); the walk and the collect loop ask once per
+        pageblock."""
+        mt = self._pb_mt.get(pb)
+        if mt is not None:
+            return mt < MIGRATE_CMA
+        first = pb << pageblock_order
+        return not any(lo <= first < hi for lo, hi in self._cma_ranges)
+
     @staticmethod
     def _page_entries(pages: list[Any], nr: int) -> None:
         """The pin stands: give every small folio the walk left in ``pages[:nr]`` its
@@ -1084,8 +1092,7 @@ class GupMixin(_Base):
         expected = self.folio_expected_ref_count
         isolate = self.folio_isolate_lru
         mod_isolated = self.node_stat_mod_isolated
-        pb_mt = self._pb_mt
-        cma_ranges = self._cma_ranges
+        pageblock_pinnable = self._pageblock_pinnable
         fi = self.faults
         trace = self.trace
         watch = self._ref_watch
@@ -1102,20 +1109,12 @@ class GupMixin(_Base):
             prev = folio
             if watch is None and type(folio) is Folio:
                 # folio_is_longterm_pinnable, written out: not in a CMA or isolated
-                # pageblock (a pageblock absent from _pb_mt has its boot-time type:
-                # CMA inside a CMA area), not in ZONE_MOVABLE unless the zero folio.
-                # The pageblock's answer is kept while the next folios stay in it: a
-                # CMA area covers whole pageblocks (MMConfig requires the kernel's
-                # CMA_MIN_ALIGNMENT_BYTES).
+                # pageblock (asked once per pageblock), not in ZONE_MOVABLE unless the
+                # zero folio
                 pb = folio.pfn >> pageblock_order
                 if pb != last_pb:
                     last_pb = pb
-                    mt = pb_mt.get(pb)
-                    if mt is not None:
-                        pb_ok = mt < MIGRATE_CMA
-                    else:
-                        first = pb << pageblock_order
-                        pb_ok = not any(lo <= first < hi for lo, hi in cma_ranges)
+                    pb_ok = pageblock_pinnable(pb)
                 if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
                     continue
             elif pinnable(folio):
