@@ -611,17 +611,24 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         """
         if type(folio) is not Folio:
             folio = self._folio_of(folio, "folio_is_longterm_pinnable")
-        pfn = folio.pfn
-        mt = self._pb_mt.get(pfn >> pageblock_order)
-        if mt is None:
-            for s, e in self._cma_ranges:         # _pfn_in_cma, written out
-                if s <= pfn < e:
-                    return False
-        elif mt >= MIGRATE_CMA:
+        if not self._pageblock_pinnable(folio.pfn >> pageblock_order):
             return False
         if folio.kind == KIND_ZERO:
             return True
         return folio._zone.idx != ZONE_MOVABLE
+
+    def _pageblock_pinnable(self, pb: int) -> bool:
+        """folio_is_longterm_pinnable's pageblock test for every folio of pageblock *pb*:
+        not MIGRATE_CMA or MIGRATE_ISOLATE (a pageblock absent from ``_pb_mt`` has its
+        boot-time type: CMA inside a CMA area).  One answer holds for the whole
+        pageblock because a CMA area covers whole pageblocks (MMConfig requires the
+        kernel's CMA_MIN_ALIGNMENT_BYTES); the walk and the collect loop ask once per
+        pageblock."""
+        mt = self._pb_mt.get(pb)
+        if mt is not None:
+            return mt < MIGRATE_CMA
+        first = pb << pageblock_order
+        return not any(lo <= first < hi for lo, hi in self._cma_ranges)
 
     def folio_maybe_dma_pinned(self, folio: Folio) -> bool:
         """Large folios: ``_pincount > 0`` (exact).  Small folios: refcount >= 1024

@@ -48,12 +48,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 from . import gfp as _g
 from .folio import (GUP_PIN_COUNTING_BIAS, KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, KIND_ZERO,
                     PAGE_SHIFT, PAGE_SIZE, PG_anon_exclusive, PG_dirty, PG_isolated, PG_lru, Folio, Page)
-from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+from .mm_types import (FOLL, INTERNAL_GUP_FLAGS, pte_entry, VM_IO, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE, VMA, MMStruct)
 from .hostgc import gc_pause, gc_resume
 from .memfd import MemFile
 from .migrate import MIGRATE_SYNC, MR_LONGTERM_PIN, MigrationTargetControl
-from .gfp import MIGRATE_CMA, ZONE_MOVABLE
+from .gfp import ZONE_MOVABLE
 from .mmzone import pageblock_order
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
@@ -704,8 +704,8 @@ class GupMixin(_Base):
         self._gup_folio_entries = False
         self._gup_walk_pinnable = False
         # a checked long-term walk judges each small folio's pinnability as it goes
-        # (folio_is_longterm_pinnable, written out with the collect loop's per-pageblock
-        # memo): a pinnable one gets its Page, any other stays a folio; *judged* counts
+        # (folio_is_longterm_pinnable, written out, its pageblock test asked once per
+        # pageblock): a pinnable one gets its Page, any other stays a folio; *judged* counts
         # the pinnable entries, so that a walk whose every entry was judged so, with no
         # fault taken, needs no collect step (see __gup_longterm_locked)
         judged = 0
@@ -791,7 +791,7 @@ class GupMixin(_Base):
                     continue
             ent = pte.get(addr >> PAGE_SHIFT)
             if ent is not None:
-                folio, idx = ent if isinstance(ent, tuple) else (ent, 0)
+                folio, idx = pte_entry(ent)
                 # follow_page_pte: a write needs a writable PTE; a pin of a shared
                 # anonymous page needs it unshared first (-EMLINK internally)
                 kind = folio.kind
@@ -967,7 +967,6 @@ class GupMixin(_Base):
                 defer = self._gup_folio_entries = self._ref_watch is None
                 self._gup_walk_pinnable = False
                 nr = self.__get_user_pages_locked(mm, start, nr_pages, pages, locked, flags)
-                self._gup_folio_entries = False
                 if nr <= 0:
                     rc = nr
                     break
@@ -992,19 +991,6 @@ class GupMixin(_Base):
             self.memalloc_pin_restore(saved)
             gc_resume(paused)
         return rc if rc else nr
-
-    def _pageblock_pinnable(self, pb: int) -> bool:
-        """folio_is_longterm_pinnable's pageblock test for every folio of pageblock *pb*:
-        not MIGRATE_CMA or MIGRATE_ISOLATE (a pageblock absent from ``_pb_mt`` has its
-        boot-time type: CMA inside a CMA area).  One answer holds for the whole
-        pageblock because a CMA area covers whole pageblocks (MMConfig requires the
-        kernel's CMA_MIN_ALIGNMENT_BYTES); the walk and the collect loop ask once per
-        pageblock."""
-        mt = self._pb_mt.get(pb)
-        if mt is not None:
-            return mt < MIGRATE_CMA
-        first = pb << pageblock_order
-        return not any(lo <= first < hi for lo, hi in self._cma_ranges)
 
     @staticmethod
     def _page_entries(pages: list[Any], nr: int) -> None:

@@ -45,7 +45,7 @@ from .folio import (KIND_ANON, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHAN
 from .gfp import ZONE_MOVABLE
 from .hostgc import gc_pause, gc_resume
 from .memfd import AddressSpace
-from .mm_types import MMStruct
+from .mm_types import MMStruct, pte_entry
 from .swap import FOLIO_BATCH_SIZE
 
 if TYPE_CHECKING:  # the parts of FakeMM this mixin uses (see _proto.py)
@@ -393,7 +393,7 @@ class MigrateMixin(_Base):
             if kind == "pte":
                 ent = mm.pte.pop(vpn, None)
                 if ent is not None:
-                    remap.append((mm, vpn, ent[1] if type(ent) is tuple else 0))
+                    remap.append((mm, vpn, pte_entry(ent)[1]))
             else:
                 mm.huge.pop(vpn, None)
                 remap.extend((mm, vpn + i, i) for i in range(folio.nr_pages))
