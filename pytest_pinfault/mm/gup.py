@@ -343,8 +343,8 @@ class GupMixin(_Base):
         try:
             i = 0
             put = self.gup_put_folio
-            watch = self._ref_watch
-            stats = self.stats
+            fast = self._ref_watch is None
+            released = 0                    # NR_FOLL_PIN_RELEASED of the written-out puts
             while i < npages:
                 page = pages[i]
                 if page is None:
@@ -366,19 +366,21 @@ class GupMixin(_Base):
                         n += 1
                 if make_dirty and folio.kind != KIND_ZERO:
                     folio.flags |= PG_dirty
-                if watch is None and n == 1 and type(folio) is Folio and not folio.order \
+                if fast and n == 1 and type(folio) is Folio and not folio.order \
                         and folio._mm is self and not folio.freed and folio.kind != KIND_ZERO:
                     # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
                     # reference, written out
                     left = folio._rc - GUP_PIN_COUNTING_BIAS
                     if left > 0 and left >= folio._mc + (1 if folio._mapping is not None else 0):
                         folio._rc = left
-                        stats.nr_foll_pin_released += 1
+                        released += 1
                         i += 1
                         continue
                 put(folio, n, _PIN)
+                fast = self._ref_watch is None
                 i += n
         finally:
+            self.stats.nr_foll_pin_released += released
             gc_resume(paused)
 
     def unpin_user_page_range_dirty_lock(self, page: Page, npages: int, make_dirty: bool) -> None:
@@ -1085,62 +1087,73 @@ class GupMixin(_Base):
         stats = self.stats
         lru_nr, lru_lists = self._lru_nr, self._lru_lists
         last_pb, pb_ok = -1, True
-        for i in range(nr):
-            e = entries[i]
-            if e is None:
-                continue
-            folio = e if type(e) is Folio else e.folio
-            if folio is prev:
-                continue
-            prev = folio
-            if watch is None and type(folio) is Folio:
-                # folio_is_longterm_pinnable, written out: not in a CMA or isolated
-                # pageblock (asked once per pageblock), not in ZONE_MOVABLE unless the
-                # zero folio
-                pb = folio.pfn >> pageblock_order
-                if pb != last_pb:
-                    last_pb = pb
-                    pb_ok = pageblock_pinnable(pb)
-                if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
+        # no observer, no fault armed, no verbose trace: the tests and the isolation are
+        # written out (re-decided after a drain, which hits a fault site)
+        fast = watch is None and not fi.active and not trace.verbose
+        last = None
+        iso_anon = iso_file = 0          # NR_ISOLATED_* of the written-out isolations
+        try:
+            for i in range(nr):
+                e = entries[i]
+                if e is None:
                     continue
-            elif pinnable(folio):
-                continue
-            collected += 1
-            self._gup_last_unpinnable: Folio | None = folio
-            if folio.kind == KIND_HUGETLB:
-                self.folio_isolate_hugetlb(folio, movable)
-                continue
-            # (once both drains ran, the kernel no longer compares the counts)
-            if drained < 2 and not folio.order and folio._rc != expected(folio) + pin_refs:
-                if drained == 0:
-                    self.lru_add_drain()
-                    drained = 1
-                if drained == 1 and folio._rc != expected(folio) + pin_refs:
-                    self.lru_add_drain_all()
-                    drained = 2
-            kind = folio.kind
-            if watch is None and type(folio) is Folio and not fi.active and folio._mm is self \
-                    and not folio.freed and folio._rc > 0 and not trace.verbose:
-                # folio_isolate_lru + node_stat_mod_isolated, written out (no fault armed)
-                flags = folio._flags
-                if not flags & PG_lru:
+                folio = e if type(e) is Folio else e.folio
+                if folio is prev:
                     continue
-                folio._flags = (flags & ~PG_lru) | PG_isolated
-                folio._rc += 1
-                idx = folio._zone.idx
-                nr_pages = folio.nr_pages
-                lru_nr[idx] -= nr_pages
-                lru_lists[idx][kind == KIND_FILE].pop(folio, None)
+                prev = folio
+                if fast and type(folio) is Folio:
+                    # folio_is_longterm_pinnable, written out: not in a CMA or isolated
+                    # pageblock (asked once per pageblock), not in ZONE_MOVABLE unless
+                    # the zero folio
+                    pb = folio.pfn >> pageblock_order
+                    if pb != last_pb:
+                        last_pb = pb
+                        pb_ok = pageblock_pinnable(pb)
+                    if pb_ok and (folio.kind == KIND_ZERO or folio._zone.idx != ZONE_MOVABLE):
+                        continue
+                elif pinnable(folio):
+                    continue
+                collected += 1
+                last = folio
+                kind = folio.kind
+                if kind == KIND_HUGETLB:
+                    self.folio_isolate_hugetlb(folio, movable)
+                    continue
+                # (once both drains ran, the kernel no longer compares the counts)
+                if drained < 2 and not folio.order and folio._rc != expected(folio) + pin_refs:
+                    if drained == 0:
+                        self.lru_add_drain()
+                        drained = 1
+                    if drained == 1 and folio._rc != expected(folio) + pin_refs:
+                        self.lru_add_drain_all()
+                        drained = 2
+                    fast = self._ref_watch is None and not fi.active and not trace.verbose
+                if fast and type(folio) is Folio and folio._mm is self and not folio.freed and folio._rc > 0:
+                    # folio_isolate_lru + node_stat_mod_isolated, written out
+                    flags = folio._flags
+                    if not flags & PG_lru:
+                        continue
+                    folio._flags = (flags & ~PG_lru) | PG_isolated
+                    folio._rc += 1
+                    idx = folio._zone.idx
+                    nr_pages = folio.nr_pages
+                    lru_nr[idx] -= nr_pages
+                    lru_lists[idx][kind == KIND_FILE].pop(folio, None)
+                    movable.append(folio)
+                    if kind == KIND_ANON or kind == KIND_SHMEM:
+                        iso_anon += nr_pages
+                    else:
+                        iso_file += nr_pages
+                    continue
+                if not isolate(folio):
+                    continue
                 movable.append(folio)
-                if kind == KIND_ANON or kind == KIND_SHMEM:
-                    stats.nr_isolated_anon += nr_pages
-                else:
-                    stats.nr_isolated_file += nr_pages
-                continue
-            if not isolate(folio):
-                continue
-            movable.append(folio)
-            mod_isolated(folio, folio.nr_pages)
+                mod_isolated(folio, folio.nr_pages)
+        finally:
+            stats.nr_isolated_anon += iso_anon
+            stats.nr_isolated_file += iso_file
+            if last is not None:
+                self._gup_last_unpinnable = last
         return collected
 
     def _migrate_longterm_unpinnable(self, entries: list[Page] | list[Folio], nr: int, movable: list[Folio]) -> int:
@@ -1165,23 +1178,27 @@ class GupMixin(_Base):
     def _unpin_entries(self, entries: list[Page] | list[Folio], nr: int) -> None:
         """Drop the pin of every entry and clear it (unpin_folio + pofs_clear_entry)."""
         put = self.gup_put_folio
-        watch = self._ref_watch
-        stats = self.stats
-        for i in range(nr):
-            e = entries[i]
-            if e is not None:
-                folio = e if type(e) is Folio else e.folio
-                if watch is None and type(folio) is Folio and not folio.order and folio._mm is self \
-                        and not folio.freed and folio.kind != KIND_ZERO \
-                        and (left := folio._rc - GUP_PIN_COUNTING_BIAS) > 0 \
-                        and left >= folio._mc + (1 if folio._mapping is not None else 0):
-                    # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
-                    # reference, written out
-                    folio._rc = left
-                    stats.nr_foll_pin_released += 1
-                else:
-                    put(folio, 1, _PIN)
-                entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
+        fast = self._ref_watch is None
+        released = 0                     # NR_FOLL_PIN_RELEASED of the written-out puts
+        try:
+            for i in range(nr):
+                e = entries[i]
+                if e is not None:
+                    folio = e if type(e) is Folio else e.folio
+                    if fast and type(folio) is Folio and not folio.order and folio._mm is self \
+                            and not folio.freed and folio.kind != KIND_ZERO \
+                            and (left := folio._rc - GUP_PIN_COUNTING_BIAS) > 0 \
+                            and left >= folio._mc + (1 if folio._mapping is not None else 0):
+                        # gup_put_folio(folio, 1, FOLL_PIN) of a small folio that keeps a
+                        # reference, written out
+                        folio._rc = left
+                        released += 1
+                    else:
+                        put(folio, 1, _PIN)
+                        fast = self._ref_watch is None
+                    entries[i] = None  # type: ignore[call-overload]  # the kernel NULLs the caller's slot; the caller must not read it after the error
+        finally:
+            self.stats.nr_foll_pin_released += released
 
     def _migrate_longterm(self, movable: list[Folio]) -> int:
         """migrate_pages of the isolated folios to long-term pinnable targets

@@ -72,23 +72,32 @@ class SwapMixin(_Base):
         self._lru_add[cpu] = []
         lru_nr, folio_put, lists = self._lru_nr, self.folio_put, self._lru_lists
         watch = self._ref_watch
+        if watch is None:
+            for folio in batch:
+                folio._lru = -1
+                if not folio.freed:
+                    folio._flags |= PG_lru
+                    idx = folio._zone.idx
+                    nr = folio.nr_pages
+                    lru_nr[idx] += nr
+                    lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
+                    # folio_put(folio) of a folio that keeps references, written out
+                    r = folio._rc
+                    if r > 1 and r > folio._mc + (nr if folio._mapping is not None else 0) \
+                            and folio._mm is self and folio.kind != KIND_ZERO:
+                        folio._rc = r - 1
+                        continue
+                folio_put(folio)
+            return
         for folio in batch:
-            if watch is not None:      # folio.lru_batch = -1; folio.flags |= PG_lru, written out
-                watch(folio, None)
+            watch(folio, None)             # folio.lru_batch = -1; folio.flags |= PG_lru, written out
             folio._lru = -1
             if not folio.freed:
-                if watch is not None:
-                    watch(folio, None)
+                watch(folio, None)
                 folio._flags |= PG_lru
                 idx = folio._zone.idx
                 lru_nr[idx] += folio.nr_pages
                 lists[idx][folio.kind == KIND_FILE][folio] = None     # the young end
-                # folio_put(folio) of a folio that keeps references, written out
-                r = folio._rc
-                if watch is None and r > 1 and r > folio._mc + (folio.nr_pages if folio._mapping is not None else 0) \
-                        and folio._mm is self and folio.kind != KIND_ZERO:
-                    folio._rc = r - 1
-                    continue
             folio_put(folio)
 
     def lru_add_drain(self) -> None:
