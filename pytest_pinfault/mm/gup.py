@@ -1090,7 +1090,7 @@ class GupMixin(_Base):
         # no observer, no fault armed, no verbose trace: the tests and the isolation are
         # written out (re-decided after a drain, which hits a fault site)
         fast = watch is None and not fi.active and not trace.verbose
-        last = None
+        last: Folio | None = None
         iso_anon = iso_file = 0          # NR_ISOLATED_* of the written-out isolations
         try:
             for i in range(nr):
@@ -1152,7 +1152,7 @@ class GupMixin(_Base):
         finally:
             stats.nr_isolated_anon += iso_anon
             stats.nr_isolated_file += iso_file
-            if last is not None:
+            if collected:                 # the last unpinnable folio met (set with it)
                 self._gup_last_unpinnable = last
         return collected
 

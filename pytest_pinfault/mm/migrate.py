@@ -577,7 +577,7 @@ class MigrateMixin(_Base):
         base = gfp | _COMP
         if task.flags & PF_MEMALLOC_PIN:
             base &= ~_MOVABLE
-        pcps = []
+        pcps: list[tuple[Any, int, bool, Any, list[int]] | None] = []
         for g in (base, base | _HIGHMEM):         # a source in ZONE_MOVABLE: + __GFP_HIGHMEM
             if g & _MOVABLE:
                 mt, alloc_cma = MIGRATE_MOVABLE, True
