@@ -749,8 +749,9 @@ class GupMixin(_Base):
                 assert pages is not None        # for the type checker: fast implies it
                 vpn = addr >> PAGE_SHIFT
                 stop = vpn + min(nr_pages - i, (vma_end - addr) >> PAGE_SHIFT)
-                j = i
-                while vpn < stop:
+                run: list[Any] = []             # the run's pages[] entries, stored after it
+                put = run.append
+                for vpn in range(vpn, stop):
                     ent = pte.get(vpn)
                     # a small folio is its entry (mm_types.pte_entry): None, a
                     # large folio's (folio, index) pair or a subclass go the long way
@@ -763,30 +764,29 @@ class GupMixin(_Base):
                     folio._rc = r + bias
                     if write:
                         folio._flags |= PG_dirty
-                    page: Any
                     if folio_entries:
                         pb = folio.pfn >> pageblock_order
                         if pb != last_pb:
                             last_pb = pb
                             pb_ok = pageblock_pinnable(pb)
                         if pb_ok and folio._zone.idx != ZONE_MOVABLE:
-                            page = Page(folio, folio.pfn)
+                            put(Page(folio, folio.pfn))
                             judged += 1
                         else:
                             # to be migrated: its Page, if it ever needs one, is made
                             # by _page_entries once a pin stands
-                            page = folio
+                            put(folio)
                     else:
-                        page = Page(folio, folio.pfn)
-                    if j == len(pages):
-                        pages.append(page)
-                    elif j < len(pages):
-                        pages[j] = page
+                        put(Page(folio, folio.pfn))
+                if run:
+                    j = i + len(run)
+                    if i == len(pages):
+                        pages += run
+                    elif j <= len(pages):
+                        pages[i:j] = run
                     else:
-                        _set(pages, j, page)
-                    j += 1
-                    vpn += 1
-                if j != i:
+                        for k, page in enumerate(run, i):
+                            _set(pages, k, page)
                     if pin:
                         pins += j - i
                     i = j

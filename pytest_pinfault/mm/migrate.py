@@ -41,7 +41,7 @@ from . import gfp as _g
 from .folio import (KIND_ANON, KIND_CONTIG, KIND_FILE, KIND_HUGETLB, KIND_SHMEM, MAPPING_CHANGE, PAGE_SHIFT,
                     PG_active, PG_anon_exclusive, PG_dirty, PG_lru, PG_mlocked, PG_unevictable,
                     PG_hugetlb_migratable, PG_isolated, PG_locked, PG_private, PG_swapbacked, PG_uptodate,
-                    PG_writeback, Folio, Page)
+                    PG_writeback, Folio, Page, _SERIALS)
 from .gfp import (MIGRATE_ISOLATE, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, MIGRATE_RECLAIMABLE,
                   MIGRATE_UNMOVABLE, ZONE_MOVABLE)
 from .hostgc import gc_pause, gc_resume
@@ -593,6 +593,8 @@ class MigrateMixin(_Base):
             pcp = z.pcp[cpu]
             pcps.append((z, mark, alloc_cma, pcp, pcp.lists[mt]))
         sections = self._sections
+        new_folio = Folio.__new__
+        next_serial = _SERIALS.__next__          # folio.py's creation order
         stats = self.stats
         trace = self.trace
         tbuf = trace._buf if trace.on else None
@@ -613,10 +615,14 @@ class MigrateMixin(_Base):
                 if kind == KIND_HUGETLB or kind == KIND_CONTIG or (rc == 1 and not mc and mapping is None) \
                         or flags & (PG_locked | PG_lru) or (flags & PG_writeback and not sync) or src._pincount:
                     break
+                if mapping is not None and type(mapping) is not AddressSpace:
+                    break                                   # another mapping's replace_folio
                 rmap = src.rmap
                 if rmap:
-                    for mm, _ in rmap:
-                        if type(mm) is not MMStruct or mm.notifiers:
+                    # page-table mappings only (an order-0 folio is never PMD-mapped),
+                    # no notifier to invalidate
+                    for mm, key in rmap:
+                        if type(mm) is not MMStruct or mm.notifiers or key[0] != "pte":
                             break
                     else:
                         mm = None
@@ -639,38 +645,45 @@ class MigrateMixin(_Base):
                     break
                 pcp.count -= 1
                 pfn = lst.pop()
-                dst = Folio(self, pfn, 0, z, kind)
+                # Folio(self, pfn, 0, z, kind) with _move_to_new_small(src, dst,
+                # expected - 1) and the LRU batch's fields, each slot written once
+                # (tests/mm/test_hot_paths.py compares every slot with the long way's)
+                dst = new_folio(Folio)
+                dst._mm = self
+                dst._serial = next_serial()
+                dst.pfn = pfn
+                dst.order = 0
+                dst.nr_pages = 1
+                dst._rc = expected
+                dst._pincount = 0
+                dst._mc = mc
+                dst._flags = flags & _MIGRATED_FLAGS
+                dst.kind = kind
+                dst._mapping = mapping
+                dst.index = index = src.index
+                dst._zone = z
+                dst._data = src._data
+                dst.private = src.private
+                dst._lru = cpu
+                dst.rmap = rmap
+                dst.hstate = None
+                dst.freed = False
                 sec = sections.get(pfn >> SECTION_SHIFT)
                 if sec is None:
                     sec = sections[pfn >> SECTION_SHIFT] = {}
                 sec[pfn] = dst
-                # _move_to_new_small(src, dst, expected - 1), written out
-                dst._data = src._data
-                dst._flags = flags & _MIGRATED_FLAGS
-                index = src.index
-                dst._mapping = mapping
-                dst.index = index
-                dst.private = src.private
-                dst._mc = mc
-                dst.rmap = rmap
                 src._mc = 0
                 src.rmap = None
-                if mapping is not None:
-                    if type(mapping) is AddressSpace:
-                        mpages = mapping.pages
-                        if mpages.get(index) is src:
-                            mpages[index] = dst
-                    else:
-                        mapping.replace_folio(index, src, dst)
+                if mapping is not None:                     # AddressSpace.replace_folio
+                    mpages = mapping.pages
+                    if mpages.get(index) is src:
+                        mpages[index] = dst
                 if rmap:
-                    for owner, key in rmap:             # every owner an MMStruct (checked above)
-                        if key[0] == "pte":
-                            pte = owner.pte
-                            vpn = key[1]
-                            ent = pte[vpn]
-                            pte[vpn] = (dst, ent[1]) if type(ent) is tuple else dst
-                        else:
-                            owner.huge[key[1]] = dst
+                    for owner, key in rmap:             # MMStructs and PTEs (checked above)
+                        pte = owner.pte
+                        vpn = key[1]
+                        ent = pte[vpn]
+                        pte[vpn] = (dst, ent[1]) if type(ent) is tuple else dst
                 if tbuf is not None:
                     trace._seq += 1
                     tbuf.append((trace._seq, "migrate", src, dst))
@@ -679,11 +692,10 @@ class MigrateMixin(_Base):
                 else:
                     iso_file += 1
                 # folio_add_lru(dst) and folio_put(dst): the batch holds the one reference
-                # beyond the mappings' (expected - 1 moved + the allocation's, minus the put)
-                dst._rc = expected
+                # beyond the mappings' (expected - 1 moved + the allocation's, minus the put);
+                # dst._rc and dst._lru were set with the other fields
                 batch = lru_add[cpu]
                 batch.append(dst)
-                dst._lru = cpu
                 if len(batch) >= FOLIO_BATCH_SIZE or self._lru_disable_count:
                     self._folio_batch_move_lru(cpu)
                 # folio_put(src), the last reference: _free_folio's order-0 way, written out

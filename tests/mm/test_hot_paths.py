@@ -19,7 +19,7 @@ from pytest_pinfault import FakeMM, MMConfig, Out
 from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE, MAP_ANONYMOUS,
                                 MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MFD_ALLOW_SEALING, MIGRATE_SYNC, MR_LONGTERM_PIN,
                                 PAGE_SIZE, PROT_READ, PROT_WRITE, MigrationTargetControl)
-from pytest_pinfault.mm.folio import MAPPING_CHANGE, Page
+from pytest_pinfault.mm.folio import MAPPING_CHANGE, Folio, Page
 from pytest_pinfault.mm.gfp import MIGRATE_MOVABLE
 from pytest_pinfault.mm.hostgc import PAUSE_MIN
 from pytest_pinfault.mm.sched import PF_MEMALLOC_PIN
@@ -257,9 +257,10 @@ def machine_state(k: FakeMM) -> dict:
     folios = {}
     for sec in k._sections.values():
         for pfn, f in sec.items():
-            folios[pfn] = (f.order, f.kind, f._rc, f._mc, f._pincount, f._flags, f._lru, f.index,
-                           f.freed, f._mapping is not None,
-                           sorted((type(o).__name__, key) for o, key in (f.rmap or ())))
+            folios[pfn] = folio_slots(k, f)
+    # the order the folios were made in (their _serial), by pfn
+    by_serial = [pfn for pfn, f in sorted(((pfn, f) for sec in k._sections.values()
+                                           for pfn, f in sec.items()), key=lambda x: x[1]._serial)]
     zones = {}
     for z in k._zone_list:
         zones[z.name] = ([(fl.starts[:], fl.ends[:], fl.nr_free) for fl in z.free],
@@ -271,7 +272,36 @@ def machine_state(k: FakeMM) -> dict:
               for e in k.trace]
     return dict(folios=folios, zones=zones, lru=lru, lru_nr=list(k._lru_nr), batches=batches,
                 stats={name: getattr(k.stats, name) for name in type(k.stats).__slots__},
-                allocated=k._nr_allocated, events=events)
+                allocated=k._nr_allocated, events=events, by_serial=by_serial)
+
+
+#: every slot of a folio; a slot added to Folio is compared without being listed here
+FOLIO_SLOTS = [name for name in Folio.__slots__ if name != "__weakref__"]
+
+
+def folio_slots(k: FakeMM, f) -> tuple:
+    """Every slot of *f*, objects of the machine by what tells them apart across two
+    machines (the zone by name, the mapping by type, the reverse map by owner type and
+    key, the contents by value); _serial is compared as an order (see machine_state)."""
+    out = []
+    for name in FOLIO_SLOTS:
+        v = getattr(f, name)
+        if name == "_serial":
+            continue
+        if name == "_mm":
+            v = v is k
+        elif name == "_zone":
+            v = v.name
+        elif name == "_mapping":
+            v = type(v).__name__
+        elif name == "rmap":
+            v = sorted((type(o).__name__, key) for o, key in (v or ()))
+        elif name == "_data":
+            v = None if v is None else sorted(v.items())
+        elif name in ("private", "hstate") and v is not None:
+            v = type(v).__name__
+        out.append((name, v))
+    return tuple(out)
 
 
 def _pin_memfd(k: FakeMM) -> None:
@@ -300,6 +330,10 @@ def _migrate_anon(k: FakeMM) -> None:
     k.unpin_user_pages(pages, 2 * NR)
 
 
+class PrivateData:
+    """folio->private of a PG_private folio (buffer heads, say)."""
+
+
 def _migrate_odd_folios(k: FakeMM) -> None:
     """migrate_pages over page-cache folios one of which has PG_private and its
     reference, one an extra reference (it never migrates), one locked (-EAGAIN until
@@ -309,6 +343,7 @@ def _migrate_odd_folios(k: FakeMM) -> None:
     k.lru_add_drain_all()
     folios = [f.mapping.lookup(i) for i in range(NR)]
     folios[1].flags |= PG_private
+    folios[1].private = PrivateData()          # what PG_private says the folio carries
     k.folio_get(folios[1])                    # the reference PG_private stands for
     k.folio_get(folios[2])                    # a short-term reference: not migratable
     folios[3].flags |= PG_locked
@@ -326,13 +361,154 @@ def _migrate_odd_folios(k: FakeMM) -> None:
     k.putback_movable_pages(lst)
 
 
-@pytest.mark.parametrize("workload", [_pin_memfd, _pin_mapping, _migrate_anon, _migrate_odd_folios])
+def _pin_private_anon(k: FakeMM) -> None:
+    """Private anonymous memory (exclusive anon folios, no mapping) pinned out of CMA."""
+    mm = k.current.mm
+    addr = mm.mmap(2 * NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    with k.steer("cma"):
+        mm.write(addr, bytes(2 * NR * PAGE_SIZE))       # a write fault per page
+    pages: list = []
+    assert k.pin_user_pages(addr, 2 * NR, FOLL_LONGTERM | FOLL_WRITE, pages) == 2 * NR
+    k.unpin_user_pages(pages, 2 * NR)
+
+
+class _DropNothing:
+    """mmu_interval_notifier ops that only acknowledge an invalidation."""
+
+    def invalidate(self, sub, rng, cur_seq):
+        sub.set_seq(cur_seq)
+        return True
+
+
+def _pin_under_a_notifier(k: FakeMM) -> None:
+    """A notifier over the middle third of the mapping: the run stops at the first folio
+    it covers (an invalidation to send), the long way migrates it, the run resumes."""
+    f = cma_memfd(k, 3 * NR)
+    mm = k.current.mm
+    addr = mm.mmap(3 * NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    sub = k.mmu_interval_notifier_insert(mm, addr + NR * PAGE_SIZE, NR * PAGE_SIZE, _DropNothing())
+    assert not isinstance(sub, int)
+    pages: list = [None] * (3 * NR + 5)       # pre-sized: the walk overwrites, never appends
+    assert k.pin_user_pages(addr, 3 * NR, FOLL_LONGTERM | FOLL_WRITE, pages) == 3 * NR
+    assert pages[3 * NR:] == [None] * 5
+    k.unpin_user_pages(pages, 3 * NR)
+    k.mmu_interval_notifier_remove(sub)
+
+
+def _pin_with_the_trace_off(k: FakeMM) -> None:
+    """With the trace off, on a machine whose targets come from ZONE_NORMAL and whose
+    CMA area lies in ZONE_DMA32: more sources freed than DMA32's per-cpu list holds
+    (pcp->high: free_pcppages_bulk from inside the run)."""
+    k.trace.on = False
+    nr = 16 * NR
+    f = cma_memfd(k, nr)
+    folios: list = []
+    assert k.memfd_pin_folios(f, 0, nr * PAGE_SIZE - 1, folios, nr, Out(0)) == nr
+    assert {x.zone for x in folios} == {"Normal"} and nr > k.zones["DMA32"].pcp[0].high
+    k.unpin_folios(folios, nr)
+    _pin_mapping(k)
+    k.trace.on = True
+
+
+def _cma_alloc_over_used_pages(k: FakeMM) -> None:
+    """cma_alloc over page-cache folios in use: movable migration targets (the run's
+    __GFP_MOVABLE slot), then the same with the allocator steered (the run stands aside)."""
+    cma_memfd(k, NR)
+    area = k.cma_areas[0]
+    page = k.cma_alloc(area, area.count, 0)
+    assert page is not None and k.stats.pgmigrate_success == NR
+    assert k.cma_release(area, page, area.count)
+    cma_memfd(k, NR)
+    with k.steer("normal"):
+        page = k.cma_alloc(area, area.count, 0)
+    assert page is not None and k.stats.pgmigrate_success == 2 * NR
+    assert k.cma_release(area, page, area.count)
+
+
+class _OtherMapping:
+    """A page cache that is not an AddressSpace: migration calls its replace_folio."""
+
+    def __init__(self) -> None:
+        self.pages: dict = {}
+        self.nrpages = 0
+
+    def replace_folio(self, index, old, new) -> None:
+        if self.pages.get(index) is old:
+            self.pages[index] = new
+
+
+def _migrate_mixed_list(k: FakeMM) -> None:
+    """migrate_pages over shmem folios with, among them, page-cache folios of a plain
+    file (KIND_FILE: NR_ISOLATED_FILE), of a mapping of another type, and a large folio:
+    the run stops at each of the last two, the long way migrates it, the run resumes."""
+    from pytest_pinfault.mm.folio import KIND_FILE
+    from pytest_pinfault.mm.memfd import AddressSpace
+    f = cma_memfd(k, NR)
+    plain, other = AddressSpace(f, 0), _OtherMapping()
+    extra = []
+    with k.steer("cma"):
+        for i, (mapping, order) in enumerate([(plain, 0), (other, 0), (plain, 2), (plain, 0), (other, 0)]):
+            x = k._alloc_folio(GFP_HIGHUSER_MOVABLE, order, KIND_FILE)
+            x.mapping, x.index = mapping, 8 * i
+            x._refcount += x.nr_pages                # the page cache's references
+            mapping.pages[8 * i] = x
+            mapping.nrpages += x.nr_pages
+            k.folio_add_lru(x)
+            k.folio_put(x)
+            extra.append(x)
+    k.lru_add_drain_all()
+    folios = [f.mapping.lookup(i) for i in range(NR)]
+    mixed = folios[:NR // 3] + extra[:3] + folios[NR // 3:2 * NR // 3] + extra[3:] + folios[2 * NR // 3:]
+    lst = []
+    for x in mixed:
+        assert k.folio_isolate_lru(x)
+        k.node_stat_mod_isolated(x, x.nr_pages)
+        lst.append(x)
+    mtc = MigrationTargetControl(reason=MR_LONGTERM_PIN)
+    k.current.flags |= PF_MEMALLOC_PIN
+    left = k.migrate_pages(lst, k.alloc_migration_target, None, mtc, MIGRATE_SYNC, MR_LONGTERM_PIN)
+    k.current.flags &= ~PF_MEMALLOC_PIN
+    assert left == 0 and lst == []
+    assert all(other.pages[8 * i].pfn != extra[i].pfn for i in (1, 4))
+    assert all(plain.pages[8 * i] is not extra[i] for i in (0, 2, 3))
+
+
+def _targets_in_a_new_section(k: FakeMM) -> None:
+    """The per-cpu list holds pages of a memory section no folio was ever made in (a
+    machine's sections are made as their first folio is): the targets start it."""
+    from pytest_pinfault.mm.gfp import GFP_HIGHUSER
+    f = cma_memfd(k, 3 * NR)
+    held = []
+    page = k.alloc_pages(GFP_HIGHUSER, 0)     # a pin's target gfp: fills that per-cpu list
+    while page is not None and page.pfn >> 15 == f.mapping.lookup(0).pfn >> 15:
+        held.append(page)                    # below the CMA area, in its section: taken
+        page = k.alloc_pages(GFP_HIGHUSER, 0)
+    assert page is not None
+    pfn = page.pfn
+    k.put_page(page)
+    sections = k._sections
+    for key in [key for key, sec in sections.items() if not sec]:
+        del sections[key]                    # as on a machine that never used them
+    assert pfn >> 15 not in sections
+    folios: list = []
+    assert k.memfd_pin_folios(f, 0, 3 * NR * PAGE_SIZE - 1, folios, 3 * NR, Out(0)) == 3 * NR
+    assert folios[0].pfn >> 15 == pfn >> 15
+    k.unpin_folios(folios, 3 * NR)
+    for page in held:
+        k.put_page(page)
+
+
+@pytest.mark.parametrize("workload", [_pin_memfd, _pin_mapping, _migrate_anon, _migrate_odd_folios,
+                                      _pin_private_anon, _pin_under_a_notifier, _pin_with_the_trace_off,
+                                      _cma_alloc_over_used_pages, _migrate_mixed_list,
+                                      _targets_in_a_new_section])
 def test_shortcuts_leave_the_state_the_watched_paths_leave(workload):
     """A long-term pin out of CMA (memfd, shared mapping, anonymous), partial unpins and
     an unmap: the machine without an observer and the one with a silent observer end
     in the same state, and the shortcuts did run on the first (its pins migrated)."""
-    plain = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
-    watched = FakeMM(MMConfig(ram="512MiB", cma="64MiB"))
+    ram = "6GiB" if workload is _pin_with_the_trace_off else "512MiB"
+    plain = FakeMM(MMConfig(ram=ram, cma="64MiB"))
+    watched = FakeMM(MMConfig(ram=ram, cma="64MiB"))
     watched.attach_observer(Silent())
     assert plain._ref_watch is None and watched._ref_watch is not None
     workload(plain)
