@@ -1267,8 +1267,9 @@ class GupMixin(_Base):
                         idx = cursor.value
                         stop = min(end_idx + 1, idx + max_folios - nr_folios)
                         pages = mapping.pages
-                        first = nr_folios
-                        while idx < stop:
+                        run: list[Folio] = []        # the run's folios[] entries, stored after it
+                        put = run.append
+                        for idx in range(idx, stop):
                             folio = pages.get(idx)
                             if folio is None:
                                 break
@@ -1276,18 +1277,22 @@ class GupMixin(_Base):
                             if r <= 0 or folio.order or folio.freed or folio.kind == KIND_ZERO:
                                 break
                             folio._rc = r + GUP_PIN_COUNTING_BIAS
+                            put(folio)
+                        else:
+                            idx = stop
+                        if run:
                             if nr_folios == 0:
-                                offset.value = start - (folio.index << PAGE_SHIFT)   # offset_in_folio
-                            if nr_folios == len(folios):
-                                folios.append(folio)
-                            elif nr_folios < len(folios):
-                                folios[nr_folios] = folio
+                                offset.value = start - (run[0].index << PAGE_SHIFT)   # offset_in_folio
+                            first = nr_folios
+                            nr_folios += len(run)
+                            if first == len(folios):
+                                folios += run
+                            elif nr_folios <= len(folios):
+                                folios[first:nr_folios] = run
                             else:
-                                _set(folios, nr_folios, folio)
-                            nr_folios += 1
-                            idx += 1
-                        if nr_folios != first:
-                            stats.nr_foll_pin_acquired += nr_folios - first
+                                for k, folio in enumerate(run, first):
+                                    _set(folios, k, folio)
+                            stats.nr_foll_pin_acquired += len(run)
                             cursor.value = idx
                             continue
                     batch: list[Folio] = []

@@ -311,6 +311,26 @@ def _pin_memfd(k: FakeMM) -> None:
     k.unpin_folios(folios[:NR], NR)
 
 
+def _pin_into_given_lists(k: FakeMM) -> None:
+    """Pins into lists the caller sized: longer than the pin (the entries past it stay)
+    and shorter (the list grows, as _set writes a C array)."""
+    f = cma_memfd(k, 3 * NR)
+    longer: list = [None] * (3 * NR + 3)
+    assert k.memfd_pin_folios(f, 0, 3 * NR * PAGE_SIZE - 1, longer, 3 * NR, Out(0)) == 3 * NR
+    assert longer[3 * NR:] == [None] * 3 and None not in longer[:3 * NR]
+    k.unpin_folios(longer, 3 * NR)
+    shorter: list = [None] * 5
+    assert k.memfd_pin_folios(f, 0, 3 * NR * PAGE_SIZE - 1, shorter, 3 * NR, Out(0)) == 3 * NR
+    assert len(shorter) == 3 * NR and None not in shorter
+    k.unpin_folios(shorter, 3 * NR)
+    mm = k.current.mm
+    addr = mm.mmap(3 * NR * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, file=f)
+    pages: list = [None] * 5
+    assert k.pin_user_pages(addr, 3 * NR, FOLL_LONGTERM | FOLL_WRITE, pages) == 3 * NR
+    assert len(pages) == 3 * NR and None not in pages
+    k.unpin_user_pages(pages, 3 * NR)
+
+
 def _pin_mapping(k: FakeMM) -> None:
     f = cma_memfd(k, 3 * NR)
     mm = k.current.mm
@@ -498,7 +518,7 @@ def _targets_in_a_new_section(k: FakeMM) -> None:
         k.put_page(page)
 
 
-@pytest.mark.parametrize("workload", [_pin_memfd, _pin_mapping, _migrate_anon, _migrate_odd_folios,
+@pytest.mark.parametrize("workload", [_pin_memfd, _pin_into_given_lists, _pin_mapping, _migrate_anon, _migrate_odd_folios,
                                       _pin_private_anon, _pin_under_a_notifier, _pin_with_the_trace_off,
                                       _cma_alloc_over_used_pages, _migrate_mixed_list,
                                       _targets_in_a_new_section])
