@@ -154,6 +154,7 @@ def measure(size: int, huge_extra: bool = False) -> tuple[float, list[tuple[str,
     collector runs between cases, and no case is timed over the previous cases' unfreed
     gigabytes (which cost up to a quarter more per folio, in fresh host memory).
     """
+    gc.collect()                  # the reference, too, is not timed over earlier garbage
     ref = bare_us(size >> 12)
     cases: list[Callable[[], list[tuple[str, float, int]]]] = [
         lambda: _case_memfd_nomig(size), lambda: _case_memfd_cma(size),
