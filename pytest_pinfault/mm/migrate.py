@@ -188,8 +188,8 @@ class MigrateMixin(_Base):
     def _migrate_pages(self, from_list: list[Folio], get_new_folio: NewFolio,
                        put_new_folio: FreeFolio | None, private: Any, mode: int, reason: int,
                        ret_succeeded: Any) -> int:
-        pending = [f for f in from_list if f.kind != KIND_HUGETLB]
         huge = [f for f in from_list if f.kind == KIND_HUGETLB]
+        pending = [f for f in from_list if f.kind != KIND_HUGETLB] if huge else list(from_list)
         failed: list[Folio] = []
         counts = [0, 0]          # succeeded, failed (folios)
         self.stats.migrate_pages_calls += 1

@@ -100,10 +100,11 @@ class FreeList:
         while i >= 0 and count:
             s = starts[i]
             a = top = (ends[i] - n) & mask
-            while a >= s and count:
-                out.append(a)
-                a -= n
-                count -= 1
+            if a >= s:
+                k = min(count, (a - s) // n + 1)     # blocks top, top - n, ... down to s
+                out.extend(range(top, top - k * n, -n))
+                a = top - k * n
+                count -= k
             if a != top:                        # blocks [a + n, top + n) went
                 self._carve(i, a + n, top + n)
             i -= 1

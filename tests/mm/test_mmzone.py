@@ -124,6 +124,29 @@ class TestFreeListTake:
         assert FreeList().take(0) == -1
 
 
+class TestFreeListTakeMany:
+    """take_many(order, count) removes what *count* take(order) calls would, in order."""
+
+    @pytest.mark.parametrize("order", [0, 1, 3])
+    @pytest.mark.parametrize("count", [0, 1, 5, 13, 40, 1000])
+    def test_same_blocks_as_repeated_take(self, order, count):
+        extents = [(3, 17), (20, 21), (32, 64), (70, 75), (96, 130)]   # unaligned ends too
+        many, one = FreeList(), FreeList()
+        for s, e in extents:
+            many.put(s, e - s)
+            one.put(s, e - s)
+        got = many.take_many(order, count)
+        want = []
+        while len(want) < count:
+            a = one.take(order)
+            if a < 0:
+                break
+            want.append(a)
+        assert got == want
+        assert list(many.extents()) == list(one.extents()) and many.nr_free == one.nr_free
+        assert all(a % (1 << order) == 0 for a in got)
+
+
 class TestFreeListRanges:
     def test_remove_range_across_extents(self):
         """remove_range() removes every free page of the range and returns the runs."""
