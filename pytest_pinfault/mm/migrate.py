@@ -599,6 +599,8 @@ class MigrateMixin(_Base):
         trace = self.trace
         tbuf = trace._buf if trace.on else None
         lru_add = self._lru_add
+        batch = lru_add[cpu]                     # this cpu's lru_add batch (a new list after a move)
+        lru_disabled = self._lru_disable_count    # nothing in the run changes it
         pb_mt = self._pb_mt
         sync = mode == MIGRATE_SYNC
         iso_anon = iso_file = 0              # NR_ISOLATED_* given back, flushed at the end
@@ -694,17 +696,17 @@ class MigrateMixin(_Base):
                 # folio_add_lru(dst) and folio_put(dst): the batch holds the one reference
                 # beyond the mappings' (expected - 1 moved + the allocation's, minus the put);
                 # dst._rc and dst._lru were set with the other fields
-                batch = lru_add[cpu]
                 batch.append(dst)
-                if len(batch) >= FOLIO_BATCH_SIZE or self._lru_disable_count:
+                if len(batch) >= FOLIO_BATCH_SIZE or lru_disabled:
                     self._folio_batch_move_lru(cpu)
+                    batch = lru_add[cpu]
                 # folio_put(src), the last reference: _free_folio's order-0 way, written out
                 src._data = None
                 src._mapping = None
                 src._rc = 0
                 src._flags = 0
-                sec = sections.get(src.pfn >> SECTION_SHIFT)
                 spfn = src.pfn
+                sec = sections.get(spfn >> SECTION_SHIFT)
                 if sec is not None and sec.get(spfn) is src:
                     del sec[spfn]
                 src.freed = True
