@@ -104,9 +104,13 @@ def _fake_mm_dependents(item: pytest.Item) -> set[str]:
     while changed:
         changed = False
         for name, fdefs in defs.items():
-            if name not in deps and any(a in deps for d in fdefs for a in d.argnames):
-                deps.add(name)
-                changed = True
+            if name in deps:
+                continue
+            for d in fdefs:
+                if not deps.isdisjoint(d.argnames):
+                    deps.add(name)
+                    changed = True
+                    break
     return {n for n in deps if foreign(n)}
 
 
