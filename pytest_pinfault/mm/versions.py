@@ -95,8 +95,9 @@ def bind_present(obj: Any) -> None:
     d = obj.__dict__
     cd = cls.__dict__
     for name, desc in present:
+        func = desc.func
         if cd.get(name) is not desc:      # the class changed since: the long way
             _PRESENT.pop(key, None)
             return bind_present(obj)
         if name not in d:
-            d[name] = desc.func.__get__(obj, cls)
+            d[name] = func.__get__(obj, cls)
