@@ -344,7 +344,7 @@ class StateRules:
     # rule 9 ------------------------------------------------------------------------
     def _hstate_state(self, size: int) -> tuple[int, int, int, int, int]:
         k = self.fake_mm
-        h = k.hstate(size)
+        h = k._hstates[size]               # k.hstate(size), without parsing the size
         if h.nr_huge_pages == 0:
             inuse = 0                      # no pool page, none in use
         elif getattr(self, "_seen_valid", False) and self.attached:
@@ -377,14 +377,14 @@ class StateRules:
                     out.append(self._v(ACCOUNTING,
                                        f"{name} of {t.comm}[{t.pid}]'s mm is {now} pages, baseline {base}"
                                        f" ({now - base:+d} not returned)", key=("acct", id(mm), name, now),
-                                       hint=f"every account_locked_vm(mm, n, true) needs its "
-                                            f"account_locked_vm(mm, n, false) on release and error paths"
+                                       hint="every account_locked_vm(mm, n, true) needs its "
+                                            "account_locked_vm(mm, n, false) on release and error paths"
                                             if name == "locked_vm" else
                                             "every atomic64_add to pinned_vm needs its atomic64_sub"))
         for size in HSTATE_SIZES:
             nr, free, resv, surplus, inuse = self._hstate_state(size)
             bnr, bfree, bresv, bsurplus, binuse = self._b_hugetlb[size]
-            name = k.hstate(size).name
+            name = k._hstates[size].name
             if nr != bnr or surplus != bsurplus:
                 out.append(self._v(ACCOUNTING, f"{name}: nr_huge_pages={nr} surplus={surplus}, baseline "
                                                f"{bnr}/{bsurplus}", key=("hugetlb-nr", size, nr, surplus)))

@@ -110,6 +110,8 @@ def kernel_key(version: str) -> tuple[int, ...]:
 
 
 _KERNEL_KEYS = {k: kernel_key(k) for k in KERNELS}
+#: kernel_key of the versions kernel_at_least was asked about (a few, from the code)
+_VERSION_KEYS: dict[str, tuple[int, ...]] = dict(_KERNEL_KEYS)
 
 #: The most RAM a config may have: 64 TiB, x86-64's physical address space with
 #: 4-level paging (``MAX_PHYSMEM_BITS`` 46, arch/x86/include/asm/sparsemem.h).
@@ -525,7 +527,12 @@ class MMConfig:
     def kernel_at_least(self, version: str) -> bool:
         """True when the configured ``kernel`` is *version* or newer (``"6.11"`` ->
         False for ``kernel="6.6"``).  Versions compare numerically."""
-        return _KERNEL_KEYS[self.kernel] >= kernel_key(version)
+        want = _VERSION_KEYS.get(version)
+        if want is None:
+            want = kernel_key(version)
+            if len(_VERSION_KEYS) < 256:
+                _VERSION_KEYS[version] = want
+        return _KERNEL_KEYS[self.kernel] >= want
 
     def spelling(self, field: str) -> str:
         """The value of *field* in the spelling every place accepts: the

@@ -36,6 +36,10 @@ Values = Mapping[Hashable, int]
 
 
 def _as_values(v: Any, name: str) -> dict[Hashable, int]:
+    """*v* (what a counter's read() returned) as its non-zero values; a TypeError for
+    anything but an int or a mapping key -> int."""
+    if type(v) is dict:                 # the usual reading: a plain dict (often empty)
+        return {k: n for k, n in v.items() if n} if v else {}
     if isinstance(v, bool) or v is None:
         raise TypeError(f"counter {name!r}: read() returned {v!r}; expected an int or a mapping key -> int")
     if isinstance(v, int):
@@ -69,7 +73,10 @@ class Counter:
 
     def values(self) -> dict[Hashable, int]:
         """The current non-zero values, key -> int."""
-        return _as_values(self.read(), self.name)
+        v = self.read()
+        if type(v) is dict:             # _as_values' usual case, written out
+            return {k: n for k, n in v.items() if n} if v else {}
+        return _as_values(v, self.name)
 
     def __repr__(self) -> str:
         return f"<counter {self.name} [{self.rule}] {self.values()}>"

@@ -148,12 +148,22 @@ class DmaBufMixin(_Base):
         self._dmabufs: dict[int, DmaBuf] = {}
         self._dma_buf_fops = _DmaBufFops(self)
         c = self.counters
-        c.register("dma_buf.refs", lambda: {b: b.file.f_count for b in self._dmabufs.values()},
+        c.register("dma_buf.refs", self._read_dma_buf_refs,
                    doc="references on dma-bufs not released")
-        c.register("dma_buf.attachments", lambda: {b: len(b.attachments) for b in self._dmabufs.values()},
+        c.register("dma_buf.attachments", self._read_dma_buf_attachments,
                    doc="dma-buf attachments never detached")
-        c.register("dma_buf.vmaps", lambda: {b: b.vmapping_counter for b in self._dmabufs.values()},
+        c.register("dma_buf.vmaps", self._read_dma_buf_vmaps,
                    doc="dma-buf vmaps never vunmapped")
+
+    # the counters' readers (bound methods: no cell or closure tuple per machine)
+    def _read_dma_buf_refs(self) -> dict[Any, int]:
+        return {b: b.file.f_count for b in self._dmabufs.values()} if self._dmabufs else {}
+
+    def _read_dma_buf_attachments(self) -> dict[Any, int]:
+        return {b: len(b.attachments) for b in self._dmabufs.values()} if self._dmabufs else {}
+
+    def _read_dma_buf_vmaps(self) -> dict[Any, int]:
+        return {b: b.vmapping_counter for b in self._dmabufs.values()} if self._dmabufs else {}
 
     # ---------------------------------------------------------------- export
     def dma_buf_export(self, exp_info: DmaBufExportInfo) -> DmaBuf | int:

@@ -112,9 +112,13 @@ class DmaMappingMixin(_Base):
 
     def _init_dma(self) -> None:
         self._devices: list[Device] = []
-        self.counters.register("dma.mappings", lambda: {d: len(d.mappings) for d in self._devices},
+        self.counters.register("dma.mappings", self._read_dma_mappings,
                                doc="streaming DMA mappings never unmapped")
         self.counters.register_probe("dma.coherence", self._dma_coherence, rule="coherence")
+
+    def _read_dma_mappings(self) -> dict[Any, int]:
+        """The ``dma.mappings`` counter's reading: each device's live streaming mappings."""
+        return {d: len(d.mappings) for d in self._devices} if self._devices else {}
 
     # ---------------------------------------------------------------- devices
     def create_device(self, name: str = "dev", dma_mask: int = DMA_BIT_MASK(64)) -> Device:

@@ -134,7 +134,7 @@ class FakeMM(PageAllocMixin, SwapMixin, ReclaimMixin, MigrateMixin, HugetlbMixin
         self.current: Task = self.create_task("init")
         self.counters: CounterRegistry = CounterRegistry()   # what the checker judges beyond folios
         self._sg_live: dict[int, Any] = {}
-        self.counters.register("scatterlist.chunks", lambda: len(self._sg_live),
+        self.counters.register("scatterlist.chunks", self._read_sg_chunks,
                                doc="scatterlist chunks allocated and not freed")
         self._init_user()
         self._init_dma()

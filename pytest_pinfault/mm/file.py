@@ -99,11 +99,18 @@ class FileMixin(_Base):
 
     def _init_files(self) -> None:
         self._file_refs: dict[int, Any] = {}          # id -> file with fget/get_file references
-        self.counters.register("file.refs", lambda: {f: f._extra_refs for f in self._file_refs.values()
-                                                     if getattr(f, "_extra_refs", 0)},
+        self.counters.register("file.refs", self._read_file_refs,
                                doc="file references taken with fget/get_file and not put")
-        self.counters.register("fd.open", lambda: {t: len(t.files) for t in self.tasks if t.files is not None},
+        self.counters.register("fd.open", self._read_fd_open,
                                at_teardown=False, doc="open file descriptors")
+
+    def _read_file_refs(self) -> dict[Any, int]:
+        if not self._file_refs:
+            return {}
+        return {f: f._extra_refs for f in self._file_refs.values() if getattr(f, "_extra_refs", 0)}
+
+    def _read_fd_open(self) -> dict[Any, int]:
+        return {t: len(t.files) for t in self.tasks if t.files is not None}
 
     def files(self, task: "Task | None" = None) -> FilesStruct:
         """The descriptor table of *task* (default current), created on first use with

@@ -252,6 +252,10 @@ class ScatterlistMixin(_Base):
         """Scatterlist chunks allocated and not yet freed (model only)."""
         return len(self._sg_live)
 
+    def _read_sg_chunks(self) -> int:
+        """The ``scatterlist.chunks`` counter's reading."""
+        return len(self._sg_live)
+
     # ---------------------------------------------------------------- tables
     def sg_init_table(self, sgl: Scatterlist, nents: int) -> None:
         """Clear the chunk *sgl* starts and mark entry ``nents - 1`` as the end.

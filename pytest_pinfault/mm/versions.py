@@ -72,14 +72,32 @@ def install_versioned(cls: Any) -> None:
         setattr(cls, name, VersionedFunction(name, func, since, where, why))
 
 
+#: (class, kernel version) -> the (name, VersionedFunction) pairs that version has
+_PRESENT: dict[tuple[Any, str], list[tuple[str, VersionedFunction]]] = {}
+
+
 def bind_present(obj: Any) -> None:
     """Store the bound methods *obj*'s version has in its instance dict, so that looking
     them up costs what any method lookup costs (the descriptor then only answers for the
-    absent ones)."""
+    absent ones).  Which ones that is is worked out once per class and version; a
+    descriptor replaced on the class since is looked up again."""
     cls = type(obj)
     config = obj.config
+    key = (cls, config.kernel)
+    present = _PRESENT.get(key)
+    if present is None:
+        present = []
+        for name in SINCE:
+            desc = cls.__dict__.get(name)
+            if isinstance(desc, VersionedFunction) and config.kernel_at_least(desc.since):
+                present.append((name, desc))
+        _PRESENT[key] = present
     d = obj.__dict__
-    for name in SINCE:
-        desc = cls.__dict__.get(name)
-        if isinstance(desc, VersionedFunction) and config.kernel_at_least(desc.since) and name not in d:
-            d[name] = desc.func.__get__(obj, cls)
+    cd = cls.__dict__
+    for name, desc in present:
+        func = desc.func
+        if cd.get(name) is not desc:      # the class changed since: the long way
+            _PRESENT.pop(key, None)
+            return bind_present(obj)
+        if name not in d:
+            d[name] = func.__get__(obj, cls)

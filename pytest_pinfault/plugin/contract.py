@@ -104,9 +104,13 @@ def _fake_mm_dependents(item: pytest.Item) -> set[str]:
     while changed:
         changed = False
         for name, fdefs in defs.items():
-            if name not in deps and any(a in deps for d in fdefs for a in d.argnames):
-                deps.add(name)
-                changed = True
+            if name in deps:
+                continue
+            for d in fdefs:
+                if not deps.isdisjoint(d.argnames):
+                    deps.add(name)
+                    changed = True
+                    break
     return {n for n in deps if foreign(n)}
 
 
@@ -117,12 +121,17 @@ def splat(violations: Iterable[Violation]) -> str:
 class ContractState:
     """The checker of one test plus what has been reported so far."""
 
-    def __init__(self, item: pytest.Item, fake_mm: Any) -> None:
+    def __init__(self, item: pytest.Item, fake_mm: Any, at_boot: bool = False) -> None:
+        """*at_boot*: *fake_mm* is as ``FakeMM()`` construction left it (its fault
+        injector armed, nothing else done to it: what the ``fake_mm`` fixture and
+        ``pinfault_machine`` hand over), so the checker takes the baseline construction
+        recorded (:meth:`~pytest_pinfault.contracts.Checker.boot_baseline`, the same
+        values) instead of reading the machine again."""
         self.item = item
         self.policy: ContractPolicy = policy_for(item)
         hook = item.config.hook.pytest_pinfault_violation
         self._hook = hook if hook.get_hookimpls() else None
-        self.checker: Checker = Checker(fake_mm, on_violation=self._on_violation)
+        self.checker: Checker = Checker(fake_mm, on_violation=self._on_violation, at_boot=at_boot)
         self._reported: set[int] = set()   # id() of violations already reported
         self.expected_hits: list[Violation] = []
         self.final_done: bool = False

@@ -293,7 +293,7 @@ def clear_fault_context(item: pytest.Item) -> None:
     starts on a fresh machine with no fault fired)."""
     if item.stash.get(FAULT_CONTEXT_KEY, None) is not None:
         del item.stash[FAULT_CONTEXT_KEY]
-        _switch(_context(item))
+        _switch_to(item)
 
 
 def _switch(name: str) -> None:
@@ -306,15 +306,27 @@ def _switch(name: str) -> None:
         pass
 
 
+def _switch_to(item: pytest.Item) -> None:
+    """``_switch(_context(item))``, the context named only while coverage runs."""
+    cov = running_coverage()
+    if cov is None:
+        return
+    name = _context(item)
+    try:
+        cov.switch_context(name)
+    except Exception:   # coverage not started (e.g. stopped by the user): nothing to label
+        pass
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
-    _switch(_context(item))
+    _switch_to(item)
     return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: Any) -> Generator[None, Any, Any]:
-    _switch(_context(item))
+    _switch_to(item)
     try:
         return (yield)
     finally:
@@ -327,7 +339,7 @@ class CallContext:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        _switch(_context(item))
+        _switch_to(item)
         return (yield)
 
 
@@ -339,13 +351,13 @@ class PhaseContext:
     body run under the plugin's context whatever ``--cov-context`` says."""
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        _switch(_context(item))
+        _switch_to(item)
 
     def pytest_runtest_call(self, item: pytest.Item) -> None:
-        _switch(_context(item))
+        _switch_to(item)
 
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        _switch(_context(item))
+        _switch_to(item)
 
 
 def _final_coverage(config: pytest.Config) -> Any:

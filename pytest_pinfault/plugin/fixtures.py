@@ -156,7 +156,9 @@ def fake_mm(request: pytest.FixtureRequest, mm_config: MMConfig) -> Iterator[Fak
     _arm(request, ctl)
     item = request.node
     try:
-        contract = ContractState(item, mm)     # the baseline: after arming, before the test
+        # the baseline: after arming, before the test; the machine is as construction
+        # left it (arming touches the injector only), so its boot baseline is the baseline
+        contract = ContractState(item, mm, at_boot=True)
     except ValueError as e:                    # pragma: no cover - checked at collection
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.pin_contract: {e}") from None
     mm._checker = contract.checker

@@ -147,7 +147,7 @@ class MachineFactory:
             except FaultSpecError as e:
                 raise pytest.UsageError(f"{item.nodeid}: pinfault_machine: {e}") from None
         try:
-            contract = ContractState(item, mm)
+            contract = ContractState(item, mm, at_boot=True)   # a fresh machine: see fake_mm
         except ValueError as e:
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.pin_contract: {e}") from None
         mm._checker = contract.checker

@@ -525,3 +525,23 @@ class TestRmqueueMode:
                     assert short[-1] == full[-1], order
         finally:
             z.free[:] = saved
+
+
+def test_bound_present_functions_follow_the_class(monkeypatch):
+    """bind_present works out once per class and version which functions a machine has;
+    a function replaced on the class afterwards is what the next machine binds, and a
+    version without it still has none."""
+    from pytest_pinfault.mm.versions import VersionedFunction
+    old = FakeMM(MMConfig(kernel="6.12"))
+    assert "memfd_pin_folios" in old.__dict__
+
+    def replacement(self, *args):
+        return "replaced"
+
+    monkeypatch.setattr(FakeMM, "memfd_pin_folios",
+                        VersionedFunction("memfd_pin_folios", replacement, "6.11", "mm/gup.c", "test"))
+    assert FakeMM(MMConfig(kernel="6.12")).memfd_pin_folios() == "replaced"
+    assert old.memfd_pin_folios is not None and old.memfd_pin_folios.__func__ is not replacement
+    assert not hasattr(FakeMM(MMConfig(kernel="6.1")), "memfd_pin_folios")
+    monkeypatch.undo()
+    assert FakeMM(MMConfig(kernel="6.12")).memfd_pin_folios.__func__ is not replacement
