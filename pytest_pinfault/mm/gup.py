@@ -780,13 +780,7 @@ class GupMixin(_Base):
                         put(Page(folio, folio.pfn))
                 if run:
                     j = i + len(run)
-                    if i == len(pages):
-                        pages += run
-                    elif j <= len(pages):
-                        pages[i:j] = run
-                    else:
-                        for k, page in enumerate(run, i):
-                            _set(pages, k, page)
+                    _set_run(pages, i, run)
                     if pin:
                         pins += j - i
                     i = j
@@ -1283,15 +1277,8 @@ class GupMixin(_Base):
                         if run:
                             if nr_folios == 0:
                                 offset.value = start - (run[0].index << PAGE_SHIFT)   # offset_in_folio
-                            first = nr_folios
+                            _set_run(folios, nr_folios, run)
                             nr_folios += len(run)
-                            if first == len(folios):
-                                folios += run
-                            elif nr_folios <= len(folios):
-                                folios[first:nr_folios] = run
-                            else:
-                                for k, folio in enumerate(run, first):
-                                    _set(folios, k, folio)
                             stats.nr_foll_pin_acquired += len(run)
                             cursor.value = idx
                             continue
@@ -1374,6 +1361,19 @@ class Out:
 
     def __repr__(self) -> str:
         return f"Out({self.value!r})"
+
+
+def _set_run(arr: list[Any], first: int, run: list[Any]) -> None:
+    """:func:`_set` of ``arr[first + k] = run[k]`` for every k, with one list operation
+    when *arr* ends at *first* or already reaches past the run."""
+    end = first + len(run)
+    if first == len(arr):
+        arr += run
+    elif end <= len(arr):
+        arr[first:end] = run
+    else:
+        for k, value in enumerate(run, first):
+            _set(arr, k, value)
 
 
 def _set(arr: list[Any] | None, i: int, value: Any) -> None:

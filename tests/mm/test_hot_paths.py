@@ -523,9 +523,11 @@ def _targets_in_a_new_section(k: FakeMM) -> None:
                                       _cma_alloc_over_used_pages, _migrate_mixed_list,
                                       _targets_in_a_new_section])
 def test_shortcuts_leave_the_state_the_watched_paths_leave(workload):
-    """A long-term pin out of CMA (memfd, shared mapping, anonymous), partial unpins and
-    an unmap: the machine without an observer and the one with a silent observer end
-    in the same state, and the shortcuts did run on the first (its pins migrated)."""
+    """Long-term pins and migrations out of CMA (the workloads above: memfd, mappings,
+    anonymous memory, caller-sized lists, a notifier, odd and mixed lists, cma_alloc,
+    a new section, partial unpins and an unmap): the machine without an observer and
+    the one with a silent observer end in the same state, down to every folio slot, and
+    the shortcuts did run on the first (its pins migrated)."""
     ram = "6GiB" if workload is _pin_with_the_trace_off else "512MiB"
     plain = FakeMM(MMConfig(ram=ram, cma="64MiB"))
     watched = FakeMM(MMConfig(ram=ram, cma="64MiB"))
