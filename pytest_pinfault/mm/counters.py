@@ -73,10 +73,7 @@ class Counter:
 
     def values(self) -> dict[Hashable, int]:
         """The current non-zero values, key -> int."""
-        v = self.read()
-        if type(v) is dict:             # _as_values' usual case, written out
-            return {k: n for k, n in v.items() if n} if v else {}
-        return _as_values(v, self.name)
+        return _as_values(self.read(), self.name)
 
     def __repr__(self) -> str:
         return f"<counter {self.name} [{self.rule}] {self.values()}>"
