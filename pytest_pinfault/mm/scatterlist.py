@@ -250,10 +250,11 @@ class ScatterlistMixin(_Base):
     @property
     def sg_chunks_live(self) -> int:
         """Scatterlist chunks allocated and not yet freed (model only)."""
-        return len(self._sg_live)
+        return self._read_sg_chunks()
 
     def _read_sg_chunks(self) -> int:
-        """The ``scatterlist.chunks`` counter's reading."""
+        """The ``scatterlist.chunks`` counter's reading (a bound method, as the counter
+        registry takes it): :attr:`sg_chunks_live`."""
         return len(self._sg_live)
 
     # ---------------------------------------------------------------- tables

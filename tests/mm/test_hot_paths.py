@@ -22,6 +22,7 @@ from pytest_pinfault.mm import (FOLL_LONGTERM, FOLL_WRITE, GFP_HIGHUSER_MOVABLE,
 from pytest_pinfault.mm.folio import MAPPING_CHANGE, Folio, Page
 from pytest_pinfault.mm.gfp import MIGRATE_MOVABLE
 from pytest_pinfault.mm.hostgc import PAUSE_MIN
+from pytest_pinfault.mm.mmzone import SECTION_SHIFT
 from pytest_pinfault.mm.sched import PF_MEMALLOC_PIN
 from pytest_pinfault.mm.observer import MMObserver
 
@@ -500,7 +501,7 @@ def _targets_in_a_new_section(k: FakeMM) -> None:
     f = cma_memfd(k, 3 * NR)
     held = []
     page = k.alloc_pages(GFP_HIGHUSER, 0)     # a pin's target gfp: fills that per-cpu list
-    while page is not None and page.pfn >> 15 == f.mapping.lookup(0).pfn >> 15:
+    while page is not None and page.pfn >> SECTION_SHIFT == f.mapping.lookup(0).pfn >> SECTION_SHIFT:
         held.append(page)                    # below the CMA area, in its section: taken
         page = k.alloc_pages(GFP_HIGHUSER, 0)
     assert page is not None
@@ -509,10 +510,10 @@ def _targets_in_a_new_section(k: FakeMM) -> None:
     sections = k._sections
     for key in [key for key, sec in sections.items() if not sec]:
         del sections[key]                    # as on a machine that never used them
-    assert pfn >> 15 not in sections
+    assert pfn >> SECTION_SHIFT not in sections
     folios: list = []
     assert k.memfd_pin_folios(f, 0, 3 * NR * PAGE_SIZE - 1, folios, 3 * NR, Out(0)) == 3 * NR
-    assert folios[0].pfn >> 15 == pfn >> 15
+    assert folios[0].pfn >> SECTION_SHIFT == pfn >> SECTION_SHIFT
     k.unpin_folios(folios, 3 * NR)
     for page in held:
         k.put_page(page)
